@@ -1,0 +1,214 @@
+"""Activation functions h = g(a), each a box with fprop and bprop (∂L/∂a = ∂L/∂h ⊙ g'(a)).
+
+``ACTIVATIONS`` maps the names used by model builders and the command line
+(``"relu"``, ``"tanh"``, …) to the classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ermlab.backend import array_module
+from ermlab.nn.linear import Identity, Linear
+from ermlab.nn.module import Module
+
+
+class Sigmoid(Module):
+    """g(a) = 1 / (1 + e^{−a}) = ½(1 + tanh(a/2)) (no overflow);  g'(a) = g(a)(1 − g(a))."""
+
+    def forward(self, x: Any) -> Any:
+        xp = array_module(x)
+        y = x * 0.5
+        xp.tanh(y, out=y)
+        y += 1
+        y *= 0.5
+        if self.training:
+            self._y = y
+        return y
+
+    def grad_input(self, grad_out: Any) -> Any:
+        y = self._cached("_y")
+        return grad_out * y * (1 - y)
+
+
+class Tanh(Module):
+    """g(a) = tanh(a) = (e^{a} − e^{−a}) / (e^{a} + e^{−a});  g'(a) = 1 − g(a)²."""
+
+    def forward(self, x: Any) -> Any:
+        y = array_module(x).tanh(x)
+        if self.training:
+            self._y = y
+        return y
+
+    def grad_input(self, grad_out: Any) -> Any:
+        y = self._cached("_y")
+        return grad_out * (1 - y * y)
+
+
+class ReLU(Module):
+    """g(a) = max(0, a);  g'(a) = 1_{a > 0} (0 at a = 0, as torch)."""
+
+    def forward(self, x: Any) -> Any:
+        y = array_module(x).maximum(x, 0)
+        if self.training:
+            self._y = y
+        return y
+
+    def grad_input(self, grad_out: Any) -> Any:
+        y = self._cached("_y")
+        return array_module(y).multiply(grad_out, y > 0)
+
+
+class LeakyReLU(Module):
+    """g(a) = a for a > 0, α a otherwise (α = ``negative_slope``, torch's default 0.01)."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Any) -> Any:
+        xp = array_module(x)
+        positive = x > 0
+        if self.training:
+            self._positive = positive
+        return xp.where(positive, x, x * self.negative_slope)
+
+    def grad_input(self, grad_out: Any) -> Any:
+        positive = self._cached("_positive")
+        return array_module(grad_out).where(positive, grad_out, grad_out * self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class ELU(Module):
+    """Clevert et al. (2016): g(a) = a for a > 0, α(e^{a} − 1) otherwise;
+    g'(a) = 1 for a > 0, g(a) + α otherwise."""
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x: Any) -> Any:
+        xp = array_module(x)
+        negative = xp.expm1(xp.minimum(x, 0))
+        negative *= self.alpha
+        y = xp.where(x > 0, x, negative)
+        if self.training:
+            self._x, self._y = x, y
+        return y
+
+    def grad_input(self, grad_out: Any) -> Any:
+        x, y = self._cached("_x"), self._cached("_y")
+        return array_module(x).where(x > 0, grad_out, grad_out * (y + self.alpha))
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class Softplus(Module):
+    """g(a) = log(1 + e^{a}) (computed as logaddexp(0, a));  g'(a) = sigmoid(a)."""
+
+    def forward(self, x: Any) -> Any:
+        xp = array_module(x)
+        if self.training:
+            self._x = x
+        return xp.logaddexp(0, x)
+
+    def grad_input(self, grad_out: Any) -> Any:
+        x = self._cached("_x")
+        sigmoid = x * 0.5
+        array_module(x).tanh(sigmoid, out=sigmoid)
+        sigmoid += 1
+        sigmoid *= 0.5
+        return grad_out * sigmoid
+
+
+class Softmax(Module):
+    """softmax(a)_c = e^{a_c} / Σ_c' e^{a_c'} along ``axis`` (shifted by max a for stability).
+
+    bprop: ∂L/∂a = y ⊙ (g − Σ_c g_c y_c) with y the output and g = ∂L/∂y.
+    To train a classifier, prefer ``losses.SoftmaxCrossEntropy`` on the scores:
+    it fuses the two and its gradient is simply f(x) − e(y).
+    """
+
+    def __init__(self, axis: int = -1) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x: Any) -> Any:
+        xp = array_module(x)
+        y = x - x.max(axis=self.axis, keepdims=True)
+        xp.exp(y, out=y)
+        y /= y.sum(axis=self.axis, keepdims=True)
+        if self.training:
+            self._y = y
+        return y
+
+    def grad_input(self, grad_out: Any) -> Any:
+        y = self._cached("_y")
+        inner = (grad_out * y).sum(axis=self.axis, keepdims=True)
+        return y * (grad_out - inner)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+
+class Maxout(Module):
+    """Goodfellow et al. (2013): h_j = max_{i ≤ k} (W_{j,i} x + b_{j,i}), k linear pieces per unit.
+
+    A Linear layer to ``out_features · k`` pieces (unit j owns rows jk … jk+k−1)
+    followed by the max over each unit's pieces; bprop sends the gradient to
+    the winning piece only.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, pieces: int = 2, **linear_kwargs: Any
+    ) -> None:
+        super().__init__()
+        if pieces < 1:
+            raise ValueError(f"Maxout needs at least one piece per unit; got pieces={pieces}")
+        self.out_features, self.pieces = int(out_features), int(pieces)
+        self.linear = Linear(in_features, out_features * pieces, **linear_kwargs)
+
+    def forward(self, x: Any) -> Any:
+        xp = array_module(x)
+        z = self.linear.forward(x).reshape(x.shape[0], self.out_features, self.pieces)
+        winner = z.argmax(axis=2)[..., None]
+        if self.training:
+            self._winner = winner
+        return xp.take_along_axis(z, winner, axis=2)[..., 0]
+
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        winner = self._cached("_winner")
+        xp = array_module(grad_out)
+        n = grad_out.shape[0]
+        grad_z = xp.zeros((n, self.out_features, self.pieces), dtype=grad_out.dtype)
+        xp.put_along_axis(grad_z, winner, grad_out[..., None], axis=2)
+        return self.linear.backward(grad_z.reshape(n, -1), input_grad=input_grad)
+
+    def extra_repr(self) -> str:
+        return f"{self.linear.in_features} → {self.out_features}, pieces={self.pieces}"
+
+
+ACTIVATIONS: dict[str, type[Module]] = {
+    "linear": Identity,
+    "identity": Identity,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "elu": ELU,
+    "softplus": Softplus,
+    "softmax": Softmax,
+}
+
+
+def get(name: str | Module) -> Module:
+    """A fresh activation module by name (see ``ACTIVATIONS``), or the module itself."""
+    if isinstance(name, Module):
+        return name
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None

@@ -1,0 +1,138 @@
+"""Graph: a flow graph (DAG) of named boxes — fprop in topological order, bprop in reverse.
+
+Each box is a Module whose inputs are named values: the graph's inputs or
+other boxes' outputs. Where a value feeds several boxes, bprop sums the
+gradients that come back to it (the multivariate chain rule), which is what
+residual and inception blocks need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ermlab.nn.module import Module
+
+
+class Graph(Module):
+    """A directed acyclic graph of Modules with one output.
+
+    Example — a residual block, y = relu(x + W₂ relu(W₁ x)):
+        >>> from ermlab import nn
+        >>> g = nn.Graph(inputs="x")
+        >>> g.add("fc1", nn.Linear(8, 8), "x").add("act1", nn.ReLU(), "fc1")
+        >>> g.add("fc2", nn.Linear(8, 8), "act1").add("sum", nn.Add(), ["fc2", "x"])
+        >>> g.add("out", nn.ReLU(), "sum").set_output("out")
+
+    A box with several inputs (``Add``, ``Concatenate``) receives them as
+    positional arguments in ``forward`` and returns one gradient per input from
+    ``backward``.
+    """
+
+    def __init__(self, inputs: str | Sequence[str] = "x", output: str | None = None) -> None:
+        super().__init__()
+        names = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"Graph inputs must be distinct names; got {names}")
+        object.__setattr__(self, "input_names", names)
+        object.__setattr__(self, "edges", {})
+        object.__setattr__(self, "output_name", output)
+        object.__setattr__(self, "_order", None)
+
+    def add(self, name: str, module: Module, inputs: str | Sequence[str]) -> Graph:
+        """Add box ``name`` computing ``module(*inputs)``; returns the graph for chaining."""
+        if not isinstance(module, Module):
+            raise TypeError(f"Graph box {name!r} must be a Module; got {type(module).__name__}")
+        if name in self.edges or name in self.input_names:
+            raise ValueError(f"Graph already has a value named {name!r}")
+        if hasattr(type(self), name) or name in self.__dict__ or not name.isidentifier():
+            raise ValueError(
+                f"Graph box name {name!r} is not usable: pick an identifier that is not a "
+                "Graph attribute"
+            )
+        for other, used in self._modules.items():
+            if used is module:
+                raise ValueError(
+                    f"the module of box {name!r} is already box {other!r}; each box needs its "
+                    "own module (its forward cache is its own)"
+                )
+        self.edges[name] = [inputs] if isinstance(inputs, str) else list(inputs)
+        setattr(self, name, module)
+        object.__setattr__(self, "_order", None)
+        return self
+
+    def set_output(self, name: str) -> Graph:
+        object.__setattr__(self, "output_name", name)
+        object.__setattr__(self, "_order", None)
+        return self
+
+    def order(self) -> list[str]:
+        """The boxes the output depends on, in topological order (Kahn's algorithm)."""
+        if self._order is None:
+            object.__setattr__(self, "_order", self._topological_order())
+        return self._order
+
+    def _topological_order(self) -> list[str]:
+        if self.output_name is None:
+            raise ValueError("Graph has no output: call set_output(name)")
+        known = set(self.edges) | set(self.input_names)
+        for name, inputs in self.edges.items():
+            unknown = [i for i in inputs if i not in known]
+            if unknown:
+                raise ValueError(f"Graph box {name!r} reads undefined values {unknown}")
+        if self.output_name not in known:
+            raise ValueError(f"Graph output {self.output_name!r} is not a box or an input")
+        needed, stack = set(), [self.output_name]
+        while stack:
+            value = stack.pop()
+            if value in self.edges and value not in needed:
+                needed.add(value)
+                stack.extend(self.edges[value])
+        pending = {n: sum(i in needed for i in set(self.edges[n])) for n in needed}
+        ready = [n for n in self.edges if n in needed and pending[n] == 0]
+        order = []
+        while ready:
+            name = ready.pop(0)
+            order.append(name)
+            for other in self.edges:
+                if other in needed and name in self.edges[other]:
+                    pending[other] -= 1
+                    if pending[other] == 0:
+                        ready.append(other)
+        if len(order) != len(needed):
+            cycle = sorted(needed - set(order))
+            raise ValueError(f"Graph has a cycle through boxes {cycle}")
+        return order
+
+    def forward(self, *inputs: Any) -> Any:
+        if len(inputs) != len(self.input_names):
+            raise ValueError(
+                f"Graph expects {len(self.input_names)} inputs {self.input_names}; "
+                f"got {len(inputs)}"
+            )
+        values = dict(zip(self.input_names, inputs))
+        for name in self.order():
+            values[name] = self._modules[name].forward(*(values[i] for i in self.edges[name]))
+        return values[self.output_name]
+
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        grads: dict[str, Any] = {self.output_name: grad_out}
+        for name in reversed(self.order()):
+            grad = grads.pop(name, None)
+            if grad is None:
+                continue
+            inputs = self.edges[name]
+            wanted = [i in self.edges or input_grad for i in inputs]
+            back = self._modules[name].backward(grad, input_grad=any(wanted))
+            if len(inputs) == 1:
+                back = (back,)
+            for value, want, g in zip(inputs, wanted, back):
+                if want and g is not None:
+                    grads[value] = g if value not in grads else grads[value] + g
+        if not input_grad:
+            return None
+        result = tuple(grads.get(name) for name in self.input_names)
+        return result[0] if len(result) == 1 else result
+
+    def extra_repr(self) -> str:
+        return f"inputs={self.input_names}, output={self.output_name!r}"

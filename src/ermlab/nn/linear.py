@@ -1,0 +1,107 @@
+"""Fully connected layer a = b + W h, and the shape-only boxes Flatten and Identity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ermlab.backend import array_module, as_generator, resolve_dtype
+from ermlab.nn import init
+from ermlab.nn.module import Module
+from ermlab.nn.parameter import Parameter
+
+
+def check_float_input(layer: Module, x: Any, dtype: Any) -> None:
+    """Raise a clear ``ValueError`` when ``x`` is not a float array of the layer's dtype."""
+    if getattr(x, "dtype", None) != dtype:
+        got = getattr(x, "dtype", type(x).__name__)
+        raise ValueError(
+            f"{layer!r} has {dtype} parameters but got input of dtype {got}; "
+            f"convert the data with x.astype({dtype.name!r}) (or build the model with "
+            f"dtype={got!r})"
+        )
+
+
+class Linear(Module):
+    """Affine layer a(x) = b + W x, for inputs of shape (N, in_features).
+
+    Parameters (torch's layout, so state dicts line up):
+        weight W: (out_features, in_features), initialized by ``weight_init``
+            (default ``glorot_uniform``: U[−b, b], b = √6 / √(in + out)).
+        bias b: (out_features,), initialized to 0, not regularized.
+
+    bprop, for a batch H (N × in) and G = ∂L/∂A (N × out):
+        ∂L/∂W = Gᵀ H,   ∂L/∂b = Σ_n G_n,   ∂L/∂H = G W.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        weight_init: str | Any = "glorot_uniform",
+        rng: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(
+                f"Linear needs positive sizes; got in_features={in_features}, "
+                f"out_features={out_features}"
+            )
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        dtype = resolve_dtype(dtype)
+        shape = (self.out_features, self.in_features)
+        weight = init.get(weight_init)(shape, rng=as_generator(rng), dtype=dtype)
+        self.weight = Parameter(weight, "weight", regularize=True)
+        self.bias = Parameter(init.zeros((out_features,), dtype=dtype), "bias", False) if bias else None
+
+    def forward(self, x: Any) -> Any:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"{self!r} expects input of shape (N, {self.in_features}); got "
+                f"{tuple(x.shape)}" + (" — add nn.Flatten() before it" if x.ndim > 2 else "")
+            )
+        check_float_input(self, x, self.weight.dtype)
+        xp = array_module(x)
+        a = xp.matmul(x, self.weight.data.T)
+        if self.bias is not None:
+            a += self.bias.data
+        if self.training:
+            self._x = x
+        return a
+
+    def accumulate_grad(self, grad_out: Any) -> None:
+        xp = array_module(grad_out)
+        self.weight.accumulate(xp.matmul, grad_out.T, self._cached("_x"))
+        if self.bias is not None:
+            self.bias.accumulate(xp.sum, grad_out, axis=0)
+
+    def grad_input(self, grad_out: Any) -> Any:
+        return array_module(grad_out).matmul(grad_out, self.weight.data)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features} → {self.out_features}" + ("" if self.bias else ", bias=False")
+
+
+class Flatten(Module):
+    """Reshape (N, d₁, d₂, …) to (N, d₁·d₂·…); bprop restores the shape."""
+
+    def forward(self, x: Any) -> Any:
+        if x.ndim < 1:
+            raise ValueError("Flatten needs an input with a batch dimension")
+        if self.training:
+            self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def grad_input(self, grad_out: Any) -> Any:
+        return grad_out.reshape(self._cached("_shape"))
+
+
+class Identity(Module):
+    """y = x (also the 'linear' activation)."""
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+    def grad_input(self, grad_out: Any) -> Any:
+        return grad_out

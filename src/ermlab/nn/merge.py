@@ -1,0 +1,61 @@
+"""Boxes that merge several values: sums (residual connections) and concatenation (inception)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ermlab.backend import array_module
+from ermlab.nn.module import Module
+
+
+class Add(Module):
+    """y = x₁ + x₂ + … ; each input receives the output gradient unchanged."""
+
+    def forward(self, *inputs: Any) -> Any:
+        if len(inputs) < 2:
+            raise ValueError(f"Add needs at least two inputs; got {len(inputs)}")
+        shapes = {tuple(x.shape) for x in inputs}
+        if len(shapes) != 1:
+            raise ValueError(f"Add needs inputs of one shape; got shapes {sorted(shapes)}")
+        total = inputs[0] + inputs[1]
+        for x in inputs[2:]:
+            total += x
+        if self.training:
+            self._count = len(inputs)
+        return total
+
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        count = self._cached("_count")
+        return (grad_out,) * count if input_grad else None
+
+
+class Concatenate(Module):
+    """y = [x₁, x₂, …] joined along ``axis`` (1: features, or channels in NCHW)."""
+
+    def __init__(self, axis: int = 1) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, *inputs: Any) -> Any:
+        xp = array_module(*inputs)
+        if self.training:
+            self._sizes = [x.shape[self.axis] for x in inputs]
+        return xp.concatenate(inputs, axis=self.axis)
+
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        sizes = self._cached("_sizes")
+        if not input_grad:
+            return None
+        xp = array_module(grad_out)
+        cuts = list(_running_sum(sizes[:-1]))
+        return tuple(xp.split(grad_out, cuts, axis=self.axis))
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+
+def _running_sum(values: list[int]):
+    total = 0
+    for value in values:
+        total += value
+        yield total

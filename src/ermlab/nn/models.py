@@ -1,0 +1,40 @@
+"""Model builders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ermlab.backend import as_generator
+from ermlab.nn import activations
+from ermlab.nn.linear import Linear
+from ermlab.nn.sequential import Sequential
+
+
+def mlp(
+    sizes: Sequence[int],
+    activation: str = "relu",
+    weight_init: Any = None,
+    rng: Any = None,
+    dtype: Any = None,
+) -> Sequential:
+    """A multilayer perceptron: Linear → activation → … → Linear (scores, no output activation).
+
+    ``sizes`` lists the layer widths from input to output, e.g. ``[784, 512, 256, 10]``.
+    ``weight_init`` defaults to He initialization for ReLU-like activations and
+    Glorot otherwise. Pair the scores with ``losses.SoftmaxCrossEntropy``.
+    """
+    sizes = [int(size) for size in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"mlp needs at least two positive layer sizes; got {sizes}")
+    activations.get(activation)  # fail early on an unknown name
+    if weight_init is None:
+        relu_like = activation in ("relu", "leaky_relu", "elu")
+        weight_init = "he_uniform" if relu_like else "glorot_uniform"
+    rng = as_generator(rng)
+    layers = []
+    for depth, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Linear(fan_in, fan_out, weight_init=weight_init, rng=rng, dtype=dtype))
+        if depth < len(sizes) - 2:
+            layers.append(activations.get(activation))
+    return Sequential(*layers)

@@ -1,0 +1,192 @@
+"""Module: a box of the flow graph, with a forward pass (fprop) and a backward pass (bprop).
+
+The contract, after Torch7's ``nn.Module``:
+
+* ``forward(x)`` (also ``module(x)``) computes the output. In training mode it
+  keeps only what ``backward`` needs.
+* ``backward(grad_out)`` receives ∂L/∂output and does two things, which a
+  subclass writes separately:
+
+  - ``accumulate_grad(grad_out)``: *add* ∂L/∂θ into each parameter's ``grad``
+    (Torch7's ``accGradParameters``);
+  - ``grad_input(grad_out)``: return ∂L/∂input (Torch7's ``updateGradInput``).
+
+  ``backward(grad_out, input_grad=False)`` skips the second step: nothing
+  needs the gradient with respect to the data, so a container passes it to
+  its first box (a quarter of an MLP's matrix work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ermlab.backend import array_module, to_numpy
+from ermlab.nn.parameter import Parameter
+
+
+class Module:
+    """Base class of every layer, activation and container.
+
+    Parameters and submodules assigned as attributes are registered
+    automatically, in assignment order. Buffers (state that is saved but not
+    trained, like batch-norm running averages) are registered with
+    ``register_buffer``.
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() "
+                "before assigning attributes"
+            )
+        for registry in (self._parameters, self._modules):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            if not value.name:
+                value.name = name
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name: str, array: Any) -> None:
+        """Register a non-trainable array saved in ``state_dict`` (e.g. running means)."""
+        self._buffers[name] = True
+        object.__setattr__(self, name, array)
+
+    # -- the two passes -------------------------------------------------------
+
+    def forward(self, *inputs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def __call__(self, *inputs: Any) -> Any:
+        return self.forward(*inputs)
+
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        """bprop: accumulate parameter gradients, then return ∂L/∂input.
+
+        With ``input_grad=False`` only the parameter gradients are computed and
+        ``None`` is returned.
+        """
+        self.accumulate_grad(grad_out)
+        return self.grad_input(grad_out) if input_grad else None
+
+    def accumulate_grad(self, grad_out: Any) -> None:
+        """Add ∂L/∂θ into each parameter's ``grad``. Modules without parameters do nothing."""
+
+    def grad_input(self, grad_out: Any) -> Any:
+        """Return ∂L/∂input given ∂L/∂output."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement grad_input")
+
+    def _cached(self, name: str) -> Any:
+        """The value ``forward`` cached under ``name``; a clear error when there is none."""
+        value = self.__dict__.get(name)
+        if value is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called without a forward pass in training "
+                "mode: call model.train() and forward(x) before backward(grad)"
+            )
+        return value
+
+    # -- parameters and submodules ------------------------------------------
+
+    def children(self) -> Iterator[Module]:
+        yield from self._modules.values()
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator[Module]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, Parameter) pairs; a parameter shared by two boxes appears once."""
+        seen: set[int] = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, param in module._parameters.items():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    yield (f"{module_name}.{name}" if module_name else name), param
+
+    def parameters(self) -> list[Parameter]:
+        return [param for _, param in self.named_parameters()]
+
+    def named_buffers(self) -> Iterator[tuple[str, Any]]:
+        for module_name, module in self.named_modules():
+            for name in module._buffers:
+                yield (f"{module_name}.{name}" if module_name else name), getattr(module, name)
+
+    def num_parameters(self) -> int:
+        return sum(param.size for param in self.parameters())
+
+    def zero_grad(self) -> None:
+        for param in self.parameters():
+            param.zero_grad()
+
+    # -- modes ------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Module:
+        """Training mode: forward caches for backward, stochastic layers draw noise."""
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: no caches, deterministic test-time behaviour."""
+        return self.train(False)
+
+    # -- state ------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of every parameter and buffer as NumPy arrays, by dotted name."""
+        state = {name: to_numpy(param.data).copy() for name, param in self.named_parameters()}
+        state.update({name: to_numpy(buf).copy() for name, buf in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy arrays from ``state`` into the parameters and buffers, in place.
+
+        Raises ``ValueError`` naming missing or unexpected keys and shape mismatches.
+        """
+        params = dict(self.named_parameters())
+        buffers = {name: (module, local) for name, module, local in self._buffer_owners()}
+        expected = set(params) | set(buffers)
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(
+                f"state_dict does not match {type(self).__name__}: "
+                f"missing keys {missing}, unexpected keys {unexpected}"
+            )
+        for name, value in state.items():
+            target = params[name].data if name in params else getattr(*buffers[name])
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"state_dict entry {name!r} has shape {tuple(value.shape)}; "
+                    f"the model expects {tuple(target.shape)}"
+                )
+            xp = array_module(target)
+            target[...] = xp.asarray(value, dtype=target.dtype)
+
+    def _buffer_owners(self) -> Iterator[tuple[str, Module, str]]:
+        for module_name, module in self.named_modules():
+            for name in module._buffers:
+                yield (f"{module_name}.{name}" if module_name else name), module, name
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._modules.items():
+            lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
+        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"

@@ -1,0 +1,56 @@
+"""Sequential: a chain of boxes, f(x) = f_L(... f_2(f_1(x)))."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ermlab.nn.module import Module
+
+
+class Sequential(Module):
+    """Apply modules in order; bprop runs them in reverse.
+
+    ``backward(grad, input_grad=False)`` passes the flag to the first module,
+    so the gradient with respect to the data is never computed when nothing
+    needs it.
+
+    Example:
+        >>> from ermlab import nn
+        >>> model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        for index, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise TypeError(
+                    f"Sequential takes Modules; argument {index} is {type(module).__name__}"
+                )
+            setattr(self, str(index), module)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def append(self, module: Module) -> Sequential:
+        setattr(self, str(len(self)), module)
+        return self
+
+    def forward(self, x: Any) -> Any:
+        for module in self._modules.values():
+            x = module.forward(x)
+        return x
+
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        modules = list(self._modules.values())
+        for depth in range(len(modules) - 1, 0, -1):
+            grad_out = modules[depth].backward(grad_out)
+        if not modules:
+            return grad_out if input_grad else None
+        return modules[0].backward(grad_out, input_grad=input_grad)

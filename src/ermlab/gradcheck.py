@@ -54,7 +54,9 @@ def relative_error(analytic: Any, numeric: Any, floor: float = DEFAULT_FLOOR) ->
     return numpy.abs(a - n) / numpy.maximum(numpy.maximum(numpy.abs(a), numpy.abs(n)), floor)
 
 
-def numerical_gradient(f: Callable[[], float], array: Any, eps: float = DEFAULT_EPS) -> numpy.ndarray:
+def numerical_gradient(
+    f: Callable[[], float], array: Any, eps: float = DEFAULT_EPS
+) -> numpy.ndarray:
     """Centred differences of the scalar ``f()`` with respect to every entry of ``array``.
 
     ``array`` is perturbed in place and restored entry by entry.
@@ -129,7 +131,10 @@ def check_module(
     else:
         arrays = {}
     arrays.update({f"param:{name}": p.data for name, p in module.named_parameters()})
-    pairs = [(name, analytic[name], numerical_gradient(objective, arrays[name], eps)) for name in arrays]
+    pairs = [
+        (name, analytic[name], numerical_gradient(objective, arrays[name], eps))
+        for name in arrays
+    ]
     return compare(pairs, floor)
 
 

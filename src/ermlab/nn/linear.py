@@ -53,7 +53,8 @@ class Linear(Module):
         shape = (self.out_features, self.in_features)
         weight = init.get(weight_init)(shape, rng=as_generator(rng), dtype=dtype)
         self.weight = Parameter(weight, "weight", regularize=True)
-        self.bias = Parameter(init.zeros((out_features,), dtype=dtype), "bias", False) if bias else None
+        bias_data = init.zeros((out_features,), dtype=dtype)
+        self.bias = Parameter(bias_data, "bias", regularize=False) if bias else None
 
     def forward(self, x: Any) -> Any:
         if x.ndim != 2 or x.shape[1] != self.in_features:

@@ -124,6 +124,8 @@ class Graph(Module):
             inputs = self.edges[name]
             wanted = [i in self.edges or input_grad for i in inputs]
             back = self._modules[name].backward(grad, input_grad=any(wanted))
+            if back is None:  # no input needs a gradient (input_grad=False upstream)
+                continue
             if len(inputs) == 1:
                 back = (back,)
             for value, want, g in zip(inputs, wanted, back):

@@ -1,39 +1,66 @@
-"""Stochastic gradient descent, with torch's momentum and Nesterov forms."""
+"""Stochastic gradient descent with momentum: torch's form, classic form, look-ahead Nesterov."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.base import Optimizer
+from ermlab.optim.inplace import FLUSH_BELOW, InPlaceOptimizer
+
+MOMENTUM_FORMS = ("torch", "classic")
 
 
-class SGD(Optimizer):
-    """Stochastic gradient descent (Robbins & Monro 1951), torch.optim.SGD's form.
+class SGD(InPlaceOptimizer):
+    """Stochastic gradient descent (Robbins & Monro 1951) with momentum (Polyak 1964).
 
-    With g = ∇θ + λθ (``weight_decay`` λ, coupled L2):
+    With g = ∇θ + λθ (``weight_decay`` λ: coupled L2, the gradient of λ/2 ‖θ‖²):
 
-        no momentum:  θ ← θ − γ g
-        momentum μ:   v ← μ v + (1 − τ) g   (v₁ = g: no dampening τ on the first step)
-                      θ ← θ − γ v                    (heavy ball)
-                      θ ← θ − γ (g + μ v)            (``nesterov=True``)
+        no momentum:              θ ← θ − γ g
+
+        ``momentum_form="torch"`` (torch.optim.SGD, the default; γ outside the buffer):
+            v ← μ v + (1 − τ) g          (v₁ = g: no dampening τ on the first step)
+            θ ← θ − γ v                  (``nesterov=False``)
+            θ ← θ − γ (g + μ v)          (``nesterov=True``, Sutskever's form rewritten
+                                          in the look-ahead variable, as torch does)
+
+        ``momentum_form="classic"`` (Polyak; Sutskever et al. 2013; Keras, Chainer's
+        MomentumSGD; γ inside the buffer):
+            v ← μ v + (1 − τ) γ g        (v₁ = γ g)
+            θ ← θ − v                    (``nesterov=False``)
+            θ ← θ − (γ g + μ v)          (``nesterov=True``)
+            With ``nesterov="lookahead"``: Sutskever et al. (2013), eq. (3)–(4),
+            the gradient taken at the look-ahead point θ + μv,
+                v ← μ v − γ ∇f(θ + μ v),   θ ← θ + v      (v₀ = 0; note the sign of v)
+            ``step(closure)`` moves the parameters to θ + μv, calls ``closure`` (which
+            must zero the grads, recompute them there and return the loss), then updates.
+
+    The two forms give the same iterates while γ is constant (v_classic = γ v_torch);
+    they differ once γ is scheduled: in torch's form a new γ rescales the whole
+    accumulated velocity at once, in the classic form only new gradients. Look-ahead
+    Nesterov and torch's ``nesterov=True`` are the same sequence under the change of
+    variables φ = θ + μv (torch's parameters are φ) for constant γ.
 
     Args:
         params: Parameters or param-group dicts.
-        lr: learning rate γ (required, as in torch).
+        lr: learning rate γ ≥ 0 (required, as in torch).
         momentum: μ ∈ [0, 1), default 0.
         dampening: τ, default 0.
-        weight_decay: λ ≥ 0, default 0.
-        nesterov: Nesterov momentum (needs μ > 0 and τ = 0), default False.
-
-    Warning: many texts write momentum as v ← μv + γg, θ ← θ − v (γ inside the
-    buffer). The two agree while γ is constant and differ once it is scheduled.
+        weight_decay: λ ≥ 0, default 0 (coupled: it goes through the momentum buffer;
+            for decoupled decay see ``transforms.decoupled_weight_decay_``).
+        nesterov: False, True or ``"lookahead"`` (needs ``momentum_form="classic"``);
+            Nesterov needs μ > 0 and τ = 0. Default False.
+        momentum_form: ``"torch"`` (default) or ``"classic"``.
+        flush_every, flush_below: subnormal flush of the momentum buffer (see
+            ``optim.inplace``); ``flush_every=0`` turns it off.
 
     Example:
         >>> opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
         >>> opt.zero_grad(); model.backward(loss.backward()); opt.step()
     """
+
+    decaying_state = ("momentum_buffer",)
 
     def __init__(
         self,
@@ -42,32 +69,125 @@ class SGD(Optimizer):
         momentum: float = 0.0,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
-        nesterov: bool = False,
+        nesterov: bool | str = False,
+        momentum_form: str = "torch",
+        *,
+        flush_every: int = 16,
+        flush_below: float = FLUSH_BELOW,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov)
-        super().__init__(params, defaults)
+                        weight_decay=weight_decay, nesterov=nesterov,
+                        momentum_form=momentum_form)
+        super().__init__(params, defaults, flush_every, flush_below)
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
-        if not 0 <= group["momentum"] < 1:
-            raise ValueError(f"SGD momentum must be in [0, 1); got {group['momentum']}")
-        if group["weight_decay"] < 0:
-            raise ValueError(f"SGD weight_decay must be ≥ 0; got {group['weight_decay']}")
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("SGD nesterov=True needs momentum > 0 and dampening = 0")
+        self.require_unit_interval(group, "momentum")
+        self.require_nonnegative(group, "weight_decay")
+        if group["momentum_form"] not in MOMENTUM_FORMS:
+            raise ValueError(
+                f"SGD momentum_form must be one of {MOMENTUM_FORMS}; got {group['momentum_form']!r}"
+            )
+        nesterov = group["nesterov"]
+        if nesterov not in (False, True, "lookahead"):
+            raise ValueError(f"SGD nesterov must be False, True or 'lookahead'; got {nesterov!r}")
+        if nesterov and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("SGD nesterov needs momentum > 0 and dampening = 0")
+        if nesterov == "lookahead" and group["momentum_form"] != "classic":
+            raise ValueError(
+                "SGD nesterov='lookahead' (Sutskever et al. 2013) keeps the velocity in the "
+                "classic form; pass momentum_form='classic'"
+            )
+
+    def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        return {"step": 0}
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        lookahead = [g for g in self.param_groups if g["nesterov"] == "lookahead"]
+        if not lookahead:
+            return super().step(closure)
+        if closure is None:
+            raise ValueError(
+                "SGD(nesterov='lookahead') needs the gradient at θ + μv: call "
+                "step(closure) with a closure that zeroes the grads, recomputes them at the "
+                "current parameters and returns the loss"
+            )
+        for group in lookahead:
+            for param in group["params"]:
+                state = self.state.get(param)
+                if state is None:
+                    state = self.state[param] = self.init_state(param, group)
+                v = state.get("momentum_buffer")
+                if v is None:
+                    v = state["momentum_buffer"] = array_module(param.data).zeros_like(param.data)
+                saved = self.scratch(param, 2)
+                saved[...] = param.data
+                shift = self.scratch(param, 0)
+                array_module(v).multiply(v, group["momentum"], out=shift)
+                param.data += shift
+        loss = closure()
+        super().step(None)
+        return loss
 
     def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        g = param.grad
+        xp = array_module(param.data)
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        state["step"] += 1
+        g = param.grad
         if wd:
-            g = g + wd * param.data
-        if mu:
-            v = state.get("momentum_buffer")
-            if v is None:
-                v = state["momentum_buffer"] = g.copy()
+            g = xp.multiply(param.data, wd, out=self.scratch(param, 0))
+            g += param.grad
+        if group["nesterov"] == "lookahead":
+            self._lookahead_update(param, g, lr, mu, state)
+        elif not mu:
+            d = xp.multiply(g, -lr, out=self.scratch(param, 1))
+            param.data += d
+        elif group["momentum_form"] == "torch":
+            self._torch_update(param, g, group, state)
+        else:
+            self._classic_update(param, g, group, state)
+
+    def _torch_update(self, param, g, group, state) -> None:
+        xp = array_module(param.data)
+        lr, mu, damp = group["lr"], group["momentum"], group["dampening"]
+        v = state.get("momentum_buffer")
+        d = self.scratch(param, 1)
+        if v is None:
+            v = state["momentum_buffer"] = g.copy()
+        else:
+            v *= mu
+            if damp:
+                v += xp.multiply(g, 1 - damp, out=d)
             else:
-                v *= mu
-                v += (1 - group["dampening"]) * g
-            g = g + mu * v if group["nesterov"] else v
-        param.data -= lr * g
+                v += g
+        if group["nesterov"]:
+            xp.multiply(v, mu, out=d)
+            d += g
+            d *= -lr
+        else:
+            xp.multiply(v, -lr, out=d)
+        param.data += d
+
+    def _classic_update(self, param, g, group, state) -> None:
+        xp = array_module(param.data)
+        lr, mu, damp = group["lr"], group["momentum"], group["dampening"]
+        v = state.get("momentum_buffer")
+        d = self.scratch(param, 1)
+        if v is None:
+            v = state["momentum_buffer"] = g * lr
+        else:
+            v *= mu
+            v += xp.multiply(g, lr * (1 - damp), out=d)
+        if group["nesterov"]:
+            xp.multiply(v, mu, out=d)
+            d += xp.multiply(g, lr, out=self.scratch(param, 2))
+            param.data -= d
+        else:
+            param.data -= v
+
+    def _lookahead_update(self, param, g, lr, mu, state) -> None:
+        xp = array_module(param.data)
+        v = state["momentum_buffer"]
+        v *= mu
+        v -= xp.multiply(g, lr, out=self.scratch(param, 1))
+        xp.add(self.scratch(param, 2), v, out=param.data)

@@ -1,0 +1,96 @@
+"""Forward + backward + SGD step of an MLP 784-512-256-10, float32, batch 128: ermlab vs PyTorch.
+
+Run by hand (not a test):  python benchmarks/mlp_step.py [--repeats 7] [--steps 50]
+
+Both frameworks get the same architecture, batch, loss (softmax cross-entropy)
+and plain SGD (lr 0.01), in the same process, one after the other, alternating
+rounds so that machine load affects both alike. Prints the median time per
+step of each and the ratio ermlab / PyTorch (< 1 means ermlab is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from ermlab import nn, optim
+from ermlab.losses import SoftmaxCrossEntropy
+
+SIZES = [784, 512, 256, 10]
+BATCH = 128
+
+
+def ermlab_step(seed: int):
+    rng = np.random.default_rng(seed)
+    model = nn.mlp(SIZES, activation="relu", rng=rng)
+    loss = SoftmaxCrossEntropy()
+    opt = optim.SGD(model.parameters(), lr=0.01)
+    x = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], BATCH)
+
+    def step():
+        loss.forward(model.forward(x), y)
+        opt.zero_grad()
+        model.backward(loss.backward(), input_grad=False)
+        opt.step()
+
+    return step
+
+
+def torch_step(seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(SIZES) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    criterion = torch.nn.CrossEntropyLoss()
+    x = torch.randn(BATCH, SIZES[0])
+    y = torch.randint(0, SIZES[-1], (BATCH,))
+
+    def step():
+        opt.zero_grad()
+        criterion(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def time_per_step(step, steps: int) -> float:
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args()
+    import torch
+
+    candidates = {"ermlab": ermlab_step(0), "pytorch": torch_step(0)}
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(args.repeats):
+        for name, step in candidates.items():
+            times[name].append(time_per_step(step, args.steps))
+    ours, theirs = statistics.median(times["ermlab"]), statistics.median(times["pytorch"])
+    print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, float32, SGD; "
+          f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"ermlab   {ours * 1e3:7.2f} ms/step (median of {args.repeats})")
+    print(f"pytorch  {theirs * 1e3:7.2f} ms/step (median of {args.repeats})")
+    print(f"ratio ermlab/pytorch = {ours / theirs:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The built-in gradient-check suite: every module, loss and regularizer ermlab ships.
+
+``ermlab gradcheck`` runs it and prints a table; the tests run it too.
+Each case builds its object in float64 on small random shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy
+
+from ermlab import gradcheck, losses, nn, regularizers
+from ermlab.backend import default_dtype
+
+Case = tuple[str, str, Callable[[numpy.random.Generator], gradcheck.GradcheckResult]]
+
+
+def _module_cases() -> Iterator[Case]:
+    def single(build, shape):
+        return lambda rng: gradcheck.check_module(build(rng), rng.standard_normal(shape), rng=rng)
+
+    yield "module", "Linear", single(lambda rng: nn.Linear(5, 4, rng=rng), (3, 5))
+    yield "module", "Linear (no bias)", single(lambda rng: nn.Linear(5, 4, bias=False, rng=rng),
+                                               (3, 5))
+    yield "module", "Flatten", single(lambda rng: nn.Flatten(), (2, 3, 2, 2))
+    yield "module", "Identity", single(lambda rng: nn.Identity(), (3, 4))
+    for name in ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "softmax"):
+        yield "module", type(nn.activations.get(name)).__name__, single(
+            lambda rng, name=name: nn.activations.get(name), (4, 5))
+    yield "module", "Maxout (k=3)", single(lambda rng: nn.Maxout(5, 3, pieces=3, rng=rng), (4, 5))
+    yield "module", "Sequential (MLP)", single(
+        lambda rng: nn.mlp([5, 6, 4, 3], activation="tanh", rng=rng), (4, 5))
+    yield "module", "Graph (residual)", single(_residual, (4, 6))
+    yield "module", "Concatenate", lambda rng: gradcheck.check_module(
+        nn.Concatenate(axis=1), rng.standard_normal((3, 2)), rng.standard_normal((3, 4)), rng=rng)
+    yield "module", "Add", lambda rng: gradcheck.check_module(
+        nn.Add(), rng.standard_normal((3, 2)), rng.standard_normal((3, 2)), rng=rng)
+
+
+def _residual(rng: numpy.random.Generator) -> nn.Graph:
+    g = nn.Graph(inputs="x")
+    g.add("fc1", nn.Linear(6, 6, rng=rng), "x").add("act", nn.Tanh(), "fc1")
+    g.add("fc2", nn.Linear(6, 6, rng=rng), "act").add("sum", nn.Add(), ["fc2", "x"])
+    return g.add("branch", nn.Linear(6, 2, rng=rng), "x").add(
+        "out", nn.Concatenate(), ["sum", "branch"]).set_output("out")
+
+
+def _loss_cases() -> Iterator[Case]:
+    def classification(loss_class):
+        def run(rng):
+            scores = rng.standard_normal((6, 4))
+            return gradcheck.check_loss(loss_class(), scores, rng.integers(0, 4, 6),
+                                        sample_weight=rng.uniform(0.5, 2, 6))
+        return run
+
+    def probabilities(rng):
+        logits = rng.standard_normal((6, 4))
+        p = numpy.exp(logits) / numpy.exp(logits).sum(axis=1, keepdims=True)
+        return gradcheck.check_loss(losses.NegativeLogLikelihood(), p, rng.integers(0, 4, 6))
+
+    yield "loss", "SoftmaxCrossEntropy", classification(losses.SoftmaxCrossEntropy)
+    yield "loss", "MulticlassHinge", classification(losses.MulticlassHinge)
+    yield "loss", "NegativeLogLikelihood", probabilities
+    yield "loss", "MeanSquaredError", lambda rng: gradcheck.check_loss(
+        losses.MeanSquaredError(), rng.standard_normal((5, 3)), rng.standard_normal((5, 3)))
+    yield "loss", "BinaryCrossEntropyWithLogits", lambda rng: gradcheck.check_loss(
+        losses.BinaryCrossEntropyWithLogits(), rng.standard_normal((5, 3)),
+        rng.uniform(0, 1, (5, 3)))
+
+
+def _regularizer_cases() -> Iterator[Case]:
+    def run(regularizer):
+        def check(rng):
+            params = [nn.Parameter(rng.standard_normal((4, 3)), "weight"),
+                      nn.Parameter(rng.standard_normal(4), "bias", regularize=False)]
+            return gradcheck.check_regularizer(regularizer, params)
+        return check
+
+    yield "regularizer", "L2", run(regularizers.L2(0.1))
+    yield "regularizer", "L1", run(regularizers.L1(0.1))
+    yield "regularizer", "ElasticNet", run(regularizers.ElasticNet(0.1, 0.5))
+
+
+def cases() -> list[Case]:
+    """(kind, name, check(rng) → GradcheckResult) for every built-in component."""
+    return [*_module_cases(), *_loss_cases(), *_regularizer_cases()]
+
+
+def run(seed: int = 0) -> list[tuple[str, str, gradcheck.GradcheckResult]]:
+    """Run every case in float64 with a generator seeded by ``seed``."""
+    results = []
+    with default_dtype(numpy.float64):
+        for kind, name, check in cases():
+            results.append((kind, name, check(numpy.random.default_rng(seed))))
+    return results

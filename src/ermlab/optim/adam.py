@@ -1,0 +1,285 @@
+"""Adam and its relatives: Adam (with AMSGrad), AdamW, Adamax, NAdam — torch.optim's forms.
+
+Coupled vs decoupled weight decay (Loshchilov & Hutter 2019): coupled L2 adds
+λθ to the gradient, so it passes through the moment estimates and is divided
+by √v̂ — weights with large gradients are decayed less. Decoupled decay shrinks
+the weights directly, θ ← θ (1 − γλ), before the adaptive step, the same for
+every weight. For plain SGD the two coincide (up to γ); for Adam they do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ermlab.backend import array_module
+from ermlab.nn.parameter import Parameter
+from ermlab.optim.inplace import FLUSH_BELOW, InPlaceOptimizer, add_scaled_square_, lerp_
+
+
+class _AdamFamily(InPlaceOptimizer):
+    """Shared checks and the weight-decay step of the Adam family."""
+
+    decaying_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "exp_inf")
+
+    def validate(self, group: dict[str, Any]) -> None:
+        super().validate(group)
+        self.require_betas(group)
+        self.require_nonnegative(group, "eps", "weight_decay")
+
+    def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        xp = array_module(param.data)
+        return {"step": 0, "exp_avg": xp.zeros_like(param.data),
+                "exp_avg_sq": xp.zeros_like(param.data)}
+
+    def decayed_grad(self, param: Parameter, group: dict[str, Any]) -> Any:
+        """Apply weight decay: decoupled θ ← θ(1 − γλ), or coupled g = ∇θ + λθ (returned)."""
+        wd = group["weight_decay"]
+        if not wd:
+            return param.grad
+        if group.get("decoupled_weight_decay", False):
+            param.data *= 1 - group["lr"] * wd
+            return param.grad
+        xp = array_module(param.data)
+        g = xp.multiply(param.data, wd, out=self.scratch(param, 0))
+        g += param.grad
+        return g
+
+
+class Adam(_AdamFamily):
+    """Adam (Kingma & Ba 2015, Algorithm 1), torch.optim.Adam's form.
+
+        m ← β₁ m + (1 − β₁) g,     v ← β₂ v + (1 − β₂) g²
+        m̂ = m / (1 − β₁ᵗ),         v̂ = v / (1 − β₂ᵗ)
+        θ ← θ − γ m̂ / (√v̂ + ε)
+
+    AMSGrad (Reddi, Kale & Kumar 2018), as torch does it: v_max ← max(v_max, v)
+    on the *raw* second moment, then √v_max / √(1 − β₂ᵗ) replaces √v̂. (The paper
+    has no bias correction; Optax's ``amsgrad`` takes the max of the bias-corrected
+    v̂ instead, which differs early in training.)
+
+    Where frameworks differ: ε is added to √v̂ after bias correction (torch,
+    Optax); TensorFlow/Keras add ε̂ to √v before correcting (the paper's
+    "efficient version"), i.e. a step-dependent ε.
+
+    Args:
+        params: Parameters or param-group dicts.
+        lr: γ, default 1e-3.
+        betas: (β₁, β₂) in [0, 1), default (0.9, 0.999).
+        eps: ε ≥ 0, default 1e-8.
+        weight_decay: λ ≥ 0, default 0 (coupled L2 unless ``decoupled_weight_decay``).
+        amsgrad: default False.
+        decoupled_weight_decay: θ ← θ(1 − γλ) instead (this is AdamW), default False.
+        flush_every, flush_below: subnormal flush of m, v, v_max (``optim.inplace``).
+
+    Example:
+        >>> opt = Adam(model.parameters(), lr=1e-3)
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        decoupled_weight_decay: bool = False,
+        *,
+        flush_every: int = 16,
+        flush_below: float = FLUSH_BELOW,
+    ) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        amsgrad=amsgrad, decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, defaults, flush_every, flush_below)
+
+    def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        state = super().init_state(param, group)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = array_module(param.data).zeros_like(param.data)
+        return state
+
+    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
+        xp = array_module(param.data)
+        state["step"] += 1
+        t = state["step"]
+        beta1, beta2 = group["betas"]
+        g = self.decayed_grad(param, group)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        d = self.scratch(param, 1)
+        lerp_(m, g, 1 - beta1, d)
+        v *= beta2
+        add_scaled_square_(v, g, 1 - beta2, d)
+        step_size = group["lr"] / (1 - beta1**t)
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        if group["amsgrad"]:
+            v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+        xp.sqrt(v, out=d)
+        d /= bias_correction2_sqrt
+        d += group["eps"]
+        xp.divide(m, d, out=d)
+        d *= -step_size
+        param.data += d
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay, torch.optim.AdamW.
+
+        θ ← θ (1 − γλ);   then the Adam step of ``Adam`` on the raw gradient g.
+
+    Defaults as torch: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay λ=1e-2,
+    amsgrad=False. Where frameworks differ: the paper (Algorithm 2, line 12)
+    scales λ by the schedule multiplier η_t only, θ ← θ − η_t(α m̂/(√v̂+ε) + λθ);
+    torch and Optax scale it by the learning rate γ, as here.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        flush_every: int = 16,
+        flush_below: float = FLUSH_BELOW,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad,
+                         decoupled_weight_decay=True, flush_every=flush_every,
+                         flush_below=flush_below)
+
+
+class Adamax(_AdamFamily):
+    """Adamax (Kingma & Ba 2015, Algorithm 2, the ℓ∞ variant), torch.optim.Adamax's form.
+
+        m ← β₁ m + (1 − β₁) g
+        u ← max(β₂ u, |g| + ε)
+        θ ← θ − γ/(1 − β₁ᵗ) · m / u
+
+    Where frameworks differ: torch (and here) adds ε inside the max; the paper has
+    no ε; Optax and Keras divide by (u + ε) with u = max(β₂u, |g|).
+
+    Args:
+        params: Parameters or param-group dicts.
+        lr: γ, default 2e-3.
+        betas: (β₁, β₂) in [0, 1), default (0.9, 0.999).
+        eps: ε ≥ 0, default 1e-8.
+        weight_decay: λ ≥ 0 (coupled L2), default 0.
+        flush_every, flush_below: subnormal flush of m (``optim.inplace``).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        flush_every: int = 16,
+        flush_below: float = FLUSH_BELOW,
+    ) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, flush_every, flush_below)
+
+    def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        xp = array_module(param.data)
+        return {"step": 0, "exp_avg": xp.zeros_like(param.data),
+                "exp_inf": xp.zeros_like(param.data)}
+
+    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
+        xp = array_module(param.data)
+        state["step"] += 1
+        beta1, beta2 = group["betas"]
+        g = self.decayed_grad(param, group)
+        m, u = state["exp_avg"], state["exp_inf"]
+        d = self.scratch(param, 1)
+        lerp_(m, g, 1 - beta1, d)
+        u *= beta2
+        xp.abs(g, out=d)
+        d += group["eps"]
+        xp.maximum(u, d, out=u)
+        clr = group["lr"] / (1 - beta1 ** state["step"])
+        xp.divide(m, u, out=d)
+        d *= -clr
+        param.data += d
+
+
+class NAdam(_AdamFamily):
+    """NAdam (Dozat 2016, "Incorporating Nesterov momentum into Adam"), torch.optim.NAdam.
+
+        μ_t = β₁ (1 − ½ · 0.96^{t ψ})                 (``momentum_decay`` ψ)
+        m ← β₁ m + (1 − β₁) g,    v ← β₂ v + (1 − β₂) g²,    v̂ = v / (1 − β₂ᵗ)
+        θ ← θ − γ (1 − μ_t)/(1 − Π_{i≤t} μ_i) · g/(√v̂ + ε)
+              − γ μ_{t+1}/(1 − Π_{i≤t+1} μ_i) · m/(√v̂ + ε)
+
+    Where frameworks differ: the μ_t warm-up schedule is Dozat's (torch, here);
+    Keras uses it too, Optax's ``nadam`` uses a constant β₁ with Adam's bias
+    correction. ``decoupled_weight_decay=True`` gives NAdamW.
+
+    Args:
+        params: Parameters or param-group dicts.
+        lr: γ, default 2e-3.
+        betas: (β₁, β₂) in [0, 1), default (0.9, 0.999).
+        eps: ε ≥ 0, default 1e-8.
+        weight_decay: λ ≥ 0, default 0 (coupled unless ``decoupled_weight_decay``).
+        momentum_decay: ψ ≥ 0, default 4e-3.
+        decoupled_weight_decay: θ ← θ(1 − γλ), default False.
+        flush_every, flush_below: subnormal flush of m, v (``optim.inplace``).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        flush_every: int = 16,
+        flush_below: float = FLUSH_BELOW,
+    ) -> None:
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        momentum_decay=momentum_decay,
+                        decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, defaults, flush_every, flush_below)
+
+    def validate(self, group: dict[str, Any]) -> None:
+        super().validate(group)
+        self.require_nonnegative(group, "momentum_decay")
+
+    def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        state = super().init_state(param, group)
+        state["mu_product"] = 1.0
+        return state
+
+    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
+        xp = array_module(param.data)
+        state["step"] += 1
+        t = state["step"]
+        lr, psi = group["lr"], group["momentum_decay"]
+        beta1, beta2 = group["betas"]
+        bias_correction2 = 1 - beta2**t
+        g = self.decayed_grad(param, group)
+        mu = beta1 * (1.0 - 0.5 * (0.96 ** (t * psi)))
+        mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * psi)))
+        state["mu_product"] *= mu
+        mu_product = state["mu_product"]
+        mu_product_next = mu_product * mu_next
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        denom, d = self.scratch(param, 1), self.scratch(param, 2)
+        lerp_(m, g, 1 - beta1, denom)
+        v *= beta2
+        add_scaled_square_(v, g, 1 - beta2, denom)
+        xp.divide(v, bias_correction2, out=denom)
+        xp.sqrt(denom, out=denom)
+        denom += group["eps"]
+        xp.divide(g, denom, out=d)
+        d *= -lr * (1.0 - mu) / (1.0 - mu_product)
+        param.data += d
+        xp.divide(m, denom, out=d)
+        d *= (-lr * mu_next) / (1.0 - mu_product_next)
+        param.data += d

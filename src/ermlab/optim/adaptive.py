@@ -1,0 +1,242 @@
+"""Per-coordinate adaptive step sizes: Adagrad, Adadelta, RMSprop (torch.optim's forms).
+
+In all three, ``weight_decay`` λ is coupled L2: g = ∇θ + λθ enters the
+accumulators (for decoupled decay see ``transforms.decoupled_weight_decay_``).
+Products are taken in place into preallocated buffers, rounded as torch rounds
+them, so float64 trajectories agree with torch.optim to ~1e-15.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ermlab.backend import array_module
+from ermlab.nn.parameter import Parameter
+from ermlab.optim.inplace import FLUSH_BELOW, InPlaceOptimizer, add_scaled_square_, lerp_
+
+
+def _coupled_grad(opt: InPlaceOptimizer, param: Parameter, weight_decay: float) -> Any:
+    """g = ∇θ + λθ in a scratch buffer (``param.grad`` itself when λ = 0)."""
+    if not weight_decay:
+        return param.grad
+    xp = array_module(param.data)
+    g = xp.multiply(param.data, weight_decay, out=opt.scratch(param, 0))
+    g += param.grad
+    return g
+
+
+class Adagrad(InPlaceOptimizer):
+    """Adagrad (Duchi, Hazan & Singer 2011), torch.optim.Adagrad's form.
+
+        G ← G + g ⊙ g                         (G₀ = ``initial_accumulator_value``)
+        γ_t = γ / (1 + (t − 1) η)             (``lr_decay`` η)
+        θ ← θ − γ_t g / (√G + ε)
+
+    Args:
+        params: Parameters or param-group dicts.
+        lr: γ, default 1e-2.
+        lr_decay: η ≥ 0, default 0.
+        weight_decay: λ ≥ 0 (coupled L2), default 0.
+        initial_accumulator_value: G₀ ≥ 0, default 0.
+        eps: ε ≥ 0, default 1e-10, added outside the square root as in torch
+            (TensorFlow starts G at 0.1 and uses ε = 1e-7; Optax puts ε inside).
+
+    The accumulator only grows, so nothing here needs the subnormal flush.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ) -> None:
+        defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, eps=eps)
+        super().__init__(params, defaults, flush_every=0)
+
+    def validate(self, group: dict[str, Any]) -> None:
+        super().validate(group)
+        self.require_nonnegative(group, "lr_decay", "weight_decay",
+                                 "initial_accumulator_value", "eps")
+
+    def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        xp = array_module(param.data)
+        return {"step": 0, "sum": xp.full_like(param.data, group["initial_accumulator_value"])}
+
+    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
+        xp = array_module(param.data)
+        state["step"] += 1
+        g = _coupled_grad(self, param, group["weight_decay"])
+        clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+        add_scaled_square_(state["sum"], g, 1, self.scratch(param, 1))
+        d = xp.sqrt(state["sum"], out=self.scratch(param, 1))
+        d += group["eps"]
+        xp.divide(g, d, out=d)
+        d *= -clr
+        param.data += d
+
+
+class Adadelta(InPlaceOptimizer):
+    """Adadelta (Zeiler 2012, Algorithm 1), torch.optim.Adadelta's form.
+
+        E[g²]  ← ρ E[g²] + (1 − ρ) g²
+        Δθ     = − RMS[Δθ]_{t−1} / RMS[g]_t · g,      RMS[x] = √(E[x²] + ε)
+        E[Δθ²] ← ρ E[Δθ²] + (1 − ρ) Δθ²
+        θ      ← θ + γ Δθ
+
+    Zeiler has no learning rate (γ = 1, torch's default); ε sits inside both
+    square roots, as in the paper and in torch.
+
+    Args:
+        params: Parameters or param-group dicts.
+        lr: γ, default 1.0.
+        rho: ρ ∈ [0, 1), default 0.9 (Zeiler used 0.95).
+        eps: ε ≥ 0, default 1e-6.
+        weight_decay: λ ≥ 0 (coupled L2), default 0.
+        flush_every, flush_below: subnormal flush of both averages (``optim.inplace``).
+    """
+
+    decaying_state = ("square_avg", "acc_delta")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        *,
+        flush_every: int = 16,
+        flush_below: float = FLUSH_BELOW,
+    ) -> None:
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults, flush_every, flush_below)
+
+    def validate(self, group: dict[str, Any]) -> None:
+        super().validate(group)
+        self.require_unit_interval(group, "rho")
+        self.require_nonnegative(group, "eps", "weight_decay")
+
+    def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        xp = array_module(param.data)
+        return {"step": 0, "square_avg": xp.zeros_like(param.data),
+                "acc_delta": xp.zeros_like(param.data)}
+
+    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
+        xp = array_module(param.data)
+        state["step"] += 1
+        rho, eps = group["rho"], group["eps"]
+        g = _coupled_grad(self, param, group["weight_decay"])
+        square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+        std, delta = self.scratch(param, 1), self.scratch(param, 2)
+        square_avg *= rho
+        add_scaled_square_(square_avg, g, 1 - rho, std)
+        xp.add(square_avg, eps, out=std)
+        xp.sqrt(std, out=std)
+        xp.add(acc_delta, eps, out=delta)
+        xp.sqrt(delta, out=delta)
+        delta /= std
+        delta *= g
+        acc_delta *= rho
+        add_scaled_square_(acc_delta, delta, 1 - rho, std)
+        delta *= -group["lr"]
+        param.data += delta
+
+
+class RMSprop(InPlaceOptimizer):
+    """RMSprop (Tieleman & Hinton 2012, Lecture 6.5; centered: Graves 2013, eq. (38)–(41)),
+    torch.optim.RMSprop's form.
+
+        v ← α v + (1 − α) g²
+        centered:  ḡ ← α ḡ + (1 − α) g,   v̂ = v − ḡ²;   otherwise v̂ = v
+        d = g / (√v̂ + ε)                  (``eps_inside_sqrt=True``: g / √(v̂ + ε))
+        momentum μ > 0:  b ← μ b + d,   θ ← θ − γ b;    otherwise θ ← θ − γ d
+
+    Where frameworks differ: torch adds ε outside the square root (the default
+    here); Optax's ``scale_by_rms`` and TensorFlow/Keras put it inside, which with
+    the same ε = 1e-8 damps coordinates with tiny v far more (√1e-8 = 1e-4).
+    torch's ``alpha`` is Keras's ``rho``; TensorFlow's ``momentum`` buffer is
+    the same as torch's (γ outside).
+
+    Args:
+        params: Parameters or param-group dicts.
+        lr: γ, default 1e-2.
+        alpha: α ∈ [0, 1), default 0.99.
+        eps: ε ≥ 0, default 1e-8.
+        weight_decay: λ ≥ 0 (coupled L2), default 0.
+        momentum: μ ∈ [0, 1), default 0.
+        centered: divide by the estimated standard deviation, default False.
+        eps_inside_sqrt: put ε inside the root (Optax/Keras), default False (torch).
+        flush_every, flush_below: subnormal flush of v, ḡ, b (``optim.inplace``).
+    """
+
+    decaying_state = ("square_avg", "grad_avg", "momentum_buffer")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        eps_inside_sqrt: bool = False,
+        *,
+        flush_every: int = 16,
+        flush_below: float = FLUSH_BELOW,
+    ) -> None:
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                        momentum=momentum, centered=centered, eps_inside_sqrt=eps_inside_sqrt)
+        super().__init__(params, defaults, flush_every, flush_below)
+
+    def validate(self, group: dict[str, Any]) -> None:
+        super().validate(group)
+        self.require_unit_interval(group, "alpha", "momentum")
+        self.require_nonnegative(group, "eps", "weight_decay")
+
+    def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
+        xp = array_module(param.data)
+        state = {"step": 0, "square_avg": xp.zeros_like(param.data)}
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = xp.zeros_like(param.data)
+        if group["centered"]:
+            state["grad_avg"] = xp.zeros_like(param.data)
+        return state
+
+    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
+        xp = array_module(param.data)
+        state["step"] += 1
+        alpha, eps = group["alpha"], group["eps"]
+        g = _coupled_grad(self, param, group["weight_decay"])
+        avg = self.scratch(param, 1)
+        square_avg = state["square_avg"]
+        square_avg *= alpha
+        add_scaled_square_(square_avg, g, 1 - alpha, avg)
+        if group["centered"]:
+            grad_avg = state["grad_avg"]
+            lerp_(grad_avg, g, 1 - alpha, avg)
+            xp.multiply(grad_avg, -1, out=avg)
+            avg *= grad_avg
+            avg += square_avg
+        else:
+            avg[...] = square_avg
+        if group["eps_inside_sqrt"]:
+            avg += eps
+            xp.sqrt(avg, out=avg)
+        else:
+            xp.sqrt(avg, out=avg)
+            avg += eps
+        xp.divide(g, avg, out=avg)
+        if group["momentum"] > 0:
+            buf = state["momentum_buffer"]
+            buf *= group["momentum"]
+            buf += avg
+            xp.multiply(buf, -group["lr"], out=avg)
+        else:
+            avg *= -group["lr"]
+        param.data += avg

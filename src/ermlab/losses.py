@@ -72,7 +72,7 @@ class SoftmaxCrossEntropy(Loss):
         l(s, y) = −log f_y(s) = log Σ_c e^{s_c} − s_y
                 = log Σ_c e^{s_c − m} + m − s_y,      m = max_c s_c
 
-    (log-sum-exp with a max shift: no overflow, exact for scores of ±1e4), and
+    (log-sum-exp with a max shift: no overflow, finite for scores of ±1e4), and
 
         ∂l/∂s = −(e(y) − f(x)) = softmax(s) − onehot(y),
 

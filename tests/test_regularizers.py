@@ -142,6 +142,13 @@ def test_accepts_a_module_or_a_generator():
         L2(1.0).penalty(model) + L1(1.0).penalty(model), rel=1e-6)
 
 
+def test_a_parameter_listed_twice_counts_once():
+    w, v, b = hand_params()
+    assert L2(1.0).penalty([w, w, v]) == pytest.approx(30.25)
+    L2(1.0).add_gradient([w, w])
+    np.testing.assert_array_equal(w.grad, 2 * w.data)
+
+
 def test_float32_stays_float32():
     model = nn.mlp([4, 3, 2], rng=0)
     model.zero_grad()

@@ -31,9 +31,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ermlab.backend import array_module
+from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
 
-Params = Iterable[Parameter] | Any
+Params = Iterable[Parameter] | Module
 
 
 def _check_hyperparameter(owner: str, name: str, value: Any, positive: bool = False) -> float:
@@ -47,16 +48,18 @@ def _check_hyperparameter(owner: str, name: str, value: Any, positive: bool = Fa
 
 
 def _weights(params: Params) -> Iterator[Parameter]:
-    """The Parameters with ``regularize=True`` among ``params`` (or a Module's parameters)."""
-    if callable(getattr(params, "parameters", None)):
+    """The Parameters with ``regularize=True`` among ``params`` (or a Module's), each once."""
+    if isinstance(params, Module):
         params = params.parameters()
+    seen: set[int] = set()
     for param in params:
         if not isinstance(param, Parameter):
             raise TypeError(
                 f"regularizers take ermlab Parameters; got {type(param).__name__} "
                 "(pass model.parameters())"
             )
-        if param.regularize:
+        if param.regularize and id(param) not in seen:
+            seen.add(id(param))
             yield param
 
 
@@ -280,7 +283,7 @@ class Compose(Regularizer):
 
 def _materialize(params: Params) -> Any:
     """A Module as it is, any other iterable as a list (so it can be walked several times)."""
-    return params if callable(getattr(params, "parameters", None)) else list(params)
+    return params if isinstance(params, Module) else list(params)
 
 
 REGULARIZERS: dict[str, type[Regularizer]] = {

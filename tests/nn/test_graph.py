@@ -109,6 +109,21 @@ def test_multi_input_graph_input_grad_false():
         np.testing.assert_allclose(p.grad, full[k], rtol=1e-14, atol=1e-15, err_msg=k)
 
 
+def test_input_grad_false_with_a_merge_box_on_the_graph_inputs():
+    """Regression: Concatenate/Add reading only graph inputs return None with input_grad=False."""
+    with default_dtype(np.float64):
+        g = nn.Graph(inputs=["a", "b"])
+        g.add("cat", nn.Concatenate(), ["a", "b"]).add("fc", nn.Linear(5, 2, rng=0), "cat")
+        g.add("plus", nn.Add(), ["a", "a"]).add("fc2", nn.Linear(2, 2, rng=1), "plus")
+        g.add("out", nn.Add(), ["fc", "fc2"]).set_output("out")
+    a, b, grad = normal(0, (3, 2)), normal(1, (3, 3)), normal(2, (3, 2))
+    g.forward(a, b)
+    g.zero_grad()
+    assert g.backward(grad, input_grad=False) is None
+    np.testing.assert_allclose(g.fc.weight.grad, grad.T @ np.concatenate([a, b], axis=1))
+    np.testing.assert_allclose(g.fc2.weight.grad, grad.T @ (2 * a))
+
+
 def test_unused_input_gets_no_gradient():
     g = nn.Graph(inputs=["a", "b"]).add("f", nn.Tanh(), "a").set_output("f")
     a, b = normal(0, (2, 3)), normal(1, (2, 3))

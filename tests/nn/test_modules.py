@@ -284,10 +284,6 @@ def test_backward_in_eval_mode_raises(make):
         module.backward(np.ones_like(y))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: forward in eval mode leaves the cache of an earlier training-mode forward in place, "
-    "so backward silently uses stale inputs (e.g. src/ermlab/nn/linear.py Linear.forward "
-    "only writes self._x when training)"))
 def test_backward_after_eval_forward_raises_even_after_training():
     layer = nn.Linear(3, 2, rng=0)
     x = normal(0, (4, 3)).astype(np.float32)

@@ -12,12 +12,14 @@ from ermlab.nn.parameter import Parameter
 
 def check_float_input(layer: Module, x: Any, dtype: Any) -> None:
     """Raise a clear ``ValueError`` when ``x`` is not a float array of the layer's dtype."""
-    if getattr(x, "dtype", None) != dtype:
-        got = getattr(x, "dtype", type(x).__name__)
+    got = getattr(x, "dtype", None)
+    if got != dtype:
+        hint = f"convert the data with x.astype({dtype.name!r})"
+        if got is not None and got.kind == "f":
+            hint += f" or build the model with dtype={got.name!r}"
         raise ValueError(
-            f"{layer!r} has {dtype} parameters but got input of dtype {got}; "
-            f"convert the data with x.astype({dtype.name!r}) (or build the model with "
-            f"dtype={got!r})"
+            f"{layer!r} has {dtype} parameters but got input of dtype "
+            f"{got if got is not None else type(x).__name__}; {hint}"
         )
 
 

@@ -86,8 +86,12 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not implement grad_input")
 
     def _cached(self, name: str) -> Any:
-        """The value ``forward`` cached under ``name``; a clear error when there is none."""
-        value = self.__dict__.get(name)
+        """The value ``forward`` cached under ``name``; a clear error when there is none.
+
+        In evaluation mode there is no cache to use (forward keeps nothing), so
+        an earlier training-mode cache is never used for a later eval-mode pass.
+        """
+        value = self.__dict__.get(name) if self.training else None
         if value is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward called without a forward pass in training "

@@ -157,8 +157,8 @@ class Adamax(_AdamFamily):
         u ← max(β₂ u, |g| + ε)
         θ ← θ − γ/(1 − β₁ᵗ) · m / u
 
-    Where frameworks differ: torch (and here) adds ε inside the max; the paper has
-    no ε; Optax and Keras divide by (u + ε) with u = max(β₂u, |g|).
+    Where frameworks differ: torch and Optax (and here) add ε inside the max; the
+    paper has no ε; Keras divides by (u + ε) with u = max(β₂u, |g|).
 
     Args:
         params: Parameters or param-group dicts.

@@ -136,15 +136,19 @@ class Optimizer:
         for key, values in state_dict["state"].items():
             param = params[int(key)]
             xp = array_module(param.data)
-            self.state[param] = {
-                k: (xp.array(v, dtype=param.dtype) if hasattr(v, "shape") and v.shape == param.shape
-                    else copy.deepcopy(v))
-                for k, v in values.items()
-            }
+            self.state[param] = {k: _restored(v, param, xp) for k, v in values.items()}
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
         return f"{type(self).__name__}({options})"
+
+
+def _restored(value: Any, param: Parameter, xp: Any) -> Any:
+    """A saved state entry on the parameter's device; arrays shaped like it take its dtype."""
+    if not hasattr(value, "shape") or value.ndim == 0:
+        return copy.deepcopy(value)
+    dtype = param.dtype if tuple(value.shape) == tuple(param.shape) else value.dtype
+    return xp.array(value, dtype=dtype)
 
 
 def _saved(value: Any) -> Any:

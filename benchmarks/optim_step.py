@@ -1,0 +1,113 @@
+"""Time one optimizer update over the parameters of the 784-512-256-10 MLP (float32).
+
+ermlab's optimizers against torch.optim with ``foreach=True`` in the same run;
+prints the median time of one ``step()`` over repeated runs and the ratio
+ermlab / torch. Run by hand:
+
+    python benchmarks/optim_step.py [--repeats 50]
+
+The gradients are fixed random arrays (no model work is timed). The machine is
+shared: quote the ratios of one run, not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from ermlab import optim
+from ermlab.nn.models import mlp
+
+CASES = [
+    ("SGD", dict(lr=0.01)),
+    ("SGD", dict(lr=0.01, momentum=0.9)),
+    ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
+    ("Adagrad", dict()),
+    ("Adadelta", dict()),
+    ("RMSprop", dict()),
+    ("RMSprop", dict(momentum=0.9, centered=True)),
+    ("Adam", dict()),
+    ("Adam", dict(amsgrad=True)),
+    ("AdamW", dict()),
+    ("Adamax", dict()),
+    ("NAdam", dict()),
+    ("HeavyBall", dict(lr=0.01)),
+    ("NAGC", dict(lr=0.01)),
+]
+
+
+def median_step_ms(opt, repeats: int) -> float:
+    for _ in range(3):
+        opt.step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    arrays = [p.data for p in mlp([784, 512, 256, 10], rng=0, dtype=np.float32).parameters()]
+    grads = [(1e-3 * rng.standard_normal(a.shape)).astype(np.float32) for a in arrays]
+    total = sum(a.size for a in arrays)
+    threads = torch.get_num_threads() if torch else "-"
+    print(f"one step over {len(arrays)} float32 tensors, {total:,} parameters; median of "
+          f"{args.repeats}; torch foreach=True, {threads} threads; shared machine: noisy")
+    print(f"{'optimizer':<42} {'ermlab ms':>10} {'torch ms':>10} {'ratio':>7}")
+    for name, options in CASES:
+        model = mlp([784, 512, 256, 10], rng=0, dtype=np.float32)
+        params = model.parameters()
+        for p, g in zip(params, grads):
+            p.grad[...] = g
+        ours = median_step_ms(getattr(optim, name)(params, **options), args.repeats)
+        theirs = float("nan")
+        if torch is not None and hasattr(torch.optim, name):
+            tensors = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
+            for t, g in zip(tensors, grads):
+                t.grad = torch.tensor(g)
+            opt = getattr(torch.optim, name)(tensors, foreach=True, **options)
+            theirs = median_step_ms(opt, args.repeats)
+        label = name + (f"({', '.join(f'{k}={v}' for k, v in options.items())})" if options else "")
+        ratio = f"{ours / theirs:7.2f}" if theirs == theirs else "      -"
+        torch_ms = f"{theirs:10.3f}" if theirs == theirs else f"{'-':>10}"
+        print(f"{label:<42} {ours:10.3f} {torch_ms} {ratio}")
+    subnormal_table(arrays, grads, args.repeats)
+
+
+def subnormal_table(arrays, grads, repeats: int) -> None:
+    """Adam with half the units dead (zero gradient, subnormal m and v): flush off vs on."""
+    print("\nAdam, half of each tensor's gradient zero and its m, v subnormal (1e-39):")
+    print(f"{'flush_every':<12} {'ms/step':>9} {'subnormal fraction of m after':>32}")
+    tiny = np.finfo(np.float32).tiny
+    for flush_every in (0, 16, 1):
+        model = mlp([784, 512, 256, 10], rng=0, dtype=np.float32)
+        params = model.parameters()
+        opt = optim.Adam(params, flush_every=flush_every)
+        for p, g in zip(params, grads):
+            p.grad[...] = g
+        opt.step()
+        for p in params:
+            half = p.data.size // 2
+            p.grad.reshape(-1)[:half] = 0
+            for key in ("exp_avg", "exp_avg_sq"):
+                opt.state[p][key].reshape(-1)[:half] = 1e-39
+        ms = median_step_ms(opt, repeats)
+        m = np.concatenate([opt.state[p]["exp_avg"].ravel() for p in params])
+        fraction = np.mean((m != 0) & (np.abs(m) < tiny))
+        print(f"{flush_every:<12} {ms:9.3f} {fraction:32.3f}")
+
+
+if __name__ == "__main__":
+    main()

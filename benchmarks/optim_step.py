@@ -2,7 +2,8 @@
 
 ermlab's optimizers against torch.optim with ``foreach=True`` in the same run;
 prints the median time of one ``step()`` over repeated runs and the ratio
-ermlab / torch. Run by hand:
+ermlab / torch, for torch on its default threads and on one thread (NumPy's
+elementwise passes are single-threaded). Run by hand:
 
     python benchmarks/optim_step.py [--repeats 50]
 
@@ -50,6 +51,21 @@ def median_step_ms(opt, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def torch_step_ms(torch, name, options, arrays, grads, repeats: int) -> float:
+    tensors = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
+    for t, g in zip(tensors, grads):
+        t.grad = torch.tensor(g)
+    return median_step_ms(getattr(torch.optim, name)(tensors, foreach=True, **options), repeats)
+
+
+def _ms(value: float) -> str:
+    return f"{value:10.3f}" if value == value else f"{'-':>10}"
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:7.2f}" if theirs == theirs else f"{'-':>7}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
@@ -65,24 +81,32 @@ def main() -> None:
     threads = torch.get_num_threads() if torch else "-"
     print(f"one step over {len(arrays)} float32 tensors, {total:,} parameters; median of "
           f"{args.repeats}; torch foreach=True, {threads} threads; shared machine: noisy")
-    print(f"{'optimizer':<42} {'ermlab ms':>10} {'torch ms':>10} {'ratio':>7}")
+    print(f"{'optimizer':<42} {'ermlab ms':>10} {'torch ms':>10} {'ratio':>7} "
+          f"{'torch 1thr':>10} {'ratio':>7}")
+    ours = {}
     for name, options in CASES:
-        model = mlp([784, 512, 256, 10], rng=0, dtype=np.float32)
-        params = model.parameters()
+        params = mlp([784, 512, 256, 10], rng=0, dtype=np.float32).parameters()
         for p, g in zip(params, grads):
             p.grad[...] = g
-        ours = median_step_ms(getattr(optim, name)(params, **options), args.repeats)
-        theirs = float("nan")
-        if torch is not None and hasattr(torch.optim, name):
-            tensors = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
-            for t, g in zip(tensors, grads):
-                t.grad = torch.tensor(g)
-            opt = getattr(torch.optim, name)(tensors, foreach=True, **options)
-            theirs = median_step_ms(opt, args.repeats)
+        ours[name, str(options)] = median_step_ms(getattr(optim, name)(params, **options),
+                                                  args.repeats)
+    theirs, one_thread = {}, {}
+    for table, n_threads in ((theirs, threads), (one_thread, 1)):
+        if torch is None:
+            break
+        torch.set_num_threads(n_threads)  # one pass per setting: the pool is not rebuilt per case
+        for name, options in CASES:
+            if hasattr(torch.optim, name):
+                table[name, str(options)] = torch_step_ms(torch, name, options, arrays, grads,
+                                                          args.repeats)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    for name, options in CASES:
+        key, nan = (name, str(options)), float("nan")
         label = name + (f"({', '.join(f'{k}={v}' for k, v in options.items())})" if options else "")
-        ratio = f"{ours / theirs:7.2f}" if theirs == theirs else "      -"
-        torch_ms = f"{theirs:10.3f}" if theirs == theirs else f"{'-':>10}"
-        print(f"{label:<42} {ours:10.3f} {torch_ms} {ratio}")
+        t2, t1 = theirs.get(key, nan), one_thread.get(key, nan)
+        print(f"{label:<42} {ours[key]:10.3f} {_ms(t2)} {_ratio(ours[key], t2)} "
+              f"{_ms(t1)} {_ratio(ours[key], t1)}")
     subnormal_table(arrays, grads, args.repeats)
 
 

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=_parse_hidden, default=[128],
                        help="hidden layer widths, e.g. 512,256 (default: 128)")
     train.add_argument("--activation", default="relu")
-    train.add_argument("--optimizer", default="sgd", help="optimizer name (default: sgd)")
+    train.add_argument("--optimizer", default="adam", help="optimizer name (default: adam)")
     train.add_argument("--lr", type=float, default=None,
                        help="learning rate (default: the optimizer's; 0.1 for sgd)")
     train.add_argument("--momentum", type=float, default=0.9, help="for sgd (default 0.9)")

@@ -17,15 +17,31 @@ from ermlab.nn.linear import Flatten, Identity, Linear
 from ermlab.nn.merge import Add, Concatenate
 from ermlab.nn.models import mlp
 from ermlab.nn.module import Module
+from ermlab.nn.normalization import BatchNorm1d, BatchNorm2d
 from ermlab.nn.parameter import Parameter
 from ermlab.nn.sequential import Sequential
+from ermlab.nn.stochastic import (
+    DropConnect,
+    Dropout,
+    GaussianNoise,
+    StochasticDepth,
+    frozen_masks,
+    linear_decay,
+    residual_block,
+    use_generator,
+)
 
 __all__ = [
     "ACTIVATIONS",
     "Add",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "Concatenate",
+    "DropConnect",
+    "Dropout",
     "ELU",
     "Flatten",
+    "GaussianNoise",
     "Graph",
     "Identity",
     "LeakyReLU",
@@ -38,7 +54,12 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Softplus",
+    "StochasticDepth",
     "Tanh",
+    "frozen_masks",
     "init",
+    "linear_decay",
     "mlp",
+    "residual_block",
+    "use_generator",
 ]

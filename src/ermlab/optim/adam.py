@@ -131,6 +131,9 @@ class AdamW(Adam):
     amsgrad=False. Where frameworks differ: the paper (Algorithm 2, line 12)
     scales λ by the schedule multiplier η_t only, θ ← θ − η_t(α m̂/(√v̂+ε) + λθ);
     torch and Optax scale it by the learning rate γ, as here.
+
+    Example:
+        >>> opt = AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     """
 
     def __init__(
@@ -167,6 +170,9 @@ class Adamax(_AdamFamily):
         eps: ε ≥ 0, default 1e-8.
         weight_decay: λ ≥ 0 (coupled L2), default 0.
         flush_every, flush_below: subnormal flush of m (``optim.inplace``).
+
+    Example:
+        >>> opt = Adamax(model.parameters())
     """
 
     def __init__(
@@ -227,6 +233,9 @@ class NAdam(_AdamFamily):
         momentum_decay: ψ ≥ 0, default 4e-3.
         decoupled_weight_decay: θ ← θ(1 − γλ), default False.
         flush_every, flush_below: subnormal flush of m, v (``optim.inplace``).
+
+    Example:
+        >>> opt = NAdam(model.parameters(), lr=2e-3)
     """
 
     def __init__(

@@ -43,6 +43,9 @@ class Adagrad(InPlaceOptimizer):
             (TensorFlow starts G at 0.1 and uses ε = 1e-7; Optax puts ε inside).
 
     The accumulator only grows, so nothing here needs the subnormal flush.
+
+    Example:
+        >>> opt = Adagrad(model.parameters(), lr=0.01)
     """
 
     def __init__(
@@ -98,6 +101,9 @@ class Adadelta(InPlaceOptimizer):
         eps: ε ≥ 0, default 1e-6.
         weight_decay: λ ≥ 0 (coupled L2), default 0.
         flush_every, flush_below: subnormal flush of both averages (``optim.inplace``).
+
+    Example:
+        >>> opt = Adadelta(model.parameters())
     """
 
     decaying_state = ("square_avg", "acc_delta")
@@ -172,6 +178,9 @@ class RMSprop(InPlaceOptimizer):
         centered: divide by the estimated standard deviation, default False.
         eps_inside_sqrt: put ε inside the root (Optax/Keras), default False (torch).
         flush_every, flush_below: subnormal flush of v, ḡ, b (``optim.inplace``).
+
+    Example:
+        >>> opt = RMSprop(model.parameters(), lr=1e-3, centered=True)
     """
 
     decaying_state = ("square_avg", "grad_avg", "momentum_buffer")
@@ -223,13 +232,11 @@ class RMSprop(InPlaceOptimizer):
             xp.multiply(grad_avg, -1, out=avg)
             avg *= grad_avg
             avg += square_avg
-        else:
-            avg[...] = square_avg
+        v_hat = avg if group["centered"] else square_avg
         if group["eps_inside_sqrt"]:
-            avg += eps
-            xp.sqrt(avg, out=avg)
+            xp.sqrt(xp.add(v_hat, eps, out=avg), out=avg)
         else:
-            xp.sqrt(avg, out=avg)
+            xp.sqrt(v_hat, out=avg)
             avg += eps
         xp.divide(g, avg, out=avg)
         if group["momentum"] > 0:

@@ -102,6 +102,9 @@ class NAGC(_NesterovScheme):
     Args:
         params: Parameters or param-group dicts.
         lr: step s ≥ 0 (required; s = 1/L for the bound).
+
+    Example:
+        >>> opt = NAGC([p], lr=1 / L)
     """
 
     def __init__(self, params: Iterable[Any], lr: float) -> None:
@@ -128,6 +131,9 @@ class NAGSC(_NesterovScheme):
         params: Parameters or param-group dicts.
         lr: step s > 0 (required; s = 1/L for the bound).
         strong_convexity: μ > 0 with μ s ≤ 1 (required).
+
+    Example:
+        >>> opt = NAGSC([p], lr=1 / L, strong_convexity=mu)
     """
 
     def __init__(self, params: Iterable[Any], lr: float, strong_convexity: float) -> None:

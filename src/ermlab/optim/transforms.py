@@ -162,7 +162,7 @@ class GradientNoise:
                 noise = self._noise[p] = numpy.empty(p.shape, dtype=p.dtype)
             self.rng.standard_normal(out=noise, dtype=p.dtype)
             noise *= sigma
-            p.grad += array_module(p.grad).asarray(noise)
+            p.add_grad(array_module(p.grad).asarray(noise))
         self.t += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -184,7 +184,7 @@ class CoupledWeightDecay:
     def __call__(self, optimizer: Optimizer) -> None:
         for p in _params(optimizer):
             if p.regularize or not self.regularized_only:
-                p.grad += self.weight_decay * p.data
+                p.add_grad(self.weight_decay * p.data)
 
 
 class DecoupledWeightDecay:

@@ -1,6 +1,47 @@
-"""Training: the Trainer, its callbacks and metrics."""
+"""Training: the Trainer, its callbacks, metrics and checkpoints."""
 
-from ermlab.training.callbacks import Callback, EarlyStopping
+from ermlab.training.callbacks import (
+    Callback,
+    CSVLogger,
+    DivergenceError,
+    DivergenceGuard,
+    EarlyStopping,
+    JSONLogger,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ProgressBar,
+    ReduceLROnPlateau,
+    TerminateOnNaN,
+)
+from ermlab.training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from ermlab.training.metrics import accuracy, confusion_matrix, top_k_accuracy
 from ermlab.training.trainer import Trainer
 
-__all__ = ["Callback", "EarlyStopping", "Trainer"]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "Checkpoint",
+    "CheckpointError",
+    "DivergenceError",
+    "DivergenceGuard",
+    "EarlyStopping",
+    "JSONLogger",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "ProgressBar",
+    "ReduceLROnPlateau",
+    "TerminateOnNaN",
+    "Trainer",
+    "accuracy",
+    "confusion_matrix",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+    "top_k_accuracy",
+]

@@ -3,25 +3,38 @@
 One training step is the seed algorithm, five lines:
 
     scores = model.forward(x)
-    value  = loss.forward(scores, y) + regularizer.penalty(params)
+    value  = loss.forward(scores, y, sample_weight) + regularizer.penalty(params)
     model.zero_grad()
     model.backward(loss.backward(), input_grad=False)
-    regularizer.add_gradient(params); optimizer.step()
+    regularizer.add_gradient(params); optimizer.step(); regularizer.apply(params)
 
-Everything optional (early stopping, logging, schedules) is a callback.
+``fit`` repeats it over shuffled mini-batches, epoch after epoch, and records
+a per-epoch history. Everything optional — early stopping, schedules,
+checkpoints, progress, logging, the divergence guard — is a callback
+(``ermlab.training.callbacks``).
+
+The Trainer owns the generator it shuffles with (``trainer.rng``), so a
+checkpoint saves its state and a resumed run draws the same batches:
+
+    trainer.fit(x, y, epochs=2); trainer.save("run/ckpt.safetensors")
+    fresh = Trainer(model, loss, optimizer, callbacks=...)
+    fresh.fit(x, y, epochs=2, resume_from="run/ckpt.safetensors")   # = 4 epochs in one go
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy
 
-from ermlab.backend import as_generator, to_numpy
+from ermlab.backend import array_module, as_generator, to_numpy
 from ermlab.data.loader import batches
-from ermlab.training.callbacks import Callback
-from ermlab.training.metrics import accuracy
+from ermlab.training import metrics
+from ermlab.training.callbacks.base import Callback
 
 
 class Trainer:
@@ -31,8 +44,18 @@ class Trainer:
         model: an ``ermlab.nn.Module`` producing scores.
         loss: a loss with ``forward(scores, y, sample_weight)`` / ``backward()``.
         optimizer: an ``ermlab.optim.Optimizer`` over ``model.parameters()``.
-        regularizer: optional penalty λΩ(θ) with ``penalty`` / ``add_gradient``.
+        regularizer: optional penalty λΩ(θ) with ``penalty`` / ``add_gradient`` / ``apply``.
         callbacks: ``Callback`` objects observing and steering the run.
+        rng: the generator that shuffles the batches (a Generator or a seed);
+            default: one seeded from ``ermlab.backend``'s module-wide generator.
+            ``fit(rng=...)`` replaces it.
+        top_k: k values for which ``evaluate`` (and validation) also report
+            ``top_{k}_accuracy``, e.g. ``(5,)``. Default none.
+
+    Attributes:
+        history: ``{key: [value per epoch]}`` over all ``fit`` calls (and restored runs).
+        epoch, step: epochs and updates done so far.
+        stop_training, stop_reason: set by callbacks to stop a run and say why.
     """
 
     def __init__(
@@ -42,27 +65,52 @@ class Trainer:
         optimizer: Any,
         regularizer: Any = None,
         callbacks: Sequence[Callback] = (),
+        *,
+        rng: Any = None,
+        top_k: Sequence[int] = (),
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.regularizer = regularizer
-        self.callbacks = list(callbacks)
+        self.callbacks = sorted(callbacks, key=lambda callback: getattr(callback, "order", 0))
         self.params = model.parameters()
-        self.history: dict[str, list[float]] = {}
-        self.stop_training = False
+        self.rng = (as_generator(rng) if rng is not None
+                    else numpy.random.default_rng(as_generator(None).integers(2**63)))
+        self.top_k = tuple(top_k)
+        self.history: dict[str, list[Any]] = {}
         self.epoch = 0
+        self.step = 0
+        self.stop_training = False
+        self.stop_reason: str | None = None
+        self.pending_callback_states: dict[str, Any] = {}
+
+    # -- one update ---------------------------------------------------------------
 
     def train_step(self, x: Any, y: Any, sample_weight: Any = None) -> float:
-        """One update on one mini-batch; returns the regularized loss value."""
+        """One update on one mini-batch; returns the regularized loss value.
+
+        A batch whose scores or loss are not finite (a diverging run) makes no
+        update and returns the non-finite value, for ``DivergenceGuard`` to report.
+        """
         self.model.train()
-        value = self.loss.forward(self.model.forward(x), y, sample_weight=sample_weight)
+        scores = self.model.forward(x)
+        if not bool(array_module(scores).isfinite(scores).all()):
+            return math.nan
+        value = self.loss.forward(scores, y, sample_weight=sample_weight)
         if self.regularizer is not None:
             value += self.regularizer.penalty(self.params)
+        if not math.isfinite(value):
+            return value
         self.optimizer.zero_grad()
         self.model.backward(self.loss.backward(), input_grad=False)
         if self.regularizer is not None:
             self.regularizer.add_gradient(self.params)
         self.optimizer.step()
+        if hasattr(self.regularizer, "apply"):
+            self.regularizer.apply(self.params)
+        self.step += 1
         return value
+
+    # -- the loop ---------------------------------------------------------------------
 
     def fit(
         self,
@@ -73,21 +121,35 @@ class Trainer:
         validation_data: tuple[Any, Any] | None = None,
         sample_weight: Any = None,
         rng: Any = None,
-    ) -> dict[str, list[float]]:
-        """Train for up to ``epochs`` epochs; returns the per-epoch history."""
-        if len(x) != len(y):
-            raise ValueError(f"x and y have different lengths: {len(x)} and {len(y)}")
-        rng = as_generator(rng)
-        self.stop_training = False
-        self._notify("on_train_begin")
+        resume_from: str | Path | None = None,
+    ) -> dict[str, list[Any]]:
+        """Train for up to ``epochs`` more epochs; returns the history of all epochs so far.
+
+        Args:
+            x, y: training inputs and targets (same length).
+            epochs: epochs to run in this call (a resumed run continues from its epoch).
+            batch_size: mini-batch size; 1 is per-example SGD, None the full batch.
+            validation_data: ``(x_val, y_val)`` evaluated after every epoch (``val_*`` logs).
+            sample_weight: one non-negative weight per training example; each
+                batch minimizes its weighted mean loss (batches of zero total weight
+                are skipped).
+            rng: replaces the shuffling generator (a Generator or a seed).
+            resume_from: a checkpoint (``save`` / ``ModelCheckpoint``) to continue from.
+        """
+        n = _check_lengths(x, y, sample_weight)
+        if sample_weight is not None and not hasattr(sample_weight, "shape"):
+            sample_weight = numpy.asarray(sample_weight)
+        if rng is not None:
+            self.rng = as_generator(rng)
+        if resume_from is not None:
+            self.resume(resume_from)
+        self.stop_training, self.stop_reason = False, None
+        steps = math.ceil(n / (n if batch_size is None else min(batch_size, n)))
+        self._notify("on_train_begin", {"epochs": epochs, "initial_epoch": self.epoch,
+                                        "steps_per_epoch": steps})
+        self._restore_callback_states()
         for _ in range(epochs):
-            total, count = 0.0, 0
-            for index in batches(len(x), batch_size, shuffle=True, rng=rng):
-                weight = None if sample_weight is None else sample_weight[index]
-                total += self.train_step(x[index], y[index], weight) * len(index)
-                count += len(index)
-            self.epoch += 1
-            logs = {"epoch": self.epoch, "loss": total / count}
+            logs = self._train_epoch(x, y, batch_size, sample_weight, steps)
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data).items()})
             for key, value in logs.items():
@@ -95,26 +157,137 @@ class Trainer:
             self._notify("on_epoch_end", logs)
             if self.stop_training:
                 break
-        self._notify("on_train_end")
+        self._notify("on_train_end", {"epoch": self.epoch})
         return self.history
 
-    def predict_scores(self, x: Any, batch_size: int = 1024) -> Any:
-        """Model outputs in evaluation mode, in batches."""
+    def _train_epoch(self, x: Any, y: Any, batch_size: int | None, sample_weight: Any,
+                     steps: int) -> dict[str, Any]:
+        epoch, start = self.epoch + 1, time.perf_counter()
+        self._notify("on_epoch_begin", {"epoch": epoch})
+        total = weight = 0.0
+        for batch, index in enumerate(batches(len(x), batch_size, shuffle=True, rng=self.rng), 1):
+            w = None if sample_weight is None else sample_weight[index]
+            size = float(len(index)) if w is None else float(w.sum())
+            if size == 0:
+                continue
+            value = self.train_step(x[index], y[index], w)
+            total, weight = total + value * size, weight + size
+            self._notify("on_batch_end", {"epoch": epoch, "batch": batch, "loss": value,
+                                          "size": len(index), "steps_per_epoch": steps})
+            if self.stop_training:
+                break
+        self.epoch = epoch
+        logs = {"epoch": epoch, "loss": total / weight if weight else math.nan}
+        if "lr" in getattr(self.optimizer, "param_groups", [{}])[0]:
+            logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        logs["time"] = time.perf_counter() - start
+        return logs
+
+    # -- inference -------------------------------------------------------------------
+
+    def predict_scores(self, x: Any, batch_size: int = 1024) -> numpy.ndarray:
+        """Model outputs in evaluation mode, in batches; the model's mode is restored after."""
+        was_training = self.model.training
         self.model.eval()
-        xp_parts = [self.model.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        self.model.train()
-        return numpy.concatenate([to_numpy(part) for part in xp_parts])
+        try:
+            parts = [to_numpy(self.model.forward(x[i:i + batch_size]))
+                     for i in range(0, len(x), batch_size)]
+        finally:
+            self.model.train(was_training)
+        return numpy.concatenate(parts)
 
     def predict(self, x: Any, batch_size: int = 1024) -> numpy.ndarray:
-        """Predicted class labels (argmax of the scores)."""
-        return self.predict_scores(x, batch_size).argmax(axis=1)
+        """Predicted class labels: argmax of the scores (score > 0 for a single logit)."""
+        return _labels(self.predict_scores(x, batch_size))
 
-    def evaluate(self, x: Any, y: Any, batch_size: int = 1024) -> dict[str, float]:
-        """Loss (unregularized) and accuracy on (x, y)."""
+    def evaluate(self, x: Any, y: Any, batch_size: int = 1024, sample_weight: Any = None,
+                 top_k: Sequence[int] | None = None) -> dict[str, float]:
+        """Loss (unregularized), and for integer labels accuracy and top-k accuracies.
+
+        Returns ``{"loss", "accuracy", "top_{k}_accuracy" for k in top_k}``
+        (``top_k`` defaults to the trainer's). The loss is NaN when the scores
+        are not finite.
+        """
+        _check_lengths(x, y, sample_weight)
+        scores, y = self.predict_scores(x, batch_size), to_numpy(y)
+        weight = None if sample_weight is None else to_numpy(sample_weight)
+        finite = bool(numpy.isfinite(scores).all())
+        results = {"loss": float(self.loss.forward(scores, y, sample_weight=weight))
+                   if finite else math.nan}
+        if y.dtype.kind in "iub":
+            results["accuracy"] = metrics.accuracy(y, _labels(scores), weight)
+            for k in self.top_k if top_k is None else top_k:
+                results[f"top_{k}_accuracy"] = metrics.top_k_accuracy(y, scores, k, weight)
+        return results
+
+    def confusion_matrix(self, x: Any, y: Any, batch_size: int = 1024) -> numpy.ndarray:
+        """C[i, j] = number of examples of class i predicted as class j (classes = score columns)."""
         scores = self.predict_scores(x, batch_size)
-        value = self.loss.forward(scores, to_numpy(y))
-        return {"loss": float(value), "accuracy": accuracy(to_numpy(y), scores.argmax(axis=1))}
+        classes = 2 if scores.ndim == 1 or scores.shape[1] == 1 else scores.shape[1]
+        return metrics.confusion_matrix(to_numpy(y), _labels(scores), num_classes=classes)
 
-    def _notify(self, event: str, logs: dict[str, Any] | None = None) -> None:
+    # -- checkpoints -----------------------------------------------------------------
+
+    def save(self, path: str | Path, **extra: Any) -> Path:
+        """Save a full checkpoint (``ermlab.training.checkpoint``); returns the file written."""
+        from ermlab.training.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, self, extra=extra)
+
+    def resume(self, path: str | Path) -> Any:
+        """Restore a checkpoint into this trainer (model, optimizer, RNG, epoch, history).
+
+        Callback states (early stopping, schedules, ...) are handed over when the
+        next ``fit`` starts. Returns the ``Checkpoint`` read.
+        """
+        from ermlab.training.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, self)
+
+    def callback_states(self) -> dict[str, Any]:
+        """``{name: state}`` of the callbacks with state; names are class names, numbered
+        when a class appears more than once ("EarlyStopping", "EarlyStopping#2")."""
+        states = {}
+        for name, callback in self._named_callbacks():
+            state = callback.state_dict() if hasattr(callback, "state_dict") else {}
+            if state:
+                states[name] = state
+        return states
+
+    def _restore_callback_states(self) -> None:
+        states, self.pending_callback_states = self.pending_callback_states, {}
+        for name, callback in self._named_callbacks():
+            if name in states and hasattr(callback, "load_state_dict"):
+                callback.load_state_dict(states[name])
+
+    def _named_callbacks(self) -> list[tuple[str, Callback]]:
+        seen: dict[str, int] = {}
+        named = []
         for callback in self.callbacks:
-            getattr(callback, event)(self, logs or {})
+            kind = type(callback).__name__
+            seen[kind] = seen.get(kind, 0) + 1
+            named.append((kind if seen[kind] == 1 else f"{kind}#{seen[kind]}", callback))
+        return named
+
+    def _notify(self, event: str, logs: dict[str, Any]) -> None:
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(self, logs)
+
+
+def _labels(scores: numpy.ndarray) -> numpy.ndarray:
+    if scores.ndim == 1 or scores.shape[1] == 1:
+        return (scores.reshape(-1) > 0).astype(numpy.int64)
+    return scores.argmax(axis=1)
+
+
+def _check_lengths(x: Any, y: Any, sample_weight: Any) -> int:
+    if len(x) != len(y):
+        raise ValueError(f"x and y have different lengths: {len(x)} and {len(y)}")
+    if len(x) == 0:
+        raise ValueError("x is empty; pass at least one example")
+    if sample_weight is not None and len(sample_weight) != len(x):
+        raise ValueError(f"sample_weight has {len(sample_weight)} entries; x has {len(x)} "
+                         "examples (one weight per example)")
+    return len(x)

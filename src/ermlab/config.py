@@ -1,0 +1,256 @@
+"""Run configurations: a flat dict of hyperparameters turned into ermlab objects.
+
+One vocabulary serves model selection (``ermlab.selection``), the scikit-learn
+estimators (``ermlab.sklearn``) and the command line (flags or TOML):
+
+    config = {"hidden": [128, 64], "activation": "relu", "optimizer": "sgd",
+              "lr": 0.1, "momentum": 0.9, "l2": 1e-4, "batch_size": 32,
+              "epochs": 100, "patience": 10}
+    trainer = build(config, n_inputs=64, n_outputs=10, rng=0)
+    trainer.fit(x, y, epochs=config["epochs"], batch_size=config["batch_size"], ...)
+
+Keys (``DEFAULTS`` holds the defaults):
+
+* model — ``hidden`` (widths of the hidden layers; ``[]`` is a linear model; an
+  int or ``"512,256"`` also work), ``activation`` (``ermlab.nn.ACTIVATIONS``),
+  ``weight_init`` (None: He for ReLU-like, Glorot otherwise), ``dropout`` (drop
+  probability p of an ``ermlab.nn.Dropout`` after every hidden activation);
+* loss — ``loss``: ``cross_entropy`` or ``hinge`` (classification, integer
+  labels), ``mse`` or ``bce_with_logits`` (real or 0/1 targets);
+* optimizer — ``optimizer`` (a first-order ``ermlab.optim`` class, lower case:
+  sgd, adam, adamw, nadam, rmsprop, ...), ``lr`` (None: the optimizer's own
+  default, 0.1 where it has none, e.g. sgd), and any keyword of that
+  optimizer's constructor (``momentum``, ``nesterov``, ``betas``, ``eps``, ...);
+* regularizer — ``l1``, ``l2`` (λ of λ‖W‖₁ and λ‖W‖²₂, weights only; see
+  ``ermlab.regularizers``), ``max_norm`` (None or c of the max-norm constraint);
+* training — ``batch_size`` (None: the full batch), ``epochs``, ``patience``
+  and ``min_delta`` of early stopping on the validation loss (``patience=None``
+  switches it off).
+
+Full-batch optimizers (L-BFGS, BFGS, Newton) need a closure the Trainer does
+not drive, so they are not offered here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ermlab.backend import as_generator
+
+DEFAULTS: dict[str, Any] = {
+    "hidden": (128,),
+    "activation": "relu",
+    "weight_init": None,
+    "dropout": 0.0,
+    "loss": "cross_entropy",
+    "optimizer": "adam",
+    "lr": None,
+    "l1": 0.0,
+    "l2": 0.0,
+    "max_norm": None,
+    "batch_size": 32,
+    "epochs": 100,
+    "patience": 10,
+    "min_delta": 0.0,
+}
+
+CLASSIFICATION_LOSSES = ("cross_entropy", "hinge")
+REGRESSION_LOSSES = ("mse", "bce_with_logits")
+FALLBACK_LR = 0.1
+
+
+def optimizers() -> dict[str, type]:
+    """The first-order optimizers of ``ermlab.optim`` by lower-case class name."""
+    from ermlab import optim
+    from ermlab.optim.full_batch import FullBatchOptimizer
+
+    return {
+        cls.__name__.lower(): cls
+        for cls in vars(optim).values()
+        if isinstance(cls, type) and issubclass(cls, optim.Optimizer)
+        and cls is not optim.Optimizer and not issubclass(cls, FullBatchOptimizer)
+    }
+
+
+def optimizer_options(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword arguments (besides ``params``) of optimizer ``name``'s constructor."""
+    signature = inspect.signature(optimizer_class(name).__init__)
+    return {key: p for key, p in signature.parameters.items() if key not in ("self", "params")}
+
+
+def optimizer_class(name: str) -> type:
+    available = optimizers()
+    key = str(name).strip().lower()
+    if key not in available:
+        raise ValueError(
+            f"unknown optimizer {name!r}; choose one of {', '.join(sorted(available))} "
+            "(full-batch L-BFGS, BFGS and Newton need a closure the Trainer does not drive)"
+        )
+    return available[key]
+
+
+def is_classification(config: Mapping[str, Any]) -> bool:
+    """True when the config's loss takes integer class labels."""
+    return validate(config)["loss"] in CLASSIFICATION_LOSSES
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` merged over ``DEFAULTS``, normalized, after checking every key and value."""
+    if not isinstance(config, Mapping):
+        raise ValueError(f"a config is a dict of hyperparameters; got {type(config).__name__}")
+    full = {**DEFAULTS, **config}
+    full["optimizer"] = str(full["optimizer"]).strip().lower()
+    options = optimizer_options(full["optimizer"])
+    unknown = sorted(set(full) - set(DEFAULTS) - set(options))
+    if unknown:
+        raise ValueError(
+            f"unknown config key(s) {unknown}; known: {sorted(DEFAULTS)} and the options of "
+            f"optimizer {full['optimizer']!r}: {sorted(set(options) - {'lr'})}"
+        )
+    full["hidden"] = _hidden(full["hidden"])
+    full["loss"] = str(full["loss"]).strip().lower().replace("-", "_")
+    if full["loss"] not in CLASSIFICATION_LOSSES + REGRESSION_LOSSES:
+        raise ValueError(
+            f"unknown loss {full['loss']!r}; choose one of "
+            f"{', '.join(CLASSIFICATION_LOSSES + REGRESSION_LOSSES)}"
+        )
+    for key in ("l1", "l2", "dropout", "min_delta"):
+        _number(full, key, low=0.0)
+    if not full["dropout"] < 1:
+        raise ValueError(f"config 'dropout' must be in [0, 1); got {full['dropout']}")
+    if full["max_norm"] is not None:
+        _number(full, "max_norm", low=0.0, strict=True)
+    if full["lr"] is not None:
+        _number(full, "lr", low=0.0, strict=True)
+    _integer(full, "epochs", low=1)
+    for key in ("batch_size", "patience"):
+        if full[key] is not None:
+            _integer(full, key, low=1 if key == "batch_size" else 0)
+    return full
+
+
+def build_model(config: Mapping[str, Any], n_inputs: int, n_outputs: int, rng: Any = None) -> Any:
+    """An MLP n_inputs → hidden… → n_outputs (scores), with dropout after each activation."""
+    from ermlab import nn
+
+    config = validate(config)
+    rng = as_generator(rng)
+    sizes = [int(n_inputs), *config["hidden"], int(n_outputs)]
+    model = nn.mlp(sizes, activation=config["activation"], weight_init=config["weight_init"],
+                   rng=rng)
+    if not config["dropout"]:
+        return model
+    layers = []
+    for layer in model:
+        layers.append(layer)
+        if not isinstance(layer, nn.Linear):
+            layers.append(nn.Dropout(config["dropout"], rng=rng))
+    return nn.Sequential(*layers)
+
+
+def build_loss(config: Mapping[str, Any]) -> Any:
+    from ermlab import losses
+
+    return losses.get(validate(config)["loss"])
+
+
+def build_optimizer(config: Mapping[str, Any], params: Sequence[Any]) -> Any:
+    """The optimizer named in ``config`` over ``params``, with the config's options for it."""
+    config = validate(config)
+    options = optimizer_options(config["optimizer"])
+    kwargs = {key: _tuple(config[key]) for key in options if key in config and key != "lr"}
+    if config["lr"] is not None:
+        kwargs["lr"] = float(config["lr"])
+    elif options["lr"].default is inspect.Parameter.empty:
+        kwargs["lr"] = FALLBACK_LR
+    return optimizer_class(config["optimizer"])(params, **kwargs)
+
+
+def build_regularizer(config: Mapping[str, Any]) -> Any:
+    """L1(l1) + L2(l2) + MaxNorm(max_norm), keeping only the terms that are switched on."""
+    from ermlab import regularizers
+
+    config = validate(config)
+    terms = []
+    if config["l1"]:
+        terms.append(regularizers.L1(config["l1"]))
+    if config["l2"]:
+        terms.append(regularizers.L2(config["l2"]))
+    if config["max_norm"] is not None:
+        terms.append(regularizers.MaxNorm(config["max_norm"]))
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else regularizers.Compose(*terms)
+
+
+def build(
+    config: Mapping[str, Any],
+    n_inputs: int,
+    n_outputs: int,
+    rng: Any = None,
+    early_stopping: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """A ``Trainer`` wiring the model, loss, optimizer and regularizer of ``config``.
+
+    With ``early_stopping`` (and ``patience`` not None) an ``EarlyStopping`` on
+    ``val_loss`` comes first among the callbacks; pass ``validation_data`` to
+    ``fit`` then.
+    """
+    from ermlab.training import EarlyStopping, Trainer
+
+    config = validate(config)
+    model = build_model(config, n_inputs, n_outputs, rng)
+    callbacks = list(callbacks)
+    if early_stopping and config["patience"] is not None:
+        stopper = EarlyStopping(monitor="val_loss", patience=config["patience"],
+                                min_delta=config["min_delta"])
+        callbacks.insert(0, stopper)
+    return Trainer(model, build_loss(config), build_optimizer(config, model.parameters()),
+                   regularizer=build_regularizer(config), callbacks=callbacks)
+
+
+def _hidden(value: Any) -> tuple[int, ...]:
+    if isinstance(value, str):
+        parts = [part for part in value.split(",") if part.strip()]
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        parts = [value]
+    elif isinstance(value, Sequence):
+        parts = list(value)
+    else:
+        parts = [None]
+    try:
+        sizes = tuple(int(part) for part in parts)
+    except (TypeError, ValueError):
+        sizes = (0,)
+    if any(size < 1 for size in sizes) or any(isinstance(p, (bool, float)) for p in parts):
+        raise ValueError(
+            f"config 'hidden' lists positive layer widths, e.g. [512, 256] or '512,256' "
+            f"([] for no hidden layer); got {value!r}"
+        )
+    return sizes
+
+
+def _number(config: dict[str, Any], key: str, low: float, strict: bool = False) -> None:
+    value = config[key]
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > low if strict else value >= low)
+    if not ok:
+        bound = f"> {low:g}" if strict else f"≥ {low:g}"
+        raise ValueError(f"config {key!r} must be a finite number {bound}; got {value!r}")
+    config[key] = float(value)
+
+
+def _integer(config: dict[str, Any], key: str, low: int) -> None:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"config {key!r} must be an integer ≥ {low}; got {value!r}")
+    config[key] = int(value)
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value

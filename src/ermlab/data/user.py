@@ -1,0 +1,213 @@
+"""Your own data as a ``Dataset``: arrays, ``.npz`` archives and ``.csv`` tables.
+
+* ``load_arrays(x, y)`` — any arrays; pass ``x_test, y_test`` too, or a
+  stratified ``test_fraction`` is held out (seeded).
+* ``load_npz(path)`` — keys ``x_train, y_train`` (with ``x_test, y_test``
+  optional) or ``x, y``; an optional ``class_names`` string array. Read with
+  ``allow_pickle=False``: object arrays are refused.
+* ``load_csv(path, label=...)`` — one example a row, numeric features; the
+  label column by name or index (default: the column named ``label`` if the
+  header has one, else the last column). A header is detected when the first
+  row holds a cell that is not a number (or say ``header=True/False``).
+
+``ermlab.data.load`` dispatches here for a path ending in ``.npz``/``.csv``
+(``load("my.csv", label="y")``) or for the names ``"npz"``/``"csv"`` with
+``path=`` (``load("npz", path="my.npz")``). Labels must be integers ≥ 0 (class
+indices); integral floats such as ``3.0`` are accepted.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from ermlab.backend import resolve_dtype
+from ermlab.data.dataset import Dataset
+from ermlab.data.splits import train_val_test_split
+
+
+def check_labels(y: Any, what: str = "labels") -> numpy.ndarray:
+    """``y`` as int64 class indices, or a ValueError naming the first bad label."""
+    y = numpy.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{what} must be 1-D (one class index per example); got shape {y.shape}")
+    if y.dtype.kind == "f":
+        bad = numpy.flatnonzero(~numpy.isfinite(y) | (y != numpy.round(y)))
+        if bad.size:
+            raise ValueError(f"{what} must be integers (class indices); got {y[bad[0]]} at "
+                             f"index {bad[0]}")
+    elif y.dtype.kind not in "iub":
+        first = y.flat[0] if y.size else None
+        raise ValueError(f"{what} must be integers (class indices); got {y.dtype} values such "
+                         f"as {first!r}: map class names to 0, 1, … first")
+    y = y.astype(numpy.int64)
+    negative = numpy.flatnonzero(y < 0)
+    if negative.size:
+        raise ValueError(f"{what} must be integers ≥ 0; got {y[negative[0]]} at index "
+                         f"{negative[0]}")
+    return y
+
+
+def load_arrays(
+    x: Any,
+    y: Any,
+    x_test: Any = None,
+    y_test: Any = None,
+    *,
+    test_fraction: float = 0.25,
+    seed: Any = 0,
+    stratify: bool = True,
+    class_names: list[str] | None = None,
+    name: str = "arrays",
+    description: str = "",
+    dtype: Any = None,
+) -> Dataset:
+    """A ``Dataset`` from arrays ``x`` (N, features…) and integer labels ``y`` (N,).
+
+    Without ``x_test, y_test``, a shuffled, stratified ``test_fraction`` of
+    ``(x, y)`` becomes the test split (``test_fraction=0`` keeps none).
+    """
+    if (x_test is None) != (y_test is None):
+        raise ValueError("pass both x_test and y_test, or neither")
+    x_train, y_train = _checked(x, y, "", dtype)
+    if x_test is None:
+        split = train_val_test_split(y_train, 0.0, test_fraction, seed, stratify)
+        x_train, y_train, x_test, y_test = (x_train[split.train], y_train[split.train],
+                                            x_train[split.test], y_train[split.test])
+    else:
+        x_test, y_test = _checked(x_test, y_test, "_test", dtype)
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise ValueError(f"x_test examples have shape {x_test.shape[1:]}; x examples "
+                             f"{x_train.shape[1:]}")
+    top = int(max(y_train.max(initial=0), y_test.max(initial=0)))
+    if class_names is None:
+        class_names = [str(c) for c in range(top + 1)]
+    elif top >= len(class_names):
+        raise ValueError(f"labels must be in [0, {len(class_names)}) for {len(class_names)} "
+                         f"class names; got {top}")
+    return Dataset(name, x_train, y_train, x_test, y_test, list(class_names), description)
+
+
+def load_npz(path: str | os.PathLike, **options: Any) -> Dataset:
+    """A ``Dataset`` from a ``.npz`` archive (see the module doc for the keys)."""
+    path = _existing(path, ".npz")
+    try:
+        with numpy.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz archive of plain arrays ({error})") from None
+    if "class_names" in arrays:
+        options.setdefault("class_names", [str(c) for c in arrays.pop("class_names")])
+    options.setdefault("name", path.stem)
+    options.setdefault("description", f"arrays from {path}")
+    if {"x_train", "y_train"} <= arrays.keys():
+        parts = [arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test")]
+    elif {"x", "y"} <= arrays.keys():
+        parts = [arrays["x"], arrays["y"]]
+    else:
+        raise ValueError(f"{path}: expected keys x_train, y_train (and x_test, y_test) or x, y; "
+                         f"found {', '.join(sorted(arrays)) or 'none'}")
+    return load_arrays(*parts, **options)
+
+
+def load_csv(
+    path: str | os.PathLike,
+    label: int | str | None = None,
+    header: bool | None = None,
+    delimiter: str = ",",
+    **options: Any,
+) -> Dataset:
+    """A ``Dataset`` from a ``.csv`` table: numeric features and an integer label column."""
+    path = _existing(path, ".csv")
+    with open(path, newline="") as handle:
+        rows = [(line, row) for line, row in enumerate(csv.reader(handle, delimiter=delimiter), 1)
+                if any(cell.strip() for cell in row)]
+    if not rows:
+        raise ValueError(f"{path}: the file is empty")
+    if header is None:
+        header = not all(_is_number(cell) for cell in rows[0][1])
+    columns = [c.strip() for c in rows[0][1]] if header else None
+    rows = rows[1:] if header else rows
+    if not rows:
+        raise ValueError(f"{path}: no data rows after the header")
+    width = len(rows[0][1])
+    target = _label_column(label, columns, width, path)
+    names = columns or [str(i) for i in range(width)]
+    features, labels = [], []
+    for line, row in rows:
+        if len(row) != width:
+            raise ValueError(f"{path}: line {line} has {len(row)} fields; expected {width}")
+        labels.append(_label(row[target], path, line))
+        features.append([_number(cell, path, line, names[i])
+                         for i, cell in enumerate(row) if i != target])
+    options.setdefault("name", path.stem)
+    options.setdefault("description", f"table {path}, label column {names[target]!r}")
+    return load_arrays(numpy.array(features, dtype=numpy.float64).reshape(len(rows), -1),
+                       numpy.array(labels, dtype=numpy.int64), **options)
+
+
+def _checked(x: Any, y: Any, suffix: str, dtype: Any) -> tuple[numpy.ndarray, numpy.ndarray]:
+    x = numpy.asarray(x)
+    if x.dtype.kind not in "iufb":
+        raise ValueError(f"x{suffix} must be numeric; got {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"x{suffix} must be (N, features…); got shape {x.shape}: "
+                         "use x.reshape(-1, 1) for a single feature")
+    y = check_labels(y, f"y{suffix}")
+    if len(x) != len(y):
+        raise ValueError(f"x{suffix} and y{suffix} have different lengths: {len(x)} and {len(y)}")
+    return x.astype(resolve_dtype(dtype)), y
+
+
+def _existing(path: str | os.PathLike, suffix: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{suffix} file not found: {path}")
+    return path
+
+
+def _label_column(label: int | str | None, columns: list[str] | None, width: int, path) -> int:
+    if label is None:
+        return columns.index("label") if columns and "label" in columns else width - 1
+    if isinstance(label, str):
+        if columns is None:
+            raise ValueError(f"{path}: label={label!r} names a column but the file has no "
+                             "header; pass the column index instead, e.g. label=0")
+        if label not in columns:
+            raise ValueError(f"{path}: no column {label!r}; columns are {', '.join(columns)}")
+        return columns.index(label)
+    if not -width <= label < width:
+        raise ValueError(f"{path}: label column {label} out of range for {width} columns")
+    return label % width
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _number(cell: str, path, line: int, column: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        raise ValueError(f"{path}: line {line}, column {column!r}: {cell!r} is not a number")\
+            from None
+
+
+def _label(cell: str, path, line: int) -> int:
+    try:
+        value = float(cell)
+    except ValueError:
+        value = None
+    if value is None or not value.is_integer() or value < 0:
+        raise ValueError(f"{path}: line {line}: labels must be integers ≥ 0 (class indices); "
+                         f"got {cell.strip()!r}: map class names to 0, 1, … first")
+    return int(value)

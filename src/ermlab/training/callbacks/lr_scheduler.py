@@ -1,0 +1,88 @@
+"""Learning-rate schedules in a run: step a scheduler per update or per epoch, or on a plateau."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ermlab.training.callbacks.base import Callback, monitored
+
+INTERVALS = ("update", "epoch")
+
+
+class LearningRateScheduler(Callback):
+    """Call ``scheduler.step()`` after every update or after every epoch.
+
+    ``scheduler`` is an ``ermlab.optim.schedules`` object (torch.optim.lr_scheduler's
+    interface: ``step()``, ``get_last_lr()``, ``state_dict()``) built on the
+    trainer's optimizer. With ``interval="update"`` the t of α_t counts
+    mini-batch updates (warmup, 1/t decay as in Bottou 2012); with ``"epoch"``
+    it counts epochs (torch's usual ``for epoch: train(); scheduler.step()``).
+    Update t uses α_t: the scheduler set α₀ when built, and each ``step()``
+    after an update (or epoch) sets the rate for the next one.
+
+    Args:
+        scheduler: the schedule object.
+        interval: "update" or "epoch" (default "epoch").
+    """
+
+    def __init__(self, scheduler: Any, interval: str = "epoch") -> None:
+        if interval not in INTERVALS:
+            raise ValueError(f"LearningRateScheduler interval must be one of {INTERVALS}; "
+                             f"got {interval!r}")
+        self.scheduler, self.interval = scheduler, interval
+
+    def on_train_begin(self, trainer: Any, logs: dict[str, Any]) -> None:
+        if getattr(self.scheduler, "optimizer", trainer.optimizer) is not trainer.optimizer:
+            raise ValueError("LearningRateScheduler's scheduler was built on another optimizer; "
+                             "build it on the trainer's optimizer")
+
+    def on_batch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
+        if self.interval == "update":
+            self.scheduler.step()
+
+    def on_epoch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
+        if self.interval == "epoch":
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stops improving.
+
+    A thin callback over ``ermlab.optim.schedules.ReduceLROnPlateau`` (torch's
+    rule: after more than ``patience`` epochs without a relative improvement of
+    ``threshold``, α ← max(factor · α, min_lr), then ``cooldown`` epochs of
+    rest), fed ``logs[monitor]`` at the end of every epoch. Keras's callback
+    of the same name counts patience the same way but its ``min_delta`` is
+    absolute by default (here ``threshold_mode="rel"``, as in torch).
+
+    Args:
+        monitor: a key of the epoch logs (default "val_loss").
+        **options: ``mode``, ``factor``, ``patience``, ``threshold``,
+            ``threshold_mode``, ``cooldown``, ``min_lr``, ``eps`` of the scheduler.
+    """
+
+    def __init__(self, monitor: str = "val_loss", **options: Any) -> None:
+        self.monitor, self.options = monitor, options
+        self.scheduler: Any = None
+
+    def on_train_begin(self, trainer: Any, logs: dict[str, Any]) -> None:
+        if self.scheduler is None:
+            from ermlab.optim.schedules import ReduceLROnPlateau as Schedule
+
+            self.scheduler = Schedule(trainer.optimizer, **self.options)
+
+    def on_epoch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
+        self.scheduler.step(monitored(self, logs, self.monitor))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.scheduler is None else {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])

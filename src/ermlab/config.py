@@ -133,7 +133,9 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     return full
 
 
-def build_model(config: Mapping[str, Any], n_inputs: int, n_outputs: int, rng: Any = None) -> Any:
+def build_model(
+    config: Mapping[str, Any], n_inputs: int, n_outputs: int, rng: Any = None, dtype: Any = None
+) -> Any:
     """An MLP n_inputs → hidden… → n_outputs (scores), with dropout after each activation."""
     from ermlab import nn
 
@@ -141,7 +143,7 @@ def build_model(config: Mapping[str, Any], n_inputs: int, n_outputs: int, rng: A
     rng = as_generator(rng)
     sizes = [int(n_inputs), *config["hidden"], int(n_outputs)]
     model = nn.mlp(sizes, activation=config["activation"], weight_init=config["weight_init"],
-                   rng=rng)
+                   rng=rng, dtype=dtype)
     if not config["dropout"]:
         return model
     layers = []
@@ -194,17 +196,18 @@ def build(
     rng: Any = None,
     early_stopping: bool = False,
     callbacks: Sequence[Any] = (),
+    dtype: Any = None,
 ) -> Any:
     """A ``Trainer`` wiring the model, loss, optimizer and regularizer of ``config``.
 
     With ``early_stopping`` (and ``patience`` not None) an ``EarlyStopping`` on
     ``val_loss`` comes first among the callbacks; pass ``validation_data`` to
-    ``fit`` then.
+    ``fit`` then. ``dtype``: of the parameters (default: the default dtype).
     """
     from ermlab.training import EarlyStopping, Trainer
 
     config = validate(config)
-    model = build_model(config, n_inputs, n_outputs, rng)
+    model = build_model(config, n_inputs, n_outputs, rng, dtype)
     callbacks = list(callbacks)
     if early_stopping and config["patience"] is not None:
         stopper = EarlyStopping(monitor="val_loss", patience=config["patience"],

@@ -25,8 +25,9 @@ same table.
 
 Scores are "higher is better": ``accuracy`` (classification losses) or
 ``neg_loss`` = −(validation loss, unregularized) for regression losses. A trial
-whose training fails numerically (diverging loss) gets a NaN score and its
-error message in the table; it never wins.
+whose training diverges (``DivergenceGuard`` raises at the first non-finite
+loss) or fails with another ``ValueError`` gets a NaN score and its error
+message in the table; it never wins.
 
 Differences from scikit-learn's ``GridSearchCV``: there is no refit on the
 full data (``best_config`` is returned for you to train), and the early-
@@ -182,10 +183,16 @@ def _train_and_score(config, x_train, y_train, x_val, y_val, seed, scoring, n_ou
     seed = seed if isinstance(seed, numpy.random.SeedSequence) else numpy.random.SeedSequence(seed)
     init_rng, fit_rng = (numpy.random.default_rng(s) for s in seed.spawn(2))
     n_inputs = int(numpy.prod(x_train.shape[1:]))
-    trainer = configs.build(full, n_inputs, n_outputs, rng=init_rng, early_stopping=True)
+    from ermlab.training import DivergenceGuard
+
+    trainer = configs.build(full, n_inputs, n_outputs, rng=init_rng, early_stopping=True,
+                            callbacks=[DivergenceGuard(raise_error=True)])
     trainer.fit(x_train, y_train, epochs=full["epochs"], batch_size=full["batch_size"],
                 validation_data=(x_val, y_val), rng=fit_rng)
     scores = trainer.predict_scores(x_val)
+    if not numpy.isfinite(scores).all():
+        raise FloatingPointError("the validation scores are not finite: training diverged; "
+                                 "lower the learning rate")
     if scoring == "accuracy":
         score = float(numpy.mean(scores.argmax(axis=1) == to_numpy(y_val)))
     else:
@@ -343,7 +350,7 @@ def _trial(problem: _Problem, config: dict[str, Any],
 
     start = time.perf_counter()
     scores, epochs, error = [], [], ""
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1), numpy.errstate(over="ignore", invalid="ignore"):
         for (train, val), fold_seed in zip(problem.splits, seed.spawn(len(problem.splits))):
             try:
                 score, epoch = _train_and_score(

@@ -24,12 +24,18 @@ Where this differs from scikit-learn:
 * ``solver`` is any first-order ``ermlab.optim`` optimizer by name ("sgd",
   "adam", "adamw", "nadam", "rmsprop", "adagrad", ...); "lbfgs" is refused (the
   Trainer drives mini-batch optimizers only). ``optimizer_params`` passes any
-  other option of that optimizer. ``learning_rate`` schedules are callbacks:
-  pass them in ``callbacks``.
+  other option of that optimizer. ``learning_rate`` ("constant"; "invscaling";
+  "adaptive": instead of stopping after ``n_iter_no_change`` epochs without a
+  ``tol`` improvement, divide the rate by 5, and stop once it is ≤ 1e-6) applies
+  to every solver, not only "sgd"; any other callback
+  (``ermlab.training``: schedules, checkpoints, a progress bar) goes in ``callbacks``.
+  A diverging run (non-finite loss) raises ``DivergenceError``, a ValueError.
 * Early stopping monitors the validation *loss* (scikit-learn: the validation
   score) and restores the best epoch's weights; without ``early_stopping`` the
   training loss is monitored, as in scikit-learn, and the best epoch kept too.
-* Trained weights are float32; ``predict`` on float64 input casts it.
+* Training runs in float32 (inputs are cast). Predictions run on a float64
+  copy of the trained weights, so they do not depend on how rows are batched
+  (float32 matrix products round differently for different batch shapes).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ermlab import config as configs
+from ermlab.training.callbacks.base import Callback
 
 SKLEARN_ACTIVATIONS = {"identity": "linear", "logistic": "sigmoid"}
 ADAM_LIKE = ("adam", "adamw", "adamax", "nadam")
@@ -67,7 +74,9 @@ class _BaseMLP(BaseEstimator):
         max_norm: float | None = None,
         dropout: float = 0.0,
         batch_size: int | str = "auto",
+        learning_rate: str = "constant",
         learning_rate_init: float = 1e-3,
+        power_t: float = 0.5,
         max_iter: int = 200,
         random_state: Any = None,
         tol: float = 1e-4,
@@ -90,7 +99,9 @@ class _BaseMLP(BaseEstimator):
         self.max_norm = max_norm
         self.dropout = dropout
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.random_state = random_state
         self.tol = tol
@@ -141,7 +152,7 @@ class _BaseMLP(BaseEstimator):
 
     def _fit(self, x: numpy.ndarray, target: numpy.ndarray, n_outputs: int,
              sample_weight: Any, stratify: numpy.ndarray | None) -> _BaseMLP:
-        from ermlab.training import EarlyStopping
+        from ermlab.training import DivergenceGuard, EarlyStopping
 
         config = self._config(len(x))
         if self.early_stopping and not 0 < self.validation_fraction < 1:
@@ -159,14 +170,19 @@ class _BaseMLP(BaseEstimator):
             x, x_val, target, y_val, weight, _ = split
             validation_data = (x_val, y_val)
         monitor = "val_loss" if self.early_stopping else "loss"
-        stopper = EarlyStopping(monitor=monitor, patience=config["patience"],
-                                min_delta=config["min_delta"])
+        adaptive = self.learning_rate == "adaptive"
+        stopper = EarlyStopping(monitor=monitor, min_delta=config["min_delta"],
+                                patience=config["epochs"] if adaptive else config["patience"])
+        callbacks = [DivergenceGuard(raise_error=True), stopper, *self._schedule(monitor),
+                     *(self.callbacks or ())]
         trainer = configs.build(config, x.shape[1], n_outputs, rng=init_rng,
-                                callbacks=[stopper, *(self.callbacks or ())])
+                                callbacks=callbacks)
         history = trainer.fit(x, target, epochs=config["epochs"],
                               batch_size=config["batch_size"], validation_data=validation_data,
                               sample_weight=None if sample_weight is None else weight,
                               rng=fit_rng)
+        self.config_ = config
+        self.n_outputs_ = int(n_outputs)
         self.model_ = trainer.model
         self.history_ = {key: list(values) for key, values in history.items()}
         self.loss_curve_ = self.history_["loss"]
@@ -176,18 +192,31 @@ class _BaseMLP(BaseEstimator):
             self.validation_loss_curve_ = self.history_["val_loss"]
         return self
 
+    def _schedule(self, monitor: str) -> list[Any]:
+        """``learning_rate``: "constant", "invscaling" or "adaptive" (scikit-learn's)."""
+        from ermlab.training import ReduceLROnPlateau
+
+        if self.learning_rate == "constant":
+            return []
+        if self.learning_rate == "invscaling":
+            return [InverseScaling(self.power_t)]
+        if self.learning_rate == "adaptive":
+            plateau = ReduceLROnPlateau(monitor, factor=0.2, patience=self.n_iter_no_change,
+                                        threshold=self.tol, threshold_mode="abs")
+            return [plateau, StopBelowLR(1e-6)]
+        raise ValueError(f"learning_rate must be 'constant', 'invscaling' or 'adaptive'; "
+                         f"got {self.learning_rate!r}")
+
     def _scores(self, X: Any) -> numpy.ndarray:
         check_is_fitted(self, "model_")
         x = validate_data(self, X, reset=False, dtype=(numpy.float32, numpy.float64))
-        x = x.astype(numpy.float32, copy=False)
-        self.model_.eval()
-        chunks = [self.model_.forward(x[i:i + 1024]) for i in range(0, len(x), 1024)]
+        model = configs.build_model(self.config_, self.n_features_in_, self.n_outputs_, rng=0,
+                                    dtype=numpy.float64)
+        model.load_state_dict(self.model_.state_dict())
+        model.eval()
+        x = x.astype(numpy.float64, copy=False)
+        chunks = [model.forward(x[i:i + 1024]) for i in range(0, len(x), 1024)]
         return numpy.concatenate([numpy.asarray(chunk) for chunk in chunks])
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = self.random_state is None
-        return tags
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -199,7 +228,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Fitted attributes: ``classes_``, ``n_features_in_``, ``model_`` (the
     ``ermlab.nn`` module), ``loss_curve_`` (training loss per epoch, regularized),
-    ``history_`` (every logged metric), ``n_iter_`` (epochs run), ``best_loss_``.
+    ``history_`` (every logged metric), ``n_iter_`` (epochs run), ``best_loss_``,
+    ``n_outputs_`` (output units) and ``config_`` (the ``ermlab.config`` dict).
     See the module docstring for how the hyperparameters map and differ.
     """
 
@@ -238,7 +268,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     One output per target column; ``predict`` returns shape (n,) for a 1-D ``y``.
     Scale the targets (e.g. ``TransformedTargetRegressor`` with ``StandardScaler``)
     when they are far from unit size. Fitted attributes as ``MLPClassifier``'s,
-    with ``n_outputs_`` instead of ``classes_``.
+    without ``classes_``; ``n_outputs_`` is the number of target columns.
     """
 
     _loss = "mse"
@@ -247,16 +277,55 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y = validate_data(self, X, y, dtype=(numpy.float32, numpy.float64),
                              multi_output=True, y_numeric=True)
         target = numpy.asarray(y, dtype=numpy.float32)
-        self.n_outputs_ = 1 if target.ndim == 1 else int(target.shape[1])
-        if target.ndim == 1:
+        self._y_1d = target.ndim == 1
+        if self._y_1d:
             target = target.reshape(-1, 1)
-        self._y_1d = numpy.asarray(y).ndim == 1
-        return self._fit(X.astype(numpy.float32, copy=False), target, self.n_outputs_,
+        return self._fit(X.astype(numpy.float32, copy=False), target, target.shape[1],
                          sample_weight, None)
 
     def predict(self, X: Any) -> numpy.ndarray:
         scores = self._scores(X).astype(numpy.float64)
         return scores.ravel() if self._y_1d else scores
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+class InverseScaling(Callback):
+    """scikit-learn's ``learning_rate="invscaling"``: after each epoch
+
+        α = α₀ / (t + 1)^power_t,     t = training examples seen so far
+
+    (``on_train_begin`` notes α₀ of every parameter group)."""
+
+    def __init__(self, power_t: float = 0.5) -> None:
+        self.power_t = power_t
+
+    def on_train_begin(self, trainer: Any, logs: dict[str, Any]) -> None:
+        self.initial = [group["lr"] for group in trainer.optimizer.param_groups]
+        self.seen = 0
+
+    def on_batch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
+        self.seen += int(logs["size"])
+
+    def on_epoch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
+        for group, lr in zip(trainer.optimizer.param_groups, self.initial):
+            group["lr"] = lr / (self.seen + 1) ** self.power_t
+
+
+class StopBelowLR(Callback):
+    """Stop the run once the learning rate (of the first group) is ≤ ``min_lr``."""
+
+    def __init__(self, min_lr: float = 1e-6) -> None:
+        self.min_lr = min_lr
+
+    def on_epoch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        if lr <= self.min_lr:
+            trainer.stop_training = True
+            trainer.stop_reason = f"learning rate {lr:.3g} ≤ {self.min_lr:g}"
 
 
 def _stratifiable(target: numpy.ndarray) -> bool:

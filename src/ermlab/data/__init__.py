@@ -1,6 +1,23 @@
-"""Data: the dataset registry, toy problems, and batching."""
+"""Data: the dataset registry, downloads and parsers, user files, preprocessing, splits, batching.
 
-from ermlab.data.datasets import Dataset, load, names
-from ermlab.data.loader import batches
+    load(name, **options) -> Dataset     names()      datasets_info()      download(name)
+    load_arrays(x, y) / load("my.npz") / load("my.csv", label="y")
+    preprocessing: MeanImage, ChannelMean, Standardize, Flatten, Pipeline (fit on train only)
+    splits: train_val_test_split, train_validation_split, kfold_indices
+    batches(n, batch_size, shuffle, rng), curriculum_batches(difficulty, ...)
+"""
 
-__all__ = ["Dataset", "batches", "load", "names"]
+from ermlab.data.dataset import Dataset
+from ermlab.data.datasets import LOADERS, datasets_info, load, names
+from ermlab.data.loader import batches, curriculum_batches, curriculum_order
+from ermlab.data.preprocessing import ChannelMean, Flatten, MeanImage, Pipeline, Standardize
+from ermlab.data.sources import ChecksumError, DownloadError, cache_dir, download
+from ermlab.data.splits import kfold_indices, train_val_test_split, train_validation_split
+from ermlab.data.user import load_arrays, load_csv, load_npz
+
+__all__ = [
+    "LOADERS", "ChannelMean", "ChecksumError", "Dataset", "DownloadError", "Flatten",
+    "MeanImage", "Pipeline", "Standardize", "batches", "cache_dir", "curriculum_batches",
+    "curriculum_order", "datasets_info", "download", "kfold_indices", "load", "load_arrays",
+    "load_csv", "load_npz", "names", "train_val_test_split", "train_validation_split",
+]

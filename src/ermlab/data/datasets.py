@@ -1,45 +1,37 @@
-"""The dataset registry: ``load(name)`` returns train and test arrays with their metadata."""
+"""The dataset registry: ``load(name)`` returns train and test arrays with their metadata.
+
+=================  ==========================================================  ============
+name               what                                                        x_train
+=================  ==========================================================  ============
+digits             scikit-learn's 8×8 digits (offline default)                 (1347, 64)
+fashion-mnist      Zalando's article images (Xiao et al. 2017)                 (60000, 1, 28, 28)
+mnist              handwritten digits (LeCun et al. 1998)                      (60000, 1, 28, 28)
+cifar10            32×32 colour images, binary version (Krizhevsky 2009)       (50000, 3, 32, 32)
+two_spirals, …     toy 2-D problems (``ermlab.data.toy``)                      (750, 2)
+npz, csv           your files: ``load("npz", path=…)`` or ``load("my.csv")``   —
+=================  ==========================================================  ============
+
+Images are floats in [0, 1] (pixel / 255) of the default dtype, NCHW. Flatten
+them for an MLP with ``ermlab.data.preprocessing.Flatten``. The downloadable
+sets take ``path=DIR`` (read the official files from a directory, nothing is
+downloaded), ``download=False``, ``verify=False`` (skip the checksums) and
+``mirror=URL``; see ``ermlab.data.sources`` for where files are looked for.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy
 
 from ermlab.backend import resolve_dtype
-from ermlab.data import toy
+from ermlab.data import cifar, sources, toy, user
+from ermlab.data.dataset import Dataset
+from ermlab.data.idx import parse_idx
 
-
-@dataclass
-class Dataset:
-    """Train and test splits and what is known about them.
-
-    x arrays are float (the default dtype) of shape (N, *input_shape); y arrays
-    are integer class labels of shape (N,).
-    """
-
-    name: str
-    x_train: numpy.ndarray
-    y_train: numpy.ndarray
-    x_test: numpy.ndarray
-    y_test: numpy.ndarray
-    class_names: list[str] = field(default_factory=list)
-    description: str = ""
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __repr__(self) -> str:
-        return (
-            f"Dataset({self.name!r}: train {self.x_train.shape}, test {self.x_test.shape}, "
-            f"{self.num_classes} classes)"
-        )
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def _digits(test_fraction: float = 0.25, seed: int = 0, dtype: Any = None) -> Dataset:
@@ -71,18 +63,121 @@ def _toy(name: str):
     return loader
 
 
-LOADERS = {"digits": _digits, **{name: _toy(name) for name in toy.TOY_PROBLEMS}}
+def _idx_dataset(name: str, class_names: list[str]):
+    def loader(path: Any = None, download: bool = True, verify: bool = True,
+               mirror: str | None = None, dtype: Any = None) -> Dataset:
+        files = sources.read_files(name, path, download, verify, mirror)
+        arrays = {}
+        for split, prefix in (("train", "train"), ("test", "t10k")):
+            images = parse_idx(files[f"{prefix}-images-idx3-ubyte.gz"], f"{prefix} images", 3)
+            labels = parse_idx(files[f"{prefix}-labels-idx1-ubyte.gz"], f"{prefix} labels", 1)
+            if len(images) != len(labels):
+                raise ValueError(f"{name}: {len(images)} {split} images but {len(labels)} labels")
+            arrays[split] = (_scaled(images[:, None], dtype),
+                             user.check_labels(labels, f"{name} {split} labels"))
+        _check_range(name, arrays, len(class_names))
+        return Dataset(name, *arrays["train"], *arrays["test"], list(class_names),
+                       DESCRIPTIONS[name])
+
+    return loader
+
+
+def _cifar10(path: Any = None, download: bool = True, verify: bool = True,
+             mirror: str | None = None, dtype: Any = None) -> Dataset:
+    """CIFAR-10, binary version: 50,000 + 10,000 images (3, 32, 32) in 10 classes."""
+    if path is not None and not sources.available("cifar10", path):
+        if verify:
+            raise FileNotFoundError(
+                f"cifar10: cifar-10-binary.tar.gz not found in {path}; extracted .bin files "
+                "have no published checksums: read them with verify=False")
+        x_train, y_train, x_test, y_test, names = cifar.read_cifar10(path)
+    else:
+        archive = "cifar-10-binary.tar.gz"
+        raw = sources.read_files("cifar10", path, download, verify, mirror)[archive]
+        x_train, y_train, x_test, y_test, names = cifar.from_members(
+            cifar.archive_members(raw, archive), archive)
+    return Dataset("cifar10", _scaled(x_train, dtype), y_train, _scaled(x_test, dtype), y_test,
+                   names, DESCRIPTIONS["cifar10"])
+
+
+def _user_file(kind: str):
+    def loader(path: Any = None, **options: Any) -> Dataset:
+        if path is None:
+            raise ValueError(f"load({kind!r}) needs path=FILE, e.g. load({kind!r}, "
+                             f"path='data.{kind}')")
+        return (user.load_npz if kind == "npz" else user.load_csv)(path, **options)
+
+    return loader
+
+
+DESCRIPTIONS = {
+    "digits": "scikit-learn's 8×8 handwritten digits, scaled to [0, 1] (offline)",
+    "fashion-mnist": "Fashion-MNIST (Xiao, Rasul & Vollgraf 2017), 28×28 grey, scaled to [0, 1]",
+    "mnist": "MNIST (LeCun, Bottou, Bengio & Haffner 1998), 28×28 grey, scaled to [0, 1]",
+    "cifar10": "CIFAR-10 (Krizhevsky 2009), binary version, 32×32 RGB, scaled to [0, 1]",
+}
+
+LOADERS = {
+    "digits": _digits,
+    "fashion-mnist": _idx_dataset("fashion-mnist", FASHION_MNIST_CLASSES),
+    "mnist": _idx_dataset("mnist", [str(d) for d in range(10)]),
+    "cifar10": _cifar10,
+    "npz": _user_file("npz"),
+    "csv": _user_file("csv"),
+    **{name: _toy(name) for name in toy.TOY_PROBLEMS},
+}
 
 
 def names() -> list[str]:
-    """The names ``load`` accepts."""
+    """The names ``load`` accepts (a path to a ``.npz``/``.csv`` file works too)."""
     return sorted(LOADERS)
 
 
 def load(name: str, **options: Any) -> Dataset:
-    """Load a dataset by name (see ``names()``)."""
-    try:
-        loader = LOADERS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(names())}") from None
-    return loader(**options)
+    """Load a dataset by name (see ``names()``) or from a ``.npz``/``.csv`` file path."""
+    if name in LOADERS:
+        return LOADERS[name](**options)
+    suffix = Path(str(name)).suffix.lower()
+    if suffix in (".npz", ".csv"):
+        return LOADERS[suffix[1:]](path=name, **options)
+    raise ValueError(f"unknown dataset {name!r}; available: {', '.join(names())}, or a path to "
+                     "a .npz or .csv file")
+
+
+def datasets_info() -> dict[str, Any]:
+    """What ``ermlab datasets`` prints: the cache folder and, per dataset, where it comes from.
+
+    Returns ``{"cache": str, "datasets": [{"name", "kind", "available", "location",
+    "description"}]}``; ``kind`` is ``bundled``, ``toy``, ``download`` or ``file``.
+    ``available`` means every file is present (checksums are checked on load);
+    it is ``None`` for the ``npz``/``csv`` file loaders.
+    """
+    entries = []
+    for name in names():
+        entry = {"name": name, "kind": "bundled", "available": True, "location": None,
+                 "description": DESCRIPTIONS.get(name, "")}
+        if name in sources.SOURCES:
+            found = sources.find(name)
+            folders = {str(p.parent) for p in found.values() if p is not None}
+            entry.update(kind="download", available=None not in found.values(),
+                         location=", ".join(sorted(folders)) or None)
+        elif name in toy.TOY_PROBLEMS:
+            entry.update(kind="toy", description=f"toy 2-D problem: {name}")
+        elif name in ("npz", "csv"):
+            entry.update(kind="file", available=None,
+                         description=f"your .{name} file: load({name!r}, path=FILE)")
+        entries.append(entry)
+    return {"cache": str(sources.cache_dir()), "datasets": entries}
+
+
+def _scaled(images: numpy.ndarray, dtype: Any) -> numpy.ndarray:
+    dtype = resolve_dtype(dtype)
+    return images.astype(dtype) / dtype.type(255)
+
+
+def _check_range(name: str, arrays: dict, num_classes: int) -> None:
+    for split, (_, labels) in arrays.items():
+        bad = numpy.flatnonzero(labels >= num_classes)
+        if bad.size:
+            raise ValueError(f"{name} {split} labels must be in [0, {num_classes}); got "
+                             f"{labels[bad[0]]} at index {bad[0]}")

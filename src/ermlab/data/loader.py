@@ -17,10 +17,11 @@ def batches(
 
     ``batch_size=1`` is per-example SGD, ``None`` (or ≥ n) the full batch
     (batch gradient descent). With ``shuffle`` the order is a fresh permutation
-    drawn from ``rng`` each call, i.e. each epoch.
+    drawn from ``rng`` each call, i.e. each epoch (lazily: when iteration starts).
     """
+    _check_batch_size(batch_size)
     order = as_generator(rng).permutation(n) if shuffle else numpy.arange(n)
-    return _slices(order, batch_size)
+    yield from _slices(order, batch_size)
 
 
 def curriculum_order(
@@ -56,12 +57,16 @@ def curriculum_batches(
     difficulty: Any, batch_size: int | None, epoch: int, sorted_epochs: int = 1, rng: Any = None
 ) -> Iterator[numpy.ndarray]:
     """Mini-batches of one epoch in ``curriculum_order``: easy to hard, later shuffled."""
+    _check_batch_size(batch_size)
     return _slices(curriculum_order(difficulty, epoch, sorted_epochs, rng), batch_size)
 
 
-def _slices(order: numpy.ndarray, batch_size: int | None) -> Iterator[numpy.ndarray]:
+def _check_batch_size(batch_size: int | None) -> None:
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1 (or None for the full batch); got {batch_size}")
+
+
+def _slices(order: numpy.ndarray, batch_size: int | None) -> Iterator[numpy.ndarray]:
     n = len(order)
     size = max(n, 1) if batch_size is None else min(batch_size, max(n, 1))
     return (order[start:start + size] for start in range(0, n, size))

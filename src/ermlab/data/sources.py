@@ -3,7 +3,8 @@
 Each file has its official URL and its published checksum (MD5, as the dataset
 authors publish it), plus the SHA-256 of the same file. A file is accepted when
 its bytes match; otherwise it is an error that names the file, the expected and
-the actual digest (``verify=False`` skips the check).
+the actual digest (``verify=False`` skips the check of files already on disk;
+downloads are always checked).
 
 Fashion-MNIST as Debian ships it (package ``dataset-fashion-mnist``, in
 ``/usr/share/datasets/fashion-mnist``) is the official release with its gzip
@@ -25,6 +26,7 @@ never holds a partial or unverified file.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -168,22 +170,28 @@ def verify(raw: bytes, source: Source, origin: str | os.PathLike) -> None:
         content = gunzip(raw, os.fspath(origin)) if raw.startswith(GZIP_MAGIC) else raw
         if hashlib.sha256(content).hexdigest() == source.content_sha256:
             return
+    if source.filename.endswith(".gz") and not raw.startswith(GZIP_MAGIC):
+        advice = ("it is an uncompressed copy, which only the published .gz can be checked "
+                  "against: use the .gz file, or pass verify=False to use it unchecked")
+    else:
+        advice = ("the file is corrupt or not the official release: delete it and load again "
+                  "to re-download, or pass verify=False to use it anyway")
     raise ChecksumError(
         f"checksum mismatch for {origin}: expected md5 {source.md5}, got {md5} "
-        f"(sha256 expected {source.sha256 or 'unknown'}, got {sha256}); the file is corrupt or "
-        "not the official release: delete it and load again to re-download, or pass "
-        "verify=False to use it anyway"
+        f"(sha256 expected {source.sha256 or 'unknown'}, got {sha256}); {advice}"
     )
 
 
 def find(name: str, path: str | os.PathLike | None = None) -> dict[str, Path | None]:
     """Where each file of ``name`` is now: ``path`` alone if given, else cache, then system dirs.
 
-    A raw copy (the file name without ``.gz``) counts too. Missing files map to ``None``.
+    ``path`` may also name one of the files (its folder is searched). A raw copy
+    (the file name without ``.gz``) counts too. Missing files map to ``None``.
     """
     dataset = remote(name)
     if path is not None:
-        folders = [Path(path).expanduser()]
+        path = Path(path).expanduser()
+        folders = [path.parent if path.is_file() else path]
     else:
         folders = [cache_dir() / name, *map(Path, dataset.system_dirs)]
     found = {}
@@ -205,6 +213,8 @@ def read_files(
 
     With ``path`` the files must be in that directory (nothing is downloaded).
     ``mirror`` replaces the base URL (everything before the file name).
+    ``verify_checksums=False`` skips the check of files already on disk; a
+    download is always checked before it enters the cache.
     """
     dataset = remote(name)
     locations = find(name, path)
@@ -242,7 +252,7 @@ def fetch(source: Source, folder: Path, name: str, mirror: str | None = None) ->
                 with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
                     while chunk := response.read(1 << 20):
                         handle.write(chunk)
-            except (urllib.error.URLError, OSError) as error:
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
                 reason = getattr(error, "reason", error)
                 raise DownloadError(
                     f"could not download {url} ({reason}). Offline? Fetch "

@@ -12,13 +12,16 @@ from ermlab.nn.activations import (
     Softplus,
     Tanh,
 )
+from ermlab.nn.conv import Conv2d
 from ermlab.nn.graph import Graph
 from ermlab.nn.linear import Flatten, Identity, Linear
+from ermlab.nn.lrn import LocalResponseNorm
 from ermlab.nn.merge import Add, Concatenate
 from ermlab.nn.models import mlp
 from ermlab.nn.module import Module
 from ermlab.nn.normalization import BatchNorm1d, BatchNorm2d
 from ermlab.nn.parameter import Parameter
+from ermlab.nn.pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
 from ermlab.nn.sequential import Sequential
 from ermlab.nn.stochastic import (
     DropConnect,
@@ -34,18 +37,23 @@ from ermlab.nn.stochastic import (
 __all__ = [
     "ACTIVATIONS",
     "Add",
+    "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "Concatenate",
+    "Conv2d",
     "DropConnect",
     "Dropout",
     "ELU",
     "Flatten",
     "GaussianNoise",
+    "GlobalAvgPool2d",
     "Graph",
     "Identity",
     "LeakyReLU",
     "Linear",
+    "LocalResponseNorm",
+    "MaxPool2d",
     "Maxout",
     "Module",
     "Parameter",

@@ -133,6 +133,12 @@ class Module:
     def num_parameters(self) -> int:
         return sum(param.size for param in self.parameters())
 
+    def summary(self, input_shape: Any, **options: Any) -> Any:
+        """Per-layer output shapes, parameters and activation memory; see ``ermlab.nn.summary``."""
+        from ermlab.nn.summary import summary
+
+        return summary(self, input_shape, **options)
+
     def zero_grad(self) -> None:
         for param in self.parameters():
             param.zero_grad()

@@ -2,9 +2,10 @@
 
 A checkpoint holds the model weights, the optimizer's state (per-parameter
 buffers and hyperparameters), learning-rate schedules, the Trainer's shuffling
-RNG, the epoch and update counters, the history, and the state of stateful
-callbacks (early stopping's best weights and patience count, ...). Resuming from
-it continues the run bit for bit.
+RNG and the generators of stochastic layers (dropout), the epoch and update
+counters, the history, and the state of stateful callbacks (early stopping's
+best weights and patience count, ...). Resuming from it continues the run bit
+for bit.
 
 The format is one ``.safetensors`` file: every array goes into the safetensors
 tensors, everything else is a JSON document in the safetensors header metadata
@@ -65,6 +66,7 @@ class Checkpoint:
     optimizer_class: str | None = None
     scheduler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
+    generators: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -110,6 +112,9 @@ def save_checkpoint(
         "optimizer_class": None if optimizer is None else type(optimizer).__name__,
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "rng": None if rng is None else rng.bit_generator.state,
+        "generators": {} if model is None else {
+            name: generator.bit_generator.state
+            for name, generator in model_generators(model).items()},
         "callbacks": {} if trainer is None else trainer.callback_states(),
         "extra": extra or {},
     }
@@ -218,13 +223,33 @@ def load_checkpoint(
             scheduler.load_state_dict(checkpoint.scheduler)
         if rng is not None:
             rng.bit_generator.state = checkpoint.rng
+        if model is not None:
+            for name, generator in model_generators(model).items():
+                if name in checkpoint.generators:
+                    generator.bit_generator.state = checkpoint.generators[name]
     except (ValueError, KeyError, TypeError, IndexError) as error:
-        raise CheckpointError(f"checkpoint {checkpoint.path} does not fit this run: {error}") from None
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} does not fit this run: {error}") from None
     if trainer is not None:
         trainer.epoch, trainer.step = checkpoint.epoch, checkpoint.step
         trainer.history = {k: list(v) for k, v in checkpoint.history.items()}
         trainer.pending_callback_states = dict(checkpoint.callbacks)
     return checkpoint
+
+
+def model_generators(model: Any) -> dict[str, numpy.random.Generator]:
+    """The generators the stochastic layers of ``model`` draw from, by module name.
+
+    A layer built without ``rng`` draws from the module-wide generator of
+    ``ermlab.backend``, whose state is then saved and restored too: a resumed
+    run draws the same dropout masks as an uninterrupted one.
+    """
+    found = {}
+    for name, module in model.named_modules():
+        generator = getattr(module, "generator", None) if hasattr(module, "set_generator") else None
+        if isinstance(generator, numpy.random.Generator):
+            found[name or "."] = generator
+    return found
 
 
 def _validate(checkpoint: Checkpoint, model: Any, optimizer: Any, scheduler: Any,
@@ -294,7 +319,7 @@ def _encode_into(value: Any, key: str, arrays: dict[str, numpy.ndarray]) -> Any:
     if isinstance(value, numpy.generic):
         return {"__scalar__": value.dtype.str, "value": value.item()}
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        arrays[key] = numpy.ascontiguousarray(to_numpy(value))
+        arrays[key] = numpy.array(to_numpy(value), order="C")  # a copy (0-d stays 0-d)
         return {"__array__": key}
     if isinstance(value, dict):
         if all(isinstance(k, str) and not k.startswith("__") for k in value):
@@ -331,5 +356,5 @@ def _digest(arrays: dict[str, numpy.ndarray]) -> str:
     for key in sorted(arrays):
         array = arrays[key]
         digest.update(f"{key}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(numpy.ascontiguousarray(array).tobytes())
+        digest.update(array.tobytes(order="C"))
     return digest.hexdigest()

@@ -137,6 +137,11 @@ class Trainer:
             resume_from: a checkpoint (``save`` / ``ModelCheckpoint``) to continue from.
         """
         n = _check_lengths(x, y, sample_weight)
+        if int(epochs) != epochs or epochs < 0:
+            raise ValueError(f"epochs must be an integer ≥ 0; got {epochs}")
+        if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+            raise ValueError(f"batch_size must be an integer ≥ 1 (or None for the full batch); "
+                             f"got {batch_size}")
         if sample_weight is not None and not hasattr(sample_weight, "shape"):
             sample_weight = numpy.asarray(sample_weight)
         if rng is not None:
@@ -221,7 +226,7 @@ class Trainer:
         return results
 
     def confusion_matrix(self, x: Any, y: Any, batch_size: int = 1024) -> numpy.ndarray:
-        """C[i, j] = number of examples of class i predicted as class j (classes = score columns)."""
+        """C[i, j] = number of examples of class i predicted as class j (one per score column)."""
         scores = self.predict_scores(x, batch_size)
         classes = 2 if scores.ndim == 1 or scores.shape[1] == 1 else scores.shape[1]
         return metrics.confusion_matrix(to_numpy(y), _labels(scores), num_classes=classes)
@@ -258,7 +263,13 @@ class Trainer:
         states, self.pending_callback_states = self.pending_callback_states, {}
         for name, callback in self._named_callbacks():
             if name in states and hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(states[name])
+                try:
+                    callback.load_state_dict(states[name])
+                except (KeyError, ValueError, TypeError) as error:
+                    raise ValueError(
+                        f"the checkpoint's state for callback {name} does not fit this run's "
+                        f"{name} ({type(error).__name__}: {error}); build the same callbacks "
+                        "as the saved run") from None
 
     def _named_callbacks(self) -> list[tuple[str, Callback]]:
         seen: dict[str, int] = {}

@@ -1,0 +1,198 @@
+"""Forward + backward of single convolution and pooling layers, float32, batch 128: ermlab vs
+PyTorch, plus a profile of where ermlab's time goes.
+
+Run by hand (not a test):  python benchmarks/conv_layers.py [--repeats 7] [--steps 10]
+                                                             [--no-profile]
+
+Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 5×5 6→16,
+S4 2×2 max, and average pooling for the seeds' subsampling), and a VGG/ResNet-style 3×3
+64→64 convolution on 32×32. The first convolution skips its input gradient
+(``input_grad=False``; torch: the input does not require grad). Rounds alternate between
+the two frameworks so that machine load affects both alike; medians over rounds are
+printed with the ratio ermlab / PyTorch (< 1 means ermlab is faster).
+
+The profile splits ermlab's Conv2d into its stages (padding + im2col copy, forward GEMM,
+output transpose + bias, ∂L/∂Y transpose, weight GEMM, bias sum, column GEMM, col2im) by
+running the layer's own helpers one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from ermlab import nn
+
+BATCH = 128
+
+# name, layer factory, input shape (without batch), input_grad, torch op
+CASES = [
+    ("C1 conv 5x5 1->6 pad 2, 28x28", lambda: nn.Conv2d(1, 6, 5, padding=2, rng=0),
+     (1, 28, 28), False, dict(kind="conv", padding=2)),
+    ("S2 maxpool 2x2, 6x28x28", lambda: nn.MaxPool2d(2), (6, 28, 28), True,
+     dict(kind="max", kernel=2)),
+    ("S2 avgpool 2x2, 6x28x28", lambda: nn.AvgPool2d(2), (6, 28, 28), True,
+     dict(kind="avg", kernel=2)),
+    ("C3 conv 5x5 6->16, 14x14", lambda: nn.Conv2d(6, 16, 5, rng=0), (6, 14, 14), True,
+     dict(kind="conv", padding=0)),
+    ("S4 maxpool 2x2, 16x10x10", lambda: nn.MaxPool2d(2), (16, 10, 10), True,
+     dict(kind="max", kernel=2)),
+    ("conv 3x3 64->64 pad 1, 32x32", lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0),
+     (64, 32, 32), True, dict(kind="conv", padding=1)),
+    ("maxpool 3x3 s2 p1, 64x32x32", lambda: nn.MaxPool2d(3, 2, 1), (64, 32, 32), True,
+     dict(kind="max", kernel=3, stride=2, padding=1)),
+]
+
+
+def ermlab_step(factory, shape, input_grad, rng):
+    layer = factory()
+    x = rng.standard_normal((BATCH, *shape)).astype(np.float32)
+    g = rng.standard_normal(layer.forward(x).shape).astype(np.float32)
+
+    def step():
+        layer.forward(x)
+        layer.zero_grad()
+        layer.backward(g, input_grad=input_grad)
+
+    return step
+
+
+def torch_step(layer, shape, input_grad, spec, rng):
+    import torch
+
+    F = torch.nn.functional
+    x = torch.from_numpy(rng.standard_normal((BATCH, *shape)).astype(np.float32))
+    x.requires_grad_(input_grad)
+    if spec["kind"] == "conv":
+        w = torch.from_numpy(layer.weight.data.copy()).requires_grad_()
+        b = torch.from_numpy(layer.bias.data.copy()).requires_grad_()
+
+        def op(t):
+            return F.conv2d(t, w, b, padding=spec["padding"])
+
+        params = [w, b]
+    else:
+        pool = F.max_pool2d if spec["kind"] == "max" else F.avg_pool2d
+        kw = dict(stride=spec.get("stride"), padding=spec.get("padding", 0))
+
+        def op(t):
+            return pool(t, spec["kernel"], **kw)
+
+        params = []
+    g = torch.randn(op(x).shape)
+
+    def step():
+        for p in [*params, x]:
+            p.grad = None
+        op(x).backward(g)
+
+    return step
+
+
+def median_time(step, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def compare(repeats: int, steps: int) -> None:
+    import torch
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; batch {BATCH}, "
+          f"float32, forward + backward, ms per call (median of {repeats} rounds)")
+    print(f"{'layer':34s} {'ermlab':>9s} {'torch':>9s} {'ratio':>7s}")
+    for name, factory, shape, input_grad, spec in CASES:
+        rng = np.random.default_rng(0)
+        ours = ermlab_step(factory, shape, input_grad, rng)
+        theirs = torch_step(factory(), shape, input_grad, spec, rng)
+        ours(), theirs()
+        t_ours, t_theirs = [], []
+        for _ in range(repeats):
+            t_ours.append(median_time(ours, steps))
+            t_theirs.append(median_time(theirs, steps))
+        a, b = statistics.median(t_ours), statistics.median(t_theirs)
+        print(f"{name:34s} {1e3 * a:9.2f} {1e3 * b:9.2f} {a / b:7.2f}")
+
+
+def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
+    """Time each stage of Conv2d's forward and backward, using the layer's own helpers."""
+    from ermlab.nn.conv import _matmul_into
+
+    layer = factory()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, *shape)).astype(np.float32)
+    y = layer.forward(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    n = x.shape[0]
+    state = {}
+
+    def im2col():
+        state["cols"], state["hw"] = layer._im2col(np, x)
+
+    def gemm():
+        oh, ow = state["hw"]
+        state["y"] = np.matmul(layer._weight_matrix(),
+                               state["cols"].reshape(layer.groups, -1, n * oh * ow))
+
+    def output():
+        oh, ow = state["hw"]
+        out = np.empty((n, layer.out_channels, oh, ow), np.float32)
+        np.add(state["y"].reshape(layer.out_channels, n, oh, ow).transpose(1, 0, 2, 3),
+               layer.bias.data[:, None, None], out=out)
+
+    def grad_columns():
+        state["g"] = layer._grad_columns(g)
+
+    def weight_gemm():
+        cols = state["cols"].reshape(layer.groups, -1, state["g"].shape[-1])
+        _matmul_into(state["g"], cols.transpose(0, 2, 1), layer.weight.shape)
+
+    def bias_sum():
+        np.sum(g, axis=(0, 2, 3))
+
+    def column_gemm():
+        state["d"] = np.matmul(layer._weight_matrix().transpose(0, 2, 1), state["g"])
+
+    def col2im():
+        layer._col2im(np, state["d"], x.shape)
+
+    stages = [("pad + im2col copy", im2col), ("forward GEMM", gemm),
+              ("output transpose + bias", output), ("dL/dY transpose", grad_columns),
+              ("weight GEMM", weight_gemm), ("bias sum", bias_sum)]
+    if input_grad:
+        stages += [("column GEMM", column_gemm), ("col2im", col2im)]
+    times = {}
+    for label, fn in stages:
+        fn()
+        times[label] = statistics.median(_once(fn) for _ in range(repeats))
+    total = sum(times.values())
+    print(f"\nprofile: {name} (stages sum to {1e3 * total:.2f} ms)")
+    for label, t in times.items():
+        print(f"  {label:26s} {1e3 * t:8.2f} ms  {100 * t / total:5.1f} %")
+
+
+def _once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--no-profile", action="store_true")
+    args = parser.parse_args()
+    compare(args.repeats, args.steps)
+    if not args.no_profile:
+        for name, factory, shape, input_grad, spec in CASES:
+            if spec["kind"] == "conv":
+                profile_conv(name, factory, shape, input_grad, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""2-D convolution (cross-correlation, as in every framework) by im2col and one GEMM.
+
+For an input x of shape (N, C, H, W) and a kernel W of shape (O, C/G, K_h, K_w),
+
+    y[n, o, p, q] = b[o] + Σ_{c, i, j} W[o, c, i, j] · x̃[n, g·C/G + c, s_h p + d_h i, s_w q + d_w j]
+
+where x̃ is x zero-padded by (p_h, p_w), s the stride, d the dilation, G the number of
+groups and g = o // (O/G) the group of output channel o (LeCun et al. 1998 for the
+convolutional layer; Krizhevsky et al. 2012 introduced groups; Xie et al. 2017 call them
+ResNeXt's cardinality; Yu & Koltun 2016 for dilation). Output size
+
+    OH = ⌊(H + 2 p_h − d_h (K_h − 1) − 1) / s_h⌋ + 1     (and likewise OW).
+
+How it is computed (Chellapilla et al. 2006, "im2col"): a strided *view* of x̃ with shape
+(C, K_h, K_w, N, OH, OW) is copied once into the column matrix X_col of shape
+(C·K_h·K_w, N·OH·OW); then, per group,
+
+    Y = W_mat X_col                  (O/G × N·OH·OW),   W_mat = W reshaped (O/G, C/G·K_h·K_w)
+
+is one GEMM for the whole batch, and Y is transposed to NCHW with the bias added in the
+same pass. bprop with G = ∂L/∂Y laid out the same way (O, N·OH·OW):
+
+    ∂L/∂W_mat = G X_colᵀ,    ∂L/∂b = Σ_{n,p,q} G,    ∂L/∂X_col = W_matᵀ G,
+
+and col2im scatters ∂L/∂X_col back onto x̃ with one strided addition per kernel offset
+(i, j) — K_h·K_w vectorized additions, no ``add.at``. A 1×1 convolution without padding
+or groups skips im2col: it is a batched GEMM on x itself.
+
+Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
+U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He
+uniform, U[−√(6/fan_in), √(6/fan_in)] (He et al. 2015), and a zero bias, as for ``Linear``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ermlab.backend import array_module, as_generator, resolve_dtype
+from ermlab.nn import init
+from ermlab.nn.linear import check_float_input
+from ermlab.nn.module import Module
+from ermlab.nn.parameter import Parameter
+
+
+def pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:
+    """``value`` (an int or a pair of ints) as a pair, each at least ``minimum``."""
+    pair_value = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair_value) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair_value
+    ):
+        raise ValueError(
+            f"{layer}: {name} must be an integer ≥ {minimum} or a pair of them; got {value!r}"
+        )
+    return pair_value
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """⌊(size + 2 padding − dilation (kernel − 1) − 1) / stride⌋ + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def check_spatial_input(layer: Module, x: Any, channels: int | None, kernel, padding,
+                        dilation=(1, 1)) -> None:
+    """Raise ``ValueError`` naming ``layer`` and the shapes for a wrong rank, channel
+    count, or a (dilated) kernel larger than the padded input."""
+    shape = tuple(getattr(x, "shape", ()))
+    expected = f"(N, {channels}, H, W)" if channels is not None else "(N, C, H, W)"
+    if len(shape) != 4:
+        raise ValueError(
+            f"{layer!r} expects a 4-D input {expected} (NCHW); got shape {shape}"
+            + (" — add a channel axis, e.g. x[:, None]" if len(shape) == 3 else "")
+        )
+    if channels is not None and shape[1] != channels:
+        raise ValueError(
+            f"{layer!r} expects {channels} input channels, input shape {expected}; "
+            f"got shape {shape} with {shape[1]} channels"
+        )
+    padded = (shape[2] + 2 * padding[0], shape[3] + 2 * padding[1])
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    if extent[0] > padded[0] or extent[1] > padded[1]:
+        raise ValueError(
+            f"{layer!r}: the kernel covers {extent} pixels but the padded input is only "
+            f"{padded} (input shape {shape}, padding {tuple(padding)}); use a larger input, "
+            "more padding or a smaller kernel"
+        )
+
+
+def strided_windows(xp: Any, x: Any, shape: tuple[int, ...], strides: tuple[int, ...]) -> Any:
+    """A read-only strided view of ``x`` (byte strides), on NumPy or CuPy."""
+    view = xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
+    return view
+
+
+def zero_pad(xp: Any, x: Any, padding: tuple[int, int], value: float = 0.0) -> Any:
+    """x (N, C, H, W) padded by ``padding`` rows and columns of ``value`` on each side."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    n, c, h, w = x.shape
+    out = xp.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    out[:, :, ph:ph + h, pw:pw + w] = x
+    return out
+
+
+def kernel_offset_slice(i: int, j: int, out_hw, stride, dilation=(1, 1)) -> tuple[slice, ...]:
+    """The (…, OH, OW) slice of the padded input that kernel offset (i, j) reads."""
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return (
+        slice(None),
+        slice(None),
+        slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+        slice(j * dw, j * dw + sw * (ow - 1) + 1, sw),
+    )
+
+
+class Conv2d(Module):
+    """2-D convolution over NCHW inputs (see the module docstring for the equations).
+
+    Args:
+        in_channels, out_channels: C and O; both divisible by ``groups``.
+        kernel_size, stride, padding, dilation: an int or an (h, w) pair. Padding is
+            with zeros.
+        groups: G; channel groups convolved independently (G = C is depthwise).
+        bias: add a learned bias per output channel (not regularized).
+        weight_init: initializer name or callable (default He uniform).
+        rng, dtype: random source and float type of the parameters.
+
+    Parameters: weight (O, C/G, K_h, K_w), bias (O,) — torch's layout.
+
+    Example:
+        >>> from ermlab import nn
+        >>> conv = nn.Conv2d(1, 6, 5, padding=2)     # LeNet-5's C1 on 28×28 inputs
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        weight_init: str | Any = "he_uniform",
+        rng: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("groups", groups)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Conv2d: {name} must be a positive integer; got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must "
+                f"both be divisible by groups ({groups})"
+            )
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d", 1)
+        self.stride = pair(stride, "stride", "Conv2d", 1)
+        self.padding = pair(padding, "padding", "Conv2d", 0)
+        self.dilation = pair(dilation, "dilation", "Conv2d", 1)
+        dtype = resolve_dtype(dtype)
+        shape = (out_channels, in_channels // groups, *self.kernel_size)
+        weight = init.get(weight_init)(shape, rng=as_generator(rng), dtype=dtype)
+        self.weight = Parameter(weight, "weight", regularize=True)
+        bias_data = init.zeros((out_channels,), dtype=dtype)
+        self.bias = Parameter(bias_data, "bias", regularize=False) if bias else None
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _is_pointwise(self) -> bool:
+        return self.kernel_size == (1, 1) and self.padding == (0, 0) and self.groups == 1
+
+    def _weight_matrix(self) -> Any:
+        """W as (G, O/G, C/G·K_h·K_w)."""
+        g = self.groups
+        return self.weight.data.reshape(g, self.out_channels // g, -1)
+
+    def _im2col(self, xp: Any, x: Any) -> tuple[Any, tuple[int, int]]:
+        """Columns (C, K_h, K_w, N, OH, OW), contiguous, and (OH, OW)."""
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        oh = output_size(h, kh, sh, self.padding[0], dh)
+        ow = output_size(w, kw, sw, self.padding[1], dw)
+        padded = zero_pad(xp, x, self.padding)
+        s_n, s_c, s_h, s_w = padded.strides
+        view = strided_windows(
+            xp, padded, (c, kh, kw, n, oh, ow), (s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw)
+        )
+        return xp.ascontiguousarray(view), (oh, ow)
+
+    # -- fprop --------------------------------------------------------------------
+
+    def forward(self, x: Any) -> Any:
+        check_spatial_input(self, x, self.in_channels, self.kernel_size, self.padding,
+                            self.dilation)
+        check_float_input(self, x, self.weight.dtype)
+        xp = array_module(x)
+        if self._is_pointwise():
+            return self._forward_pointwise(xp, x)
+        n = x.shape[0]
+        cols, (oh, ow) = self._im2col(xp, x)
+        y_cols = xp.matmul(self._weight_matrix(), cols.reshape(self.groups, -1, n * oh * ow))
+        y_cols = y_cols.reshape(self.out_channels, n, oh, ow).transpose(1, 0, 2, 3)
+        y = xp.empty((n, self.out_channels, oh, ow), dtype=x.dtype)
+        if self.bias is not None:
+            xp.add(y_cols, self.bias.data[:, None, None], out=y)
+        else:
+            y[...] = y_cols
+        if self.training:
+            self._cols, self._x_shape = cols, x.shape
+        return y
+
+    def _forward_pointwise(self, xp: Any, x: Any) -> Any:
+        """1×1 kernel, no padding: y[n] = W x[n] (a batched GEMM, no im2col)."""
+        sh, sw = self.stride
+        if (sh, sw) != (1, 1):
+            x_s = xp.ascontiguousarray(x[:, :, ::sh, ::sw])
+        else:
+            x_s = x
+        n, c, oh, ow = x_s.shape
+        y = xp.matmul(self.weight.data.reshape(self.out_channels, c), x_s.reshape(n, c, -1))
+        if self.bias is not None:
+            y += self.bias.data[:, None]
+        if self.training:
+            self._cols, self._x_shape = x_s.reshape(n, c, -1), x.shape
+        return y.reshape(n, self.out_channels, oh, ow)
+
+    # -- bprop --------------------------------------------------------------------
+
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        """Both passes share ∂L/∂Y laid out as (G, O/G, N·OH·OW)."""
+        grad_cols = self._grad_columns(grad_out)
+        self._accumulate(grad_out, grad_cols)
+        return self._grad_input(grad_cols) if input_grad else None
+
+    def accumulate_grad(self, grad_out: Any) -> None:
+        self._accumulate(grad_out, self._grad_columns(grad_out))
+
+    def grad_input(self, grad_out: Any) -> Any:
+        return self._grad_input(self._grad_columns(grad_out))
+
+    def _grad_columns(self, grad_out: Any) -> Any:
+        xp = array_module(grad_out)
+        if self._is_pointwise():
+            n = grad_out.shape[0]
+            return grad_out.reshape(n, self.out_channels, -1)
+        grad_cols = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3))
+        return grad_cols.reshape(self.groups, self.out_channels // self.groups, -1)
+
+    def _accumulate(self, grad_out: Any, grad_cols: Any) -> None:
+        xp = array_module(grad_out)
+        cols = self._cached("_cols")
+        if self._is_pointwise():
+            # Σ_n G[n] X[n]ᵀ: a batched GEMM, then a sum over the (small) (N, O, C) stack.
+            per_sample = xp.matmul(grad_cols, cols.transpose(0, 2, 1))
+            self.weight.accumulate(_sum_into, per_sample, self.weight.shape)
+        else:
+            cols = cols.reshape(self.groups, -1, grad_cols.shape[-1])
+            self.weight.accumulate(
+                _matmul_into, grad_cols, cols.transpose(0, 2, 1), self.weight.shape
+            )
+        if self.bias is not None:
+            self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
+
+    def _grad_input(self, grad_cols: Any) -> Any:
+        xp = array_module(grad_cols)
+        x_shape = self._cached("_x_shape")
+        w = self._weight_matrix()
+        d_cols = xp.matmul(w.transpose(0, 2, 1), grad_cols)
+        if self._is_pointwise():
+            return self._scatter_pointwise(xp, d_cols, x_shape)
+        return self._col2im(xp, d_cols, x_shape)
+
+    def _scatter_pointwise(self, xp: Any, d_cols: Any, x_shape: tuple[int, ...]) -> Any:
+        n, c, h, w = x_shape
+        sh, sw = self.stride
+        if (sh, sw) == (1, 1):
+            return d_cols.reshape(x_shape)
+        grad = xp.zeros(x_shape, dtype=d_cols.dtype)
+        oh, ow = output_size(h, 1, sh, 0), output_size(w, 1, sw, 0)
+        grad[:, :, ::sh, ::sw] = d_cols.reshape(n, c, oh, ow)
+        return grad
+
+    def _col2im(self, xp: Any, d_cols: Any, x_shape: tuple[int, ...]) -> Any:
+        """Σ over kernel offsets (i, j) of the column gradient, added at the pixels each
+        offset read: one strided addition per offset, into (C, N, H + 2p_h, W + 2p_w)."""
+        n, c, h, w = x_shape
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        oh = output_size(h, kh, self.stride[0], ph, self.dilation[0])
+        ow = output_size(w, kw, self.stride[1], pw, self.dilation[1])
+        d_cols = d_cols.reshape(c, kh, kw, n, oh, ow)
+        grad = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=d_cols.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                grad[kernel_offset_slice(i, j, (oh, ow), self.stride, self.dilation)] += (
+                    d_cols[:, i, j]
+                )
+        grad = grad[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+        return xp.ascontiguousarray(grad)
+
+    def extra_repr(self) -> str:
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        for name, default in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1))):
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + ("" if self.bias is not None else ", bias=False")
+
+
+def _matmul_into(a: Any, b: Any, shape: tuple[int, ...], out: Any = None) -> Any:
+    """``a @ b`` reshaped to ``shape`` (written into ``out`` when given); for
+    Parameter.accumulate."""
+    xp = array_module(a)
+    if out is None:
+        return xp.matmul(a, b).reshape(shape)
+    xp.matmul(a, b, out=out.reshape(a.shape[:-1] + b.shape[-1:]))
+    return out
+
+
+def _sum_into(stack: Any, shape: tuple[int, ...], out: Any = None) -> Any:
+    """``stack.sum(0)`` reshaped to ``shape``; for Parameter.accumulate."""
+    xp = array_module(stack)
+    if out is None:
+        return stack.sum(axis=0).reshape(shape)
+    xp.sum(stack, axis=0, out=out.reshape(stack.shape[1:]))
+    return out

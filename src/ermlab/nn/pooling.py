@@ -1,0 +1,181 @@
+"""Spatial pooling over NCHW inputs: max, average and global average.
+
+With kernel (K_h, K_w), stride s and padding p, window (p', q') of channel c covers the
+padded input rows s_h p' + i and columns s_w q' + j for 0 ≤ i < K_h, 0 ≤ j < K_w, and
+
+    max pooling:      y = max_{i,j} x̃[s_h p' + i, s_w q' + j]      (x̃ padded with −∞)
+    average pooling:  y = (1 / K_h K_w) Σ_{i,j} x̃[s_h p' + i, s_w q' + j]   (x̃ padded with 0)
+
+with OH = ⌊(H + 2 p_h − K_h) / s_h⌋ + 1 (torch's ``ceil_mode=False``). Both are computed
+by a loop over the K_h·K_w kernel offsets, each a vectorized operation on a strided slice
+of the whole batch (no loop over pixels, no window copy).
+
+bprop. Max pooling routes each output gradient to the one input that won its window:
+the *first* maximum in row-major (i, j) order, as torch does on ties, so an all-equal
+window sends its whole gradient to its top-left entry. Average pooling spreads
+g / (K_h K_w) over the window; padded zeros count in the divisor (torch's
+``count_include_pad=True`` default). Where windows overlap (stride < kernel) the
+contributions add up.
+
+Where frameworks differ: torch's max pooling lets a NaN win its window; here a NaN
+propagates to the output but its gradient goes to the window's largest non-NaN entry
+seen before it. Like torch, padding may be at most half the kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ermlab.backend import array_module
+from ermlab.nn.conv import check_spatial_input, kernel_offset_slice, output_size, pair, zero_pad
+from ermlab.nn.module import Module
+
+
+class _Pool2d(Module):
+    """Shared argument checking, output sizes and offsets of MaxPool2d and AvgPool2d."""
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.kernel_size = pair(kernel_size, "kernel_size", name, 1)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", name, 1)
+        self.padding = pair(padding, "padding", name, 0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(
+                f"{name}: padding {self.padding} must be at most half the kernel size "
+                f"{self.kernel_size}, or some windows would hold only padding"
+            )
+
+    def _geometry(self, x: Any) -> tuple[tuple[int, int], list[tuple[slice, ...]]]:
+        check_spatial_input(self, x, None, self.kernel_size, self.padding)
+        kh, kw = self.kernel_size
+        out_hw = (
+            output_size(x.shape[2], kh, self.stride[0], self.padding[0]),
+            output_size(x.shape[3], kw, self.stride[1], self.padding[1]),
+        )
+        offsets = [kernel_offset_slice(i, j, out_hw, self.stride)
+                   for i in range(kh) for j in range(kw)]
+        return out_hw, offsets
+
+    def _tiles(self, x_shape: tuple[int, ...]) -> bool:
+        """Whether the windows tile the input exactly (stride = kernel, no padding,
+        divisible sizes): then every input pixel is in exactly one window."""
+        return (
+            self.stride == self.kernel_size
+            and self.padding == (0, 0)
+            and x_shape[2] % self.kernel_size[0] == 0
+            and x_shape[3] % self.kernel_size[1] == 0
+        )
+
+    def _scatter(self, xp: Any, x_shape, dtype, pieces) -> Any:
+        """Assemble ∂L/∂x from (offset slice, gradient piece) pairs, on the padded grid."""
+        (ph, pw), (n, c, h, w) = self.padding, x_shape
+        disjoint = all(s >= k for s, k in zip(self.stride, self.kernel_size))
+        padded_shape = (n, c, h + 2 * ph, w + 2 * pw)
+        grad = xp.empty(padded_shape, dtype) if self._tiles(x_shape) else xp.zeros(
+            padded_shape, dtype
+        )
+        for offset, piece in pieces:
+            if disjoint:
+                grad[offset] = piece
+            else:
+                grad[offset] += piece
+        if (ph, pw) == (0, 0):
+            return grad
+        return xp.ascontiguousarray(grad[:, :, ph:ph + h, pw:pw + w])
+
+    def extra_repr(self) -> str:
+        text = f"kernel_size={self.kernel_size}, stride={self.stride}"
+        return text + (f", padding={self.padding}" if self.padding != (0, 0) else "")
+
+
+class MaxPool2d(_Pool2d):
+    """Max pooling (Ranzato et al. 2007; the subsampling layers of LeNet-5 averaged instead).
+
+    Args: kernel_size, stride (default: the kernel size), padding (with −∞); ints or pairs.
+    """
+
+    def forward(self, x: Any) -> Any:
+        out_hw, offsets = self._geometry(x)
+        xp = array_module(x)
+        padded = zero_pad(xp, x, self.padding, value=-xp.inf)
+        best = padded[offsets[0]].copy()
+        index_type = xp.uint8 if len(offsets) <= 256 else xp.int32
+        winner = xp.zeros(best.shape, dtype=index_type) if self.training else None
+        for k, offset in enumerate(offsets[1:], start=1):
+            candidate = padded[offset]
+            if self.training:
+                xp.copyto(winner, k, where=candidate > best)
+            xp.maximum(best, candidate, out=best)
+        if self.training:
+            self._winner, self._x_shape = winner, x.shape
+        return best
+
+    def grad_input(self, grad_out: Any) -> Any:
+        xp = array_module(grad_out)
+        winner, x_shape = self._cached("_winner"), self._cached("_x_shape")
+        kh, kw = self.kernel_size
+        out_hw = grad_out.shape[2:]
+        pieces = (
+            (kernel_offset_slice(k // kw, k % kw, out_hw, self.stride),
+             xp.where(winner == k, grad_out, 0))
+            for k in range(kh * kw)
+        )
+        return self._scatter(xp, x_shape, grad_out.dtype, pieces)
+
+
+class AvgPool2d(_Pool2d):
+    """Average pooling (the subsampling of LeNet-5, without its trainable scale and bias).
+
+    Args: kernel_size, stride (default: the kernel size), padding (with zeros, counted in
+    the divisor K_h·K_w as torch's ``count_include_pad=True``); ints or pairs.
+    """
+
+    def forward(self, x: Any) -> Any:
+        _, offsets = self._geometry(x)
+        xp = array_module(x)
+        padded = zero_pad(xp, x, self.padding)
+        total = padded[offsets[0]].copy()
+        for offset in offsets[1:]:
+            total += padded[offset]
+        total *= 1.0 / len(offsets)
+        if self.training:
+            self._x_shape = x.shape
+        return total
+
+    def grad_input(self, grad_out: Any) -> Any:
+        xp = array_module(grad_out)
+        x_shape = self._cached("_x_shape")
+        kh, kw = self.kernel_size
+        share = grad_out * (1.0 / (kh * kw))
+        pieces = (
+            (kernel_offset_slice(i, j, grad_out.shape[2:], self.stride), share)
+            for i in range(kh) for j in range(kw)
+        )
+        return self._scatter(xp, x_shape, grad_out.dtype, pieces)
+
+
+class GlobalAvgPool2d(Module):
+    """Global average pooling (Lin et al. 2014, "Network in Network"): (N, C, H, W) → (N, C),
+
+        y[n, c] = (1 / HW) Σ_{h,w} x[n, c, h, w],    ∂L/∂x[n, c, h, w] = g[n, c] / HW.
+
+    torch spells it ``AdaptiveAvgPool2d(1)`` followed by ``flatten(1)``.
+    """
+
+    def forward(self, x: Any) -> Any:
+        check_spatial_input(self, x, None, (1, 1), (0, 0))
+        if self.training:
+            self._x_shape = x.shape
+        return x.mean(axis=(2, 3))
+
+    def grad_input(self, grad_out: Any) -> Any:
+        xp = array_module(grad_out)
+        n, c, h, w = self._cached("_x_shape")
+        share = grad_out * (1.0 / (h * w))
+        return xp.ascontiguousarray(xp.broadcast_to(share[:, :, None, None], (n, c, h, w)))

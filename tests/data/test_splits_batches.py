@@ -1,0 +1,97 @@
+"""Stratified, reproducible splits; k-fold; batches that visit every example once; curricula."""
+
+import numpy
+import pytest
+
+from ermlab.data import (
+    batches,
+    curriculum_batches,
+    curriculum_order,
+    kfold_indices,
+    train_val_test_split,
+    train_validation_split,
+)
+
+Y = numpy.repeat(numpy.arange(4), [100, 200, 300, 400])      # class proportions .1 .2 .3 .4
+
+
+def test_split_is_a_stratified_partition():
+    split = train_val_test_split(Y, validation=0.1, test=0.2, seed=5)
+    assert (len(split.train), len(split.validation), len(split.test)) == (700, 100, 200)
+    everything = numpy.concatenate(split)
+    numpy.testing.assert_array_equal(numpy.sort(everything), numpy.arange(len(Y)))
+    for part in split:
+        numpy.testing.assert_allclose(numpy.bincount(Y[part]) / len(part), [.1, .2, .3, .4],
+                                      atol=0.01)
+
+
+def test_split_is_reproducible_from_the_seed_and_changes_with_it():
+    a = train_val_test_split(Y, 0.1, 0.2, seed=5)
+    b = train_val_test_split(Y, 0.1, 0.2, seed=5)
+    c = train_val_test_split(Y, 0.1, 0.2, seed=6)
+    for x, y in zip(a, b):
+        numpy.testing.assert_array_equal(x, y)
+    assert not numpy.array_equal(a.validation, c.validation)
+
+
+def test_split_without_test_part_and_array_helper():
+    split = train_val_test_split(Y, validation=0.25, seed=0)
+    assert len(split.test) == 0 and len(split.validation) == 250
+    x = numpy.arange(len(Y) * 2).reshape(-1, 2)
+    x_train, y_train, x_val, y_val = train_validation_split(x, Y, 0.25, seed=0)
+    numpy.testing.assert_array_equal(x_val[:, 0] // 2, split.validation)
+    numpy.testing.assert_array_equal(y_val, Y[split.validation])
+
+
+def test_split_errors():
+    with pytest.raises(ValueError, match="leave no training examples"):
+        train_val_test_split(Y, 0.5, 0.5)
+    with pytest.raises(ValueError, match="pass stratify=False"):
+        train_val_test_split([0, 0, 0, 1], validation=0.25)
+    assert len(train_val_test_split([0, 0, 0, 1], 0.25, stratify=False).validation) == 1
+
+
+def test_stratified_kfold_validates_every_example_once():
+    folds = kfold_indices(Y, k=5, seed=1)
+    seen = numpy.concatenate([validation for _, validation in folds])
+    numpy.testing.assert_array_equal(numpy.sort(seen), numpy.arange(len(Y)))
+    for train, validation in folds:
+        assert len(numpy.intersect1d(train, validation)) == 0
+        numpy.testing.assert_array_equal(numpy.bincount(Y[validation]), [20, 40, 60, 80])
+    again = kfold_indices(Y, k=5, seed=1)
+    assert all(numpy.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    with pytest.raises(ValueError, match="k must be in"):
+        kfold_indices(Y, k=1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 32, 100, None, 1000])
+def test_batches_cover_every_index_once_per_epoch(batch_size):
+    rng = numpy.random.default_rng(0)
+    epochs = [list(batches(100, batch_size, rng=rng)) for _ in range(2)]
+    for epoch in epochs:
+        numpy.testing.assert_array_equal(numpy.sort(numpy.concatenate(epoch)), numpy.arange(100))
+        size = 100 if batch_size is None else min(batch_size, 100)
+        assert [len(b) for b in epoch[:-1]] == [size] * (len(epoch) - 1)
+    if batch_size in (1, 7):
+        assert not numpy.array_equal(numpy.concatenate(epochs[0]), numpy.concatenate(epochs[1]))
+
+
+def test_full_batch_and_unshuffled_order():
+    assert [b.tolist() for b in batches(5, None, shuffle=False)] == [[0, 1, 2, 3, 4]]
+    assert [b.tolist() for b in batches(5, 2, shuffle=False)] == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError, match="batch_size must be ≥ 1"):
+        list(batches(5, 0))
+
+
+def test_curriculum_visits_easy_to_hard_then_shuffles():
+    difficulty = numpy.array([0.9, 0.1, 0.5, 0.1, 0.7, 0.3])
+    order = curriculum_order(difficulty, epoch=0, sorted_epochs=2, rng=0)
+    assert difficulty[order].tolist() == sorted(difficulty)
+    assert set(order[:2].tolist()) == {1, 3}
+    later = [curriculum_order(difficulty, epoch=2, sorted_epochs=2, rng=s) for s in range(20)]
+    assert all(sorted(o.tolist()) == list(range(6)) for o in later)
+    assert any(difficulty[o].tolist() != sorted(difficulty) for o in later)
+    chunks = list(curriculum_batches(difficulty, 4, epoch=0, rng=0))
+    assert [len(c) for c in chunks] == [4, 2] and max(difficulty[chunks[0]]) <= 0.5
+    with pytest.raises(ValueError, match="must be finite"):
+        curriculum_order([0.1, numpy.nan], epoch=0)

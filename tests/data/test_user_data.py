@@ -1,0 +1,123 @@
+"""Your own data: arrays, .npz and .csv round trips, and clear errors for bad input."""
+
+import numpy
+import pytest
+
+from ermlab import data
+
+RNG = numpy.random.default_rng(7)
+X = RNG.standard_normal((40, 3))
+Y = numpy.arange(40) % 4
+
+
+def test_load_arrays_holds_out_a_stratified_test_split():
+    dataset = data.load_arrays(X, Y, test_fraction=0.25, seed=0)
+    assert dataset.x_train.shape == (30, 3) and dataset.x_test.shape == (10, 3)
+    assert dataset.x_train.dtype == numpy.float32 and dataset.num_classes == 4
+    assert sorted(numpy.bincount(dataset.y_test)) == [2, 2, 3, 3]
+    rows = {tuple(r) for r in numpy.concatenate([dataset.x_train, dataset.x_test])}
+    assert rows == {tuple(r) for r in X.astype(numpy.float32)}
+
+
+def test_npz_round_trip_with_explicit_splits(tmp_path):
+    path = tmp_path / "mine.npz"
+    numpy.savez(path, x_train=X[:30], y_train=Y[:30], x_test=X[30:], y_test=Y[30:],
+                class_names=numpy.array(["a", "b", "c", "d"]))
+    for dataset in (data.load(str(path)), data.load("npz", path=path)):
+        assert dataset.name == "mine" and dataset.class_names == ["a", "b", "c", "d"]
+        numpy.testing.assert_allclose(dataset.x_test, X[30:], rtol=1e-6)
+        numpy.testing.assert_array_equal(dataset.y_train, Y[:30])
+
+
+def test_npz_with_x_and_y_is_split(tmp_path):
+    numpy.savez(tmp_path / "xy.npz", x=X, y=Y.astype(numpy.float64))     # integral floats are fine
+    dataset = data.load(str(tmp_path / "xy.npz"), test_fraction=0.5, seed=1)
+    assert len(dataset.y_train) == len(dataset.y_test) == 20
+    assert dataset.y_train.dtype == numpy.int64
+
+
+def test_csv_round_trip_with_header_and_named_label(tmp_path):
+    path = tmp_path / "table.csv"
+    lines = ["a,b,y,c"] + [f"{x[0]:.17g},{x[1]:.17g},{y},{x[2]:.17g}" for x, y in zip(X, Y)]
+    path.write_text("\n".join(lines) + "\n")
+    dataset = data.load(str(path), label="y", test_fraction=0.0)
+    numpy.testing.assert_allclose(dataset.x_train, X, rtol=1e-6)
+    numpy.testing.assert_array_equal(dataset.y_train, Y)
+    assert len(dataset.x_test) == 0
+
+
+def test_csv_without_header_defaults_to_the_last_column_or_a_label_column(tmp_path):
+    (tmp_path / "plain.csv").write_text("0.5,1.5,2\n1.0,2.0,0\n\n3,4,1\n")
+    dataset = data.load("csv", path=tmp_path / "plain.csv", test_fraction=0.0)
+    numpy.testing.assert_array_equal(dataset.y_train, [2, 0, 1])
+    numpy.testing.assert_allclose(dataset.x_train, [[0.5, 1.5], [1, 2], [3, 4]])
+    (tmp_path / "first.csv").write_text("label,p0,p1\n1,0.5,0.25\n0,1,2\n")
+    first = data.load_csv(tmp_path / "first.csv", test_fraction=0.0)
+    numpy.testing.assert_array_equal(first.y_train, [1, 0])
+    (tmp_path / "indexed.csv").write_text("2,0.5\n0,1.5\n")
+    assert data.load_csv(tmp_path / "indexed.csv", label=0, test_fraction=0).y_train.tolist() == [
+        2, 0]
+
+
+def test_missing_files_and_unknown_names(tmp_path):
+    with pytest.raises(FileNotFoundError, match="npz file not found"):
+        data.load(str(tmp_path / "absent.npz"))
+    with pytest.raises(FileNotFoundError, match="csv file not found"):
+        data.load("csv", path=tmp_path / "absent.csv")
+    with pytest.raises(ValueError, match="needs path=FILE"):
+        data.load("npz")
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'.*a path to a .npz or .csv"):
+        data.load("imagenet")
+
+
+def test_wrong_columns_and_rows(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n1,2,0\n3,4,1\n")
+    with pytest.raises(ValueError, match="no column 'y'; columns are a, b, label"):
+        data.load_csv(path, label="y")
+    with pytest.raises(ValueError, match="label column 5 out of range for 3 columns"):
+        data.load_csv(path, label=5)
+    path.write_text("1,2,0\n3,4\n")
+    with pytest.raises(ValueError, match="line 2 has 2 fields; expected 3"):
+        data.load_csv(path)
+    path.write_text("1,2,0\n3,oops,1\n")
+    with pytest.raises(ValueError, match="has no header"):
+        data.load_csv(path, label="label", header=False)
+    with pytest.raises(ValueError, match="line 2, column '1': 'oops' is not a number"):
+        data.load_csv(path, header=False)
+
+
+def test_labels_that_are_not_integers(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("x,label\n0.1,cat\n0.2,dog\n")
+    with pytest.raises(ValueError, match="line 2: labels must be integers.*got 'cat'"):
+        data.load_csv(path)
+    path.write_text("x,label\n0.1,0.5\n")
+    with pytest.raises(ValueError, match="labels must be integers.*got '0.5'"):
+        data.load_csv(path)
+    with pytest.raises(ValueError, match=r"y must be integers \(class.*got 1.5 at index 2"):
+        data.load_arrays(X[:3], [0, 1, 1.5])
+    with pytest.raises(ValueError, match="y must be integers ≥ 0; got -1 at index 0"):
+        data.load_arrays(X[:2], [-1, 0])
+    with pytest.raises(ValueError, match="map class names"):
+        data.load_arrays(X[:2], ["a", "b"])
+
+
+def test_bad_arrays_and_npz_content(tmp_path):
+    with pytest.raises(ValueError, match="different lengths: 40 and 39"):
+        data.load_arrays(X, Y[:-1])
+    with pytest.raises(ValueError, match="x must be \\(N, features…\\)"):
+        data.load_arrays(X[:, 0], Y)
+    with pytest.raises(ValueError, match="pass both x_test and y_test"):
+        data.load_arrays(X, Y, x_test=X)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\) for 2 class names; got 3"):
+        data.load_arrays(X, Y, class_names=["a", "b"])
+    numpy.savez(tmp_path / "keys.npz", inputs=X, targets=Y)
+    with pytest.raises(ValueError, match="expected keys x_train, y_train.*found inputs, targets"):
+        data.load(str(tmp_path / "keys.npz"))
+    numpy.savez(tmp_path / "obj.npz", x=numpy.array([{"a": 1}], dtype=object), y=[0])
+    with pytest.raises(ValueError, match="not a readable .npz archive of plain arrays"):
+        data.load(str(tmp_path / "obj.npz"))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        data.load(str(tmp_path / "junk.npz"))

@@ -1,0 +1,131 @@
+"""Conv2d without torch: finite-difference gradient checks, a hand-computed case, errors."""
+
+import numpy as np
+import pytest
+
+from ermlab import nn
+from ermlab.backend import default_dtype
+from ermlab.gradcheck import check_module
+
+TOL = 1e-6
+
+# (N, C, H, W, O, kernel, stride, padding, dilation, groups, bias)
+GRADCHECK = [
+    (2, 2, 5, 4, 3, 3, 1, 1, 1, 1, True),
+    (1, 4, 7, 6, 4, 3, 2, 1, 1, 2, True),       # stride 2, groups 2
+    (1, 2, 7, 7, 2, 3, 1, 2, 2, 1, False),      # dilation 2, no bias
+    (2, 3, 5, 6, 3, 3, 1, 1, 1, 3, True),       # depthwise
+    (1, 2, 6, 5, 2, (2, 3), (2, 1), (1, 0), 1, 1, True),  # rectangular, odd sizes
+    (2, 3, 4, 5, 2, 1, 1, 0, 1, 1, True),       # 1×1 fast path
+    (1, 3, 5, 5, 2, 1, 2, 0, 1, 1, False),      # 1×1 stride 2
+    (1, 2, 7, 7, 2, 2, 3, 0, 1, 1, True),       # stride > kernel
+]
+
+
+@pytest.mark.parametrize("config", GRADCHECK)
+def test_conv2d_gradcheck(config):
+    n, c, h, w, o, k, s, p, d, g, bias = config
+    with default_dtype(np.float64):
+        conv = nn.Conv2d(c, o, k, stride=s, padding=p, dilation=d, groups=g, bias=bias, rng=0)
+    if bias:
+        conv.bias.data[...] = np.random.default_rng(1).standard_normal(o)
+    x = np.random.default_rng(2).standard_normal((n, c, h, w))
+    result = check_module(conv, x, eps=1e-5)
+    assert result.passed(TOL), result
+
+
+def test_conv2d_by_hand():
+    """A 2×2 kernel over a 3×3 image: each output is the dot product of a window with W."""
+    with default_dtype(np.float64):
+        conv = nn.Conv2d(1, 1, 2)
+    conv.weight.data[...] = [[[[1.0, 2.0], [3.0, 4.0]]]]
+    conv.bias.data[...] = 0.5
+    x = np.arange(9.0).reshape(1, 1, 3, 3)
+    y = conv.forward(x)
+    np.testing.assert_array_equal(y, [[[[0 + 2 + 9 + 16.5, 1 + 4 + 12 + 20.5],
+                                        [3 + 8 + 18 + 28.5, 4 + 10 + 21 + 32.5]]]])
+    conv.zero_grad()
+    gx = conv.backward(np.ones_like(y))
+    np.testing.assert_array_equal(conv.weight.grad[0, 0], [[8.0, 12.0], [20.0, 24.0]])
+    np.testing.assert_array_equal(conv.bias.grad, [4.0])
+    np.testing.assert_array_equal(gx[0, 0], [[1, 3, 2], [4, 10, 6], [3, 7, 4]])
+
+
+def test_output_shape_and_parameter_layout():
+    conv = nn.Conv2d(8, 16, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=4)
+    assert conv.weight.shape == (16, 2, 3, 5) and conv.bias.shape == (16,)
+    assert conv.weight.regularize and not conv.bias.regularize
+    y = conv.forward(np.zeros((3, 8, 9, 10), np.float32))
+    assert y.shape == (3, 16, 5, 6)     # ⌊(9+2−3)/2⌋+1, ⌊(10+4−9)/1⌋+1
+
+
+@pytest.mark.parametrize("config", [GRADCHECK[0], GRADCHECK[5]])
+def test_float32_in_float32_out(config):
+    n, c, h, w, o, k, s, p, d, g, bias = config
+    conv = nn.Conv2d(c, o, k, stride=s, padding=p, dilation=d, groups=g, bias=bias)
+    x = np.random.default_rng(0).standard_normal((n, c, h, w)).astype(np.float32)
+    y = conv.forward(x)
+    conv.zero_grad()
+    gx = conv.backward(np.ones_like(y))
+    assert y.dtype == gx.dtype == conv.weight.grad.dtype == np.float32
+
+
+def test_backward_needs_a_training_forward():
+    conv = nn.Conv2d(1, 1, 3)
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    conv.forward(x)
+    conv.eval()
+    y = conv.forward(x)
+    with pytest.raises(RuntimeError, match="training mode"):
+        conv.backward(np.ones_like(y))
+
+
+@pytest.mark.parametrize(
+    "shape,pattern",
+    [
+        ((3, 8, 8), r"Conv2d\(3, 4.*4-D input \(N, 3, H, W\).*\(3, 8, 8\)"),
+        ((2, 3, 8, 8, 1), r"Conv2d\(3, 4.*4-D.*\(2, 3, 8, 8, 1\)"),
+        ((2, 5, 8, 8), r"Conv2d\(3, 4.*3 input channels.*\(2, 5, 8, 8\) with 5 channels"),
+        ((2, 3, 2, 8), r"Conv2d\(3, 4.*kernel covers \(5, 5\).*padded input is only \(4, 10\)"),
+    ],
+)
+def test_bad_inputs_raise_value_errors_naming_layer_and_shapes(shape, pattern):
+    conv = nn.Conv2d(3, 4, 5, padding=1)
+    with pytest.raises(ValueError, match=pattern):
+        conv.forward(np.zeros(shape, np.float32))
+
+
+def test_dilated_kernel_larger_than_input_raises():
+    conv = nn.Conv2d(1, 1, 3, dilation=3)          # covers 7 pixels
+    with pytest.raises(ValueError, match=r"kernel covers \(7, 7\).*\(6, 6\)"):
+        conv.forward(np.zeros((1, 1, 6, 6), np.float32))
+
+
+def test_dtype_mismatch_raises():
+    conv = nn.Conv2d(1, 1, 3)
+    with pytest.raises(ValueError, match="float32 parameters but got input of dtype float64"):
+        conv.forward(np.zeros((1, 1, 4, 4)))
+
+
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        (dict(in_channels=6, out_channels=4, kernel_size=3, groups=4),
+         r"in_channels \(6\) and out_channels \(4\).*divisible by groups \(4\)"),
+        (dict(in_channels=4, out_channels=6, kernel_size=3, groups=4), "divisible by groups"),
+        (dict(in_channels=0, out_channels=6, kernel_size=3), "in_channels must be a positive"),
+        (dict(in_channels=1, out_channels=6, kernel_size=0), "kernel_size must be an integer ≥ 1"),
+        (dict(in_channels=1, out_channels=6, kernel_size=3, stride=(1, 0)), "stride"),
+        (dict(in_channels=1, out_channels=6, kernel_size=3, padding=-1), "padding"),
+        (dict(in_channels=1, out_channels=6, kernel_size=(3, 3, 3)), "kernel_size"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        nn.Conv2d(**kwargs)
+
+
+def test_repr_names_the_configuration():
+    text = repr(nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2, bias=False))
+    assert text == ("Conv2d(4, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), "
+                    "groups=2, bias=False)")

@@ -1,0 +1,120 @@
+"""Ensembles: probability averaging by hand, and the snapshot schedule of Huang et al. (2017)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ermlab import nn
+from ermlab.ensemble import Ensemble, SnapshotEnsemble, softmax
+from ermlab.losses import SoftmaxCrossEntropy
+from ermlab.optim.sgd import SGD
+from ermlab.training import Callback, Trainer
+
+
+def model(seed, dropout=0.0):
+    layers = [nn.Linear(4, 8, rng=seed, dtype=np.float64), nn.Tanh()]
+    if dropout:
+        layers.append(nn.Dropout(dropout, rng=seed))
+    return nn.Sequential(*layers, nn.Linear(8, 3, rng=seed + 100, dtype=np.float64))
+
+
+def np_softmax(s):
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_average_of_member_probabilities():
+    members = [model(s) for s in range(3)]
+    x = np.random.default_rng(0).standard_normal((10, 4))
+    probs = [np_softmax(m.forward(x)) for m in members]
+    ensemble = Ensemble(members)
+    np.testing.assert_allclose(ensemble.predict_proba(x, batch_size=3), np.mean(probs, axis=0),
+                               rtol=1e-14)
+    weighted = Ensemble(members, weights=[1, 0, 3]).predict_proba(x)
+    np.testing.assert_allclose(weighted, 0.25 * probs[0] + 0.75 * probs[2], rtol=1e-14)
+    np.testing.assert_allclose(weighted.sum(axis=1), 1.0, rtol=1e-14)
+    assert np.array_equal(ensemble.predict(x), np.mean(probs, axis=0).argmax(axis=1))
+    same = Ensemble([members[0]], to_probabilities=None).predict_proba(x)
+    np.testing.assert_allclose(same, members[0].forward(x), rtol=1e-14)
+
+
+def test_members_run_in_eval_mode_and_keep_their_mode():
+    member = model(0, dropout=0.5)
+    x = np.random.default_rng(1).standard_normal((6, 4))
+    ensemble = Ensemble([member])
+    first = ensemble.predict_proba(x)
+    np.testing.assert_array_equal(ensemble.predict_proba(x), first)  # no dropout noise
+    assert member.training
+    member.eval()
+    np.testing.assert_allclose(first, softmax(member.forward(x)), rtol=1e-14)
+    ensemble.predict_proba(x)
+    assert not member.training
+
+
+def test_from_snapshots_copies_the_model():
+    base = model(0)
+    states = [model(1).state_dict(), model(2).state_dict()]
+    ensemble = Ensemble.from_snapshots(base, states)
+    x = np.random.default_rng(2).standard_normal((5, 4))
+    expected = (np_softmax(model(1).forward(x)) + np_softmax(model(2).forward(x))) / 2
+    np.testing.assert_allclose(ensemble.predict_proba(x), expected, rtol=1e-14)
+    np.testing.assert_array_equal(base.state_dict()["0.weight"], model(0).state_dict()["0.weight"])
+
+
+class Recorder(Callback):
+    order = -1  # before SnapshotEnsemble: sees the rate the update just used
+
+    def __init__(self):
+        self.lrs, self.states = [], []
+
+    def on_batch_end(self, trainer, logs):
+        self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    def on_epoch_end(self, trainer, logs):
+        self.states.append(trainer.model.state_dict())
+
+
+def test_snapshot_ensemble_schedule_and_snapshots():
+    g = np.random.default_rng(0)
+    x = g.standard_normal((40, 4))
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1)
+    net = model(0)
+    lr0, cycle_epochs, epochs, steps = 0.2, 2, 6, 4
+    snapshot, recorder = SnapshotEnsemble(cycle_epochs), Recorder()
+    trainer = Trainer(net, SoftmaxCrossEntropy(), SGD(net.parameters(), lr=lr0),
+                      callbacks=[snapshot, recorder])
+    trainer.fit(x, y, epochs=epochs, batch_size=10, rng=0)
+    C = cycle_epochs * steps  # ⌈T/M⌉ updates per cycle
+    paper = [lr0 / 2 * (math.cos(math.pi * ((t - 1) % C) / C) + 1)
+             for t in range(1, epochs * steps + 1)]
+    np.testing.assert_allclose(recorder.lrs, paper, rtol=1e-12)
+    assert recorder.lrs[0] == lr0 and recorder.lrs[C] == lr0  # warm restarts
+    assert len(snapshot.snapshots) == epochs // cycle_epochs
+    for k, state in enumerate(snapshot.snapshots):
+        reference = recorder.states[(k + 1) * cycle_epochs - 1]
+        for key in reference:
+            np.testing.assert_array_equal(state[key], reference[key])
+    ensemble = snapshot.ensemble(net, last=2)
+    assert len(ensemble) == 2
+    members = [model(0), model(0)]
+    members[0].load_state_dict(snapshot.snapshots[1])
+    members[1].load_state_dict(snapshot.snapshots[2])
+    np.testing.assert_allclose(ensemble.predict_proba(x), Ensemble(members).predict_proba(x),
+                               rtol=1e-14)
+    restored = SnapshotEnsemble(cycle_epochs)
+    restored.load_state_dict(snapshot.state_dict())
+    assert len(restored.snapshots) == 3
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="at least one model"):
+        Ensemble([])
+    with pytest.raises(ValueError, match="nonnegative"):
+        Ensemble([model(0), model(1)], weights=[1, -1])
+    with pytest.raises(ValueError, match="2 nonnegative numbers"):
+        Ensemble([model(0), model(1)], weights=[1])
+    with pytest.raises(ValueError, match="cycle_epochs"):
+        SnapshotEnsemble(0)
+    with pytest.raises(ValueError, match="no snapshots yet"):
+        SnapshotEnsemble(2).ensemble(model(0))

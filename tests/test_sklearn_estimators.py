@@ -192,14 +192,16 @@ def test_adaptive_learning_rate_divides_by_five_then_stops(iris):
     ratios = rates[1:] / rates[:-1]
     assert numpy.isin(numpy.round(ratios, 12), [1.0, 0.2]).all()
     assert (ratios < 1).sum() >= 2  # divided at least twice
-    assert clf.n_iter_ < 500 and rates[-1] <= 1e-6  # stopped by the rate floor
+    # stopped by the rate floor: the last epoch's rate, divided once more, is ≤ 1e-6
+    assert clf.n_iter_ < 500 and rates[-1] > 1e-6 >= 0.2 * rates[-1]
 
 
 def test_divergence_is_a_clear_error(iris):
     from ermlab.training import DivergenceError
 
     x, y = iris
-    with pytest.raises(DivergenceError, match="training diverged: loss nan at epoch 1"):
+    error = pytest.raises(DivergenceError, match="training diverged: loss nan at epoch 2")
+    with error, numpy.errstate(over="ignore", invalid="ignore"):
         MLPClassifier((), solver="sgd", learning_rate_init=1e38, max_iter=3,
                       random_state=0).fit(x, y)
 

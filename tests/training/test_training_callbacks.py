@@ -96,10 +96,13 @@ def test_model_checkpoint_writes_best_only_when_improved(data, tmp_path):
 def test_model_checkpoint_saves_the_weights_of_its_epoch(data, tmp_path):
     x, y, _, _ = data
     snapshots = Snapshots()
-    saver = ModelCheckpoint(tmp_path, monitor="score", mode="max", save_last=False)
+    saver = ModelCheckpoint(tmp_path, monitor="score", mode="max", save_last=False,
+                            extra={"config": {"hidden": [8]}})
     trainer = make_trainer([snapshots, saver, Scripted("score", [0.1, 0.5, 0.2])])
     trainer.fit(x, y, epochs=3)
-    assert weights_equal(read_checkpoint(saver.best_path).model, snapshots.weights[2])
+    best = read_checkpoint(saver.best_path)
+    assert weights_equal(best.model, snapshots.weights[2])
+    assert best.extra == {"config": {"hidden": [8]}}
     assert not saver.last_path.exists()
 
 

@@ -14,13 +14,14 @@ class EarlyStopping(Callback):
     than ``min_delta`` (``best − v > min_delta`` for mode "min",
     ``v − best > min_delta`` for "max"). After ``patience`` epochs in a row
     without improvement the run stops. ``patience`` is the look-ahead of
-    Bengio (2012, §3.1.1) and of Prechelt's (1998) stopping criteria: how many
-    epochs past the best we keep looking before concluding it was the best.
+    Bengio (2012): how many epochs past the best one to keep training before
+    concluding it was the best (Prechelt 1998 compares such stopping criteria).
 
     The weights of the best epoch are restored when training ends, however it
     ends (stopped early or at the last epoch): early stopping as
     regularization picks the best θ seen, not the last one (Keras restores only
-    with ``restore_best_weights=True`` and only when it stopped the run).
+    with ``restore_best_weights=True``, and TF 2.x's Keras only when the callback
+    itself stopped the run).
 
     Args:
         monitor: a key of the epoch logs (default "val_loss").

@@ -29,19 +29,21 @@ class ModelCheckpoint(Callback):
         save_best: keep ``best.safetensors`` (default True).
         every: also keep one file per ``every`` epochs; None (default) for none.
         save_last: keep ``last.safetensors`` (default True).
+        extra: a JSON-able dict stored in every file (e.g. the run's config).
     """
 
     order = 100
 
     def __init__(self, directory: str | Path, monitor: str = "val_loss", mode: str = "min",
                  save_best: bool = True, every: int | None = None, save_last: bool = True,
-                 min_delta: float = 0.0) -> None:
+                 min_delta: float = 0.0, extra: dict[str, Any] | None = None) -> None:
         check_mode("ModelCheckpoint", mode)
         if every is not None and (int(every) != every or every < 1):
             raise ValueError(f"ModelCheckpoint every must be an integer ≥ 1 or None; got {every}")
         self.directory = Path(directory)
         self.monitor, self.mode, self.min_delta = monitor, mode, float(min_delta)
         self.save_best, self.every, self.save_last = save_best, every, save_last
+        self.extra = extra
         self.best: float | None = None
         self.best_epoch = 0
 
@@ -62,11 +64,11 @@ class ModelCheckpoint(Callback):
             value = monitored(self, logs, self.monitor)
             if improved(value, self.best, self.mode, self.min_delta):
                 self.best, self.best_epoch = value, epoch
-                save_checkpoint(self.best_path, trainer)
+                save_checkpoint(self.best_path, trainer, extra=self.extra)
         if self.every is not None and epoch % self.every == 0:
-            save_checkpoint(self.epoch_path(epoch), trainer)
+            save_checkpoint(self.epoch_path(epoch), trainer, extra=self.extra)
         if self.save_last:
-            save_checkpoint(self.last_path, trainer)
+            save_checkpoint(self.last_path, trainer, extra=self.extra)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch}

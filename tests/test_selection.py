@@ -181,6 +181,12 @@ def test_build_and_train_is_deterministic(blobs_data):
     other = selection.build_and_train(config, x[:200], y[:200], x[200:], y[200:], seed=6,
                                       scoring="neg_loss")
     assert isinstance(first, float) and first == again != other
+    # float64 images are flattened and cast; a SeedSequence is not consumed by the call
+    images = x.astype(numpy.float64).reshape(-1, 2, 1)
+    seed = numpy.random.SeedSequence(5)
+    runs = [selection.build_and_train(config, images[:200], y[:200], images[200:], y[200:],
+                                      seed=seed, scoring="neg_loss") for _ in range(2)]
+    assert runs == [first, first]
 
 
 def test_a_diverging_trial_is_recorded_not_raised(blobs_data):

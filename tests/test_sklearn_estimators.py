@@ -23,6 +23,9 @@ FLOAT32_WEIGHTS = (
     [
         MLPClassifier(hidden_layer_sizes=(16,), max_iter=60, learning_rate_init=0.01),
         MLPRegressor(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=0.01),
+        MLPClassifier(hidden_layer_sizes=(16,), max_iter=60, learning_rate_init=0.01,
+                      solver="sgd", learning_rate="adaptive", early_stopping=True,
+                      dropout=0.1, l1=1e-4, max_norm=3.0),
     ],
     expected_failed_checks=lambda est: {
         "check_sample_weight_equivalence_on_dense_data": FLOAT32_WEIGHTS

@@ -171,22 +171,25 @@ def build_and_train(
     ``n_outputs`` defaults to the number of classes (max label + 1) for
     classification losses and the number of target columns otherwise.
     """
+    classify = configs.is_classification(config)
+    x_train, y_train = _data((x_train, y_train), classify)
+    x_val, y_val = _data((x_val, y_val), classify)
     score, _ = _train_and_score(config, x_train, y_train, x_val, y_val, seed, scoring, n_outputs)
     return score
 
 
 def _train_and_score(config, x_train, y_train, x_val, y_val, seed, scoring, n_outputs):
+    """Train on flat float arrays; (score, epochs run)."""
+    from ermlab.training import DivergenceGuard
+
     full = configs.validate(config)
     scoring = _scoring(full, scoring)
     if n_outputs is None:
         n_outputs = _n_outputs(full, y_train, y_val)
     seed = seed if isinstance(seed, numpy.random.SeedSequence) else numpy.random.SeedSequence(seed)
-    init_rng, fit_rng = (numpy.random.default_rng(s) for s in seed.spawn(2))
-    n_inputs = int(numpy.prod(x_train.shape[1:]))
-    from ermlab.training import DivergenceGuard
-
-    trainer = configs.build(full, n_inputs, n_outputs, rng=init_rng, early_stopping=True,
-                            callbacks=[DivergenceGuard(raise_error=True)])
+    init_rng, fit_rng = (numpy.random.default_rng(s) for s in _children(seed, 2))
+    trainer = configs.build(full, x_train.shape[1], n_outputs, rng=init_rng,
+                            early_stopping=True, callbacks=[DivergenceGuard(raise_error=True)])
     trainer.fit(x_train, y_train, epochs=full["epochs"], batch_size=full["batch_size"],
                 validation_data=(x_val, y_val), rng=fit_rng)
     scores = trainer.predict_scores(x_val)
@@ -309,7 +312,7 @@ def search(
     classify = classification.pop()
     x, y = _data(data, classify)
     problem = _problem(x, y, classify, validation_data, validation_fraction, cv, seed, scoring)
-    seeds = numpy.random.SeedSequence(seed).spawn(len(trials))
+    seeds = _children(numpy.random.SeedSequence(seed), len(trials))
     jobs = _n_jobs(n_jobs, len(trials))
     if jobs == 1:
         outcomes = [_trial(problem, trial, s) for trial, s in zip(trials, seeds)]
@@ -327,8 +330,7 @@ def search(
     if not finite:
         raise ValueError(f"every trial failed; the first: {table[0]['error']}")
     best = max(finite, key=lambda i: table[i]["mean_score"])
-    return SearchResult(table, best, fulls[best], scorings.pop() if len(scorings) == 1
-                        else "mixed", keys)
+    return SearchResult(table, best, fulls[best], scorings.pop(), keys)
 
 
 # -- trials, in this process or a worker -------------------------------------
@@ -351,7 +353,7 @@ def _trial(problem: _Problem, config: dict[str, Any],
     start = time.perf_counter()
     scores, epochs, error = [], [], ""
     with threadpool_limits(limits=1), numpy.errstate(over="ignore", invalid="ignore"):
-        for (train, val), fold_seed in zip(problem.splits, seed.spawn(len(problem.splits))):
+        for (train, val), fold_seed in zip(problem.splits, _children(seed, len(problem.splits))):
             try:
                 score, epoch = _train_and_score(
                     config, problem.x[train], problem.y[train], problem.x[val], problem.y[val],
@@ -420,6 +422,12 @@ def _data(data: Any, classify: bool) -> tuple[numpy.ndarray, numpy.ndarray]:
                              "sklearn.preprocessing.LabelEncoder)")
         return x, y.astype(numpy.int64, copy=False)
     return x, y.astype(resolve_dtype(), copy=False)
+
+
+def _children(seed: numpy.random.SeedSequence, n: int) -> list[numpy.random.SeedSequence]:
+    """``seed.spawn(n)`` as from a fresh sequence, without mutating ``seed``."""
+    return [numpy.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, i),
+                                      pool_size=seed.pool_size) for i in range(n)]
 
 
 def _n_outputs(full: dict[str, Any], y_train: Any, y_val: Any) -> int:

@@ -40,6 +40,7 @@ Where this differs from scikit-learn:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -242,7 +243,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError(f"MLPClassifier needs at least 2 classes in y; got 1 class: "
                              f"{self.classes_[0]!r}")
         target = encoder.transform(y).astype(numpy.int64)
-        stratify = target if self.early_stopping and _stratifiable(target) else None
+        stratify = target if _stratifiable(target, self.validation_fraction) else None
         return self._fit(X.astype(numpy.float32, copy=False), target, len(self.classes_),
                          sample_weight, stratify)
 
@@ -328,6 +329,11 @@ class StopBelowLR(Callback):
             trainer.stop_reason = f"learning rate {lr:.3g} ≤ {self.min_lr:g}"
 
 
-def _stratifiable(target: numpy.ndarray) -> bool:
-    """Stratified splits need at least two samples of every class."""
-    return int(numpy.bincount(target).min()) >= 2
+def _stratifiable(target: numpy.ndarray, fraction: float) -> bool:
+    """Whether a stratified split is possible: two samples of every class, and as many
+    validation (and training) samples as classes; otherwise the split is only shuffled."""
+    if not 0 < fraction < 1:
+        return False
+    n, classes = len(target), int(target.max()) + 1
+    n_val = math.ceil(fraction * n)
+    return int(numpy.bincount(target).min()) >= 2 and min(n_val, n - n_val) >= classes

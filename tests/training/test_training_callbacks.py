@@ -269,12 +269,12 @@ def batch_of(row, n, batch_size, seed, epoch):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_divergence_guard_names_the_epoch_and_batch_of_a_nan_input(data):
+def test_divergence_guard_names_the_epoch_and_batch_of_a_nan_input(data, tmp_path):
     x, y, _, _ = data
     x = x.copy()
     x[37, 2] = np.nan
     guard = DivergenceGuard()
-    trainer = make_trainer([guard], rng=11)
+    trainer = make_trainer([guard, JSONLogger(tmp_path / "h.json")], rng=11)
     trainer.fit(x, y, epochs=5, batch_size=10)
     batch = batch_of(37, len(x), 10, seed=11, epoch=1)
     assert guard.message.startswith(f"training diverged: loss nan at epoch 1, batch {batch} "
@@ -282,6 +282,8 @@ def test_divergence_guard_names_the_epoch_and_batch_of_a_nan_input(data):
     assert trainer.stop_reason == guard.message and trainer.epoch == 1
     assert trainer.step == batch - 1  # the bad batch made no update
     assert all(np.isfinite(v).all() for v in trainer.model.state_dict().values())
+    document = json.loads((tmp_path / "h.json").read_text())  # strict JSON: NaN → null
+    assert document["stop_reason"] == guard.message and document["history"]["loss"] == [None]
 
 
 class PoisonAfterEpoch(Callback):

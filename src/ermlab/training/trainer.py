@@ -71,7 +71,7 @@ class Trainer:
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.regularizer = regularizer
-        self.callbacks = sorted(callbacks, key=lambda callback: getattr(callback, "order", 0))
+        self.callbacks = _in_order(callbacks)
         self.params = model.parameters()
         self.rng = (as_generator(rng) if rng is not None
                     else numpy.random.default_rng(as_generator(None).integers(2**63)))
@@ -149,6 +149,7 @@ class Trainer:
         if resume_from is not None:
             self.resume(resume_from)
         self.stop_training, self.stop_reason = False, None
+        self.callbacks = _in_order(self.callbacks)
         steps = math.ceil(n / (n if batch_size is None else min(batch_size, n)))
         self._notify("on_train_begin", {"epochs": epochs, "initial_epoch": self.epoch,
                                         "steps_per_epoch": steps})
@@ -285,6 +286,11 @@ class Trainer:
             method = getattr(callback, event, None)
             if method is not None:
                 method(self, logs)
+
+
+def _in_order(callbacks: Sequence[Callback]) -> list[Callback]:
+    """Callbacks by ascending ``order``, keeping the given order among equals."""
+    return sorted(callbacks, key=lambda callback: getattr(callback, "order", 0))
 
 
 def _labels(scores: numpy.ndarray) -> numpy.ndarray:

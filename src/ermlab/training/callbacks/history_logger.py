@@ -79,7 +79,8 @@ class JSONLogger(Callback):
         history = {key: [_finite_or_none(v) for v in values]
                    for key, values in trainer.history.items()}
         document = {"history": history, "stop_reason": getattr(trainer, "stop_reason", None)}
-        atomic_write_bytes(self.path, json.dumps(document, indent=1, allow_nan=False).encode())
+        text = json.dumps(document, indent=1, allow_nan=False)
+        atomic_write_bytes(self.path, text.encode(), durable=False)
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -41,6 +41,9 @@ from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
 
+# Largest O·(W_p − OW) for which the full-width column layout is used (see Conv2d._layout).
+FULL_WIDTH_BUDGET = 1024
+
 
 def pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:
     """``value`` (an int or a pair of ints) as a pair, each at least ``minimum``."""
@@ -178,18 +181,43 @@ class Conv2d(Module):
         g = self.groups
         return self.weight.data.reshape(g, self.out_channels // g, -1)
 
-    def _im2col(self, xp: Any, x: Any) -> tuple[Any, tuple[int, int]]:
-        """Columns (C, K_h, K_w, N, OH, OW), contiguous, and (OH, OW)."""
+    def _layout(self, x_shape: tuple[int, ...]) -> tuple[int, int, int, int, int]:
+        """(H_p, W_p, OH, OW, CW): padded and output sizes, and the column row width.
+
+        CW is OW, or W_p for the *full-width* layout (stride 1 only): each column row
+        then runs over whole padded rows, so every window read and every col2im addition
+        is one contiguous run of OH·W_p values instead of OH runs of OW. The W_p − OW
+        extra outputs per row are computed and thrown away (their ∂L/∂Y is 0); that costs
+        GEMM work ∝ O·(W_p − OW), so it is used only while that stays small.
+        """
+        h, w = x_shape[2:]
+        (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation
+        hp, wp = h + 2 * ph, w + 2 * pw
+        oh = output_size(h, kh, self.stride[0], ph, dh)
+        ow = output_size(w, kw, self.stride[1], pw, dw)
+        full = self.stride == (1, 1) and self.out_channels * (wp - ow) <= FULL_WIDTH_BUDGET
+        return hp, wp, oh, ow, wp if full else ow
+
+    def _im2col(self, xp: Any, x: Any) -> Any:
+        """Columns (C, K_h, K_w, N, OH, CW), contiguous: one copy of a strided view."""
         n, c, h, w = x.shape
+        hp, wp, oh, ow, cw = self._layout(x.shape)
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        oh = output_size(h, kh, sh, self.padding[0], dh)
-        ow = output_size(w, kw, sw, self.padding[1], dw)
-        padded = zero_pad(xp, x, self.padding)
-        s_n, s_c, s_h, s_w = padded.strides
-        view = strided_windows(
-            xp, padded, (c, kh, kw, n, oh, ow), (s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw)
-        )
-        return xp.ascontiguousarray(view), (oh, ow)
+        (ph, pw), item = self.padding, x.dtype.itemsize
+        if cw == ow:
+            padded = zero_pad(xp, x, self.padding)
+            s_n, s_c, s_h, s_w = padded.strides
+            view = strided_windows(xp, padded, (c, kh, kw, n, oh, ow),
+                                   (s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw))
+            return xp.ascontiguousarray(view)
+        # Full width: padded planes in one flat buffer, with (K_w − 1)·d_w zeros of slack
+        # after the last plane for the last window's run to end in.
+        plane = hp * wp
+        flat = xp.zeros(n * c * plane + (kw - 1) * dw, dtype=x.dtype)
+        flat[: n * c * plane].reshape(n, c, hp, wp)[:, :, ph:ph + h, pw:pw + w] = x
+        view = strided_windows(xp, flat, (c, kh, kw, n, oh * wp),
+                               (plane * item, dh * wp * item, dw * item, c * plane * item, item))
+        return xp.ascontiguousarray(view)
 
     # -- fprop --------------------------------------------------------------------
 
@@ -201,9 +229,10 @@ class Conv2d(Module):
         if self._is_pointwise():
             return self._forward_pointwise(xp, x)
         n = x.shape[0]
-        cols, (oh, ow) = self._im2col(xp, x)
-        y_cols = xp.matmul(self._weight_matrix(), cols.reshape(self.groups, -1, n * oh * ow))
-        y_cols = y_cols.reshape(self.out_channels, n, oh, ow).transpose(1, 0, 2, 3)
+        _, _, oh, ow, cw = self._layout(x.shape)
+        cols = self._im2col(xp, x)
+        y_cols = xp.matmul(self._weight_matrix(), cols.reshape(self.groups, -1, n * oh * cw))
+        y_cols = y_cols.reshape(self.out_channels, n, oh, cw)[..., :ow].transpose(1, 0, 2, 3)
         y = xp.empty((n, self.out_channels, oh, ow), dtype=x.dtype)
         if self.bias is not None:
             xp.add(y_cols, self.bias.data[:, None, None], out=y)
@@ -231,7 +260,7 @@ class Conv2d(Module):
     # -- bprop --------------------------------------------------------------------
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
-        """Both passes share ∂L/∂Y laid out as (G, O/G, N·OH·OW)."""
+        """Both passes share ∂L/∂Y laid out as (G, O/G, N·OH·CW)."""
         grad_cols = self._grad_columns(grad_out)
         self._accumulate(grad_out, grad_cols)
         return self._grad_input(grad_cols) if input_grad else None
@@ -247,7 +276,13 @@ class Conv2d(Module):
         if self._is_pointwise():
             n = grad_out.shape[0]
             return grad_out.reshape(n, self.out_channels, -1)
-        grad_cols = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3))
+        _, _, oh, ow, cw = self._layout(self._cached("_x_shape"))
+        if cw == ow:
+            grad_cols = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3))
+        else:
+            n = grad_out.shape[0]
+            grad_cols = xp.zeros((self.out_channels, n, oh, cw), dtype=grad_out.dtype)
+            grad_cols[..., :ow] = grad_out.transpose(1, 0, 2, 3)
         return grad_cols.reshape(self.groups, self.out_channels // self.groups, -1)
 
     def _accumulate(self, grad_out: Any, grad_cols: Any) -> None:
@@ -286,18 +321,30 @@ class Conv2d(Module):
 
     def _col2im(self, xp: Any, d_cols: Any, x_shape: tuple[int, ...]) -> Any:
         """Σ over kernel offsets (i, j) of the column gradient, added at the pixels each
-        offset read: one strided addition per offset, into (C, N, H + 2p_h, W + 2p_w)."""
+        offset read: one strided addition per offset, into (C, N, H_p, W_p)."""
         n, c, h, w = x_shape
-        (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        oh = output_size(h, kh, self.stride[0], ph, self.dilation[0])
-        ow = output_size(w, kw, self.stride[1], pw, self.dilation[1])
-        d_cols = d_cols.reshape(c, kh, kw, n, oh, ow)
-        grad = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=d_cols.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                grad[kernel_offset_slice(i, j, (oh, ow), self.stride, self.dilation)] += (
-                    d_cols[:, i, j]
-                )
+        hp, wp, oh, ow, cw = self._layout(x_shape)
+        (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation
+        d_cols = d_cols.reshape(c, kh, kw, n, oh * cw)
+        if cw == ow:
+            grad = xp.zeros((c, n, hp, wp), dtype=d_cols.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    grad[kernel_offset_slice(i, j, (oh, ow), self.stride, self.dilation)] += (
+                        d_cols[:, i, j].reshape(c, n, oh, ow)
+                    )
+        else:
+            # Full width: offset (i, j) adds one run of OH·W_p values per (c, n) plane,
+            # starting at i·d_h·W_p + j·d_w; the runs' extra values are zeros.
+            plane, item = hp * wp, d_cols.dtype.itemsize
+            flat = xp.zeros(c * n * plane + (kw - 1) * dw, dtype=d_cols.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    start = i * dh * wp + j * dw
+                    run = strided_windows(xp, flat[start:], (c, n, oh * wp),
+                                          (n * plane * item, plane * item, item))
+                    run += d_cols[:, i, j]
+            grad = flat[: c * n * plane].reshape(c, n, hp, wp)
         grad = grad[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
         return xp.ascontiguousarray(grad)
 

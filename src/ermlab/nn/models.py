@@ -1,4 +1,9 @@
-"""Model builders."""
+"""Model builders: ``mlp`` here, and the convolutional zoo of ``ermlab.nn.zoo`` re-exported.
+
+``MODELS`` maps a name (``"lenet5"``, ``"vgg16"``, ``"resnet20"``…) to its builder
+``builder(num_classes, input_shape, ...)``; ``build(name, num_classes, input_shape)``
+is the checked entry point that ``ermlab train --model NAME`` uses.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,33 @@ from ermlab.backend import as_generator
 from ermlab.nn import activations
 from ermlab.nn.linear import Linear
 from ermlab.nn.sequential import Sequential
+from ermlab.nn.zoo import (
+    MODELS,
+    alexnet,
+    build,
+    googlenet,
+    lenet5,
+    resnet,
+    resnet18,
+    resnet20,
+    resnet32,
+    resnet34,
+    resnet50,
+    resnet56,
+    resnet_cifar,
+    resnext50_32x4d,
+    small_vgg,
+    vgg,
+    vgg11,
+    vgg16,
+    vgg19,
+)
+
+__all__ = [
+    "MODELS", "alexnet", "build", "googlenet", "lenet5", "mlp", "resnet", "resnet18",
+    "resnet20", "resnet32", "resnet34", "resnet50", "resnet56", "resnet_cifar",
+    "resnext50_32x4d", "small_vgg", "vgg", "vgg11", "vgg16", "vgg19",
+]
 
 
 def mlp(

@@ -1,6 +1,8 @@
 """Training time per epoch of two CNNs, float32, batch 128: ermlab vs PyTorch CPU, same run.
 
-Run by hand (not a test):  python benchmarks/cnn.py [--repeats 5] [--steps 10] [--no-profile]
+Run by hand (not a test):
+    python benchmarks/cnn.py [--repeats 5] [--steps 10] [--threads N] [--only lenet|vgg]
+                             [--no-profile]
 
 Networks (the same architecture in both frameworks, ReLU everywhere):
   * LeNet-5 on 28×28×1 (Fashion-MNIST, 60,000 training images → 469 batches/epoch):
@@ -24,6 +26,7 @@ and prints where the time goes next to torch.profiler's view of PyTorch's step.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -160,11 +163,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--only", choices=["lenet", "vgg"], default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP threads for both frameworks (default: their own)")
     args = parser.parse_args()
     import torch
 
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+        torch.set_num_threads(args.threads)
+
     print(f"batch {BATCH}, float32, SGD momentum 0.9; numpy {np.__version__}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print("epoch time = median time per step × batches per epoch (an estimate from "
           f"{args.repeats} rounds × {args.steps} timed steps)")
     for name, (_, _, n_train) in CASES.items():

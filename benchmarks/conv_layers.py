@@ -2,7 +2,7 @@
 PyTorch, plus a profile of where ermlab's time goes.
 
 Run by hand (not a test):  python benchmarks/conv_layers.py [--repeats 7] [--steps 10]
-                                                             [--no-profile]
+                                                    [--threads N] [--no-profile]
 
 Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 5×5 6→16,
 S4 2×2 max, and average pooling for the seeds' subsampling), and a VGG/ResNet-style 3×3
@@ -14,6 +14,10 @@ printed with the ratio ermlab / PyTorch (< 1 means ermlab is faster).
 The profile splits ermlab's Conv2d into its stages (padding + im2col copy, forward GEMM,
 output transpose + bias, ∂L/∂Y transpose, weight GEMM, bias sum, column GEMM, col2im) by
 running the layer's own helpers one at a time.
+
+On a shared machine whose cores are busy, multithreaded BLAS and OpenMP spin-wait for
+descheduled threads and a 2-thread GEMM can run 10–50× slower than usual; ``--threads 1``
+(OpenBLAS through threadpoolctl, and torch) gives stable ratios there.
 """
 
 from __future__ import annotations
@@ -131,18 +135,18 @@ def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
     state = {}
 
     def im2col():
-        state["cols"], state["hw"] = layer._im2col(np, x)
+        state["cols"] = layer._im2col(np, x)
+
+    _, _, oh, ow, cw = layer._layout(x.shape)
 
     def gemm():
-        oh, ow = state["hw"]
         state["y"] = np.matmul(layer._weight_matrix(),
-                               state["cols"].reshape(layer.groups, -1, n * oh * ow))
+                               state["cols"].reshape(layer.groups, -1, n * oh * cw))
 
     def output():
-        oh, ow = state["hw"]
         out = np.empty((n, layer.out_channels, oh, ow), np.float32)
-        np.add(state["y"].reshape(layer.out_channels, n, oh, ow).transpose(1, 0, 2, 3),
-               layer.bias.data[:, None, None], out=out)
+        y_cols = state["y"].reshape(layer.out_channels, n, oh, cw)[..., :ow]
+        np.add(y_cols.transpose(1, 0, 2, 3), layer.bias.data[:, None, None], out=out)
 
     def grad_columns():
         state["g"] = layer._grad_columns(g)
@@ -186,7 +190,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for OpenBLAS and torch (default: leave as they are)")
     args = parser.parse_args()
+    if args.threads is not None:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+        torch.set_num_threads(args.threads)
     compare(args.repeats, args.steps)
     if not args.no_profile:
         for name, factory, shape, input_grad, spec in CASES:

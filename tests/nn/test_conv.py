@@ -6,6 +6,7 @@ import pytest
 from ermlab import nn
 from ermlab.backend import default_dtype
 from ermlab.gradcheck import check_module
+from ermlab.nn import conv as conv_module
 
 TOL = 1e-6
 
@@ -22,8 +23,11 @@ GRADCHECK = [
 ]
 
 
+@pytest.mark.parametrize("full_width", [True, False])
 @pytest.mark.parametrize("config", GRADCHECK)
-def test_conv2d_gradcheck(config):
+def test_conv2d_gradcheck(config, full_width, monkeypatch):
+    if not full_width:
+        monkeypatch.setattr(conv_module, "FULL_WIDTH_BUDGET", 0)
     n, c, h, w, o, k, s, p, d, g, bias = config
     with default_dtype(np.float64):
         conv = nn.Conv2d(c, o, k, stride=s, padding=p, dilation=d, groups=g, bias=bias, rng=0)

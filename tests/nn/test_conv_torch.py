@@ -13,6 +13,7 @@ F = torch.nn.functional
 
 from ermlab import nn  # noqa: E402
 from ermlab.backend import default_dtype  # noqa: E402
+from ermlab.nn import conv as conv_module  # noqa: E402
 
 # (N, C, H, W, O, kernel, stride, padding, dilation, groups)
 CONFIGS = [
@@ -64,10 +65,18 @@ def run(conv, x, seed=2):
     return y, g, conv.backward(g)
 
 
+@pytest.fixture(params=["full-width", "strided"])
+def layout(request, monkeypatch):
+    """Stride-1 convolutions use full-width columns unless the budget is 0."""
+    if request.param == "strided":
+        monkeypatch.setattr(conv_module, "FULL_WIDTH_BUDGET", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
-def test_conv2d_matches_torch(config, bias, dtype, tol):
+def test_conv2d_matches_torch(config, bias, dtype, tol, layout):
     conv, x, (s, p, d, groups) = build(config, dtype, bias)
     y, g, gx = run(conv, x)
     ty, tgx, tgw, tgb = torch_conv(conv, x, g, s, p, d, groups)
@@ -102,7 +111,7 @@ def test_input_grad_false_still_gives_parameter_gradients(config):
     np.testing.assert_allclose(conv.bias.grad, tgb, rtol=1e-10, atol=1e-12)
 
 
-def test_separate_accumulate_grad_and_grad_input_match_backward():
+def test_separate_accumulate_grad_and_grad_input_match_backward(layout):
     conv, x, (s, p, d, groups) = build(CONFIGS[4], np.float64)
     y, g, gx = run(conv, x)
     grad_w = conv.weight.grad.copy()
@@ -112,7 +121,7 @@ def test_separate_accumulate_grad_and_grad_input_match_backward():
     np.testing.assert_array_equal(conv.grad_input(g), gx)
 
 
-def test_noncontiguous_input_matches_torch():
+def test_noncontiguous_input_matches_torch(layout):
     conv, x, (s, p, d, groups) = build(CONFIGS[0], np.float64)
     x_view = np.asfortranarray(x)[:, :, :, ::-1]
     y, g, gx = run(conv, x_view)

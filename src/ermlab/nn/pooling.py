@@ -73,7 +73,8 @@ class _Pool2d(Module):
         )
 
     def _scatter(self, xp: Any, x_shape, dtype, pieces) -> Any:
-        """Assemble ∂L/∂x from (offset slice, gradient piece) pairs, on the padded grid."""
+        """Assemble ∂L/∂x from (offset slice, function giving its gradient piece) pairs, on
+        the padded grid."""
         (ph, pw), (n, c, h, w) = self.padding, x_shape
         disjoint = all(s >= k for s, k in zip(self.stride, self.kernel_size))
         padded_shape = (n, c, h + 2 * ph, w + 2 * pw)
@@ -82,9 +83,9 @@ class _Pool2d(Module):
         )
         for offset, piece in pieces:
             if disjoint:
-                grad[offset] = piece
+                grad[offset] = piece()
             else:
-                grad[offset] += piece
+                grad[offset] += piece()
         if (ph, pw) == (0, 0):
             return grad
         return xp.ascontiguousarray(grad[:, :, ph:ph + h, pw:pw + w])
@@ -101,16 +102,21 @@ class MaxPool2d(_Pool2d):
     """
 
     def forward(self, x: Any) -> Any:
-        out_hw, offsets = self._geometry(x)
+        _, offsets = self._geometry(x)
         xp = array_module(x)
         padded = zero_pad(xp, x, self.padding, value=-xp.inf)
         best = padded[offsets[0]].copy()
-        index_type = xp.uint8 if len(offsets) <= 256 else xp.int32
-        winner = xp.zeros(best.shape, dtype=index_type) if self.training else None
+        if self.training:
+            # winner = the last offset k whose value beat the running maximum strictly,
+            # i.e. the first maximum; k grows, so winner = max(winner, k·[x_k > best]).
+            index_type = xp.uint8 if len(offsets) <= 256 else xp.int32
+            winner = xp.zeros(best.shape, dtype=index_type)
+            beats = xp.empty(best.shape, dtype=xp.bool_)
         for k, offset in enumerate(offsets[1:], start=1):
             candidate = padded[offset]
             if self.training:
-                xp.copyto(winner, k, where=candidate > best)
+                xp.greater(candidate, best, out=beats)
+                xp.maximum(winner, xp.multiply(beats, k, dtype=index_type), out=winner)
             xp.maximum(best, candidate, out=best)
         if self.training:
             self._winner, self._x_shape = winner, x.shape
@@ -123,7 +129,7 @@ class MaxPool2d(_Pool2d):
         out_hw = grad_out.shape[2:]
         pieces = (
             (kernel_offset_slice(k // kw, k % kw, out_hw, self.stride),
-             xp.where(winner == k, grad_out, 0))
+             lambda k=k: grad_out * (winner == k))
             for k in range(kh * kw)
         )
         return self._scatter(xp, x_shape, grad_out.dtype, pieces)
@@ -154,7 +160,7 @@ class AvgPool2d(_Pool2d):
         kh, kw = self.kernel_size
         share = grad_out * (1.0 / (kh * kw))
         pieces = (
-            (kernel_offset_slice(i, j, grad_out.shape[2:], self.stride), share)
+            (kernel_offset_slice(i, j, grad_out.shape[2:], self.stride), lambda: share)
             for i in range(kh) for j in range(kw)
         )
         return self._scatter(xp, x_shape, grad_out.dtype, pieces)

@@ -51,6 +51,9 @@ class Trainer:
             ``fit(rng=...)`` replaces it.
         top_k: k values for which ``evaluate`` (and validation) also report
             ``top_{k}_accuracy``, e.g. ``(5,)``. Default none.
+        augment: data augmentation ``augment(x_batch, rng) -> x_batch`` applied to
+            every training batch (``ermlab.data.transforms``); it draws from the
+            trainer's generator, so a resumed run augments identically.
 
     Attributes:
         history: ``{key: [value per epoch]}`` over all ``fit`` calls (and restored runs).
@@ -68,6 +71,7 @@ class Trainer:
         *,
         rng: Any = None,
         top_k: Sequence[int] = (),
+        augment: Any = None,
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.regularizer = regularizer
@@ -76,6 +80,7 @@ class Trainer:
         self.rng = (as_generator(rng) if rng is not None
                     else numpy.random.default_rng(as_generator(None).integers(2**63)))
         self.top_k = tuple(top_k)
+        self.augment = augment
         self.history: dict[str, list[Any]] = {}
         self.epoch = 0
         self.step = 0
@@ -176,7 +181,10 @@ class Trainer:
             size = float(len(index)) if w is None else float(w.sum())
             if size == 0:
                 continue
-            value = self.train_step(x[index], y[index], w)
+            xb = x[index]
+            if self.augment is not None:
+                xb = self.augment(xb, self.rng)
+            value = self.train_step(xb, y[index], w)
             total, weight = total + value * size, weight + size
             self._notify("on_batch_end", {"epoch": epoch, "batch": batch, "loss": value,
                                           "size": len(index), "steps_per_epoch": steps})

@@ -1,0 +1,5 @@
+import sys
+
+from ermlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""``ermlab evaluate RUN`` and ``ermlab predict RUN DATA``: use a trained run's model."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+
+def add_commands(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="metrics of a run's model on a split")
+    evaluate.add_argument("run_dir", metavar="RUN", help="a run directory from `ermlab train`")
+    evaluate.add_argument("--split", choices=("test", "validation", "train"), default="test")
+    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    evaluate.set_defaults(run=run_evaluate)
+
+    predict = commands.add_parser("predict", help="predict classes for new data")
+    predict.add_argument("run_dir", metavar="RUN", help="a run directory from `ermlab train`")
+    predict.add_argument("data", metavar="DATA",
+                         help=".npy or .npz (key x or x_test) array, or .csv of feature columns")
+    predict.add_argument("--output", "-o", help="write a CSV here instead of standard output")
+    predict.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    predict.set_defaults(run=run_predict)
+
+
+def _restore(run_dir: str, which: str) -> tuple[Any, Any, dict[str, Any]]:
+    """(trainer with the run's weights, prepared data, config)."""
+    from ermlab import run as runs
+    from ermlab.training.checkpoint import load_checkpoint
+
+    directory = Path(run_dir)
+    config = runs.load_config(directory)
+    data = runs.prepare_data(config, runs.load_preprocessor_state(directory))
+    trainer = runs.build_trainer(config, data, callbacks=[])
+    load_checkpoint(runs.model_checkpoint(directory, which), model=trainer.model)
+    return trainer, data, config
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    trainer, data, config = _restore(args.run_dir, args.checkpoint)
+    x, y = {"test": (data.x_test, data.y_test), "validation": (data.x_val, data.y_val),
+            "train": (data.x_train, data.y_train)}[args.split]
+    results = trainer.evaluate(x, y)
+    print(f"{config['dataset']} {args.split} split, {len(y)} examples, {args.checkpoint} "
+          f"checkpoint: " + ", ".join(f"{key} {value:.4f}" for key, value in results.items()))
+    matrix = trainer.confusion_matrix(x, y)
+    names = [name[:9] for name in data.class_names]
+    print("confusion matrix (rows: true class, columns: predicted):")
+    print(" " * 10 + " ".join(f"{name:>9}" for name in names) + "   recall")
+    for name, row in zip(names, matrix):
+        recall = row[names.index(name)] / max(row.sum(), 1)
+        print(f"{name:>9} " + " ".join(f"{count:9d}" for count in row) + f"   {recall:.3f}")
+    return 0
+
+
+def read_inputs(path: str) -> numpy.ndarray:
+    """Inputs from a .npy, .npz (key ``x`` or ``x_test``) or .csv file (numbers only)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no data file at {file}")
+    suffix = file.suffix.lower()
+    if suffix == ".npy":
+        return numpy.load(file, allow_pickle=False)
+    if suffix == ".npz":
+        with numpy.load(file, allow_pickle=False) as archive:
+            for key in ("x", "x_test"):
+                if key in archive:
+                    return archive[key]
+            raise ValueError(f"{file} has no array named x or x_test (it has {archive.files})")
+    if suffix == ".csv":
+        rows = list(csv.reader(file.open()))
+        if rows and not _numeric(rows[0]):
+            rows = rows[1:]  # a header
+        try:
+            return numpy.array([[float(cell) for cell in row] for row in rows if row])
+        except ValueError as error:
+            raise ValueError(f"{file}: every cell must be a number ({error})") from None
+    raise ValueError(f"{file}: use a .npy, .npz or .csv file")
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(cell) for cell in row]
+    except ValueError:
+        return False
+    return True
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    trainer, data, _ = _restore(args.run_dir, args.checkpoint)
+    x = read_inputs(args.data)
+    shape = data.image_shape
+    if x.ndim == 2 and len(shape) > 1 and x.shape[1] == int(numpy.prod(shape)):
+        x = x.reshape((len(x), *shape))
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{args.data}: the model takes inputs of shape (N, "
+                         f"{', '.join(map(str, shape))}); got {tuple(x.shape)}")
+    x = data.preprocessor.transform(x.astype(data.x_train.dtype))
+    scores = trainer.predict_scores(x)
+    shifted = numpy.exp(scores - scores.max(axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    labels = probabilities.argmax(axis=1)
+    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(["index", "label", "class", *(f"p_{n}" for n in data.class_names)])
+        for i, (label, p) in enumerate(zip(labels, probabilities)):
+            writer.writerow([i, int(label), data.class_names[label], *(f"{v:.6f}" for v in p)])
+    finally:
+        if args.output:
+            out.close()
+    return 0

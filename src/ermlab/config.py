@@ -14,7 +14,8 @@ Keys (``DEFAULTS`` holds the defaults):
 * model — ``hidden`` (widths of the hidden layers; ``[]`` is a linear model; an
   int or ``"512,256"`` also work), ``activation`` (``ermlab.nn.ACTIVATIONS``),
   ``weight_init`` (None: He for ReLU-like, Glorot otherwise), ``dropout`` (drop
-  probability p of an ``ermlab.nn.Dropout`` after every hidden activation);
+  probability p of an ``ermlab.nn.Dropout`` after every hidden activation),
+  ``batch_norm`` (a ``BatchNorm1d`` before every hidden activation);
 * loss — ``loss``: ``cross_entropy`` or ``hinge`` (classification, integer
   labels), ``mse`` or ``bce_with_logits`` (real or 0/1 targets);
 * optimizer — ``optimizer`` (a first-order ``ermlab.optim`` class, lower case:
@@ -46,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "activation": "relu",
     "weight_init": None,
     "dropout": 0.0,
+    "batch_norm": False,
     "loss": "cross_entropy",
     "optimizer": "adam",
     "lr": None,
@@ -120,6 +122,8 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
         )
     for key in ("l1", "l2", "dropout", "min_delta"):
         _number(full, key, low=0.0)
+    if not isinstance(full["batch_norm"], bool):
+        raise ValueError(f"config 'batch_norm' is true or false; got {full['batch_norm']!r}")
     if not full["dropout"] < 1:
         raise ValueError(f"config 'dropout' must be in [0, 1); got {full['dropout']}")
     if full["max_norm"] is not None:
@@ -136,22 +140,14 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
 def build_model(
     config: Mapping[str, Any], n_inputs: int, n_outputs: int, rng: Any = None, dtype: Any = None
 ) -> Any:
-    """An MLP n_inputs → hidden… → n_outputs (scores), with dropout after each activation."""
+    """An MLP n_inputs → hidden… → n_outputs (scores); see ``ermlab.nn.mlp``."""
     from ermlab import nn
 
     config = validate(config)
     rng = as_generator(rng)
     sizes = [int(n_inputs), *config["hidden"], int(n_outputs)]
-    model = nn.mlp(sizes, activation=config["activation"], weight_init=config["weight_init"],
-                   rng=rng, dtype=dtype)
-    if not config["dropout"]:
-        return model
-    layers = []
-    for layer in model:
-        layers.append(layer)
-        if not isinstance(layer, nn.Linear):
-            layers.append(nn.Dropout(config["dropout"], rng=rng))
-    return nn.Sequential(*layers)
+    return nn.mlp(sizes, activation=config["activation"], weight_init=config["weight_init"],
+                  batch_norm=config["batch_norm"], dropout=config["dropout"], rng=rng, dtype=dtype)
 
 
 def build_loss(config: Mapping[str, Any]) -> Any:

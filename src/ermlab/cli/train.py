@@ -39,6 +39,8 @@ def add_commands(commands) -> None:
                         help="mini-batch size; 1 = per-example SGD, 'full' = the full batch")
     parser.add_argument("--patience", default=None,
                         help="early-stopping patience in epochs ('none' to switch it off)")
+    parser.add_argument("--batch-norm", dest="batch_norm", action="store_const", const=True,
+                        default=None, help="batch normalization before every hidden activation")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other config key, e.g. --set betas=[0.9,0.99] (JSON values)")
     parser.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/…)")
@@ -64,7 +66,8 @@ _HELP = {
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     config = _read_toml(args.config) if args.config else {}
-    config.update({flag: getattr(args, flag) for flag in FLAGS if getattr(args, flag) is not None})
+    flags = [*FLAGS, "batch_norm"]
+    config.update({flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None})
     if args.batch_size is not None:
         config["batch_size"] = None if args.batch_size == "full" else _integer(
             "--batch-size", args.batch_size)

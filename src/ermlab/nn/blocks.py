@@ -9,10 +9,19 @@
   (Szegedy et al., "Going Deeper with Convolutions", CVPR 2015).
 * ``ZeroPadShortcut`` — He et al.'s parameter-free shortcut "option A".
 
-Because every block is a ``Graph`` of Conv2d, BatchNorm2d, ReLU, Add and Concatenate
-boxes, its bprop is the graph's: gradients flow back through each box in reverse
-topological order and are summed where a value fans out (the input ``x`` of a
-residual block feeds both the residual branch and the shortcut).
+Every block is a ``Graph`` whose boxes are ordinary modules — a residual block has
+the boxes ``residual`` (a Sequential of Conv2d, BatchNorm2d, ReLU), ``shortcut`` (when
+the shape changes), ``sum`` (Add) and ``relu``; an inception module has ``branch1`` …
+``branch4`` and ``concat`` (Concatenate) — so its bprop is the graph's: gradients flow
+back through each box in reverse topological order and are summed where a value fans
+out (the input ``x`` of a residual block feeds both the residual branch and the shortcut).
+
+Example:
+    >>> import numpy as np
+    >>> from ermlab.nn.blocks import BasicBlock
+    >>> block = BasicBlock(16, 32, stride=2)          # projection shortcut (option B)
+    >>> block.forward(np.zeros((8, 16, 32, 32), np.float32)).shape
+    (8, 32, 16, 16)
 
 Stochastic depth (Huang, Sun, Liu, Sedra & Weinberger, "Deep Networks with Stochastic
 Depth", ECCV 2016) is an option of the residual blocks: with ``survival_prob`` p < 1 the

@@ -13,7 +13,9 @@ from typing import Any
 from ermlab.backend import as_generator
 from ermlab.nn import activations
 from ermlab.nn.linear import Linear
+from ermlab.nn.normalization import BatchNorm1d
 from ermlab.nn.sequential import Sequential
+from ermlab.nn.stochastic import Dropout
 from ermlab.nn.zoo import (
     MODELS,
     alexnet,
@@ -47,6 +49,8 @@ def mlp(
     sizes: Sequence[int],
     activation: str = "relu",
     weight_init: Any = None,
+    batch_norm: bool = False,
+    dropout: float = 0.0,
     rng: Any = None,
     dtype: Any = None,
 ) -> Sequential:
@@ -54,7 +58,10 @@ def mlp(
 
     ``sizes`` lists the layer widths from input to output, e.g. ``[784, 512, 256, 10]``.
     ``weight_init`` defaults to He initialization for ReLU-like activations and
-    Glorot otherwise. Pair the scores with ``losses.SoftmaxCrossEntropy``.
+    Glorot otherwise. Each hidden layer is Linear → [BatchNorm1d] → activation →
+    [Dropout(p)]: batch norm before the nonlinearity as in Ioffe & Szegedy (2015),
+    ``dropout`` the drop probability p. Pair the scores with
+    ``losses.SoftmaxCrossEntropy``.
     """
     sizes = [int(size) for size in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
@@ -63,10 +70,16 @@ def mlp(
     if weight_init is None:
         relu_like = activation in ("relu", "leaky_relu", "elu")
         weight_init = "he_uniform" if relu_like else "glorot_uniform"
+    if not 0 <= dropout < 1:
+        raise ValueError(f"mlp dropout is the drop probability, in [0, 1); got {dropout}")
     rng = as_generator(rng)
     layers = []
     for depth, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Linear(fan_in, fan_out, weight_init=weight_init, rng=rng, dtype=dtype))
         if depth < len(sizes) - 2:
+            if batch_norm:
+                layers.append(BatchNorm1d(fan_out, dtype=dtype))
             layers.append(activations.get(activation))
+            if dropout:
+                layers.append(Dropout(dropout, rng=rng))
     return Sequential(*layers)

@@ -18,6 +18,11 @@ timed steps (after 2 warm-up steps), times the number of batches in an epoch. Ro
 alternate between the frameworks so that machine load affects both alike. The ratio
 ermlab / PyTorch is printed (< 1: ermlab faster; the goal is ≤ 1.5).
 
+On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
+when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,
+16×17,920 by 17,920×150, took 4.9 ms on one thread and 690 ms on two at load average 7),
+which makes two-thread timings meaningless there.
+
 With profiling on (default), a separate run then times every layer's forward and
 backward pass and the optimizer step in ermlab (wall-clock timers around each call),
 and prints where the time goes next to torch.profiler's view of PyTorch's step.

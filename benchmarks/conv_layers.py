@@ -13,7 +13,8 @@ printed with the ratio ermlab / PyTorch (< 1 means ermlab is faster).
 
 The profile splits ermlab's Conv2d into its stages (padding + im2col copy, forward GEMM,
 output transpose + bias, ∂L/∂Y transpose, weight GEMM, bias sum, column GEMM, col2im) by
-running the layer's own helpers one at a time.
+running the layer's own helpers one at a time on the whole batch (the layer's bprop runs
+them on blocks of samples, so the sum differs from the layer's own time).
 
 On a shared machine whose cores are busy, multithreaded BLAS and OpenMP spin-wait for
 descheduled threads and a 2-thread GEMM can run 10–50× slower than usual; ``--threads 1``
@@ -149,7 +150,7 @@ def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
         np.add(y_cols.transpose(1, 0, 2, 3), layer.bias.data[:, None, None], out=out)
 
     def grad_columns():
-        state["g"] = layer._grad_columns(g)
+        state["g"] = layer._grad_columns(np, g, oh, ow, cw)
 
     def weight_gemm():
         cols = state["cols"].reshape(layer.groups, -1, state["g"].shape[-1])
@@ -161,8 +162,17 @@ def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
     def column_gemm():
         state["d"] = np.matmul(layer._weight_matrix().transpose(0, 2, 1), state["g"])
 
+    hp, wp = layer._layout(x.shape)[:2]
+    slack = (layer.kernel_size[1] - 1) * layer.dilation[1]
+
     def col2im():
-        layer._col2im(np, state["d"], x.shape)
+        grad = np.zeros(n * x.shape[1] * hp * wp + slack, np.float32)
+        layer._col2im(np, state["d"], grad, 0, n, x.shape)
+
+    def step():
+        layer.forward(x)
+        layer.zero_grad()
+        layer.backward(g, input_grad=input_grad)
 
     stages = [("pad + im2col copy", im2col), ("forward GEMM", gemm),
               ("output transpose + bias", output), ("dL/dY transpose", grad_columns),
@@ -174,7 +184,10 @@ def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
         fn()
         times[label] = statistics.median(_once(fn) for _ in range(repeats))
     total = sum(times.values())
-    print(f"\nprofile: {name} (stages sum to {1e3 * total:.2f} ms)")
+    step()
+    whole = statistics.median(_once(step) for _ in range(repeats))
+    print(f"\nprofile: {name} (stages sum to {1e3 * total:.2f} ms; the layer's forward + "
+          f"backward takes {1e3 * whole:.2f} ms, its bprop in blocks of samples)")
     for label, t in times.items():
         print(f"  {label:26s} {1e3 * t:8.2f} ms  {100 * t / total:5.1f} %")
 

@@ -23,11 +23,13 @@ GRADCHECK = [
 ]
 
 
-@pytest.mark.parametrize("full_width", [True, False])
+@pytest.mark.parametrize("full_width,blocks", [(True, False), (False, False), (True, True)])
 @pytest.mark.parametrize("config", GRADCHECK)
-def test_conv2d_gradcheck(config, full_width, monkeypatch):
+def test_conv2d_gradcheck(config, full_width, blocks, monkeypatch):
     if not full_width:
         monkeypatch.setattr(conv_module, "FULL_WIDTH_BUDGET", 0)
+    if blocks:
+        monkeypatch.setattr(conv_module, "BLOCK_BYTES", 1)
     n, c, h, w, o, k, s, p, d, g, bias = config
     with default_dtype(np.float64):
         conv = nn.Conv2d(c, o, k, stride=s, padding=p, dilation=d, groups=g, bias=bias, rng=0)
@@ -97,6 +99,26 @@ def test_bad_inputs_raise_value_errors_naming_layer_and_shapes(shape, pattern):
     conv = nn.Conv2d(3, 4, 5, padding=1)
     with pytest.raises(ValueError, match=pattern):
         conv.forward(np.zeros(shape, np.float32))
+
+
+def test_eval_forward_does_not_disturb_the_training_cache():
+    """train-mode forward(x1), eval-mode forward(x2), back to train: backward is for x1."""
+    with default_dtype(np.float64):
+        conv = nn.Conv2d(2, 3, 3, padding=1, rng=0)
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 2, 5, 5))
+    g = rng.standard_normal((2, 3, 5, 5))
+    conv.forward(x1)
+    conv.zero_grad()
+    conv.backward(g)
+    expected = conv.weight.grad.copy()
+    conv.forward(x1)
+    conv.eval()
+    conv.forward(x2)
+    conv.train()
+    conv.zero_grad()
+    conv.backward(g)
+    np.testing.assert_array_equal(conv.weight.grad, expected)
 
 
 def test_dilated_kernel_larger_than_input_raises():

@@ -65,11 +65,14 @@ def run(conv, x, seed=2):
     return y, g, conv.backward(g)
 
 
-@pytest.fixture(params=["full-width", "strided"])
+@pytest.fixture(params=["full-width", "strided", "full-width-blocks", "strided-blocks"])
 def layout(request, monkeypatch):
-    """Stride-1 convolutions use full-width columns unless the budget is 0."""
-    if request.param == "strided":
+    """Stride-1 convolutions use full-width columns unless the budget is 0; bprop runs
+    one sample at a time when the block budget is 1 byte."""
+    if request.param.startswith("strided"):
         monkeypatch.setattr(conv_module, "FULL_WIDTH_BUDGET", 0)
+    if request.param.endswith("blocks"):
+        monkeypatch.setattr(conv_module, "BLOCK_BYTES", 1)
     return request.param
 
 

@@ -23,8 +23,14 @@ same pass. bprop with G = ∂L/∂Y laid out the same way (O, N·OH·OW):
     ∂L/∂W_mat = G X_colᵀ,    ∂L/∂b = Σ_{n,p,q} G,    ∂L/∂X_col = W_matᵀ G,
 
 and col2im scatters ∂L/∂X_col back onto x̃ with one strided addition per kernel offset
-(i, j) — K_h·K_w vectorized additions, no ``add.at``. A 1×1 convolution without padding
-or groups skips im2col: it is a batched GEMM on x itself.
+(i, j) — K_h·K_w vectorized additions, no ``add.at``. bprop runs on blocks of samples so
+that ∂L/∂X_col lives in one small reused buffer. A 1×1 convolution without padding or
+groups skips im2col: it is a batched GEMM on x itself.
+
+Layout detail: for stride 1 the column rows may span whole padded rows ("full width",
+CW = W_p instead of OW): every copy and col2im addition is then one contiguous run per
+(channel, sample) instead of OH short runs, at the price of W_p − OW discarded outputs
+per row (see ``Conv2d._layout``).
 
 Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
 U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He
@@ -33,6 +39,7 @@ uniform, U[−√(6/fan_in), √(6/fan_in)] (He et al. 2015), and a zero bias, a
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from ermlab.backend import array_module, as_generator, resolve_dtype
@@ -42,19 +49,24 @@ from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
 
 # Largest O·(W_p − OW) for which the full-width column layout is used (see Conv2d._layout).
-FULL_WIDTH_BUDGET = 1024
+# Measured (1 thread, batch 128): full width is faster for LeNet's C3 (64) and 3×3 convs
+# with 32–64 channels (64–128), slower for 256 channels on 4×4 maps (512) and beyond.
+FULL_WIDTH_BUDGET = 256
+# bprop works on blocks of samples whose column gradient takes at most this many bytes.
+BLOCK_BYTES = 16 * 2**20
 
 
 def pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:
     """``value`` (an int or a pair of ints) as a pair, each at least ``minimum``."""
-    pair_value = (value, value) if isinstance(value, int) else tuple(value)
+    pair_value = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair_value) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair_value
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= minimum
+        for v in pair_value
     ):
         raise ValueError(
             f"{layer}: {name} must be an integer ≥ {minimum} or a pair of them; got {value!r}"
         )
-    return pair_value
+    return int(pair_value[0]), int(pair_value[1])
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
@@ -89,9 +101,11 @@ def check_spatial_input(layer: Module, x: Any, channels: int | None, kernel, pad
 
 
 def strided_windows(xp: Any, x: Any, shape: tuple[int, ...], strides: tuple[int, ...]) -> Any:
-    """A read-only strided view of ``x`` (byte strides), on NumPy or CuPy."""
-    view = xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
-    return view
+    """A strided view of ``x`` (byte strides), on NumPy or CuPy; writes go to ``x``.
+
+    No bounds checks: the caller guarantees every element lies inside ``x``.
+    """
+    return xp.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)
 
 
 def zero_pad(xp: Any, x: Any, padding: tuple[int, int], value: float = 0.0) -> Any:
@@ -157,8 +171,9 @@ class Conv2d(Module):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("groups", groups)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Conv2d: {name} must be a positive integer; got {value!r}")
+        in_channels, out_channels, groups = int(in_channels), int(out_channels), int(groups)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must "
@@ -277,56 +292,130 @@ class Conv2d(Module):
     # -- bprop --------------------------------------------------------------------
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
-        """Both passes share ∂L/∂Y laid out as (G, O/G, N·OH·CW)."""
-        grad_cols = self._grad_columns(grad_out)
-        self._accumulate(grad_out, grad_cols)
-        return self._grad_input(grad_cols) if input_grad else None
+        """∂L/∂W, ∂L/∂b and (unless ``input_grad=False``) ∂L/∂x in one pass over the batch."""
+        if self._is_pointwise():
+            grad_cols = self._pointwise_grad_columns(grad_out)
+            self._accumulate_pointwise(grad_out, grad_cols)
+            return self._grad_input_pointwise(grad_cols) if input_grad else None
+        return self._backward_columns(grad_out, weights=True, inputs=input_grad)
 
     def accumulate_grad(self, grad_out: Any) -> None:
-        self._accumulate(grad_out, self._grad_columns(grad_out))
+        if self._is_pointwise():
+            self._accumulate_pointwise(grad_out, self._pointwise_grad_columns(grad_out))
+        else:
+            self._backward_columns(grad_out, weights=True, inputs=False)
 
     def grad_input(self, grad_out: Any) -> Any:
-        return self._grad_input(self._grad_columns(grad_out))
-
-    def _grad_columns(self, grad_out: Any) -> Any:
-        xp = array_module(grad_out)
         if self._is_pointwise():
-            n = grad_out.shape[0]
-            return grad_out.reshape(n, self.out_channels, -1)
-        _, _, oh, ow, cw = self._layout(self._cached("_x_shape"))
+            return self._grad_input_pointwise(self._pointwise_grad_columns(grad_out))
+        return self._backward_columns(grad_out, weights=False, inputs=True)
+
+    def _backward_columns(self, grad_out: Any, weights: bool, inputs: bool) -> Any:
+        """The im2col path's bprop, a block of samples at a time.
+
+        For each block, ∂L/∂Y is laid out like the columns, (G, O/G, n_b·OH·CW); then
+        ∂L/∂W += G X_colᵀ (the block's columns) and ∂L/∂X_col = Wᵀ G is scattered by
+        col2im. Blocks keep ∂L/∂X_col (K_h·K_w times the input's size for the whole batch)
+        to one reused buffer of at most ``BLOCK_BYTES`` instead of a fresh allocation as
+        large as K_h·K_w inputs (whose page faults cost as much as the col2im itself).
+        """
+        xp = array_module(grad_out)
+        x_shape = self._cached("_x_shape")
+        n, c = x_shape[:2]
+        hp, wp, oh, ow, cw = self._layout(x_shape)
+        (kh, kw), dw = self.kernel_size, self.dilation[1]
+        per_sample = oh * cw
+        if weights:
+            cols = self._cached("_cols").reshape(self.groups, -1, n * per_sample)
+            if self.bias is not None:
+                self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
+        if inputs:
+            slack = (kw - 1) * dw if cw != ow else 0
+            grad = xp.zeros(n * c * hp * wp + slack, dtype=grad_out.dtype)
+            w_t = self._weight_matrix().transpose(0, 2, 1)
+        sample_size = c * kh * kw * per_sample
+        block = n
+        if xp.__name__ == "numpy":
+            block = max(1, min(n, BLOCK_BYTES // (sample_size * grad_out.dtype.itemsize)))
+        if inputs:
+            d_cols_buffer = xp.empty(block * sample_size, dtype=grad_out.dtype)
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            grad_cols = self._grad_columns(xp, grad_out[start:stop], oh, ow, cw)
+            if weights:
+                block_cols = cols[:, :, start * per_sample:stop * per_sample]
+                self.weight.accumulate(
+                    _matmul_into, grad_cols, block_cols.transpose(0, 2, 1), self.weight.shape
+                )
+            if inputs:
+                d_cols = d_cols_buffer[: (stop - start) * sample_size]
+                d_cols = d_cols.reshape(self.groups, -1, grad_cols.shape[-1])
+                xp.matmul(w_t, grad_cols, out=d_cols)
+                self._col2im(xp, d_cols, grad, start, stop, x_shape)
+        if not inputs:
+            return None
+        (ph, pw), h, w = self.padding, x_shape[2], x_shape[3]
+        grad = grad[: n * c * hp * wp].reshape(n, c, hp, wp)
+        if (ph, pw) == (0, 0):
+            return grad
+        return xp.ascontiguousarray(grad[:, :, ph:ph + h, pw:pw + w])
+
+    def _grad_columns(self, xp: Any, grad_out: Any, oh: int, ow: int, cw: int) -> Any:
+        """∂L/∂Y of a block (n_b, O, OH, OW) as (G, O/G, n_b·OH·CW), zero in the extra
+        full-width columns."""
         if cw == ow:
             grad_cols = xp.ascontiguousarray(grad_out.transpose(1, 0, 2, 3))
         else:
-            n = grad_out.shape[0]
-            grad_cols = xp.zeros((self.out_channels, n, oh, cw), dtype=grad_out.dtype)
+            grad_cols = xp.zeros((self.out_channels, grad_out.shape[0], oh, cw),
+                                 dtype=grad_out.dtype)
             grad_cols[..., :ow] = grad_out.transpose(1, 0, 2, 3)
         return grad_cols.reshape(self.groups, self.out_channels // self.groups, -1)
 
-    def _accumulate(self, grad_out: Any, grad_cols: Any) -> None:
+    def _col2im(self, xp: Any, d_cols: Any, grad: Any, start: int, stop: int,
+                x_shape: tuple[int, ...]) -> None:
+        """Add the column gradient of samples [start, stop) into ``grad``, the flat padded
+        (N, C, H_p, W_p) input gradient: one strided addition per kernel offset (i, j)."""
+        n, c = x_shape[:2]
+        hp, wp, oh, ow, cw = self._layout(x_shape)
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        d_cols = d_cols.reshape(c, kh, kw, stop - start, oh * cw)
+        plane, item = hp * wp, grad.dtype.itemsize
+        if cw == ow:
+            block = grad[: n * c * plane].reshape(n, c, hp, wp)[start:stop]
+            for i in range(kh):
+                for j in range(kw):
+                    block[kernel_offset_slice(i, j, (oh, ow), self.stride, self.dilation)] += (
+                        d_cols[:, i, j].reshape(c, stop - start, oh, ow).transpose(1, 0, 2, 3)
+                    )
+            return
+        # Full width: offset (i, j) adds one run of OH·W_p values per (n, c) plane, from
+        # i·d_h·W_p + j·d_w on; the runs' extra values are zeros.
+        for i in range(kh):
+            for j in range(kw):
+                offset = start * c * plane + i * dh * wp + j * dw
+                run = strided_windows(xp, grad[offset:], (c, stop - start, oh * wp),
+                                      (plane * item, c * plane * item, item))
+                run += d_cols[:, i, j]
+
+    # -- bprop of the 1×1 fast path -------------------------------------------------
+
+    def _pointwise_grad_columns(self, grad_out: Any) -> Any:
+        return grad_out.reshape(grad_out.shape[0], self.out_channels, -1)
+
+    def _accumulate_pointwise(self, grad_out: Any, grad_cols: Any) -> None:
         xp = array_module(grad_out)
         cols = self._cached("_cols")
-        if self._is_pointwise():
-            # Σ_n G[n] X[n]ᵀ: a batched GEMM, then a sum over the (small) (N, O, C) stack.
-            per_sample = xp.matmul(grad_cols, cols.transpose(0, 2, 1))
-            self.weight.accumulate(_sum_into, per_sample, self.weight.shape)
-        else:
-            cols = cols.reshape(self.groups, -1, grad_cols.shape[-1])
-            self.weight.accumulate(
-                _matmul_into, grad_cols, cols.transpose(0, 2, 1), self.weight.shape
-            )
+        # Σ_n G[n] X[n]ᵀ: a batched GEMM, then a sum over the (small) (N, O, C) stack.
+        per_sample = xp.matmul(grad_cols, cols.transpose(0, 2, 1))
+        self.weight.accumulate(_sum_into, per_sample, self.weight.shape)
         if self.bias is not None:
             self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
 
-    def _grad_input(self, grad_cols: Any) -> Any:
+    def _grad_input_pointwise(self, grad_cols: Any) -> Any:
         xp = array_module(grad_cols)
         x_shape = self._cached("_x_shape")
-        w = self._weight_matrix()
-        d_cols = xp.matmul(w.transpose(0, 2, 1), grad_cols)
-        if self._is_pointwise():
-            return self._scatter_pointwise(xp, d_cols, x_shape)
-        return self._col2im(xp, d_cols, x_shape)
-
-    def _scatter_pointwise(self, xp: Any, d_cols: Any, x_shape: tuple[int, ...]) -> Any:
+        weight = self.weight.data.reshape(self.out_channels, self.in_channels)
+        d_cols = xp.matmul(weight.T, grad_cols)
         n, c, h, w = x_shape
         sh, sw = self.stride
         if (sh, sw) == (1, 1):
@@ -335,35 +424,6 @@ class Conv2d(Module):
         oh, ow = output_size(h, 1, sh, 0), output_size(w, 1, sw, 0)
         grad[:, :, ::sh, ::sw] = d_cols.reshape(n, c, oh, ow)
         return grad
-
-    def _col2im(self, xp: Any, d_cols: Any, x_shape: tuple[int, ...]) -> Any:
-        """Σ over kernel offsets (i, j) of the column gradient, added at the pixels each
-        offset read: one strided addition per offset, into (C, N, H_p, W_p)."""
-        n, c, h, w = x_shape
-        hp, wp, oh, ow, cw = self._layout(x_shape)
-        (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation
-        d_cols = d_cols.reshape(c, kh, kw, n, oh * cw)
-        if cw == ow:
-            grad = xp.zeros((c, n, hp, wp), dtype=d_cols.dtype)
-            for i in range(kh):
-                for j in range(kw):
-                    grad[kernel_offset_slice(i, j, (oh, ow), self.stride, self.dilation)] += (
-                        d_cols[:, i, j].reshape(c, n, oh, ow)
-                    )
-        else:
-            # Full width: offset (i, j) adds one run of OH·W_p values per (c, n) plane,
-            # starting at i·d_h·W_p + j·d_w; the runs' extra values are zeros.
-            plane, item = hp * wp, d_cols.dtype.itemsize
-            flat = xp.zeros(c * n * plane + (kw - 1) * dw, dtype=d_cols.dtype)
-            for i in range(kh):
-                for j in range(kw):
-                    start = i * dh * wp + j * dw
-                    run = strided_windows(xp, flat[start:], (c, n, oh * wp),
-                                          (n * plane * item, plane * item, item))
-                    run += d_cols[:, i, j]
-            grad = flat[: c * n * plane].reshape(c, n, hp, wp)
-        grad = grad[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
-        return xp.ascontiguousarray(grad)
 
     def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"

@@ -1,6 +1,6 @@
 """Modules: boxes with fprop and bprop, and the containers that compose them."""
 
-from ermlab.nn import init
+from ermlab.nn import init, zoo
 from ermlab.nn.activations import (
     ACTIVATIONS,
     ELU,
@@ -12,6 +12,7 @@ from ermlab.nn.activations import (
     Softplus,
     Tanh,
 )
+from ermlab.nn.blocks import BasicBlock, Bottleneck, InceptionModule, ResNeXtBlock
 from ermlab.nn.conv import Conv2d
 from ermlab.nn.graph import Graph
 from ermlab.nn.linear import Flatten, Identity, Linear
@@ -38,6 +39,8 @@ __all__ = [
     "ACTIVATIONS",
     "Add",
     "AvgPool2d",
+    "BasicBlock",
+    "Bottleneck",
     "BatchNorm1d",
     "BatchNorm2d",
     "Concatenate",
@@ -50,6 +53,7 @@ __all__ = [
     "GlobalAvgPool2d",
     "Graph",
     "Identity",
+    "InceptionModule",
     "LeakyReLU",
     "Linear",
     "LocalResponseNorm",
@@ -58,6 +62,7 @@ __all__ = [
     "Module",
     "Parameter",
     "ReLU",
+    "ResNeXtBlock",
     "Sequential",
     "Sigmoid",
     "Softmax",
@@ -70,4 +75,5 @@ __all__ = [
     "mlp",
     "residual_block",
     "use_generator",
+    "zoo",
 ]

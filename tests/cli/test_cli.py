@@ -135,3 +135,20 @@ def test_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path, m
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_a_zoo_cnn_on_user_images_with_augmentation(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(2), 40)
+    x = rng.normal(0, 0.3, (80, 1, 28, 28)).astype(np.float32)
+    x[y == 1, :, 8:20, 8:20] += 1.0  # class 1: a bright square
+    np.savez(tmp_path / "images.npz", x=x, y=y)
+    assert run_cli("train", "--dataset", "npz", "--data-path", tmp_path / "images.npz",
+                   "--model", "lenet5", "--augment", "flip,crop:2", "--epochs", 3,
+                   "--batch-size", 16, "--output", tmp_path / "run", "-q") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["test_accuracy"] >= 0.9
+    capsys.readouterr()
+    assert run_cli("evaluate", tmp_path / "run") == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert run_cli("train", "--model", "no_such_net", "--output", tmp_path / "bad") == 2

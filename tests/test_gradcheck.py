@@ -1,0 +1,50 @@
+"""The gradient checker itself, and the built-in suite behind `ermlab gradcheck`."""
+
+import numpy as np
+import pytest
+
+from ermlab import backend, gradcheck, gradcheck_suite, nn
+from ermlab.nn.activations import Tanh
+
+
+def test_relative_error_is_relative_above_the_floor_and_scaled_below_it():
+    analytic = np.array([2.0, 1e-1, 1e-6])
+    numeric = np.array([2.0 * (1 + 1e-7), 1e-1 * (1 + 1e-5), 2e-6])
+    rel = gradcheck.relative_error(analytic, numeric)
+    np.testing.assert_allclose(rel[:2], [1e-7, 1e-5], rtol=1e-4)  # ÷ max(|a|, |n|)
+    # below 1e-3 of the largest entry, errors are measured against that level (2e-3)
+    assert rel[2] == pytest.approx(1e-6 / 2e-3)
+
+
+def test_numerical_gradient_of_a_quadratic_is_exact():
+    a = np.array([[2.0, 1.0], [1.0, 3.0]])
+    x = np.array([0.3, -0.7])
+    grad = gradcheck.numerical_gradient(lambda: 0.5 * x @ a @ x, x)
+    np.testing.assert_allclose(grad, a @ x, rtol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_built_in_component_passes(seed):
+    results = gradcheck_suite.run(seed=seed)
+    failures = [(name, r.max_rel_error, r.where) for _, name, r in results if not r.passed(1e-6)]
+    assert not failures
+    names = {name for _, name, _ in results}
+    for expected in ("Linear", "Conv2d", "BatchNorm2d", "Dropout", "InceptionModule",
+                     "SoftmaxCrossEntropy", "ElasticNet"):
+        assert expected in names
+
+
+def test_a_wrong_backward_is_caught(monkeypatch):
+    """A derivative off by 0.1 % is a failure the checker reports, with its location."""
+    monkeypatch.setattr(Tanh, "grad_input", lambda self, g: g * (1 - self._cached("_y") ** 2)
+                        * 1.001)
+    with backend.default_dtype(np.float64):
+        result = gradcheck.check_module(nn.Tanh(), np.random.default_rng(0).normal(size=(3, 4)))
+    assert not result.passed(1e-6)
+    assert result.max_rel_error == pytest.approx(1e-3, rel=1e-2)
+    assert result.where.startswith("input[")
+
+
+def test_float32_is_refused():
+    with pytest.raises(ValueError, match="float64"):
+        gradcheck.check_module(nn.Linear(2, 2), np.zeros((1, 2), np.float32))

@@ -2,8 +2,11 @@
 
 ermlab's optimizers against torch.optim with ``foreach=True`` in the same run;
 prints the median time of one ``step()`` over repeated runs and the ratio
-ermlab / torch, for torch on its default threads and on one thread (NumPy's
-elementwise passes are single-threaded). Run by hand:
+ermlab / torch: ermlab on its default threads (``ERMLAB_NUM_THREADS`` or the
+CPU count; see ``ermlab.optim.inplace``) against torch on its default threads,
+and ermlab with ``threads=1`` against torch on one thread. ermlab runs first,
+before torch starts its thread pool (whose idle threads spin for a while).
+Run by hand:
 
     python benchmarks/optim_step.py [--repeats 50]
 
@@ -41,7 +44,7 @@ CASES = [
 
 
 def median_step_ms(opt, repeats: int) -> float:
-    for _ in range(3):
+    for _ in range(10):  # warm up: first steps allocate state, lay out blocks, start threads
         opt.step()
     times = []
     for _ in range(repeats):
@@ -80,16 +83,19 @@ def main() -> None:
     total = sum(a.size for a in arrays)
     threads = torch.get_num_threads() if torch else "-"
     print(f"one step over {len(arrays)} float32 tensors, {total:,} parameters; median of "
-          f"{args.repeats}; torch foreach=True, {threads} threads; shared machine: noisy")
+          f"{args.repeats}; ermlab {optim.inplace.default_threads()} threads; torch "
+          f"foreach=True, {threads} threads; shared machine: noisy")
     print(f"{'optimizer':<42} {'ermlab ms':>10} {'torch ms':>10} {'ratio':>7} "
-          f"{'torch 1thr':>10} {'ratio':>7}")
-    ours = {}
-    for name, options in CASES:
-        params = mlp([784, 512, 256, 10], rng=0, dtype=np.float32).parameters()
-        for p, g in zip(params, grads):
-            p.grad[...] = g
-        ours[name, str(options)] = median_step_ms(getattr(optim, name)(params, **options),
-                                                  args.repeats)
+          f"{'ermlab 1thr':>11} {'torch 1thr':>10} {'ratio':>7}")
+    ours, ours_one = {}, {}
+    for table, n_threads in ((ours, None), (ours_one, 1)):
+        for name, options in CASES:
+            params = mlp([784, 512, 256, 10], rng=0, dtype=np.float32).parameters()
+            for p, g in zip(params, grads):
+                p.grad[...] = g
+            opt = getattr(optim, name)(params, **options)
+            opt.threads = n_threads or opt.threads
+            table[name, str(options)] = median_step_ms(opt, args.repeats)
     theirs, one_thread = {}, {}
     for table, n_threads in ((theirs, threads), (one_thread, 1)):
         if torch is None:
@@ -106,7 +112,7 @@ def main() -> None:
         label = name + (f"({', '.join(f'{k}={v}' for k, v in options.items())})" if options else "")
         t2, t1 = theirs.get(key, nan), one_thread.get(key, nan)
         print(f"{label:<42} {ours[key]:10.3f} {_ms(t2)} {_ratio(ours[key], t2)} "
-              f"{_ms(t1)} {_ratio(ours[key], t1)}")
+              f"{ours_one[key]:11.3f} {_ms(t1)} {_ratio(ours_one[key], t1)}")
     subnormal_table(arrays, grads, args.repeats)
 
 

@@ -14,7 +14,13 @@ from typing import Any
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.inplace import FLUSH_BELOW, InPlaceOptimizer, add_scaled_square_, lerp_
+from ermlab.optim.inplace import (
+    FLUSH_BELOW,
+    Block,
+    InPlaceOptimizer,
+    add_scaled_square_,
+    lerp_,
+)
 
 
 class _AdamFamily(InPlaceOptimizer):
@@ -32,17 +38,17 @@ class _AdamFamily(InPlaceOptimizer):
         return {"step": 0, "exp_avg": xp.zeros_like(param.data),
                 "exp_avg_sq": xp.zeros_like(param.data)}
 
-    def decayed_grad(self, param: Parameter, group: dict[str, Any]) -> Any:
+    def decayed_grad(self, block: Block, group: dict[str, Any]) -> Any:
         """Apply weight decay: decoupled θ ← θ(1 − γλ), or coupled g = ∇θ + λθ (returned)."""
         wd = group["weight_decay"]
         if not wd:
-            return param.grad
+            return block.grad
         if group.get("decoupled_weight_decay", False):
-            param.data *= 1 - group["lr"] * wd
-            return param.grad
-        xp = array_module(param.data)
-        g = xp.multiply(param.data, wd, out=self.scratch(param, 0))
-        g += param.grad
+            block.data *= 1 - group["lr"] * wd
+            return block.grad
+        xp = array_module(block.data)
+        g = xp.multiply(block.data, wd, out=block.scratch(0))
+        g += block.grad
         return g
 
 
@@ -70,6 +76,8 @@ class Adam(_AdamFamily):
         weight_decay: λ ≥ 0, default 0 (coupled L2 unless ``decoupled_weight_decay``).
         amsgrad: default False.
         decoupled_weight_decay: θ ← θ(1 − γλ) instead (this is AdamW), default False.
+        threads: lanes a step is shared out among (``optim.inplace``); results do not
+            depend on it.
         flush_every, flush_below: subnormal flush of m, v, v_max (``optim.inplace``).
 
     Example:
@@ -88,10 +96,11 @@ class Adam(_AdamFamily):
         *,
         flush_every: int = 16,
         flush_below: float = FLUSH_BELOW,
+        threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, decoupled_weight_decay=decoupled_weight_decay)
-        super().__init__(params, defaults, flush_every, flush_below)
+        super().__init__(params, defaults, flush_every, flush_below, threads)
 
     def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         state = super().init_state(param, group)
@@ -99,27 +108,30 @@ class Adam(_AdamFamily):
             state["max_exp_avg_sq"] = array_module(param.data).zeros_like(param.data)
         return state
 
-    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        xp = array_module(param.data)
-        state["step"] += 1
+    def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> tuple:
+        """γ/(1 − β₁ᵗ) and √(1 − β₂ᵗ)."""
         t = state["step"]
         beta1, beta2 = group["betas"]
-        g = self.decayed_grad(param, group)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        d = self.scratch(param, 1)
+        return group["lr"] / (1 - beta1**t), (1 - beta2**t) ** 0.5
+
+    def update_block(self, block: Block, group: dict[str, Any], scalars: tuple) -> None:
+        xp = array_module(block.data)
+        step_size, bias_correction2_sqrt = scalars
+        beta1, beta2 = group["betas"]
+        g = self.decayed_grad(block, group)
+        m, v = block.state["exp_avg"], block.state["exp_avg_sq"]
+        d = block.scratch(1)
         lerp_(m, g, 1 - beta1, d)
         v *= beta2
         add_scaled_square_(v, g, 1 - beta2, d)
-        step_size = group["lr"] / (1 - beta1**t)
-        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
         if group["amsgrad"]:
-            v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+            v = xp.maximum(block.state["max_exp_avg_sq"], v, out=block.state["max_exp_avg_sq"])
         xp.sqrt(v, out=d)
         d /= bias_correction2_sqrt
         d += group["eps"]
         xp.divide(m, d, out=d)
         d *= -step_size
-        param.data += d
+        block.data += d
 
 
 class AdamW(Adam):
@@ -147,10 +159,11 @@ class AdamW(Adam):
         *,
         flush_every: int = 16,
         flush_below: float = FLUSH_BELOW,
+        threads: int | None = None,
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad,
                          decoupled_weight_decay=True, flush_every=flush_every,
-                         flush_below=flush_below)
+                         flush_below=flush_below, threads=threads)
 
 
 class Adamax(_AdamFamily):
@@ -169,6 +182,8 @@ class Adamax(_AdamFamily):
         betas: (β₁, β₂) in [0, 1), default (0.9, 0.999).
         eps: ε ≥ 0, default 1e-8.
         weight_decay: λ ≥ 0 (coupled L2), default 0.
+        threads: lanes a step is shared out among (``optim.inplace``); results do not
+            depend on it.
         flush_every, flush_below: subnormal flush of m (``optim.inplace``).
 
     Example:
@@ -185,31 +200,34 @@ class Adamax(_AdamFamily):
         *,
         flush_every: int = 16,
         flush_below: float = FLUSH_BELOW,
+        threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, flush_every, flush_below)
+        super().__init__(params, defaults, flush_every, flush_below, threads)
 
     def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         xp = array_module(param.data)
         return {"step": 0, "exp_avg": xp.zeros_like(param.data),
                 "exp_inf": xp.zeros_like(param.data)}
 
-    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        xp = array_module(param.data)
-        state["step"] += 1
+    def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> float:
+        """γ/(1 − β₁ᵗ)."""
+        return group["lr"] / (1 - group["betas"][0] ** state["step"])
+
+    def update_block(self, block: Block, group: dict[str, Any], clr: float) -> None:
+        xp = array_module(block.data)
         beta1, beta2 = group["betas"]
-        g = self.decayed_grad(param, group)
-        m, u = state["exp_avg"], state["exp_inf"]
-        d = self.scratch(param, 1)
+        g = self.decayed_grad(block, group)
+        m, u = block.state["exp_avg"], block.state["exp_inf"]
+        d = block.scratch(1)
         lerp_(m, g, 1 - beta1, d)
         u *= beta2
         xp.abs(g, out=d)
         d += group["eps"]
         xp.maximum(u, d, out=u)
-        clr = group["lr"] / (1 - beta1 ** state["step"])
         xp.divide(m, u, out=d)
         d *= -clr
-        param.data += d
+        block.data += d
 
 
 class NAdam(_AdamFamily):
@@ -232,6 +250,8 @@ class NAdam(_AdamFamily):
         weight_decay: λ ≥ 0, default 0 (coupled unless ``decoupled_weight_decay``).
         momentum_decay: ψ ≥ 0, default 4e-3.
         decoupled_weight_decay: θ ← θ(1 − γλ), default False.
+        threads: lanes a step is shared out among (``optim.inplace``); results do not
+            depend on it.
         flush_every, flush_below: subnormal flush of m, v (``optim.inplace``).
 
     Example:
@@ -250,11 +270,12 @@ class NAdam(_AdamFamily):
         *,
         flush_every: int = 16,
         flush_below: float = FLUSH_BELOW,
+        threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay,
                         decoupled_weight_decay=decoupled_weight_decay)
-        super().__init__(params, defaults, flush_every, flush_below)
+        super().__init__(params, defaults, flush_every, flush_below, threads)
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
@@ -265,21 +286,27 @@ class NAdam(_AdamFamily):
         state["mu_product"] = 1.0
         return state
 
-    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        xp = array_module(param.data)
-        state["step"] += 1
+    def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> tuple:
+        """1 − β₂ᵗ and the coefficients of g and m; advances Π μ_i (once per step)."""
         t = state["step"]
         lr, psi = group["lr"], group["momentum_decay"]
         beta1, beta2 = group["betas"]
         bias_correction2 = 1 - beta2**t
-        g = self.decayed_grad(param, group)
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (t * psi)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * psi)))
         state["mu_product"] *= mu
         mu_product = state["mu_product"]
         mu_product_next = mu_product * mu_next
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        denom, d = self.scratch(param, 1), self.scratch(param, 2)
+        return (bias_correction2, -lr * (1.0 - mu) / (1.0 - mu_product),
+                (-lr * mu_next) / (1.0 - mu_product_next))
+
+    def update_block(self, block: Block, group: dict[str, Any], scalars: tuple) -> None:
+        xp = array_module(block.data)
+        bias_correction2, grad_coef, exp_avg_coef = scalars
+        beta1, beta2 = group["betas"]
+        g = self.decayed_grad(block, group)
+        m, v = block.state["exp_avg"], block.state["exp_avg_sq"]
+        denom, d = block.scratch(1), block.scratch(2)
         lerp_(m, g, 1 - beta1, denom)
         v *= beta2
         add_scaled_square_(v, g, 1 - beta2, denom)
@@ -287,8 +314,8 @@ class NAdam(_AdamFamily):
         xp.sqrt(denom, out=denom)
         denom += group["eps"]
         xp.divide(g, denom, out=d)
-        d *= -lr * (1.0 - mu) / (1.0 - mu_product)
-        param.data += d
+        d *= grad_coef
+        block.data += d
         xp.divide(m, denom, out=d)
-        d *= (-lr * mu_next) / (1.0 - mu_product_next)
-        param.data += d
+        d *= exp_avg_coef
+        block.data += d

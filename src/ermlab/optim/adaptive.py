@@ -13,16 +13,22 @@ from typing import Any
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.inplace import FLUSH_BELOW, InPlaceOptimizer, add_scaled_square_, lerp_
+from ermlab.optim.inplace import (
+    FLUSH_BELOW,
+    Block,
+    InPlaceOptimizer,
+    add_scaled_square_,
+    lerp_,
+)
 
 
-def _coupled_grad(opt: InPlaceOptimizer, param: Parameter, weight_decay: float) -> Any:
-    """g = ∇θ + λθ in a scratch buffer (``param.grad`` itself when λ = 0)."""
+def _coupled_grad(block: Block, weight_decay: float) -> Any:
+    """g = ∇θ + λθ in a scratch buffer (``block.grad`` itself when λ = 0)."""
     if not weight_decay:
-        return param.grad
-    xp = array_module(param.data)
-    g = xp.multiply(param.data, weight_decay, out=opt.scratch(param, 0))
-    g += param.grad
+        return block.grad
+    xp = array_module(block.data)
+    g = xp.multiply(block.data, weight_decay, out=block.scratch(0))
+    g += block.grad
     return g
 
 
@@ -41,6 +47,8 @@ class Adagrad(InPlaceOptimizer):
         initial_accumulator_value: G₀ ≥ 0, default 0.
         eps: ε ≥ 0, default 1e-10, added outside the square root as in torch
             (TensorFlow starts G at 0.1 and uses ε = 1e-7; Optax puts ε inside).
+        threads: lanes a step is shared out among (``optim.inplace``); results do not
+            depend on it.
 
     The accumulator only grows, so nothing here needs the subnormal flush.
 
@@ -56,10 +64,12 @@ class Adagrad(InPlaceOptimizer):
         weight_decay: float = 0.0,
         initial_accumulator_value: float = 0.0,
         eps: float = 1e-10,
+        *,
+        threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value, eps=eps)
-        super().__init__(params, defaults, flush_every=0)
+        super().__init__(params, defaults, flush_every=0, threads=threads)
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
@@ -70,17 +80,19 @@ class Adagrad(InPlaceOptimizer):
         xp = array_module(param.data)
         return {"step": 0, "sum": xp.full_like(param.data, group["initial_accumulator_value"])}
 
-    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        xp = array_module(param.data)
-        state["step"] += 1
-        g = _coupled_grad(self, param, group["weight_decay"])
-        clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
-        add_scaled_square_(state["sum"], g, 1, self.scratch(param, 1))
-        d = xp.sqrt(state["sum"], out=self.scratch(param, 1))
+    def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> float:
+        """γ_t = γ / (1 + (t − 1) η)."""
+        return group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+
+    def update_block(self, block: Block, group: dict[str, Any], clr: float) -> None:
+        xp = array_module(block.data)
+        g = _coupled_grad(block, group["weight_decay"])
+        add_scaled_square_(block.state["sum"], g, 1, block.scratch(1))
+        d = xp.sqrt(block.state["sum"], out=block.scratch(1))
         d += group["eps"]
         xp.divide(g, d, out=d)
         d *= -clr
-        param.data += d
+        block.data += d
 
 
 class Adadelta(InPlaceOptimizer):
@@ -100,6 +112,8 @@ class Adadelta(InPlaceOptimizer):
         rho: ρ ∈ [0, 1), default 0.9 (Zeiler used 0.95).
         eps: ε ≥ 0, default 1e-6.
         weight_decay: λ ≥ 0 (coupled L2), default 0.
+        threads: lanes a step is shared out among (``optim.inplace``); results do not
+            depend on it.
         flush_every, flush_below: subnormal flush of both averages (``optim.inplace``).
 
     Example:
@@ -118,9 +132,10 @@ class Adadelta(InPlaceOptimizer):
         *,
         flush_every: int = 16,
         flush_below: float = FLUSH_BELOW,
+        threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
-        super().__init__(params, defaults, flush_every, flush_below)
+        super().__init__(params, defaults, flush_every, flush_below, threads)
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
@@ -132,13 +147,12 @@ class Adadelta(InPlaceOptimizer):
         return {"step": 0, "square_avg": xp.zeros_like(param.data),
                 "acc_delta": xp.zeros_like(param.data)}
 
-    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        xp = array_module(param.data)
-        state["step"] += 1
+    def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
+        xp = array_module(block.data)
         rho, eps = group["rho"], group["eps"]
-        g = _coupled_grad(self, param, group["weight_decay"])
-        square_avg, acc_delta = state["square_avg"], state["acc_delta"]
-        std, delta = self.scratch(param, 1), self.scratch(param, 2)
+        g = _coupled_grad(block, group["weight_decay"])
+        square_avg, acc_delta = block.state["square_avg"], block.state["acc_delta"]
+        std, delta = block.scratch(1), block.scratch(2)
         square_avg *= rho
         add_scaled_square_(square_avg, g, 1 - rho, std)
         xp.add(square_avg, eps, out=std)
@@ -150,7 +164,7 @@ class Adadelta(InPlaceOptimizer):
         acc_delta *= rho
         add_scaled_square_(acc_delta, delta, 1 - rho, std)
         delta *= -group["lr"]
-        param.data += delta
+        block.data += delta
 
 
 class RMSprop(InPlaceOptimizer):
@@ -177,6 +191,8 @@ class RMSprop(InPlaceOptimizer):
         momentum: μ ∈ [0, 1), default 0.
         centered: divide by the estimated standard deviation, default False.
         eps_inside_sqrt: put ε inside the root (Optax/Keras), default False (torch).
+        threads: lanes a step is shared out among (``optim.inplace``); results do not
+            depend on it.
         flush_every, flush_below: subnormal flush of v, ḡ, b (``optim.inplace``).
 
     Example:
@@ -198,10 +214,11 @@ class RMSprop(InPlaceOptimizer):
         *,
         flush_every: int = 16,
         flush_below: float = FLUSH_BELOW,
+        threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                         momentum=momentum, centered=centered, eps_inside_sqrt=eps_inside_sqrt)
-        super().__init__(params, defaults, flush_every, flush_below)
+        super().__init__(params, defaults, flush_every, flush_below, threads)
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
@@ -217,21 +234,19 @@ class RMSprop(InPlaceOptimizer):
             state["grad_avg"] = xp.zeros_like(param.data)
         return state
 
-    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        xp = array_module(param.data)
-        state["step"] += 1
+    def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
+        xp = array_module(block.data)
         alpha, eps = group["alpha"], group["eps"]
-        g = _coupled_grad(self, param, group["weight_decay"])
-        avg = self.scratch(param, 1)
-        square_avg = state["square_avg"]
+        g = _coupled_grad(block, group["weight_decay"])
+        avg = block.scratch(1)
+        square_avg = block.state["square_avg"]
         square_avg *= alpha
         add_scaled_square_(square_avg, g, 1 - alpha, avg)
         if group["centered"]:
-            grad_avg = state["grad_avg"]
+            grad_avg = block.state["grad_avg"]
             lerp_(grad_avg, g, 1 - alpha, avg)
-            xp.multiply(grad_avg, -1, out=avg)
-            avg *= grad_avg
-            avg += square_avg
+            xp.multiply(grad_avg, grad_avg, out=avg)
+            xp.subtract(square_avg, avg, out=avg)  # = torch's addcmul(ḡ, ḡ, value=-1), exactly
         v_hat = avg if group["centered"] else square_avg
         if group["eps_inside_sqrt"]:
             xp.sqrt(xp.add(v_hat, eps, out=avg), out=avg)
@@ -240,10 +255,10 @@ class RMSprop(InPlaceOptimizer):
             avg += eps
         xp.divide(g, avg, out=avg)
         if group["momentum"] > 0:
-            buf = state["momentum_buffer"]
+            buf = block.state["momentum_buffer"]
             buf *= group["momentum"]
             buf += avg
             xp.multiply(buf, -group["lr"], out=avg)
         else:
             avg *= -group["lr"]
-        param.data += avg
+        block.data += avg

@@ -14,18 +14,109 @@ same steps) the arrays named in ``decaying_state`` have entries with
 |x| < ``flush_below`` (1e-30) set to zero. The change is below 1e-30 in
 absolute value, far under float32/float64 resolution of any update that
 matters; ``flush_every=0`` turns it off.
+
+Threaded, blocked execution. A step is ~2–17 elementwise passes per
+parameter, each a NumPy ufunc on one thread. ``step`` lays the parameters end
+to end and cuts them into ``threads`` lanes of about equal size (large
+parameters are cut at lane ends; small ones, biases, stay whole and go to the
+calling thread); the calling thread runs the first lane and a persistent,
+process-wide pool of worker threads the others (ufuncs release the GIL while
+they loop over more than a few hundred elements). Blocks are also capped at
+``block_bytes`` (1 MiB) per array, and a single-threaded step cuts parameters
+over twice that size, so that all passes of a block run while it is in the L3
+cache: a 10M-parameter Adam step goes from 34 to 22 ms. Smaller L2-sized
+blocks were measured and lose: at the sizes of a typical MLP the arrays are
+already in L3, and each extra block costs ~13 more ufunc calls (~1–2 µs each,
+more when two threads contend for the GIL). Every element sees the same
+operations in the same order as on the whole array, so results are bitwise the
+same for any ``threads`` and ``block_bytes``. ``threads`` defaults to the
+environment variable ``ERMLAB_NUM_THREADS``, else the number of CPUs this
+process may use; ``threads=1`` (or ``opt.threads = 1``) runs everything in the
+calling thread. A step uses at most one thread per ``lane_work`` (1.5M)
+element-passes (elements × ``passes(group)``, 10 unless a rule says less):
+cheap rules on a mid-sized model, such as plain SGD (two passes) or SGD with
+momentum (four) over 0.5M parameters, stay in one thread, where the hand-off
+to a worker (~50 µs) costs more than it saves; parameters under
+``min_parallel`` (65536) elements are never cut. On a machine whose
+cores are busy with other work, extra threads only add contention: set
+``ERMLAB_NUM_THREADS=1`` there.
+
+A subclass writes the rule in two parts: ``scalars(param, group, state)``,
+called once per parameter per step after ``state["step"]`` has been
+incremented by the base (bias corrections, schedules, lazily created state
+arrays), and ``update_block(block, group, scalars)``, the array rule on a
+``Block`` (``block.data``, ``block.grad``, ``block.state[name]`` and
+``block.scratch(k)`` are the block's parts of the parameter, its gradient, its
+state arrays and its k-th scratch buffer).
 """
 
 from __future__ import annotations
 
+import bisect
+import os
+import sys
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import numpy
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.base import Optimizer
 
 FLUSH_BELOW = 1e-30
+BLOCK_BYTES = 1 << 20
+MIN_PARALLEL = 65536
+LANE_WORK = 1_500_000
+ALIGN = 64
+BLOCK_COST = 8192
+LEAD = 16384
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def default_threads() -> int:
+    """``ERMLAB_NUM_THREADS`` if set, else the number of CPUs this process may run on."""
+    value = os.environ.get("ERMLAB_NUM_THREADS")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"ERMLAB_NUM_THREADS must be an integer ≥ 1; got {value!r}")
+        return int(value)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _splittable(param: Parameter, state: dict[str, Any]) -> bool:
+    """Whether the parameter, its gradient and state arrays are C-contiguous NumPy arrays
+    of one shape."""
+    arrays = [param.data, param.grad] + [v for v in state.values() if _shaped_like(v, param)]
+    return all(isinstance(a, numpy.ndarray) and a.flags.c_contiguous
+               and a.shape == param.data.shape for a in arrays)
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    """The process-wide pool of optimizer worker threads, grown to at least ``n`` workers."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < n:
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ermlab-optim")
+            _pool_size = n
+        return _pool
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: start a new pool when needed."""
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def flush_tiny_(x: Any, below: float = FLUSH_BELOW) -> Any:
@@ -35,19 +126,61 @@ def flush_tiny_(x: Any, below: float = FLUSH_BELOW) -> Any:
     return x
 
 
+class Block:
+    """One parameter's arrays, or one contiguous slice of them, handed to ``update_block``.
+
+    ``data``, ``grad`` and the arrays in ``state`` (the parameter's state arrays
+    by name) are views of the same elements; ``scratch(k)`` is the same part of
+    the parameter's k-th scratch buffer; ``view(array)`` is the block's part of
+    any array shaped like the parameter.
+    """
+
+    __slots__ = ("owner", "param", "index", "data", "grad", "state", "scratches")
+
+    def __init__(self, owner: InPlaceOptimizer, param: Parameter, state: dict[str, Any],
+                 index: slice | None = None) -> None:
+        self.owner, self.param, self.index = owner, param, index
+        self.scratches: list[Any] = []
+        if index is None:
+            self.data, self.grad, self.state = param.data, param.grad, state
+        else:
+            self.data, self.grad = self.view(param.data), self.view(param.grad)
+            self.state = {k: self.view(v) for k, v in state.items() if _shaped_like(v, param)}
+
+    def view(self, array: Any) -> Any:
+        return array if self.index is None else array.reshape(-1)[self.index]
+
+    def scratch(self, k: int = 0) -> Any:
+        while len(self.scratches) <= k:
+            self.scratches.append(self.view(self.owner.scratch(self.param, len(self.scratches))))
+        return self.scratches[k]
+
+
+def _shaped_like(value: Any, param: Parameter) -> bool:
+    return isinstance(value, numpy.ndarray) and value.shape == param.shape
+
+
 class InPlaceOptimizer(Optimizer):
-    """Optimizer base with preallocated scratch buffers and a periodic subnormal flush.
+    """Optimizer base with preallocated scratch buffers, a periodic subnormal flush and
+    blocked, threaded steps (see the module docstring).
 
     Subclasses list the names of their geometrically decaying state arrays in
-    ``decaying_state`` and count ``state["step"]``.
+    ``decaying_state``, keep ``"step"`` in their ``init_state`` (the base counts
+    it) and write ``scalars`` and ``update_block``.
 
     Args (keyword-only in every subclass):
         flush_every: flush tiny state values every this many steps of a
             parameter; 0 disables the flush. Default 16.
         flush_below: the threshold, default 1e-30.
+        threads: threads a step is shared out among (1: the calling thread only);
+            default ``ERMLAB_NUM_THREADS`` or the CPU count; ``opt.threads`` may be
+            changed later. Results do not depend on it.
     """
 
     decaying_state: tuple[str, ...] = ()
+    block_bytes: int = BLOCK_BYTES
+    min_parallel: int = MIN_PARALLEL
+    lane_work: int = LANE_WORK
 
     def __init__(
         self,
@@ -55,6 +188,7 @@ class InPlaceOptimizer(Optimizer):
         defaults: dict[str, Any],
         flush_every: int = 16,
         flush_below: float = FLUSH_BELOW,
+        threads: int | None = None,
     ) -> None:
         if int(flush_every) != flush_every or flush_every < 0:
             raise ValueError(
@@ -63,9 +197,16 @@ class InPlaceOptimizer(Optimizer):
             )
         if not flush_below >= 0:
             raise ValueError(f"flush_below must be ≥ 0; got {flush_below}")
+        threads = default_threads() if threads is None else threads
+        if int(threads) != threads or threads < 1:
+            raise ValueError(
+                f"threads must be an integer ≥ 1 (1: no worker threads); got {threads}"
+            )
         self.flush_every = int(flush_every)
         self.flush_below = float(flush_below)
+        self.threads = int(threads)
         self._scratch: dict[Parameter, list[Any]] = {}
+        self._cached_layout: tuple | None = None
         super().__init__(params, defaults)
 
     def scratch(self, param: Parameter, k: int = 0) -> Any:
@@ -75,16 +216,118 @@ class InPlaceOptimizer(Optimizer):
             buffers.append(array_module(param.data).empty_like(param.data))
         return buffers[k]
 
+    def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> Any:
+        """This step's per-parameter scalars (``state["step"]`` already counts this step)."""
+        return None
+
+    def update_block(self, block: Block, group: dict[str, Any], scalars: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement update_block")
+
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = super().step(closure)
-        if self.flush_every:
-            self.flush_state()
+        """One update of every parameter, block by block; returns ``closure()`` if given."""
+        loss = closure() if closure is not None else None
+        tasks = []
+        for group in self.param_groups:
+            for param in group["params"]:
+                state = self.state.get(param)
+                if state is None:
+                    state = self.state[param] = self.init_state(param, group)
+                tasks.append(self._task(param, group, state))
+        self._run(tasks, self.threads)
         return loss
 
+    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
+        """One parameter's whole update, in the calling thread."""
+        self._run([self._task(param, group, state)], 1)
+
+    def _task(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> tuple:
+        state["step"] += 1
+        flush = bool(self.flush_every) and state["step"] % self.flush_every == 0
+        return param, group, state, self.scalars(param, group, state), flush
+
+    def passes(self, group: dict[str, Any]) -> int:
+        """About how many elementwise passes one update of this group's parameters makes."""
+        return 10
+
+    def _run(self, tasks: list[tuple], threads: int) -> None:
+        """Run the step's blocks (laid out by ``_layout``), one lane per thread, with at
+        least ``lane_work`` element-passes per lane."""
+        work = sum(task[0].data.size * self.passes(task[1]) for task in tasks)
+        threads = max(1, min(threads, work // max(1, self.lane_work)))
+        layout = self._layout(tasks, threads)
+        lanes = [[(block, tasks[i][1], tasks[i][3], tasks[i][4]) for i, block in lane]
+                 for lane in layout]
+        runs = [lane for lane in lanes[1:] if lane]
+        futures = [_workers(len(runs)).submit(self._run_lane, run) for run in runs]
+        try:
+            self._run_lane(lanes[0])
+        finally:
+            for future in futures:
+                future.result()
+
+    def _layout(self, tasks: list[tuple], threads: int) -> list[list[tuple[int, Block]]]:
+        """Blocks of the tasks' parameters in ``threads`` lanes, reused while the parameters'
+        arrays and state arrays stay the same objects (the cache holds them, so their
+        ids are not reused while it is kept).
+
+        The parameters, laid end to end from the smallest (so that the calling thread
+        does the small ones, whose ufuncs hold the GIL), are cut into lanes of about
+        equal cost (each block costs ``BLOCK_COST`` elements more than its size, the
+        calling thread's lane ``LEAD`` more); large parameters are cut at lane ends
+        and every ``block_bytes`` per array; small ones, and those that are not
+        C-contiguous NumPy arrays, stay whole.
+        """
+        key = (threads, self.block_bytes, self.min_parallel,
+               *[id(x) for p, _, s, _, _ in tasks for x in (p, p.data, p.grad, s)],
+               *[id(v) for _, _, s, _, _ in tasks for v in s.values() if type(v) is numpy.ndarray])
+        cached = self._cached_layout
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        sizes = [task[0].data.size for task in tasks]
+        total = sum(sizes) + BLOCK_COST * len(tasks)
+        share = max(0, total - LEAD) // threads
+        bounds = [LEAD + share * (k + 1) for k in range(threads - 1)] + [sys.maxsize]
+        layout: list[list[tuple[int, Block]]] = [[] for _ in range(threads)]
+        offset = 0
+        for i in sorted(range(len(tasks)), key=sizes.__getitem__):
+            param, _, state, _, _ = tasks[i]
+            size = sizes[i]
+            limit = max(ALIGN, self.block_bytes // param.data.itemsize)
+            if ((threads == 1 and size < 2 * limit) or size < self.min_parallel
+                    or not _splittable(param, state)):
+                layout[bisect.bisect_right(bounds, offset)].append((i, Block(self, param, state)))
+                offset += size + BLOCK_COST
+                continue
+            offset += BLOCK_COST
+            start = 0
+            while start < size:
+                lane = bisect.bisect_right(bounds, offset + start)
+                lane_end = -(-(bounds[lane] - offset) // ALIGN) * ALIGN
+                stop = min(size, start + limit, max(start + ALIGN, lane_end))
+                if size - stop < ALIGN:
+                    stop = size
+                layout[lane].append((i, Block(self, param, state, slice(start, stop))))
+                start = stop
+            offset += size
+        held = [(p, p.data, p.grad, s, *s.values()) for p, _, s, _, _ in tasks]
+        self._cached_layout = (key, layout, held)
+        return layout
+
+    def _run_lane(self, tasks: list[tuple]) -> None:
+        for block, group, scalars, flush in tasks:
+            self.update_block(block, group, scalars)
+            if flush:
+                for key in self.decaying_state:
+                    value = block.state.get(key)
+                    if value is not None and hasattr(value, "shape"):
+                        flush_tiny_(value, self.flush_below)
+
     def flush_state(self, force: bool = False) -> None:
-        """Flush tiny values from the decaying state of parameters due for it (all if ``force``)."""
+        """Flush tiny values from the decaying state of parameters due for it (all if ``force``).
+
+        ``step`` does this itself, block by block, for the parameters it updates."""
         for state in self.state.values():
-            if force or state.get("step", 0) % self.flush_every == 0:
+            if force or (self.flush_every and state.get("step", 0) % self.flush_every == 0):
                 for key in self.decaying_state:
                     value = state.get(key)
                     if value is not None and hasattr(value, "shape"):

@@ -14,7 +14,7 @@ from typing import Any
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.inplace import InPlaceOptimizer
+from ermlab.optim.inplace import Block, InPlaceOptimizer
 
 
 class HeavyBall(InPlaceOptimizer):
@@ -46,15 +46,14 @@ class HeavyBall(InPlaceOptimizer):
     def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         return {"step": 0, "previous": param.data.copy()}
 
-    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        xp = array_module(param.data)
-        state["step"] += 1
-        previous = state["previous"]
-        d = xp.subtract(param.data, previous, out=self.scratch(param, 0))
+    def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
+        xp = array_module(block.data)
+        previous = block.state["previous"]
+        d = xp.subtract(block.data, previous, out=block.scratch(0))
         d *= group["momentum"]
-        d -= xp.multiply(param.grad, group["lr"], out=self.scratch(param, 1))
-        previous[...] = param.data
-        param.data += d
+        d -= xp.multiply(block.grad, group["lr"], out=block.scratch(1))
+        previous[...] = block.data
+        block.data += d
 
 
 class _NesterovScheme(InPlaceOptimizer):
@@ -70,15 +69,17 @@ class _NesterovScheme(InPlaceOptimizer):
     def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         return {"step": 0, "x": param.data.copy()}
 
-    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        xp = array_module(param.data)
-        state["step"] += 1
-        x_new = xp.multiply(param.grad, -group["lr"], out=self.scratch(param, 0))
-        x_new += param.data
-        d = xp.subtract(x_new, state["x"], out=self.scratch(param, 1))
-        d *= self.coefficient(group, state["step"])
-        state["x"][...] = x_new
-        xp.add(x_new, d, out=param.data)
+    def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> float:
+        return self.coefficient(group, state["step"])
+
+    def update_block(self, block: Block, group: dict[str, Any], coefficient: float) -> None:
+        xp = array_module(block.data)
+        x_new = xp.multiply(block.grad, -group["lr"], out=block.scratch(0))
+        x_new += block.data
+        d = xp.subtract(x_new, block.state["x"], out=block.scratch(1))
+        d *= coefficient
+        block.state["x"][...] = x_new
+        xp.add(x_new, d, out=block.data)
 
 
 class NAGC(_NesterovScheme):

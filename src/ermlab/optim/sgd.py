@@ -7,7 +7,7 @@ from typing import Any
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.inplace import FLUSH_BELOW, InPlaceOptimizer
+from ermlab.optim.inplace import FLUSH_BELOW, Block, InPlaceOptimizer
 
 MOMENTUM_FORMS = ("torch", "classic")
 
@@ -52,6 +52,8 @@ class SGD(InPlaceOptimizer):
         nesterov: False, True or ``"lookahead"`` (needs ``momentum_form="classic"``);
             Nesterov needs μ > 0 and τ = 0. Default False.
         momentum_form: ``"torch"`` (default) or ``"classic"``.
+        threads: lanes a step is shared out among (``optim.inplace``); results do not
+            depend on it.
         flush_every, flush_below: subnormal flush of the momentum buffer (see
             ``optim.inplace``); ``flush_every=0`` turns it off.
 
@@ -74,11 +76,12 @@ class SGD(InPlaceOptimizer):
         *,
         flush_every: int = 16,
         flush_below: float = FLUSH_BELOW,
+        threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov,
                         momentum_form=momentum_form)
-        super().__init__(params, defaults, flush_every, flush_below)
+        super().__init__(params, defaults, flush_every, flush_below, threads)
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
@@ -129,31 +132,41 @@ class SGD(InPlaceOptimizer):
         super().step(None)
         return loss
 
-    def update(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> None:
-        xp = array_module(param.data)
-        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-        state["step"] += 1
-        g = param.grad
-        if wd:
-            g = xp.multiply(param.data, wd, out=self.scratch(param, 0))
-            g += param.grad
-        if group["nesterov"] == "lookahead":
-            self._lookahead_update(param, g, lr, mu, state)
-        elif not mu:
-            d = xp.multiply(g, -lr, out=self.scratch(param, 1))
-            param.data += d
-        elif group["momentum_form"] == "torch":
-            self._torch_update(param, g, group, state)
-        else:
-            self._classic_update(param, g, group, state)
+    def passes(self, group: dict[str, Any]) -> int:
+        momentum = 4 + 2 * bool(group["nesterov"]) if group["momentum"] else 2
+        return momentum + 2 * bool(group["weight_decay"])
 
-    def _torch_update(self, param, g, group, state) -> None:
-        xp = array_module(param.data)
+    def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> bool:
+        """Create the momentum buffer on the first step; return whether this is that step."""
+        first = bool(group["momentum"]) and "momentum_buffer" not in state
+        if first:
+            state["momentum_buffer"] = array_module(param.data).empty_like(param.data)
+        return first
+
+    def update_block(self, block: Block, group: dict[str, Any], first: bool) -> None:
+        xp = array_module(block.data)
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        g = block.grad
+        if wd:
+            g = xp.multiply(block.data, wd, out=block.scratch(0))
+            g += block.grad
+        if group["nesterov"] == "lookahead":
+            self._lookahead_update(block, g, lr, mu)
+        elif not mu:
+            d = xp.multiply(g, -lr, out=block.scratch(1))
+            block.data += d
+        elif group["momentum_form"] == "torch":
+            self._torch_update(block, g, group, first)
+        else:
+            self._classic_update(block, g, group, first)
+
+    def _torch_update(self, block, g, group, first) -> None:
+        xp = array_module(block.data)
         lr, mu, damp = group["lr"], group["momentum"], group["dampening"]
-        v = state.get("momentum_buffer")
-        d = self.scratch(param, 1)
-        if v is None:
-            v = state["momentum_buffer"] = g.copy()
+        v = block.state["momentum_buffer"]
+        d = block.scratch(1)
+        if first:
+            v[...] = g
         else:
             v *= mu
             if damp:
@@ -166,28 +179,29 @@ class SGD(InPlaceOptimizer):
             d *= -lr
         else:
             xp.multiply(v, -lr, out=d)
-        param.data += d
+        block.data += d
 
-    def _classic_update(self, param, g, group, state) -> None:
-        xp = array_module(param.data)
+    def _classic_update(self, block, g, group, first) -> None:
+        xp = array_module(block.data)
         lr, mu, damp = group["lr"], group["momentum"], group["dampening"]
-        v = state.get("momentum_buffer")
-        d = self.scratch(param, 1)
-        if v is None:
-            v = state["momentum_buffer"] = g * lr
+        v = block.state["momentum_buffer"]
+        d = block.scratch(1)
+        if first:
+            xp.multiply(g, lr, out=v)
         else:
             v *= mu
             v += xp.multiply(g, lr * (1 - damp), out=d)
         if group["nesterov"]:
             xp.multiply(v, mu, out=d)
-            d += xp.multiply(g, lr, out=self.scratch(param, 2))
-            param.data -= d
+            d += xp.multiply(g, lr, out=block.scratch(2))
+            block.data -= d
         else:
-            param.data -= v
+            block.data -= v
 
-    def _lookahead_update(self, param, g, lr, mu, state) -> None:
-        xp = array_module(param.data)
-        v = state["momentum_buffer"]
+    def _lookahead_update(self, block, g, lr, mu) -> None:
+        xp = array_module(block.data)
+        v = block.state["momentum_buffer"]
         v *= mu
-        v -= xp.multiply(g, lr, out=self.scratch(param, 1))
-        xp.add(self.scratch(param, 2), v, out=param.data)
+        v -= xp.multiply(g, lr, out=block.scratch(1))
+        saved = block.view(self.scratch(block.param, 2))
+        xp.add(saved, v, out=block.data)

@@ -5,14 +5,16 @@ Run by hand (not a test):  python benchmarks/conv_layers.py [--repeats 7] [--ste
                                                     [--threads N] [--no-profile]
 
 Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 5×5 6→16,
-S4 2×2 max, and average pooling for the seeds' subsampling), and a VGG/ResNet-style 3×3
-64→64 convolution on 32×32. The first convolution skips its input gradient
+S4 2×2 max, and average pooling for the seeds' subsampling), the small VGG's 3×3 32→32
+on 32×32 and 64→64 on 16×16, and a VGG/ResNet-style 3×3 64→64 convolution on 32×32.
+The first convolution skips its input gradient
 (``input_grad=False``; torch: the input does not require grad). Rounds alternate between
 the two frameworks so that machine load affects both alike; medians over rounds are
 printed with the ratio ermlab / PyTorch (< 1 means ermlab is faster).
 
 The profile splits ermlab's Conv2d into its stages (padding + im2col copy, forward GEMM,
-output transpose + bias, ∂L/∂Y transpose, weight GEMM, bias sum, column GEMM, col2im) by
+output transpose + bias, ∂L/∂Y transpose, weight GEMM, bias sum, and column GEMM + col2im
+or, for stride 1, the transposed convolution that gives ∂L/∂x) by
 running the layer's own helpers one at a time on the whole batch (the layer's bprop runs
 them on blocks of samples, so the sum differs from the layer's own time).
 
@@ -45,6 +47,10 @@ CASES = [
      dict(kind="conv", padding=0)),
     ("S4 maxpool 2x2, 16x10x10", lambda: nn.MaxPool2d(2), (16, 10, 10), True,
      dict(kind="max", kernel=2)),
+    ("conv 3x3 32->32 pad 1, 32x32 (small VGG)", lambda: nn.Conv2d(32, 32, 3, padding=1, rng=0),
+     (32, 32, 32), True, dict(kind="conv", padding=1)),
+    ("conv 3x3 64->64 pad 1, 16x16 (small VGG)", lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0),
+     (64, 16, 16), True, dict(kind="conv", padding=1)),
     ("conv 3x3 64->64 pad 1, 32x32", lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0),
      (64, 32, 32), True, dict(kind="conv", padding=1)),
     ("maxpool 3x3 s2 p1, 64x32x32", lambda: nn.MaxPool2d(3, 2, 1), (64, 32, 32), True,
@@ -169,6 +175,9 @@ def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
         grad = np.zeros(n * x.shape[1] * hp * wp + slack, np.float32)
         layer._col2im(np, state["d"], grad, 0, n, x.shape)
 
+    def transposed_conv():
+        layer._transposed(g).forward(g)
+
     def step():
         layer.forward(x)
         layer.zero_grad()
@@ -177,7 +186,9 @@ def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
     stages = [("pad + im2col copy", im2col), ("forward GEMM", gemm),
               ("output transpose + bias", output), ("dL/dY transpose", grad_columns),
               ("weight GEMM", weight_gemm), ("bias sum", bias_sum)]
-    if input_grad:
+    if input_grad and layer._transposed(g) is not None:
+        stages += [("dL/dx: transposed conv", transposed_conv)]
+    elif input_grad:
         stages += [("column GEMM", column_gemm), ("col2im", col2im)]
     times = {}
     for label, fn in stages:

@@ -128,6 +128,7 @@ def test_gradcheck_command_passes(capsys):
     (["train", "--batch-size", "many"], "--batch-size takes an integer"),
     (["evaluate", "/nonexistent/run"], "not a run directory"),
     (["train", "--config", "/nonexistent.toml"], "nonexistent.toml"),
+    (["train", "--model", "lenet5"], "lenet5 needs input_shape"),
 ])
 def test_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -135,6 +136,7 @@ def test_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path, m
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # a failed start leaves no half-written run
 
 
 def test_train_a_zoo_cnn_on_user_images_with_augmentation(tmp_path, capsys):

@@ -154,7 +154,6 @@ def _output_directory(args: argparse.Namespace, config: dict[str, Any]) -> Path:
     if (directory / runs.CONFIG_FILE).exists():
         raise ValueError(f"{directory} already holds a run; continue it with "
                          f"`ermlab train --resume {directory}` or choose another --output")
-    directory.mkdir(parents=True, exist_ok=True)
     return directory
 
 
@@ -177,12 +176,15 @@ def run(args: argparse.Namespace) -> int:
         config = runs.resolve(_config_from_args(args))
         directory = _output_directory(args, config)
         data = runs.prepare_data(config)
-        runs.save_preprocessor(directory, data.preprocessor)
-    runs.save_config(directory, config)
     printer = [] if args.quiet else [ProgressBar() if sys.stdout.isatty() else _EpochPrinter()]
     callbacks = [DivergenceGuard(raise_error=True), _HistoryWriter(directory / runs.HISTORY_FILE),
                  ModelCheckpoint(directory, monitor="val_loss"), *printer]
     trainer = runs.build_trainer(config, data, callbacks)
+    # Only a run that could be built gets a directory (no half-written runs on bad settings).
+    if not args.resume:
+        directory.mkdir(parents=True, exist_ok=True)
+        runs.save_preprocessor(directory, data.preprocessor)
+    runs.save_config(directory, config)
     if args.resume:
         trainer.resume(directory / runs.LAST)
         say(f"resuming {directory} after epoch {trainer.epoch}")

@@ -332,3 +332,21 @@ def test_without_a_guard_a_diverged_run_still_finishes(data):
     trainer = make_trainer()
     trainer.fit(x, y, epochs=2, validation_data=(xv, yv))
     assert math.isnan(trainer.history["loss"][0]) and trainer.epoch == 2
+
+
+def test_reduce_lr_on_plateau_follows_a_new_trainer_when_reused():
+    """One callback instance given to a second trainer steers that trainer's optimizer."""
+    from ermlab import losses, nn, optim
+    from ermlab.training import ReduceLROnPlateau, Trainer
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 3)).astype(np.float32), rng.integers(0, 2, 40)
+    callback = ReduceLROnPlateau("loss", factor=0.5, patience=0, threshold=10.0)
+    optimizers = []
+    for seed in (0, 1):
+        model = nn.mlp([3, 4, 2], rng=seed)
+        optimizers.append(optim.SGD(model.parameters(), lr=0.1))
+        Trainer(model, losses.SoftmaxCrossEntropy(), optimizers[-1],
+                callbacks=[callback]).fit(x, y, epochs=3, batch_size=8, rng=seed)
+    assert callback.scheduler.optimizer is optimizers[1]
+    assert optimizers[1].param_groups[0]["lr"] < 0.1  # the second optimizer was reduced

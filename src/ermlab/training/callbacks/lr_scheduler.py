@@ -72,7 +72,8 @@ class ReduceLROnPlateau(Callback):
         self.scheduler: Any = None
 
     def on_train_begin(self, trainer: Any, logs: dict[str, Any]) -> None:
-        if self.scheduler is None:
+        # Kept across fit() calls of one trainer; rebuilt for another optimizer.
+        if self.scheduler is None or self.scheduler.optimizer is not trainer.optimizer:
             from ermlab.optim.schedules import ReduceLROnPlateau as Schedule
 
             self.scheduler = Schedule(trainer.optimizer, **self.options)

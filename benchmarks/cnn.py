@@ -37,6 +37,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
+from common import time_per_step
 
 from ermlab import optim
 from ermlab.losses import SoftmaxCrossEntropy
@@ -102,15 +103,6 @@ def torch_step(name: str):
         opt.step()
 
     return step
-
-
-def time_per_step(step, steps: int) -> float:
-    for _ in range(2):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
 
 
 def profile_ermlab(name: str, steps: int) -> None:
@@ -192,7 +184,7 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in candidates}
         for _ in range(args.repeats):
             for key, step in candidates.items():
-                times[key].append(time_per_step(step, args.steps))
+                times[key].append(time_per_step(step, args.steps, warmup=2))
         batches = -(-n_train // BATCH)
         ours, theirs = statistics.median(times["ermlab"]), statistics.median(times["pytorch"])
         print(f"\n{name}: {batches} batches per epoch of {n_train:,} images")

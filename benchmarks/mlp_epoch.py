@@ -21,6 +21,7 @@ import statistics
 import time
 
 import numpy as np
+from common import torch_mlp
 
 SIZES = [784, 512, 256, 10]
 BATCH = 128
@@ -60,12 +61,7 @@ def run_torch(x, y, xt, yt, epochs):
     import torch
 
     torch.manual_seed(0)
-    layers = []
-    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(SIZES) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
+    model = torch_mlp(SIZES)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     criterion = torch.nn.CrossEntropyLoss()
     xs, ys = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
+from common import time_per_step, torch_mlp
 
 from ermlab import nn, optim
 from ermlab.losses import SoftmaxCrossEntropy
@@ -44,12 +44,7 @@ def torch_step(seed: int):
     import torch
 
     torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(SIZES) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
+    model = torch_mlp(SIZES)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     criterion = torch.nn.CrossEntropyLoss()
     x = torch.randn(BATCH, SIZES[0])
@@ -61,15 +56,6 @@ def torch_step(seed: int):
         opt.step()
 
     return step
-
-
-def time_per_step(step, steps: int) -> float:
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:

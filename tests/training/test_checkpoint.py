@@ -228,3 +228,87 @@ def test_unsupported_values_are_named_when_saving(tmp_path):
     with pytest.raises(TypeError, match="got object at /extra/bad"):
         save_checkpoint(tmp_path / "c.safetensors", extra={"bad": object()})
     assert not any(tmp_path.iterdir())
+
+
+# -- what the digest covers, temporaries, permissions ------------------------------------
+
+
+def _rewrite_metadata(path, change):
+    """Rewrite a checkpoint's safetensors metadata with ``change(metadata)``, arrays kept."""
+    data = path.read_bytes()
+    metadata = dict(ckpt._metadata(path, data))
+    change(metadata)
+    path.write_bytes(safetensors.numpy.save(safetensors.numpy.load(data), metadata=metadata))
+
+
+def test_an_edited_json_state_is_detected(data, tmp_path):
+    import json
+
+    path = trained(data).save(tmp_path / "c.safetensors")
+
+    def edit_epoch(metadata):
+        state = json.loads(metadata["state"])
+        state["epoch"] = 7
+        metadata["state"] = json.dumps(state)
+
+    _rewrite_metadata(path, edit_epoch)
+    with pytest.raises(CheckpointError, match="arrays and JSON state do not match the SHA-256"):
+        read_checkpoint(path)
+
+
+def test_version_1_checkpoints_are_still_read(data, tmp_path):
+    trainer = trained(data)
+    path = trainer.save(tmp_path / "c.safetensors")
+    arrays = safetensors.numpy.load(path.read_bytes())
+
+    def as_version_1(metadata):
+        metadata["version"] = "1"
+        metadata["sha256"] = ckpt._digest(arrays)  # version 1: the arrays only
+
+    _rewrite_metadata(path, as_version_1)
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.epoch == 2 and weights_equal(checkpoint.model, trainer.model.state_dict())
+    key = sorted(arrays)[0]
+    arrays[key] = arrays[key] + 1
+    path.write_bytes(safetensors.numpy.save(arrays, metadata=ckpt._metadata(path,
+                                                                           path.read_bytes())))
+    with pytest.raises(CheckpointError, match="its arrays do not match"):
+        read_checkpoint(path)
+
+
+def _dead_pid():
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    dead, alive = _dead_pid(), os.getpid()
+    stale = tmp_path / f".c.safetensors.{dead}.abc123{ckpt.TEMPORARY_SUFFIX}"
+    in_flight = tmp_path / f".c.safetensors.{alive}.def456{ckpt.TEMPORARY_SUFFIX}"
+    other_target = tmp_path / f".history.csv.{dead}.ghi789{ckpt.TEMPORARY_SUFFIX}"
+    not_ours = tmp_path / ".c.safetensors.notours.tmp"
+    for file in (stale, in_flight, other_target, not_ours):
+        file.write_bytes(b"x" * 100)
+    ckpt.atomic_write_bytes(tmp_path / "c.safetensors", b"new")
+    assert not stale.exists()
+    assert in_flight.exists() and other_target.exists() and not_ours.exists()
+    assert ckpt.remove_stale_temporaries(tmp_path) == [other_target]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["c.safetensors", in_flight.name, not_ours.name])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        ckpt.atomic_write_bytes(tmp_path / "c.bin", b"data")
+        with open(tmp_path / "reference.bin", "w"):
+            pass
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "c.bin").stat().st_mode & 0o777
+    assert mode == (tmp_path / "reference.bin").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -14,8 +14,18 @@ makes the write atomic: it is written to a temporary file in the same
 directory, flushed and fsynced, renamed over the target with ``os.replace``,
 and the directory is fsynced. A write that fails midway leaves the previous
 checkpoint untouched; a half-written file never has the target's name. A
-SHA-256 digest of the arrays in the metadata catches corrupted bytes that the
-safetensors header alone cannot.
+SHA-256 digest of the arrays *and* of the metadata (format, version and the
+JSON state) catches corrupted or edited bytes that the safetensors header
+alone cannot: an edited epoch is refused like a flipped weight. (The digest
+detects damage; it is not a signature.) Version-1 files, written before the
+digest covered the JSON state, are still read; only their arrays are checked.
+
+Temporary files are named ``.<target>.<pid>.<random>.ermlab-tmp``: a writer
+killed between creating one and renaming it leaves it behind, and the next
+write into the same directory removes those whose process is gone (files of
+that pattern only). ``remove_stale_temporaries`` does it for a whole
+directory. Files are created with the permissions ``open()`` would give them
+(0o666 minus the umask), not the 0o600 of ``tempfile.mkstemp``.
 
 Loading never unpickles: safetensors arrays and JSON only. JSON cannot say
 "tuple", "integer key" or "NumPy scalar", so those are tagged
@@ -34,6 +44,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +56,12 @@ import safetensors.numpy
 from ermlab.backend import to_numpy
 
 FORMAT = "ermlab.checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = ("1", "2")
 DEFAULT_NAME = "checkpoint.safetensors"
+TEMPORARY_SUFFIX = ".ermlab-tmp"
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[^.]+"
+                        + re.escape(TEMPORARY_SUFFIX) + "$")
 
 
 class CheckpointError(ValueError):
@@ -119,12 +134,8 @@ def save_checkpoint(
         "extra": extra or {},
     }
     document, arrays = _encode(tree, "")
-    metadata = {
-        "format": FORMAT,
-        "version": str(VERSION),
-        "sha256": _digest(arrays),
-        "state": json.dumps(document),
-    }
+    metadata = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(document)}
+    metadata["sha256"] = _digest(arrays, metadata)
     target = checkpoint_path(path)
     atomic_write_bytes(target, safetensors.numpy.save(arrays, metadata=metadata))
     return target
@@ -136,18 +147,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
     Temporary file in the same directory → write, flush, fsync → ``os.replace``
     → fsync the directory (so the rename itself survives a power cut).
     ``durable=False`` skips both fsyncs (still atomic for readers, ~10 ms
-    cheaper; for logs that the next epoch rewrites anyway).
+    cheaper; for logs that the next epoch rewrites anyway). Temporaries that
+    killed writers left for this target are removed first; the file gets the
+    permissions ``open(path, "w")`` would give it (0o666 & ~umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path.parent, path.name)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.",
+                                     suffix=TEMPORARY_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as file:
             _write(file, data)
             file.flush()
             if durable:
                 os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -155,6 +170,54 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
         raise
     if durable:
         _fsync_directory(path.parent)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, target: str | None = None) -> list[Path]:
+    """Delete the temporaries of ``atomic_write_bytes`` whose writing process is gone.
+
+    Only files named ``.<target>.<pid>.<random>.ermlab-tmp`` are touched (any
+    target when ``target`` is None), and only when no process ``pid`` runs: a
+    write in progress, here or in another process, keeps its file. Returns
+    the files removed.
+    """
+    removed = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(directory):
+            match = _TEMPORARY.match(entry.name)
+            if match is None or (target is not None and match["target"] != target):
+                continue
+            if _process_exists(int(match["pid"])):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**31  # someone else's process (or an absurd pid: not a process)
+    except OSError:  # platforms without signal 0 semantics: keep the file
+        return True
+    return True
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the platform allows."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: the classic read-and-restore
+    os.umask(mask)
+    return mask
 
 
 def _write(file: Any, data: bytes) -> None:
@@ -184,8 +247,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         arrays = safetensors.numpy.load(data)
     except Exception as error:  # safetensors raises its own SafetensorError
         raise _damaged(path, f"its arrays cannot be read ({error})") from None
-    if _digest(arrays) != metadata.get("sha256"):
-        raise _damaged(path, "its arrays do not match the SHA-256 digest saved with them")
+    covered = None if metadata["version"] == "1" else metadata
+    if _digest(arrays, covered) != metadata.get("sha256"):
+        what = "arrays" if covered is None else "arrays and JSON state"
+        raise _damaged(path, f"its {what} do not match the SHA-256 digest saved with them")
     try:
         tree = _decode(json.loads(metadata["state"]), arrays)
     except (KeyError, ValueError, TypeError) as error:
@@ -297,9 +362,9 @@ def _metadata(path: Path, data: bytes) -> dict[str, str]:
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an ermlab checkpoint (a safetensors file without "
                               f"the {FORMAT!r} metadata)")
-    if metadata.get("version") != str(VERSION):
+    if metadata.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"checkpoint {path} has format version {metadata.get('version')}; "
-                              f"this ermlab reads version {VERSION}")
+                              f"this ermlab reads versions {', '.join(READABLE_VERSIONS)}")
     return metadata
 
 
@@ -355,10 +420,17 @@ def _decode(value: Any, arrays: dict[str, numpy.ndarray]) -> Any:
     return {k: _decode(v, arrays) for k, v in value.items()}
 
 
-def _digest(arrays: dict[str, numpy.ndarray]) -> str:
+def _digest(arrays: dict[str, numpy.ndarray], metadata: dict[str, str] | None = None) -> str:
+    """SHA-256 of every array (name, dtype, shape, bytes) and of the metadata but the digest.
+
+    ``metadata=None`` gives version 1's digest, of the arrays alone.
+    """
     digest = hashlib.sha256()
     for key in sorted(arrays):
         array = arrays[key]
         digest.update(f"{key}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes(order="C"))
+    for key in sorted(metadata or {}):
+        if key != "sha256":
+            digest.update(f"{len(key)}|{key}|{len(metadata[key])}|{metadata[key]}".encode())
     return digest.hexdigest()

@@ -5,6 +5,32 @@
 Modules with explicit fprop/bprop (``ermlab.nn``), losses (``ermlab.losses``),
 regularizers (``ermlab.regularizers``), optimizers (``ermlab.optim``) and a
 finite-difference gradient checker (``ermlab.gradcheck``), on NumPy or CuPy.
+Data (``ermlab.data``), training (``ermlab.training``), configurations
+(``ermlab.config``), model selection (``ermlab.selection``) and scikit-learn
+estimators (``ermlab.sklearn``) build on them.
+
+``import ermlab`` is cheap: each submodule is imported the first time it is
+used (``ermlab.nn`` works without ``import ermlab.nn``).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+SUBMODULES = (
+    "backend", "cli", "config", "data", "ensemble", "gradcheck", "gradcheck_suite", "losses",
+    "nn", "optim", "regularizers", "run", "selection", "sklearn", "training",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *SUBMODULES])

@@ -188,17 +188,66 @@ def test_reduce_lr_on_plateau_after_patience(data):
 def test_progress_bar_shows_epochs_loss_metrics_rate_and_eta_when_forced(data):
     x, y, xv, yv = data
     out = io.StringIO()
-    trainer = make_trainer([ProgressBar(force=True, file=out)])
+    trainer = make_trainer([ProgressBar(force=True, file=out, mininterval=0)])
     trainer.fit(x, y, epochs=3, batch_size=32, validation_data=(xv, yv))
     text = out.getvalue()
     for epoch in (1, 2, 3):
         assert f"epoch {epoch}/3" in text
-    final = text.split("epoch 3/3")[-1]
+    final = text.split("epoch 3/3")[-1].split("epoch   3/3")[0]  # the bar of epoch 3
     assert "3/3" in final  # batches done / per epoch
-    assert re.search(r"loss=\d\.\d+", final) and re.search(r"val_accuracy=\d", final)
-    assert re.search(r"val_loss=\d", final)
+    assert re.search(r"loss=\d\.\d+", final)
     assert re.search(r"batch/s|s/batch", final)  # the rate
     assert re.search(r"\d\d:\d\d<\d\d:\d\d", final)  # elapsed < ETA
+    summary = text.splitlines()[-1].split("\r")[-1]
+    assert summary.startswith("epoch   3/3  loss ")
+    assert re.search(r"val_loss \d\.\d{4}", summary)
+    assert re.search(r"val_accuracy \d\.\d{4}", summary)
+
+
+def _fit_on_a_terminal(data, columns):
+    """What ProgressBar writes to a pseudo-terminal of ``columns`` columns (0: size unknown)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    x, y, xv, yv = data
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    chunks = []
+    with os.fdopen(follower, "w") as terminal:
+        trainer = make_trainer([ProgressBar(file=terminal, mininterval=0)])
+        trainer.fit(x, y, epochs=2, batch_size=8, validation_data=(xv, yv))
+        terminal.flush()
+        os.set_blocking(leader, False)
+        while True:
+            try:
+                chunk = os.read(leader, 1 << 16)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    os.close(leader)
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.parametrize("columns", [80, 40, 20, 0])
+def test_progress_bar_epoch_summary_is_readable_at_any_terminal_width(data, columns):
+    text = _fit_on_a_terminal(data, columns)
+    lines = text.replace("\r\n", "\n").split("\n")
+    summaries = [line.split("\r")[-1] for line in lines if "val_accuracy" in line]
+    assert len(summaries) == 2, text
+    for epoch, line in enumerate(summaries, 1):
+        assert line.startswith(f"epoch   {epoch}/2  loss ") and "val_loss " in line, line
+    drawn = [part for line in lines for part in line.split("\r")]
+    assert all(part.strip() for part in lines[:-1]), "no blank lines"
+    if columns >= 40:
+        assert all(len(part) < columns for part in drawn if "%" in part)
+        assert any("%" in part for part in drawn)  # the bar was drawn
+    else:
+        assert not any("%" in part for part in drawn)
 
 
 def test_progress_bar_is_silent_when_not_a_terminal(data):

@@ -7,8 +7,10 @@ import argparse
 
 def add_commands(commands) -> None:
     parser = commands.add_parser("gradcheck", help="finite-difference check of every component")
-    parser.add_argument("--tolerance", type=float, default=1e-6)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tolerance", type=float, default=1e-6,
+                        help="largest relative error that passes (default 1e-6)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random inputs and parameters (default 0)")
     parser.set_defaults(run=run)
 
 

@@ -28,7 +28,8 @@ SEARCH_KEYS = {"method", "n_iter", "cv", "n_jobs", "seed", "output"}
 def add_commands(commands) -> None:
     parser = commands.add_parser("search", help="hyperparameter search from a TOML file",
                                  description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("spec", metavar="SPEC.toml")
+    parser.add_argument("spec", metavar="SPEC.toml",
+                        help="the search: [search], [base] and [space] tables (see above)")
     parser.add_argument("--n-jobs", type=int, default=None, help="override [search] n_jobs")
     parser.set_defaults(run=run)
 

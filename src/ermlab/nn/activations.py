@@ -16,6 +16,8 @@ from ermlab.nn.module import Module
 class Sigmoid(Module):
     """g(a) = 1 / (1 + e^{−a}) = ½(1 + tanh(a/2)) (no overflow);  g'(a) = g(a)(1 − g(a))."""
 
+    forward_cache = ("_y",)
+
     def forward(self, x: Any) -> Any:
         xp = array_module(x)
         y = x * 0.5
@@ -34,6 +36,8 @@ class Sigmoid(Module):
 class Tanh(Module):
     """g(a) = tanh(a) = (e^{a} − e^{−a}) / (e^{a} + e^{−a});  g'(a) = 1 − g(a)²."""
 
+    forward_cache = ("_y",)
+
     def forward(self, x: Any) -> Any:
         y = array_module(x).tanh(x)
         if self.training:
@@ -48,6 +52,8 @@ class Tanh(Module):
 class ReLU(Module):
     """g(a) = max(0, a);  g'(a) = 1_{a > 0} (0 at a = 0, as torch)."""
 
+    forward_cache = ("_y",)
+
     def forward(self, x: Any) -> Any:
         y = array_module(x).maximum(x, 0)
         if self.training:
@@ -61,6 +67,8 @@ class ReLU(Module):
 
 class LeakyReLU(Module):
     """g(a) = a for a > 0, α a otherwise (α = ``negative_slope``, torch's default 0.01)."""
+
+    forward_cache = ("_positive",)
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -84,6 +92,8 @@ class LeakyReLU(Module):
 class ELU(Module):
     """Clevert et al. (2016): g(a) = a for a > 0, α(e^{a} − 1) otherwise;
     g'(a) = 1 for a > 0, g(a) + α otherwise."""
+
+    forward_cache = ("_x", "_y")
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
@@ -109,6 +119,8 @@ class ELU(Module):
 class Softplus(Module):
     """g(a) = log(1 + e^{a}) (computed as logaddexp(0, a));  g'(a) = sigmoid(a)."""
 
+    forward_cache = ("_x",)
+
     def forward(self, x: Any) -> Any:
         xp = array_module(x)
         if self.training:
@@ -131,6 +143,8 @@ class Softmax(Module):
     To train a classifier, prefer ``losses.SoftmaxCrossEntropy`` on the scores:
     it fuses the two and its gradient is simply f(x) − e(y).
     """
+
+    forward_cache = ("_y",)
 
     def __init__(self, axis: int = -1) -> None:
         super().__init__()
@@ -162,6 +176,8 @@ class Maxout(Module):
     the winning piece only.
     """
 
+    forward_cache = ("_winner", "_linear_cache")
+
     def __init__(
         self, in_features: int, out_features: int, pieces: int = 2, **linear_kwargs: Any
     ) -> None:
@@ -176,11 +192,12 @@ class Maxout(Module):
         z = self.linear.forward(x).reshape(x.shape[0], self.out_features, self.pieces)
         winner = z.argmax(axis=2)[..., None]
         if self.training:
-            self._winner = winner
+            self._winner, self._linear_cache = winner, self.linear.cache_state()
         return xp.take_along_axis(z, winner, axis=2)[..., 0]
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         winner = self._cached("_winner")
+        self.linear.restore_cache(self._cached("_linear_cache"))
         xp = array_module(grad_out)
         n = grad_out.shape[0]
         grad_z = xp.zeros((n, self.out_features, self.pieces), dtype=grad_out.dtype)

@@ -87,6 +87,8 @@ class ZeroPadShortcut(Module):
     of the gradient and scatters it back onto the subsampled positions.
     """
 
+    forward_cache = ("_shape",)
+
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
         if out_channels < in_channels or stride < 1:

@@ -166,6 +166,8 @@ class Conv2d(Module):
         >>> conv = nn.Conv2d(1, 6, 5, padding=2)     # LeNet-5's C1 on 28×28 inputs
     """
 
+    forward_cache = ("_cols", "_x_shape")
+
     def __init__(
         self,
         in_channels: int,
@@ -303,10 +305,11 @@ class Conv2d(Module):
         rows = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         if self.training:
             # All the columns are kept for bprop: each block is copied into its slice of
-            # the previous step's array (no longer needed; reusing it saves the page
-            # faults of a fresh one as large as K_h·K_w inputs), and the GEMM reads it
-            # right after, from cache.
-            all_cols = self.__dict__.get("_cols")
+            # the array that the last bprop has finished with (``_spare_cols``; reusing it
+            # saves the page faults of a fresh one as large as K_h·K_w inputs), and the GEMM
+            # reads it right after, from cache. Never the current cache's array: a container
+            # may hold it for another call site of this layer (weight sharing).
+            all_cols = self.__dict__.pop("_spare_cols", None)
             if (all_cols is None or all_cols.shape != (rows, n * oh * cw)
                     or all_cols.dtype != x.dtype):
                 all_cols = xp.empty((rows, n * oh * cw), dtype=x.dtype)
@@ -422,7 +425,8 @@ class Conv2d(Module):
         sample_size = c * kh * kw * per_sample
         block = self._block_size(xp, x_shape, grad_out.dtype.itemsize, BLOCK_BYTES)
         if weights:
-            cols = self._cached("_cols").reshape(self.groups, -1, n * per_sample)
+            all_cols = self._cached("_cols")
+            cols = all_cols.reshape(self.groups, -1, n * per_sample)
             if self.bias is not None:
                 self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
         if inputs:
@@ -444,6 +448,8 @@ class Conv2d(Module):
                 d_cols = d_cols.reshape(self.groups, -1, grad_cols.shape[-1])
                 xp.matmul(w_t, grad_cols, out=d_cols)
                 self._col2im(xp, d_cols, grad, start, stop, x_shape)
+        if weights:  # these columns are done with: the next forward may fill them
+            object.__setattr__(self, "_spare_cols", all_cols)
         if not inputs:
             return None
         (ph, pw), h, w = self.padding, x_shape[2], x_shape[3]

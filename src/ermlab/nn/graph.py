@@ -4,6 +4,12 @@ Each box is a Module whose inputs are named values: the graph's inputs or
 other boxes' outputs. Where a value feeds several boxes, bprop sums the
 gradients that come back to it (the multivariate chain rule), which is what
 residual and inception blocks need.
+
+One module may be the module of several boxes (weight sharing, e.g. a siamese
+network): each box keeps its own forward cache (``Module.cache_state``), and
+the parameter gradients of all its boxes add up. A graph input that the output
+does not depend on gets a zero gradient (as torch's autograd with
+``materialize_grads``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ermlab.backend import array_module
 from ermlab.nn.module import Module
 
 
@@ -27,7 +34,15 @@ class Graph(Module):
     A box with several inputs (``Add``, ``Concatenate``) receives them as
     positional arguments in ``forward`` and returns one gradient per input from
     ``backward``.
+
+    Weight sharing — one encoder applied to two inputs:
+        >>> encoder = nn.Linear(8, 4)
+        >>> siamese = nn.Graph(inputs=["a", "b"])
+        >>> siamese.add("ea", encoder, "a").add("eb", encoder, "b")
+        >>> siamese.add("sum", nn.Add(), ["ea", "eb"]).set_output("sum")
     """
+
+    forward_cache = ("_sites", "_inputs_like")
 
     def __init__(self, inputs: str | Sequence[str] = "x", output: str | None = None) -> None:
         super().__init__()
@@ -50,12 +65,6 @@ class Graph(Module):
                 f"Graph box name {name!r} is not usable: pick an identifier that is not a "
                 "Graph attribute"
             )
-        for other, used in self._modules.items():
-            if used is module:
-                raise ValueError(
-                    f"the module of box {name!r} is already box {other!r}; each box needs its "
-                    "own module (its forward cache is its own)"
-                )
         self.edges[name] = [inputs] if isinstance(inputs, str) else list(inputs)
         setattr(self, name, module)
         object.__setattr__(self, "_order", None)
@@ -111,11 +120,18 @@ class Graph(Module):
                 f"got {len(inputs)}"
             )
         values = dict(zip(self.input_names, inputs))
+        sites = {} if self.training else None
         for name in self.order():
-            values[name] = self._modules[name].forward(*(values[i] for i in self.edges[name]))
+            module = self._modules[name]
+            values[name] = module.forward(*(values[i] for i in self.edges[name]))
+            if sites is not None:
+                sites[name] = module.cache_state()
+        if sites is not None:
+            self._sites, self._inputs_like = sites, [(x.shape, x.dtype) for x in inputs]
         return values[self.output_name]
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        sites = self._cached("_sites")
         grads: dict[str, Any] = {self.output_name: grad_out}
         for name in reversed(self.order()):
             grad = grads.pop(name, None)
@@ -123,7 +139,9 @@ class Graph(Module):
                 continue
             inputs = self.edges[name]
             wanted = [i in self.edges or input_grad for i in inputs]
-            back = self._modules[name].backward(grad, input_grad=any(wanted))
+            module = self._modules[name]
+            module.restore_cache(sites[name])
+            back = module.backward(grad, input_grad=any(wanted))
             if back is None:  # no input needs a gradient (input_grad=False upstream)
                 continue
             if len(inputs) == 1:
@@ -133,7 +151,11 @@ class Graph(Module):
                     grads[value] = g if value not in grads else grads[value] + g
         if not input_grad:
             return None
-        result = tuple(grads.get(name) for name in self.input_names)
+        xp = array_module(grad_out)
+        result = tuple(
+            grads[name] if name in grads else xp.zeros(shape, dtype=dtype)
+            for name, (shape, dtype) in zip(self.input_names, self._cached("_inputs_like"))
+        )
         return result[0] if len(result) == 1 else result
 
     def extra_repr(self) -> str:

@@ -35,6 +35,8 @@ class Linear(Module):
         ∂L/∂W = Gᵀ H,   ∂L/∂b = Σ_n G_n,   ∂L/∂H = G W.
     """
 
+    forward_cache = ("_x",)
+
     def __init__(
         self,
         in_features: int,
@@ -88,6 +90,8 @@ class Linear(Module):
 
 class Flatten(Module):
     """Reshape (N, d₁, d₂, …) to (N, d₁·d₂·…); bprop restores the shape."""
+
+    forward_cache = ("_shape",)
 
     def forward(self, x: Any) -> Any:
         if x.ndim < 1:

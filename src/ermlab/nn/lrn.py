@@ -47,6 +47,8 @@ class LocalResponseNorm(Module):
         alpha, beta, k: the constants of the equation (torch's defaults).
     """
 
+    forward_cache = ("_x", "_scale")
+
     def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         super().__init__()
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:

@@ -11,6 +11,8 @@ from ermlab.nn.module import Module
 class Add(Module):
     """y = x₁ + x₂ + … ; each input receives the output gradient unchanged."""
 
+    forward_cache = ("_count",)
+
     def forward(self, *inputs: Any) -> Any:
         if len(inputs) < 2:
             raise ValueError(f"Add needs at least two inputs; got {len(inputs)}")
@@ -31,6 +33,8 @@ class Add(Module):
 
 class Concatenate(Module):
     """y = [x₁, x₂, …] joined along ``axis`` (1: features, or channels in NCHW)."""
+
+    forward_cache = ("_sizes",)
 
     def __init__(self, axis: int = 1) -> None:
         super().__init__()

@@ -14,6 +14,27 @@ The contract, after Torch7's ``nn.Module``:
   ``backward(grad_out, input_grad=False)`` skips the second step: nothing
   needs the gradient with respect to the data, so a container passes it to
   its first box (a quarter of an MLP's matrix work).
+
+The forward cache. What ``forward`` keeps for ``backward`` is the module's
+*forward cache*: the instance attributes named in the class attribute
+``forward_cache`` (``Linear.forward_cache = ("_x",)``). In training mode
+``forward`` binds each of them to a fresh value (it never modifies an earlier
+cache in place), and ``backward`` reads them with ``self._cached(name)``,
+which refuses a name that is not declared. State that must outlive a call —
+parameters, buffers such as batch-norm running statistics, random generators,
+frozen masks, counters, reusable scratch buffers — is never part of the cache.
+
+Weight sharing. ``cache_state()`` returns the cache (one tuple) and
+``restore_cache(state)`` binds it back. Every module that calls other modules
+(``Sequential``, ``Graph``, ``Maxout``, ``StochasticDepth``) takes the callee's
+``cache_state()`` right after each training-mode forward call and restores it
+right before the matching backward call, and keeps these per-call snapshots in
+its own forward cache. So one module may be called at several places — twice
+in one Sequential, in two boxes of a Graph, inside two different containers,
+nested to any depth: each call site keeps its own cache, bprop adds the
+parameter gradients of all sites, ∂L/∂θ = Σ_sites ∂L/∂θ|_site, and a shared
+parameter is listed once by ``parameters()``. A forward pass without a backward
+leaves nothing behind: the next forward replaces every snapshot.
 """
 
 from __future__ import annotations
@@ -31,8 +52,11 @@ class Module:
     Parameters and submodules assigned as attributes are registered
     automatically, in assignment order. Buffers (state that is saved but not
     trained, like batch-norm running averages) are registered with
-    ``register_buffer``.
+    ``register_buffer``. ``forward_cache`` names the attributes that make up
+    the forward cache (see the module docstring).
     """
+
+    forward_cache: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
@@ -85,12 +109,27 @@ class Module:
         """Return ∂L/∂input given ∂L/∂output."""
         raise NotImplementedError(f"{type(self).__name__} does not implement grad_input")
 
+    def cache_state(self) -> tuple:
+        """The forward cache: the values of the attributes named in ``forward_cache``."""
+        get = self.__dict__.get
+        return tuple([get(name) for name in self.forward_cache])
+
+    def restore_cache(self, state: tuple) -> None:
+        """Bind the forward cache back to ``state``, a value of ``cache_state()``."""
+        self.__dict__.update(zip(self.forward_cache, state))
+
     def _cached(self, name: str) -> Any:
         """The value ``forward`` cached under ``name``; a clear error when there is none.
 
         In evaluation mode there is no cache to use (forward keeps nothing), so
         an earlier training-mode cache is never used for a later eval-mode pass.
         """
+        if name not in self.forward_cache:
+            raise TypeError(
+                f"{type(self).__name__} reads {name!r} in backward but does not list it in "
+                f"{type(self).__name__}.forward_cache; add it there so that every call site "
+                "keeps its own cache"
+            )
         value = self.__dict__.get(name) if self.training else None
         if value is None:
             raise RuntimeError(
@@ -104,10 +143,18 @@ class Module:
     def children(self) -> Iterator[Module]:
         yield from self._modules.values()
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+    def named_modules(
+        self, prefix: str = "", _seen: set[int] | None = None
+    ) -> Iterator[tuple[str, Module]]:
+        """(dotted name, module) pairs, depth first; a module used at several places
+        appears once, under its first name."""
+        seen = set() if _seen is None else _seen
+        if id(self) in seen:
+            return
+        seen.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name, seen)
 
     def modules(self) -> Iterator[Module]:
         for _, module in self.named_modules():

@@ -46,6 +46,7 @@ class _BatchNorm(Module):
 
     _ranks: tuple[int, ...] = ()
     _layout = ""
+    forward_cache = ("_x_hat", "_inv_std")
 
     def __init__(
         self,

@@ -101,6 +101,8 @@ class MaxPool2d(_Pool2d):
     Args: kernel_size, stride (default: the kernel size), padding (with −∞); ints or pairs.
     """
 
+    forward_cache = ("_winner", "_x_shape")
+
     def forward(self, x: Any) -> Any:
         _, offsets = self._geometry(x)
         xp = array_module(x)
@@ -142,6 +144,8 @@ class AvgPool2d(_Pool2d):
     the divisor K_h·K_w as torch's ``count_include_pad=True``); ints or pairs.
     """
 
+    forward_cache = ("_x_shape",)
+
     def forward(self, x: Any) -> Any:
         _, offsets = self._geometry(x)
         xp = array_module(x)
@@ -173,6 +177,8 @@ class GlobalAvgPool2d(Module):
 
     torch spells it ``AdaptiveAvgPool2d(1)`` followed by ``flatten(1)``.
     """
+
+    forward_cache = ("_x_shape",)
 
     def forward(self, x: Any) -> Any:
         check_spatial_input(self, x, None, (1, 1), (0, 0))

@@ -15,10 +15,18 @@ class Sequential(Module):
     so the gradient with respect to the data is never computed when nothing
     needs it.
 
+    A module may appear several times (weight sharing): the forward cache of
+    each position is kept (``cache_state``) and put back before that
+    position's bprop, so the parameter gradients of all positions add up.
+
     Example:
         >>> from ermlab import nn
         >>> model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10))
+        >>> layer = nn.Linear(8, 8)
+        >>> shared = nn.Sequential(layer, nn.Tanh(), layer)     # W used twice
     """
+
+    forward_cache = ("_sites",)
 
     def __init__(self, *modules: Module) -> None:
         super().__init__()
@@ -43,14 +51,24 @@ class Sequential(Module):
         return self
 
     def forward(self, x: Any) -> Any:
+        if not self.training:
+            for module in self._modules.values():
+                x = module.forward(x)
+            return x
+        sites = []
         for module in self._modules.values():
             x = module.forward(x)
+            sites.append(module.cache_state())
+        self._sites = sites
         return x
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        sites = self._cached("_sites")
         modules = list(self._modules.values())
         for depth in range(len(modules) - 1, 0, -1):
+            modules[depth].restore_cache(sites[depth])
             grad_out = modules[depth].backward(grad_out)
         if not modules:
             return grad_out if input_grad else None
+        modules[0].restore_cache(sites[0])
         return modules[0].backward(grad_out, input_grad=input_grad)

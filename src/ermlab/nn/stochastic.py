@@ -154,6 +154,8 @@ class Dropout(Stochastic):
     Overfitting. JMLR 15, 2014.
     """
 
+    forward_cache = ("_scaled_mask",)
+
     def __init__(self, p: float = 0.5, inverted: bool = True, rng: Any = None) -> None:
         super().__init__(rng)
         self.p = _check_drop_probability("Dropout", p)
@@ -205,6 +207,8 @@ class DropConnect(Stochastic):
     Reference: L. Wan, M. Zeiler, S. Zhang, Y. LeCun, R. Fergus. Regularization
     of Neural Networks using DropConnect. ICML 2013.
     """
+
+    forward_cache = ("_x", "_weight_mask", "_masked")
 
     def __init__(
         self, linear: Linear, p: float = 0.5, per_example: bool = False, rng: Any = None
@@ -279,6 +283,8 @@ class GaussianNoise(Stochastic):
     Regularization. Neural Computation 7(1), 1995.
     """
 
+    forward_cache = ("_shape",)
+
     def __init__(self, sigma: float, rng: Any = None) -> None:
         super().__init__(rng)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
@@ -335,6 +341,8 @@ class StochasticDepth(Stochastic):
     with Stochastic Depth. ECCV 2016.
     """
 
+    forward_cache = ("_inputs_like", "_dropped", "_scale", "_branch_cache")
+
     def __init__(
         self,
         branch: Module,
@@ -371,8 +379,10 @@ class StochasticDepth(Stochastic):
         self._inputs_like = [(x.shape, x.dtype) for x in inputs]
         self._dropped = self.mode == "batch" and not bool(keep)
         if self._dropped:
+            self._scale = self._branch_cache = None
             return array_module(first).zeros(self._output_shape(key, inputs), dtype=first.dtype)
         y = self.branch.forward(*inputs)
+        self._branch_cache = self.branch.cache_state()
         self._output_shapes[key] = tuple(y.shape)
         scale = keep.astype(y.dtype)
         if self.inverted:
@@ -395,8 +405,9 @@ class StochasticDepth(Stochastic):
             if not input_grad:
                 return None
             xp = array_module(grad_out)
-            grads = tuple(xp.zeros(s, dtype=d) for s, d in self._inputs_like)
+            grads = tuple(xp.zeros(s, dtype=d) for s, d in self._cached("_inputs_like"))
             return grads[0] if len(grads) == 1 else grads
+        self.branch.restore_cache(self._cached("_branch_cache"))
         return self.branch.backward(grad_out * self._cached("_scale"), input_grad=input_grad)
 
     def extra_repr(self) -> str:

@@ -185,3 +185,16 @@ def test_mismatched_lengths_are_named(data):
         trainer.fit(x, y, batch_size=0)
     with pytest.raises(ValueError, match="epochs must be an integer ≥ 0"):
         trainer.fit(x, y, epochs=-1)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_training_accuracy_is_the_accuracy_of_the_epochs_forward_passes(data, weighted):
+    """With lr = 0 the weights never move, so the running training accuracy over an epoch
+    equals the (weighted) accuracy of the model on the whole training set."""
+    x, y, _, _ = data
+    w = np.random.default_rng(3).uniform(0, 2, len(y)) if weighted else None
+    trainer = make_trainer(lr=0.0, momentum=0.0)
+    history = trainer.fit(x, y, epochs=2, batch_size=7, sample_weight=w)
+    expected = metrics.accuracy(y, trainer.predict(x), w)
+    assert 0.1 < expected < 0.9  # not a trivial model
+    np.testing.assert_allclose(history["accuracy"], [expected, expected], rtol=1e-12)

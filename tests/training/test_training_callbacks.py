@@ -276,7 +276,8 @@ def test_csv_logger_writes_one_row_per_epoch(data, tmp_path):
     trainer.fit(x, y, epochs=3, validation_data=(xv, yv))
     with path.open(newline="") as file:
         rows = list(csv.DictReader(file))
-    assert list(rows[0]) == ["epoch", "loss", "lr", "time", "val_loss", "val_accuracy"]
+    assert list(rows[0]) == ["epoch", "loss", "accuracy", "lr", "time", "val_loss",
+                            "val_accuracy"]
     assert len(rows) == 3
     for key in rows[0]:
         assert [float(row[key]) for row in rows] == trainer.history[key]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+from ermlab.training.checkpoint import atomic_write_bytes
 
-def plot_history(history: dict[str, list[Any]], directory: str | Path) -> list[Path]:
+
+def plot_history(history: dict[str, list[Any]], directory: str | Path,
+                 best_epoch: int | None = None) -> list[Path]:
     """Write ``loss.png`` and, when accuracy was logged, ``accuracy.png``; return the paths.
 
     Each plot shows the training curve and the validation curve against the epoch,
-    so the gap between them (over-fitting) is visible at a glance.
+    so the gap between them (over-fitting) is visible at a glance. ``best_epoch``
+    (the epoch whose weights the run keeps, e.g. the best validation loss) is
+    marked by a dashed vertical line and a point on the validation curve.
     """
     import matplotlib
 
@@ -20,22 +26,30 @@ def plot_history(history: dict[str, list[Any]], directory: str | Path) -> list[P
     directory = Path(directory)
     written = []
     epochs = history.get("epoch", [])
-    for metric, train_key in (("loss", "loss"), ("accuracy", None)):
+    for metric in ("loss", "accuracy"):
         curves = {name: history[key] for name, key in
-                  (("training", train_key), ("validation", f"val_{metric}"))
-                  if key is not None and key in history}
+                  (("training", metric), ("validation", f"val_{metric}")) if key in history}
         if not curves:
             continue
         figure, axes = plt.subplots(figsize=(6, 4))
         for name, values in curves.items():
             axes.plot(epochs[:len(values)], values, marker="o", markersize=3, label=name)
+        if best_epoch is not None and best_epoch in epochs:
+            axes.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
+                         label=f"best (epoch {best_epoch})")
+            values = curves.get("validation", next(iter(curves.values())))
+            at = epochs.index(best_epoch)
+            if at < len(values):
+                axes.plot([best_epoch], [values[at]], marker="*", markersize=12, color="black")
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
         axes.legend()
         figure.tight_layout()
         path = directory / f"{metric}.png"
-        figure.savefig(path, dpi=100)
+        image = io.BytesIO()
+        figure.savefig(image, format="png", dpi=100)
         plt.close(figure)
+        atomic_write_bytes(path, image.getvalue(), durable=False)  # never a half-drawn file
         written.append(path)
     return written

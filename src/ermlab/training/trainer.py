@@ -87,6 +87,7 @@ class Trainer:
         self.stop_training = False
         self.stop_reason: str | None = None
         self.pending_callback_states: dict[str, Any] = {}
+        self.last_scores: Any = None
 
     # -- one update ---------------------------------------------------------------
 
@@ -97,7 +98,7 @@ class Trainer:
         update and returns the non-finite value, for ``DivergenceGuard`` to report.
         """
         self.model.train()
-        scores = self.model.forward(x)
+        scores = self.last_scores = self.model.forward(x)
         if not bool(array_module(scores).isfinite(scores).all()):
             return math.nan
         value = self.loss.forward(scores, y, sample_weight=sample_weight)
@@ -175,7 +176,8 @@ class Trainer:
                      steps: int) -> dict[str, Any]:
         epoch, start = self.epoch + 1, time.perf_counter()
         self._notify("on_epoch_begin", {"epoch": epoch})
-        total = weight = 0.0
+        total = weight = hits = 0.0
+        classify = to_numpy(y[:1]).dtype.kind in "iub"
         for batch, index in enumerate(batches(len(x), batch_size, shuffle=True, rng=self.rng), 1):
             w = None if sample_weight is None else sample_weight[index]
             size = float(len(index)) if w is None else float(w.sum())
@@ -184,14 +186,19 @@ class Trainer:
             xb = x[index]
             if self.augment is not None:
                 xb = self.augment(xb, self.rng)
-            value = self.train_step(xb, y[index], w)
+            yb = y[index]
+            value = self.train_step(xb, yb, w)
             total, weight = total + value * size, weight + size
+            if classify:
+                hits += _hits(self.last_scores, yb, w)
             self._notify("on_batch_end", {"epoch": epoch, "batch": batch, "loss": value,
                                           "size": len(index), "steps_per_epoch": steps})
             if self.stop_training:
                 break
         self.epoch = epoch
         logs = {"epoch": epoch, "loss": total / weight if weight else math.nan}
+        if classify:
+            logs["accuracy"] = hits / weight if weight else math.nan
         if "lr" in getattr(self.optimizer, "param_groups", [{}])[0]:
             logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
         logs["time"] = time.perf_counter() - start
@@ -299,6 +306,17 @@ class Trainer:
 def _in_order(callbacks: Sequence[Callback]) -> list[Callback]:
     """Callbacks by ascending ``order``, keeping the given order among equals."""
     return sorted(callbacks, key=lambda callback: getattr(callback, "order", 0))
+
+
+def _hits(scores: Any, y: Any, weight: Any) -> float:
+    """Σ w·[predicted = y] over a batch (its running training accuracy, as Keras reports it:
+    measured on the batch's forward pass in training mode, before the update)."""
+    xp = array_module(scores)
+    if scores.ndim == 1 or scores.shape[1] == 1:
+        correct = (scores.reshape(-1) > 0) == (y != 0)
+    else:
+        correct = scores.argmax(axis=1) == y
+    return float(correct.sum() if weight is None else (correct * xp.asarray(weight)).sum())
 
 
 def _labels(scores: numpy.ndarray) -> numpy.ndarray:

@@ -20,11 +20,47 @@ A run directory holds ``config.json`` (this dict), ``history.csv``,
 ``last.safetensors`` (checkpoint after every epoch, for ``--resume``),
 ``best.safetensors`` (best validation loss), ``preprocessing.safetensors``,
 ``metrics.json`` and the ``loss.png`` / ``accuracy.png`` plots.
+
+A run directory stands on its own. Paths in ``config.json`` are absolute
+(resolved when the run starts), so ``evaluate`` works from any working
+directory. ``preprocessing.safetensors`` holds the fitted preprocessing and
+what the model was trained on — the class names, the input shape and dtype,
+and the per-feature minimum and maximum of the training inputs — so
+``predict`` needs the run directory alone, never the training data.
+
+Every file is written atomically, and a run directory stays usable after a
+crash at any moment (``kill -9`` included):
+
+* ``--resume RUN`` continues from the newest valid checkpoint, ``last`` or
+  ``best`` (after epoch N both hold the same state; ``best`` can be one epoch
+  ahead when the process died between the two writes). A damaged checkpoint is
+  skipped with a warning. A run with no checkpoint yet (it died or diverged
+  in its first epoch) starts again from scratch with its saved configuration.
+  ``config.json`` is rewritten only once the checkpoint has been restored.
+* ``--output DIR`` may reuse a directory that holds no valid checkpoint
+  (a run that never finished an epoch); one with a checkpoint is refused.
+* Temporaries of interrupted writes are removed by the next run.
+
+What ``--resume`` may change (``RESUMABLE``): the epoch budget and early
+stopping (``epochs``, ``patience``, ``min_delta``), ``batch_size``, the
+regularization (``l1``, ``l2``, ``max_norm``), ``augment``, and the
+optimizer's hyperparameters (``lr``, ``momentum``, ``betas``, ...; applied
+over the restored optimizer state; ``lr`` only when no closed-form schedule
+sets it). Everything that defines the model, the data or the optimizer's
+kind (``model``, ``hidden``, ``dataset``, ``preprocess``, ``seed``,
+``optimizer``, ``schedule``, ...) is refused: start a new run for those.
+Early stopping keeps its best value and best weights across a resume; a run
+that had stopped early continues only when ``epochs``, ``patience`` or
+``min_delta`` is given, and then its count of epochs without improvement
+starts again from 0 (so it trains up to ``patience`` more epochs).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +78,17 @@ RUN_DEFAULTS: dict[str, Any] = {
     "schedule": "none",
     "seed": 0,
     "validation_fraction": 0.1,
+    "verify": True,
 }
 PREPROCESS = ("standardize", "mean_image", "channel_mean", "none")
 CONFIG_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "history.csv", "metrics.json"
 LAST, BEST, PREPROCESSING = "last.safetensors", "best.safetensors", "preprocessing.safetensors"
+# Files a fresh start in a reused directory removes (config.json and preprocessing are rewritten).
+STALE_FILES = (HISTORY_FILE, METRICS_FILE, LAST, BEST, "loss.png", "accuracy.png")
+# Keys --resume may change besides the optimizer's hyperparameters (see the module docstring).
+RESUMABLE = ("epochs", "patience", "min_delta", "batch_size", "l1", "l2", "max_norm", "augment")
+STOPPING = ("epochs", "patience", "min_delta")
+FILE_SUFFIXES = (".npz", ".csv")
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
@@ -61,12 +104,82 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"seed must be an integer; got {full['seed']!r}")
     full["hidden"] = list(full["hidden"])
     _model_builder(full["model"])
+    if full["data_path"]:
+        full["data_path"] = _absolute(full["data_path"])
+    if Path(str(full["dataset"])).suffix.lower() in FILE_SUFFIXES:
+        full["dataset"] = _absolute(full["dataset"])
     return full
+
+
+def _absolute(path: Any) -> str:
+    """``path`` resolved against the working directory now, so the run works from anywhere."""
+    return str(Path(str(path)).expanduser().resolve())
 
 
 def training_part(config: dict[str, Any]) -> dict[str, Any]:
     """The keys of ``config`` that ``ermlab.config`` knows (model, loss, optimizer, ...)."""
     return {key: value for key, value in config.items() if key not in RUN_DEFAULTS}
+
+
+@dataclass
+class Inputs:
+    """What a run's model was trained on: enough to check and predict new inputs.
+
+    ``shape`` and ``dtype`` are one raw example's (before preprocessing);
+    ``minimum`` and ``maximum`` are per feature (of shape ``shape``) over the
+    training split.
+    """
+
+    class_names: list[str]
+    shape: tuple[int, ...]
+    dtype: str
+    minimum: numpy.ndarray
+    maximum: numpy.ndarray
+
+    @classmethod
+    def of(cls, x_train: numpy.ndarray, class_names: list[str]) -> Inputs:
+        return cls(list(class_names), tuple(int(d) for d in x_train.shape[1:]),
+                   numpy.dtype(x_train.dtype).str, x_train.min(axis=0), x_train.max(axis=0))
+
+    def warn_if_far(self, x: numpy.ndarray, what: str) -> None:
+        """Warn on stderr when values of ``x`` lie far outside the training range.
+
+        Far: more than one training span s = max(maximum) − min(minimum) below
+        a feature's training minimum or above its maximum,
+        x < minimum − s or x > maximum + s — e.g. pixels in [0, 255] given to
+        a run trained on [0, 1].
+        """
+        span = float(self.maximum.max() - self.minimum.min()) or 1.0
+        far = (x < self.minimum - span) | (x > self.maximum + span)
+        count = int(far.sum())
+        if not count:
+            return
+        first = numpy.unravel_index(int(numpy.flatnonzero(far)[0]), x.shape)
+        row, feature = first[0], first[1:] if len(first) > 2 else first[1]
+        warn(f"{what}: {count} values in {int(far.reshape(len(x), -1).any(axis=1).sum())} "
+             f"examples lie far outside the training range (first: example {row}, feature "
+             f"{feature} = {x[first]:g}; trained on [{self.minimum[first[1:]]:g}, "
+             f"{self.maximum[first[1:]]:g}]); are they scaled like the training data?")
+
+
+def warn(message: str) -> None:
+    """One warning line on standard error."""
+    print(f"ermlab: warning: {message}", file=sys.stderr, flush=True)
+
+
+def check_finite(x: numpy.ndarray, what: str) -> None:
+    """Raise a one-line ValueError naming how many values of ``x`` are NaN or ±inf, and where."""
+    finite = numpy.isfinite(x)
+    if finite.all():
+        return
+    bad = ~finite
+    first = numpy.unravel_index(int(numpy.flatnonzero(bad)[0]), x.shape)
+    feature = first[1:] if len(first) > 2 else first[1] if len(first) > 1 else None
+    where = f"example {first[0]}" + ("" if feature is None else f", feature {feature}")
+    rows = int(bad.reshape(len(x), -1).any(axis=1).sum())
+    raise ValueError(f"{what}: {int(bad.sum())} values are NaN or infinite, in {rows} of "
+                     f"{len(x)} examples (the first at {where}: {x[first]}); remove or fill "
+                     "them in first")
 
 
 @dataclass
@@ -82,19 +195,30 @@ class Data:
     class_names: list[str]
     preprocessor: Any
     image_shape: tuple[int, ...]
+    inputs: Inputs
 
 
-def prepare_data(config: dict[str, Any], preprocessor_state: dict | None = None) -> Data:
+def prepare_data(config: dict[str, Any], preprocessor_state: dict | None = None,
+                 trained_on: Inputs | None = None) -> Data:
     """Load the dataset, split off validation data, fit preprocessing on the training split.
 
     With ``preprocessor_state`` (from ``preprocessing.safetensors``) the saved
-    statistics are used instead of being fitted again.
+    statistics are used instead of being fitted again. Non-finite inputs are an
+    error; with ``trained_on`` (a saved run's ``Inputs``), test inputs far
+    outside that training range get a warning.
     """
     from ermlab import data
     from ermlab.data import splits
 
     options = {"path": config["data_path"]} if config["data_path"] else {}
+    if not config["verify"] and config["dataset"] in data.sources.SOURCES:
+        options["verify"] = False  # files that are not the official release, with a warning
     dataset = data.load(config["dataset"], **options)
+    name = Path(str(config["dataset"])).name
+    check_finite(dataset.x_train, f"{name} training inputs")
+    check_finite(dataset.x_test, f"{name} test inputs")
+    if trained_on is not None:
+        trained_on.warn_if_far(dataset.x_test, f"{name} test inputs")
     x_train, y_train, x_val, y_val = splits.train_validation_split(
         dataset.x_train, dataset.y_train, validation=config["validation_fraction"],
         seed=config["seed"])
@@ -106,7 +230,8 @@ def prepare_data(config: dict[str, Any], preprocessor_state: dict | None = None)
         preprocessor.load_state_dict(preprocessor_state)
     return Data(preprocessor.transform(x_train), y_train, preprocessor.transform(x_val), y_val,
                 preprocessor.transform(dataset.x_test), dataset.y_test,
-                list(dataset.class_names), preprocessor, image_shape)
+                list(dataset.class_names), preprocessor, image_shape,
+                Inputs.of(x_train, dataset.class_names))
 
 
 def _is_mlp(config: dict[str, Any]) -> bool:
@@ -151,11 +276,7 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
     rng = numpy.random.default_rng(config["seed"])
     training = training_part(config)
     n_classes = len(data.class_names)
-    builder = _model_builder(config["model"])
-    if builder is None:
-        model = training_config.build_model(training, data.x_train.shape[1], n_classes, rng)
-    else:
-        model = builder(num_classes=n_classes, input_shape=data.image_shape, rng=rng)
+    model = build_model(config, data.image_shape, n_classes, rng)
     optimizer = training_config.build_optimizer(training, model.parameters())
     callbacks = list(callbacks)
     if config["patience"] is not None:
@@ -175,6 +296,16 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
     return Trainer(model, training_config.build_loss(training), optimizer,
                    regularizer=training_config.build_regularizer(training), callbacks=callbacks,
                    rng=rng, top_k=(5,) if n_classes > 5 else (), augment=augment)
+
+
+def build_model(config: dict[str, Any], input_shape: tuple[int, ...], n_classes: int,
+                rng: numpy.random.Generator) -> Any:
+    """The run's network for examples of ``input_shape`` (before preprocessing)."""
+    builder = _model_builder(config["model"])
+    if builder is None:  # the MLP sees flattened inputs
+        n_inputs = int(numpy.prod(input_shape))
+        return training_config.build_model(training_part(config), n_inputs, n_classes, rng)
+    return builder(num_classes=n_classes, input_shape=tuple(input_shape), rng=rng)
 
 
 def _images(x: numpy.ndarray, data: Data) -> numpy.ndarray:
@@ -256,13 +387,21 @@ def load_config(directory: Path) -> dict[str, Any]:
     return resolve(config)
 
 
-def save_preprocessor(directory: Path, preprocessor: Any) -> None:
+def save_preprocessor(directory: Path, preprocessor: Any, inputs: Inputs | None = None) -> None:
+    """``preprocessing.safetensors``: the fitted statistics, and ``inputs`` (what the model
+    was trained on) as the arrays ``inputs.minimum``/``inputs.maximum`` and JSON metadata."""
     import safetensors.numpy
 
     from ermlab.training.checkpoint import atomic_write_bytes
 
     arrays = {k: numpy.array(v, order="C") for k, v in preprocessor.state_dict().items()}
-    atomic_write_bytes(directory / PREPROCESSING, safetensors.numpy.save(arrays))
+    metadata = None
+    if inputs is not None:
+        arrays["inputs.minimum"] = numpy.array(inputs.minimum, order="C")
+        arrays["inputs.maximum"] = numpy.array(inputs.maximum, order="C")
+        metadata = {"inputs": json.dumps({"class_names": inputs.class_names,
+                                          "shape": list(inputs.shape), "dtype": inputs.dtype})}
+    atomic_write_bytes(directory / PREPROCESSING, safetensors.numpy.save(arrays, metadata))
 
 
 def load_preprocessor_state(directory: Path) -> dict[str, numpy.ndarray]:
@@ -277,6 +416,59 @@ def load_preprocessor_state(directory: Path) -> dict[str, numpy.ndarray]:
         raise ValueError(f"{path} is damaged ({error})") from None
 
 
+def load_inputs(directory: Path) -> Inputs | None:
+    """The ``Inputs`` saved with the preprocessing; None for runs of older ermlab versions."""
+    from safetensors import safe_open
+
+    path = Path(directory) / PREPROCESSING
+    state = load_preprocessor_state(directory)
+    with safe_open(str(path), framework="numpy") as file:
+        text = (file.metadata() or {}).get("inputs")
+    if text is None or "inputs.minimum" not in state:
+        return None
+    saved = json.loads(text)
+    return Inputs(list(saved["class_names"]), tuple(saved["shape"]), saved["dtype"],
+                  state["inputs.minimum"], state["inputs.maximum"])
+
+
+@dataclass
+class Restored:
+    """A finished run's model, ready to predict: no training data needed."""
+
+    config: dict[str, Any]
+    trainer: Any
+    preprocessor: Any
+    inputs: Inputs
+    checkpoint: Path
+    epoch: int
+
+
+def restore(directory: str | Path, which: str = "best") -> Restored:
+    """The model of run ``directory`` with its ``best`` (or ``last``) weights.
+
+    Everything comes from the run directory; runs written before it held the
+    ``Inputs`` fall back to loading their dataset once.
+    """
+    from ermlab.training import Trainer
+    from ermlab.training.checkpoint import load_checkpoint
+
+    directory = Path(directory)
+    config = load_config(directory)
+    inputs = load_inputs(directory)
+    preprocessor_state = load_preprocessor_state(directory)
+    if inputs is None:
+        inputs = prepare_data(config, preprocessor_state).inputs
+    preprocessor = _preprocessor(config, inputs.shape).load_state_dict(preprocessor_state)
+    rng = numpy.random.default_rng(config["seed"])
+    model = build_model(config, inputs.shape, len(inputs.class_names), rng)
+    n_classes = len(inputs.class_names)
+    trainer = Trainer(model, training_config.build_loss(training_part(config)), None, rng=rng,
+                      top_k=(5,) if n_classes > 5 else ())
+    path = model_checkpoint(directory, which)
+    checkpoint = load_checkpoint(path, model=model)
+    return Restored(config, trainer, preprocessor, inputs, path, checkpoint.epoch)
+
+
 def model_checkpoint(directory: Path, which: str = "best") -> Path:
     """The checkpoint to use: ``best`` (falling back to ``last``) or ``last``."""
     directory = Path(directory)
@@ -284,3 +476,145 @@ def model_checkpoint(directory: Path, which: str = "best") -> Path:
         if (directory / name).is_file():
             return directory / name
     raise FileNotFoundError(f"{directory} has no checkpoint ({BEST} or {LAST})")
+
+
+def tested_weights(directory: Path, model: Any) -> tuple[str, int]:
+    """Load the weights a finished run is tested with into ``model``: ``best``, else ``last``.
+
+    Returns ``(which, epoch)``, e.g. ``("best", 12)``.
+    """
+    from ermlab.training.checkpoint import load_checkpoint
+
+    path = model_checkpoint(directory, "best")
+    checkpoint = load_checkpoint(path, model=model)
+    return ("best" if path.name == BEST else "last"), checkpoint.epoch
+
+
+# -- starting, reusing and resuming a run directory ----------------------------------------
+
+
+def default_directory(config: dict[str, Any], root: str | Path = "runs") -> Path:
+    """``runs/<data>-<model>-<time>``, a safe name inside ``root`` that no run uses yet.
+
+    ``<data>`` is the dataset's name, or the file's stem for a dataset given
+    as a path (``../x.npz`` → ``x``), reduced to letters, digits, ``.``, ``_``, ``-``.
+    """
+    dataset = str(config["dataset"])
+    if Path(dataset).suffix.lower() in FILE_SUFFIXES:
+        dataset = Path(dataset).stem
+    elif config.get("data_path") and dataset in ("npz", "csv"):
+        dataset = Path(str(config["data_path"])).stem
+    name = "-".join(_safe_name(part) for part in (dataset, str(config["model"])))
+    base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    directory, n = base, 1
+    while directory.exists():
+        n += 1
+        directory = base.with_name(f"{base.name}-{n}")
+    return directory
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "data"
+
+
+def check_reusable(directory: Path) -> None:
+    """Refuse ``directory`` for a new run when it holds a run with a valid checkpoint."""
+    if (directory / CONFIG_FILE).exists() and resume_point(directory)[0] is not None:
+        raise ValueError(f"{directory} already holds a run; continue it with "
+                         f"`ermlab train --resume {directory}` or choose another --output")
+
+
+def resume_point(directory: Path) -> tuple[Path | None, list[str]]:
+    """The newest valid checkpoint of ``directory`` (``last`` or ``best``; ``last`` when both
+    hold the same epoch), or None; and a note for each damaged one skipped."""
+    from ermlab.training.checkpoint import read_checkpoint
+
+    found, notes = [], []
+    for rank, name in enumerate((BEST, LAST)):
+        path = Path(directory) / name
+        if not path.is_file():
+            continue
+        try:
+            found.append((read_checkpoint(path).epoch, rank, path))
+        except ValueError as error:  # CheckpointError: truncated, corrupt, edited
+            notes.append(f"skipping {path}: {error}")
+    return (max(found)[2] if found else None), notes
+
+
+@dataclass
+class Resume:
+    """What ``--resume`` will do: the merged configuration and where to continue from."""
+
+    config: dict[str, Any]
+    saved: dict[str, Any]
+    checkpoint: Path | None
+    asked_to_continue: bool
+    notes: list[str]
+
+
+def plan_resume(directory: str | Path, overrides: dict[str, Any]) -> Resume:
+    """Check ``overrides`` against what a resume may change; find the checkpoint to load.
+
+    Nothing is written here: a refused resume leaves the directory as it was.
+    """
+    directory = Path(directory)
+    saved = load_config(directory)
+    config = resolve({**saved, **overrides})
+    changed = sorted(key for key in config if config[key] != saved.get(key))
+    optimizer_keys = set(training_config.optimizer_options(saved["optimizer"]))
+    fixed = [key for key in changed if key not in RESUMABLE and key not in optimizer_keys]
+    if fixed:
+        raise ValueError(
+            f"--resume cannot change {', '.join(fixed)}: they define the model, the data or the "
+            f"optimizer; start a new run instead (a resume may change {', '.join(RESUMABLE)} "
+            "and the optimizer's hyperparameters such as --lr)")
+    closed_form = str(saved["schedule"] or "none").split(":")[0] not in ("none", "plateau")
+    if "lr" in changed and closed_form:
+        raise ValueError(f"--resume cannot change lr: schedule {saved['schedule']!r} sets the "
+                         "learning rate every epoch")
+    checkpoint, notes = resume_point(directory)
+    asked = any(key in overrides for key in STOPPING)
+    return Resume(config, saved, checkpoint, asked, notes)
+
+
+def continue_training(trainer: Any, plan: Resume) -> str | None:
+    """Restore ``plan.checkpoint`` into ``trainer`` and apply the changed settings.
+
+    The optimizer's hyperparameters that the new configuration changes are set
+    over the restored state. Returns None when there is training left to do, or
+    a sentence saying why the run is already finished.
+    """
+    fresh = [dict(group) for group in trainer.optimizer.param_groups]
+    trainer.resume(plan.checkpoint)
+    changed = [key for key in training_config.optimizer_options(plan.config["optimizer"])
+               if plan.config.get(key) != plan.saved.get(key)]
+    for group, new in zip(trainer.optimizer.param_groups, fresh):
+        for key in changed:
+            if key in group:
+                group[key] = new[key]
+        trainer.optimizer.validate(group)
+    stopper = trainer.pending_callback_states.get("EarlyStopping")
+    if stopper and stopper.get("stopped_epoch"):
+        if not plan.asked_to_continue:
+            return (f"the run stopped early at epoch {stopper['stopped_epoch']}; give --epochs, "
+                    "--patience or --min-delta to train it further")
+        stopper.update(wait=0, stopped_epoch=0)
+    if trainer.epoch >= plan.config["epochs"]:
+        return f"the run has done its {plan.config['epochs']} epochs; give --epochs to train on"
+    return None
+
+
+def start_directory(directory: Path, config: dict[str, Any], data: Data) -> None:
+    """Create (or take over) ``directory`` for a run starting from scratch.
+
+    A directory reused after a run that never wrote a checkpoint loses that
+    run's leftovers (history, plots, damaged checkpoints, temporaries).
+    """
+    from ermlab.training.checkpoint import remove_stale_temporaries
+
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory)
+    for name in STALE_FILES:
+        (directory / name).unlink(missing_ok=True)
+    save_preprocessor(directory, data.preprocessor, data.inputs)
+    save_config(directory, config)

@@ -53,11 +53,11 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert [row["epoch"] for row in history] == ["1", "2", "3", "4"]
 
 
-def test_resume_accepts_only_epochs(tmp_path, capsys):
+def test_resume_refuses_to_change_the_model(tmp_path, capsys):
     assert run_cli("train", "--dataset", "xor", "--epochs", 1, "-q",
                    "--output", tmp_path / "run") == 0
-    assert run_cli("train", "--resume", tmp_path / "run", "--lr", "0.1") == 2
-    assert "only --epochs can change" in capsys.readouterr().err
+    assert run_cli("train", "--resume", tmp_path / "run", "--hidden", "7") == 2
+    assert "--resume cannot change hidden" in capsys.readouterr().err
 
 
 def test_toml_config_and_flags(tmp_path, capsys):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy
 
@@ -14,8 +14,10 @@ import numpy
 def add_commands(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="metrics of a run's model on a split")
     evaluate.add_argument("run_dir", metavar="RUN", help="a run directory from `ermlab train`")
-    evaluate.add_argument("--split", choices=("test", "validation", "train"), default="test")
-    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    evaluate.add_argument("--split", choices=("test", "validation", "train"), default="test",
+                          help="which split to evaluate (default test)")
+    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                          help="best validation loss (default) or the last epoch's weights")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="predict classes for new data")
@@ -23,30 +25,24 @@ def add_commands(commands) -> None:
     predict.add_argument("data", metavar="DATA",
                          help=".npy or .npz (key x or x_test) array, or .csv of feature columns")
     predict.add_argument("--output", "-o", help="write a CSV here instead of standard output")
-    predict.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    predict.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                         help="best validation loss (default) or the last epoch's weights")
     predict.set_defaults(run=run_predict)
 
 
-def _restore(run_dir: str, which: str) -> tuple[Any, Any, dict[str, Any]]:
-    """(trainer with the run's weights, prepared data, config)."""
-    from ermlab import run as runs
-    from ermlab.training.checkpoint import load_checkpoint
-
-    directory = Path(run_dir)
-    config = runs.load_config(directory)
-    data = runs.prepare_data(config, runs.load_preprocessor_state(directory))
-    trainer = runs.build_trainer(config, data, callbacks=[])
-    load_checkpoint(runs.model_checkpoint(directory, which), model=trainer.model)
-    return trainer, data, config
-
-
 def run_evaluate(args: argparse.Namespace) -> int:
-    trainer, data, config = _restore(args.run_dir, args.checkpoint)
+    from ermlab import run as runs
+
+    restored = runs.restore(args.run_dir, args.checkpoint)
+    config, trainer = restored.config, restored.trainer
+    data = runs.prepare_data(config, runs.load_preprocessor_state(Path(args.run_dir)),
+                             trained_on=restored.inputs)
     x, y = {"test": (data.x_test, data.y_test), "validation": (data.x_val, data.y_val),
             "train": (data.x_train, data.y_train)}[args.split]
     results = trainer.evaluate(x, y)
-    print(f"{config['dataset']} {args.split} split, {len(y)} examples, {args.checkpoint} "
-          f"checkpoint: " + ", ".join(f"{key} {value:.4f}" for key, value in results.items()))
+    print(f"{Path(str(config['dataset'])).name} {args.split} split, {len(y)} examples, "
+          f"{args.checkpoint} checkpoint (epoch {restored.epoch}): "
+          + ", ".join(f"{key} {value:.4f}" for key, value in results.items()))
     matrix = trainer.confusion_matrix(x, y)
     names = [name[:9] for name in data.class_names]
     print("confusion matrix (rows: true class, columns: predicted):")
@@ -91,26 +87,39 @@ def _numeric(row: list[str]) -> bool:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    trainer, data, _ = _restore(args.run_dir, args.checkpoint)
+    """Predict, then write the whole CSV at once: a failure leaves ``--output`` untouched."""
+    from ermlab import run as runs
+    from ermlab.training.checkpoint import atomic_write_bytes
+
+    restored = runs.restore(args.run_dir, args.checkpoint)
+    inputs = restored.inputs
     x = read_inputs(args.data)
-    shape = data.image_shape
+    shape = inputs.shape
     if x.ndim == 2 and len(shape) > 1 and x.shape[1] == int(numpy.prod(shape)):
         x = x.reshape((len(x), *shape))
     if tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"{args.data}: the model takes inputs of shape (N, "
                          f"{', '.join(map(str, shape))}); got {tuple(x.shape)}")
-    x = data.preprocessor.transform(x.astype(data.x_train.dtype))
-    scores = trainer.predict_scores(x)
+    if len(x) == 0:
+        raise ValueError(f"{args.data} holds no examples")
+    if x.dtype.kind not in "iufb":
+        raise ValueError(f"{args.data}: inputs must be numbers; got {x.dtype}")
+    x = x.astype(inputs.dtype)
+    runs.check_finite(x, str(args.data))
+    inputs.warn_if_far(x, str(args.data))
+    scores = restored.trainer.predict_scores(restored.preprocessor.transform(x))
+    runs.check_finite(scores, f"the model's scores for {args.data}")
     shifted = numpy.exp(scores - scores.max(axis=1, keepdims=True))
     probabilities = shifted / shifted.sum(axis=1, keepdims=True)
     labels = probabilities.argmax(axis=1)
-    out = open(args.output, "w", newline="") if args.output else sys.stdout
-    try:
-        writer = csv.writer(out)
-        writer.writerow(["index", "label", "class", *(f"p_{n}" for n in data.class_names)])
-        for i, (label, p) in enumerate(zip(labels, probabilities)):
-            writer.writerow([i, int(label), data.class_names[label], *(f"{v:.6f}" for v in p)])
-    finally:
-        if args.output:
-            out.close()
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    names = inputs.class_names
+    writer.writerow(["index", "label", "class", *(f"p_{n}" for n in names)])
+    for i, (label, p) in enumerate(zip(labels, probabilities)):
+        writer.writerow([i, int(label), names[label], *(f"{v:.6f}" for v in p)])
+    if args.output:
+        atomic_write_bytes(args.output, text.getvalue().encode(), durable=False)
+    else:
+        sys.stdout.write(text.getvalue())
     return 0

@@ -1,7 +1,8 @@
 """``ermlab train``: train a network from flags and/or a TOML file, recording a run directory.
 
 Precedence: explicit flags > ``--config FILE.toml`` > defaults (``ermlab.run``).
-``--resume RUN`` continues a run from its last checkpoint, bit for bit.
+``--resume RUN`` continues a run from its newest checkpoint, bit for bit, and may change
+the settings listed in ``ermlab.run`` (epochs, patience, lr, ...).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ermlab.config import CLASSIFICATION_LOSSES
 from ermlab.training.callbacks import Callback
+from ermlab.training.callbacks.progress_bar import epoch_summary
 
 # flag → config key, for the flags that map one to one.
 FLAGS = {
@@ -41,6 +44,10 @@ def add_commands(commands) -> None:
                         help="early-stopping patience in epochs ('none' to switch it off)")
     parser.add_argument("--batch-norm", dest="batch_norm", action="store_const", const=True,
                         default=None, help="batch normalization before every hidden activation")
+    parser.add_argument("--no-verify", dest="verify", action="store_const", const=False,
+                        default=None,
+                        help="use dataset files whose checksums do not match the official "
+                             "release (with a warning), e.g. your own copy in --data-path")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other config key, e.g. --set betas=[0.9,0.99] (JSON values)")
     parser.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/…)")
@@ -50,23 +57,36 @@ def add_commands(commands) -> None:
 
 
 _HELP = {
-    "dataset": "dataset name (default digits); see `ermlab datasets`",
-    "data_path": "read the dataset from this directory or file instead of the cache",
+    "dataset": "dataset name (default digits), or a .npz/.csv file; see `ermlab datasets`",
+    "data_path": "read the dataset from this directory or file instead of the cache "
+                 "(e.g. a folder with the MNIST files, .gz or not)",
     "model": "mlp (default) or a model-zoo name such as lenet5, resnet20",
-    "hidden": "MLP hidden widths, e.g. 512,256 (default 128)",
+    "hidden": "MLP hidden widths, e.g. 512,256 (default 128); '' for no hidden layer",
+    "activation": "hidden activation: relu (default), tanh, sigmoid, leaky_relu, elu, ...",
+    "loss": "cross_entropy (default) or hinge",
     "optimizer": "sgd, adam (default), adamw, nadam, rmsprop, adagrad, adadelta, adamax, ...",
-    "lr": "learning rate (default: the optimizer's)",
+    "lr": "learning rate (default: the optimizer's; 0.1 for sgd)",
+    "momentum": "momentum coefficient of sgd or rmsprop (default 0)",
+    "weight_decay": "the optimizer's weight decay (coupled L2 in sgd/adam, decoupled in adamw)",
     "schedule": "none, cosine, step:S[:G], multistep:M1+M2[:G], exponential:G, "
                 "inverse_time:D[:C], warm_restarts:T0[:TMULT], plateau[:FACTOR[:PATIENCE]]",
-    "l1": "λ of the L1 penalty", "l2": "λ of the L2 penalty",
-    "preprocess": "standardize (default), mean_image, channel_mean or none",
-    "augment": "augmentation spec, e.g. crop:2,flip,rotate:10",
+    "epochs": "most epochs to train (default 100; early stopping may end sooner)",
+    "l1": "λ of the L1 penalty λ‖W‖₁ on the weights (default 0)",
+    "l2": "λ of the L2 penalty λ‖W‖²₂ on the weights (default 0)",
+    "max_norm": "max-norm constraint: rescale each unit's incoming weights to norm ≤ C",
+    "dropout": "drop probability after every hidden activation, in [0, 1) (default 0)",
+    "preprocess": "mean_image (default for images: [0, 1] pixels minus the mean training "
+                  "image), standardize (default for tables), channel_mean or none",
+    "augment": "augmentation spec for image data, e.g. crop:2,flip,rotate:10",
+    "seed": "random seed of the split, the initialization and the shuffling (default 0)",
+    "validation_fraction": "fraction of the training set held out for early stopping and "
+                           "model choice, in (0, 1) (default 0.1)",
 }
 
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     config = _read_toml(args.config) if args.config else {}
-    flags = [*FLAGS, "batch_norm"]
+    flags = [*FLAGS, "batch_norm", "verify"]
     config.update({flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None})
     if args.batch_size is not None:
         config["batch_size"] = None if args.batch_size == "full" else _integer(
@@ -114,13 +134,34 @@ def _read_toml(path: str) -> dict[str, Any]:
     return flat
 
 
+def _check_data(config: dict[str, Any], data: Any) -> None:
+    """Refuse data a classifier cannot learn from; warn about test classes never trained on."""
+    import numpy
+
+    if len(data.image_shape) != 3 and config["augment"]:
+        raise ValueError(f"--augment needs image data (N, C, H, W); {config['dataset']} has "
+                         f"rows of shape {data.image_shape}: leave out --augment")
+    if config["loss"] not in CLASSIFICATION_LOSSES:
+        return
+    seen = numpy.unique(data.y_train)
+    if len(seen) < 2:
+        raise ValueError(
+            f"the training split of {config['dataset']} holds only class "
+            f"{data.class_names[seen[0]] if len(seen) else '(none)'} ({len(data.y_train)} "
+            "examples): a classifier needs examples of at least 2 classes")
+    unseen = sorted(set(numpy.unique(data.y_test).tolist()) - set(seen.tolist()))
+    if unseen:
+        names = ", ".join(data.class_names[c] for c in unseen)
+        print(f"ermlab train: warning: test class(es) {names} never occur in the training "
+              "split; the model cannot learn them, so their test examples count as errors",
+              file=sys.stderr)
+
+
 class _EpochPrinter(Callback):
     """One line per epoch, for logs and pipes (the tqdm bar draws on terminals)."""
 
     def on_epoch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
-        parts = [f"epoch {logs['epoch']:3d}", f"loss {logs['loss']:.4f}"]
-        parts += [f"{key} {value:.4f}" for key, value in logs.items() if key.startswith("val_")]
-        print("  ".join(parts), flush=True)
+        print(epoch_summary(logs), flush=True)
 
 
 class _HistoryWriter(Callback):
@@ -144,16 +185,10 @@ def write_history_csv(history: dict[str, list[Any]], path: Path) -> None:
 
 
 def _output_directory(args: argparse.Namespace, config: dict[str, Any]) -> Path:
-    if args.output:
-        directory = Path(args.output)
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        directory = Path("runs") / f"{config['dataset']}-{config['model']}-{stamp}"
     from ermlab import run as runs
 
-    if (directory / runs.CONFIG_FILE).exists():
-        raise ValueError(f"{directory} already holds a run; continue it with "
-                         f"`ermlab train --resume {directory}` or choose another --output")
+    directory = Path(args.output) if args.output else runs.default_directory(config)
+    runs.check_reusable(directory)
     return directory
 
 
@@ -162,39 +197,45 @@ def run(args: argparse.Namespace) -> int:
     from ermlab.training import DivergenceGuard, ModelCheckpoint, ProgressBar
 
     say = (lambda *a, **k: None) if args.quiet else print
+    plan = None
     if args.resume:
         directory = Path(args.resume)
-        config = runs.load_config(directory)
-        overrides = _config_from_args(args)
-        unsupported = sorted(set(overrides) - {"epochs"})
-        if unsupported:
-            raise ValueError(f"--resume continues the saved configuration; only --epochs can "
-                             f"change (got {', '.join(unsupported)})")
-        config = runs.resolve({**config, **overrides})
-        data = runs.prepare_data(config, runs.load_preprocessor_state(directory))
+        plan = runs.plan_resume(directory, _config_from_args(args))
+        for note in plan.notes:
+            runs.warn(note)
+        config = plan.config
+        state = runs.load_preprocessor_state(directory) if plan.checkpoint else None
+        data = runs.prepare_data(config, state)
     else:
         config = runs.resolve(_config_from_args(args))
         directory = _output_directory(args, config)
         data = runs.prepare_data(config)
+        _check_data(config, data)
     printer = [] if args.quiet else [ProgressBar() if sys.stdout.isatty() else _EpochPrinter()]
     callbacks = [DivergenceGuard(raise_error=True), _HistoryWriter(directory / runs.HISTORY_FILE),
                  ModelCheckpoint(directory, monitor="val_loss"), *printer]
     trainer = runs.build_trainer(config, data, callbacks)
-    # Only a run that could be built gets a directory (no half-written runs on bad settings).
-    if not args.resume:
-        directory.mkdir(parents=True, exist_ok=True)
-        runs.save_preprocessor(directory, data.preprocessor)
-    runs.save_config(directory, config)
-    if args.resume:
-        trainer.resume(directory / runs.LAST)
-        say(f"resuming {directory} after epoch {trainer.epoch}")
+    finished = None
+    # Only a run that could be built gets a directory (no half-written runs on bad settings);
+    # a resume rewrites config.json only once its checkpoint is restored.
+    if plan is not None and plan.checkpoint is not None:
+        finished = runs.continue_training(trainer, plan)
+        runs.save_config(directory, config)
+        write_history_csv(trainer.history, directory / runs.HISTORY_FILE)
+        say(f"resuming {directory} after epoch {trainer.epoch} ({plan.checkpoint.name})")
+    else:
+        if plan is not None:
+            say(f"{directory} has no checkpoint yet: starting it again from scratch")
+        runs.start_directory(directory, config, data)
     remaining = config["epochs"] - trainer.epoch
     say(f"{config['dataset']}: {len(data.x_train)} training, {len(data.x_val)} validation, "
         f"{len(data.x_test)} test examples, {len(data.class_names)} classes")
     say(f"model: {config['model']} {list(config['hidden']) if config['model'] == 'mlp' else ''}"
         f" {trainer.model.num_parameters():,} parameters; optimizer {trainer.optimizer!r}")
     start = time.perf_counter()
-    if remaining > 0:
+    if finished:
+        say(f"nothing to train: {finished}")
+    elif remaining > 0:
         trainer.fit(data.x_train, data.y_train, epochs=remaining,
                     batch_size=config["batch_size"], validation_data=(data.x_val, data.y_val))
     return _finish(trainer, data, directory, config, time.perf_counter() - start, say)
@@ -202,20 +243,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _finish(trainer, data, directory: Path, config, seconds: float, say) -> int:
     from ermlab import run as runs
-    from ermlab.training.checkpoint import atomic_write_bytes, load_checkpoint
+    from ermlab.training.checkpoint import atomic_write_bytes
     from ermlab.training.plots import plot_history
 
-    load_checkpoint(runs.model_checkpoint(directory, "best"), model=trainer.model)
+    which, tested_epoch = runs.tested_weights(directory, trainer.model)
     test = trainer.evaluate(data.x_test, data.y_test)
     metrics = {"epochs": trainer.epoch, "seconds": round(seconds, 3),
                "stop_reason": trainer.stop_reason,
+               "tested_weights": which, "tested_epoch": tested_epoch,
                **{f"test_{key}": value for key, value in test.items()}}
     atomic_write_bytes(directory / runs.METRICS_FILE,
                        (json.dumps(metrics, indent=2) + "\n").encode())
-    plot_history(trainer.history, directory)
+    plot_history(trainer.history, directory, best_epoch=tested_epoch if which == "best" else None)
     say(f"run directory: {directory}")
     if trainer.stop_reason:
         say(f"stopped: {trainer.stop_reason}")
-    print(f"trained {trainer.epoch} epochs in {seconds:.1f} s; "
-          + ", ".join(f"test {key} {value:.4f}" for key, value in test.items()))
+    results = ", ".join(f"test {key} {value:.4f}" for key, value in test.items())
+    print(f"trained {trainer.epoch} epochs in {seconds:.1f} s; tested {which} (epoch "
+          f"{tested_epoch}): {results}")
     return 0

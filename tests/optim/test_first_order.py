@@ -282,10 +282,16 @@ def test_flush_removes_geometrically_decaying_subnormals(flush_every):
         assert np.all((m > 0) & (m < tiny))  # the trap the flush avoids
 
 
-def test_flush_keeps_values_above_threshold():
-    x = np.array([1e-29, -1e-31, 2e-30, 0.5, -3e-40], dtype=np.float64)
-    optim.inplace.flush_tiny_(x)
-    np.testing.assert_array_equal(x, [1e-29, 0.0, 2e-30, 0.5, 0.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flush_zeroes_subnormals_only(dtype):
+    """The default threshold is the dtype's smallest normal number τ (finfo.tiny)."""
+    tiny = np.finfo(dtype).tiny
+    x = np.array([1e-31, -tiny, tiny * 0.99, 0.5, -tiny / 3, tiny * 1.01], dtype=dtype)
+    expected = np.array([1e-31, -tiny, 0.0, 0.5, 0.0, tiny * 1.01], dtype=dtype)
+    np.testing.assert_array_equal(optim.inplace.flush_tiny_(x), expected)
+    y = np.array([1e-29, -1e-31, 0.5], dtype=dtype)
+    np.testing.assert_array_equal(optim.inplace.flush_tiny_(y, 1e-30),
+                                  np.array([1e-29, 0.0, 0.5], dtype=dtype))
 
 
 # -- transforms ----------------------------------------------------------------------------

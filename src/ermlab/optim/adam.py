@@ -19,6 +19,7 @@ from ermlab.optim.inplace import (
     Block,
     InPlaceOptimizer,
     add_scaled_square_,
+    hidden_by_eps,
     lerp_,
 )
 
@@ -26,7 +27,13 @@ from ermlab.optim.inplace import (
 class _AdamFamily(InPlaceOptimizer):
     """Shared checks and the weight-decay step of the Adam family."""
 
-    decaying_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "exp_inf")
+    decaying_state = ("exp_avg",)
+    denominator_state = ("exp_avg_sq", "max_exp_avg_sq")
+
+    def denominators_hidden(self, group: dict[str, Any], dtype: Any) -> bool:
+        """√(v / (1 − β₂ᵗ)) + ε with 1/(1 − β₂ᵗ) ≤ 1/(1 − β₂): ε must hide √(τ/(1 − β₂))."""
+        return hidden_by_eps(group["eps"], dtype, 1 / (1 - group["betas"][1]),
+                             below=self.flush_below)
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
@@ -78,7 +85,8 @@ class Adam(_AdamFamily):
         decoupled_weight_decay: θ ← θ(1 − γλ) instead (this is AdamW), default False.
         threads: lanes a step is shared out among (``optim.inplace``); results do not
             depend on it.
-        flush_every, flush_below: subnormal flush of m, v, v_max (``optim.inplace``).
+        flush_every, flush_below: subnormal flush of m, and of v, v_max where ε hides
+            them (``optim.inplace``).
 
     Example:
         >>> opt = Adam(model.parameters(), lr=1e-3)
@@ -95,7 +103,7 @@ class Adam(_AdamFamily):
         decoupled_weight_decay: bool = False,
         *,
         flush_every: int = 16,
-        flush_below: float = FLUSH_BELOW,
+        flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
@@ -158,7 +166,7 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         flush_every: int = 16,
-        flush_below: float = FLUSH_BELOW,
+        flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad,
@@ -184,11 +192,15 @@ class Adamax(_AdamFamily):
         weight_decay: λ ≥ 0 (coupled L2), default 0.
         threads: lanes a step is shared out among (``optim.inplace``); results do not
             depend on it.
-        flush_every, flush_below: subnormal flush of m (``optim.inplace``).
+        flush_every, flush_below: subnormal flush of m (``optim.inplace``); u ≥ ε is
+            never flushed.
 
     Example:
         >>> opt = Adamax(model.parameters())
     """
+
+    # u = max(β₂u, |g| + ε) ≥ ε is subnormal only when ε is, and then m/u needs it.
+    denominator_state = ()
 
     def __init__(
         self,
@@ -199,7 +211,7 @@ class Adamax(_AdamFamily):
         weight_decay: float = 0.0,
         *,
         flush_every: int = 16,
-        flush_below: float = FLUSH_BELOW,
+        flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
@@ -252,7 +264,8 @@ class NAdam(_AdamFamily):
         decoupled_weight_decay: θ ← θ(1 − γλ), default False.
         threads: lanes a step is shared out among (``optim.inplace``); results do not
             depend on it.
-        flush_every, flush_below: subnormal flush of m, v (``optim.inplace``).
+        flush_every, flush_below: subnormal flush of m, and of v where ε hides it
+            (``optim.inplace``).
 
     Example:
         >>> opt = NAdam(model.parameters(), lr=2e-3)
@@ -269,7 +282,7 @@ class NAdam(_AdamFamily):
         decoupled_weight_decay: bool = False,
         *,
         flush_every: int = 16,
-        flush_below: float = FLUSH_BELOW,
+        flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,

@@ -18,6 +18,7 @@ from ermlab.optim.inplace import (
     Block,
     InPlaceOptimizer,
     add_scaled_square_,
+    hidden_by_eps,
     lerp_,
 )
 
@@ -114,13 +115,18 @@ class Adadelta(InPlaceOptimizer):
         weight_decay: λ ≥ 0 (coupled L2), default 0.
         threads: lanes a step is shared out among (``optim.inplace``); results do not
             depend on it.
-        flush_every, flush_below: subnormal flush of both averages (``optim.inplace``).
+        flush_every, flush_below: subnormal flush of both averages where ε hides
+            them (``optim.inplace``).
 
     Example:
         >>> opt = Adadelta(model.parameters())
     """
 
-    decaying_state = ("square_avg", "acc_delta")
+    denominator_state = ("square_avg", "acc_delta")
+
+    def denominators_hidden(self, group: dict[str, Any], dtype: Any) -> bool:
+        """Both averages enter as √(x + ε): ε must hide τ."""
+        return hidden_by_eps(group["eps"], dtype, root=False, below=self.flush_below)
 
     def __init__(
         self,
@@ -131,7 +137,7 @@ class Adadelta(InPlaceOptimizer):
         weight_decay: float = 0.0,
         *,
         flush_every: int = 16,
-        flush_below: float = FLUSH_BELOW,
+        flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
@@ -193,13 +199,20 @@ class RMSprop(InPlaceOptimizer):
         eps_inside_sqrt: put ε inside the root (Optax/Keras), default False (torch).
         threads: lanes a step is shared out among (``optim.inplace``); results do not
             depend on it.
-        flush_every, flush_below: subnormal flush of v, ḡ, b (``optim.inplace``).
+        flush_every, flush_below: subnormal flush of ḡ, b, and of v where ε hides it
+            (``optim.inplace``).
 
     Example:
         >>> opt = RMSprop(model.parameters(), lr=1e-3, centered=True)
     """
 
-    decaying_state = ("square_avg", "grad_avg", "momentum_buffer")
+    decaying_state = ("grad_avg", "momentum_buffer")
+    denominator_state = ("square_avg",)
+
+    def denominators_hidden(self, group: dict[str, Any], dtype: Any) -> bool:
+        """√v̂ + ε, or √(v̂ + ε) with ``eps_inside_sqrt``: ε must hide √τ, or τ."""
+        return hidden_by_eps(group["eps"], dtype, root=not group["eps_inside_sqrt"],
+                             below=self.flush_below)
 
     def __init__(
         self,
@@ -213,7 +226,7 @@ class RMSprop(InPlaceOptimizer):
         eps_inside_sqrt: bool = False,
         *,
         flush_every: int = 16,
-        flush_below: float = FLUSH_BELOW,
+        flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,

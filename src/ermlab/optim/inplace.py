@@ -8,12 +8,38 @@ the parameter; it is not saved in ``state_dict``).
 The subnormal trap (see PERFORMANCE.md): state that decays geometrically —
 momentum buffers, Adam's m and v, RMSprop/Adadelta averages — shrinks by β
 every step wherever the gradient is zero (dead ReLU units) until it becomes
-subnormal, and arithmetic on subnormals is ~17× slower. Every ``flush_every``
-steps of a parameter (its ``state["step"]``, so a resumed run flushes at the
-same steps) the arrays named in ``decaying_state`` have entries with
-|x| < ``flush_below`` (1e-30) set to zero. The change is below 1e-30 in
-absolute value, far under float32/float64 resolution of any update that
-matters; ``flush_every=0`` turns it off.
+subnormal (|x| < τ, the dtype's smallest normal number ``finfo(dtype).tiny``:
+1.2e-38 in float32, 2.2e-308 in float64), and arithmetic on subnormals is
+~17× slower. Every ``flush_every`` steps of a parameter (its ``state["step"]``,
+so a resumed run flushes at the same steps) the arrays that ``flush_keys``
+names have their subnormal entries set to zero. The flush must never change a
+result that matters, and a fixed threshold such as 1e-30 does: with gradients
+of ~1e-16, v ~ g² ~ 1e-35 is a legitimate value, and zeroing it changes Adam's
+next step by O(1) when ε is small. So the threshold is τ of the array's dtype,
+and what may be flushed depends on the state's role in the update:
+
+* Numerators and momenta (``decaying_state``: Adam's m, SGD's and RMSprop's
+  momentum buffers, RMSprop's ḡ) are always flushed. Zeroing |m| < τ moves an
+  Adam step by at most γ/(1 − β₁) · τ / max(ε, √v̂), and √v̂ ≥ √v is at least
+  the root of the smallest subnormal unless v = 0 (where ε = 0 makes torch's
+  step infinite anyway): for β₁ = 0.9 that is ≤ 3e-15 γ in float32 and
+  ≤ 1e-146 γ in float64. An SGD step moves by at most γτ. ḡ enters centered
+  RMSprop only through ḡ², and a subnormal squared is exactly 0.
+* Denominators (``denominator_state``: v, v_max, Adadelta's and RMSprop's
+  averages) are flushed only where ε hides them: zeroing x < τ moves
+  √(s·x) (s: a bias-correction factor, ≤ 1/(1 − β₂)) by at most √(s·τ), which
+  is invisible next to ε when √(s·τ) ≤ ε · 2^−(p+2) (p: mantissa bits), and
+  likewise s·τ ≤ ε · 2^−(p+2) where ε is added inside the root
+  (``hidden_by_eps``; ε = 1e-8 hides them with a margin of ~90 in float32). With
+  ε = 0 or a tiny ε they are never flushed: there a subnormal v still sets
+  the step (torch keeps it too); v ~ 1e-3 g² is subnormal only for g ≲ 1e-17
+  in float32, where torch's arithmetic loses precision as well. Adamax's
+  u = max(β₂u, |g| + ε) ≥ ε is never flushed.
+
+A value τ ≤ |x| < τ/β^k turns subnormal between two flushes (at most
+``flush_every`` − 1 steps of a dying unit); all later steps see a zero.
+``flush_below`` replaces τ by a fixed threshold (at your own risk: it is not
+covered by the argument above); ``flush_every=0`` turns the flush off.
 
 Threaded, blocked execution. A step is ~2–17 elementwise passes per
 parameter, each a NumPy ufunc on one thread. ``step`` lays the parameters end
@@ -66,7 +92,7 @@ from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.base import Optimizer
 
-FLUSH_BELOW = 1e-30
+FLUSH_BELOW: float | None = None  # None: the dtype's smallest normal number
 BLOCK_BYTES = 1 << 20
 MIN_PARALLEL = 65536
 LANE_WORK = 1_500_000
@@ -119,11 +145,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def flush_tiny_(x: Any, below: float = FLUSH_BELOW) -> Any:
-    """Set entries of ``x`` with |x| < ``below`` to zero, in place; return ``x``."""
+def subnormal_threshold(dtype: Any, below: float | None = None) -> float:
+    """``below`` if given, else the smallest normal number of ``dtype`` (``finfo.tiny``)."""
+    return float(numpy.finfo(dtype).tiny) if below is None else float(below)
+
+
+def flush_tiny_(x: Any, below: float | None = None) -> Any:
+    """Set entries of ``x`` with |x| < ``below`` (default: its dtype's smallest normal
+    number, i.e. the subnormals) to zero, in place; return ``x``."""
     xp = array_module(x)
-    xp.copyto(x, 0, where=xp.abs(x) < below)
+    xp.copyto(x, 0, where=xp.abs(x) < subnormal_threshold(x.dtype, below))
     return x
+
+
+def hidden_by_eps(eps: float, dtype: Any, scale: float = 1.0, root: bool = True,
+                  below: float | None = None) -> bool:
+    """Whether zeroing state x < τ (``below`` or the dtype's smallest normal) leaves
+    ``√(scale·x) + ε`` (``root``) or ``scale·x + ε`` unchanged to within a quarter ulp of ε.
+
+    Zeroing moves √(s·x) by at most √(s·τ) (√ is subadditive), s·x by at most s·τ;
+    both must stay below ε · 2^−(p+2), p the mantissa bits of ``dtype``.
+    """
+    info = numpy.finfo(dtype)
+    change = scale * subnormal_threshold(dtype, below)
+    change = change**0.5 if root else change
+    return change <= eps * 2.0 ** -(info.nmant + 2)
 
 
 class Block:
@@ -165,19 +211,23 @@ class InPlaceOptimizer(Optimizer):
     blocked, threaded steps (see the module docstring).
 
     Subclasses list the names of their geometrically decaying state arrays in
-    ``decaying_state``, keep ``"step"`` in their ``init_state`` (the base counts
-    it) and write ``scalars`` and ``update_block``.
+    ``decaying_state`` (numerators and momenta, always flushed) and
+    ``denominator_state`` (flushed only where ``flush_keys`` finds ε hides them),
+    keep ``"step"`` in their ``init_state`` (the base counts it) and write
+    ``scalars`` and ``update_block``.
 
     Args (keyword-only in every subclass):
-        flush_every: flush tiny state values every this many steps of a
+        flush_every: flush subnormal state values every this many steps of a
             parameter; 0 disables the flush. Default 16.
-        flush_below: the threshold, default 1e-30.
+        flush_below: a fixed threshold instead of the dtype's smallest normal
+            number (default None: flush subnormals only).
         threads: threads a step is shared out among (1: the calling thread only);
             default ``ERMLAB_NUM_THREADS`` or the CPU count; ``opt.threads`` may be
             changed later. Results do not depend on it.
     """
 
     decaying_state: tuple[str, ...] = ()
+    denominator_state: tuple[str, ...] = ()
     block_bytes: int = BLOCK_BYTES
     min_parallel: int = MIN_PARALLEL
     lane_work: int = LANE_WORK
@@ -187,7 +237,7 @@ class InPlaceOptimizer(Optimizer):
         params: Iterable[Any],
         defaults: dict[str, Any],
         flush_every: int = 16,
-        flush_below: float = FLUSH_BELOW,
+        flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
         if int(flush_every) != flush_every or flush_every < 0:
@@ -195,15 +245,15 @@ class InPlaceOptimizer(Optimizer):
                 f"flush_every must be an integer ≥ 0 (0 turns the subnormal flush off); "
                 f"got {flush_every}"
             )
-        if not flush_below >= 0:
-            raise ValueError(f"flush_below must be ≥ 0; got {flush_below}")
+        if flush_below is not None and not flush_below >= 0:
+            raise ValueError(f"flush_below must be ≥ 0 (None: the subnormals); got {flush_below}")
         threads = default_threads() if threads is None else threads
         if int(threads) != threads or threads < 1:
             raise ValueError(
                 f"threads must be an integer ≥ 1 (1: no worker threads); got {threads}"
             )
         self.flush_every = int(flush_every)
-        self.flush_below = float(flush_below)
+        self.flush_below = None if flush_below is None else float(flush_below)
         self.threads = int(threads)
         self._scratch: dict[Parameter, list[Any]] = {}
         self._cached_layout: tuple | None = None
@@ -242,8 +292,22 @@ class InPlaceOptimizer(Optimizer):
 
     def _task(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> tuple:
         state["step"] += 1
-        flush = bool(self.flush_every) and state["step"] % self.flush_every == 0
+        due = bool(self.flush_every) and state["step"] % self.flush_every == 0
+        flush = self.flush_keys(group, param.data.dtype) if due else ()
         return param, group, state, self.scalars(param, group, state), flush
+
+    def flush_keys(self, group: dict[str, Any], dtype: Any) -> tuple[str, ...]:
+        """The state arrays of this group's parameters that the flush may zero: the
+        ``decaying_state`` and, where ``denominators_hidden`` says ε hides them, the
+        ``denominator_state`` (see the module docstring)."""
+        if self.denominator_state and self.denominators_hidden(group, dtype):
+            return self.decaying_state + self.denominator_state
+        return self.decaying_state
+
+    def denominators_hidden(self, group: dict[str, Any], dtype: Any) -> bool:
+        """Whether zeroing subnormal ``denominator_state`` leaves every update unchanged
+        (subclasses with denominators decide, usually with ``hidden_by_eps``)."""
+        return False
 
     def passes(self, group: dict[str, Any]) -> int:
         """About how many elementwise passes one update of this group's parameters makes."""
@@ -316,19 +380,33 @@ class InPlaceOptimizer(Optimizer):
     def _run_lane(self, tasks: list[tuple]) -> None:
         for block, group, scalars, flush in tasks:
             self.update_block(block, group, scalars)
-            if flush:
-                for key in self.decaying_state:
-                    value = block.state.get(key)
-                    if value is not None and hasattr(value, "shape"):
-                        flush_tiny_(value, self.flush_below)
+            for key in flush:
+                value = block.state.get(key)
+                if value is not None and hasattr(value, "shape"):
+                    self._flush_block(block, value)
+
+    def _flush_block(self, block: Block, value: Any) -> None:
+        """Zero |x| < τ in a state array of the block, in place, through the block's
+        first scratch buffer (free once the update is done): x ← x · (|x| ≥ τ)."""
+        if value.shape != block.data.shape:
+            flush_tiny_(value, self.flush_below)
+            return
+        xp = array_module(value)
+        keep = xp.abs(value, out=block.scratch(1))
+        xp.greater_equal(keep, subnormal_threshold(value.dtype, self.flush_below), out=keep)
+        value *= keep
 
     def flush_state(self, force: bool = False) -> None:
         """Flush tiny values from the decaying state of parameters due for it (all if ``force``).
 
         ``step`` does this itself, block by block, for the parameters it updates."""
-        for state in self.state.values():
-            if force or (self.flush_every and state.get("step", 0) % self.flush_every == 0):
-                for key in self.decaying_state:
+        for group in self.param_groups:
+            for param in group["params"]:
+                state = self.state.get(param, {})
+                if not (force or (self.flush_every
+                                  and state.get("step", 0) % self.flush_every == 0)):
+                    continue
+                for key in self.flush_keys(group, param.data.dtype):
                     value = state.get(key)
                     if value is not None and hasattr(value, "shape"):
                         flush_tiny_(value, self.flush_below)

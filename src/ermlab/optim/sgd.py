@@ -75,7 +75,7 @@ class SGD(InPlaceOptimizer):
         momentum_form: str = "torch",
         *,
         flush_every: int = 16,
-        flush_below: float = FLUSH_BELOW,
+        flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,

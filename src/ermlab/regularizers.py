@@ -77,16 +77,15 @@ class Regularizer:
     def add_gradient(self, params: Params) -> None:
         """``param.grad += λ ∇Ω(param.data)`` for every weight (biases untouched).
 
-        Right after ``zero_grad`` the gradient is written straight into
-        ``grad``; otherwise into one scratch array that is then added.
+        While ``grad`` is known to be zero (``Parameter.grad_is_zero``) the
+        gradient is written straight into it; otherwise into one scratch array
+        that is then added.
         """
         for param in _weights(params):
-            if param.grad_is_zero:
-                self._gradient(param.data, out=param.grad)
-                param.grad_is_zero = False
-            else:
-                xp = array_module(param.data)
-                param.add_grad(self._gradient(param.data, out=xp.empty_like(param.data)))
+            param.accumulate(self._gradient_or_scratch, param.data)
+
+    def _gradient_or_scratch(self, w: Any, out: Any = None) -> Any:
+        return self._gradient(w, out=array_module(w).empty_like(w) if out is None else out)
 
     def apply(self, params: Params) -> None:
         """Projection after an optimizer step; penalties have none."""

@@ -186,8 +186,9 @@ def test_gradients_accumulate_and_zero_grad_resets(name, module, inputs):
                                    err_msg=key)
     module.zero_grad()
     for key, p in module.named_parameters():
+        assert p.grad_is_zero, key
         assert not p.grad.any(), key
-        assert p.grad_is_zero
+        assert not p.grad_is_zero, key  # handed out: the caller may write into it
     module.backward(g)  # after zero_grad, one call gives the one-call gradient again
     for key, grad in param_grads(module).items():
         np.testing.assert_array_equal(grad, once[key], err_msg=key)

@@ -13,22 +13,45 @@ class Parameter:
     Attributes:
         data: the values θ (updated in place by optimizers).
         grad: ∂L/∂θ, same shape and dtype as ``data``; modules *add* into it
-            during ``backward`` and ``zero_grad`` resets it.
+            during ``backward`` and ``zero_grad`` resets it. Whatever the caller
+            does to it — ``p.grad += g``, ``p.grad[...] = g``, ``p.grad = g`` —
+            is kept: the next ``backward`` adds to it (gradient accumulation).
+            (A reference to ``grad`` kept from *before* ``zero_grad`` and written
+            through after it is not seen; take ``p.grad`` again after ``zero_grad``.)
         name: a readable name (``"weight"``, ``"bias"``); containers prefix it.
         regularize: whether weight penalties Ω(θ) apply. True for weights,
             False for biases (regularizing biases constrains the model's offset,
             not its complexity).
+        grad_is_zero: read-only; True from ``zero_grad`` until ``grad`` is first
+            handed out, assigned or accumulated into. Only then may ``accumulate``
+            write a result straight into ``grad`` instead of adding it.
     """
 
-    __slots__ = ("data", "grad", "name", "regularize", "grad_is_zero")
+    __slots__ = ("data", "_grad", "name", "regularize", "_grad_is_zero")
 
     def __init__(self, data: Any, name: str = "", regularize: bool = True) -> None:
         xp = array_module(data)
         self.data = data
-        self.grad = xp.zeros_like(data)
+        self._grad = xp.zeros_like(data)
         self.name = name
         self.regularize = regularize
-        self.grad_is_zero = True
+        self._grad_is_zero = True
+
+    @property
+    def grad(self) -> Any:
+        """∂L/∂θ. The array handed out may be changed in place by the caller, so the
+        gradient is no longer known to be zero."""
+        self._grad_is_zero = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        self._grad = value
+        self._grad_is_zero = False
+
+    @property
+    def grad_is_zero(self) -> bool:
+        return self._grad_is_zero
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -44,26 +67,26 @@ class Parameter:
 
     def zero_grad(self) -> None:
         """Set ``grad`` to zero (in place, so views of it stay valid)."""
-        self.grad.fill(0)
-        self.grad_is_zero = True
+        self._grad.fill(0)
+        self._grad_is_zero = True
 
     def accumulate(self, op, *args, **kwargs) -> None:
-        """Add ``op(*args, **kwargs)`` into ``grad`` without a temporary when possible.
+        """``grad += op(*args, **kwargs)``, without a temporary when possible.
 
         ``op`` is a function with an ``out=`` argument (``xp.matmul``,
-        ``xp.sum``...). Right after ``zero_grad`` the result is written straight
-        into ``grad``; otherwise it is computed and added.
+        ``xp.sum``...). While ``grad`` is known to be zero (see ``grad_is_zero``)
+        the result is written straight into it; otherwise it is computed and added.
         """
-        if self.grad_is_zero:
-            op(*args, out=self.grad, **kwargs)
-            self.grad_is_zero = False
+        if self._grad_is_zero:
+            op(*args, out=self._grad, **kwargs)
+            self._grad_is_zero = False
         else:
-            self.grad += op(*args, **kwargs)
+            self._grad += op(*args, **kwargs)
 
     def add_grad(self, value: Any) -> None:
         """``grad += value``."""
-        self.grad += value
-        self.grad_is_zero = False
+        self._grad += value
+        self._grad_is_zero = False
 
     def __repr__(self) -> str:
         return (

@@ -109,7 +109,6 @@ class Newton(FullBatchOptimizer):
         offset = 0
         for p in self._params:
             p.grad[...] = flat[offset:offset + p.size].reshape(p.shape)
-            p.grad_is_zero = False
             offset += p.size
 
 

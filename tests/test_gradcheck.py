@@ -36,8 +36,8 @@ def test_every_built_in_component_passes(seed):
 
 def test_a_wrong_backward_is_caught(monkeypatch):
     """A derivative off by 0.1 % is a failure the checker reports, with its location."""
-    monkeypatch.setattr(Tanh, "grad_input", lambda self, g: g * (1 - self._cached("_y") ** 2)
-                        * 1.001)
+    right = Tanh.grad_input
+    monkeypatch.setattr(Tanh, "grad_input", lambda self, g: right(self, g) * 1.001)
     with backend.default_dtype(np.float64):
         result = gradcheck.check_module(nn.Tanh(), np.random.default_rng(0).normal(size=(3, 4)))
     assert not result.passed(1e-6)
@@ -48,3 +48,26 @@ def test_a_wrong_backward_is_caught(monkeypatch):
 def test_float32_is_refused():
     with pytest.raises(ValueError, match="float64"):
         gradcheck.check_module(nn.Linear(2, 2), np.zeros((1, 2), np.float32))
+
+
+def test_a_graph_input_that_does_not_reach_the_output_has_a_zero_gradient():
+    """It used to crash with a TypeError (bprop returned None for the unused input)."""
+    with backend.default_dtype(np.float64):
+        graph = nn.Graph(inputs=["a", "b"]).add("fc", nn.Linear(3, 2, rng=0), "a")
+    graph.set_output("fc")
+    rng = np.random.default_rng(0)
+    result = gradcheck.check_module(graph, rng.normal(size=(4, 3)), rng.normal(size=(4, 5)))
+    assert result.passed(1e-6), result
+    assert set(result.errors) == {"input0", "input1", "param:fc.weight", "param:fc.bias"}
+    assert result.errors["input1"] == 0.0
+
+
+def test_a_module_returning_none_for_an_input_it_uses_is_caught():
+    """None is read as a zero gradient, which the finite differences then contradict."""
+    class Forgetful(nn.Add):
+        def backward(self, grad_out, input_grad=True):
+            return (grad_out, None)
+
+    result = gradcheck.check_module(Forgetful(), np.ones((2, 3)), np.ones((2, 3)))
+    assert not result.passed(1e-6)
+    assert result.where.startswith("input1[")

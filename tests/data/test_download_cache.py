@@ -153,7 +153,8 @@ def test_local_directory_is_read_and_verified_without_network(served, tmp_path):
 
 
 def test_download_false_without_cache_is_a_clear_error(served):
-    with pytest.raises(FileNotFoundError, match=r"download\('fashion-mnist'\) or pass path="):
+    with pytest.raises(FileNotFoundError, match=r"download\('fashion-mnist'\) \(command line: "
+                       r"`ermlab datasets --download fashion-mnist`\) or pass path="):
         data.load("fashion-mnist", download=False)
 
 

@@ -58,7 +58,8 @@ def test_cifar10_checksum_and_extracted_directory(cifar_dir, tmp_path):
         for member in tar.getmembers():
             name = member.name.rsplit("/", 1)[-1]
             (tmp_path / "x" / name).write_bytes(tar.extractfile(member).read())
-    with pytest.raises(FileNotFoundError, match="read them with verify=False"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"read them unchecked: pass verify=False \(command line: --no-verify"):
         data.load("cifar10", path=tmp_path / "x")
     assert data.load("cifar10", path=tmp_path / "x", verify=False).x_test.shape == (2, 3, 32, 32)
     archive.write_bytes(archive.read_bytes()[:-10] + bytes(10))
@@ -66,14 +67,15 @@ def test_cifar10_checksum_and_extracted_directory(cifar_dir, tmp_path):
         data.load("cifar10", path=folder)
 
 
-def test_mnist_uncompressed_copies_need_verify_false(tmp_path):
+def test_mnist_files_with_other_content_need_verify_false(tmp_path):
     for name, shape in [("train-images-idx3-ubyte", (3, 28, 28)), ("train-labels-idx1-ubyte", (3,)),
                         ("t10k-images-idx3-ubyte", (2, 28, 28)), ("t10k-labels-idx1-ubyte", (2,))]:
         header = bytes([0, 0, 8, len(shape)]) + b"".join(struct.pack(">I", d) for d in shape)
         (tmp_path / name).write_bytes(header + bytes(int(numpy.prod(shape))))
-    with pytest.raises(data.ChecksumError, match="train-images-idx3-ubyte.*uncompressed copy"):
+    with pytest.raises(data.ChecksumError, match="train-images-idx3-ubyte.*not the official"):
         data.load("mnist", path=tmp_path)
-    dataset = data.load("mnist", path=tmp_path, verify=False)
+    with pytest.warns(UserWarning, match="using it unchecked"):
+        dataset = data.load("mnist", path=tmp_path, verify=False)
     assert dataset.x_train.shape == (3, 1, 28, 28) and dataset.class_names[3] == "3"
 
 

@@ -14,8 +14,10 @@ npz, csv           your files: ``load("npz", path=…)`` or ``load("my.csv")``  
 Images are floats in [0, 1] (pixel / 255) of the default dtype, NCHW. Flatten
 them for an MLP with ``ermlab.data.preprocessing.Flatten``. The downloadable
 sets take ``path=DIR`` (read the official files from a directory, nothing is
-downloaded), ``download=False``, ``verify=False`` (skip the checksums) and
-``mirror=URL``; see ``ermlab.data.sources`` for where files are looked for.
+downloaded; ``--data-path DIR`` on the command line), ``download=False``,
+``verify=False`` (use files whose checksums differ, with a warning;
+``--no-verify``) and ``mirror=URL``; see ``ermlab.data.sources`` for where
+files are looked for and which names and compressions are accepted.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def _cifar10(path: Any = None, download: bool = True, verify: bool = True,
         if verify:
             raise FileNotFoundError(
                 f"cifar10: cifar-10-binary.tar.gz not found in {path}; extracted .bin files "
-                "have no published checksums: read them with verify=False")
+                f"have no published checksums: read them unchecked: {sources.UNVERIFIED}")
         x_train, y_train, x_test, y_test, names = cifar.read_cifar10(path)
     else:
         archive = "cifar-10-binary.tar.gz"
@@ -104,7 +106,7 @@ def _user_file(kind: str):
     def loader(path: Any = None, **options: Any) -> Dataset:
         if path is None:
             raise ValueError(f"load({kind!r}) needs path=FILE, e.g. load({kind!r}, "
-                             f"path='data.{kind}')")
+                             f"path='data.{kind}') (command line: --dataset data.{kind})")
         return (user.load_npz if kind == "npz" else user.load_csv)(path, **options)
 
     return loader
@@ -165,7 +167,8 @@ def datasets_info() -> dict[str, Any]:
             entry.update(kind="toy", description=f"toy 2-D problem: {name}")
         elif name in ("npz", "csv"):
             entry.update(kind="file", available=None,
-                         description=f"your .{name} file: load({name!r}, path=FILE)")
+                         description=f"your .{name} file: --dataset FILE.{name} "
+                                     f"(Python: load('FILE.{name}'))")
         entries.append(entry)
     return {"cache": str(sources.cache_dir()), "datasets": entries}
 

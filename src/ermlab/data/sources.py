@@ -3,8 +3,9 @@
 Each file has its official URL and its published checksum (MD5, as the dataset
 authors publish it), plus the SHA-256 of the same file. A file is accepted when
 its bytes match; otherwise it is an error that names the file, the expected and
-the actual digest (``verify=False`` skips the check of files already on disk;
-downloads are always checked).
+the actual digest. ``verify=False`` (``--no-verify`` on the command line)
+accepts a mismatching file already on disk with a warning; downloads are
+always checked.
 
 Fashion-MNIST as Debian ships it (package ``dataset-fashion-mnist``, in
 ``/usr/share/datasets/fashion-mnist``) is the official release with its gzip
@@ -15,6 +16,17 @@ made: the SHA-256 of the decompressed IDX content. Those digests were computed
 from the Debian files after confirming that restoring the original header
 (name ``*-ubyte``, time stamps 2017-08-31 10:50 UTC) reproduces Zalando's MD5s
 exactly.
+
+The same content check accepts the IDX files as people keep them: the
+official ``.gz``, the decompressed file (``gunzip``), or a copy compressed
+again (whose MD5 differs: gzip headers hold a name and a time). For MNIST the
+SHA-256 of the decompressed files (47,040,016, 60,008, 7,840,016 and 10,008
+bytes) is the one several independent public projects pin for them, one of
+them next to the SHA-256 of the ``.gz`` listed here (440fcabf… for the
+training images); it cannot be recomputed here, where MNIST cannot be
+downloaded. File names are matched loosely: ``train-images-idx3-ubyte``,
+``train-images.idx3-ubyte`` (as some mirrors and packages name them), with or
+without ``.gz``, in any letter case.
 
 Files are looked for, in order, in ``path`` when given (and only there), in the
 cache ``$ERMLAB_DATA/<name>`` (default ``~/.cache/ermlab/<name>``), in the
@@ -31,6 +43,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +54,16 @@ DEFAULT_CACHE = Path("~/.cache/ermlab")
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
+# Advice in errors names the Python argument and the command-line flag alike.
+UNVERIFIED = "pass verify=False (command line: --no-verify)"
+
+
 class ChecksumError(ValueError):
     """A file's bytes differ from the published checksum."""
+
+
+class UnverifiedFileWarning(UserWarning):
+    """A local file that is not the official release is used because verification was off."""
 
 
 class DownloadError(OSError):
@@ -110,22 +131,23 @@ SOURCES: dict[str, RemoteDataset] = {
             Source("train-images-idx3-ubyte.gz", _MNIST + "train-images-idx3-ubyte.gz",
                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
                    "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-                   size=9912422),
+                   "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 9912422),
             Source("train-labels-idx1-ubyte.gz", _MNIST + "train-labels-idx1-ubyte.gz",
                    "d53e105ee54ea40749a09fcbcd1e9432",
                    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-                   size=28881),
+                   "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 28881),
             Source("t10k-images-idx3-ubyte.gz", _MNIST + "t10k-images-idx3-ubyte.gz",
                    "9fb629c4189551a2d022fa330f9573f3",
                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-                   size=1648877),
+                   "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 1648877),
             Source("t10k-labels-idx1-ubyte.gz", _MNIST + "t10k-labels-idx1-ubyte.gz",
                    "ec29112dd5afa0611ce80d1b7f02629c",
                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-                   size=4542),
+                   "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 4542),
         ),
         "http://yann.lecun.com/exdb/mnist/",
-        "MD5s of torchvision's MNIST.resources (the PyTorch mirror of LeCun's files)",
+        "MD5s of torchvision's MNIST.resources (the PyTorch mirror of LeCun's files); "
+        "SHA-256s of the decompressed files as pinned by independent public projects",
     ),
     "cifar10": RemoteDataset(
         "cifar10",
@@ -170,23 +192,35 @@ def verify(raw: bytes, source: Source, origin: str | os.PathLike) -> None:
         content = gunzip(raw, os.fspath(origin)) if raw.startswith(GZIP_MAGIC) else raw
         if hashlib.sha256(content).hexdigest() == source.content_sha256:
             return
-    if source.filename.endswith(".gz") and not raw.startswith(GZIP_MAGIC):
+    if (source.filename.endswith(".gz") and not raw.startswith(GZIP_MAGIC)
+            and source.content_sha256 is None):
         advice = ("it is an uncompressed copy, which only the published .gz can be checked "
-                  "against: use the .gz file, or pass verify=False to use it unchecked")
+                  f"against: use the .gz file, or {UNVERIFIED} to use it unchecked")
     else:
         advice = ("the file is corrupt or not the official release: delete it and load again "
-                  "to re-download, or pass verify=False to use it anyway")
+                  f"to re-download, or {UNVERIFIED} to use it anyway")
     raise ChecksumError(
         f"checksum mismatch for {origin}: expected md5 {source.md5}, got {md5} "
         f"(sha256 expected {source.sha256 or 'unknown'}, got {sha256}); {advice}"
     )
 
 
+def name_key(filename: str) -> str:
+    """The file name with the variations copies have taken out: letter case, ``.gz``, ``.idx``.
+
+    ``Train-Images.idx3-ubyte`` and ``train-images-idx3-ubyte.gz`` have the key
+    ``train-images-idx3-ubyte``.
+    """
+    return filename.lower().removesuffix(".gz").replace(".idx", "-idx")
+
+
 def find(name: str, path: str | os.PathLike | None = None) -> dict[str, Path | None]:
     """Where each file of ``name`` is now: ``path`` alone if given, else cache, then system dirs.
 
-    ``path`` may also name one of the files (its folder is searched). A raw copy
-    (the file name without ``.gz``) counts too. Missing files map to ``None``.
+    ``path`` may also name one of the files (its folder is searched). A file
+    counts when its ``name_key`` is the published file's: the published name
+    first, then a raw copy (without ``.gz``), then other spellings
+    (``train-images.idx3-ubyte``, upper case …). Missing files map to ``None``.
     """
     dataset = remote(name)
     if path is not None:
@@ -196,10 +230,19 @@ def find(name: str, path: str | os.PathLike | None = None) -> dict[str, Path | N
         folders = [cache_dir() / name, *map(Path, dataset.system_dirs)]
     found = {}
     for source in dataset.files:
-        candidates = [folder / n for folder in folders
-                      for n in (source.filename, source.filename.removesuffix(".gz"))]
-        found[source.filename] = next((c for c in candidates if c.is_file()), None)
+        exact = (source.filename, source.filename.removesuffix(".gz"))
+        found[source.filename] = next(
+            (folder / n for folder in folders for n in [*exact, *_variants(folder, source)]
+             if (folder / n).is_file()), None)
     return found
+
+
+def _variants(folder: Path, source: Source) -> list[str]:
+    try:
+        entries = sorted(entry.name for entry in folder.iterdir())
+    except OSError:  # missing or unreadable folder
+        return []
+    return [entry for entry in entries if name_key(entry) == name_key(source.filename)]
 
 
 def read_files(
@@ -213,8 +256,9 @@ def read_files(
 
     With ``path`` the files must be in that directory (nothing is downloaded).
     ``mirror`` replaces the base URL (everything before the file name).
-    ``verify_checksums=False`` skips the check of files already on disk; a
-    download is always checked before it enters the cache.
+    ``verify_checksums=False`` accepts files already on disk whose checksums
+    do not match, with an ``UnverifiedFileWarning``; a download is always
+    checked before it enters the cache.
     """
     dataset = remote(name)
     locations = find(name, path)
@@ -225,16 +269,24 @@ def read_files(
             if path is not None:
                 raise FileNotFoundError(
                     f"{name}: {source.filename} not found in {path}; put the official files "
-                    f"({', '.join(s.filename for s in dataset.files)}) there, or leave out "
-                    f"path= to download them into {cache_dir() / name}")
+                    f"({', '.join(s.filename for s in dataset.files)}, .gz or not) there, or "
+                    f"leave out path= (command line: --data-path) to download them into "
+                    f"{cache_dir() / name}")
             if not download:
                 raise FileNotFoundError(
                     f"{name}: {source.filename} is not in {cache_dir() / name}; run "
-                    f"ermlab.data.download({name!r}) or pass path=DIR")
+                    f"ermlab.data.download({name!r}) (command line: `ermlab datasets "
+                    f"--download {name}`) or pass path=DIR (command line: --data-path DIR)")
             location = fetch(source, cache_dir() / name, name, mirror)
         raw = location.read_bytes()
-        if verify_checksums:
+        try:
             verify(raw, source, location)
+        except ChecksumError:
+            if verify_checksums:
+                raise
+            warnings.warn(f"{location} is not the official {source.filename} (its checksums "
+                          "differ); using it unchecked as asked", UnverifiedFileWarning,
+                          stacklevel=2)
         files[source.filename] = raw
     return files
 
@@ -257,7 +309,8 @@ def fetch(source: Source, folder: Path, name: str, mirror: str | None = None) ->
                 raise DownloadError(
                     f"could not download {url} ({reason}). Offline? Fetch "
                     f"{source.filename} elsewhere (see {remote(name).homepage}), put the files "
-                    f"in a directory and pass it: ermlab.data.load({name!r}, path='DIR'), "
+                    f"in a directory and pass it: ermlab.data.load({name!r}, path='DIR') "
+                    f"(command line: --data-path DIR), "
                     f"or copy them into {folder}") from None
             handle.flush()
             os.fsync(handle.fileno())

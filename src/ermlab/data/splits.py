@@ -69,8 +69,12 @@ def train_val_test_split(
                 rest, test_size=counts[what], random_state=state,
                 stratify=y[rest] if stratify else None)
         except ValueError as error:
-            raise ValueError(f"cannot stratify the {what} split ({error}); pass stratify=False "
-                             "or use a larger fraction") from None
+            flag = {"validation": "--validation-fraction",
+                    "test": "x_test and y_test in the .npz file"}[what]
+            raise ValueError(
+                f"cannot stratify the {what} split ({error}): every class needs an example in "
+                f"each part; use a larger {what} fraction or pass stratify=False (command "
+                f"line: {flag})") from None
     return Split(numpy.sort(rest), numpy.sort(parts["validation"]), numpy.sort(parts["test"]))
 
 

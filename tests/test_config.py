@@ -95,3 +95,21 @@ def test_bad_configs_are_clear_errors(config, message):
 def test_unknown_activation_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         configs.build_model({"activation": "swish"}, 2, 2)
+
+
+def test_mlp_memory_counts_parameters_gradients_optimizer_state_and_a_batch():
+    sizes = [784, 512, 256, 10]
+    model = configs.build_model({"hidden": sizes[1:-1]}, sizes[0], sizes[-1], rng=0)
+    parameter_bytes = sum(p.data.nbytes for p in model.parameters())
+    batch = 4 * 2 * 32 * sum(sizes)
+    largest = 8 * 784 * 512  # the float64 draw that initializes the first weight matrix
+    assert configs.mlp_memory(sizes, 32) == 4 * parameter_bytes + batch + largest
+    assert configs.mlp_memory(sizes, 32, "float64") == 8 * parameter_bytes + 2 * batch + largest
+
+
+def test_a_model_too_large_for_the_machine_is_refused_before_allocating(monkeypatch):
+    monkeypatch.setattr(configs, "machine_memory", lambda: 8 * 10**9)
+    with pytest.raises(ValueError, match=r"needs about 10\.2 TB to train but this machine has "
+                                         r"8\.0 GB of memory"):
+        configs.build_model({"hidden": [10**10]}, 30, 2)
+    assert configs.build_model({"hidden": [10**5]}, 30, 2).num_parameters() == 3_300_002

@@ -37,6 +37,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -146,8 +147,55 @@ def build_model(
     config = validate(config)
     rng = as_generator(rng)
     sizes = [int(n_inputs), *config["hidden"], int(n_outputs)]
+    check_memory(mlp_memory(sizes, config["batch_size"], dtype), "this MLP")
     return nn.mlp(sizes, activation=config["activation"], weight_init=config["weight_init"],
                   batch_norm=config["batch_norm"], dropout=config["dropout"], rng=rng, dtype=dtype)
+
+
+def mlp_memory(sizes: Sequence[int], batch_size: int | None, dtype: Any = None) -> int:
+    """Bytes an MLP of layer ``sizes`` needs to train, estimated before anything is allocated.
+
+        P = Σ_l (n_l + 1)·n_{l+1}                       parameters (weights and biases)
+        bytes ≈ s·(4·P + 2·B·Σ_l n_l) + 8·max_l n_l·n_{l+1}
+
+    with s the item size of ``dtype``: the parameters, their gradients and up to
+    two optimizer slots per parameter (Adam's m and v), a batch of B examples'
+    activations (outputs and caches), and the float64 draw that initializes the
+    largest weight matrix. ``batch_size=None`` (the full batch) counts B = 1:
+    the number of examples is not known here.
+    """
+    from ermlab.backend import resolve_dtype
+
+    itemsize = resolve_dtype(dtype).itemsize
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    parameters = sum((fan_in + 1) * fan_out for fan_in, fan_out in layers)
+    activations = 2 * (batch_size or 1) * sum(sizes)
+    return itemsize * (4 * parameters + activations) + 8 * max(a * b for a, b in layers)
+
+
+def machine_memory() -> int | None:
+    """Physical memory of this machine in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(needed: int, what: str) -> None:
+    """A clear error, before allocating, when ``needed`` bytes exceed the machine's memory."""
+    total = machine_memory()
+    if total is not None and needed > total:
+        raise ValueError(f"{what} needs about {_bytes(needed)} to train but this machine has "
+                         f"{_bytes(total)} of memory; use fewer or narrower hidden layers "
+                         "or a smaller batch size")
+
+
+def _bytes(n: float) -> str:
+    units = ("bytes", "KB", "MB", "GB", "TB", "PB")
+    power = 0
+    while n >= 1000 and power < len(units) - 1:
+        n, power = n / 1000, power + 1
+    return f"{n:.0f} bytes" if power == 0 else f"{n:.1f} {units[power]}"
 
 
 def build_loss(config: Mapping[str, Any]) -> Any:

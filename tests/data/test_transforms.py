@@ -287,7 +287,17 @@ def test_parse_builds_the_named_transforms():
                                   x.transpose(0, 2, 3, 1)[:, :, ::-1])
 
 
+def test_parse_takes_a_list_of_items_as_toml_and_json_write_them():
+    x = images()
+    listed, joined = T.parse(["crop:2", "flip:1"]), T.parse("crop:2,flip:1")
+    assert [type(t) for t in listed.transforms] == [type(t) for t in joined.transforms]
+    np.testing.assert_array_equal(listed(x, 3), joined(x, 3))
+
+
 @pytest.mark.parametrize("spec, message", [
+    (5, "augmentation spec is a string such as 'crop:2,flip' or a list"),
+    (["flip", 2], "augmentation spec is a string"),
+    ({"flip": 1}, "augmentation spec is a string"),
     ("blur", "unknown augmentation 'blur'"),
     ("rotate:ten", "bad augmentation 'rotate:ten'"),
     ("flip:1:2", r"usage: flip\[:P\]"),

@@ -545,15 +545,27 @@ def _spec_table() -> dict[str, tuple[Callable[..., Transform], str]]:
     }
 
 
-def parse(spec: str, layout: str = "NCHW", data: Any = None) -> Compose:
+def _spec_text(spec: Any) -> str:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, (list, tuple)) and all(isinstance(item, str) for item in spec):
+        return ",".join(spec)
+    raise ValueError(f"an augmentation spec is a string such as 'crop:2,flip' or a list of "
+                     f"such items; got {spec!r}")
+
+
+def parse(spec: str | Sequence[str], layout: str = "NCHW", data: Any = None) -> Compose:
     """Build a ``Compose`` from a command-line spec such as ``"crop:4,flip,rotate:10"``.
 
     Items are separated by commas, arguments by colons; every argument has a
-    default. Names: crop[:PADDING], flip[:P], scale[:LO:HI], translate[:FRACTION],
+    default. A list of items (``["crop:4", "flip"]``, as a TOML file or
+    ``--set augment=[...]`` writes it) is the same as the items joined by commas.
+    Names: crop[:PADDING], flip[:P], scale[:LO:HI], translate[:FRACTION],
     rotate[:DEGREES], shear[:DEGREES], stretch[:LO:HI], distort[:K],
     brightness[:DELTA], contrast[:LO:HI], pca[:STD] (fitted on ``data``, the
     training images, which it then needs).
     """
+    spec = _spec_text(spec)
     table = _spec_table()
     transforms = []
     for item in filter(None, (part.strip() for part in spec.split(","))):

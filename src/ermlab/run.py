@@ -559,8 +559,12 @@ def plan_resume(directory: str | Path, overrides: dict[str, Any]) -> Resume:
     """
     directory = Path(directory)
     saved = load_config(directory)
-    config = resolve({**saved, **overrides})
-    changed = sorted(key for key in config if config[key] != saved.get(key))
+    kind = str(overrides.get("optimizer", saved["optimizer"])).strip().lower()
+    if kind != saved["optimizer"]:  # before merging: the two optimizers' options differ
+        config, changed = saved, ["optimizer"]
+    else:
+        config = resolve({**saved, **overrides})
+        changed = sorted(key for key in config if config[key] != saved.get(key))
     optimizer_keys = set(training_config.optimizer_options(saved["optimizer"]))
     fixed = [key for key in changed if key not in RESUMABLE and key not in optimizer_keys]
     if fixed:

@@ -34,8 +34,8 @@ def trained(tmp_path_factory):
     old = os.getcwd()
     os.chdir(home / "data")
     try:
-        assert run_cli("train", "--dataset", "blobs.npz", "--hidden", "8", "--epochs", 10, "--lr", 0.05,
-                       "--output", home / "run", "-q") == 0
+        assert run_cli("train", "--dataset", "blobs.npz", "--hidden", "8", "--epochs", 10,
+                       "--lr", 0.05, "--output", home / "run", "-q") == 0
     finally:
         os.chdir(old)
     return home

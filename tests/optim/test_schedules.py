@@ -180,3 +180,55 @@ BAD = [
 def test_bad_arguments_raise_value_error(build, match):
     with pytest.raises(ValueError, match=match):
         build(optimizer())
+
+
+# -- param groups: added later, or a different number on resume -----------------------------
+
+GROUP_BUILDERS = {
+    "step": lambda o: S.StepLR(o, step_size=2),
+    "plateau": lambda o: S.ReduceLROnPlateau(o),
+    "chained": lambda o: S.ChainedScheduler([S.ConstantLR(o, 0.5, 2), S.ExponentialLR(o, 0.9)]),
+    "sequential": lambda o: S.SequentialLR(o, [S.LinearLR(o, 0.1, total_iters=2),
+                                               S.CosineAnnealingLR(o, T_max=5)], [2]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GROUP_BUILDERS))
+def test_state_dict_of_another_number_of_groups_is_refused(name):
+    build = GROUP_BUILDERS[name]
+    saved = build(optimizer((0.1, 0.03))).state_dict()
+    target = build(optimizer((0.1,)))
+    with pytest.raises(ValueError, match=r"saved over 2 param group\(s\); this optimizer has 1"):
+        target.load_state_dict(saved)
+
+
+def test_state_dict_saved_after_a_group_was_added_resumes_the_same():
+    """A scheduler that saw a group added continues identically on a twin with both groups."""
+    def run(opt, sched, steps):
+        out = []
+        for _ in range(steps):
+            sched.step(1.0)
+            out.append(sched.get_last_lr())
+        return out
+
+    opt = optimizer((0.1,))
+    sched = S.ReduceLROnPlateau(opt, patience=0, factor=0.5, min_lr=0.01)
+    opt.add_param_group({"params": [Parameter(np.zeros(3))], "lr": 0.08})
+    run(opt, sched, 2)
+    saved, saved_opt = sched.state_dict(), opt.state_dict()
+    expected = run(opt, sched, 4)
+    twin = optimizer((0.1, 0.08))
+    twin_sched = S.ReduceLROnPlateau(twin, patience=0, factor=0.5, min_lr=0.01)
+    twin.load_state_dict(saved_opt)
+    twin_sched.load_state_dict(saved)
+    assert run(twin, twin_sched, 4) == expected
+    assert expected[-1] == [0.01, 0.01]
+
+
+def test_closed_form_names_the_group_added_later():
+    opt = optimizer((0.1,))
+    sched = S.CosineAnnealingWarmRestarts(opt, T_0=3)
+    opt.add_param_group({"params": [Parameter(np.zeros(3))], "lr": 0.08})
+    with pytest.raises(ValueError, match="initial rate of 1 param group.*now has 2.*build the "
+                                         "scheduler after adding every group"):
+        sched.step()

@@ -115,3 +115,70 @@ def test_reduce_on_plateau_matches_torch(options):
         assert s_ours.cooldown_counter == s_theirs.cooldown_counter
         reductions += s_ours.get_last_lr() != before
     assert reductions >= 1  # the script does exercise a reduction
+
+
+# -- a param group added after the scheduler was built -------------------------------------
+
+
+def rates_or_error(build, module, make, add, add_at, steps=40):
+    """Per step: the rates of every group, or the error class that stopped the schedule; the
+    second group is added (lr 0.03) before step ``add_at``."""
+    optimizer = make()
+    scheduler = build(module, optimizer)
+    out = []
+    for t in range(steps):
+        if t == add_at:
+            add(optimizer)
+        if module is lr_scheduler:
+            optimizer.step()  # no gradients: keeps torch from warning about the order
+        try:
+            scheduler.step()
+        except (ValueError, RuntimeError, KeyError, IndexError) as error:
+            out.append(type(error).__name__)
+            break
+        out.append([g["lr"] for g in optimizer.param_groups])
+    return out
+
+
+def ours_and_torch(build, add_at):
+    ours = rates_or_error(
+        build, schedules, lambda: SGD([Parameter(np.zeros(2))], lr=0.1),
+        lambda o: o.add_param_group({"params": [Parameter(np.zeros(3))], "lr": 0.03}), add_at)
+    theirs = rates_or_error(
+        build, lr_scheduler, lambda: torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1),
+        lambda o: o.add_param_group({"params": [torch.zeros(3, requires_grad=True)], "lr": 0.03}),
+        add_at)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("add_at", [0, 3, 12])
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_group_added_later_is_scheduled_or_refused_as_torch_does(name, add_at):
+    """Chainable forms multiply the new group's rate too; values that need its initial rate
+    (closed forms, warm restarts, a SequentialLR milestone) raise ValueError, as in torch."""
+    ours, theirs = ours_and_torch(SCHEDULES[name], add_at)
+    assert ours == theirs
+    assert len(ours) > add_at  # the new group was there for at least one step
+
+
+class _Plateau:
+    """ReduceLROnPlateau stepped on a metric that never improves: it reduces every epoch."""
+
+    def __init__(self, module, optimizer, **options):
+        self.inner = module.ReduceLROnPlateau(optimizer, patience=0, factor=0.5, **options)
+
+    def step(self):
+        self.inner.step(1.0)
+
+
+@pytest.mark.parametrize("min_lr", [0.0, 0.01, [0.02]])
+@pytest.mark.parametrize("add_at", [0, 4])
+def test_plateau_reduces_a_group_added_later_as_torch_does(min_lr, add_at):
+    """A single min_lr extends to the new group (it is reduced too, down to the floor); a
+    per-group list raises RuntimeError at the first reduction, as in torch."""
+    ours, theirs = ours_and_torch(lambda m, o: _Plateau(m, o, min_lr=min_lr), add_at)
+    assert ours == theirs
+    if isinstance(min_lr, list):
+        assert ours[-1] == "RuntimeError"
+    else:
+        assert min_lr <= ours[-1][1] < 0.03

@@ -25,6 +25,16 @@ InverseTimeLR (α/(1 + δt), Bottou 2012; not in torch), CosineAnnealingLR,
 CosineAnnealingWarmRestarts (SGDR), ReduceLROnPlateau, and the combinators
 SequentialLR and ChainedScheduler.
 
+A param group added to the optimizer after the scheduler was built
+(``optimizer.add_param_group``) is treated as torch treats it: the chainable
+forms multiply its rate too from then on; a value that needs the group's
+initial rate α₀ (``closed_form_lr``, CosineAnnealingLR at the top of a period,
+CosineAnnealingWarmRestarts, a SequentialLR milestone) raises ValueError,
+since the scheduler never saw it; ReduceLROnPlateau extends a single
+``min_lr`` to the new group and raises RuntimeError for a per-group list.
+``load_state_dict`` refuses the state of a scheduler that ran over a
+different number of groups.
+
 Differences from torch: no deprecated ``step(epoch)``, no ``last_epoch``
 constructor argument (resume with ``load_state_dict``), and arguments torch
 accepts silently but that make no schedule (γ ≤ 0, T_0 < 1, ...) raise
@@ -78,9 +88,7 @@ class LRScheduler:
             self.last_epoch = epoch
             closed_form = getattr(self, "closed_form_lr", None)
             values = closed_form() if closed_form is not None else self.get_lr()
-        for group, lr in zip(self.optimizer.param_groups, values):
-            group["lr"] = lr
-        self._last_lr = _lrs(self.optimizer)
+        _set_lrs(self, values)
 
     def get_lr(self) -> list[float]:
         """The rates for t = ``last_epoch`` (chainable form)."""
@@ -96,7 +104,22 @@ class LRScheduler:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from a ``state_dict()``; restore the optimizer's own state too."""
+        _check_saved_groups(self, state_dict)
         self.__dict__.update(copy.deepcopy(state_dict))
+
+    def initial_lrs(self) -> list[float]:
+        """α₀ of every param group (``base_lrs``), for the closed forms.
+
+        A group added with ``add_param_group`` after the scheduler was built has no
+        α₀ here: ValueError, where torch raises too (a zip of unequal lengths).
+        """
+        groups = len(self.optimizer.param_groups)
+        if len(self.base_lrs) != groups:
+            raise ValueError(
+                f"{type(self).__name__} knows the initial rate of {len(self.base_lrs)} param "
+                f"group(s) but the optimizer now has {groups} (add_param_group after the "
+                "scheduler was built); build the scheduler after adding every group")
+        return self.base_lrs
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self._last_lr})"
@@ -130,7 +153,7 @@ class ConstantLR(LRScheduler):
 
     def closed_form_lr(self) -> list[float]:
         scale = self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor)
-        return [base * scale for base in self.base_lrs]
+        return [base * scale for base in self.initial_lrs()]
 
 
 class LinearLR(LRScheduler):
@@ -173,7 +196,7 @@ class LinearLR(LRScheduler):
 
     def closed_form_lr(self) -> list[float]:
         s, e, T = self.start_factor, self.end_factor, self.total_iters
-        return [base * (s + (e - s) * min(T, self.last_epoch) / T) for base in self.base_lrs]
+        return [base * (s + (e - s) * min(T, self.last_epoch) / T) for base in self.initial_lrs()]
 
 
 class StepLR(LRScheduler):
@@ -197,7 +220,8 @@ class StepLR(LRScheduler):
         return [g["lr"] * self.gamma for g in self.optimizer.param_groups]
 
     def closed_form_lr(self) -> list[float]:
-        return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
+        k = self.last_epoch // self.step_size
+        return [base * self.gamma**k for base in self.initial_lrs()]
 
 
 class MultiStepLR(LRScheduler):
@@ -222,7 +246,7 @@ class MultiStepLR(LRScheduler):
 
     def closed_form_lr(self) -> list[float]:
         k = bisect_right(self.milestones, self.last_epoch)
-        return [base * self.gamma**k for base in self.base_lrs]
+        return [base * self.gamma**k for base in self.initial_lrs()]
 
 
 class ExponentialLR(LRScheduler):
@@ -243,7 +267,7 @@ class ExponentialLR(LRScheduler):
         return [g["lr"] * self.gamma for g in self.optimizer.param_groups]
 
     def closed_form_lr(self) -> list[float]:
-        return [base * self.gamma**self.last_epoch for base in self.base_lrs]
+        return [base * self.gamma**self.last_epoch for base in self.initial_lrs()]
 
 
 class InverseTimeLR(LRScheduler):
@@ -283,7 +307,7 @@ class InverseTimeLR(LRScheduler):
 
     def closed_form_lr(self) -> list[float]:
         k = max(0, self.last_epoch - self.constant_steps)
-        return [base / (1 + self.decay * k) for base in self.base_lrs]
+        return [base / (1 + self.decay * k) for base in self.initial_lrs()]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -323,14 +347,14 @@ class CosineAnnealingLR(LRScheduler):
             return self.closed_form_lr()
         if (t - 1 - T) % (2 * T) == 0:
             return [g["lr"] + (base - eta_min) * (1 - math.cos(math.pi / T)) / 2
-                    for base, g in zip(self.base_lrs, groups)]
+                    for base, g in zip(self.initial_lrs(), groups)]
         return [(1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
                 * (g["lr"] - eta_min) + eta_min for g in groups]
 
     def closed_form_lr(self) -> list[float]:
         t, T, eta_min = self.last_epoch, self.T_max, self.eta_min
         return [eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / T)) / 2
-                for base in self.base_lrs]
+                for base in self.initial_lrs()]
 
 
 class CosineAnnealingWarmRestarts(LRScheduler):
@@ -373,13 +397,11 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_cur -= self.T_i
                 self.T_i *= self.T_mult
         self.last_epoch += 1
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group["lr"] = lr
-        self._last_lr = _lrs(self.optimizer)
+        _set_lrs(self, self.get_lr())
 
     def get_lr(self) -> list[float]:
         cos = 1 + math.cos(math.pi * self.T_cur / self.T_i)
-        return [self.eta_min + (base - self.eta_min) * cos / 2 for base in self.base_lrs]
+        return [self.eta_min + (base - self.eta_min) * cos / 2 for base in self.initial_lrs()]
 
 
 class ReduceLROnPlateau(LRScheduler):
@@ -424,9 +446,9 @@ class ReduceLROnPlateau(LRScheduler):
             if len(min_lr) != n_groups:
                 raise ValueError(f"ReduceLROnPlateau needs one min_lr per param group "
                                  f"({n_groups}); got {len(min_lr)}")
-            min_lrs = list(min_lr)
+            min_lrs, self.default_min_lr = list(min_lr), None
         else:
-            min_lrs = [min_lr] * n_groups
+            min_lrs, self.default_min_lr = [min_lr] * n_groups, min_lr
         for key, value in (("threshold", threshold), ("eps", eps), ("min_lr", min(min_lrs))):
             if not value >= 0:
                 raise ValueError(f"ReduceLROnPlateau {key} must be ≥ 0; got {value}")
@@ -453,7 +475,8 @@ class ReduceLROnPlateau(LRScheduler):
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
-            for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
+            self._match_groups()
+            for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs, strict=True):
                 old_lr = float(group["lr"])
                 new_lr = max(old_lr * self.factor, min_lr)
                 if old_lr - new_lr > self.eps:
@@ -461,6 +484,19 @@ class ReduceLROnPlateau(LRScheduler):
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
         self._last_lr = _lrs(self.optimizer)
+
+    def _match_groups(self) -> None:
+        """One floor per param group, also for groups added since (torch's rule): a single
+        ``min_lr`` extends to them, a per-group list cannot."""
+        groups = len(self.optimizer.param_groups)
+        if len(self.min_lrs) == groups:
+            return
+        if self.default_min_lr is None:
+            raise RuntimeError(
+                f"ReduceLROnPlateau has a min_lr for {len(self.min_lrs)} param group(s) but the "
+                f"optimizer now has {groups} (add_param_group after the scheduler was built); "
+                f"set scheduler.min_lrs to a list of {groups} floors")
+        self.min_lrs = [self.default_min_lr] * groups
 
     def is_better(self, a: float, best: float) -> bool:
         if self.mode == "min":
@@ -565,6 +601,28 @@ def _lrs(optimizer: Any) -> list[float]:
     return [group["lr"] for group in optimizer.param_groups]
 
 
+def _set_lrs(scheduler: LRScheduler, values: list[float]) -> None:
+    """``group["lr"]`` ← value, one value per param group (torch's strict zip)."""
+    groups = scheduler.optimizer.param_groups
+    if len(values) != len(groups):
+        raise ValueError(f"{type(scheduler).__name__} computed {len(values)} rate(s) for "
+                         f"{len(groups)} param groups; build the scheduler after adding every "
+                         "group")
+    for group, lr in zip(groups, values):
+        group["lr"] = lr
+    scheduler._last_lr = _lrs(scheduler.optimizer)
+
+
+def _check_saved_groups(scheduler: LRScheduler, state_dict: dict[str, Any]) -> None:
+    """The saved scheduler ran over as many param groups as this one's optimizer has."""
+    saved = state_dict.get("_last_lr")
+    groups = len(scheduler.optimizer.param_groups)
+    if saved is not None and len(saved) != groups:
+        raise ValueError(
+            f"{type(scheduler).__name__} state_dict was saved over {len(saved)} param group(s); "
+            f"this optimizer has {groups}: load it into a scheduler on the same param groups")
+
+
 def _check_optimizer(optimizer: Any) -> None:
     if not hasattr(optimizer, "param_groups"):
         raise TypeError(f"a scheduler wraps an optimizer with param_groups; got "
@@ -622,6 +680,7 @@ def _nested_state_dict(scheduler: LRScheduler) -> dict[str, Any]:
 
 
 def _nested_load_state_dict(scheduler: LRScheduler, state_dict: dict[str, Any]) -> None:
+    _check_saved_groups(scheduler, state_dict)
     state = {k: copy.deepcopy(v) for k, v in state_dict.items() if k != "_schedulers"}
     scheduler.__dict__.update(state)
     for child, child_state in zip(scheduler._schedulers, state_dict["_schedulers"]):

@@ -249,14 +249,14 @@ class BinaryCrossEntropyWithLogits(Loss):
                 = |s|·w + log1p(e^{−|s|}),    w = y for s < 0,  1 − y for s ≥ 0
 
         ∂l/∂s = σ(s) − y = ±(w − q),          q = σ(−|s|) = e^{−|s|}/(1 + e^{−|s|}),
-                                               sign + for s ≥ 0, − for s < 0.
+                                               sign + for s ≥ 0, − for s < 0
 
     Both terms of l are ≥ 0 and e^{−|s|} ≤ 1: no overflow and no cancellation,
     so a confident, right prediction keeps its tiny loss log1p(e^{−|s|}) to
     a few ulps (max(s, 0) − s·y + … rounds it to an ulp of s: 0 at logit 15
     in float32) and its gradient −q (σ(s) − 1 by subtraction rounds to 0).
 
-    averaged over the K components of each sample. Scores have shape (N,) or
+    l is averaged over the K components of each sample. Scores have shape (N,) or
     (N, K), targets the same shape (1-D targets accepted with (N, 1) scores)
     with values in [0, 1] (soft labels allowed). Without weights the value
     equals ``torch.nn.BCEWithLogitsLoss()`` (mean over all entries); torch's
@@ -276,17 +276,16 @@ class BinaryCrossEntropyWithLogits(Loss):
             )
         n = scores.shape[0]
         scale = _sample_scale(xp, sample_weight, n, scores.dtype)
-        negative = scores < 0
-        wrong = xp.where(negative, target, 1 - target)  # w: the weight of |s| in the loss
+        signed = ~xp.signbit(scores) - target  # ±w: 1 − y for s ≥ 0, −y for s < 0 (exact)
         decay = xp.abs(scores)
-        loss = decay * wrong
+        loss = decay * xp.abs(signed)
         xp.negative(decay, out=decay)
         xp.exp(decay, out=decay)  # e^{−|s|}, in (0, 1]
         loss += xp.log1p(decay)
         per_sample = loss.reshape(n, -1).mean(axis=1)
         decay /= decay + 1  # q = σ(−|s|)
-        residual = xp.where(negative, decay - wrong, wrong - decay)  # σ(s) − y
-        self._cache = (residual, scale)
+        signed -= xp.copysign(decay, scores)  # σ(s) − y = ±(w − q)
+        self._cache = (signed, scale)
         return _mean(per_sample, scale)
 
     def _gradient(self, residual: Any, scale: Any) -> Any:

@@ -13,40 +13,84 @@ from ermlab.nn.linear import Identity, Linear
 from ermlab.nn.module import Module
 
 
-class Sigmoid(Module):
-    """g(a) = 1 / (1 + e^{−a}) = ½(1 + tanh(a/2)) (no overflow);  g'(a) = g(a)(1 − g(a))."""
+def sigmoid(x: Any) -> Any:
+    """σ(x) = 1 / (1 + e^{−x}) = max(d, 1_{x ≥ 0}) / (1 + d),  d = e^{−|x|} ∈ (0, 1].
 
-    forward_cache = ("_y",)
+    That is 1/(1 + d) for x ≥ 0 and d/(1 + d) = e^{x}/(1 + e^{x}) for x < 0: no
+    overflow, and a few ulps of relative precision in both tails (σ(−38) =
+    3.1e-17, where ½(1 + tanh(x/2)) gives 0), without a branch per element.
+    """
+    return _sigmoid(x, _exp_minus_abs(x))
+
+
+def _exp_minus_abs(x: Any) -> Any:
+    """d = e^{−|x|}, a new array."""
+    xp = array_module(x)
+    decay = xp.abs(x)
+    xp.negative(decay, out=decay)
+    return xp.exp(decay, out=decay)
+
+
+def _sigmoid(x: Any, decay: Any) -> Any:
+    """σ(x) from d = e^{−|x|} (see ``sigmoid``)."""
+    y = array_module(x).maximum(decay, x >= 0)
+    y /= decay + 1
+    return y
+
+
+class Sigmoid(Module):
+    """g(a) = σ(a) = 1 / (1 + e^{−a});  g'(a) = σ(a)σ(−a) = d / (1 + d)²,  d = e^{−|a|}.
+
+    Both from d ≤ 1 (see ``sigmoid``): no overflow, and relative precision in
+    both tails, where ½(1 + tanh(a/2)) is 0 for a ≤ −38 and g(1 − g) rounds to
+    0 for a ≥ 17 in float32 (σ'(a) ≈ e^{−|a|} there).
+    """
+
+    forward_cache = ("_decay",)
 
     def forward(self, x: Any) -> Any:
-        xp = array_module(x)
-        y = x * 0.5
-        xp.tanh(y, out=y)
-        y += 1
-        y *= 0.5
+        decay = _exp_minus_abs(x)
         if self.training:
-            self._y = y
-        return y
+            self._decay = decay
+        return _sigmoid(x, decay)
 
     def grad_input(self, grad_out: Any) -> Any:
-        y = self._cached("_y")
-        return grad_out * y * (1 - y)
+        decay = self._cached("_decay")
+        denominator = decay + 1
+        denominator *= denominator
+        grad = grad_out * decay
+        grad /= denominator
+        return grad
 
 
 class Tanh(Module):
-    """g(a) = tanh(a) = (e^{a} − e^{−a}) / (e^{a} + e^{−a});  g'(a) = 1 − g(a)²."""
+    """g(a) = tanh(a) = (e^{a} − e^{−a}) / (e^{a} + e^{−a});
 
-    forward_cache = ("_y",)
+        g'(a) = 1 − g(a)² = 1 / cosh²(a) = 4 e^{−2|a|} / (1 + e^{−2|a|})²
+
+    (from a, not as 1 − g²: that rounds to 0 for |a| ≥ 9 in float32, ≥ 19.1 in
+    float64, where g' ≈ 4e^{−2|a|}; e^{−2|a|} ≤ 1 never overflows).
+    """
+
+    forward_cache = ("_x",)
 
     def forward(self, x: Any) -> Any:
-        y = array_module(x).tanh(x)
         if self.training:
-            self._y = y
-        return y
+            self._x = x
+        return array_module(x).tanh(x)
 
     def grad_input(self, grad_out: Any) -> Any:
-        y = self._cached("_y")
-        return grad_out * (1 - y * y)
+        x = self._cached("_x")
+        xp = array_module(x)
+        decay = xp.abs(x)
+        decay *= -2
+        xp.exp(decay, out=decay)  # e^{−2|a|}
+        denominator = decay + 1
+        denominator *= denominator
+        decay *= 4
+        decay /= denominator
+        decay *= grad_out
+        return decay
 
 
 class ReLU(Module):
@@ -90,10 +134,11 @@ class LeakyReLU(Module):
 
 
 class ELU(Module):
-    """Clevert et al. (2016): g(a) = a for a > 0, α(e^{a} − 1) otherwise;
-    g'(a) = 1 for a > 0, g(a) + α otherwise."""
+    """Clevert et al. (2016): g(a) = a for a > 0, α(e^{a} − 1) otherwise (``expm1``);
+    g'(a) = 1 for a > 0, α e^{a} otherwise (= g(a) + α, which cancels for g ≈ −α:
+    0 instead of 2e-9 at a = −20 in float32)."""
 
-    forward_cache = ("_x", "_y")
+    forward_cache = ("_x",)
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
@@ -103,37 +148,46 @@ class ELU(Module):
         xp = array_module(x)
         negative = xp.expm1(xp.minimum(x, 0))
         negative *= self.alpha
-        y = xp.where(x > 0, x, negative)
         if self.training:
-            self._x, self._y = x, y
-        return y
+            self._x = x
+        return xp.where(x > 0, x, negative)
 
     def grad_input(self, grad_out: Any) -> Any:
-        x, y = self._cached("_x"), self._cached("_y")
-        return array_module(x).where(x > 0, grad_out, grad_out * (y + self.alpha))
+        x = self._cached("_x")
+        xp = array_module(x)
+        slope = xp.minimum(x, 0)
+        xp.exp(slope, out=slope)
+        slope *= self.alpha
+        slope *= grad_out
+        return xp.where(x > 0, grad_out, slope)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 
 
 class Softplus(Module):
-    """g(a) = log(1 + e^{a}) (computed as logaddexp(0, a));  g'(a) = sigmoid(a)."""
+    """g(a) = log(1 + e^{a}) = max(a, 0) + log1p(e^{−|a|});  g'(a) = σ(a) (``sigmoid``).
 
-    forward_cache = ("_x",)
+    Both from e^{−|a|} ≤ 1: no overflow, relative precision in both tails.
+    Framework difference: torch's ``softplus`` returns a itself for a > 20
+    (``threshold=20``); ours stays log(1 + e^{a}) (the same in float64 for a > 37).
+    """
+
+    forward_cache = ("_x", "_decay")
 
     def forward(self, x: Any) -> Any:
         xp = array_module(x)
+        decay = _exp_minus_abs(x)
         if self.training:
-            self._x = x
-        return xp.logaddexp(0, x)
+            self._x, self._decay = x, decay
+        y = xp.log1p(decay)
+        y += xp.maximum(x, 0)
+        return y
 
     def grad_input(self, grad_out: Any) -> Any:
-        x = self._cached("_x")
-        sigmoid = x * 0.5
-        array_module(x).tanh(sigmoid, out=sigmoid)
-        sigmoid += 1
-        sigmoid *= 0.5
-        return grad_out * sigmoid
+        y = _sigmoid(self._cached("_x"), self._cached("_decay"))
+        y *= grad_out
+        return y
 
 
 class Softmax(Module):

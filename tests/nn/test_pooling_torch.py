@@ -2,7 +2,8 @@
 
 Forward and backward (a fixed random G = ∂L/∂y fed back) must match torch to 1e-10 in
 float64 and 1e-4 in float32, including ties in max pooling: torch sends a window's
-gradient to the first maximum in row-major order, and so must we.
+gradient to the first maximum in row-major order, and so must we; and non-finite inputs
+(windows of only −∞, NaN), where the gradient must go to the very entry torch picks.
 """
 
 import numpy as np
@@ -69,6 +70,38 @@ def test_max_pool_matches_torch(config, kind, dtype, tol):
     x = inputs((n, c, h, w), kind, dtype)
     y, g, gx = ours(nn.MaxPool2d(k, stride=s, padding=p), x)
     ty, tgx = theirs(lambda t: F.max_pool2d(t, k, stride=s, padding=p), x, g)
+    check(y, gx, ty, tgx, x, tol)
+
+
+def non_finite(shape, kind, dtype, seed=0):
+    """Ties (small integers) with −∞, NaN or ±∞ sprinkled in, or only −∞."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, size=shape).astype(dtype)
+    if kind == "only -inf":
+        x[...] = -np.inf
+    elif kind == "-inf":                     # many windows of only −∞, some at the border
+        x[rng.random(shape) < 0.7] = -np.inf
+    elif kind == "nan":                      # windows with one NaN, several, or none
+        x[rng.random(shape) < 0.2] = np.nan
+    else:
+        u = rng.random(shape)
+        x[u < 0.3] = -np.inf
+        x[(u > 0.3) & (u < 0.4)] = np.inf
+        x[u > 0.9] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("kind", ["only -inf", "-inf", "nan", "mixed"])
+@pytest.mark.parametrize("config", POOLS)
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+def test_max_pool_with_non_finite_inputs_routes_gradients_like_torch(config, kind, dtype, tol):
+    """torch: a window of only −∞ → its first entry inside the input (never the padding);
+    a NaN wins its window (the last NaN); ties → the first maximum."""
+    n, c, h, w, k, s, p = config
+    x = non_finite((n, c, h, w), kind, dtype)
+    y, g, gx = ours(nn.MaxPool2d(k, stride=s, padding=p), x)
+    ty, tgx = theirs(lambda t: F.max_pool2d(t, k, stride=s, padding=p), x, g)
+    np.testing.assert_array_equal(y, ty, err_msg="output")
     check(y, gx, ty, tgx, x, tol)
 
 

@@ -10,16 +10,20 @@ with OH = ⌊(H + 2 p_h − K_h) / s_h⌋ + 1 (torch's ``ceil_mode=False``). Bot
 by a loop over the K_h·K_w kernel offsets, each a vectorized operation on a strided slice
 of the whole batch (no loop over pixels, no window copy).
 
-bprop. Max pooling routes each output gradient to the one input that won its window:
-the *first* maximum in row-major (i, j) order, as torch does on ties, so an all-equal
-window sends its whole gradient to its top-left entry. Average pooling spreads
-g / (K_h K_w) over the window; padded zeros count in the divisor (torch's
-``count_include_pad=True`` default). Where windows overlap (stride < kernel) the
-contributions add up.
+bprop. Max pooling routes each output gradient to the one input that won its window,
+chosen exactly as torch does (its CPU and CUDA kernels scan the window's entries inside
+the input in row-major (i, j) order, keeping an entry that is greater than the best so
+far or is NaN, starting from the first entry inside the input with best = −∞):
 
-Where frameworks differ: torch's max pooling lets a NaN win its window; here a NaN
-propagates to the output but its gradient goes to the window's largest non-NaN entry
-seen before it. Like torch, padding may be at most half the kernel.
+* ties: the *first* maximum, so an all-equal window sends its whole gradient to its
+  top-left entry;
+* NaN: the output is NaN and the *last* NaN of the window gets the gradient;
+* a window whose entries are all −∞: its first entry inside the input (never the
+  padding) gets the gradient.
+
+Average pooling spreads g / (K_h K_w) over the window; padded zeros count in the divisor
+(torch's ``count_include_pad=True`` default). Where windows overlap (stride < kernel) the
+contributions add up. Like torch, padding may be at most half the kernel.
 """
 
 from __future__ import annotations
@@ -121,8 +125,32 @@ class MaxPool2d(_Pool2d):
                 xp.maximum(winner, xp.multiply(beats, k, dtype=index_type), out=winner)
             xp.maximum(best, candidate, out=best)
         if self.training:
+            # A NaN or −∞ anywhere makes the sum non-finite (so may a finite overflow,
+            # which only costs the exact checks).
+            if not xp.isfinite(best.sum()):
+                self._non_finite_winners(xp, padded, offsets, best, winner)
             self._winner, self._x_shape = winner, x.shape
         return best
+
+    def _non_finite_winners(self, xp: Any, padded: Any, offsets: list, best: Any,
+                            winner: Any) -> None:
+        """torch's winners where the scan above differs: the last NaN of a window with a
+        NaN; the first entry inside the input of a window of only −∞ (the scan, starting
+        at the window's first offset, may have stopped on the padding)."""
+        if self.padding != (0, 0):
+            first_inside = self._first_inside(xp, best.shape[2:], winner.dtype)
+            xp.copyto(winner, first_inside, where=best == -xp.inf)
+        if xp.isnan(best).any():
+            for k, offset in enumerate(offsets):
+                xp.copyto(winner, k, where=xp.isnan(padded[offset]), casting="unsafe")
+
+    def _first_inside(self, xp: Any, out_hw: tuple[int, int], dtype: Any) -> Any:
+        """(OH, OW) offsets k = i₀·K_w + j₀ of each window's first entry inside the input,
+        i₀ = max(0, p_h − s_h p'), j₀ = max(0, p_w − s_w q')."""
+        (ph, pw), (sh, sw), kw = self.padding, self.stride, self.kernel_size[1]
+        i0 = xp.maximum(0, ph - sh * xp.arange(out_hw[0]))
+        j0 = xp.maximum(0, pw - sw * xp.arange(out_hw[1]))
+        return (i0[:, None] * kw + j0[None, :]).astype(dtype)
 
     def grad_input(self, grad_out: Any) -> Any:
         xp = array_module(grad_out)

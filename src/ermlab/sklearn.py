@@ -256,7 +256,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return scores
 
     def predict_log_proba(self, X: Any) -> numpy.ndarray:
-        return numpy.log(self.predict_proba(X))
+        """log softmax(scores): log p_c = (s_c − m) − log1p(Σ_{k≠j} e^{s_k − m}),  m = s_j = max s.
+
+        Both terms are ≤ 0: finite where p_c underflows (log of ``predict_proba``
+        gives −inf for s_c − m < −745), and the most probable class keeps its
+        log p ≈ −Σ_{k≠j} e^{s_k − m} to a few ulps (log(1 + r) rounds it to 0).
+        """
+        scores = self._scores(X).astype(numpy.float64)
+        rows, best = numpy.arange(len(scores)), scores.argmax(axis=1)
+        scores -= scores[rows, best][:, None]
+        others = numpy.exp(scores)
+        others[rows, best] = 0
+        scores -= numpy.log1p(others.sum(axis=1))[:, None]
+        return scores
 
     def predict(self, X: Any) -> numpy.ndarray:
         labels = self._scores(X).argmax(axis=1)

@@ -590,6 +590,7 @@ def continue_training(trainer: Any, plan: Resume) -> str | None:
     """
     fresh = [dict(group) for group in trainer.optimizer.param_groups]
     trainer.resume(plan.checkpoint)
+    tidy(plan.checkpoint.parent)
     changed = [key for key in training_config.optimizer_options(plan.config["optimizer"])
                if plan.config.get(key) != plan.saved.get(key)]
     for group, new in zip(trainer.optimizer.param_groups, fresh):
@@ -608,16 +609,27 @@ def continue_training(trainer: Any, plan: Resume) -> str | None:
     return None
 
 
+def tidy(directory: Path) -> None:
+    """Remove what interrupted writes left in a run directory: temporaries of writers that
+    are gone, and those of ermlab versions before 0.2 (``.<run file>.<8 chars>.tmp``)."""
+    from ermlab.training.checkpoint import remove_stale_temporaries
+
+    remove_stale_temporaries(directory)
+    names = "|".join(re.escape(name) for name in (CONFIG_FILE, PREPROCESSING, *STALE_FILES))
+    legacy = re.compile(rf"^\.({names})\.[a-z0-9_]{{8}}\.tmp$")
+    for path in Path(directory).iterdir():
+        if legacy.match(path.name):
+            path.unlink(missing_ok=True)
+
+
 def start_directory(directory: Path, config: dict[str, Any], data: Data) -> None:
     """Create (or take over) ``directory`` for a run starting from scratch.
 
     A directory reused after a run that never wrote a checkpoint loses that
     run's leftovers (history, plots, damaged checkpoints, temporaries).
     """
-    from ermlab.training.checkpoint import remove_stale_temporaries
-
     directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(directory)
+    tidy(directory)
     for name in STALE_FILES:
         (directory / name).unlink(missing_ok=True)
     save_preprocessor(directory, data.preprocessor, data.inputs)

@@ -18,7 +18,6 @@ import safetensors.numpy
 
 from ermlab.cli import main
 from ermlab.training import read_checkpoint
-from ermlab.training.checkpoint import TEMPORARY_SUFFIX
 
 SETTINGS = ["--dataset", "moons", "--hidden", "3", "--optimizer", "sgd", "--lr", "0.1",
             "--momentum", "0.9", "--batch-size", "full", "--patience", "none"]
@@ -66,7 +65,7 @@ def test_kill_9_at_random_moments_then_resume_bit_for_bit(tmp_path, capsys):
         kill_after_epoch_lines(process, int(attempt > 0 and rng.integers(0, 6)),
                                rng.uniform(0, 0.15) if attempt else rng.uniform(0.3, 1.0))
         check_consistent(run)
-    leftovers = [p.name for p in run.iterdir() if p.name.endswith(TEMPORARY_SUFFIX)]
+    leftovers = [p.name for p in run.iterdir() if p.name.startswith(".")]
     done = read_checkpoint(run / "last.safetensors").epoch if (run / "last.safetensors"
                                                                   ).exists() else 0
     epochs = max(done, read_checkpoint(run / "best.safetensors").epoch
@@ -74,7 +73,7 @@ def test_kill_9_at_random_moments_then_resume_bit_for_bit(tmp_path, capsys):
     argv = ["--resume", run] if (run / "config.json").exists() else [*SETTINGS, "--output", run]
     rc = main(["train", *map(str, argv), "--epochs", str(epochs), "-q"])
     assert rc == 0, capsys.readouterr().err
-    assert not [p.name for p in run.iterdir() if p.name.endswith(TEMPORARY_SUFFIX)], leftovers
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")], leftovers
     reference = tmp_path / "reference"
     assert main(["train", *SETTINGS, "--epochs", str(epochs), "--output", str(reference),
                  "-q"]) == 0

@@ -132,3 +132,25 @@ def test_the_final_line_and_metrics_name_the_tested_weights(tmp_path, capsys):
     best = read_checkpoint(run / "best.safetensors").epoch
     assert (metrics["tested_weights"], metrics["tested_epoch"]) == ("best", best)
     assert f"tested best (epoch {best})" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_run_that_diverged_in_its_first_epoch_resumes_with_a_lower_rate(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", *COMMON, "--lr", "1e30", "--epochs", 2, "--output", run) == 2
+    assert "training diverged" in capsys.readouterr().err
+    assert not (run / "last.safetensors").exists() and (run / "config.json").exists()
+    assert run_cli("train", "--resume", run, "--lr", 0.05) == 0, capsys.readouterr().err
+    assert read_checkpoint(run / "last.safetensors").epoch == 2
+    assert json.loads((run / "config.json").read_text())["lr"] == 0.05
+
+
+def test_resume_removes_temporaries_that_killed_writers_left(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", *COMMON, "--epochs", 1, "--output", run) == 0
+    legacy = run / ".last.safetensors.k3x_9abc.tmp"  # ermlab 0.1's tempfile names
+    dead = run / ".best.safetensors.999999999.ab12cd34.ermlab-tmp"  # no such process
+    foreign = run / ".notes.tmp"
+    for path in (legacy, dead, foreign):
+        path.write_bytes(b"x" * 1000)
+    assert run_cli("train", "--resume", run, "--epochs", 1) == 0
+    assert not legacy.exists() and not dead.exists() and foreign.exists()

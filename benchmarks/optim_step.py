@@ -117,14 +117,18 @@ def main() -> None:
 
 
 def subnormal_table(arrays, grads, repeats: int) -> None:
-    """Adam with half the units dead (zero gradient, subnormal m and v): flush off vs on."""
+    """Adam with half the units dead (zero gradient, subnormal m and v): flush off vs on.
+
+    The flush zeroes subnormals only (``ermlab.optim.inplace``); with the default
+    ε = 1e-8 it may zero v as well, with ε = 0 only m (v still sets the step)."""
     print("\nAdam, half of each tensor's gradient zero and its m, v subnormal (1e-39):")
-    print(f"{'flush_every':<12} {'ms/step':>9} {'subnormal fraction of m after':>32}")
+    print(f"{'eps':<6} {'flush_every':<12} {'ms/step':>9} {'subnormal fraction after: m':>28} "
+          f"{'v':>6}")
     tiny = np.finfo(np.float32).tiny
-    for flush_every in (0, 16, 1):
+    for eps, flush_every in ((1e-8, 0), (1e-8, 16), (1e-8, 1), (0.0, 16)):
         model = mlp([784, 512, 256, 10], rng=0, dtype=np.float32)
         params = model.parameters()
-        opt = optim.Adam(params, flush_every=flush_every)
+        opt = optim.Adam(params, eps=eps, flush_every=flush_every)
         for p, g in zip(params, grads):
             p.grad[...] = g
         opt.step()
@@ -134,9 +138,11 @@ def subnormal_table(arrays, grads, repeats: int) -> None:
             for key in ("exp_avg", "exp_avg_sq"):
                 opt.state[p][key].reshape(-1)[:half] = 1e-39
         ms = median_step_ms(opt, repeats)
-        m = np.concatenate([opt.state[p]["exp_avg"].ravel() for p in params])
-        fraction = np.mean((m != 0) & (np.abs(m) < tiny))
-        print(f"{flush_every:<12} {ms:9.3f} {fraction:32.3f}")
+        fractions = []
+        for key in ("exp_avg", "exp_avg_sq"):
+            x = np.concatenate([opt.state[p][key].ravel() for p in params])
+            fractions.append(np.mean((x != 0) & (np.abs(x) < tiny)))
+        print(f"{eps:<6g} {flush_every:<12} {ms:9.3f} {fractions[0]:28.3f} {fractions[1]:6.3f}")
 
 
 if __name__ == "__main__":

@@ -225,3 +225,34 @@ def test_a_denominator_that_sets_the_step_is_kept():
     assert opt.flush_keys(opt.param_groups[0], np.float32) == ("exp_avg",)
     assert "exp_avg_sq" in optim.Adam([p]).flush_keys(opt.param_groups[0] | {"eps": 1e-8},
                                                       np.float32)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop"])
+def test_flush_of_blocks_cut_over_threads_is_the_flush_of_the_whole(name):
+    """The flush runs block by block in the lanes (scratch and mask views of each block)."""
+    options = {"SGD": dict(lr=0.01, momentum=0.9), "Adam": dict(amsgrad=True),
+               "RMSprop": dict(momentum=0.9, centered=True)}[name]
+    tiny = np.finfo(np.float32).tiny
+
+    def run(threads):
+        p = Parameter(np.ones((300, 400), dtype=np.float32))
+        opt = getattr(optim, name)([p], threads=threads, flush_every=2, **options)
+        opt.lane_work, opt.min_parallel, opt.block_bytes = 1, 1024, 64 * 1024
+        p.grad[...] = 1.0
+        opt.step()
+        ladder = (tiny * 2.0 ** np.linspace(-12, 12, p.size)).astype(np.float32)
+        for value in opt.state[p].values():
+            if isinstance(value, np.ndarray):
+                value.reshape(-1)[...] = ladder
+        p.grad[:, ::2] = 0.0
+        opt.step()  # step 2 flushes
+        return p, opt
+
+    p, opt = run(threads=1)
+    q, split = run(threads=3)
+    assert sum(1 for lane in split._cached_layout[1] if lane) >= 2  # it was cut
+    assert not subnormal_state(opt) and not subnormal_state(split)
+    np.testing.assert_array_equal(p.data, q.data)
+    for key, value in opt.state[p].items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(value, split.state[q][key])

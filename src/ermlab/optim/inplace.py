@@ -256,6 +256,7 @@ class InPlaceOptimizer(Optimizer):
         self.flush_below = None if flush_below is None else float(flush_below)
         self.threads = int(threads)
         self._scratch: dict[Parameter, list[Any]] = {}
+        self._masks: dict[Parameter, Any] = {}
         self._cached_layout: tuple | None = None
         super().__init__(params, defaults)
 
@@ -265,6 +266,13 @@ class InPlaceOptimizer(Optimizer):
         while len(buffers) <= k:
             buffers.append(array_module(param.data).empty_like(param.data))
         return buffers[k]
+
+    def mask(self, param: Parameter) -> Any:
+        """A reusable boolean buffer shaped like ``param`` (contents undefined)."""
+        mask = self._masks.get(param)
+        if mask is None:
+            mask = self._masks[param] = array_module(param.data).empty(param.shape, dtype=bool)
+        return mask
 
     def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> Any:
         """This step's per-parameter scalars (``state["step"]`` already counts this step)."""
@@ -387,14 +395,15 @@ class InPlaceOptimizer(Optimizer):
 
     def _flush_block(self, block: Block, value: Any) -> None:
         """Zero |x| < τ in a state array of the block, in place, through the block's
-        first scratch buffer (free once the update is done): x ← x · (|x| ≥ τ)."""
+        first scratch buffer (free once the update is done) and the parameter's mask."""
         if value.shape != block.data.shape:
             flush_tiny_(value, self.flush_below)
             return
         xp = array_module(value)
-        keep = xp.abs(value, out=block.scratch(1))
-        xp.greater_equal(keep, subnormal_threshold(value.dtype, self.flush_below), out=keep)
-        value *= keep
+        size = xp.abs(value, out=block.scratch(1))
+        tiny = xp.less(size, subnormal_threshold(value.dtype, self.flush_below),
+                       out=block.view(self.mask(block.param)))
+        xp.copyto(value, 0, where=tiny)
 
     def flush_state(self, force: bool = False) -> None:
         """Flush tiny values from the decaying state of parameters due for it (all if ``force``).

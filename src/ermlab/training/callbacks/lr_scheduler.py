@@ -18,7 +18,11 @@ class LearningRateScheduler(Callback):
     mini-batch updates (warmup, 1/t decay as in Bottou 2012); with ``"epoch"``
     it counts epochs (torch's usual ``for epoch: train(); scheduler.step()``).
     Update t uses α_t: the scheduler set α₀ when built, and each ``step()``
-    after an update (or epoch) sets the rate for the next one.
+    after an update (or epoch) sets the rate for the next one. A param group
+    added to the optimizer between two ``fit`` calls (unfreezing layers) is
+    scheduled by the chainable forms and refused with a ValueError by those that
+    need its initial rate, as in torch (``ermlab.optim.schedules``): build the
+    scheduler after adding every group.
 
     Args:
         scheduler: the schedule object.
@@ -59,7 +63,9 @@ class ReduceLROnPlateau(Callback):
     ``threshold``, α ← max(factor · α, min_lr), then ``cooldown`` epochs of
     rest), fed ``logs[monitor]`` at the end of every epoch. Keras's callback
     of the same name counts patience the same way but its ``min_delta`` is
-    absolute by default (here ``threshold_mode="rel"``, as in torch).
+    absolute by default (here ``threshold_mode="rel"``, as in torch). The
+    scheduler is kept across ``fit`` calls of one trainer, so a param group
+    added in between is reduced too (a single ``min_lr`` extends to it).
 
     Args:
         monitor: a key of the epoch logs (default "val_loss").

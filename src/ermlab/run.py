@@ -177,9 +177,10 @@ def check_finite(x: numpy.ndarray, what: str) -> None:
     feature = first[1:] if len(first) > 2 else first[1] if len(first) > 1 else None
     where = f"example {first[0]}" + ("" if feature is None else f", feature {feature}")
     rows = int(bad.reshape(len(x), -1).any(axis=1).sum())
-    raise ValueError(f"{what}: {int(bad.sum())} values are NaN or infinite, in {rows} of "
-                     f"{len(x)} examples (the first at {where}: {x[first]}); remove or fill "
-                     "them in first")
+    count = int(bad.sum())
+    raise ValueError(f"{what}: {count} value{'s are' if count > 1 else ' is'} NaN or infinite, "
+                     f"in {rows} of {len(x)} examples (the first at {where}: {x[first]}); "
+                     "remove or fill them in first")
 
 
 @dataclass

@@ -117,3 +117,26 @@ def test_a_dataset_outside_the_working_directory_gets_a_run_inside_runs(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my data!.npz", "work"]
     assert Path(json.loads((tmp_path / "work" / "runs" / runs[0] / "config.json")
                            .read_text())["dataset"]).is_absolute()
+
+
+def test_non_finite_training_data_is_refused_before_a_run_starts(tmp_path, capsys):
+    x, y = blobs(60, 0)
+    x[7, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=y)
+    assert run_cli("train", "--dataset", tmp_path / "nan.npz", "--epochs", 1,
+                   "--output", tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "1 value is NaN or infinite, in 1 of" in err and "nan.npz" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_warns_when_the_data_no_longer_looks_like_the_training_data(
+        tmp_path, capsys):
+    x, y = blobs(90, 0)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    assert run_cli("train", "--dataset", tmp_path / "d.npz", "--epochs", 1, "-q",
+                   "--output", tmp_path / "run") == 0
+    np.savez(tmp_path / "d.npz", x=x * 100, y=y)  # rescaled since
+    capsys.readouterr()
+    assert run_cli("evaluate", tmp_path / "run") == 0
+    assert "far outside the training range" in capsys.readouterr().err

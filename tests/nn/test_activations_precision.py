@@ -104,3 +104,39 @@ def test_no_overflow_warnings_at_extreme_inputs():
         for module in (nn.Sigmoid(), nn.Tanh(), nn.ELU(), nn.Softplus(), nn.Softmax()):
             y, grad = forward_backward(module, x)
             assert np.all(np.isfinite(y)) and np.all(np.isfinite(grad)), type(module).__name__
+
+
+def exact_softmax_backward(row, grad):
+    """y and ∂L/∂a_j = y_j (g_j − Σ_k y_k g_k) at 100 digits."""
+    with mpmath.workdps(100):
+        a = [mpmath.mpf(float(v)) for v in row]
+        g = [mpmath.mpf(float(v)) for v in grad]
+        e = [mpmath.exp(v - max(a)) for v in a]
+        y = [v / mpmath.fsum(e) for v in e]
+        inner = mpmath.fsum(p * h for p, h in zip(y, g))
+        return (np.array([float(p) for p in y]),
+                np.array([float(p * (h - inner)) for p, h in zip(y, g)]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_backward_keeps_precision_when_confident(dtype):
+    # y ⊙ (g − Σ y g) cancels at the winning class (g_k − Σ y g ≈ g_k − g_k); with g shifted
+    # by its value there (softmax bprop ignores a constant in g) nothing large cancels
+    rng = np.random.default_rng(5)
+    gap = rng.choice([0.0, 3.0, 7.0, 15.0, 30.0], (40, 1))
+    x = rng.standard_normal((40, 6)) + 1e3 * rng.uniform(-1, 1, (40, 1))
+    x[:, 2] = x.max(axis=1) + gap[:, 0]
+    x, g = x.astype(dtype), rng.standard_normal((40, 6)).astype(dtype)
+    module = nn.Softmax()
+    module.train()
+    y = module.forward(x)
+    grad = module.backward(g)
+    eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny)
+    for i in range(len(x)):
+        exact_y, exact_grad = exact_softmax_backward(x[i], g[i])
+        dist = (x[i].max() - x[i]).astype(np.float64)  # e^{a−max}: relative error eps·dist
+        spread = np.abs(g[i][:, None] - g[i][None, :]).astype(np.float64)
+        scale = 1 + dist[:, None] + dist[None, :]
+        bound = 16 * eps * exact_y * ((spread * scale) @ exact_y) + tiny
+        assert np.all(np.abs(y[i] - exact_y) <= 8 * eps * (1 + dist) * exact_y + tiny), i
+        assert np.all(np.abs(grad[i] - exact_grad) <= bound), (i, grad[i], exact_grad)

@@ -193,7 +193,11 @@ class Softplus(Module):
 class Softmax(Module):
     """softmax(a)_c = e^{a_c} / Σ_c' e^{a_c'} along ``axis`` (shifted by max a for stability).
 
-    bprop: ∂L/∂a = y ⊙ (g − Σ_c g_c y_c) with y the output and g = ∂L/∂y.
+    bprop: ∂L/∂a = y ⊙ (g − Σ_c g_c y_c) with y the output and g = ∂L/∂y,
+    computed with g shifted by its value at the most probable class k,
+    g' = g − g_k (a constant in g changes nothing, as Σ_c y_c = 1): then
+    g'_k − Σ_c g'_c y_c = −Σ_{c≠k} g'_c y_c keeps its precision when y_k ≈ 1,
+    where g_k − Σ_c g_c y_c cancels to an ulp of g_k.
     To train a classifier, prefer ``losses.SoftmaxCrossEntropy`` on the scores:
     it fuses the two and its gradient is simply f(x) − e(y).
     """
@@ -215,8 +219,12 @@ class Softmax(Module):
 
     def grad_input(self, grad_out: Any) -> Any:
         y = self._cached("_y")
-        inner = (grad_out * y).sum(axis=self.axis, keepdims=True)
-        return y * (grad_out - inner)
+        xp = array_module(y)
+        best = y.argmax(axis=self.axis, keepdims=True)
+        shifted = grad_out - xp.take_along_axis(grad_out, best, axis=self.axis)
+        shifted -= (shifted * y).sum(axis=self.axis, keepdims=True)
+        shifted *= y
+        return shifted
 
     def extra_repr(self) -> str:
         return f"axis={self.axis}"

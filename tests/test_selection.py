@@ -131,6 +131,23 @@ def test_csv_has_one_row_per_trial(xor_search, tmp_path):
         assert row["error"] == ""
 
 
+def test_a_table_that_cannot_be_written_leaves_the_previous_file(xor_search, tmp_path):
+    path = tmp_path / "search.csv"
+    path.write_text("previous table\n")
+    broken = selection.SearchResult.__new__(selection.SearchResult)
+    broken.__dict__.update(xor_search.__dict__)
+    broken.table = [*xor_search.table, {"trial": object.__new__(Unprintable)}]
+    with pytest.raises(RuntimeError, match="cannot format"):
+        broken.to_csv(path)
+    assert path.read_text() == "previous table\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["search.csv"]
+
+
+class Unprintable:
+    def __str__(self):
+        raise RuntimeError("cannot format this cell")
+
+
 def test_cross_validation_returns_k_scores(blobs_data):
     x, y = blobs_data
     result = selection.cross_validate({**FAST, "epochs": 5, "hidden": [8], "lr": 0.05}, x, y,

@@ -37,6 +37,7 @@ stopping monitor of each trial is its own validation split.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -144,13 +145,19 @@ class SearchResult:
         return [row[key] for key in row if key.startswith("split") and key.endswith("_score")]
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write the table; lists and tuples (e.g. ``hidden``) as JSON, like ``[128, 64]``."""
+        """Write the table; lists and tuples (e.g. ``hidden``) as JSON, like ``[128, 64]``.
+
+        The file is replaced all at once: a failure leaves the previous one intact.
+        """
+        from ermlab.training.checkpoint import atomic_write_bytes
+
         columns = list(dict.fromkeys(key for row in self.table for key in row))
-        with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for row in self.table:
-                writer.writerow({key: _cell(row.get(key)) for key in columns})
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        for row in self.table:
+            writer.writerow({key: _cell(row.get(key)) for key in columns})
+        atomic_write_bytes(path, text.getvalue().encode("utf-8"), durable=False)
 
 
 # -- the pipeline of one trial ----------------------------------------------

@@ -312,3 +312,22 @@ def test_written_files_honour_the_umask(tmp_path, umask):
         os.umask(old)
     mode = (tmp_path / "c.bin").stat().st_mode & 0o777
     assert mode == (tmp_path / "reference.bin").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_downloaded_dataset_files_honour_the_umask_too(tmp_path, monkeypatch):
+    import hashlib
+    import io
+    import urllib.request
+
+    from ermlab.data import sources
+
+    payload = b"published bytes"
+    source = sources.Source("file.bin", "https://example.invalid/file.bin",
+                            hashlib.md5(payload).hexdigest())
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(payload))
+    old = os.umask(0o022)
+    try:
+        path = sources.fetch(source, tmp_path, "test")
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == payload and path.stat().st_mode & 0o777 == 0o644

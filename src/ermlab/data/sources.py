@@ -315,6 +315,9 @@ def fetch(source: Source, folder: Path, name: str, mirror: str | None = None) ->
             handle.flush()
             os.fsync(handle.fileno())
         verify(partial.read_bytes(), source, f"{source.filename} downloaded from {url}")
+        from ermlab.training.checkpoint import current_umask
+
+        os.chmod(partial, 0o666 & ~current_umask())  # as open() would, not tempfile's 0o600
         os.replace(partial, folder / source.filename)
     finally:
         partial.unlink(missing_ok=True)

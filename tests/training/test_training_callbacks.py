@@ -298,6 +298,26 @@ def test_csv_logger_appends_for_a_continued_run(data, tmp_path):
     assert path.read_text().count("\n") == 2  # not appending: a fresh file
 
 
+def test_csv_logger_drops_rows_past_the_checkpoint_when_appending(data, tmp_path):
+    """A run killed after writing epoch 3's row but before its checkpoint resumes from
+    epoch 2: the stale row (and a torn one) must not stay in the table."""
+    x, y, _, _ = data
+    path = tmp_path / "history.csv"
+    trainer = make_trainer([CSVLogger(path)])
+    trainer.fit(x, y, epochs=2)
+    checkpoint = trainer.save(tmp_path / "c.safetensors")
+    trainer.callbacks = [CSVLogger(path, append=True)]
+    trainer.fit(x, y, epochs=1)  # epoch 3: its row is written, then the "crash"
+    with path.open("a") as file:
+        file.write("4,0.12")  # and half of epoch 4's row
+    resumed = make_trainer([CSVLogger(path, append=True)])
+    resumed.fit(x, y, epochs=2, resume_from=checkpoint)
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4]
+    assert [float(row["loss"]) for row in rows] == resumed.history["loss"]
+
+
 def test_json_logger_writes_the_history(data, tmp_path):
     x, y, xv, yv = data
     path = tmp_path / "history.json"

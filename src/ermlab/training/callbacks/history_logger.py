@@ -17,7 +17,10 @@ class CSVLogger(Callback):
 
     Rows are flushed as they are written, so the file is readable during the
     run. ``append=True`` continues an existing file (a resumed run) with its
-    header; otherwise the file is started afresh when training begins.
+    header; otherwise the file is started afresh when training begins. When
+    appending, rows of epochs after the trainer's (written by a run that
+    crashed before its checkpoint) and a half-written last line are dropped
+    first, so each epoch appears once.
     Non-finite values are written as ``nan``/``inf`` (Python's float spelling).
 
     Args:
@@ -34,10 +37,27 @@ class CSVLogger(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fields = None
         if self.append and self.path.is_file() and self.path.stat().st_size > 0:
-            with self.path.open(newline="") as file:
-                fields = next(csv.reader(file), None)
+            fields = self._keep_epochs_up_to(int(getattr(trainer, "epoch", 0)))
         self._file = self.path.open("a" if fields else "w", newline="")
         self._writer = None if not fields else self._dict_writer(fields)
+
+    def _keep_epochs_up_to(self, epoch: int) -> list[str] | None:
+        """Rewrite the file without rows past ``epoch`` or torn rows; return its header."""
+        text = self.path.read_text()
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()  # the writer died in the middle of this line
+        rows = list(csv.reader(lines))
+        if not rows:
+            return None
+        fields, column = rows[0], rows[0].index("epoch") if "epoch" in rows[0] else None
+        kept = [lines[0]]
+        for line, row in zip(lines[1:], rows[1:]):
+            if len(row) == len(fields) and (column is None or _int(row[column]) <= epoch):
+                kept.append(line)
+        if len(kept) != len(lines) or "".join(kept) != text:
+            atomic_write_bytes(self.path, "".join(kept).encode(), durable=False)
+        return fields
 
     def _dict_writer(self, fields: list[str]) -> csv.DictWriter:
         return csv.DictWriter(self._file, fieldnames=fields, extrasaction="ignore", restval="")
@@ -81,6 +101,13 @@ class JSONLogger(Callback):
         document = {"history": history, "stop_reason": getattr(trainer, "stop_reason", None)}
         text = json.dumps(document, indent=1, allow_nan=False)
         atomic_write_bytes(self.path, text.encode(), durable=False)
+
+
+def _int(text: str) -> float:
+    try:
+        return int(text)
+    except ValueError:
+        return math.inf  # not an epoch number: not kept
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -519,10 +519,14 @@ def _safe_name(text: str) -> str:
 
 
 def check_reusable(directory: Path) -> None:
-    """Refuse ``directory`` for a new run when it holds a run with a valid checkpoint."""
-    if (directory / CONFIG_FILE).exists() and resume_point(directory)[0] is not None:
+    """Refuse ``directory`` for a new run when it holds a valid checkpoint."""
+    if resume_point(directory)[0] is None:
+        return
+    if (directory / CONFIG_FILE).exists():
         raise ValueError(f"{directory} already holds a run; continue it with "
                          f"`ermlab train --resume {directory}` or choose another --output")
+    raise ValueError(f"{directory} holds checkpoints but no {CONFIG_FILE} (not a run of "
+                     "`ermlab train`); choose another --output")
 
 
 def resume_point(directory: Path) -> tuple[Path | None, list[str]]:
@@ -631,7 +635,8 @@ def start_directory(directory: Path, config: dict[str, Any], data: Data) -> None
     """
     directory.mkdir(parents=True, exist_ok=True)
     tidy(directory)
-    for name in STALE_FILES:
-        (directory / name).unlink(missing_ok=True)
+    if (directory / CONFIG_FILE).exists():  # a run of ours: its leftovers go
+        for name in STALE_FILES:
+            (directory / name).unlink(missing_ok=True)
     save_preprocessor(directory, data.preprocessor, data.inputs)
     save_config(directory, config)

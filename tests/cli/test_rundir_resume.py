@@ -154,3 +154,13 @@ def test_resume_removes_temporaries_that_killed_writers_left(tmp_path):
         path.write_bytes(b"x" * 1000)
     assert run_cli("train", "--resume", run, "--epochs", 1) == 0
     assert not legacy.exists() and not dead.exists() and foreign.exists()
+
+
+def test_files_in_a_directory_that_is_not_a_run_are_left_alone(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    assert run_cli("train", *COMMON, "--epochs", 1, "--output", folder) == 0
+    (folder / "config.json").unlink()  # checkpoints, but not a run of `ermlab train`
+    before = (folder / "last.safetensors").read_bytes()
+    assert run_cli("train", *COMMON, "--epochs", 1, "--output", folder) == 2
+    assert "holds checkpoints but no config.json" in capsys.readouterr().err
+    assert (folder / "last.safetensors").read_bytes() == before

@@ -134,9 +134,13 @@ class LeakyReLU(Module):
 
 
 class ELU(Module):
-    """Clevert et al. (2016): g(a) = a for a > 0, α(e^{a} − 1) otherwise (``expm1``);
-    g'(a) = 1 for a > 0, α e^{a} otherwise (= g(a) + α, which cancels for g ≈ −α:
-    0 instead of 2e-9 at a = −20 in float32)."""
+    """Clevert et al. (2016): g(a) = a for a > 0, α(e^{a} − 1) otherwise;
+    g'(a) = 1 for a > 0, α e^{a} otherwise.
+
+    Computed without a branch per element: g(a) = max(a, 0) + α expm1(min(a, 0)),
+    g'(a) = e^{min(a, 0)} · (1 for a > 0, α otherwise). (g(a) + α instead of α e^{a}
+    cancels for g ≈ −α: 0 instead of 2e-9 at a = −20 in float32.)
+    """
 
     forward_cache = ("_x",)
 
@@ -146,20 +150,25 @@ class ELU(Module):
 
     def forward(self, x: Any) -> Any:
         xp = array_module(x)
-        negative = xp.expm1(xp.minimum(x, 0))
-        negative *= self.alpha
+        y = xp.minimum(x, 0)
+        xp.expm1(y, out=y)
+        y *= self.alpha
+        y += xp.maximum(x, 0)
         if self.training:
             self._x = x
-        return xp.where(x > 0, x, negative)
+        return y
 
     def grad_input(self, grad_out: Any) -> Any:
         x = self._cached("_x")
         xp = array_module(x)
         slope = xp.minimum(x, 0)
-        xp.exp(slope, out=slope)
-        slope *= self.alpha
+        xp.exp(slope, out=slope)  # e^{min(a, 0)}: g'(a) itself when α = 1
+        if self.alpha != 1.0:
+            factor = (x > 0).astype(slope.dtype)
+            factor += (x <= 0) * slope.dtype.type(self.alpha)  # 1 or α, exactly
+            slope *= factor
         slope *= grad_out
-        return xp.where(x > 0, grad_out, slope)
+        return slope
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}"

@@ -118,6 +118,23 @@ def test_shared_maxout_and_stochastic_depth_pass_the_gradient_check():
         assert_gradcheck(model, normal(2, (4, 3)))
 
 
+def test_an_activation_instance_given_to_a_builder_serves_every_layer():
+    """mlp(..., activation=nn.Tanh()) puts that one Tanh after each hidden layer."""
+    with default_dtype(np.float64):
+        shared = nn.mlp([4, 5, 5, 3], activation=nn.Tanh(), rng=0)
+        named = nn.mlp([4, 5, 5, 3], activation="tanh", rng=0)
+    assert shared[1] is shared[3]
+    x, g = normal(1, (6, 4)), normal(2, (6, 3))
+    for model in (shared, named):
+        model.forward(x)
+        model.zero_grad()
+        model.backward(g)
+    for (name, ours), (_, theirs) in zip(shared.named_parameters(), named.named_parameters(),
+                                         strict=True):
+        np.testing.assert_array_equal(ours.grad, theirs.grad, err_msg=name)
+    assert_gradcheck(shared, x)
+
+
 def test_shared_dropout_draws_and_keeps_one_mask_per_call_site():
     """Shared Dropout == two Dropouts drawing the same masks from one generator."""
     x, g = normal(1, (6, 5)), normal(2, (6, 5))

@@ -111,8 +111,7 @@ class Module:
 
     def cache_state(self) -> tuple:
         """The forward cache: the values of the attributes named in ``forward_cache``."""
-        get = self.__dict__.get
-        return tuple([get(name) for name in self.forward_cache])
+        return tuple(map(self.__dict__.get, self.forward_cache))
 
     def restore_cache(self, state: tuple) -> None:
         """Bind the forward cache back to ``state``, a value of ``cache_state()``."""

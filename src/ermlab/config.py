@@ -114,6 +114,8 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown config key(s) {unknown}; known: {sorted(DEFAULTS)} and the options of "
             f"optimizer {full['optimizer']!r}: {sorted(set(options) - {'lr'})}"
         )
+    for key in set(full) & set(options) - {"lr"}:
+        _option(full["optimizer"], key, full[key], options[key].annotation)
     full["hidden"] = _hidden(full["hidden"])
     full["loss"] = str(full["loss"]).strip().lower().replace("-", "_")
     if full["loss"] not in CLASSIFICATION_LOSSES + REGRESSION_LOSSES:
@@ -280,6 +282,32 @@ def _hidden(value: Any) -> tuple[int, ...]:
             f"([] for no hidden layer); got {value!r}"
         )
     return sizes
+
+
+_OPTION_KINDS = {  # annotation of an optimizer option → (check, what the user should give)
+    "float": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
+    "int": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+            "an integer"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "None": (lambda v: v is None, "null (None)"),
+    "tuple": (lambda v: isinstance(v, (list, tuple)) and all(
+        isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v), "a list of numbers"),
+}
+
+
+def _option(optimizer: str, key: str, value: Any, annotation: Any) -> None:
+    """Check an optimizer option's type against the constructor's annotation, e.g. ``float``.
+
+    The optimizer checks the range itself; this turns ``eps="x"`` into a clear
+    error instead of a comparison failing inside the constructor.
+    """
+    kinds = [kind.strip().split("[")[0] for kind in str(annotation).split("|")]
+    known = [_OPTION_KINDS[kind] for kind in kinds if kind in _OPTION_KINDS]
+    if known and not any(check(value) for check, _ in known):
+        wanted = " or ".join(what for _, what in known)
+        raise ValueError(f"config {key!r} (an option of optimizer {optimizer!r}) must be "
+                         f"{wanted}; got {value!r}")
 
 
 def _number(config: dict[str, Any], key: str, low: float, strict: bool = False) -> None:

@@ -58,6 +58,7 @@ starts again from 0 (so it trains up to ``patience`` more epochs).
 from __future__ import annotations
 
 import json
+import numbers
 import re
 import sys
 import time
@@ -95,13 +96,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """The full run configuration: defaults filled in, every value checked."""
     full = {**RUN_DEFAULTS, **config}
     full.update(training_config.validate(training_part(full)))
-    if full["preprocess"] not in PREPROCESS:
-        raise ValueError(f"unknown preprocess {full['preprocess']!r}; choose one of {PREPROCESS}")
-    if not 0 < float(full["validation_fraction"]) < 1:
-        raise ValueError(
-            f"validation_fraction must be in (0, 1); got {full['validation_fraction']}")
-    if int(full["seed"]) != full["seed"]:
-        raise ValueError(f"seed must be an integer; got {full['seed']!r}")
+    _check_run_keys(full)
     full["hidden"] = list(full["hidden"])
     _model_builder(full["model"])
     if full["data_path"]:
@@ -109,6 +104,28 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     if Path(str(full["dataset"])).suffix.lower() in FILE_SUFFIXES:
         full["dataset"] = _absolute(full["dataset"])
     return full
+
+
+def _check_run_keys(full: dict[str, Any]) -> None:
+    """Types and ranges of the run's own keys (``ermlab.config`` checks the training keys)."""
+    for key in ("dataset", "model", "preprocess", "schedule"):
+        if not isinstance(full[key], str):
+            raise ValueError(f"config {key!r} is a name (a string); got {full[key]!r}")
+    if full["data_path"] is not None and not isinstance(full["data_path"], str):
+        raise ValueError(f"config 'data_path' is a path (a string); got {full['data_path']!r}")
+    if full["preprocess"] not in PREPROCESS:
+        raise ValueError(f"unknown preprocess {full['preprocess']!r}; choose one of {PREPROCESS}")
+    fraction = full["validation_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or \
+            not 0 < fraction < 1:
+        raise ValueError(f"config 'validation_fraction' must be a number in (0, 1); got "
+                         f"{fraction!r}")
+    seed = full["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or \
+            not 0 <= seed < 2**32:
+        raise ValueError(f"config 'seed' must be an integer in [0, 2³²); got {seed!r}")
+    if not isinstance(full["verify"], bool):
+        raise ValueError(f"config 'verify' is true or false; got {full['verify']!r}")
 
 
 def _absolute(path: Any) -> str:

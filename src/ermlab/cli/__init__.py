@@ -14,8 +14,10 @@ command) shows the traceback. ``python -m ermlab`` is the same command.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -56,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, args.command)
+            return args.run(args)
     except BrokenPipeError:  # e.g. `ermlab evaluate RUN | head -1`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -68,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ermlab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _show_warning(command: str, message: Warning | str, *args: object, **kwargs: object) -> None:
+    """A library warning as one line: "ermlab train: warning: ..."."""
+    print(f"ermlab {command}: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _message(error: BaseException) -> str:

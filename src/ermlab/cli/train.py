@@ -117,10 +117,12 @@ def read_toml_document(path: str) -> dict[str, Any]:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file {path} not found (or not a file)")
     try:
         with open(path, "rb") as file:
             return tomllib.load(file)
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not valid TOML: {error}") from None
 
 
@@ -187,6 +189,8 @@ def write_history_csv(history: dict[str, list[Any]], path: Path) -> None:
 def _output_directory(args: argparse.Namespace, config: dict[str, Any]) -> Path:
     from ermlab import run as runs
 
+    if args.output is not None and not args.output.strip():
+        raise ValueError("--output needs a directory name; leave it out for runs/<name>")
     directory = Path(args.output) if args.output else runs.default_directory(config)
     runs.check_reusable(directory)
     return directory

@@ -22,6 +22,8 @@ files are looked for and which names and compressions are accepted.
 
 from __future__ import annotations
 
+import inspect
+import os
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +139,34 @@ def names() -> list[str]:
 
 def load(name: str, **options: Any) -> Dataset:
     """Load a dataset by name (see ``names()``) or from a ``.npz``/``.csv`` file path."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise ValueError(f"a dataset is named by a string such as 'digits' or 'my.npz'; got "
+                         f"{name!r}")
     if name in LOADERS:
+        _check_options(name, options)
         return LOADERS[name](**options)
     suffix = Path(str(name)).suffix.lower()
     if suffix in (".npz", ".csv"):
         return LOADERS[suffix[1:]](path=name, **options)
     raise ValueError(f"unknown dataset {name!r}; available: {', '.join(names())}, or a path to "
                      "a .npz or .csv file")
+
+
+# Options of a loader as the command line spells them.
+_FLAGS = {"path": "--data-path", "verify": "--no-verify"}
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    """A clear error for an option the dataset's loader does not take (e.g. a path for digits)."""
+    parameters = inspect.signature(LOADERS[name]).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for key in options:
+        if key not in parameters and (key in _FLAGS or not open_ended):
+            takers = [n for n in names() if key in inspect.signature(LOADERS[n]).parameters]
+            flag = f" (command line: {_FLAGS[key]})" if key in _FLAGS else ""
+            hint = (f"the datasets that do: {', '.join(takers)}" if takers else
+                    f"it takes {', '.join(parameters) or 'no options'}")
+            raise ValueError(f"dataset {name!r} takes no {key}={flag}; {hint}")
 
 
 def datasets_info() -> dict[str, Any]:

@@ -128,7 +128,7 @@ def test_gradcheck_command_passes(capsys):
     (["train", "--batch-size", "many"], "--batch-size takes an integer"),
     (["evaluate", "/nonexistent/run"], "not a run directory"),
     (["train", "--config", "/nonexistent.toml"], "nonexistent.toml"),
-    (["train", "--model", "lenet5"], "lenet5 needs input_shape"),
+    (["train", "--model", "lenet5"], "--model lenet5 needs image data (N, C, H, W)"),
 ])
 def test_errors_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

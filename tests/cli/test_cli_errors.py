@@ -76,7 +76,7 @@ FLAGS = [
     (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
     (["--optimizer", ""], "unknown optimizer ''"),
     (["--model", "foo"], "unknown model 'foo'"),
-    (["--model", "lenet5"], "lenet5 needs input_shape"),
+    (["--model", "lenet5"], "--model lenet5 needs image data (N, C, H, W)"),
     (["--dataset", "foo"], "unknown dataset 'foo'"),
     (["--dataset", ""], "unknown dataset ''"),
     (["--dataset", "missing.npz"], ".npz file not found"),

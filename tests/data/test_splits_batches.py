@@ -95,3 +95,13 @@ def test_curriculum_visits_easy_to_hard_then_shuffles():
     assert [len(c) for c in chunks] == [4, 2] and max(difficulty[chunks[0]]) <= 0.5
     with pytest.raises(ValueError, match="must be finite"):
         curriculum_order([0.1, numpy.nan], epoch=0)
+
+
+def test_impossible_stratified_folds_name_the_python_and_command_line_fix():
+    y = numpy.array([0] * 10 + [1])
+    with pytest.raises(ValueError, match=r"pass stratify=False or a smaller k \(command line: "
+                                         r"a smaller cv in \[search\]\)"):
+        kfold_indices(numpy.array([0, 0, 1, 1]), k=3)
+    with pytest.raises(ValueError, match=r"pass stratify=False \(command line: "
+                                         r"--validation-fraction\)"):
+        train_validation_split(numpy.zeros((11, 2)), y, validation=0.1)

@@ -140,6 +140,10 @@ def _check_data(config: dict[str, Any], data: Any) -> None:
     """Refuse data a classifier cannot learn from; warn about test classes never trained on."""
     import numpy
 
+    if len(data.image_shape) != 3 and config["model"] != "mlp":
+        raise ValueError(f"--model {config['model']} needs image data (N, C, H, W); "
+                         f"{config['dataset']} has rows of shape {data.image_shape}: use "
+                         "--model mlp")
     if len(data.image_shape) != 3 and config["augment"]:
         raise ValueError(f"--augment needs image data (N, C, H, W); {config['dataset']} has "
                          f"rows of shape {data.image_shape}: leave out --augment")

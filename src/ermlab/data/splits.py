@@ -108,4 +108,4 @@ def kfold_indices(
         return list(splitter.split(numpy.zeros((len(y), 1)), y))
     except ValueError as error:
         raise ValueError(f"cannot make {k} stratified folds ({error}); pass stratify=False or "
-                         "a smaller k") from None
+                         "a smaller k (command line: a smaller cv in [search])") from None

@@ -42,8 +42,8 @@ class Sigmoid(Module):
     """g(a) = σ(a) = 1 / (1 + e^{−a});  g'(a) = σ(a)σ(−a) = d / (1 + d)²,  d = e^{−|a|}.
 
     Both from d ≤ 1 (see ``sigmoid``): no overflow, and relative precision in
-    both tails, where ½(1 + tanh(a/2)) is 0 for a ≤ −38 and g(1 − g) rounds to
-    0 for a ≥ 17 in float32 (σ'(a) ≈ e^{−|a|} there).
+    both tails, where ½(1 + tanh(a/2)) is 0 for a ≤ −20 in float32 (a ≤ −38 in
+    float64) and g(1 − g) is 0 for a ≥ 17.3 in float32 (σ'(a) ≈ e^{−|a|} there).
     """
 
     forward_cache = ("_decay",)
@@ -68,7 +68,7 @@ class Tanh(Module):
 
         g'(a) = 1 − g(a)² = 1 / cosh²(a) = 4 e^{−2|a|} / (1 + e^{−2|a|})²
 
-    (from a, not as 1 − g²: that rounds to 0 for |a| ≥ 9 in float32, ≥ 19.1 in
+    (from a, not as 1 − g²: that rounds to 0 for |a| ≥ 10 in float32, ≥ 19 in
     float64, where g' ≈ 4e^{−2|a|}; e^{−2|a|} ≤ 1 never overflows).
     """
 

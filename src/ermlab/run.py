@@ -6,9 +6,21 @@ both). Its training keys are ``ermlab.config``'s vocabulary (``hidden``,
 
 * ``dataset`` (``ermlab.data.load`` name, default ``digits``) and ``data_path``;
 * ``model``: ``mlp`` (default) or a model-zoo name (``ermlab.nn.zoo``);
-* ``preprocess``: ``standardize`` (default; per feature for an MLP, per channel
-  for a CNN), ``mean_image``, ``channel_mean`` or ``none`` — fitted on the
-  training split only;
+* ``preprocess``: ``auto`` (default), ``standardize`` (per feature for an MLP,
+  per channel for a CNN), ``mean_image``, ``channel_mean`` or ``none`` — fitted
+  on the training split only. ``auto`` is what the classic courses (cs231n)
+  do: images, already scaled to [0, 1] by ``ermlab.data``, get the mean
+  training image subtracted, x ← x − (1/N) Σₙ xₙ (the per-channel mean instead
+  when ``augment`` is set, since a flipped or shifted image no longer lines up
+  with the mean image); tables are standardized per feature,
+  x_j ← (x_j − μ_j) / σ_j. Images are not divided by a per-pixel σ_j: border
+  pixels that are almost always 0 have a tiny σ_j, and the rare non-zero value
+  becomes huge (MNIST MLP: 96.6 % test accuracy standardized vs 97.8 % on
+  [0, 1] pixels). Fashion-MNIST, MLP 256 hidden units, Adam, 10 epochs, seed 0,
+  best validation loss / test accuracy of the weights with that loss:
+  per-pixel standardize 0.344 / 87.7 %, per-channel mean and σ 0.335 / —,
+  mean image 0.307 / 87.8 %, per-channel mean 0.312 / 87.5 %, [0, 1] only
+  0.297 / 88.9 %;
 * ``augment``: an ``ermlab.data.transforms.parse`` spec such as ``"crop:2,flip"``;
 * ``schedule``: ``none``, ``cosine``, ``step:S[:G]``, ``multistep:M1+M2[:G]``,
   ``exponential:G``, ``inverse_time:D[:C]`` (per update), ``warm_restarts:T0[:TMULT]``,
@@ -74,14 +86,14 @@ RUN_DEFAULTS: dict[str, Any] = {
     "dataset": "digits",
     "data_path": None,
     "model": "mlp",
-    "preprocess": "standardize",
+    "preprocess": "auto",
     "augment": None,
     "schedule": "none",
     "seed": 0,
     "validation_fraction": 0.1,
     "verify": True,
 }
-PREPROCESS = ("standardize", "mean_image", "channel_mean", "none")
+PREPROCESS = ("auto", "standardize", "mean_image", "channel_mean", "none")
 CONFIG_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "history.csv", "metrics.json"
 LAST, BEST, PREPROCESSING = "last.safetensors", "best.safetensors", "preprocessing.safetensors"
 # Files a fresh start in a reused directory removes (config.json and preprocessing are rewritten).
@@ -262,6 +274,9 @@ def _preprocessor(config: dict[str, Any], image_shape: tuple[int, ...]) -> Any:
     steps = []
     is_image = len(image_shape) == 3
     kind = config["preprocess"]
+    if kind == "auto":  # see the module docstring
+        image_kind = "channel_mean" if config["augment"] else "mean_image"
+        kind = image_kind if is_image else "standardize"
     if kind == "standardize":
         steps.append(preprocessing.Standardize(per="channel" if is_image and not _is_mlp(config)
                                                else "feature"))

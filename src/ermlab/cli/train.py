@@ -75,8 +75,9 @@ _HELP = {
     "l2": "λ of the L2 penalty λ‖W‖²₂ on the weights (default 0)",
     "max_norm": "max-norm constraint: rescale each unit's incoming weights to norm ≤ C",
     "dropout": "drop probability after every hidden activation, in [0, 1) (default 0)",
-    "preprocess": "mean_image (default for images: [0, 1] pixels minus the mean training "
-                  "image), standardize (default for tables), channel_mean or none",
+    "preprocess": "auto (default: images in [0, 1] minus the mean training image, or the "
+                  "per-channel mean with --augment; tables standardized per feature), "
+                  "standardize, mean_image, channel_mean or none",
     "augment": "augmentation spec for image data, e.g. crop:2,flip,rotate:10",
     "seed": "random seed of the split, the initialization and the shuffling (default 0)",
     "validation_fraction": "fraction of the training set held out for early stopping and "
@@ -144,6 +145,12 @@ def _check_data(config: dict[str, Any], data: Any) -> None:
         raise ValueError(f"--model {config['model']} needs image data (N, C, H, W); "
                          f"{config['dataset']} has rows of shape {data.image_shape}: use "
                          "--model mlp")
+    low, high = float(data.inputs.minimum.min()), float(data.inputs.maximum.max())
+    if len(data.image_shape) == 3 and config["preprocess"] == "auto" and (low < 0 or high > 1):
+        print(f"ermlab train: warning: {config['dataset']} images range over [{low:g}, "
+              f"{high:g}]; the default preprocessing subtracts the mean image and expects "
+              "pixels in [0, 1]: divide them by 255, or use --preprocess standardize",
+              file=sys.stderr)
     if len(data.image_shape) != 3 and config["augment"]:
         raise ValueError(f"--augment needs image data (N, C, H, W); {config['dataset']} has "
                          f"rows of shape {data.image_shape}: leave out --augment")

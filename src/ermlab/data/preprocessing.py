@@ -13,6 +13,12 @@ statistics, for safetensors); ``from_config(config)`` followed by
 
 Statistics are accumulated in float64 and applied in the data's dtype. The
 array module comes from the data, so CuPy inputs stay on the GPU.
+
+Which one: for images (pixels scaled to [0, 1]) subtract the mean image,
+``MeanImage``, or the per-channel mean, ``ChannelMean``, as the classic courses
+do (cs231n); ``ermlab train`` does so by default. ``Standardize(per="feature")``
+suits tables, whose columns have unrelated units; on images it divides rarely
+lit border pixels by a tiny σ and costs accuracy (see ``ermlab.run``).
 """
 
 from __future__ import annotations

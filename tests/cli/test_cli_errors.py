@@ -212,3 +212,17 @@ def test_test_classes_never_trained_on_are_a_warning(tmp_path, capsys):
                    "--output", tmp_path / "run") == 0
     err = capsys.readouterr().err
     assert "warning: test class(es) 2 never occur in the training split" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gradcheck", "--tolerance", "-1"], "--tolerance must be a number > 0"),
+    (["gradcheck", "--tolerance", "nan"], "--tolerance must be a number > 0"),
+    (["gradcheck", "--seed", "-1"], "--seed must be an integer ≥ 0"),
+    (["search", "missing.toml"], "config file missing.toml not found"),
+    (["datasets", "--download", "foo"], "'foo' is not a downloadable dataset"),
+    (["evaluate", "."], "not a run directory"),
+    (["predict", ".", "x.npy"], "not a run directory"),
+])
+def test_malformed_input_to_the_other_commands(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert message in one_line_error(argv, capsys, tmp_path)

@@ -15,8 +15,14 @@ def add_commands(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
     from ermlab import gradcheck_suite
 
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise ValueError(f"--tolerance must be a number > 0; got {args.tolerance}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be an integer ≥ 0; got {args.seed}")
     results = gradcheck_suite.run(seed=args.seed)
     width = max(len(name) for _, name, _ in results)
     print(f"{'kind':<12} {'component':<{width}}  {'max rel. error':>14}  where")

@@ -32,6 +32,7 @@ def test_import_ermlab_reaches_the_submodules_lazily():
     code = ("import sys, ermlab\n"
             "assert 'ermlab.nn' not in sys.modules and 'numpy' not in sys.modules\n"
             "assert ermlab.nn.Linear and ermlab.optim.SGD and ermlab.losses and ermlab.data\n"
+            "assert ermlab.data.transforms.parse\n"
             "assert 'nn' in dir(ermlab)\n"
             "try:\n    ermlab.no_such_thing\nexcept AttributeError as e:\n    print(e)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

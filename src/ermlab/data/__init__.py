@@ -15,6 +15,17 @@ from ermlab.data.sources import ChecksumError, DownloadError, cache_dir, downloa
 from ermlab.data.splits import kfold_indices, train_val_test_split, train_validation_split
 from ermlab.data.user import load_arrays, load_csv, load_npz
 
+SUBMODULES = ("transforms",)  # imported the first time it is used: ermlab.data.transforms
+
+
+def __getattr__(name: str):
+    if name in SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "LOADERS", "ChannelMean", "ChecksumError", "Dataset", "DownloadError", "Flatten",
     "MeanImage", "Pipeline", "Standardize", "batches", "cache_dir", "curriculum_batches",

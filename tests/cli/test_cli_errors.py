@@ -226,3 +226,16 @@ def test_test_classes_never_trained_on_are_a_warning(tmp_path, capsys):
 def test_malformed_input_to_the_other_commands(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert message in one_line_error(argv, capsys, tmp_path)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[base]\ndataset = "one.npz"\n[space]\nlr = [0.1]', "at least 2 classes"),
+    ('[search]\nmethod = "random"\nn_iter = "x"\n[space]\nlr = [0.1]',
+     "n_iter must be an integer ≥ 1"),
+])
+def test_search_refuses_what_train_refuses(toml, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "one.npz", x=rng.normal(size=(100, 4)), y=np.zeros(100, int))
+    (tmp_path / "spec.toml").write_text(toml + "\n")
+    assert message in one_line_error(["search", "spec.toml"], capsys, tmp_path)

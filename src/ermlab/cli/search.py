@@ -37,7 +37,7 @@ def add_commands(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from ermlab import run as runs
     from ermlab import selection
-    from ermlab.cli.train import read_toml_document
+    from ermlab.cli.train import check_data, read_toml_document
 
     document = read_toml_document(args.spec)
     unknown = sorted(set(document) - {"search", "base", "space"})
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if config["model"] != "mlp":
         raise ValueError("search trains MLPs; set model = \"mlp\" in [base]")
     data = runs.prepare_data(config)
+    check_data(config, data)
     base = runs.training_part(config)
     space = selection.parse_space(document["space"])
     options = dict(base=base, seed=settings.get("seed", config["seed"]),
@@ -66,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if method == "grid":
         result = selection.grid_search(space, (data.x_train, data.y_train), **options)
     elif method == "random":
-        result = selection.random_search(space, int(settings.get("n_iter", 10)),
+        n_iter = settings.get("n_iter", 10)
+        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+            raise ValueError(f"[search] n_iter must be an integer ≥ 1; got {n_iter!r}")
+        result = selection.random_search(space, n_iter,
                                          (data.x_train, data.y_train), **options)
     else:
         raise ValueError(f"[search] method must be 'grid' or 'random'; got {method!r}")

@@ -137,8 +137,14 @@ def _read_toml(path: str) -> dict[str, Any]:
     return flat
 
 
-def _check_data(config: dict[str, Any], data: Any) -> None:
-    """Refuse data a classifier cannot learn from; warn about test classes never trained on."""
+def check_data(config: dict[str, Any], data: Any) -> None:
+    """Refuse data the run cannot learn from (one class, a CNN or augmentation on tables).
+
+    Warns (``warnings.warn``; the command prints one line) about test classes
+    never trained on and images outside [0, 1] under the default preprocessing.
+    """
+    import warnings
+
     import numpy
 
     if len(data.image_shape) != 3 and config["model"] != "mlp":
@@ -147,10 +153,10 @@ def _check_data(config: dict[str, Any], data: Any) -> None:
                          "--model mlp")
     low, high = float(data.inputs.minimum.min()), float(data.inputs.maximum.max())
     if len(data.image_shape) == 3 and config["preprocess"] == "auto" and (low < 0 or high > 1):
-        print(f"ermlab train: warning: {config['dataset']} images range over [{low:g}, "
-              f"{high:g}]; the default preprocessing subtracts the mean image and expects "
-              "pixels in [0, 1]: divide them by 255, or use --preprocess standardize",
-              file=sys.stderr)
+        warnings.warn(f"{config['dataset']} images range over [{low:g}, {high:g}]; the "
+                      "default preprocessing subtracts the mean image and expects pixels in "
+                      "[0, 1]: divide them by 255, or use --preprocess standardize",
+                      stacklevel=2)
     if len(data.image_shape) != 3 and config["augment"]:
         raise ValueError(f"--augment needs image data (N, C, H, W); {config['dataset']} has "
                          f"rows of shape {data.image_shape}: leave out --augment")
@@ -165,9 +171,8 @@ def _check_data(config: dict[str, Any], data: Any) -> None:
     unseen = sorted(set(numpy.unique(data.y_test).tolist()) - set(seen.tolist()))
     if unseen:
         names = ", ".join(data.class_names[c] for c in unseen)
-        print(f"ermlab train: warning: test class(es) {names} never occur in the training "
-              "split; the model cannot learn them, so their test examples count as errors",
-              file=sys.stderr)
+        warnings.warn(f"test class(es) {names} never occur in the training split; the model "
+                      "cannot learn them, so their test examples count as errors", stacklevel=2)
 
 
 class _EpochPrinter(Callback):
@@ -225,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         config = runs.resolve(_config_from_args(args))
         directory = _output_directory(args, config)
         data = runs.prepare_data(config)
-        _check_data(config, data)
+        check_data(config, data)
     printer = [] if args.quiet else [ProgressBar() if sys.stdout.isatty() else _EpochPrinter()]
     callbacks = [DivergenceGuard(raise_error=True), _HistoryWriter(directory / runs.HISTORY_FILE),
                  ModelCheckpoint(directory, monitor="val_loss"), *printer]

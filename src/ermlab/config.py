@@ -101,8 +101,12 @@ def is_classification(config: Mapping[str, Any]) -> bool:
     return validate(config)["loss"] in CLASSIFICATION_LOSSES
 
 
-def validate(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` merged over ``DEFAULTS``, normalized, after checking every key and value."""
+def validate(config: Mapping[str, Any], also_known: Sequence[str] = ()) -> dict[str, Any]:
+    """``config`` merged over ``DEFAULTS``, normalized, after checking every key and value.
+
+    ``also_known``: keys the caller handles itself (``ermlab.run``'s), named in
+    the error for an unknown key.
+    """
     if not isinstance(config, Mapping):
         raise ValueError(f"a config is a dict of hyperparameters; got {type(config).__name__}")
     full = {**DEFAULTS, **config}
@@ -111,8 +115,8 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(full) - set(DEFAULTS) - set(options))
     if unknown:
         raise ValueError(
-            f"unknown config key(s) {unknown}; known: {sorted(DEFAULTS)} and the options of "
-            f"optimizer {full['optimizer']!r}: {sorted(set(options) - {'lr'})}"
+            f"unknown config key(s) {unknown}; known: {sorted({*DEFAULTS, *also_known})} and "
+            f"the options of optimizer {full['optimizer']!r}: {sorted(set(options) - {'lr'})}"
         )
     for key in set(full) & set(options) - {"lr"}:
         _option(full["optimizer"], key, full[key], options[key].annotation)

@@ -107,7 +107,7 @@ FILE_SUFFIXES = (".npz", ".csv")
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """The full run configuration: defaults filled in, every value checked."""
     full = {**RUN_DEFAULTS, **config}
-    full.update(training_config.validate(training_part(full)))
+    full.update(training_config.validate(training_part(full), also_known=RUN_DEFAULTS))
     _check_run_keys(full)
     full["hidden"] = list(full["hidden"])
     _model_builder(full["model"])

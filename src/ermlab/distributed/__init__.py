@@ -1,0 +1,12 @@
+"""Parallel and distributed SGD: strategies that take the place of the Trainer's inner loop.
+
+A strategy is written against a small interface (``pull`` parameters, ``push``
+gradients or deltas, ``elastic`` move; :mod:`ermlab.distributed.base`) with an
+in-process implementation (:mod:`ermlab.distributed.inprocess`: server and
+workers in one process, simulated delays), so the algorithms are tested and
+studied without any cluster engine.
+
+Use: ``Trainer(..., strategy=Downpour(workers=4, n_fetch=1, n_push=4))``.
+"""
+
+__all__: list[str] = []

@@ -3,6 +3,7 @@
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,30 @@ def test_usage_errors_are_one_line_with_the_way_to_help(capsys):
     assert err.strip().splitlines() == [
         "ermlab train: error: argument --epochs: invalid int value: 'ten' "
         "(see `ermlab train --help`)"]
+
+
+def test_every_public_module_is_reachable_from_import_ermlab():
+    """`import ermlab` then attribute access reaches every module of the package (the class of
+    `ermlab.nn` failing): ermlab.optim.schedules, ermlab.nn.summary, ermlab.training.plots ..."""
+    root = Path(ermlab.__file__).parent
+    names = sorted(
+        ".".join(("ermlab", *path.relative_to(root).with_suffix("").parts))
+        for path in root.rglob("*.py")
+        if not path.name.startswith("_")
+    )
+    code = ("import functools, importlib, sys\n"
+            "missing = []\n"
+            f"for name in {names!r}:\n"
+            "    for loaded in [m for m in sys.modules if m.split('.')[0] == 'ermlab']:\n"
+            "        del sys.modules[loaded]\n"
+            "    ermlab = importlib.import_module('ermlab')  # afresh: nothing imported before\n"
+            "    try:\n"
+            "        functools.reduce(getattr, name.split('.')[1:], ermlab)\n"
+            "    except AttributeError:\n"
+            "        missing.append(name)\n"
+            "print(' '.join(missing))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(names) > 50
+    assert done.stdout.strip() == "", f"not reachable as attributes: {done.stdout}"

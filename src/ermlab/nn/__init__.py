@@ -1,6 +1,6 @@
 """Modules: boxes with fprop and bprop, and the containers that compose them."""
 
-from ermlab.nn import init, zoo
+from ermlab.nn import init, summary, zoo
 from ermlab.nn.activations import (
     ACTIVATIONS,
     ELU,
@@ -71,6 +71,7 @@ __all__ = [
     "Tanh",
     "frozen_masks",
     "init",
+    "summary",
     "linear_decay",
     "mlp",
     "residual_block",

@@ -1,5 +1,6 @@
 """Optimizers: θ ← θ + αΔ with per-parameter state, torch.optim's names and defaults."""
 
+from ermlab.optim import schedules
 from ermlab.optim.adam import Adam, Adamax, AdamW, NAdam
 from ermlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from ermlab.optim.base import Optimizer
@@ -20,7 +21,7 @@ from ermlab.optim.transforms import (
     decoupled_weight_decay_,
 )
 
-__all__ = ["LBFGS", "Optimizer", "SGD"]
+__all__ = ["LBFGS", "Optimizer", "SGD", "schedules"]
 __all__ += ["BFGS", "Newton"]
 __all__ += ["Adam", "AdamW", "Adamax", "NAdam", "Adagrad", "Adadelta", "RMSprop"]
 __all__ += ["HeavyBall", "NAGC", "NAGSC"]

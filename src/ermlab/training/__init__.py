@@ -45,3 +45,12 @@ __all__ = [
     "save_checkpoint",
     "top_k_accuracy",
 ]
+
+
+def __getattr__(name: str):
+    """``ermlab.training.plots`` (matplotlib) is imported the first time it is used."""
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.plots")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ per-sample losses (reduction='none').
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch==2.13.0")
+torch = pytest.importorskip("torch", reason="PyTorch oracle absent (its CPU build: see README.md)")
 F = torch.nn.functional
 
 from ermlab.losses import (  # noqa: E402

@@ -8,7 +8,7 @@ mode with the running statistics. γ and β are set to random values in both.
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch==2.13.0")
+torch = pytest.importorskip("torch", reason="PyTorch oracle absent (its CPU build: see README.md)")
 
 from ermlab import nn  # noqa: E402
 

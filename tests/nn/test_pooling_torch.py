@@ -9,7 +9,7 @@ gradient to the first maximum in row-major order, and so must we; and non-finite
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch==2.13.0")
+torch = pytest.importorskip("torch", reason="PyTorch oracle absent (its CPU build: see README.md)")
 F = torch.nn.functional
 
 from ermlab import nn  # noqa: E402

@@ -8,7 +8,7 @@ must give the same ∂L/∂θ, the same ∂L/∂x, the same batch-norm running s
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch==2.13.0")
+torch = pytest.importorskip("torch", reason="PyTorch oracle absent (its CPU build: see README.md)")
 
 from ermlab import nn, optim  # noqa: E402
 from ermlab.backend import default_dtype  # noqa: E402

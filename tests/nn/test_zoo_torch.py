@@ -15,7 +15,7 @@ import pytest
 from ermlab.backend import default_dtype
 from ermlab.nn import zoo
 
-torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch==2.13.0")
+torch = pytest.importorskip("torch", reason="PyTorch oracle absent (its CPU build: see README.md)")
 nn = torch.nn
 F = torch.nn.functional
 

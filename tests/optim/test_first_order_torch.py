@@ -9,7 +9,7 @@ from ermlab import optim
 from ermlab.nn.models import mlp
 from ermlab.nn.parameter import Parameter
 
-torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch==2.13.0")
+torch = pytest.importorskip("torch", reason="PyTorch oracle absent (its CPU build: see README.md)")
 
 RTOL = 1e-10
 STEPS = 100

@@ -141,7 +141,7 @@ TORCH_CASES = [case for case in CASES
                               for n, o, _, _ in TORCH_CASES])
 def test_tiny_gradients_follow_torch(name, options, theta_power, eps_power, c, dtype):
     """Gradients of ~1e-16 and ~1e-18 (θ too for SGD and Adadelta): torch's trajectory."""
-    pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch==2.13.0")
+    pytest.importorskip("torch", reason="PyTorch oracle absent (its CPU build: see README.md)")
     import torch
 
     ours, _ = trajectory(name, options, c, theta_power, eps_power, dtype)

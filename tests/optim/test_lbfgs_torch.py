@@ -15,7 +15,7 @@ import pytest
 from ermlab.nn.parameter import Parameter
 from ermlab.optim import LBFGS
 
-torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch==2.13.0")
+torch = pytest.importorskip("torch", reason="PyTorch oracle absent (its CPU build: see README.md)")
 
 
 def rosenbrock(x):

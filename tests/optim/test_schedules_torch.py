@@ -12,7 +12,7 @@ import pytest
 from ermlab.nn.parameter import Parameter
 from ermlab.optim import SGD, schedules
 
-torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch==2.13.0")
+torch = pytest.importorskip("torch", reason="PyTorch oracle absent (its CPU build: see README.md)")
 lr_scheduler = torch.optim.lr_scheduler
 
 LRS = (0.1, 0.03)

@@ -59,3 +59,17 @@ def test_closed_form_schedule_callback_refuses_the_new_group(data):
     unfreeze(trainer)
     with pytest.raises(ValueError, match="add_param_group after the scheduler was built"):
         trainer.fit(x, y, epochs=2)
+
+
+def test_plateau_callback_state_loaded_before_the_first_fit_is_applied(data):
+    x, y, _, _ = data
+    first = ReduceLROnPlateau("score", factor=0.5, patience=0)
+    trainer = make_trainer([Scripted("score", [1.0] * 3), first])
+    trainer.fit(x, y, epochs=3)  # two bad epochs: two halvings, counters advanced
+    saved = first.state_dict()
+    again = ReduceLROnPlateau("score", factor=0.5, patience=0)
+    again.load_state_dict(saved)  # no scheduler yet: kept until fit builds it
+    fresh = make_trainer([Scripted("score", [1.0]), again])
+    fresh.fit(x, y, epochs=1)
+    assert again.scheduler.state_dict()["last_epoch"] == saved["scheduler"]["last_epoch"] + 1
+    assert saved["scheduler"]["last_epoch"] == 3

@@ -76,6 +76,7 @@ class ReduceLROnPlateau(Callback):
     def __init__(self, monitor: str = "val_loss", **options: Any) -> None:
         self.monitor, self.options = monitor, options
         self.scheduler: Any = None
+        self._pending: dict[str, Any] | None = None  # a state loaded before the first fit
 
     def on_train_begin(self, trainer: Any, logs: dict[str, Any]) -> None:
         # Kept across fit() calls of one trainer; rebuilt for another optimizer.
@@ -83,6 +84,9 @@ class ReduceLROnPlateau(Callback):
             from ermlab.optim.schedules import ReduceLROnPlateau as Schedule
 
             self.scheduler = Schedule(trainer.optimizer, **self.options)
+        if self._pending is not None:
+            self.scheduler.load_state_dict(self._pending)
+            self._pending = None
 
     def on_epoch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
         self.scheduler.step(monitored(self, logs, self.monitor))
@@ -91,5 +95,11 @@ class ReduceLROnPlateau(Callback):
         return {} if self.scheduler is None else {"scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "scheduler" in state:
+        """Restore the scheduler; before the first ``fit`` (no scheduler yet) the state is
+        kept and applied when ``fit`` builds it."""
+        if "scheduler" not in state:
+            return
+        if self.scheduler is None:
+            self._pending = state["scheduler"]
+        else:
             self.scheduler.load_state_dict(state["scheduler"])

@@ -13,7 +13,9 @@ end of the flow graph):
 ``forward`` validates its inputs, computes L and caches what ``backward`` needs;
 ``backward`` builds the gradient from that cache and applies the sample weights
 (∂L/∂f(x_i) = w_i/Σ_j w_j · ∂l_i/∂f(x_i)). Arrays keep the dtype of the
-scores: float32 in, float32 out.
+scores: float32 in, float32 out. ``backward`` answers for the *last* ``forward``
+(it takes no argument to say which), so a risk with two terms uses two loss
+objects, one per term, unlike a Module, which may be called at several places.
 
 Sample weights. ``sample_weight`` is a non-negative array of N weights, not all
 zero. The loss is the weighted *mean* Σ w_i l_i / Σ w_i: scaling every weight by

@@ -71,3 +71,13 @@ def test_a_module_returning_none_for_an_input_it_uses_is_caught():
     result = gradcheck.check_module(Forgetful(), np.ones((2, 3)), np.ones((2, 3)))
     assert not result.passed(1e-6)
     assert result.where.startswith("input1[")
+
+
+def test_inputs_given_as_one_tuple_get_a_clear_error():
+    with backend.default_dtype(np.float64):
+        graph = nn.Graph(inputs=["a", "b"])
+        graph.add("f", nn.Linear(2, 2, rng=0), "a").set_output("f")
+    pair = (np.ones((2, 2)), np.ones((2, 2)))
+    with pytest.raises(TypeError, match=r"separate arguments: check_module\(graph, x1, x2\)"):
+        gradcheck.check_module(graph, pair)
+    assert gradcheck.check_module(graph, *pair).max_rel_error < 1e-7

@@ -104,6 +104,11 @@ def compare(
 
 def _require_float64(arrays: Sequence[Any], what: str) -> None:
     for array in arrays:
+        if not hasattr(array, "dtype"):
+            raise TypeError(
+                f"gradient checks take arrays as {what}; got a {type(array).__name__}. Pass "
+                "several inputs as separate arguments: check_module(graph, x1, x2)"
+            )
         if array.dtype != numpy.float64:
             raise ValueError(
                 f"gradient checks need float64 {what}; got {array.dtype}. Build the model "

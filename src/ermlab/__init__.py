@@ -21,8 +21,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 SUBMODULES = (
-    "backend", "cli", "config", "data", "ensemble", "gradcheck", "gradcheck_suite", "losses",
-    "nn", "optim", "regularizers", "run", "selection", "sklearn", "training",
+    "backend", "cli", "config", "data", "distributed", "ensemble", "gradcheck", "gradcheck_suite",
+    "losses", "nn", "optim", "regularizers", "run", "selection", "sklearn", "training",
 )
 
 

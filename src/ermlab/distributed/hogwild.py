@@ -463,19 +463,20 @@ def _train_linear(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> 
     start = time.perf_counter()
     for epoch in range(c["epochs"]):
         lr = c["lr"] * c["decay"] ** epoch
-        for i in epoch_order(c["n"], c["seed"], epoch)[rank::c["workers"]]:
+        for i in epoch_order(c["n"], c["seed"], epoch)[rank::c["workers"]].tolist():
             lo, hi = indptr[i], indptr[i + 1]
             e, z = indices[lo:hi], data[lo:hi]
             if version is not None:
                 seen = version[e]
+            w_e = w[e]
             y_i = float(y[i])
-            m = y_i * float(w[e] @ z)
+            m = y_i * float(w_e @ z)
             if hinge:
                 g = -y_i if m < 1.0 else 0.0
             else:
                 g = -y_i / (1.0 + math.exp(m)) if m < 30.0 else -y_i * math.exp(-m)
             step = reg[e]
-            step *= w[e]
+            step *= w_e
             if g != 0.0:
                 step += g * z
             step *= lr

@@ -9,4 +9,12 @@ studied without any cluster engine.
 Use: ``Trainer(..., strategy=Downpour(workers=4, n_fetch=1, n_push=4))``.
 """
 
-__all__: list[str] = []
+from ermlab.distributed.base import ParameterServer, Pulled, Server, ShardedServer, Strategy
+from ermlab.distributed.delay_tolerant import DelayTolerantAdagrad
+from ermlab.distributed.downpour import Downpour
+from ermlab.distributed.easgd import EASGD
+from ermlab.distributed.inprocess import InProcessServer
+from ermlab.distributed.sync import SyncDataParallel
+
+__all__ = ["DelayTolerantAdagrad", "Downpour", "EASGD", "InProcessServer", "ParameterServer",
+           "Pulled", "Server", "ShardedServer", "Strategy", "SyncDataParallel"]

@@ -84,6 +84,7 @@ class Checkpoint:
     generators: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    strategy: dict[str, Any] | None = None
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
@@ -133,6 +134,9 @@ def save_checkpoint(
         "callbacks": {} if trainer is None else trainer.callback_states(),
         "extra": extra or {},
     }
+    strategy = getattr(trainer, "strategy", None)
+    if strategy is not None:  # ermlab.distributed: the server's counters, the workers' state
+        tree["strategy"] = {"class": type(strategy).__name__, "state": strategy.state_dict()}
     document, arrays = _encode(tree, "")
     metadata = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(document)}
     metadata["sha256"] = _digest(arrays, metadata)
@@ -283,7 +287,11 @@ def load_checkpoint(
     optimizer = optimizer if optimizer is not None else getattr(trainer, "optimizer", None)
     rng = rng if rng is not None else getattr(trainer, "rng", None)
     _validate(checkpoint, model, optimizer, scheduler, rng)
+    strategy = getattr(trainer, "strategy", None)
+    _validate_strategy(checkpoint, strategy)
     try:
+        if strategy is not None:
+            strategy.load_state_dict(checkpoint.strategy["state"])
         if model is not None:
             model.load_state_dict(checkpoint.model)
         if optimizer is not None:
@@ -319,6 +327,18 @@ def model_generators(model: Any) -> dict[str, numpy.random.Generator]:
         if isinstance(generator, numpy.random.Generator):
             found[name or "."] = generator
     return found
+
+
+def _validate_strategy(checkpoint: Checkpoint, strategy: Any) -> None:
+    """A trainer with a distributed strategy resumes only a run of the same strategy."""
+    if strategy is None:
+        return
+    where = f"checkpoint {checkpoint.path}"
+    saved = None if checkpoint.strategy is None else checkpoint.strategy["class"]
+    current = None if strategy is None else type(strategy).__name__
+    if saved != current:
+        raise CheckpointError(f"{where} was saved with strategy {saved}; this run uses "
+                              f"{current} (build the Trainer with the saved run's strategy)")
 
 
 def _validate(checkpoint: Checkpoint, model: Any, optimizer: Any, scheduler: Any,

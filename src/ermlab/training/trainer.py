@@ -54,6 +54,10 @@ class Trainer:
         augment: data augmentation ``augment(x_batch, rng) -> x_batch`` applied to
             every training batch (``ermlab.data.transforms``); it draws from the
             trainer's generator, so a resumed run augments identically.
+        strategy: a distributed strategy (``ermlab.distributed``: ``SyncDataParallel``,
+            ``Downpour``, ``EASGD``) that takes the place of the single-process update
+            in ``train_step``; batches, callbacks, history, validation and checkpoints
+            (which then also hold the strategy's state) stay the same. Default: none.
 
     Attributes:
         history: ``{key: [value per epoch]}`` over all ``fit`` calls (and restored runs).
@@ -72,6 +76,7 @@ class Trainer:
         rng: Any = None,
         top_k: Sequence[int] = (),
         augment: Any = None,
+        strategy: Any = None,
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.regularizer = regularizer
@@ -88,6 +93,9 @@ class Trainer:
         self.stop_reason: str | None = None
         self.pending_callback_states: dict[str, Any] = {}
         self.last_scores: Any = None
+        self.strategy = strategy
+        if strategy is not None:
+            strategy.bind(self)
 
     # -- one update ---------------------------------------------------------------
 
@@ -96,7 +104,10 @@ class Trainer:
 
         A batch whose scores or loss are not finite (a diverging run) makes no
         update and returns the non-finite value, for ``DivergenceGuard`` to report.
+        With a ``strategy``, the strategy makes the update.
         """
+        if self.strategy is not None:
+            return self.strategy.train_step(self, x, y, sample_weight)
         self.model.train()
         scores = self.last_scores = self.model.forward(x)
         if not bool(array_module(scores).isfinite(scores).all()):
@@ -201,6 +212,8 @@ class Trainer:
             logs["accuracy"] = hits / weight if weight else math.nan
         if "lr" in getattr(self.optimizer, "param_groups", [{}])[0]:
             logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        if self.strategy is not None:
+            logs.update(self.strategy.epoch_logs(self))
         logs["time"] = time.perf_counter() - start
         return logs
 

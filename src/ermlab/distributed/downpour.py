@@ -24,8 +24,11 @@ updates has staleness τ = t − v; the server counts every τ
 each applying its own copy of the optimizer to its parameters.
 
 In this process the workers take the Trainer's mini-batches in turn (worker
-i gets batches i, i + k, i + 2k, ...), so with n_fetch = n_push = 1 each
-gradient is k − 1 updates stale; ``delay`` adds a simulated delay
+i gets batches i, i + k, i + 2k, ...). A worker's fetch is issued at the end
+of its turn (after its push), as the paper's client fetches asynchronously
+while it computes; the other k − 1 workers push before its next turn, so
+with n_fetch = n_push = 1 each gradient is k − 1 updates stale (0 during the
+first round); ``delay`` adds a simulated delay
 (``inprocess.InProcessServer``). With one worker, ``delay=0`` and
 n_fetch = n_push = 1, Downpour is single-process training with the server's
 optimizer (a test checks it).
@@ -118,11 +121,10 @@ class Downpour(Strategy):
         worker = self._workers[self._clock % self.workers]
         self._clock += 1
         replica = worker.replica
-        if worker.steps % self.n_fetch == 0:
-            for opt in server_optimizers(self.server):  # LR schedules act on the Trainer's
-                opt.param_groups[0]["lr"] = trainer.optimizer.param_groups[0]["lr"]
-            worker.pulled = self.server.pull()
-            replica.load(worker.pulled.arrays)
+        if worker.pulled is None:
+            self._fetch(worker)
+        for opt in server_optimizers(self.server):  # LR schedules act on the Trainer's
+            opt.param_groups[0]["lr"] = trainer.optimizer.param_groups[0]["lr"]
         value, scores = replica.gradient(trainer, x, y, sample_weight)
         trainer.last_scores = scores
         if not numpy.isfinite(value):
@@ -147,8 +149,15 @@ class Downpour(Strategy):
             if worker.accrued is not None:
                 for a in worker.accrued.values():
                     a.fill(0)
+        if worker.steps % self.n_fetch == 0:
+            self._fetch(worker)
         trainer.step += 1
         return value
+
+    def _fetch(self, worker: _Worker) -> None:
+        """Pull θ into the worker's replica; it computes its next gradients on it."""
+        worker.pulled = self.server.pull()
+        worker.replica.load(worker.pulled.arrays)
 
     def epoch_logs(self, trainer: Any) -> dict[str, Any]:
         """``staleness_mean`` / ``staleness_max`` of the gradients applied this epoch, and

@@ -167,6 +167,8 @@ def test_a_failing_worker_is_reported_and_cleaned_up():
 def test_a_killed_worker_is_reported_and_cleaned_up():
     x, y = _sparse_problem(n=400, d=200)
     victims: list[int] = []
+    environment_before = dict(os.environ)
+    seen: dict[str, object] = {}
 
     def kill_one() -> None:
         deadline = time.monotonic() + 60
@@ -174,6 +176,9 @@ def test_a_killed_worker_is_reported_and_cleaned_up():
             children = _spawned_children(os.getpid())
             if len(children) == 2:
                 time.sleep(1.0)  # let it attach and train
+                environ = Path(f"/proc/{children[1]}/environ").read_bytes().split(b"\0")
+                seen["environ"] = {v.decode() for v in environ}
+                seen["threads"] = len(list(Path(f"/proc/{children[1]}/task").iterdir()))
                 os.kill(children[1], signal.SIGKILL)
                 victims.append(children[1])
                 return
@@ -187,26 +192,53 @@ def test_a_killed_worker_is_reported_and_cleaned_up():
     finally:
         killer.join()
     assert victims and not _alive(victims[0])
+    # one BLAS / OpenMP / optimizer thread in the worker, set before its NumPy started;
+    # the parent's environment is as it was
+    assert {"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
+            "ERMLAB_NUM_THREADS=1"} <= seen["environ"]
+    assert seen["threads"] == 1
+    assert dict(os.environ) == environment_before
+
+
+_ENDLESS_FIT = textwrap.dedent("""
+    import numpy, scipy.sparse
+    from ermlab.distributed.hogwild import Hogwild
+    if __name__ == "__main__":
+        x = scipy.sparse.random(300, 100, density=0.05, format="csr", random_state=0)
+        Hogwild(2, epochs=10**6).fit(x, numpy.arange(300) % 2)
+""")
+
+
+def _start_endless_fit(tmp_path):
+    """A Python process running a never-ending 2-worker fit, once both workers train."""
+    script = tmp_path / "endless.py"
+    script.write_text(_ENDLESS_FIT)
+    parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(_spawned_children(parent.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _spawned_children(parent.pid)
+    assert len(workers) == 2, "the workers did not start"
+    assert _segments(parent.pid), "no segment to clean up"
+    time.sleep(0.5)
+    return parent, workers
+
+
+def _wait_until_gone(parent_pid, workers, seconds=15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (
+            _segments(parent_pid) or any(_alive(pid) for pid in workers)):
+        time.sleep(0.1)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:  # a failing test leaves nothing running either
+        os.kill(pid, signal.SIGKILL)
+    assert survivors == []
+    assert _segments(parent_pid) == set()
 
 
 def test_ctrl_c_in_the_parent_stops_the_workers_and_frees_the_segments(tmp_path):
-    script = tmp_path / "interrupted.py"
-    script.write_text(textwrap.dedent("""
-        import numpy, scipy.sparse
-        from ermlab.distributed.hogwild import Hogwild
-        if __name__ == "__main__":
-            x = scipy.sparse.random(300, 100, density=0.05, format="csr", random_state=0)
-            Hogwild(2, epochs=10**6).fit(x, numpy.arange(300) % 2)
-    """))
-    parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    parent, workers = _start_endless_fit(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while len(_spawned_children(parent.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        workers = _spawned_children(parent.pid)
-        assert len(workers) == 2, "the workers did not start"
-        assert _segments(parent.pid), "no segment to clean up"
-        time.sleep(0.5)
         parent.send_signal(signal.SIGINT)
         _, stderr = parent.communicate(timeout=30)
     finally:
@@ -216,8 +248,14 @@ def test_ctrl_c_in_the_parent_stops_the_workers_and_frees_the_segments(tmp_path)
     assert "KeyboardInterrupt" in stderr
     assert "leaked shared_memory" not in stderr
     assert _segments(parent.pid) == set()
-    time.sleep(0.2)
-    assert [pid for pid in workers if _alive(pid)] == []
+    _wait_until_gone(parent.pid, workers, seconds=1.0)
+
+
+def test_workers_of_a_killed_parent_exit_and_the_segments_go(tmp_path):
+    parent, workers = _start_endless_fit(tmp_path)
+    parent.kill()  # SIGKILL: the parent cannot clean up; the workers notice it is gone
+    parent.communicate(timeout=30)
+    _wait_until_gone(parent.pid, workers)
 
 
 # -- bad options, before anything starts ---------------------------------------------------------

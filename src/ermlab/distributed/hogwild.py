@@ -56,6 +56,8 @@ Engineering:
   also when a worker fails, dies (killed) or the parent is interrupted; the
   workers only attach to them. Training data are therefore shared, not copied
   per worker. Workers ignore SIGINT: Ctrl-C reaches the parent, which stops them.
+  A worker whose parent was killed outright (SIGKILL) notices within ~1000
+  examples and exits; the parent's resource tracker then unlinks the segments.
 * A coordinate write is ``x[e] -= step`` (NumPy gather, subtract, scatter), not an
   atomic add: a concurrent write of the same coordinate between the gather and
   the scatter is lost. ``count_conflicts=True`` measures how often another
@@ -246,8 +248,8 @@ class Hogwild:
         return model
 
     def _schedule(self, n: int) -> dict[str, Any]:
-        return dict(n=n, lr=float(self.lr), epochs=int(self.epochs), decay=float(self.decay),
-                    seed=int(self.seed), workers=int(self.workers))
+        return dict(n=n, parent=os.getpid(), lr=float(self.lr), epochs=int(self.epochs),
+                    decay=float(self.decay), seed=int(self.seed), workers=int(self.workers))
 
 
 # -- the example order (shared by the workers and the tests' sequential reference) --------
@@ -405,6 +407,7 @@ def _summarize(reports: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "workers": len(reports), "seconds": seconds,
         "worker_seconds": [r["seconds"] for r in reports],
         "worker_examples": [r["examples"] for r in reports],
+        "worker_cpu_seconds": [r["cpu_seconds"] for r in reports],
         "examples_per_second": examples / max(max(r["seconds"] for r in reports), 1e-12),
     }
     if "conflicts" in reports[0]:
@@ -453,6 +456,13 @@ def _blas_limited() -> Iterator[None]:
         yield
 
 
+def _exit_if_orphaned(parent: int) -> None:
+    """A worker whose parent died (SIGKILL: no chance to stop it) stops on its own; the
+    parent's resource tracker then unlinks the segments."""
+    if os.getppid() != parent:
+        raise SystemExit(f"Hogwild worker: parent {parent} is gone")
+
+
 def _train_linear(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> dict[str, Any]:
     """Algorithm 1 of Niu et al. on this worker's share, eq. (2.6)'s per-example step."""
     w, data, indices, indptr = a["w"], a["data"], a["indices"], a["indptr"]
@@ -460,7 +470,7 @@ def _train_linear(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> 
     version = a.get("version")
     hinge = c["loss"] == "hinge"
     conflicts = writes = examples = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(c["epochs"]):
         lr = c["lr"] * c["decay"] ** epoch
         for i in epoch_order(c["n"], c["seed"], epoch)[rank::c["workers"]].tolist():
@@ -487,7 +497,10 @@ def _train_linear(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> 
                 writes += len(e)
                 version[e] = now + 1
             examples += 1
-    report = {"examples": examples, "seconds": time.perf_counter() - start}
+            if not examples & 1023:
+                _exit_if_orphaned(c["parent"])
+    report = {"examples": examples, "seconds": time.perf_counter() - start,
+              "cpu_seconds": time.process_time() - cpu_start}
     if version is not None:
         report.update(conflicts=conflicts, writes=writes)
     return report
@@ -507,7 +520,7 @@ def _train_model(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> d
     optimizer = SGD(model.parameters(), lr=c["lr"], threads=1)
     model.train()
     conflicts = writes = examples = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(c["epochs"]):
         optimizer.param_groups[0]["lr"] = c["lr"] * c["decay"] ** epoch
         mine = epoch_order(c["n"], c["seed"], epoch)[rank::c["workers"]]
@@ -525,7 +538,9 @@ def _train_model(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> d
                 writes += version.size
                 version += 1
             examples += len(index)
-    report = {"examples": examples, "seconds": time.perf_counter() - start}
+            _exit_if_orphaned(c["parent"])
+    report = {"examples": examples, "seconds": time.perf_counter() - start,
+              "cpu_seconds": time.process_time() - cpu_start}
     if version is not None:
         report.update(conflicts=conflicts, writes=writes)
     return report

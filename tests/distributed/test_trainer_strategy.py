@@ -1,0 +1,90 @@
+"""Trainer(strategy=...): the strategy replaces the update, everything else stays: callbacks,
+early stopping, history, validation, checkpoints (with the strategy's state) and resuming."""
+
+import numpy as np
+import pytest
+from strategy_helpers import blobs
+
+from ermlab import losses, nn, optim
+from ermlab.distributed import EASGD, DelayTolerantAdagrad, Downpour, SyncDataParallel
+from ermlab.training import Trainer
+from ermlab.training.callbacks import EarlyStopping
+from ermlab.training.checkpoint import CheckpointError
+
+CASES = {
+    "downpour-dt-adagrad": (lambda: Downpour(workers=3, n_fetch=2, n_push=2, delay=2),
+                            lambda p: DelayTolerantAdagrad(p, lr=0.1)),
+    "downpour-sharded": (lambda: Downpour(workers=2, n_push=2, shards=2),
+                         lambda p: optim.Adam(p, lr=0.01)),
+    "eamsgd-async-delay": (lambda: EASGD(workers=3, tau=2, momentum=0.5, delay=3),
+                           lambda p: optim.SGD(p, lr=0.05)),
+    "easgd-sync": (lambda: EASGD(workers=2, asynchronous=False),
+                   lambda p: optim.SGD(p, lr=0.05)),
+    "sync": (lambda: SyncDataParallel(workers=3), lambda p: optim.SGD(p, lr=0.1, momentum=0.9)),
+}
+
+
+def build(case, callbacks=()):
+    make_strategy, make_opt = CASES[case]
+    model = nn.mlp([4, 16, 3], dropout=0.2, rng=0, dtype=np.float64)
+    return Trainer(model, losses.SoftmaxCrossEntropy(), make_opt(model.parameters()), rng=1,
+                   callbacks=callbacks, strategy=make_strategy())
+
+
+def without_time(history):
+    return {k: v for k, v in history.items() if k != "time"}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_checkpoint_round_trip_resumes_bit_for_bit(case, tmp_path):
+    x, y = blobs(60)
+    val = blobs(30, seed=5)
+    whole = build(case)
+    whole.fit(x, y, epochs=4, batch_size=8, validation_data=val)
+    first = build(case)
+    first.fit(x, y, epochs=2, batch_size=8, validation_data=val)
+    first.save(tmp_path / "ckpt.safetensors")
+    resumed = build(case)
+    resumed.fit(x, y, epochs=2, batch_size=8, validation_data=val,
+                resume_from=tmp_path / "ckpt.safetensors")
+    for k, v in whole.model.state_dict().items():
+        assert np.array_equal(v, resumed.model.state_dict()[k]), k
+    assert without_time(whole.history) == without_time(resumed.history)
+    assert resumed.epoch == 4 and resumed.step == whole.step
+    if isinstance(whole.strategy, Downpour):
+        assert whole.strategy.staleness() == resumed.strategy.staleness()
+        assert max(whole.strategy.staleness()) >= 1  # stale gradients were in flight
+
+
+def test_resuming_needs_the_same_strategy(tmp_path):
+    x, y = blobs(40)
+    trainer = build("sync")
+    trainer.fit(x, y, epochs=1, batch_size=8)
+    trainer.save(tmp_path / "c.safetensors")
+    other = build("easgd-sync")
+    with pytest.raises(CheckpointError, match="saved with strategy SyncDataParallel; this run "
+                                              "uses EASGD"):
+        other.resume(tmp_path / "c.safetensors")
+
+
+def test_early_stopping_sees_the_strategys_logs():
+    """Staleness grows from 1.5 (first round unstale) to 2 with 3 workers: patience 0 stops."""
+    x, y = blobs(96)
+    stop = EarlyStopping(monitor="staleness_mean", mode="min", patience=0)
+    model = nn.mlp([4, 8, 3], rng=0, dtype=np.float64)
+    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optim.Adagrad(model.parameters()),
+                      callbacks=[stop], rng=1, strategy=Downpour(workers=3))
+    history = trainer.fit(x, y, epochs=10, batch_size=8)
+    assert history["staleness_mean"] == [1.5, 2.0]
+    assert trainer.epoch == 2 and trainer.stop_training
+
+
+def test_default_trainer_has_no_strategy_and_saves_none(tmp_path):
+    from ermlab.training.checkpoint import read_checkpoint
+
+    x, y = blobs(40)
+    model = nn.mlp([4, 8, 3], rng=0, dtype=np.float64)
+    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model.parameters(), lr=0.1))
+    trainer.fit(x, y, epochs=1, batch_size=8)
+    assert trainer.strategy is None
+    assert read_checkpoint(trainer.save(tmp_path / "c.safetensors")).strategy is None

@@ -10,8 +10,12 @@ writes collide.
 For each worker count the script reports the training rate (examples per second
 of the slowest worker's training loop; spawning and attaching, ~1 s, is shown
 apart) and the speed-up over one worker, the training accuracy, and how loaded
-the machine was: the busy cores measured from /proc/stat during the run, minus
-the cores our own workers kept busy, is the load of everything else. A separate
+the machine was: the share of a core each worker got (its CPU time over its
+wall time), its examples per CPU-second, and the busy cores measured from
+/proc/stat during the run minus the CPU our own workers used ("others"). The
+ratio of examples per CPU-second (2 workers / 1) separates Hogwild!'s own
+scaling (collisions, shared caches and memory bandwidth) from the time other
+programs took from our cores. A separate
 run with ``count_conflicts=True`` measures the rate of conflicting writes: the
 fraction of coordinate writes whose coordinate another worker wrote between
 this worker's read and its write (the paper's collisions; zero with one worker).
@@ -72,7 +76,7 @@ def timed_fit(x, y, workers: int, args, **options):
     wall = time.perf_counter() - start
     after = busy_jiffies()
     busy_cores = (after[0] - before[0]) / max(after[1] - before[1], 1) * available_cpus()
-    ours = sum(hw.stats_["worker_seconds"]) / wall
+    ours = sum(hw.stats_["worker_cpu_seconds"]) / wall
     return hw, wall, busy_cores, ours
 
 
@@ -93,8 +97,8 @@ def main() -> None:
           f"{'Zipf' if args.zipf else 'uniform'} columns; {available_cpus()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f} before")
     print(f"{'workers':>7} {'examples/s':>11} {'speed-up':>8} {'train s':>7} {'wall s':>7} "
-          f"{'accuracy':>8} {'busy cores':>10} {'others':>6}")
-    rates = {}
+          f"{'accuracy':>8} {'CPU/worker':>10} {'ex/CPU-s':>9} {'busy cores':>10} {'others':>6}")
+    rates, per_cpu = {}, {}
     for workers in (1, 2):
         best = None
         for _ in range(args.repeats):
@@ -103,10 +107,17 @@ def main() -> None:
                     best[0].stats_["examples_per_second"]:
                 best = run
         hw, wall, busy, ours = best
-        rates[workers] = hw.stats_["examples_per_second"]
+        s = hw.stats_
+        rates[workers] = s["examples_per_second"]
+        per_cpu[workers] = sum(s["worker_examples"]) / sum(s["worker_cpu_seconds"])
+        share = sum(s["worker_cpu_seconds"]) / sum(s["worker_seconds"])
         print(f"{workers:>7} {rates[workers]:>11.0f} {rates[workers] / rates[1]:>7.2f}× "
-              f"{max(hw.stats_['worker_seconds']):>7.2f} {wall:>7.2f} {hw.score(x, y):>8.4f} "
-              f"{busy:>10.2f} {max(busy - ours, 0.0):>6.2f}")
+              f"{max(s['worker_seconds']):>7.2f} {wall:>7.2f} {hw.score(x, y):>8.4f} "
+              f"{share:>10.2f} {per_cpu[workers]:>9.0f} {busy:>10.2f} "
+              f"{max(busy - ours, 0.0):>6.2f}")
+    print(f"examples per worker CPU-second, 2 workers / 1 worker: {per_cpu[2] / per_cpu[1]:.2f} "
+          f"(2 workers on two otherwise idle cores would run {2 * per_cpu[2] / per_cpu[1]:.2f}× "
+          "as fast as one)")
     hw, *_ = timed_fit(x, y, 2, args, count_conflicts=True)
     s = hw.stats_
     per_example = s["conflicts"] / max(sum(s["worker_examples"]), 1)

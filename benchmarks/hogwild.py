@@ -22,6 +22,11 @@ this worker's read and its write (the paper's collisions; zero with one worker).
 Run by hand:
 
     python benchmarks/hogwild.py [--examples 100000] [--epochs 2] [--repeats 2] [--zipf]
+                                 [--mlp-examples 20000]
+
+A last table does the same for a dense 784-128-10 MLP (``fit_model``), where
+every step writes every parameter: there the conflict rate is the fraction of
+parameter writes made stale by the other worker's step.
 
 The machine may be shared: quote the ratios of one run, and the load beside them.
 """
@@ -80,6 +85,36 @@ def timed_fit(x, y, workers: int, args, **options):
     return hw, wall, busy_cores, ours
 
 
+def dense_mlp(args) -> None:
+    """1 vs 2 workers training a 784-128-10 ermlab MLP on synthetic dense data (batch 32):
+    every step writes every parameter, the opposite of the sparse setting."""
+    from ermlab import losses
+    from ermlab.nn.models import mlp
+
+    rng = np.random.default_rng(0)
+    x = rng.random((args.mlp_examples, 784), dtype=np.float32)
+    y = (x[:, :10] @ rng.standard_normal((10, 10))).argmax(1)
+    print(f"\ndense MLP 784-128-10, {len(x)} examples, batch 32, 1 epoch, SGD lr 0.05")
+    print(f"{'workers':>7} {'examples/s':>11} {'speed-up':>8} {'CPU/worker':>10} "
+          f"{'ex/CPU-s':>9}")
+    rates, per_cpu = {}, {}
+    for workers in (1, 2, "2, counting conflicts"):
+        hw = Hogwild(2 if isinstance(workers, str) else workers, lr=0.05, epochs=1,
+                     batch_size=32, count_conflicts=isinstance(workers, str))
+        hw.fit_model(mlp([784, 128, 10], rng=0), losses.SoftmaxCrossEntropy(), x, y)
+        s = hw.stats_
+        if isinstance(workers, str):
+            print(f"conflicting writes with 2 workers: {100 * s['conflict_rate']:.2f} % of "
+                  "parameter writes (the counting run is slower; its rate is not timed)")
+            break
+        rates[workers] = s["examples_per_second"]
+        per_cpu[workers] = sum(s["worker_examples"]) / sum(s["worker_cpu_seconds"])
+        share = sum(s["worker_cpu_seconds"]) / sum(s["worker_seconds"])
+        print(f"{workers:>7} {rates[workers]:>11.0f} {rates[workers] / rates[1]:>7.2f}× "
+              f"{share:>10.2f} {per_cpu[workers]:>9.0f}")
+    print(f"examples per worker CPU-second, 2 workers / 1 worker: {per_cpu[2] / per_cpu[1]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=100_000)
@@ -89,6 +124,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.5)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--zipf", action="store_true")
+    parser.add_argument("--mlp-examples", type=int, default=20_000,
+                        help="examples of the dense MLP run (0: skip it)")
     args = parser.parse_args()
 
     x, y = sparse_problem(args.examples, args.features, args.density, args.zipf)
@@ -125,6 +162,8 @@ def main() -> None:
           f"writes = {100 * s['conflict_rate']:.4f} % (written by the other worker between "
           f"this worker's read and its write); {per_example:.4f} per example; "
           f"load average {os.getloadavg()[0]:.2f} after")
+    if args.mlp_examples:
+        dense_mlp(args)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,10 @@ def test_one_worker_model_is_sequential_sgd_exactly():
     y = rng.integers(0, 3, 40)
     model, twin = mlp([5, 8, 3], rng=7), mlp([5, 8, 3], rng=7)
     loss = losses.SoftmaxCrossEntropy()
-    Hogwild(1, lr=0.1, epochs=2, decay=0.5, batch_size=6, seed=3).fit_model(model, loss, x, y)
+    hw = Hogwild(1, lr=0.1, epochs=2, decay=0.5, batch_size=6, seed=3, count_conflicts=True)
+    hw.fit_model(model, loss, x, y)
+    assert hw.stats_["conflicts"] == 0
+    assert hw.stats_["writes"] == 2 * math.ceil(40 / 6) * model.num_parameters()
     twin.train()
     for epoch in range(2):
         order = epoch_order(len(x), 3, epoch)

@@ -307,6 +307,7 @@ def _run(owner: Hogwild, arrays: dict[str, numpy.ndarray], config: dict[str, Any
     (success, a worker's error, a worker's death, KeyboardInterrupt).
     """
     context = multiprocessing.get_context(owner.start_method)
+    config = dict(config, start=context.Barrier(config["workers"]))
     segments, processes, pipes = _Segments(), [], []
     started = time.perf_counter()
     try:
@@ -470,6 +471,7 @@ def _train_linear(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> 
     version = a.get("version")
     hinge = c["loss"] == "hinge"
     conflicts = writes = examples = 0
+    c["start"].wait(timeout=600)  # all workers attached: they train at the same time
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(c["epochs"]):
         lr = c["lr"] * c["decay"] ** epoch
@@ -520,6 +522,7 @@ def _train_model(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> d
     optimizer = SGD(model.parameters(), lr=c["lr"], threads=1)
     model.train()
     conflicts = writes = examples = 0
+    c["start"].wait(timeout=600)  # all workers attached: they train at the same time
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(c["epochs"]):
         optimizer.param_groups[0]["lr"] = c["lr"] * c["decay"] ** epoch

@@ -280,11 +280,17 @@ def test_workers_of_a_killed_parent_exit_and_the_segments_go(tmp_path):
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message):
         Hogwild(**{"workers": 1, **options})
+    hw = Hogwild(1)
+    for name, value in options.items():  # set after construction: refused by fit
+        setattr(hw, name, value)
+    with pytest.raises(ValueError, match=message):
+        hw.fit(numpy.eye(2), [0, 1])
 
 
 def test_more_workers_than_cpus_warns():
-    with pytest.warns(RuntimeWarning, match=r"workers but only \d+ CPUs available"):
+    with pytest.warns(RuntimeWarning, match=r"workers but only \d+ CPUs available") as caught:
         Hogwild(available_cpus() + 1)
+    assert caught[0].filename == __file__  # points at the caller's line
 
 
 @pytest.mark.parametrize("x, y, message", [

@@ -144,6 +144,11 @@ class Hogwild:
         self.loss, self.l2, self.batch_size, self.seed = loss, l2, batch_size, seed
         self.count_conflicts, self.start_method = count_conflicts, start_method
         self._validate()
+        cpus = available_cpus()
+        if self.workers > cpus:
+            warnings.warn(f"Hogwild: {self.workers} workers but only {cpus} CPUs available to "
+                          f"this process; the workers will share cores and run no faster "
+                          f"(use workers ≤ {cpus})", RuntimeWarning, stacklevel=2)
 
     def _validate(self) -> None:
         if not _is_int(self.workers) or self.workers < 1:
@@ -165,11 +170,6 @@ class Hogwild:
         if self.start_method not in START_METHODS:
             raise ValueError(f"Hogwild start_method must be one of {START_METHODS} (fork is "
                              f"unsafe with thread pools); got {self.start_method!r}")
-        cpus = available_cpus()
-        if self.workers > cpus:
-            warnings.warn(f"Hogwild: {self.workers} workers but only {cpus} CPUs available to "
-                          f"this process; the workers will share cores and run no faster "
-                          f"(use workers ≤ {cpus})", RuntimeWarning, stacklevel=3)
 
     # -- sparse linear models -------------------------------------------------------
 

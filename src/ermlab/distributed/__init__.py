@@ -13,8 +13,9 @@ from ermlab.distributed.base import ParameterServer, Pulled, Server, ShardedServ
 from ermlab.distributed.delay_tolerant import DelayTolerantAdagrad
 from ermlab.distributed.downpour import Downpour
 from ermlab.distributed.easgd import EASGD
+from ermlab.distributed.hogwild import Hogwild
 from ermlab.distributed.inprocess import InProcessServer
 from ermlab.distributed.sync import SyncDataParallel
 
-__all__ = ["DelayTolerantAdagrad", "Downpour", "EASGD", "InProcessServer", "ParameterServer",
-           "Pulled", "Server", "ShardedServer", "Strategy", "SyncDataParallel"]
+__all__ = ["DelayTolerantAdagrad", "Downpour", "EASGD", "Hogwild", "InProcessServer",
+           "ParameterServer", "Pulled", "Server", "ShardedServer", "Strategy", "SyncDataParallel"]

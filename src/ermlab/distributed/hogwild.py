@@ -41,12 +41,16 @@ only parameters are shared.
 
 Engineering:
 
-* Processes start with ``spawn`` (default) or ``forkserver``, never ``fork``:
-  a forked child inherits the parent's BLAS and optimizer thread pools in an
-  undefined state (locks held by threads that do not exist in the child) and
-  copy-on-write pages of everything the parent holds. ``spawn`` starts a clean
-  interpreter that sees only what is handed over; it leaves no process behind
-  (``forkserver`` keeps a server process alive as long as the parent runs).
+* Processes start with ``spawn``: a clean interpreter that sees only what is
+  handed over (the segment names, the options, for ``fit_model`` the pickled
+  model and loss), and whose parent is the process that called ``fit``. Not
+  ``fork``: a forked child inherits the parent's BLAS and optimizer thread
+  pools in an undefined state (locks held by threads that do not exist in the
+  child) and copy-on-write pages of everything the parent holds. Not
+  ``forkserver``: its server process outlives the fit (a process left behind)
+  and becomes the workers' parent, so a worker could not tell that the process
+  that started it has died. Spawning costs ~0.5–1 s per fit (a fresh
+  interpreter imports NumPy and ermlab); the workers then start together.
 * Every worker runs one BLAS thread and one optimizer thread: the environment
   variables (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``,
   ``ERMLAB_NUM_THREADS``...) are set for the spawned process before its
@@ -93,7 +97,6 @@ from typing import Any
 import numpy
 
 LOSSES = ("log", "hinge")
-START_METHODS = ("spawn", "forkserver")
 SEGMENT_PREFIX = "ermlab_hogwild_"
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -120,7 +123,6 @@ class Hogwild:
         seed: seed of the example order (and nothing else: the initial weights are
             zero for ``fit`` and the model's own for ``fit_model``).
         count_conflicts: measure the rate of conflicting writes (slower; see above).
-        start_method: ``"spawn"`` (default) or ``"forkserver"``.
 
     Attributes (after ``fit``): ``coef_`` (n_features,), ``stats_`` (per-worker
     examples and seconds, ``examples_per_second``, conflicts when counted).
@@ -138,11 +140,10 @@ class Hogwild:
         batch_size: int = 1,
         seed: int = 0,
         count_conflicts: bool = False,
-        start_method: str = "spawn",
     ) -> None:
         self.workers, self.lr, self.epochs, self.decay = workers, lr, epochs, decay
         self.loss, self.l2, self.batch_size, self.seed = loss, l2, batch_size, seed
-        self.count_conflicts, self.start_method = count_conflicts, start_method
+        self.count_conflicts = count_conflicts
         self._validate()
         cpus = available_cpus()
         if self.workers > cpus:
@@ -167,9 +168,6 @@ class Hogwild:
             raise ValueError(f"Hogwild batch_size must be an integer ≥ 1; got {self.batch_size!r}")
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"Hogwild seed must be an integer ≥ 0; got {self.seed!r}")
-        if self.start_method not in START_METHODS:
-            raise ValueError(f"Hogwild start_method must be one of {START_METHODS} (fork is "
-                             f"unsafe with thread pools); got {self.start_method!r}")
 
     # -- sparse linear models -------------------------------------------------------
 
@@ -306,7 +304,7 @@ def _run(owner: Hogwild, arrays: dict[str, numpy.ndarray], config: dict[str, Any
     The segments are unlinked and no worker is left running on every way out
     (success, a worker's error, a worker's death, KeyboardInterrupt).
     """
-    context = multiprocessing.get_context(owner.start_method)
+    context = multiprocessing.get_context("spawn")
     config = dict(config, start=context.Barrier(config["workers"]))
     segments, processes, pipes = _Segments(), [], []
     started = time.perf_counter()

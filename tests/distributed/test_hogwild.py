@@ -186,6 +186,9 @@ def test_a_killed_worker_is_reported_and_cleaned_up():
                 environ = Path(f"/proc/{children[1]}/environ").read_bytes().split(b"\0")
                 seen["environ"] = {v.decode() for v in environ}
                 seen["threads"] = len(list(Path(f"/proc/{children[1]}/task").iterdir()))
+                maps = Path(f"/proc/{children[1]}/maps").read_text()
+                seen["mapped"] = {line.split("/dev/shm/")[1] for line in maps.splitlines()
+                                  if f"/dev/shm/{SEGMENT_PREFIX}{os.getpid()}_" in line}
                 os.kill(children[1], signal.SIGKILL)
                 victims.append(children[1])
                 return
@@ -204,6 +207,8 @@ def test_a_killed_worker_is_reported_and_cleaned_up():
     assert {"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
             "ERMLAB_NUM_THREADS=1"} <= seen["environ"]
     assert seen["threads"] == 1
+    # the worker reads the data in the parent's segments: w, CSR data/indices/indptr, y, d_u
+    assert len(seen["mapped"]) == 6
     assert dict(os.environ) == environment_before
 
 

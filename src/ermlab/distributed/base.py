@@ -152,6 +152,7 @@ class ShardedServer:
     versions); ``push`` sends every shard its part. Each shard runs its own
     optimizer over its parameters, which for a per-parameter rule (every
     first-order ermlab optimizer) is the same update as one optimizer over all.
+    ``staleness_counts`` adds the shards' counts: a push counts once per shard.
     """
 
     shards: list[Any]

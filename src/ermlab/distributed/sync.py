@@ -101,7 +101,7 @@ class SyncDataParallel(Strategy):
             if weights[i] == 0:
                 for param in params:
                     param.zero_grad()
-                parts.append(model.forward(x[index]))
+                parts.append(model.train().forward(x[index]))
                 continue
             shard_value, scores = batch_gradient(model, params, _Unregularized(trainer),
                                                  x[index], y[index], w)

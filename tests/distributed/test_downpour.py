@@ -110,3 +110,19 @@ def test_bad_combinations_are_refused_when_the_trainer_is_built():
         mlp_trainer(strategy=Downpour(shards=9))
     with pytest.raises(ValueError, match="LBFGS needs the full-batch closure"):
         mlp_trainer(strategy=Downpour(), optimizer=lambda p: optim.LBFGS(p))
+
+
+def test_learning_rate_schedules_reach_sharded_servers():
+    """Each shard runs its own optimizer copy; the Trainer's schedule still sets their lr."""
+    from ermlab.optim.schedules import ExponentialLR
+    from ermlab.training.callbacks import LearningRateScheduler
+
+    x, y = blobs(64)
+    runs = []
+    for shards in (1, 2):
+        trainer = mlp_trainer(optimizer=lambda p: optim.Adagrad(p, lr=0.3),
+                              strategy=Downpour(workers=2, shards=shards))
+        trainer.callbacks = [LearningRateScheduler(ExponentialLR(trainer.optimizer, gamma=0.1))]
+        trainer.fit(x, y, epochs=3, batch_size=8)
+        runs.append(weights(trainer))
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])

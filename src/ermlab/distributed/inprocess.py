@@ -186,13 +186,17 @@ def clone_optimizer(template: Any, params: list) -> Any:
         raise ValueError(f"sharding rebuilds the optimizer per shard and needs one parameter "
                          f"group; {type(template).__name__} has {len(template.param_groups)} "
                          "(use shards=1)")
-    options = {k: v for k, v in template.param_groups[0].items() if k != "params"}
+    group = template.param_groups[0]
     try:
-        return type(template)(params, **options)
+        clone = type(template)(params, **{k: group[k] for k in template.defaults})
     except TypeError as error:
         raise ValueError(f"sharding rebuilds the optimizer per shard; {type(template).__name__} "
                          f"cannot be rebuilt from its hyperparameters ({error}); use shards=1"
                          ) from None
+    for key, value in group.items():  # what schedules added (initial_lr, ...)
+        if key != "params":
+            clone.param_groups[0][key] = value
+    return clone
 
 
 def server_optimizers(server: Any) -> list:

@@ -26,7 +26,10 @@ moves at the round's end — the paper's Eq. (5)–(6) with α = ηρ:
 A round is p consecutive mini-batches of the Trainer (one per worker). The
 Trainer's model is the centre x̃: validation, predictions and checkpoints
 use it. The paper recommends β = pα ≈ 0.9 (the default α = 0.9 / p); the
-centre is stable for pα < 1 in the synchronous variant. η is the Trainer's
+centre is stable for pα < 1 in the synchronous variant. A stale read
+compounds: with the centre read k moves old, k moves push it by the same
+stale difference, and α = 0.225 diverged at k = 16 (kα > 1) in
+``benchmarks/staleness.py``. η is the Trainer's
 optimizer's learning rate (read every step, so schedules apply) unless
 ``lr`` is given; the optimizer itself is not used.
 

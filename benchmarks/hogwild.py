@@ -12,7 +12,8 @@ of the slowest worker's training loop; spawning and attaching, ~1 s, is shown
 apart) and the speed-up over one worker, the training accuracy, and how loaded
 the machine was: the share of a core each worker got (its CPU time over its
 wall time), its examples per CPU-second, and the busy cores measured from
-/proc/stat during the run minus the CPU our own workers used ("others"). The
+/proc/stat during the run minus the CPU our own workers used in their training
+loops ("others": everything else, including our own start-up of ~0.5 s). The
 ratio of examples per CPU-second (2 workers / 1) separates Hogwild!'s own
 scaling (collisions, shared caches and memory bandwidth) from the time other
 programs took from our cores. A separate

@@ -1,0 +1,27 @@
+"""One Ray for the whole test session (2 CPUs), started only by the tests that ask for it."""
+
+import shutil
+import tempfile
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray with 2 CPUs in a private temp dir; skipped where Ray is missing or cannot start.
+
+    Strategies find it running and neither start nor stop it; it is shut down and its
+    session files removed at the end of the session.
+    """
+    ray = pytest.importorskip(
+        "ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
+    temp = tempfile.mkdtemp(prefix="ermray", dir="/tmp")  # short: Ray's sockets live under it
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 object_store_memory=100 * 2**20, log_to_driver=False, _temp_dir=temp)
+    except Exception as error:  # noqa: BLE001 - any failure to start is a reason to skip
+        shutil.rmtree(temp, ignore_errors=True)
+        pytest.skip(f"Ray cannot start here: {type(error).__name__}: {error}")
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,172 @@
+"""The Ray backend (OnRay): equal to the in-process strategies where it must be, real
+asynchrony, server state through a checkpoint, a killed worker, nothing left behind."""
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+from strategy_helpers import assert_weights_close, blobs, mlp_trainer, weights
+
+from ermlab import optim
+from ermlab.distributed import EASGD, Downpour, SyncDataParallel
+from ermlab.distributed.ray_backend import OnRay
+
+
+def adagrad(p):
+    return optim.Adagrad(p, lr=0.1)
+
+
+def test_without_ray_one_line_error_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r'pip install "ermlab\[distributed\]"'):
+        OnRay(Downpour(workers=1))
+
+
+@pytest.mark.parametrize("strategy, match", [
+    (Downpour(workers=1, delay=2), "delay"),
+    (Downpour(workers=2, shards=2), "shards=1"),
+    (EASGD(workers=2, asynchronous=False), "asynchronous=True"),
+])
+def test_options_ray_cannot_run_are_refused_before_anything_starts(strategy, match):
+    pytest.importorskip("ray")
+    with pytest.raises(ValueError, match=match):
+        OnRay(strategy)
+
+
+def test_downpour_one_worker_equals_in_process(ray_session):
+    x, y = blobs(90)
+    local = mlp_trainer(optimizer=adagrad, strategy=Downpour(workers=1))
+    remote = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=1)))
+    h1 = local.fit(x, y, epochs=3, batch_size=8)
+    h2 = remote.fit(x, y, epochs=3, batch_size=8)
+    for k, v in weights(local).items():
+        assert np.array_equal(v, weights(remote)[k]), k
+    assert h1["loss"] == h2["loss"] and h1["accuracy"] == h2["accuracy"]
+    assert h2["staleness_max"] == [0] * 3 and h2["server_updates"] == h1["server_updates"]
+    sums = remote.optimizer.state_dict()["state"]  # the server's Adagrad state came back
+    for key, value in local.optimizer.state_dict()["state"].items():
+        np.testing.assert_array_equal(sums[key]["sum"], value["sum"])
+
+
+def test_sync_data_parallel_equals_one_process_with_batch_k_times_b(ray_session):
+    x, y = blobs(96)
+    make = lambda p: optim.SGD(p, lr=0.1, momentum=0.9)  # noqa: E731
+    single = mlp_trainer(optimizer=make)
+    sync = mlp_trainer(optimizer=make, strategy=OnRay(SyncDataParallel(workers=2)))
+    single.fit(x, y, epochs=3, batch_size=16)
+    sync.fit(x, y, epochs=3, batch_size=16)  # 2 workers × 8
+    assert sync.step == single.step == 18
+    assert_weights_close(weights(single), weights(sync), rtol=1e-9, atol=1e-11)
+
+
+def test_async_downpour_runs_two_workers_at_once_and_measures_staleness(ray_session):
+    x, y = blobs(192, seed=3)
+    trainer = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2)))
+    history = trainer.fit(x, y, epochs=3, batch_size=8)
+    counts = trainer.strategy.staleness()
+    assert sum(counts.values()) == history["server_updates"][-1] == 72
+    assert max(counts) >= 1  # two workers in flight: some gradients are stale
+    assert history["accuracy"][-1] > 0.8 and trainer.evaluate(x, y)["accuracy"] > 0.8
+
+
+def test_easgd_on_ray_reaches_the_in_process_accuracy(ray_session):
+    x, y = blobs(192, seed=4)
+    sgd = lambda p: optim.SGD(p, lr=0.1)  # noqa: E731
+    local = mlp_trainer(optimizer=sgd, strategy=EASGD(workers=2, tau=2))
+    remote = mlp_trainer(optimizer=sgd, strategy=OnRay(EASGD(workers=2, tau=2)))
+    local.fit(x, y, epochs=4, batch_size=8)
+    history = remote.fit(x, y, epochs=4, batch_size=8)
+    goal = local.evaluate(x, y)["accuracy"]
+    assert goal > 0.8
+    assert remote.evaluate(x, y)["accuracy"] >= goal - 0.03
+    assert np.isfinite(history["elastic_distance"]).all()
+
+
+def test_server_state_survives_a_checkpoint_round_trip(ray_session, tmp_path):
+    x, y = blobs(96, seed=5)
+    first = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2, n_push=2)))
+    first.fit(x, y, epochs=2, batch_size=8)
+    path = first.save(tmp_path / "run")
+    saved = first.strategy.state_dict()
+    assert saved["server"]["version"] == 12 and saved["clock"] == 24
+    second = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2, n_push=2)))
+    second.resume(path)
+    assert second.strategy.state_dict() == saved
+    assert_weights_close(weights(first), weights(second), rtol=0, atol=0)
+    history = second.fit(x, y, epochs=1, batch_size=8)
+    assert history["server_updates"][-1] == 18  # the server's counter went on from 12
+    assert sum(second.strategy.staleness().values()) == 18
+
+
+class _KillWorker:
+    """At batch ``at`` of the first epoch, SIGKILL the process of OnRay's worker 1."""
+
+    def __init__(self, at):
+        self.at, self.killed = at, None
+
+    def on_batch_end(self, trainer, logs):
+        if logs["epoch"] == 1 and logs["batch"] == self.at:
+            strategy = trainer.strategy
+            while strategy._pids[1] is None:  # its first result gives its process id
+                strategy._collect()
+            self.killed = strategy._pids[1]
+            os.kill(self.killed, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("strategy", [Downpour(workers=2), EASGD(workers=2, tau=2)],
+                         ids=["downpour", "easgd"])
+def test_a_killed_async_worker_is_restarted_and_training_goes_on(ray_session, strategy):
+    x, y = blobs(160, seed=6)
+    killer = _KillWorker(at=4)
+    trainer = mlp_trainer(optimizer=lambda p: optim.SGD(p, lr=0.1),
+                          strategy=OnRay(strategy), callbacks=[killer])
+    history = trainer.fit(x, y, epochs=2, batch_size=8)
+    assert killer.killed is not None
+    assert history["worker_restarts"][0] >= 1
+    assert trainer.evaluate(x, y)["accuracy"] > 0.8
+
+
+def test_a_killed_sync_worker_stops_the_fit_naming_it(ray_session):
+    class Kill:
+        def on_batch_end(self, trainer, logs):
+            if logs["batch"] == 2:
+                ray_session.kill(trainer.strategy._actors[1])
+
+    x, y = blobs(96)
+    trainer = mlp_trainer(strategy=OnRay(SyncDataParallel(workers=2)), callbacks=[Kill()])
+    with pytest.raises(RuntimeError, match="worker 1 died"):
+        trainer.fit(x, y, epochs=1, batch_size=16)
+    trainer.strategy.close()
+
+
+def test_actors_are_gone_after_the_fit(ray_session):
+    x, y = blobs(48)
+    strategy = OnRay(Downpour(workers=2))
+    trainer = mlp_trainer(optimizer=adagrad, strategy=strategy)
+    pids = []
+
+    class Record:
+        def on_epoch_end(self, trainer, logs):
+            pids.extend(p for p in strategy._pids if p is not None)
+    trainer.callbacks.append(Record())
+    strategy.epoch_logs = _recording(strategy.epoch_logs, pids, strategy)
+    trainer.fit(x, y, epochs=1, batch_size=8)
+    assert strategy._actors is None and strategy.server is None
+    assert pids
+    deadline = time.time() + 10
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+    assert ray_session.is_initialized()  # a Ray the strategy did not start stays up
+
+
+def _recording(epoch_logs, pids, strategy):
+    def wrapped(trainer):
+        while strategy._inflight:
+            strategy._collect()
+        pids.extend(p for p in strategy._pids if p is not None)
+        return epoch_logs(trainer)
+    return wrapped

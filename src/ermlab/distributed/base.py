@@ -204,13 +204,27 @@ class Strategy:
     ``Trainer.__init__``) and writes ``train_step``, which must do what
     ``Trainer.train_step`` does for one mini-batch: return the batch's loss,
     set ``trainer.last_scores`` and count ``trainer.step``.
+
+    A strategy whose workers run a whole epoch on their own (Hogwild!: worker
+    processes over shared memory) sets ``runs_epochs = True`` and writes
+    ``run_epoch`` instead; the Trainer then calls it once per epoch in place of
+    its batch loop, and validation, callbacks and checkpoints see the model
+    after the epoch.
     """
+
+    runs_epochs = False
 
     def bind(self, trainer: Any) -> None:
         """Check that the Trainer's model, loss and optimizer fit this strategy."""
 
     def train_step(self, trainer: Any, x: Any, y: Any, sample_weight: Any = None) -> float:
         raise NotImplementedError(f"{type(self).__name__} does not implement train_step")
+
+    def run_epoch(self, trainer: Any, x: Any, y: Any, batch_size: int | None,
+                  sample_weight: Any, epoch: int) -> tuple[float, float, float]:
+        """One whole epoch (``runs_epochs`` strategies): returns (Σ loss·size, Σ size,
+        Σ hits) over the epoch's batches, as the Trainer's batch loop sums them."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement run_epoch")
 
     def epoch_logs(self, trainer: Any) -> dict[str, Any]:
         """Extra entries for the epoch's logs (history), e.g. staleness statistics."""

@@ -69,6 +69,24 @@ Engineering:
   (``stats_["conflict_rate"]``), with a per-coordinate write counter (extra work:
   use it to measure, not to train fast).
 
+As a Trainer strategy (``Trainer(model, loss, SGD(params, lr), strategy=Hogwild(2))``)
+the dense-model path runs one epoch at a time in place of the Trainer's batch
+loop: for every epoch the parent copies the model's parameters into a shared
+segment, the workers run that epoch's share of the data (worker k: positions
+k, k+N, ... of ``epoch_order(n, seed, epoch)``, mini-batches of the Trainer's
+``batch_size``, the step size γ of the Trainer's optimizer at that epoch, so
+learning-rate schedules apply), and the model then holds the shared
+parameters for validation, callbacks and checkpoints. The Trainer's optimizer
+must be plain ``SGD`` (no momentum, no weight decay: the workers keep no
+optimizer state), without regularizer, augmentation or sample weights. The
+epoch's ``loss`` and ``accuracy`` are the workers' running values (each
+batch's forward pass before its update, as the Trainer reports them); the
+logs add ``examples_per_second``. Processes and segments live for one epoch
+(the ~0.5–1 s start of spawned workers is paid per epoch) and are cleaned up
+on every way out as above. With one worker an epoch is sequential SGD, so a
+resumed run repeats an uninterrupted one exactly; with more, the lock-free
+races make every run different.
+
 Example:
     >>> hw = Hogwild(workers=2, lr=0.5, epochs=5, loss="log", l2=1e-4)
     >>> hw.fit(x_csr, y).score(x_csr, y)
@@ -96,6 +114,8 @@ from typing import Any
 
 import numpy
 
+from ermlab.distributed.base import Strategy
+
 LOSSES = ("log", "hinge")
 SEGMENT_PREFIX = "ermlab_hogwild_"
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -103,7 +123,7 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
                      "ERMLAB_NUM_THREADS")
 
 
-class Hogwild:
+class Hogwild(Strategy):
     """Lock-free parallel SGD with ``workers`` processes on one shared parameter vector.
 
     See the module docstring for the update rules (sparse linear: eq. (2.6) of
@@ -124,9 +144,14 @@ class Hogwild:
             zero for ``fit`` and the model's own for ``fit_model``).
         count_conflicts: measure the rate of conflicting writes (slower; see above).
 
+    As a Trainer strategy only ``workers``, ``seed`` and ``count_conflicts`` apply
+    (γ, epochs and the batch size are the Trainer's; see the module docstring).
+
     Attributes (after ``fit``): ``coef_`` (n_features,), ``stats_`` (per-worker
     examples and seconds, ``examples_per_second``, conflicts when counted).
     """
+
+    runs_epochs = True
 
     def __init__(
         self,
@@ -216,17 +241,7 @@ class Hogwild:
         The model's parameters are updated in place and the model is returned.
         """
         self._validate()
-        params = model.parameters()
-        if not params:
-            raise ValueError("Hogwild.fit_model: the model has no parameters to train")
-        buffers = [name for name, _ in model.named_buffers()]
-        if buffers:
-            raise ValueError(f"Hogwild shares parameters only; the model has buffers "
-                             f"{buffers[:3]} (e.g. batch-norm statistics) that each worker "
-                             "would keep apart; use a model without batch norm")
-        dtypes = {numpy.dtype(p.data.dtype) for p in params}
-        if len(dtypes) != 1 or not all(isinstance(p.data, numpy.ndarray) for p in params):
-            raise ValueError(f"Hogwild needs NumPy parameters of one float dtype; got {dtypes}")
+        params = self._check_model(model)
         x, y = numpy.ascontiguousarray(x), numpy.ascontiguousarray(y)
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"x and y must be non-empty and of one length; got {len(x)} "
@@ -239,15 +254,86 @@ class Hogwild:
         config = dict(kind="model", model=model, loss_fn=loss, batch_size=int(self.batch_size),
                       **self._schedule(len(x)))
         out = _run(self, arrays, config, keep=("w",))
-        offset = 0
-        for p in params:
-            p.data[...] = out["w"][offset:offset + p.size].reshape(p.shape)
-            offset += p.size
+        _unflatten(out["w"], params)
         return model
 
     def _schedule(self, n: int) -> dict[str, Any]:
         return dict(n=n, parent=os.getpid(), lr=float(self.lr), epochs=int(self.epochs),
                     decay=float(self.decay), seed=int(self.seed), workers=int(self.workers))
+
+    # -- the Trainer strategy ---------------------------------------------------------------
+
+    def bind(self, trainer: Any) -> None:
+        """Refuse what the workers cannot do: an optimizer other than plain SGD, a
+        regularizer, augmentation, buffers, non-NumPy parameters."""
+        from ermlab.optim import SGD
+
+        optimizer = trainer.optimizer
+        group = getattr(optimizer, "param_groups", [{}])[0]
+        if type(optimizer) is not SGD or group.get("momentum") or group.get("weight_decay"):
+            raise ValueError(f"Hogwild's workers run plain SGD (θ ← θ − γ∇θ, no state); the "
+                             f"Trainer has {optimizer!r}: use SGD(params, lr) without momentum "
+                             "or weight decay (--optimizer sgd)")
+        if trainer.regularizer is not None:
+            raise ValueError("Hogwild's workers apply no regularizer; leave out l1, l2 and "
+                             "max_norm (or use another strategy)")
+        if trainer.augment is not None:
+            raise ValueError("Hogwild's workers do not augment; leave out augment")
+        self._check_model(trainer.model)
+
+    def run_epoch(self, trainer: Any, x: Any, y: Any, batch_size: int | None,
+                  sample_weight: Any, epoch: int) -> tuple[float, float, float]:
+        """Epoch ``epoch`` (1-based) by the workers on the shared parameters."""
+        self._validate()
+        if sample_weight is not None:
+            raise ValueError("Hogwild's workers take no sample weights; leave out sample_weight")
+        params = trainer.model.parameters()
+        x, y = numpy.ascontiguousarray(x), numpy.ascontiguousarray(y)
+        arrays = {"w": numpy.concatenate([p.data.reshape(-1) for p in params]), "x": x, "y": y}
+        if self.count_conflicts:
+            arrays["version"] = numpy.zeros(arrays["w"].size, numpy.int64)
+        config = dict(self._schedule(len(x)), kind="model", model=trainer.model,
+                      loss_fn=trainer.loss, batch_size=len(x) if batch_size is None
+                      else int(batch_size), lr=float(trainer.optimizer.param_groups[0]["lr"]),
+                      epochs=1, first_epoch=epoch - 1, decay=1.0,
+                      classify=y.dtype.kind in "iub")
+        out = _run(self, arrays, config, keep=("w",))
+        _unflatten(out["w"], params)
+        trainer.step += sum(self.stats_["worker_batches"])
+        return (self.stats_["loss_sum"], float(sum(self.stats_["worker_examples"])),
+                self.stats_["hits"])
+
+    def epoch_logs(self, trainer: Any) -> dict[str, Any]:
+        """``examples_per_second`` of the epoch (and ``conflict_rate`` when counted)."""
+        stats = getattr(self, "stats_", {})
+        logs = {key: stats[key] for key in ("examples_per_second", "conflict_rate")
+                if key in stats}
+        return logs
+
+    def _check_model(self, model: Any) -> list[Any]:
+        params = model.parameters()
+        if not params:
+            raise ValueError("Hogwild: the model has no parameters to train")
+        buffers = [name for name, _ in model.named_buffers()]
+        if buffers:
+            raise ValueError(f"Hogwild shares parameters only; the model has buffers "
+                             f"{buffers[:3]} (e.g. batch-norm statistics) that each worker "
+                             "would keep apart; use a model without batch norm")
+        dtypes = {numpy.dtype(p.data.dtype) for p in params}
+        if len(dtypes) != 1 or not all(isinstance(p.data, numpy.ndarray) for p in params):
+            raise ValueError(f"Hogwild needs NumPy parameters of one float dtype; got {dtypes}")
+        return params
+
+    def __repr__(self) -> str:
+        return f"Hogwild(workers={self.workers}, seed={self.seed})"
+
+
+def _unflatten(flat: numpy.ndarray, params: list[Any]) -> None:
+    """Copy the flat vector back into the parameters (in place: views stay valid)."""
+    offset = 0
+    for p in params:
+        p.data[...] = flat[offset:offset + p.size].reshape(p.shape)
+        offset += p.size
 
 
 # -- the example order (shared by the workers and the tests' sequential reference) --------
@@ -409,6 +495,10 @@ def _summarize(reports: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "worker_cpu_seconds": [r["cpu_seconds"] for r in reports],
         "examples_per_second": examples / max(max(r["seconds"] for r in reports), 1e-12),
     }
+    if "loss_sum" in reports[0]:
+        stats["worker_batches"] = [r["batches"] for r in reports]
+        stats["loss_sum"] = sum(r["loss_sum"] for r in reports)
+        stats["hits"] = sum(r["hits"] for r in reports)
     if "conflicts" in reports[0]:
         writes = sum(r["writes"] for r in reports)
         stats["conflicts"] = sum(r["conflicts"] for r in reports)
@@ -509,6 +599,7 @@ def _train_linear(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> 
 def _train_model(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> dict[str, Any]:
     """Mini-batch SGD on an ermlab model whose parameters are views of the shared vector."""
     from ermlab.optim import SGD
+    from ermlab.training.trainer import _hits
 
     model, loss, flat, x, y = c["model"], c["loss_fn"], a["w"], a["x"], a["y"]
     version = a.get("version")
@@ -519,18 +610,22 @@ def _train_model(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> d
         offset += param.size
     optimizer = SGD(model.parameters(), lr=c["lr"], threads=1)
     model.train()
-    conflicts = writes = examples = 0
+    conflicts = writes = examples = batches = 0
+    loss_sum = hits = 0.0
+    first, classify = c.get("first_epoch", 0), c.get("classify", False)
     c["start"].wait(timeout=600)  # all workers attached: they train at the same time
     start, cpu_start = time.perf_counter(), time.process_time()
-    for epoch in range(c["epochs"]):
-        optimizer.param_groups[0]["lr"] = c["lr"] * c["decay"] ** epoch
+    for epoch in range(first, first + c["epochs"]):
+        optimizer.param_groups[0]["lr"] = c["lr"] * c["decay"] ** (epoch - first)
         mine = epoch_order(c["n"], c["seed"], epoch)[rank::c["workers"]]
         for b in range(0, len(mine), c["batch_size"]):
             index = mine[b:b + c["batch_size"]]
             if version is not None:
                 seen = version.copy()
             scores = model.forward(x[index])
-            loss.forward(scores, y[index])
+            loss_sum += loss.forward(scores, y[index]) * len(index)
+            if classify:
+                hits += _hits(scores, y[index], None)
             optimizer.zero_grad()
             model.backward(loss.backward(), input_grad=False)
             optimizer.step()
@@ -539,9 +634,11 @@ def _train_model(rank: int, a: dict[str, numpy.ndarray], c: dict[str, Any]) -> d
                 writes += version.size
                 version += 1
             examples += len(index)
+            batches += 1
             _exit_if_orphaned(c["parent"])
     report = {"examples": examples, "seconds": time.perf_counter() - start,
-              "cpu_seconds": time.process_time() - cpu_start}
+              "cpu_seconds": time.process_time() - cpu_start, "batches": batches,
+              "loss_sum": float(loss_sum), "hits": hits}
     if version is not None:
         report.update(conflicts=conflicts, writes=writes)
     return report

@@ -56,7 +56,8 @@ class Trainer:
             trainer's generator, so a resumed run augments identically.
         strategy: a distributed strategy (``ermlab.distributed``: ``SyncDataParallel``,
             ``Downpour``, ``EASGD``) that takes the place of the single-process update
-            in ``train_step``; batches, callbacks, history, validation and checkpoints
+            in ``train_step``, or (``Hogwild``: worker processes over shared memory) of
+            the whole epoch's batch loop; callbacks, history, validation and checkpoints
             (which then also hold the strategy's state) stay the same. Default: none.
 
     Attributes:
@@ -187,8 +188,28 @@ class Trainer:
                      steps: int) -> dict[str, Any]:
         epoch, start = self.epoch + 1, time.perf_counter()
         self._notify("on_epoch_begin", {"epoch": epoch})
-        total = weight = hits = 0.0
         classify = to_numpy(y[:1]).dtype.kind in "iub"
+        if getattr(self.strategy, "runs_epochs", False):
+            total, weight, hits = self.strategy.run_epoch(self, x, y, batch_size, sample_weight,
+                                                          epoch)
+        else:
+            total, weight, hits = self._batch_loop(x, y, batch_size, sample_weight, steps, epoch,
+                                                   classify)
+        self.epoch = epoch
+        logs = {"epoch": epoch, "loss": total / weight if weight else math.nan}
+        if classify:
+            logs["accuracy"] = hits / weight if weight else math.nan
+        if "lr" in getattr(self.optimizer, "param_groups", [{}])[0]:
+            logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        if self.strategy is not None:
+            logs.update(self.strategy.epoch_logs(self))
+        logs["time"] = time.perf_counter() - start
+        return logs
+
+    def _batch_loop(self, x: Any, y: Any, batch_size: int | None, sample_weight: Any,
+                    steps: int, epoch: int, classify: bool) -> tuple[float, float, float]:
+        """The epoch's mini-batches: (Σ loss·size, Σ size, Σ hits)."""
+        total = weight = hits = 0.0
         for batch, index in enumerate(batches(len(x), batch_size, shuffle=True, rng=self.rng), 1):
             w = None if sample_weight is None else sample_weight[index]
             size = float(len(index)) if w is None else float(w.sum())
@@ -206,16 +227,7 @@ class Trainer:
                                           "size": len(index), "steps_per_epoch": steps})
             if self.stop_training:
                 break
-        self.epoch = epoch
-        logs = {"epoch": epoch, "loss": total / weight if weight else math.nan}
-        if classify:
-            logs["accuracy"] = hits / weight if weight else math.nan
-        if "lr" in getattr(self.optimizer, "param_groups", [{}])[0]:
-            logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
-        if self.strategy is not None:
-            logs.update(self.strategy.epoch_logs(self))
-        logs["time"] = time.perf_counter() - start
-        return logs
+        return total, weight, hits
 
     # -- inference -------------------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""Hogwild! as a Trainer strategy: ``Trainer(..., strategy=Hogwild(workers=2))`` runs each
+epoch in worker processes over shared memory; the Trainer's model then holds the shared
+parameters for validation, callbacks and checkpoints."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy
+import pytest
+from strategy_helpers import blobs
+from test_hogwild import _alive, _segments, _spawned_children, linux_only
+
+from ermlab import losses, nn, optim, regularizers
+from ermlab.distributed.hogwild import Hogwild, epoch_order
+from ermlab.training import Trainer
+from ermlab.training.callbacks import EarlyStopping
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_behind():
+    before = _segments()
+    yield
+    assert _segments() - before == set(), "a shared-memory segment was left in /dev/shm"
+    assert _spawned_children(os.getpid()) == [], "a worker process was left running"
+
+
+def _trainer(workers=1, lr=0.1, dtype=numpy.float64, seed=0, **kwargs):
+    model = nn.mlp([4, 8, 3], activation="tanh", rng=seed, dtype=dtype)
+    return Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model.parameters(), lr=lr),
+                   rng=1, strategy=Hogwild(workers=workers, seed=3), **kwargs)
+
+
+def test_one_worker_is_sequential_sgd_over_the_strategys_epoch_order():
+    x, y = blobs(50)
+    trainer = _trainer()
+    trainer.fit(x, y, epochs=3, batch_size=8)
+    model = nn.mlp([4, 8, 3], activation="tanh", rng=0, dtype=numpy.float64)
+    loss = losses.SoftmaxCrossEntropy()
+    total = 0.0
+    for epoch in range(3):  # the oracle: plain mini-batch SGD written out
+        order = epoch_order(len(x), 3, epoch)
+        total = 0.0
+        for b in range(0, len(x), 8):
+            index = order[b:b + 8]
+            total += loss.forward(model.forward(x[index]), y[index]) * len(index)
+            model.zero_grad()
+            model.backward(loss.backward(), input_grad=False)
+            for p in model.parameters():
+                p.data -= 0.1 * p.grad
+    for k, v in model.state_dict().items():
+        numpy.testing.assert_allclose(trainer.model.state_dict()[k], v, rtol=1e-12, atol=1e-14)
+    assert trainer.history["loss"][-1] == pytest.approx(total / len(x), rel=1e-12)
+    assert trainer.step == 3 * 7 and trainer.epoch == 3
+
+
+def test_two_workers_learn_and_the_trainer_sees_the_shared_parameters():
+    x, y = blobs(300, dtype=numpy.float32)
+    x, y, val = x[:200], y[:200], (x[200:], y[200:])
+    trainer = _trainer(workers=2, lr=0.2, dtype=numpy.float32,
+                       callbacks=[EarlyStopping("val_loss", patience=5)])
+    before = trainer.evaluate(*val)["accuracy"]
+    history = trainer.fit(x, y, epochs=3, batch_size=10, validation_data=val)
+    assert history["val_accuracy"][-1] >= 0.75 > before + 0.2  # blobs overlap: ~0.85 at best
+    assert history["val_accuracy"][-1] == trainer.evaluate(*val)["accuracy"]
+    assert history["examples_per_second"][-1] > 0
+    assert 0.7 <= history["accuracy"][-1] <= 1 and history["loss"][0] > history["loss"][-1]
+    assert trainer.step == 3 * 2 * 10
+
+
+def test_checkpoint_resumes_bit_for_bit_with_one_worker(tmp_path):
+    x, y = blobs(40)
+    whole = _trainer()
+    whole.fit(x, y, epochs=4, batch_size=8)
+    first = _trainer()
+    first.fit(x, y, epochs=2, batch_size=8)
+    first.save(tmp_path / "ckpt.safetensors")
+    resumed = _trainer()
+    resumed.fit(x, y, epochs=2, batch_size=8, resume_from=tmp_path / "ckpt.safetensors")
+    for k, v in whole.model.state_dict().items():
+        assert numpy.array_equal(v, resumed.model.state_dict()[k]), k
+    assert whole.history["loss"] == resumed.history["loss"]
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda m: dict(optimizer=optim.Adam(m.parameters())), "plain SGD"),
+    (lambda m: dict(optimizer=optim.SGD(m.parameters(), lr=0.1, momentum=0.9)), "plain SGD"),
+    (lambda m: dict(regularizer=regularizers.L2(1e-3)), "no regularizer"),
+    (lambda m: dict(augment=lambda x, rng: x), "do not augment"),
+])
+def test_what_the_workers_cannot_do_is_refused_at_construction(build, message):
+    model = nn.mlp([4, 8, 3], rng=0)
+    parts = {"optimizer": optim.SGD(model.parameters(), lr=0.1), **build(model)}
+    optimizer = parts.pop("optimizer")
+    with pytest.raises(ValueError, match=message):
+        Trainer(model, losses.SoftmaxCrossEntropy(), optimizer, strategy=Hogwild(1), **parts)
+
+
+def test_batch_norm_and_sample_weights_are_refused():
+    model = nn.mlp([4, 8, 3], batch_norm=True, rng=0)
+    with pytest.raises(ValueError, match="buffers"):
+        Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model.parameters(), lr=0.1),
+                strategy=Hogwild(1))
+    x, y = blobs(20)
+    with pytest.raises(ValueError, match="sample weights"):
+        _trainer().fit(x, y, epochs=1, sample_weight=numpy.ones(20))
+
+
+def test_a_failing_worker_stops_the_fit_and_leaves_nothing_behind():
+    x, y = blobs(40)
+    y[-1] = 7  # a label out of range, met by a worker, not by the parent
+    trainer = _trainer(workers=2)
+    before = trainer.model.state_dict()
+    with pytest.raises(RuntimeError, match=r"Hogwild worker [01] failed: ValueError"):
+        trainer.fit(x, y, epochs=2, batch_size=8)
+    assert trainer.epoch == 0
+    for k, v in before.items():
+        assert numpy.array_equal(v, trainer.model.state_dict()[k])
+
+
+_ENDLESS_TRAINER = """
+import numpy
+from ermlab import losses, nn, optim
+from ermlab.distributed import Hogwild
+from ermlab.training import Trainer
+if __name__ == "__main__":
+    model = nn.mlp([20, 64, 2], rng=0)
+    x = numpy.random.default_rng(0).normal(size=(20000, 20)).astype(numpy.float32)
+    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model.parameters(), lr=0.01),
+                      strategy=Hogwild(2))
+    trainer.fit(x, numpy.arange(20000) % 2, epochs=10**6, batch_size=1)
+"""
+
+
+@linux_only
+def test_ctrl_c_during_a_trainer_fit_stops_the_workers_and_frees_the_segments(tmp_path):
+    script = tmp_path / "endless.py"
+    script.write_text(_ENDLESS_TRAINER)
+    parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_spawned_children(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _spawned_children(parent.pid)
+        assert len(workers) == 2, "the workers did not start"
+        time.sleep(0.5)
+        assert _segments(parent.pid), "no segment to clean up"
+        parent.send_signal(signal.SIGINT)
+        _, stderr = parent.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+    assert "KeyboardInterrupt" in stderr
+    assert "leaked shared_memory" not in stderr
+    assert _segments(parent.pid) == set()
+    deadline = time.monotonic() + 2
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)

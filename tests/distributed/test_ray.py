@@ -170,3 +170,74 @@ def _recording(epoch_logs, pids, strategy):
         pids.extend(p for p in strategy._pids if p is not None)
         return epoch_logs(trainer)
     return wrapped
+
+
+_OWNED_RAY = r"""
+import os, sys, time
+import ray
+sys.path.insert(0, sys.argv[1])
+from strategy_helpers import blobs, mlp_trainer
+from ermlab import optim
+from ermlab.distributed import Downpour
+from ermlab.distributed.ray_backend import OnRay
+
+def ray_processes():
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if os.environ["RAY_TMPDIR"].encode() in f.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+def settled():
+    deadline = time.time() + 15
+    while ray_processes() and time.time() < deadline:
+        time.sleep(0.2)
+    return not ray.is_initialized() and not ray_processes()
+
+x, y = blobs(32)
+trainer = mlp_trainer(optimizer=lambda p: optim.Adagrad(p, lr=0.1),
+                      strategy=OnRay(Downpour(workers=1), num_cpus=1))
+trainer.fit(x, y, epochs=1, batch_size=8)
+print("after success", settled())
+
+strategy = OnRay(Downpour(workers=1), num_cpus=1)
+collect, calls = strategy._collect, []
+def interrupted():
+    calls.append(1)
+    if len(calls) == 3:
+        raise KeyboardInterrupt
+    collect()
+strategy._collect = interrupted
+trainer = mlp_trainer(strategy=strategy)
+try:
+    trainer.fit(x, y, epochs=1, batch_size=8)
+except KeyboardInterrupt:
+    print("after ctrl-c", settled())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_ray_it_started_is_shut_down_after_success_and_ctrl_c():
+    """A fresh process (the session Ray would be found and kept): OnRay starts its own Ray
+    and leaves no Ray process behind, after a finished fit and after Ctrl-C."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
+    import shutil
+    import subprocess
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="ermray", dir="/tmp")  # short: Ray's sockets live under it
+    env = {**os.environ, "RAY_TMPDIR": temp}
+    env.pop("RAY_ADDRESS", None)
+    here = os.path.dirname(__file__)
+    try:
+        done = subprocess.run([sys.executable, "-c", _OWNED_RAY, here], env=env, text=True,
+                              capture_output=True, timeout=180)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "after success True" in done.stdout and "after ctrl-c True" in done.stdout, (
+        done.stdout + done.stderr[-2000:])

@@ -40,8 +40,10 @@ or ``address`` / ``RAY_ADDRESS`` names a cluster to join (``ray start
 --head`` on the first machine, ``ray start --address=HEAD:6379`` on the
 others, then ``address="HEAD:6379"`` or ``"auto"`` on the head). A Ray that
 ``OnRay`` started is shut down, and the actors are killed, when the fit ends
-(``on_train_end``) or on ``close()``; ``ray.init`` registers its own
-shutdown at interpreter exit for an error or Ctrl-C.
+(``on_train_end``), when an error or Ctrl-C reaches ``train_step`` or the
+epoch's end (where the driver waits on Ray), or on ``close()``; for an
+error raised elsewhere (a callback) ``ray.init``'s own exit handler shuts
+down a local Ray when the interpreter exits.
 
 *Faults.* Async workers are restartable actors (``max_restarts``): a killed
 worker is restarted by Ray and its call retried; a restarted Downpour
@@ -372,6 +374,13 @@ class OnRay(Strategy):
     # -- one mini-batch -------------------------------------------------------------
 
     def train_step(self, trainer: Any, x: Any, y: Any, sample_weight: Any = None) -> float:
+        try:
+            return self._step(trainer, x, y, sample_weight)
+        except BaseException:  # an error or Ctrl-C (mostly met waiting on Ray): clean up
+            self.close()
+            raise
+
+    def _step(self, trainer: Any, x: Any, y: Any, sample_weight: Any) -> float:
         if self._actors is None:
             self._start(trainer)
         if self.kind == "sync":
@@ -490,7 +499,11 @@ class OnRay(Strategy):
         ``accuracy`` (with k > 1 workers ``train_step`` returns lagging values)."""
         if self._actors is None or self.kind == "sync":
             return {}
-        state = self._sync_trainer(trainer)
+        try:
+            state = self._sync_trainer(trainer)
+        except BaseException:
+            self.close()
+            raise
         logs: dict[str, Any] = {"worker_restarts": self.restarts}
         if self.workers > 1 and self._sums[1]:
             logs["loss"] = self._sums[0] / self._sums[1]

@@ -12,7 +12,7 @@ from strategy_helpers import assert_weights_close, blobs, mlp_trainer, weights
 
 from ermlab import optim
 from ermlab.distributed import EASGD, Downpour, SyncDataParallel
-from ermlab.distributed.ray_backend import OnRay
+from ermlab.distributed import OnRay
 
 
 def adagrad(p):
@@ -179,7 +179,7 @@ sys.path.insert(0, sys.argv[1])
 from strategy_helpers import blobs, mlp_trainer
 from ermlab import optim
 from ermlab.distributed import Downpour
-from ermlab.distributed.ray_backend import OnRay
+from ermlab.distributed import OnRay
 
 def ray_processes():
     found = []

@@ -4,7 +4,8 @@ A strategy is written against a small interface (``pull`` parameters, ``push``
 gradients or deltas, ``elastic`` move; :mod:`ermlab.distributed.base`) with an
 in-process implementation (:mod:`ermlab.distributed.inprocess`: server and
 workers in one process, simulated delays), so the algorithms are tested and
-studied without any cluster engine.
+studied without any cluster engine, and a Ray implementation
+(:mod:`ermlab.distributed.ray_backend`: ``OnRay(strategy)``, actors) for real runs.
 
 Use: ``Trainer(..., strategy=Downpour(workers=4, n_fetch=1, n_push=4))``.
 """
@@ -15,7 +16,9 @@ from ermlab.distributed.downpour import Downpour
 from ermlab.distributed.easgd import EASGD
 from ermlab.distributed.hogwild import Hogwild
 from ermlab.distributed.inprocess import InProcessServer
+from ermlab.distributed.ray_backend import OnRay
 from ermlab.distributed.sync import SyncDataParallel
 
 __all__ = ["DelayTolerantAdagrad", "Downpour", "EASGD", "Hogwild", "InProcessServer",
-           "ParameterServer", "Pulled", "Server", "ShardedServer", "Strategy", "SyncDataParallel"]
+           "OnRay", "ParameterServer", "Pulled", "Server", "ShardedServer", "Strategy",
+           "SyncDataParallel"]

@@ -27,6 +27,18 @@ both). Its training keys are ``ermlab.config``'s vocabulary (``hidden``,
   ``plateau[:FACTOR[:PATIENCE]]``;
 * ``seed`` and ``validation_fraction`` (the stratified hold-out used for early
   stopping and model choice; the test split is only used at the end).
+* ``distributed``: ``hogwild``, ``sync``, ``downpour`` or ``easgd`` — train with
+  that ``ermlab.distributed`` strategy in the Trainer (absent: single-process),
+  with ``workers`` (default 2) and the strategy's options (``STRATEGIES``:
+  ``n_fetch``, ``n_push``, ``local_lr``, ``shards``, ``delay`` of Downpour;
+  ``tau``, ``alpha``, ``easgd_momentum`` (EAMSGD's δ), ``asynchronous``,
+  ``shards``, ``delay`` of EASGD); ``address`` (a Ray cluster) needs the Ray
+  backend. Downpour's server optimizer defaults to ``adagrad`` (Dean et al.),
+  Hogwild's workers run ``sgd``; ``--optimizer`` names any other (Hogwild:
+  plain SGD only). Only the chosen strategy's keys are recorded, with their
+  defaults filled in; the checkpoints hold the strategy's state (server
+  parameters and optimizer, counters, workers), and ``--resume`` refuses to
+  change any of these keys.
 
 A run directory holds ``config.json`` (this dict), ``history.csv``,
 ``last.safetensors`` (checkpoint after every epoch, for ``--resume``),
@@ -102,13 +114,29 @@ STALE_FILES = (HISTORY_FILE, METRICS_FILE, LAST, BEST, "loss.png", "accuracy.png
 RESUMABLE = ("epochs", "patience", "min_delta", "batch_size", "l1", "l2", "max_norm", "augment")
 STOPPING = ("epochs", "patience", "min_delta")
 FILE_SUFFIXES = (".npz", ".csv")
+# ermlab.distributed strategies by name: their options (besides workers) and defaults.
+STRATEGIES: dict[str, dict[str, Any]] = {
+    "hogwild": {},
+    "sync": {},
+    "downpour": {"n_fetch": 1, "n_push": 1, "local_lr": 0.0, "shards": 1, "delay": 0},
+    "easgd": {"tau": 1, "alpha": None, "easgd_momentum": 0.0, "asynchronous": True,
+              "shards": 1, "delay": 0},
+}
+STRATEGY_OPTIONS = tuple(dict.fromkeys(k for options in STRATEGIES.values() for k in options))
+STRATEGY_KEYS = ("distributed", "workers", "address", *STRATEGY_OPTIONS)
+# The optimizer a strategy uses when none is named (Downpour's server: Adagrad, as in the paper).
+STRATEGY_OPTIMIZERS = {"downpour": "adagrad", "hogwild": "sgd"}
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """The full run configuration: defaults filled in, every value checked."""
     full = {**RUN_DEFAULTS, **config}
-    full.update(training_config.validate(training_part(full), also_known=RUN_DEFAULTS))
+    if full.get("distributed") in STRATEGY_OPTIMIZERS and "optimizer" not in full:
+        full["optimizer"] = STRATEGY_OPTIMIZERS[full["distributed"]]
+    full.update(training_config.validate(training_part(full),
+                                         also_known=[*RUN_DEFAULTS, *STRATEGY_KEYS]))
     _check_run_keys(full)
+    _check_strategy_keys(full)
     full["hidden"] = list(full["hidden"])
     _model_builder(full["model"])
     if full["data_path"]:
@@ -140,6 +168,69 @@ def _check_run_keys(full: dict[str, Any]) -> None:
         raise ValueError(f"config 'verify' is true or false; got {full['verify']!r}")
 
 
+def _check_strategy_keys(full: dict[str, Any]) -> None:
+    """The ``distributed`` strategy's keys: known, of this strategy, in range; defaults filled
+    in (only the chosen strategy's keys stay in the config)."""
+    kind = full.pop("distributed", None)
+    given = [key for key in STRATEGY_KEYS if key in full and key != "distributed"]
+    if kind is None:
+        for key in given:
+            if full[key] is not None:
+                raise ValueError(f"{key!r} is an option of distributed training; add "
+                                 f"--distributed {{{','.join(STRATEGIES)}}} or leave it out")
+            del full[key]
+        return
+    if kind not in STRATEGIES:
+        raise ValueError(f"unknown distributed strategy {kind!r}; choose one of "
+                         f"{', '.join(STRATEGIES)}")
+    options = STRATEGIES[kind]
+    foreign = [key for key in given if key in STRATEGY_OPTIONS and key not in options]
+    if foreign:
+        owners = [name for name, opts in STRATEGIES.items() if foreign[0] in opts]
+        raise ValueError(f"{foreign[0]!r} is an option of --distributed {' / '.join(owners)}, "
+                         f"not of {kind} (whose options are: workers"
+                         f"{''.join(', ' + k for k in options)})")
+    full["distributed"] = kind
+    full["workers"] = full.get("workers") if full.get("workers") is not None else 2
+    for key, default in options.items():
+        full[key] = full.get(key, default)
+    if full.get("address") is not None:
+        _ray_backend(full["address"])
+    full.pop("address", None)
+    import warnings
+
+    with warnings.catch_warnings():  # only the checks here; build_strategy warns
+        warnings.simplefilter("ignore")
+        build_strategy(full)
+
+
+def _ray_backend(address: Any) -> Any:
+    raise ValueError(f"--address {address} needs the Ray backend (ermlab.distributed on Ray), "
+                     "which is not available yet; leave out --address to run the strategy "
+                     "in this process")
+
+
+def build_strategy(config: dict[str, Any]) -> Any:
+    """The ``ermlab.distributed`` strategy the config names, or None (single-process)."""
+    kind = config.get("distributed")
+    if kind is None:
+        return None
+    from ermlab import distributed
+
+    workers, seed = config["workers"], config["seed"]
+    if kind == "hogwild":
+        return distributed.Hogwild(workers, seed=seed)
+    if kind == "sync":
+        return distributed.SyncDataParallel(workers, seed=seed)
+    common = {key: config[key] for key in ("shards", "delay")}
+    if kind == "downpour":
+        return distributed.Downpour(workers, config["n_fetch"], config["n_push"],
+                                    local_lr=config["local_lr"], seed=seed, **common)
+    return distributed.EASGD(workers, config["tau"], config["alpha"],
+                             momentum=config["easgd_momentum"],
+                             asynchronous=config["asynchronous"], seed=seed, **common)
+
+
 def _absolute(path: Any) -> str:
     """``path`` resolved against the working directory now, so the run works from anywhere."""
     return str(Path(str(path)).expanduser().resolve())
@@ -147,7 +238,8 @@ def _absolute(path: Any) -> str:
 
 def training_part(config: dict[str, Any]) -> dict[str, Any]:
     """The keys of ``config`` that ``ermlab.config`` knows (model, loss, optimizer, ...)."""
-    return {key: value for key, value in config.items() if key not in RUN_DEFAULTS}
+    return {key: value for key, value in config.items()
+            if key not in RUN_DEFAULTS and key not in STRATEGY_KEYS}
 
 
 @dataclass
@@ -328,7 +420,8 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
             augment = transforms.AsImages(augment, data.image_shape)
     return Trainer(model, training_config.build_loss(training), optimizer,
                    regularizer=training_config.build_regularizer(training), callbacks=callbacks,
-                   rng=rng, top_k=(5,) if n_classes > 5 else (), augment=augment)
+                   rng=rng, top_k=(5,) if n_classes > 5 else (), augment=augment,
+                   strategy=build_strategy(config))
 
 
 def build_model(config: dict[str, Any], input_shape: tuple[int, ...], n_classes: int,
@@ -596,6 +689,13 @@ def plan_resume(directory: str | Path, overrides: dict[str, Any]) -> Resume:
     """
     directory = Path(directory)
     saved = load_config(directory)
+    strategy = overrides.get("distributed", saved.get("distributed"))
+    changed = [key for key in STRATEGY_KEYS
+               if key in overrides and overrides[key] != saved.get(key)]
+    if strategy != saved.get("distributed") or changed:
+        raise ValueError(f"--resume cannot change {', '.join(changed) or 'distributed'}: the run "
+                         f"was trained with distributed={saved.get('distributed')} and its "
+                         "checkpoints hold that strategy's state; start a new run instead")
     kind = str(overrides.get("optimizer", saved["optimizer"])).strip().lower()
     if kind != saved["optimizer"]:  # before merging: the two optimizers' options differ
         config, changed = saved, ["optimizer"]

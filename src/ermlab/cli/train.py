@@ -26,6 +26,11 @@ FLAGS = {
     "dropout": float, "preprocess": str, "augment": str, "seed": int,
     "validation_fraction": float,
 }
+# flags of distributed training (``ermlab.run.STRATEGIES``), one to one with config keys.
+STRATEGY_FLAGS = {
+    "workers": int, "address": str, "n_fetch": int, "n_push": int, "local_lr": float,
+    "shards": int, "delay": int, "tau": int, "alpha": float, "easgd_momentum": float,
+}
 
 
 def add_commands(commands) -> None:
@@ -48,6 +53,14 @@ def add_commands(commands) -> None:
                         default=None,
                         help="use dataset files whose checksums do not match the official "
                              "release (with a warning), e.g. your own copy in --data-path")
+    group = parser.add_argument_group(
+        "distributed training", "a strategy of ermlab.distributed in the Trainer; other options "
+        "as --set KEY=VALUE, e.g. --set asynchronous=false (EASGD's synchronous rounds)")
+    group.add_argument("--distributed", choices=("hogwild", "sync", "downpour", "easgd"),
+                       default=None, help=_HELP["distributed"])
+    for flag, kind in STRATEGY_FLAGS.items():
+        group.add_argument("--" + flag.replace("_", "-"), type=kind, default=None, dest=flag,
+                           metavar=flag.upper(), help=_HELP[flag])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other config key, e.g. --set betas=[0.9,0.99] (JSON values)")
     parser.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/…)")
@@ -82,12 +95,28 @@ _HELP = {
     "seed": "random seed of the split, the initialization and the shuffling (default 0)",
     "validation_fraction": "fraction of the training set held out for early stopping and "
                            "model choice, in (0, 1) (default 0.1)",
+    "distributed": "train with a parallel/distributed SGD strategy: hogwild (worker processes "
+                   "on shared memory, plain SGD), sync (synchronous data parallel), downpour "
+                   "(asynchronous parameter server; its optimizer defaults to adagrad), easgd "
+                   "(elastic averaging); sync, downpour and easgd run their workers in turn "
+                   "in this process",
+    "workers": "number of workers N ≥ 1 of --distributed (default 2)",
+    "address": "a Ray cluster to run the workers on (needs the Ray backend)",
+    "n_fetch": "downpour: a worker pulls the parameters every N_FETCH of its steps (default 1)",
+    "n_push": "downpour: a worker pushes its accrued gradient every N_PUSH steps (default 1)",
+    "local_lr": "downpour: step size of a worker's local steps between fetches (default 0)",
+    "shards": "downpour, easgd: parameter servers the parameters are split over (default 1)",
+    "delay": "downpour, easgd: simulated staleness k ≥ 0 of the parameters a worker reads "
+             "(default 0)",
+    "tau": "easgd: worker steps between elastic moves τ ≥ 1 (default 1)",
+    "alpha": "easgd: elasticity α in (0, 1) (default 0.9/workers)",
+    "easgd_momentum": "easgd: Nesterov momentum δ in [0, 1) of the workers (EAMSGD; default 0)",
 }
 
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     config = _read_toml(args.config) if args.config else {}
-    flags = [*FLAGS, "batch_norm", "verify"]
+    flags = [*FLAGS, "batch_norm", "verify", "distributed", *STRATEGY_FLAGS]
     config.update({flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None})
     if args.batch_size is not None:
         config["batch_size"] = None if args.batch_size == "full" else _integer(

@@ -1,0 +1,155 @@
+"""`ermlab train --distributed {hogwild,sync,downpour,easgd} --workers N`: real runs on digits,
+run directories, checkpoints with the strategy's state, --resume bit for bit, bad input."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from ermlab.cli import main
+from ermlab.distributed.hogwild import SEGMENT_PREFIX, available_cpus
+from ermlab.training.checkpoint import read_checkpoint
+
+SMALL = ("--hidden", "32", "--batch-size", "32")
+STRATEGY_ARGS = {  # each with options away from their defaults
+    "hogwild": ("--workers", "2"),
+    "sync": ("--workers", "2", "--optimizer", "sgd", "--momentum", "0.9"),
+    "downpour": ("--workers", "3", "--n-fetch", "2", "--n-push", "2", "--delay", "1",
+                 "--shards", "2", "--lr", "0.05"),
+    "easgd": ("--workers", "2", "--tau", "2", "--alpha", "0.3", "--easgd-momentum", "0.5",
+              "--optimizer", "sgd", "--lr", "0.2"),
+}
+COLUMNS = {"hogwild": "examples_per_second", "downpour": "staleness_mean"}
+
+
+def run_cli(*argv):
+    return main([str(a) for a in argv])
+
+
+def shm():
+    return {p for p in os.listdir("/dev/shm") if p.startswith(SEGMENT_PREFIX)} \
+        if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.mark.parametrize("kind", list(STRATEGY_ARGS))
+def test_each_strategy_trains_digits_and_records_the_run(kind, tmp_path, capsys):
+    before = shm()
+    run = tmp_path / kind
+    assert run_cli("train", "--distributed", kind, *STRATEGY_ARGS[kind], *SMALL,
+                   "--epochs", "3", "-q", "-o", run) == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.85, metrics
+    config = json.loads((run / "config.json").read_text())
+    assert config["distributed"] == kind and config["workers"] == int(STRATEGY_ARGS[kind][1])
+    if kind == "downpour":
+        assert config["optimizer"] == "adagrad"  # the paper's server optimizer by default
+        assert (config["n_fetch"], config["n_push"], config["delay"], config["shards"]) == \
+            (2, 2, 1, 2)
+    if kind == "hogwild":
+        assert config["optimizer"] == "sgd"
+    if kind == "easgd":
+        assert (config["tau"], config["alpha"], config["easgd_momentum"]) == (2, 0.3, 0.5)
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert len(rows) == 3
+    if kind in COLUMNS:
+        assert all(float(row[COLUMNS[kind]]) > 0 for row in rows[1:])
+    saved = read_checkpoint(run / "last.safetensors").strategy
+    assert saved["class"] == {"hogwild": "Hogwild", "sync": "SyncDataParallel",
+                              "downpour": "Downpour", "easgd": "EASGD"}[kind]
+    if kind == "downpour":  # each shard's counters and optimizer state are in the checkpoint
+        shards = saved["state"]["server"]
+        assert len(shards) == 2 and all(s["server"]["version"] > 0 for s in shards)
+        assert all(s["optimizer"]["state"] for s in shards)
+    assert shm() == before
+
+
+def test_a_plain_run_records_no_strategy_keys(tmp_path):
+    assert run_cli("train", *SMALL, "--epochs", "1", "-q", "-o", tmp_path / "plain") == 0
+    config = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert not {"distributed", "workers", "n_fetch", "tau", "address"} & set(config)
+    assert read_checkpoint(tmp_path / "plain" / "last.safetensors").strategy is None
+
+
+def arrays(run):
+    return safetensors.numpy.load_file(str(run / "last.safetensors"))
+
+
+def history(run):
+    return [{k: v for k, v in row.items() if k not in ("time", "examples_per_second")}
+            for row in csv.DictReader((run / "history.csv").open())]
+
+
+RESUMABLE = dict(STRATEGY_ARGS, hogwild=("--workers", "1"))  # one worker: deterministic
+
+
+@pytest.mark.parametrize("kind", list(RESUMABLE))
+def test_resume_continues_bit_for_bit(kind, tmp_path):
+    args = ("train", "--distributed", kind, *RESUMABLE[kind], *SMALL, "--dropout", "0.1"
+            if kind != "hogwild" else "0.0", "-q")
+    assert run_cli(*args, "--epochs", "4", "-o", tmp_path / "whole") == 0
+    assert run_cli(*args, "--epochs", "2", "-o", tmp_path / "part") == 0
+    assert run_cli("train", "--resume", tmp_path / "part", "--epochs", "4", "-q") == 0
+    whole, part = arrays(tmp_path / "whole"), arrays(tmp_path / "part")
+    assert whole.keys() == part.keys()
+    assert any("strategy" in k for k in whole) or kind == "hogwild"
+    for key in whole:
+        assert np.array_equal(whole[key], part[key]), key
+    assert history(tmp_path / "whole") == history(tmp_path / "part")
+
+
+def test_resume_refuses_another_strategy_or_other_options(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", "--distributed", "downpour", *SMALL, "--epochs", "1", "-q",
+                   "-o", run) == 0
+    plain = tmp_path / "plain"
+    assert run_cli("train", *SMALL, "--epochs", "1", "-q", "-o", plain) == 0
+    capsys.readouterr()
+    for argv, message in [
+        (("--resume", run, "--distributed", "easgd"), "cannot change distributed"),
+        (("--resume", run, "--workers", "3"), "cannot change workers"),
+        (("--resume", run, "--n-push", "4"), "cannot change n_push"),
+        (("--resume", plain, "--distributed", "sync"), "cannot change distributed"),
+    ]:
+        assert run_cli("train", *argv, "--epochs", "2") == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert read_checkpoint(run / "last.safetensors").epoch == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--distributed", "sync", "--workers", "0"), "workers to be an integer ≥ 1; got 0"),
+    (("--distributed", "downpour", "--n-fetch", "0"), "n_fetch to be an integer ≥ 1"),
+    (("--distributed", "downpour", "--delay", "-1"), "delay to be an integer ≥ 0"),
+    (("--distributed", "easgd", "--alpha", "1.5"), "alpha in (0.0, 1.0)"),
+    (("--distributed", "easgd", "--easgd-momentum", "1"), "momentum in [0.0, 1.0)"),
+    (("--distributed", "easgd", "--set", "asynchronous=false", "--workers", "4", "--alpha",
+      "0.3"), "workers·alpha < 1"),
+    (("--distributed", "downpour", "--tau", "2"), "'tau' is an option of --distributed easgd"),
+    (("--distributed", "sync", "--set", "n_push=2"), "'n_push' is an option of --distributed "
+                                                     "downpour, not of sync"),
+    (("--workers", "2",), "'workers' is an option of distributed training"),
+    (("--distributed", "sync", "--address", "ray://head:10001"), "needs the Ray backend"),
+    (("--distributed", "hogwild", "--optimizer", "adam"), "plain SGD"),
+    (("--distributed", "hogwild", "--optimizer", "sgd", "--momentum", "0.9"), "plain SGD"),
+    (("--distributed", "hogwild", "--l2", "0.001"), "no regularizer"),
+    (("--distributed", "downpour", "--optimizer", "lbfgs"), "unknown optimizer"),
+    (("--set", "distributed=ring"), "unknown distributed strategy 'ring'"),
+])
+def test_bad_input_is_one_line_before_anything_starts(argv, message, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", *argv, "-o", run) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not run.exists()
+
+
+def test_more_hogwild_workers_than_cpus_warns_and_explains(tmp_path, capsys):
+    workers = available_cpus() + 1
+    assert run_cli("train", "--distributed", "hogwild", "--workers", workers, *SMALL,
+                   "--epochs", "1", "-q", "-o", tmp_path / "run") == 0
+    err = capsys.readouterr().err
+    assert f"{workers} workers but only {workers - 1} CPUs" in err
+    assert "share cores and run no faster" in err

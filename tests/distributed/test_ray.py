@@ -11,8 +11,7 @@ import pytest
 from strategy_helpers import assert_weights_close, blobs, mlp_trainer, weights
 
 from ermlab import optim
-from ermlab.distributed import EASGD, Downpour, SyncDataParallel
-from ermlab.distributed import OnRay
+from ermlab.distributed import EASGD, Downpour, OnRay, SyncDataParallel
 
 
 def adagrad(p):
@@ -109,10 +108,7 @@ class _KillWorker:
 
     def on_batch_end(self, trainer, logs):
         if logs["epoch"] == 1 and logs["batch"] == self.at:
-            strategy = trainer.strategy
-            while strategy._pids[1] is None:  # its first result gives its process id
-                strategy._collect()
-            self.killed = strategy._pids[1]
+            self.killed = trainer.strategy._pids[1]  # known once its first batch came back
             os.kill(self.killed, signal.SIGKILL)
 
 
@@ -144,32 +140,22 @@ def test_a_killed_sync_worker_stops_the_fit_naming_it(ray_session):
 
 def test_actors_are_gone_after_the_fit(ray_session):
     x, y = blobs(48)
-    strategy = OnRay(Downpour(workers=2))
-    trainer = mlp_trainer(optimizer=adagrad, strategy=strategy)
     pids = []
 
     class Record:
         def on_epoch_end(self, trainer, logs):
-            pids.extend(p for p in strategy._pids if p is not None)
-    trainer.callbacks.append(Record())
-    strategy.epoch_logs = _recording(strategy.epoch_logs, pids, strategy)
+            pids.extend(trainer.strategy._pids)
+
+    trainer = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2)),
+                          callbacks=[Record()])
     trainer.fit(x, y, epochs=1, batch_size=8)
-    assert strategy._actors is None and strategy.server is None
-    assert pids
+    assert trainer.strategy._actors is None and trainer.strategy.server is None
+    assert len(pids) == 2 and None not in pids
     deadline = time.time() + 10
     while any(os.path.exists(f"/proc/{p}") for p in pids) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(os.path.exists(f"/proc/{p}") for p in pids)
     assert ray_session.is_initialized()  # a Ray the strategy did not start stays up
-
-
-def _recording(epoch_logs, pids, strategy):
-    def wrapped(trainer):
-        while strategy._inflight:
-            strategy._collect()
-        pids.extend(p for p in strategy._pids if p is not None)
-        return epoch_logs(trainer)
-    return wrapped
 
 
 _OWNED_RAY = r"""
@@ -206,11 +192,11 @@ print("after success", settled())
 
 strategy = OnRay(Downpour(workers=1), num_cpus=1)
 collect, calls = strategy._collect, []
-def interrupted():
+def interrupted(*args):
     calls.append(1)
     if len(calls) == 3:
         raise KeyboardInterrupt
-    collect()
+    collect(*args)
 strategy._collect = interrupted
 trainer = mlp_trainer(strategy=strategy)
 try:
@@ -241,3 +227,19 @@ def test_a_ray_it_started_is_shut_down_after_success_and_ctrl_c():
     assert done.returncode == 0, done.stderr[-2000:]
     assert "after success True" in done.stdout and "after ctrl-c True" in done.stdout, (
         done.stdout + done.stderr[-2000:])
+
+
+def test_data_go_to_the_object_store_once_per_fit_and_augment_is_refused(ray_session):
+    x, y = blobs(48)
+    refs = []
+
+    class Record:
+        def on_epoch_end(self, trainer, logs):
+            refs.append(trainer.strategy._data)
+
+    trainer = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2)),
+                          callbacks=[Record()])
+    trainer.fit(x, y, epochs=2, batch_size=8)
+    assert refs[0] is refs[1] and refs[0] is not None  # one ray.put, two epochs of indices
+    with pytest.raises(ValueError, match="leave out augment"):
+        mlp_trainer(strategy=OnRay(Downpour(workers=1)), augment=lambda xb, rng: xb)

@@ -16,20 +16,21 @@ and run the strategy's client rule against the server on their own:
               (the server applies the Trainer's optimizer, measures staleness τ)
     EASGD:    every τ steps an ``elastic`` call: x̃ ← x̃ + α(x − x̃), x^i ← x^i − α(x − x̃)
 
-The Trainer drives the loop: each ``train_step`` sends its mini-batch to the
-next worker (round robin) and returns without waiting for it while fewer
-than k calls are in flight, so the k workers compute at the same time and
-their gradients really are stale. ``train_step`` returns the loss of the
-oldest finished batch; at the epoch's end all calls are joined, the epoch's
-``loss`` / ``accuracy`` are recomputed exactly from every batch's result,
-and the server's θ (Downpour: and its optimizer state) are copied into the
+The Trainer hands ``OnRay`` whole epochs (``Strategy.runs_epochs``): the
+training data go to Ray's object store once (``ray.put``; each worker
+fetches them once), and each of the Trainer's mini-batches — drawn with the
+Trainer's generator, in its order — is sent as an index array to the next
+worker (round robin), with at most k calls in flight, so the k workers
+compute at the same time and their gradients really are stale. Results are
+counted in batch order (the epoch's ``loss`` / ``accuracy`` are exact) and
+callbacks get ``on_batch_end`` as each comes back. At the epoch's end the
+server's θ (Downpour: and its optimizer state) are copied into the
 Trainer's model and optimizer, so validation, callbacks and checkpoints see
-the server's state. The mini-batch travels with each call (the Strategy
-interface hands over batch arrays, not indices); the model goes to Ray's
-object store once.
+the server's state; the model goes to the object store once per fit.
+``Trainer(augment=...)`` is refused (it needs each batch in this process).
 
 *SyncDataParallel.* k ``SyncWorker`` actors each take a shard of the batch
-at θ_t (sent once per step through the object store); the driver sums the
+(indices) at θ_t (sent once per step through the object store); the driver sums the
 shard gradients weighted by size (a reduce at the driver, not a ring
 all-reduce) and applies the Trainer's optimizer — the same update as
 single-process training with batch k·b.
@@ -40,10 +41,10 @@ or ``address`` / ``RAY_ADDRESS`` names a cluster to join (``ray start
 --head`` on the first machine, ``ray start --address=HEAD:6379`` on the
 others, then ``address="HEAD:6379"`` or ``"auto"`` on the head). A Ray that
 ``OnRay`` started is shut down, and the actors are killed, when the fit ends
-(``on_train_end``), when an error or Ctrl-C reaches ``train_step`` or the
-epoch's end (where the driver waits on Ray), or on ``close()``; for an
-error raised elsewhere (a callback) ``ray.init``'s own exit handler shuts
-down a local Ray when the interpreter exits.
+(``on_train_end``), when an error or Ctrl-C reaches the epoch (where the
+driver waits on Ray; a callback's error in ``on_batch_end`` included), or on
+``close()``; for an error raised in validation or ``on_epoch_end``,
+``ray.init``'s own exit handler shuts down a local Ray when the interpreter exits.
 
 *Faults.* Async workers are restartable actors (``max_restarts``): a killed
 worker is restarted by Ray and its call retried; a restarted Downpour
@@ -109,6 +110,24 @@ class _Objective:
         self.loss, self.regularizer = loss, regularizer
 
 
+class _Data:
+    """A worker's view of the training data: fetched once per ``ray.put``, then indexed."""
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.arrays: Any = None
+
+    def rows(self, data: list, index: Any) -> tuple:
+        """``(x, y, w)[index]``; ``data`` is ``[ObjectRef]`` (in a list: Ray leaves it as is)."""
+        ref = data[0]
+        if self.key != ref.binary():
+            import ray
+
+            self.arrays, self.key = ray.get(ref), ref.binary()
+        x, y, w = self.arrays
+        return x[index], y[index], None if w is None else w[index]
+
+
 # -- actors (plain classes here; ``ray.remote`` wraps them when a run starts) -----------------
 
 
@@ -154,6 +173,7 @@ class AsyncWorker:
 
         self.ray, self.o, self.objective, self.server = ray, options, objective, server
         self.replica = Replica(model, seed)
+        self.data = _Data()
         self.steps = 0
         self.pulled: Any = None
         self.push_version = self.push_read_state = None
@@ -163,8 +183,9 @@ class AsyncWorker:
             self.velocity = [numpy.zeros_like(p.data) for p in self.replica.params]
             self.saved = [numpy.empty_like(p.data) for p in self.replica.params]
 
-    def step(self, x: Any, y: Any, w: Any, lrs: list) -> tuple[float, Any, int]:
-        """One mini-batch of the client rule; returns (loss, scores, this process's id)."""
+    def step(self, data: list, index: Any, lrs: list) -> tuple[float, Any, int]:
+        """The mini-batch ``index`` of the client rule; returns (loss, scores, process id)."""
+        x, y, w = self.data.rows(data, index)
         if self.o["kind"] == "easgd":
             value, scores = self._easgd(x, y, w, lrs[0])
         else:
@@ -246,9 +267,11 @@ class SyncWorker:
 
     def __init__(self, model: Any, objective: Any, seed: Any) -> None:
         self.replica, self.objective = Replica(model, seed), objective
+        self.data = _Data()
 
-    def gradient(self, theta: tuple, x: Any, y: Any, w: Any) -> tuple:
+    def gradient(self, theta: tuple, data: list, index: Any) -> tuple:
         """(shard loss, {name: gradient} or None for a zero-weight shard, scores, buffers)."""
+        x, y, w = self.data.rows(data, index)
         arrays, buffers = theta
         self.replica.load(arrays)
         for (_, mine), theirs in zip(self.replica.model.named_buffers(), buffers):
@@ -275,7 +298,13 @@ class OnRay(Strategy):
         num_cpus: CPUs of a local Ray (default: all of the machine's).
         object_store_memory: bytes of a local Ray's object store (default 256 MiB).
         max_restarts: restarts of a killed asynchronous worker (Ray actor restarts).
+
+    Example:
+        >>> Trainer(model, loss, optim.Adagrad(model.parameters(), lr=0.05),
+        ...         strategy=OnRay(Downpour(workers=4, n_push=4), address="auto"))
     """
+
+    runs_epochs = True
 
     def __init__(self, strategy: Any, *, address: str | None = None,
                  num_cpus: int | None = None, object_store_memory: int = 256 * 2**20,
@@ -300,15 +329,22 @@ class OnRay(Strategy):
         self.max_restarts = check_int("OnRay", "max_restarts", max_restarts, 0)
         self.kind = {Downpour: "downpour", EASGD: "easgd"}.get(type(strategy), "sync")
         self.server: Any = None
-        self._model_ref: Any = None
         self._actors: list | None = None
+        self._model_ref: Any = None
+        self._data: Any = None
+        self._data_key: Any = None
         self._owns_ray = False
         self._clock = 0
         self._saved: dict[str, Any] = {}
+        self._epoch_counts: dict[int, int] = {}
         self._reset_epoch()
 
     def bind(self, trainer: Any) -> None:
         self.strategy.bind(trainer)
+        if trainer.augment is not None:
+            raise ValueError("OnRay's workers index the training data in Ray's object store; "
+                             "the Trainer's augment needs each batch in this process — "
+                             "leave out augment")
         if not any(isinstance(c, _CloseOnTrainEnd) for c in trainer.callbacks):
             trainer.callbacks.append(_CloseOnTrainEnd(self))
 
@@ -357,8 +393,8 @@ class OnRay(Strategy):
         ray = import_ray()
         if self._actors is not None and self.server is not None:
             try:
-                self._saved = {"clock": self._clock, "server": ray.get(self.server.state.remote())[
-                    "server"]}
+                self._saved = {"clock": self._clock,
+                               "server": ray.get(self.server.state.remote())["server"]}
             except Exception:  # noqa: BLE001 - the server is gone; keep the last saved state
                 pass
         for actor in (self._actors or []) + ([self.server] if self.server is not None else []):
@@ -366,76 +402,107 @@ class OnRay(Strategy):
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already dead
                 pass
-        self._actors, self.server, self._inflight, self._model_ref = None, None, [], None
+        self._actors, self.server, self._model_ref = None, None, None
+        self._data = self._data_key = None
+        self._inflight = []
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
 
-    # -- one mini-batch -------------------------------------------------------------
+    # -- one epoch --------------------------------------------------------------------
 
-    def train_step(self, trainer: Any, x: Any, y: Any, sample_weight: Any = None) -> float:
+    def run_epoch(self, trainer: Any, x: Any, y: Any, batch_size: int | None,
+                  sample_weight: Any, epoch: int) -> tuple[float, float, float]:
+        """The Trainer's shuffled mini-batches (same generator, same order), as index arrays
+        to the workers; returns (Σ loss·size, Σ size, Σ hits). Callbacks see
+        ``on_batch_end`` as each batch's result comes back."""
         try:
-            return self._step(trainer, x, y, sample_weight)
+            return self._epoch(trainer, x, y, batch_size, sample_weight, epoch)
         except BaseException:  # an error or Ctrl-C (mostly met waiting on Ray): clean up
             self.close()
             raise
 
-    def _step(self, trainer: Any, x: Any, y: Any, sample_weight: Any) -> float:
+    def _epoch(self, trainer: Any, x: Any, y: Any, batch_size: int | None, w: Any,
+               epoch: int) -> tuple[float, float, float]:
+        from ermlab.data.loader import batches
+
         if self._actors is None:
             self._start(trainer)
-        if self.kind == "sync":
-            return self._sync_step(trainer, x, y, sample_weight)
+        ray = import_ray()
+        if self._data_key != (id(x), id(y), id(w)):  # the data go to the object store once
+            self._data = ray.put((numpy.asarray(x), numpy.asarray(y),
+                                  None if w is None else numpy.asarray(w)))
+            self._data_key = (id(x), id(y), id(w))
+        self._reset_epoch()
+        n = len(x)
+        steps = math.ceil(n / (n if batch_size is None else min(batch_size, n)))
+        for batch, index in enumerate(batches(n, batch_size, shuffle=True, rng=trainer.rng), 1):
+            if w is not None and float(w[index].sum()) == 0:
+                continue
+            if self.kind == "sync":
+                value = self._sync_step(trainer, index, y, w)
+                self._count(trainer, epoch, batch, steps, value, trainer.last_scores, y, w, index)
+            else:
+                self._dispatch(trainer, index)
+                self._inflight.append((batch, index))
+                while len(self._inflight) >= self.workers:
+                    self._collect(trainer, epoch, steps, y, w)
+            if trainer.stop_training:
+                break
+        while self._inflight:
+            self._collect(trainer, epoch, steps, y, w)
+        return tuple(self._sums)
+
+    def _dispatch(self, trainer: Any, index: Any) -> None:
         groups = trainer.optimizer.param_groups
         if self.kind == "easgd":
             lrs = [self.strategy.lr if self.strategy.lr is not None else groups[0]["lr"]]
         else:
             lrs = [g.get("lr") for g in groups]
-        index = self._clock % self.workers
+        worker = self._clock % self.workers
         self._clock += 1
-        ref = self._actors[index].step.remote(x, y, sample_weight, lrs)
-        self._inflight.append((index, ref, y, sample_weight))
+        self._refs.append((worker, self._actors[worker].step.remote([self._data], index, lrs)))
         trainer.step += 1
-        while len(self._inflight) >= self.workers or self._last is None:
-            self._collect()
-        value, scores, current = self._last
-        trainer.last_scores = (scores if current is ref
-                               else numpy.zeros((len(y), 1), dtype=numpy.float32))
-        return value
 
-    def _collect(self) -> None:
-        """Wait for the oldest call in flight; add its batch to the epoch's sums."""
-        from ermlab.training.trainer import _hits
-
+    def _collect(self, trainer: Any, epoch: int, steps: int, y: Any, w: Any) -> None:
+        """Wait for the oldest call in flight; count its batch; ``on_batch_end``."""
         ray = import_ray()
-        index, ref, y, w = self._inflight.pop(0)
+        batch, index = self._inflight.pop(0)
+        worker, ref = self._refs.pop(0)
         try:
             value, scores, pid = ray.get(ref)
         except ray.exceptions.RayActorError as error:
-            raise RuntimeError(f"{type(self.strategy).__name__} on Ray: worker {index} died and "
+            raise RuntimeError(f"{type(self.strategy).__name__} on Ray: worker {worker} died and "
                                f"could not be restarted ({type(error).__name__}); resume the "
                                "run from its last checkpoint") from None
-        if self._pids[index] not in (None, pid):
+        if self._pids[worker] not in (None, pid):
             self.restarts += 1
-        self._pids[index] = pid
-        size = float(len(y)) if w is None else float(w.sum())
+        self._pids[worker] = pid
+        trainer.last_scores = scores
+        self._count(trainer, epoch, batch, steps, value, scores, y, w, index)
+
+    def _count(self, trainer: Any, epoch: int, batch: int, steps: int, value: float,
+               scores: Any, y: Any, w: Any, index: Any) -> None:
+        from ermlab.training.trainer import _hits
+
+        yb, wb = y[index], None if w is None else w[index]
+        size = float(len(index)) if wb is None else float(wb.sum())
         self._sums[0] += value * size
         self._sums[1] += size
-        if y.dtype.kind in "iub":
-            self._classify = True
-            self._sums[2] += _hits(scores, y, w)
-        self._last = (value, scores, ref)
+        if numpy.asarray(yb).dtype.kind in "iub":
+            self._sums[2] += _hits(scores, yb, wb)
+        trainer._notify("on_batch_end", {"epoch": epoch, "batch": batch, "loss": value,
+                                         "size": len(index), "steps_per_epoch": steps})
 
-    def _sync_step(self, trainer: Any, x: Any, y: Any, sample_weight: Any) -> float:
+    def _sync_step(self, trainer: Any, index: Any, y: Any, w: Any) -> float:
         ray = import_ray()
-        shards = [s for s in numpy.array_split(numpy.arange(len(x)), self.workers) if len(s)]
-        weights = [float(len(s)) if sample_weight is None else float(sample_weight[s].sum())
-                   for s in shards]
+        shards = [s for s in numpy.array_split(index, self.workers) if len(s)]
+        weights = [float(len(s)) if w is None else float(w[s].sum()) for s in shards]
         total = sum(weights)
         theta = ray.put(({k: p.data for k, p in trainer.model.named_parameters()},
                          [b for _, b in trainer.model.named_buffers()]))
-        refs = [self._actors[i].gradient.remote(
-            theta, x[s], y[s], None if sample_weight is None else sample_weight[s])
-            for i, s in enumerate(shards)]
+        refs = [self._actors[i].gradient.remote(theta, [self._data], s)
+                for i, s in enumerate(shards)]
         results = []
         for i, ref in enumerate(refs):
             try:
@@ -450,8 +517,7 @@ class OnRay(Strategy):
             if weight and not math.isfinite(shard_value):
                 return shard_value
             value += weight / total * shard_value if weight else 0.0
-        named = dict(trainer.model.named_parameters())
-        for name, param in named.items():
+        for name, param in trainer.model.named_parameters():
             param.grad.fill(0)
             for weight, (_, grads, _, _) in zip(weights, results):
                 if grads is not None:
@@ -468,20 +534,17 @@ class OnRay(Strategy):
         trainer.step += 1
         return value
 
-    # -- epoch end: join, copy the server's state into the Trainer ---------------------
+    # -- epoch end: copy the server's state into the Trainer ---------------------------
 
     def _reset_epoch(self) -> None:
         self._inflight: list = []
-        self._last: Any = None
+        self._refs: list = []
         self._sums = [0.0, 0.0, 0.0]
-        self._classify = False
         self._pids: list = [None] * self.workers
         self.restarts = 0
 
     def _sync_trainer(self, trainer: Any) -> dict[str, Any]:
         ray = import_ray()
-        while self._inflight:
-            self._collect()
         state = ray.get(self.server.state.remote())
         for name, param in trainer.model.named_parameters():
             numpy.copyto(param.data, state["arrays"][name])
@@ -494,9 +557,9 @@ class OnRay(Strategy):
         return state
 
     def epoch_logs(self, trainer: Any) -> dict[str, Any]:
-        """Downpour: ``staleness_mean`` / ``staleness_max`` / ``server_updates``; EASGD:
-        ``elastic_distance``; both: ``worker_restarts`` and the exact epoch ``loss`` /
-        ``accuracy`` (with k > 1 workers ``train_step`` returns lagging values)."""
+        """Downpour: ``staleness_mean`` / ``staleness_max`` / ``server_updates`` of the
+        epoch; EASGD: ``elastic_distance``; both: ``worker_restarts``. The server's θ
+        (Downpour: and optimizer state) are copied into the Trainer first."""
         if self._actors is None or self.kind == "sync":
             return {}
         try:
@@ -505,10 +568,6 @@ class OnRay(Strategy):
             self.close()
             raise
         logs: dict[str, Any] = {"worker_restarts": self.restarts}
-        if self.workers > 1 and self._sums[1]:
-            logs["loss"] = self._sums[0] / self._sums[1]
-            if self._classify:
-                logs["accuracy"] = self._sums[2] / self._sums[1]
         if self.kind == "downpour":
             now = {int(k): v for k, v in state["server"]["staleness_counts"].items()}
             new = {t: n - self._epoch_counts.get(t, 0) for t, n in now.items()}
@@ -525,7 +584,6 @@ class OnRay(Strategy):
             logs["elastic_distance"] = float(numpy.mean([
                 numpy.sqrt(sum(float(((a - centre[k]) ** 2).sum()) for k, a in arrays.items()))
                 for arrays in ray.get([w.arrays.remote() for w in self._actors])]))
-        self._reset_epoch()
         return logs
 
     def staleness(self) -> dict[int, int]:
@@ -556,6 +614,4 @@ class _CloseOnTrainEnd:
         self.strategy = strategy
 
     def on_train_end(self, trainer: Any, logs: dict[str, Any]) -> None:
-        if self.strategy._actors is not None and self.strategy.kind != "sync":
-            self.strategy._sync_trainer(trainer)
         self.strategy.close()

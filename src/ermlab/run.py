@@ -32,13 +32,18 @@ both). Its training keys are ``ermlab.config``'s vocabulary (``hidden``,
   with ``workers`` (default 2) and the strategy's options (``STRATEGIES``:
   ``n_fetch``, ``n_push``, ``local_lr``, ``shards``, ``delay`` of Downpour;
   ``tau``, ``alpha``, ``easgd_momentum`` (EAMSGD's δ), ``asynchronous``,
-  ``shards``, ``delay`` of EASGD); ``address`` (a Ray cluster) needs the Ray
-  backend. Downpour's server optimizer defaults to ``adagrad`` (Dean et al.),
-  Hogwild's workers run ``sgd``; ``--optimizer`` names any other (Hogwild:
-  plain SGD only). Only the chosen strategy's keys are recorded, with their
-  defaults filled in; the checkpoints hold the strategy's state (server
-  parameters and optimizer, counters, workers), and ``--resume`` refuses to
-  change any of these keys.
+  ``shards``, ``delay`` of EASGD); ``backend``: ``inprocess`` (default: the
+  workers take turns in this process; Hogwild: worker processes on this
+  machine) or ``ray`` (``ermlab.distributed.ray_backend.OnRay``: sync,
+  downpour and asynchronous easgd on Ray actors, a local Ray unless
+  ``address`` — or ``RAY_ADDRESS`` — names a cluster to join; ``address``
+  alone implies ``ray``; a resume may change the address). Downpour's server
+  optimizer defaults to ``adagrad`` (Dean et al.), Hogwild's workers run
+  ``sgd``; ``--optimizer`` names any other (Hogwild: plain SGD only). Only
+  the chosen strategy's keys are recorded, with their defaults filled in;
+  the checkpoints hold the strategy's state (server parameters and
+  optimizer, counters, workers), and ``--resume`` refuses to change any of
+  these keys but the address.
 
 A run directory holds ``config.json`` (this dict), ``history.csv``,
 ``last.safetensors`` (checkpoint after every epoch, for ``--resume``),
@@ -83,6 +88,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
 import re
 import sys
 import time
@@ -123,7 +129,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
               "shards": 1, "delay": 0},
 }
 STRATEGY_OPTIONS = tuple(dict.fromkeys(k for options in STRATEGIES.values() for k in options))
-STRATEGY_KEYS = ("distributed", "workers", "address", *STRATEGY_OPTIONS)
+STRATEGY_KEYS = ("distributed", "workers", "backend", "address", *STRATEGY_OPTIONS)
+BACKENDS = ("inprocess", "ray")
 # The optimizer a strategy uses when none is named (Downpour's server: Adagrad, as in the paper).
 STRATEGY_OPTIMIZERS = {"downpour": "adagrad", "hogwild": "sgd"}
 
@@ -194,24 +201,54 @@ def _check_strategy_keys(full: dict[str, Any]) -> None:
     full["workers"] = full.get("workers") if full.get("workers") is not None else 2
     for key, default in options.items():
         full[key] = full.get(key, default)
-    if full.get("address") is not None:
-        _ray_backend(full["address"])
-    full.pop("address", None)
+    address = full.get("address")
+    backend = full.get("backend") or ("ray" if address is not None else "inprocess")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if address is not None and (backend != "ray" or not isinstance(address, str)):
+        raise ValueError(f"--address {address!r} names a Ray cluster (a string such as "
+                         "HEAD:6379 or auto) for --backend ray")
+    if backend == "ray" and kind == "hogwild":
+        raise ValueError("Hogwild runs worker processes on shared memory of this machine, not "
+                         "on Ray; use --backend inprocess (the default) or another strategy")
+    full["backend"], full["address"] = backend, address
     import warnings
 
     with warnings.catch_warnings():  # only the checks here; build_strategy warns
         warnings.simplefilter("ignore")
-        build_strategy(full)
-
-
-def _ray_backend(address: Any) -> Any:
-    raise ValueError(f"--address {address} needs the Ray backend (ermlab.distributed on Ray), "
-                     "which is not available yet; leave out --address to run the strategy "
-                     "in this process")
+        _strategy(full)
 
 
 def build_strategy(config: dict[str, Any]) -> Any:
-    """The ``ermlab.distributed`` strategy the config names, or None (single-process)."""
+    """The ``ermlab.distributed`` strategy the config names (wrapped in ``OnRay`` for
+    ``backend="ray"``), or None (single-process)."""
+    strategy = _strategy(config)
+    if strategy is None or config.get("backend", "inprocess") != "ray":
+        return strategy
+    from ermlab.distributed import ray_backend
+
+    address = config.get("address")
+    cpus = _available_cpus()
+    if address is None and not os.environ.get("RAY_ADDRESS") and config["workers"] > cpus:
+        import warnings
+
+        warnings.warn(f"{config['workers']} workers on a local Ray of {cpus} CPUs: they take "
+                      "turns on the cores, so they run no faster and their gradients grow "
+                      f"staler (use workers ≤ {cpus}, or --address to join a larger cluster)",
+                      RuntimeWarning, stacklevel=2)
+    try:
+        return ray_backend.OnRay(strategy, address=address, num_cpus=cpus)
+    except ImportError as error:  # one line: how to install Ray
+        raise ValueError(str(error)) from None
+
+
+def _available_cpus() -> int:
+    from ermlab.distributed.hogwild import available_cpus
+
+    return available_cpus()
+
+
+def _strategy(config: dict[str, Any]) -> Any:
     kind = config.get("distributed")
     if kind is None:
         return None
@@ -690,8 +727,8 @@ def plan_resume(directory: str | Path, overrides: dict[str, Any]) -> Resume:
     directory = Path(directory)
     saved = load_config(directory)
     strategy = overrides.get("distributed", saved.get("distributed"))
-    changed = [key for key in STRATEGY_KEYS
-               if key in overrides and overrides[key] != saved.get(key)]
+    changed = [key for key in STRATEGY_KEYS  # the address may change: a cluster holds no state
+               if key in overrides and overrides[key] != saved.get(key) and key != "address"]
     if strategy != saved.get("distributed") or changed:
         raise ValueError(f"--resume cannot change {', '.join(changed) or 'distributed'}: the run "
                          f"was trained with distributed={saved.get('distributed')} and its "

@@ -131,7 +131,11 @@ def test_resume_refuses_another_strategy_or_other_options(tmp_path, capsys):
     (("--distributed", "sync", "--set", "n_push=2"), "'n_push' is an option of --distributed "
                                                      "downpour, not of sync"),
     (("--workers", "2",), "'workers' is an option of distributed training"),
-    (("--distributed", "sync", "--address", "ray://head:10001"), "needs the Ray backend"),
+    (("--distributed", "sync", "--backend", "inprocess", "--address", "auto"),
+     "names a Ray cluster (a string such as HEAD:6379 or auto) for --backend ray"),
+    (("--distributed", "hogwild", "--backend", "ray"), "not on Ray"),
+    (("--address", "auto"), "'address' is an option of distributed training"),
+    (("--distributed", "sync", "--set", "backend=mpi"), "unknown backend 'mpi'"),
     (("--distributed", "hogwild", "--optimizer", "adam"), "plain SGD"),
     (("--distributed", "hogwild", "--optimizer", "sgd", "--momentum", "0.9"), "plain SGD"),
     (("--distributed", "hogwild", "--l2", "0.001"), "no regularizer"),

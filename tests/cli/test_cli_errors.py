@@ -96,7 +96,8 @@ SETS = [
     ("noequals", "--set takes KEY=VALUE"),
     ("=1", "--set takes KEY=VALUE"),
     ("x=1", "unknown config key(s) ['x']"),
-    ("datset=1", "'data_path', 'dataset', 'delay', 'distributed', 'dropout'"),  # the run's keys are listed too
+    # the run's keys are listed too
+    ("datset=1", "'data_path', 'dataset', 'delay', 'distributed', 'dropout'"),
     ("augment=5", "--augment needs image data"),
     ('hidden={"a":1}', "positive layer widths"),
     ("hidden=[0]", "positive layer widths"),

@@ -28,8 +28,9 @@ FLAGS = {
 }
 # flags of distributed training (``ermlab.run.STRATEGIES``), one to one with config keys.
 STRATEGY_FLAGS = {
-    "workers": int, "address": str, "n_fetch": int, "n_push": int, "local_lr": float,
-    "shards": int, "delay": int, "tau": int, "alpha": float, "easgd_momentum": float,
+    "workers": int, "backend": str, "address": str, "n_fetch": int, "n_push": int,
+    "local_lr": float, "shards": int, "delay": int, "tau": int, "alpha": float,
+    "easgd_momentum": float,
 }
 
 
@@ -59,8 +60,10 @@ def add_commands(commands) -> None:
     group.add_argument("--distributed", choices=("hogwild", "sync", "downpour", "easgd"),
                        default=None, help=_HELP["distributed"])
     for flag, kind in STRATEGY_FLAGS.items():
+        choices = ("inprocess", "ray") if flag == "backend" else None
         group.add_argument("--" + flag.replace("_", "-"), type=kind, default=None, dest=flag,
-                           metavar=flag.upper(), help=_HELP[flag])
+                           choices=choices, metavar=None if choices else flag.upper(),
+                           help=_HELP[flag])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other config key, e.g. --set betas=[0.9,0.99] (JSON values)")
     parser.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/…)")
@@ -98,10 +101,13 @@ _HELP = {
     "distributed": "train with a parallel/distributed SGD strategy: hogwild (worker processes "
                    "on shared memory, plain SGD), sync (synchronous data parallel), downpour "
                    "(asynchronous parameter server; its optimizer defaults to adagrad), easgd "
-                   "(elastic averaging); sync, downpour and easgd run their workers in turn "
-                   "in this process",
+                   "(elastic averaging)",
     "workers": "number of workers N ≥ 1 of --distributed (default 2)",
-    "address": "a Ray cluster to run the workers on (needs the Ray backend)",
+    "backend": "inprocess (default: sync/downpour/easgd workers take turns in this process, "
+               "hogwild's are processes on this machine) or ray (sync, downpour and "
+               "asynchronous easgd on Ray actors; pip install \"ermlab[distributed]\")",
+    "address": "a Ray cluster to join, e.g. HEAD:6379 or auto after `ray start --head` "
+               "(implies --backend ray; default RAY_ADDRESS, else a local Ray)",
     "n_fetch": "downpour: a worker pulls the parameters every N_FETCH of its steps (default 1)",
     "n_push": "downpour: a worker pushes its accrued gradient every N_PUSH steps (default 1)",
     "local_lr": "downpour: step size of a worker's local steps between fetches (default 0)",

@@ -67,16 +67,21 @@ FALLBACK_LR = 0.1
 
 
 def optimizers() -> dict[str, type]:
-    """The first-order optimizers of ``ermlab.optim`` by lower-case class name."""
+    """The first-order optimizers of ``ermlab.optim`` by lower-case class name, and
+    ``delaytolerantadagrad`` (``ermlab.distributed``: McMahan & Streeter's AdaGrad for a
+    Downpour server; plain AdaGrad without a distributed strategy)."""
     from ermlab import optim
+    from ermlab.distributed.delay_tolerant import DelayTolerantAdagrad
     from ermlab.optim.full_batch import FullBatchOptimizer
 
-    return {
+    found = {
         cls.__name__.lower(): cls
         for cls in vars(optim).values()
         if isinstance(cls, type) and issubclass(cls, optim.Optimizer)
         and cls is not optim.Optimizer and not issubclass(cls, FullBatchOptimizer)
     }
+    found["delaytolerantadagrad"] = DelayTolerantAdagrad
+    return found
 
 
 def optimizer_options(name: str) -> dict[str, inspect.Parameter]:

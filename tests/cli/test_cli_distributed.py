@@ -66,6 +66,18 @@ def test_each_strategy_trains_digits_and_records_the_run(kind, tmp_path, capsys)
     assert shm() == before
 
 
+def test_downpour_takes_the_delay_tolerant_server_optimizer(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", "--distributed", "downpour", "--workers", "4", "--delay", "4",
+                   "--optimizer", "delaytolerantadagrad", "--lr", "0.05", *SMALL, "--epochs",
+                   "3", "-q", "-o", run) == 0
+    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] >= 0.85
+    saved = read_checkpoint(run / "last.safetensors")
+    assert saved.optimizer_class == "DelayTolerantAdagrad"
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert float(rows[-1]["staleness_mean"]) >= 4  # the simulated delay is measured
+
+
 def test_a_plain_run_records_no_strategy_keys(tmp_path):
     assert run_cli("train", *SMALL, "--epochs", "1", "-q", "-o", tmp_path / "plain") == 0
     config = json.loads((tmp_path / "plain" / "config.json").read_text())

@@ -80,7 +80,8 @@ _HELP = {
     "hidden": "MLP hidden widths, e.g. 512,256 (default 128); '' for no hidden layer",
     "activation": "hidden activation: relu (default), tanh, sigmoid, leaky_relu, elu, ...",
     "loss": "cross_entropy (default) or hinge",
-    "optimizer": "sgd, adam (default), adamw, nadam, rmsprop, adagrad, adadelta, adamax, ...",
+    "optimizer": "sgd, adam (default), adamw, nadam, rmsprop, adagrad, adadelta, adamax, ..., "
+                 "delaytolerantadagrad (for --distributed downpour's server)",
     "lr": "learning rate (default: the optimizer's; 0.1 for sgd)",
     "momentum": "momentum coefficient of sgd or rmsprop (default 0)",
     "weight_decay": "the optimizer's weight decay (coupled L2 in sgd/adam, decoupled in adamw)",

@@ -182,7 +182,8 @@ def settled():
     deadline = time.time() + 15
     while ray_processes() and time.time() < deadline:
         time.sleep(0.2)
-    return not ray.is_initialized() and not ray_processes()
+    return (not ray.is_initialized() and not ray_processes()
+            and os.listdir(os.environ["RAY_TMPDIR"]) == [])  # its session files removed too
 
 x, y = blobs(32)
 trainer = mlp_trainer(optimizer=lambda p: optim.Adagrad(p, lr=0.1),
@@ -209,7 +210,7 @@ except KeyboardInterrupt:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_ray_it_started_is_shut_down_after_success_and_ctrl_c():
     """A fresh process (the session Ray would be found and kept): OnRay starts its own Ray
-    and leaves no Ray process behind, after a finished fit and after Ctrl-C."""
+    and leaves no Ray process or session files behind, after a finished fit and after Ctrl-C."""
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
     import shutil
     import subprocess

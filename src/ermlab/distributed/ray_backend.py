@@ -61,6 +61,8 @@ from __future__ import annotations
 import copy
 import math
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import numpy
@@ -84,23 +86,38 @@ def import_ray() -> Any:
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None,
-              object_store_memory: int | None = None) -> bool:
-    """Connect to Ray; returns True when this call started (or joined) it and must shut it down.
+              object_store_memory: int | None = None) -> tuple[bool, str | None]:
+    """Connect to Ray; returns (whether this call started or joined it, its temp dir or None).
 
     Already running in this process: used as is. ``address`` (or
     ``RAY_ADDRESS``): join that cluster. Otherwise a local Ray with
-    ``num_cpus`` CPUs (default: all), no dashboard.
+    ``num_cpus`` CPUs (default: all), no dashboard, in a fresh temp dir of its
+    own (under ``RAY_TMPDIR`` or /tmp; short, as Ray's sockets live in it), so
+    no stale session files of another Ray get in its way; ``stop_ray``
+    removes it.
     """
     ray = import_ray()
     if ray.is_initialized():
-        return False
+        return False, None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:
+        return True, None
+    temp = tempfile.mkdtemp(prefix="ermray", dir=os.environ.get("RAY_TMPDIR", "/tmp"))
+    try:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 object_store_memory=object_store_memory, log_to_driver=False)
-    return True
+                 object_store_memory=object_store_memory, log_to_driver=False, _temp_dir=temp)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return True, temp
+
+
+def stop_ray(temp_dir: str | None) -> None:
+    """Shut down the Ray ``start_ray`` started (or disconnect) and remove its temp dir."""
+    import_ray().shutdown()
+    if temp_dir is not None:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 class _Objective:
@@ -334,6 +351,7 @@ class OnRay(Strategy):
         self._data: Any = None
         self._data_key: Any = None
         self._owns_ray = False
+        self._temp_dir: str | None = None
         self._clock = 0
         self._saved: dict[str, Any] = {}
         self._epoch_counts: dict[int, int] = {}
@@ -352,7 +370,8 @@ class OnRay(Strategy):
 
     def _start(self, trainer: Any) -> None:
         ray = import_ray()
-        self._owns_ray = start_ray(self.address, self.num_cpus, self.object_store_memory)
+        self._owns_ray, self._temp_dir = start_ray(self.address, self.num_cpus,
+                                                   self.object_store_memory)
         try:
             cpus = ray.cluster_resources().get("CPU", 1.0)
             per_worker = min(1.0, cpus / self.workers)
@@ -406,8 +425,8 @@ class OnRay(Strategy):
         self._data = self._data_key = None
         self._inflight = []
         if self._owns_ray:
-            ray.shutdown()
-            self._owns_ray = False
+            stop_ray(self._temp_dir)
+            self._owns_ray, self._temp_dir = False, None
 
     # -- one epoch --------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ def run_cli(*argv):
 
 
 def shm():
-    return {p for p in os.listdir("/dev/shm") if p.startswith(SEGMENT_PREFIX)} \
+    mine = f"{SEGMENT_PREFIX}{os.getpid()}_"  # this process's: other test runs may be going on
+    return {p for p in os.listdir("/dev/shm") if p.startswith(mine)} \
         if os.path.isdir("/dev/shm") else set()
 
 

@@ -60,9 +60,9 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(autouse=True)
 def _nothing_left_behind():
-    before = _segments()
+    before = _segments(os.getpid())  # this process's only: other test runs may be going on
     yield
-    assert _segments() - before == set(), "a shared-memory segment was left in /dev/shm"
+    assert _segments(os.getpid()) - before == set(), "a shared-memory segment was left in /dev/shm"
     assert _spawned_children(os.getpid()) == [], "a worker process was left running"
 
 

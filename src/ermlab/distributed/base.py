@@ -238,6 +238,34 @@ class Strategy:
         """Restore ``state_dict()``'s result (may be called before the first step)."""
 
 
+class WorkerPoolStrategy(Strategy):
+    """A strategy whose pool of worker replicas (``self._workers``, ``self.workers``
+    of them) is built at the first step. A state loaded before then is kept
+    (``self._pending``) and applied by ``_load_pending`` once the pool exists;
+    a subclass writes ``_load(state)``."""
+
+    workers: int
+    _workers: list | None = None
+    _pending: dict[str, Any] | None = None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state and len(state["workers"]) != self.workers:
+            raise ValueError(f"the saved {type(self).__name__} run has {len(state['workers'])} "
+                             f"workers; this one has {self.workers}")
+        if self._workers is None:
+            self._pending = state or None
+        elif state:
+            self._load(state)
+
+    def _load_pending(self) -> None:
+        if self._pending is not None:
+            self._load(self._pending)
+            self._pending = None
+
+    def _load(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _load")
+
+
 def check_int(owner: str, name: str, value: Any, low: int) -> int:
     """``value`` as an int ≥ ``low``, or a one-line ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < low:

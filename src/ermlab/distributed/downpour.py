@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy
 
-from ermlab.distributed.base import Pulled, Strategy, check_float, check_int
+from ermlab.distributed.base import Pulled, WorkerPoolStrategy, check_float, check_int
 from ermlab.distributed.inprocess import (
     build_server,
     load_server_state,
@@ -67,7 +67,7 @@ class _Worker:
         self.accrued: dict[str, numpy.ndarray] | None = None
 
 
-class Downpour(Strategy):
+class Downpour(WorkerPoolStrategy):
     """Downpour SGD with a parameter server applying the Trainer's optimizer.
 
     Args:
@@ -110,9 +110,7 @@ class Downpour(Strategy):
     def _start(self, trainer: Any) -> None:
         self.server = build_server(trainer, self.shards, self.delay)
         self._workers = [_Worker(r) for r in replicas(trainer.model, self.workers, self.seed)]
-        if self._pending is not None:
-            self._load(self._pending)
-            self._pending = None
+        self._load_pending()
         self._epoch_counts = dict(self.server.staleness_counts)
 
     def train_step(self, trainer: Any, x: Any, y: Any, sample_weight: Any = None) -> float:
@@ -200,15 +198,6 @@ class Downpour(Strategy):
                 "accrued": w.accrued,
             } for w in self._workers],
         }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state and len(state["workers"]) != self.workers:
-            raise ValueError(f"the saved Downpour run has {len(state['workers'])} workers; "
-                             f"this one has {self.workers}")
-        if self._workers is None:
-            self._pending = state or None
-        elif state:
-            self._load(state)
 
     def _load(self, state: dict[str, Any]) -> None:
         self._clock = int(state["clock"])

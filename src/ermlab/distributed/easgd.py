@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy
 
-from ermlab.distributed.base import Strategy, check_float, check_int
+from ermlab.distributed.base import WorkerPoolStrategy, check_float, check_int
 from ermlab.distributed.inprocess import build_server, load_server_state, replicas, server_state
 
 
-class EASGD(Strategy):
+class EASGD(WorkerPoolStrategy):
     """EASGD / EAMSGD with a centre variable on a server (see the module docstring).
 
     Args:
@@ -101,9 +101,7 @@ class EASGD(Strategy):
         for worker in self._workers:  # x^i = x̃ at the start
             worker.replica.load(centre)
         self._round = {k: numpy.zeros_like(a) for k, a in self._workers[0].replica.arrays().items()}
-        if self._pending is not None:
-            self._load(self._pending)
-            self._pending = None
+        self._load_pending()
 
     def train_step(self, trainer: Any, x: Any, y: Any, sample_weight: Any = None) -> float:
         if self._workers is None:
@@ -177,15 +175,6 @@ class EASGD(Strategy):
                 "round": self._round,
                 "workers": [{"steps": w.steps, "replica": w.replica.state_dict(),
                              "velocity": w.velocity} for w in self._workers]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state and len(state["workers"]) != self.workers:
-            raise ValueError(f"the saved EASGD run has {len(state['workers'])} workers; "
-                             f"this one has {self.workers}")
-        if self._workers is None:
-            self._pending = state or None
-        elif state:
-            self._load(state)
 
     def _load(self, state: dict[str, Any]) -> None:
         self._clock = int(state["clock"])

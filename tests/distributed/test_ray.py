@@ -204,13 +204,25 @@ try:
     trainer.fit(x, y, epochs=1, batch_size=8)
 except KeyboardInterrupt:
     print("after ctrl-c", settled())
+
+class Fails:  # an error after the epoch, outside the driver's waits on Ray
+    def on_epoch_end(self, trainer, logs):
+        raise RuntimeError("callback failed")
+
+trainer = mlp_trainer(optimizer=lambda p: optim.Adagrad(p, lr=0.1), callbacks=[Fails()],
+                      strategy=OnRay(Downpour(workers=1), num_cpus=1))
+try:
+    trainer.fit(x, y, epochs=2, batch_size=8)
+except RuntimeError:
+    print("after an error in on_epoch_end", settled())
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_ray_it_started_is_shut_down_after_success_and_ctrl_c():
+def test_a_ray_it_started_is_shut_down_after_success_ctrl_c_and_a_callback_error():
     """A fresh process (the session Ray would be found and kept): OnRay starts its own Ray
-    and leaves no Ray process or session files behind, after a finished fit and after Ctrl-C."""
+    and leaves no Ray process or session files behind, after a finished fit, after Ctrl-C and
+    after an error raised in on_epoch_end (Strategy.end_fit runs however the fit ends)."""
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
     import shutil
     import subprocess
@@ -228,6 +240,7 @@ def test_a_ray_it_started_is_shut_down_after_success_and_ctrl_c():
     assert done.returncode == 0, done.stderr[-2000:]
     assert "after success True" in done.stdout and "after ctrl-c True" in done.stdout, (
         done.stdout + done.stderr[-2000:])
+    assert "after an error in on_epoch_end True" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
 def test_data_go_to_the_object_store_once_per_fit_and_augment_is_refused(ray_session):

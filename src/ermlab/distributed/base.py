@@ -226,6 +226,10 @@ class Strategy:
         Σ hits) over the epoch's batches, as the Trainer's batch loop sums them."""
         raise NotImplementedError(f"{type(self).__name__} does not implement run_epoch")
 
+    def end_fit(self, trainer: Any) -> None:
+        """Called when ``fit`` ends, however it ends (after ``on_train_end``, or on an
+        error or Ctrl-C): stop whatever the strategy started (processes, actors)."""
+
     def epoch_logs(self, trainer: Any) -> dict[str, Any]:
         """Extra entries for the epoch's logs (history), e.g. staleness statistics."""
         return {}

@@ -40,11 +40,9 @@ object_store_memory=...)`` unless Ray is already running in this process,
 or ``address`` / ``RAY_ADDRESS`` names a cluster to join (``ray start
 --head`` on the first machine, ``ray start --address=HEAD:6379`` on the
 others, then ``address="HEAD:6379"`` or ``"auto"`` on the head). A Ray that
-``OnRay`` started is shut down, and the actors are killed, when the fit ends
-(``on_train_end``), when an error or Ctrl-C reaches the epoch (where the
-driver waits on Ray; a callback's error in ``on_batch_end`` included), or on
-``close()``; for an error raised in validation or ``on_epoch_end``,
-``ray.init``'s own exit handler shuts down a local Ray when the interpreter exits.
+``OnRay`` started is shut down, and the actors are killed, when the fit ends,
+however it ends (``Strategy.end_fit``: success, an error anywhere in the fit —
+a callback's included — or Ctrl-C), or on ``close()``.
 
 *Faults.* Async workers are restartable actors (``max_restarts``): a killed
 worker is restarted by Ray and its call retried; a restarted Downpour
@@ -363,8 +361,6 @@ class OnRay(Strategy):
             raise ValueError("OnRay's workers index the training data in Ray's object store; "
                              "the Trainer's augment needs each batch in this process — "
                              "leave out augment")
-        if not any(isinstance(c, _CloseOnTrainEnd) for c in trainer.callbacks):
-            trainer.callbacks.append(_CloseOnTrainEnd(self))
 
     # -- start and stop -------------------------------------------------------------
 
@@ -404,6 +400,9 @@ class OnRay(Strategy):
         except BaseException:
             self.close()
             raise
+
+    def end_fit(self, trainer: Any) -> None:
+        self.close()
 
     def close(self) -> None:
         """Kill the actors; shut Ray down if this strategy started it."""
@@ -622,15 +621,3 @@ class OnRay(Strategy):
 
     def __repr__(self) -> str:
         return f"OnRay({self.strategy!r}, address={self.address!r})"
-
-
-class _CloseOnTrainEnd:
-    """Ends an ``OnRay`` run when the fit ends: actors killed, a Ray it started shut down."""
-
-    order = 1000
-
-    def __init__(self, strategy: OnRay) -> None:
-        self.strategy = strategy
-
-    def on_train_end(self, trainer: Any, logs: dict[str, Any]) -> None:
-        self.strategy.close()

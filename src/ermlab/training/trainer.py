@@ -172,16 +172,21 @@ class Trainer:
         self._notify("on_train_begin", {"epochs": epochs, "initial_epoch": self.epoch,
                                         "steps_per_epoch": steps})
         self._restore_callback_states()
-        for _ in range(epochs):
-            logs = self._train_epoch(x, y, batch_size, sample_weight, steps)
-            if validation_data is not None:
-                logs.update({f"val_{k}": v for k, v in self.evaluate(*validation_data).items()})
-            for key, value in logs.items():
-                self.history.setdefault(key, []).append(value)
-            self._notify("on_epoch_end", logs)
-            if self.stop_training:
-                break
-        self._notify("on_train_end", {"epoch": self.epoch})
+        try:
+            for _ in range(epochs):
+                logs = self._train_epoch(x, y, batch_size, sample_weight, steps)
+                if validation_data is not None:
+                    logs.update({f"val_{k}": v
+                                 for k, v in self.evaluate(*validation_data).items()})
+                for key, value in logs.items():
+                    self.history.setdefault(key, []).append(value)
+                self._notify("on_epoch_end", logs)
+                if self.stop_training:
+                    break
+            self._notify("on_train_end", {"epoch": self.epoch})
+        finally:  # however the fit ends (an error, Ctrl-C): the strategy's workers stop
+            if self.strategy is not None:
+                self.strategy.end_fit(self)
         return self.history
 
     def _train_epoch(self, x: Any, y: Any, batch_size: int | None, sample_weight: Any,

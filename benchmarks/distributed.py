@@ -1,0 +1,298 @@
+"""Distributed strategies on a Fashion-MNIST MLP: throughput, time to accuracy, bytes per step.
+
+For 1 and 2 workers, every strategy of ``ermlab.distributed`` trains the same
+MLP (``--sizes``, default 784-256-10, ReLU) with plain SGD (``--lr``) and the
+same *per-worker* batch b (``--batch``) on ``--train`` Fashion-MNIST training
+images (pixels / 255 minus the training mean), validated after every epoch on
+``--val`` test images:
+
+* ermlab single process (the Trainer's own step, batch b);
+* SyncDataParallel in process (the Trainer draws the global batch k·b; k shards);
+* Downpour in process (n_fetch = n_push = 1; each Trainer batch goes to one worker);
+* EASGD in process (asynchronous, τ = ``--tau``, α = 0.9/k, η = lr);
+* OnRay(SyncDataParallel / Downpour / EASGD) on a local Ray started by the strategy
+  (``num_cpus=2``); its start is part of the first epoch's time;
+* Hogwild! (worker processes on one shared parameter vector, batch b each; the
+  spawn of the workers, ~1 s, is part of every epoch);
+* PyTorch: the same ``torch.nn`` MLP and SGD, 1 process, and DDP with 2 processes
+  (``torch.multiprocessing.spawn``, gloo backend on CPU, MASTER_ADDR=127.0.0.1,
+  each rank a disjoint half of every epoch's permutation, batch b per rank,
+  one thread per rank; 1 process uses 2 threads).
+
+Columns: examples/s of the *last* epoch (training examples over the epoch's
+training time, validation excluded; steady state), and the time to reach
+``--target`` validation accuracy (cumulative training time at the end of the
+first epoch whose validation accuracy reaches it, start-up included: Ray's start,
+Hogwild's spawns, DDP's process group; "—" if never), and the final validation
+accuracy. In-process strategies run their workers one after another in one
+process: they simulate the algorithms (staleness, averaging) but cannot be
+faster than one process.
+
+A second table gives the bytes each algorithm moves per worker step, from the
+parameter count P (float32: 4P bytes), and what that would mean for 100
+workers on 10 GbE (1.25 GB/s a link), each worker running at the step rate
+measured here for the single-process ermlab run:
+
+* parameter server (sync through a server, Downpour n_fetch = n_push = 1): each
+  worker pulls θ (4P) and pushes g (4P) every step; the server's link carries
+  N·8P per round of steps, so it bounds each worker to 1.25e9 / (N·8P) steps/s
+  (S server shards divide that load by S);
+* EASGD: every τ steps a worker sends x (4P) and gets the elastic δ back (4P):
+  8P/τ per step, N·8P/τ at the server;
+* ring all-reduce (DDP): each worker sends and receives 2(N−1)/N · 4P a step on
+  its own link, whatever N: the network stops being the bottleneck as N grows
+  (latency, 2(N−1) messages a step, then matters);
+* Hogwild!: shared memory in one machine; no network at all (it writes 4P bytes
+  of the memory bus per step for a dense model).
+
+Run by hand (never a test), on a quiet machine, with the OpenBLAS overrides unset
+(/work/shared/PERFORMANCE.md):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/distributed.py \\
+        [--train 20000] [--val 2000] [--epochs 4] [--batch 64] [--lr 0.05] [--target 0.8] \\
+        [--no-ray] [--no-torch]
+
+Measured: see MEASURED below (filled in from one run of this script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+MEASURED = """(not yet measured)"""
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def load_data(train: int, val: int):
+    """(x, y, x_val, y_val): float32 pixels / 255 minus the training mean, int64 labels."""
+    from ermlab.data import load
+
+    d = load("fashion-mnist")
+    x = np.asarray(d.x_train[:train], dtype=np.float32).reshape(train, -1)
+    xv = np.asarray(d.x_test[:val], dtype=np.float32).reshape(val, -1)
+    if x.max() > 1:
+        x, xv = x / 255, xv / 255
+    mean = x.mean(axis=0)
+    return ((x - mean).astype(np.float32), np.asarray(d.y_train[:train], dtype=np.int64),
+            (xv - mean).astype(np.float32), np.asarray(d.y_test[:val], dtype=np.int64))
+
+
+# -- ermlab runs --------------------------------------------------------------------------
+
+
+def ermlab_run(name: str, workers: int, data, args) -> dict:
+    """Train with the named strategy; per-epoch training times and validation accuracies."""
+    from ermlab import losses, nn, optim
+    from ermlab.distributed import EASGD, Downpour, Hogwild, OnRay, SyncDataParallel
+    from ermlab.training import Trainer
+
+    x, y, xv, yv = data
+    k, b = workers, args.batch
+    strategies = {
+        "ermlab single process": lambda: None,
+        "sync (in process)": lambda: SyncDataParallel(workers=k),
+        "Downpour (in process)": lambda: Downpour(workers=k),
+        "EASGD (in process)": lambda: EASGD(workers=k, tau=args.tau),
+        "sync on Ray": lambda: OnRay(SyncDataParallel(workers=k), num_cpus=2),
+        "Downpour on Ray": lambda: OnRay(Downpour(workers=k), num_cpus=2),
+        "EASGD on Ray": lambda: OnRay(EASGD(workers=k, tau=args.tau), num_cpus=2),
+        "Hogwild!": lambda: Hogwild(k),
+    }
+    model = nn.mlp(args.sizes, rng=0)
+    trainer = Trainer(model, losses.SoftmaxCrossEntropy(),
+                      optim.SGD(model.parameters(), lr=args.lr), rng=1,
+                      strategy=strategies[name]())
+    batch = k * b if name.startswith("sync") else b
+    history = trainer.fit(x, y, epochs=args.epochs, batch_size=batch, validation_data=(xv, yv))
+    return {"times": list(history["time"]), "val_accuracy": list(history["val_accuracy"]),
+            "in_loop": history.get("examples_per_second", [None])[-1]}
+
+
+# -- PyTorch runs -------------------------------------------------------------------------
+
+
+def _torch_worker(rank: int, world: int, port: int, data, args, out: str) -> None:
+    """One rank: the same MLP and SGD; DDP over gloo when world > 1."""
+    import torch
+    import torch.distributed as dist
+    from common import torch_mlp
+
+    torch.set_num_threads(max(1, 2 // world))
+    x, y, xv, yv = (torch.from_numpy(a) for a in data)
+    torch.manual_seed(0)
+    model = torch_mlp(args.sizes)
+    start = time.perf_counter()
+    if world > 1:
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    setup = time.perf_counter() - start
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(1)
+    times, accs = [], []
+    n, b = len(x), args.batch
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=gen)[rank::world]  # same permutation on all ranks
+        steps = len(order) // b + (len(order) % b > 0)
+        if world > 1:  # equal step counts, as DistributedSampler(drop_last=False) pads
+            steps = (n // world + b - 1) // b
+        for s in range(steps):
+            index = order[s * b:(s + 1) * b]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x[index]), y[index]).backward()
+            opt.step()
+        times.append(time.perf_counter() - start)
+        if rank == 0:
+            with torch.no_grad():
+                accs.append(float((model(xv).argmax(1) == yv).float().mean()))
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank == 0:
+        times[0] += setup
+        with open(out, "w") as f:
+            json.dump({"times": times, "val_accuracy": accs}, f)
+
+
+def torch_run(world: int, data, args) -> dict:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        if world == 1:
+            _torch_worker(0, 1, port, data, args, out)
+        else:
+            mp.spawn(_torch_worker, args=(world, port, data, args, out), nprocs=world, join=True)
+        with open(out) as f:
+            return json.load(f)
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def summarize(result: dict, n: int, target: float) -> tuple[float, float | None, float]:
+    """(examples/s of the last epoch, time to target or None, final accuracy)."""
+    times, accs = result["times"], result["val_accuracy"]
+    reach = next((i for i, a in enumerate(accs) if a >= target), None)
+    return n / times[-1], None if reach is None else sum(times[:reach + 1]), accs[-1]
+
+
+def bytes_table(p: int, step_rate: float, args) -> None:
+    """Bytes per worker step, and the 100-worker, 10 GbE projection."""
+    link, n = 1.25e9, 100
+    w = 4 * p
+    tau = args.tau
+    print(f"\nbytes per worker step, P = {p:,} parameters (4P = {w / 1e6:.3f} MB float32); "
+          f"projection: {n} workers, 10 GbE = {link / 1e9:.2f} GB/s a link, each worker at "
+          f"{step_rate:.0f} steps/s (measured, ermlab single process, batch {args.batch})")
+    rows = [
+        ("sync via parameter server", 2 * w, f"pull θ {w / 1e6:.3f} MB + push g "
+         f"{w / 1e6:.3f} MB", n * 2 * w, "server link"),
+        ("Downpour n_fetch=n_push=1", 2 * w, "pull θ + push g every step", n * 2 * w,
+         "server link"),
+        (f"EASGD τ={tau}", 2 * w / tau, f"send x + get δ every {tau} steps", n * 2 * w / tau,
+         "server link"),
+        ("ring all-reduce (DDP)", 2 * (n - 1) / n * w, f"send + receive 2(N−1)/N·4P, N={n}",
+         2 * (n - 1) / n * w, "each worker's link"),
+        ("Hogwild! (one machine)", 0.0, "shared memory: no network (4P on the memory bus)",
+         0.0, "—"),
+    ]
+    print(f"{'algorithm':28s} {'MB/step/worker':>14s} {'busiest link MB/step':>20s} "
+          f"{'GB/s needed':>11s} {'vs 1.25 GB/s':>12s} {'max steps/s/worker':>18s}")
+    for name, per_worker, how, busiest, where in rows:
+        need = busiest * step_rate
+        ratio = need / link
+        cap = link / busiest if busiest else float("inf")
+        print(f"{name:28s} {per_worker / 1e6:>14.3f} {busiest / 1e6:>20.2f} "
+              f"{need / 1e9:>11.2f} {ratio:>11.2f}× {cap:>18.1f}   ({how}; bottleneck: {where})")
+    print(f"worked: parameter server, {n} workers × 8P = {n * 2 * w / 1e6:.1f} MB per round × "
+          f"{step_rate:.0f} steps/s = {n * 2 * w * step_rate / 1e9:.1f} GB/s through one server "
+          f"link of 1.25 GB/s: {n * 2 * w * step_rate / link:.0f}× over; it needs ≥ "
+          f"{int(np.ceil(n * 2 * w * step_rate / link))} server shards, or each worker waits "
+          f"down to {link / (n * 2 * w):.1f} steps/s. Ring all-reduce moves "
+          f"{2 * (n - 1) / n * w / 1e6:.2f} MB a link per step = "
+          f"{2 * (n - 1) / n * w * step_rate / 1e9:.2f} GB/s at {step_rate:.0f} steps/s, "
+          f"independent of N.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=20000)
+    parser.add_argument("--val", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=64, help="per-worker batch b")
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--tau", type=int, default=4, help="EASGD communication period")
+    parser.add_argument("--target", type=float, default=0.80)
+    parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split("-")],
+                        default=[784, 256, 10])
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+
+    import threadpoolctl
+
+    blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads"))
+            for i in threadpoolctl.threadpool_info()]
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    print(f"CPU {cpu}, {os.cpu_count()} CPUs; BLAS {blas}; load average "
+          f"{os.getloadavg()[0]:.2f} before")
+    data = load_data(args.train, args.val)
+    p = sum(a * b + b for a, b in zip(args.sizes[:-1], args.sizes[1:]))
+    print(f"MLP {'-'.join(map(str, args.sizes))} ({p:,} parameters), SGD lr {args.lr}, "
+          f"per-worker batch {args.batch}, {args.train} train / {args.val} validation images, "
+          f"{args.epochs} epochs, target validation accuracy {args.target}")
+
+    runs = [("ermlab single process", 1)]
+    for name in ("sync (in process)", "Downpour (in process)", "EASGD (in process)"):
+        runs += [(name, 1), (name, 2)]
+    if not args.no_ray:
+        for name in ("sync on Ray", "Downpour on Ray", "EASGD on Ray"):
+            runs += [(name, 1), (name, 2)]
+    runs += [("Hogwild!", 1), ("Hogwild!", 2)]
+    if not args.no_torch:
+        runs += [("PyTorch (1 process)", 1), ("PyTorch DDP gloo", 2)]
+
+    print(f"\n{'algorithm':24s} {'workers':>7s} {'examples/s':>10s} {'vs single':>9s} "
+          f"{'s to ' + format(args.target, '.2f'):>9s} {'final acc':>9s} {'epoch s':>18s}")
+    single_rate = None
+    step_rate = None
+    total = time.perf_counter()
+    for name, k in runs:
+        if name.startswith("PyTorch"):
+            result = torch_run(k, data, args)
+        else:
+            result = ermlab_run(name, k, data, args)
+        rate, reach, acc = summarize(result, args.train, args.target)
+        if single_rate is None:
+            single_rate, step_rate = rate, rate / args.batch
+        epochs = " ".join(f"{t:.2f}" for t in result["times"])
+        note = (f"  (in the workers' loops, spawn excluded: {result['in_loop']:.0f} ex/s)"
+                if result.get("in_loop") else "")
+        print(f"{name:24s} {k:>7d} {rate:>10.0f} {rate / single_rate:>8.2f}× "
+              f"{'—' if reach is None else format(reach, '.2f'):>9s} {acc:>9.4f} {epochs:>18s}"
+              f"{note}", flush=True)
+    print(f"all runs: {time.perf_counter() - total:.0f} s; load average "
+          f"{os.getloadavg()[0]:.2f} after")
+    bytes_table(p, step_rate, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,3 +22,4 @@ from ermlab.distributed.sync import SyncDataParallel
 __all__ = ["DelayTolerantAdagrad", "Downpour", "EASGD", "Hogwild", "InProcessServer",
            "OnRay", "ParameterServer", "Pulled", "Server", "ShardedServer", "Strategy",
            "SyncDataParallel"]
+from ermlab.distributed.graph_split import SplitGraph as SplitGraph  # noqa: E402

@@ -228,3 +228,38 @@ def test_module_shared_across_partitions_is_refused():
         SplitGraph(g, [["ea"], ["eb", "sum"]])
     split = SplitGraph(g, [["ea", "eb"], ["sum"]])  # together they are fine
     assert len(split.parameters()) == 2
+
+
+def test_ray_placement_equals_unsplit_and_trains_the_same(ray_session):
+    """Each partition an actor: activations and gradients go actor to actor by reference."""
+    split = SplitGraph(residual_graph(), RESIDUAL_SPLIT, placement="ray")
+    try:
+        assert_same_passes(residual_graph(), split, (normal(1, (6, WIDTH)),), normal(2, (6, 3)))
+        multi = SplitGraph(multi_input_graph(), [["ea"], ["eb"], ["sum", "act", "cat", "out"]],
+                           placement="ray")
+        inputs = (normal(1, (5, 3)), normal(2, (5, 5)), normal(3, (5, 7)))
+        assert_same_passes(multi_input_graph(), multi, inputs, normal(4, (5, 2)))
+        multi.close()
+        rng = np.random.default_rng(0)
+        x, y = rng.standard_normal((32, WIDTH)), rng.integers(0, 3, 32)
+        trained = []
+        for model in (residual_graph(), split):
+            opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            Trainer(model, losses.SoftmaxCrossEntropy(), opt, rng=1).fit(
+                x, y, epochs=2, batch_size=16)
+            trained.append(model.state_dict())
+        for name in trained[0]:
+            np.testing.assert_allclose(trained[1][name], trained[0][name], rtol=0, atol=1e-12,
+                                       err_msg=name)
+    finally:
+        split.close()
+
+
+def test_ray_placement_refuses_an_unknown_placement_and_buffers():
+    with pytest.raises(ValueError, match="placement must be 'process' or 'ray'"):
+        SplitGraph(residual_graph(), RESIDUAL_SPLIT, placement="gpu")
+    with default_dtype(np.float64):
+        g = nn.Graph(inputs="x").add("fc", nn.Linear(3, 3, rng=0), "x")
+        g.add("bn", nn.BatchNorm1d(3), "fc").set_output("bn")
+    with pytest.raises(ValueError, match="does not carry buffers"):
+        SplitGraph(g, [["fc"], ["bn"]], placement="ray")

@@ -21,6 +21,13 @@ output is a ``Send`` box that packs every value another partition (or the
 caller) needs. Only arrays pass between partitions, each one copied, and the
 bytes are counted (``SplitGraph.traffic``).
 
+``placement="ray"`` puts each partition in a Ray actor (``PartitionActor``):
+activations and gradients then pass from actor to actor as object references
+(the driver holds references only, and the arrays are not counted in
+``traffic``); the driver's Parameters stay the ones the optimizer updates, so
+each forward carries a partition's weights in and each backward carries its
+parameter gradients out.
+
 Partitions run one after the other in an order where every partition comes
 after the partitions it receives from. An assignment where two partitions
 would have to send data to each other (P needs something of Q and Q something
@@ -107,6 +114,44 @@ class Partition:
         return self.graph.num_parameters()
 
 
+class PartitionActor:
+    """A partition living in a Ray actor (``ray.remote`` wraps this plain class at start).
+
+    The driver's Parameters stay the truth the optimizer updates: each ``forward``
+    carries the partition's current weights in, each ``backward`` carries its
+    parameter gradients out (added into the driver's ``grad``); activations and
+    their gradients go from actor to actor as Ray object references.
+    """
+
+    def __init__(self, partition: Partition) -> None:
+        self.part = partition
+        self.params = dict(partition.graph.named_parameters())
+        for param in self.params.values():  # Ray hands arrays over read-only
+            param.data = param.data.copy()
+            param.grad = array_module(param.data).zeros_like(param.data)
+
+    def forward(self, weights: dict[str, Any], training: bool, *values: Any) -> Any:
+        for name, array in weights.items():
+            self.params[name].data[...] = array
+        self.part.graph.train(training)
+        sent = self.part.forward(dict(zip(self.part.receives, values)))
+        result = tuple(sent[name] for name in self.part.sends)
+        return result[0] if len(result) == 1 else result
+
+    def backward(self, counts: list[int], *grads: Any) -> tuple:
+        """``counts[i]`` gradients of ``sends[i]`` (one per reading partition), summed here;
+        returns (parameter gradients, gradient of each received value)."""
+        for param in self.params.values():
+            param.zero_grad()
+        summed, start = {}, 0
+        for name, count in zip(self.part.sends, counts):
+            summed[name] = sum(grads[start + 1:start + count], grads[start])
+            start += count
+        back = self.part.backward(summed, input_grad=True)
+        param_grads = {name: param.grad for name, param in self.params.items()}
+        return (param_grads, *(back[name] for name in self.part.receives))
+
+
 class SplitGraph(Module):
     """An ``nn.Graph`` split into partitions joined by Send/Receive pairs; a drop-in Module.
 
@@ -132,8 +177,10 @@ class SplitGraph(Module):
 
     def __init__(self, graph: Graph, partitions: Sequence[Sequence[str]] | None = None, *,
                  devices: Mapping[str, Hashable] | None = None,
-                 n_partitions: int | None = None) -> None:
+                 n_partitions: int | None = None, placement: str = "process") -> None:
         super().__init__()
+        if placement not in ("process", "ray"):
+            raise ValueError(f"placement must be 'process' or 'ray'; got {placement!r}")
         if not isinstance(graph, Graph):
             raise TypeError(f"SplitGraph splits an nn.Graph; got {type(graph).__name__}")
         given = [partitions is not None, devices is not None, n_partitions is not None]
@@ -156,7 +203,11 @@ class SplitGraph(Module):
         object.__setattr__(self, "graph", graph)
         object.__setattr__(self, "partitions", _build(graph, order, groups, labels, where))
         object.__setattr__(self, "traffic", {"forward": 0, "backward": 0})
-        object.__setattr__(self, "_sent_to", None)
+        object.__setattr__(self, "placement", placement)
+        object.__setattr__(self, "_actors", None)
+        if placement == "ray" and any(True for _ in graph.named_buffers()):
+            raise ValueError("placement='ray' does not carry buffers (batch-norm running "
+                             "statistics) back from the actors; use placement='process'")
         self.train(graph.training)
 
     # -- the two passes -----------------------------------------------------------
@@ -166,6 +217,8 @@ class SplitGraph(Module):
         if len(inputs) != len(graph.input_names):
             raise ValueError(f"SplitGraph expects {len(graph.input_names)} inputs "
                              f"{graph.input_names}; got {len(inputs)}")
+        if self.placement == "ray":
+            return self._forward_ray(inputs)
         values = dict(zip(graph.input_names, inputs))
         sent = 0
         for part in self.partitions:
@@ -184,6 +237,8 @@ class SplitGraph(Module):
         return values[graph.output_name]
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        if self.placement == "ray":
+            return self._backward_ray(grad_out, input_grad)
         graph = self.graph
         grads: dict[str, Any] = {graph.output_name: grad_out}
         sent = 0
@@ -206,6 +261,68 @@ class SplitGraph(Module):
             grads[name] if name in grads else xp.zeros(shape, dtype=dtype)
             for name, (shape, dtype) in zip(graph.input_names, self._cached("_inputs_like")))
         return result[0] if len(result) == 1 else result
+
+    # -- Ray placement: each partition an actor ------------------------------------
+
+    def _start_actors(self) -> list[Any]:
+        from ermlab.distributed.ray_backend import import_ray
+
+        ray = import_ray()
+        if not ray.is_initialized():
+            raise RuntimeError("SplitGraph(placement='ray') needs a running Ray: call "
+                               "ray.init(...) (or run under OnRay) before the first forward")
+        remote = ray.remote(num_cpus=0, max_restarts=0)(PartitionActor)
+        actors = [remote.remote(part) for part in self.partitions]
+        object.__setattr__(self, "_actors", actors)
+        return actors
+
+    def _forward_ray(self, inputs: tuple) -> Any:
+        import ray
+
+        actors = self._actors or self._start_actors()
+        values: dict[str, Any] = dict(zip(self.graph.input_names, inputs))
+        for part, actor in zip(self.partitions, actors):
+            weights = {name: p.data for name, p in part.graph.named_parameters()}
+            refs = actor.forward.options(num_returns=len(part.sends)).remote(
+                weights, self.training, *(values[name] for name in part.receives))
+            values.update(zip(part.sends, refs if len(part.sends) > 1 else [refs]))
+        if self.training:
+            self._inputs_like = [(x.shape, x.dtype) for x in inputs]
+        return ray.get(values[self.graph.output_name])
+
+    def _backward_ray(self, grad_out: Any, input_grad: bool) -> Any:
+        import ray
+
+        graph = self.graph
+        grads: dict[str, list[Any]] = {graph.output_name: [grad_out]}
+        pending = []
+        for part, actor in zip(reversed(self.partitions), reversed(self._actors)):
+            lists = [grads.pop(name) for name in part.sends]
+            refs = actor.backward.options(num_returns=1 + len(part.receives)).remote(
+                [len(g) for g in lists], *(g for group in lists for g in group))
+            pending.append((part, refs[0]))
+            for name, ref in zip(part.receives, refs[1:]):
+                grads.setdefault(name, []).append(ref)
+        for part, ref in pending:
+            params = dict(part.graph.named_parameters())
+            for name, grad in ray.get(ref).items():
+                params[name].grad += grad
+        if not input_grad:
+            return None
+        like = self._cached("_inputs_like")
+        result = tuple(sum(ray.get(grads[name])) if name in grads
+                       else array_module(grad_out).zeros(shape, dtype=dtype)
+                       for name, (shape, dtype) in zip(graph.input_names, like))
+        return result[0] if len(result) == 1 else result
+
+    def close(self) -> None:
+        """Stop the partition actors (placement='ray'); the next forward starts new ones."""
+        if self._actors:
+            import ray
+
+            for actor in self._actors:
+                ray.kill(actor)
+        object.__setattr__(self, "_actors", None)
 
     # -- the Module face: the unsplit graph's parameter names ---------------------
 

@@ -19,12 +19,15 @@ images (pixels / 255 minus the training mean), validated after every epoch on
   each rank a disjoint half of every epoch's permutation, batch b per rank,
   one thread per rank; 1 process uses 2 threads).
 
-Columns: examples/s of the *last* epoch (training examples over the epoch's
-training time, validation excluded; steady state), and the time to reach
+Columns: examples/s of the fastest epoch after the first (training examples
+over the epoch's training time, validation excluded; steady state, and the
+least disturbed by other programs on a shared machine), and the time to reach
 ``--target`` validation accuracy (cumulative training time at the end of the
 first epoch whose validation accuracy reaches it, start-up included: Ray's start,
-Hogwild's spawns, DDP's process group; "—" if never), and the final validation
-accuracy. In-process strategies run their workers one after another in one
+Hogwild's spawns, DDP's process group; "—" if never), the final validation
+accuracy, "busy": the machine's busy cores during the run from /proc/stat (ours
+and everybody else's; 2 = both cores), and every epoch's training seconds.
+In-process strategies run their workers one after another in one
 process: they simulate the algorithms (staleness, averaging) but cannot be
 faster than one process.
 
@@ -187,10 +190,20 @@ def torch_run(world: int, data, args) -> dict:
 
 
 def summarize(result: dict, n: int, target: float) -> tuple[float, float | None, float]:
-    """(examples/s of the last epoch, time to target or None, final accuracy)."""
+    """(examples/s of the fastest epoch after the first, time to target or None, final
+    accuracy)."""
     times, accs = result["times"], result["val_accuracy"]
     reach = next((i for i, a in enumerate(accs) if a >= target), None)
-    return n / times[-1], None if reach is None else sum(times[:reach + 1]), accs[-1]
+    steady = min(times[1:]) if len(times) > 1 else times[0]
+    return n / steady, None if reach is None else sum(times[:reach + 1]), accs[-1]
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the whole machine since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
 
 
 def bytes_table(p: int, step_rate: float, args) -> None:
@@ -271,15 +284,19 @@ def main() -> None:
         runs += [("PyTorch (1 process)", 1), ("PyTorch DDP gloo", 2)]
 
     print(f"\n{'algorithm':24s} {'workers':>7s} {'examples/s':>10s} {'vs single':>9s} "
-          f"{'s to ' + format(args.target, '.2f'):>9s} {'final acc':>9s} {'epoch s':>18s}")
+          f"{'s to ' + format(args.target, '.2f'):>9s} {'final acc':>9s} {'busy':>5s} "
+          f"{'epoch s':>18s}")
     single_rate = None
     step_rate = None
     total = time.perf_counter()
     for name, k in runs:
+        before = busy_jiffies()
         if name.startswith("PyTorch"):
             result = torch_run(k, data, args)
         else:
             result = ermlab_run(name, k, data, args)
+        after = busy_jiffies()
+        busy = (after[0] - before[0]) / max(after[1] - before[1], 1) * (os.cpu_count() or 1)
         rate, reach, acc = summarize(result, args.train, args.target)
         if single_rate is None:
             single_rate, step_rate = rate, rate / args.batch
@@ -287,7 +304,8 @@ def main() -> None:
         note = (f"  (in the workers' loops, spawn excluded: {result['in_loop']:.0f} ex/s)"
                 if result.get("in_loop") else "")
         print(f"{name:24s} {k:>7d} {rate:>10.0f} {rate / single_rate:>8.2f}× "
-              f"{'—' if reach is None else format(reach, '.2f'):>9s} {acc:>9.4f} {epochs:>18s}"
+              f"{'—' if reach is None else format(reach, '.2f'):>9s} {acc:>9.4f} {busy:>5.2f} "
+              f"{epochs:>18s}"
               f"{note}", flush=True)
     print(f"all runs: {time.perf_counter() - total:.0f} s; load average "
           f"{os.getloadavg()[0]:.2f} after")

@@ -263,6 +263,10 @@ def module_cases():
         yield "ResNeXtBlock", nn.ResNeXtBlock(4, 1, cardinality=2, base_width=64, rng=0), \
             [(2, 4, 3, 3)]
         yield "InceptionModule", nn.InceptionModule(2, 1, 1, 1, 1, 1, 1, rng=0), [(2, 2, 4, 4)]
+        from ermlab.distributed.graph_split import SplitGraph  # (H10) a Graph split in two
+        g = nn.Graph(inputs=["a", "b"]).add("fc", nn.Linear(3, 3, rng=0), "a")
+        g.add("act", nn.Tanh(), "fc").add("sum", nn.Add(), ["act", "b"]).set_output("sum")
+        yield "SplitGraph", SplitGraph(g, [["fc"], ["act", "sum"]]), [(4, 3), (4, 3)]
 
 
 CASES = list(module_cases())

@@ -17,7 +17,7 @@ the gradients of all its readers — the multivariate chain rule, as in
 
 Each partition is an object of its own (``Partition``) holding a sub-``Graph``
 of its boxes: its inputs are the graph inputs and the values it receives, its
-output is a ``Send`` box that packs every value another partition (or the
+output is a Send box (``_Send``) that packs every value another partition (or the
 caller) needs. Only arrays pass between partitions, each one copied, and the
 bytes are counted (``SplitGraph.traffic``).
 
@@ -56,7 +56,7 @@ from ermlab.nn.graph import Graph
 from ermlab.nn.module import Module
 
 
-class Send(Module):
+class _Send(Module):
     """The sending end of a partition: packs the values leaving it into one tuple.
 
     fprop: (v₁, …, vₖ) ↦ (v₁, …, vₖ);  bprop: (g₁, …, gₖ) ↦ (g₁, …, gₖ).
@@ -96,7 +96,7 @@ class Partition:
         send = "send"
         while send in self.graph.edges or send in receives:
             send += "_"
-        self.graph.add(send, Send(), sends).set_output(send)
+        self.graph.add(send, _Send(), sends).set_output(send)
 
     def forward(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """fprop of the subgraph on received values; returns ``{sent value: array}``."""
@@ -171,9 +171,14 @@ class SplitGraph(Module):
     graph's (same parameter names), so ``Trainer(SplitGraph(g, ...), ...)`` trains
     it unchanged. ``traffic`` holds the bytes sent between partitions by the last
     ``forward`` (activations) and ``backward`` (gradients); ``report()`` prints them.
+
+    The forward cache is each partition's sub-Graph cache (``cache_state()``), so a
+    SplitGraph may be called at several sites like any Module. With
+    ``placement="ray"`` the caches live in the actors: a backward follows the
+    latest forward.
     """
 
-    forward_cache = ("_inputs_like",)
+    forward_cache = ("_sites", "_inputs_like")
 
     def __init__(self, graph: Graph, partitions: Sequence[Sequence[str]] | None = None, *,
                  devices: Mapping[str, Hashable] | None = None,
@@ -220,7 +225,7 @@ class SplitGraph(Module):
         if self.placement == "ray":
             return self._forward_ray(inputs)
         values = dict(zip(graph.input_names, inputs))
-        sent = 0
+        sent, sites = 0, []
         for part in self.partitions:
             mine = {}
             for name in part.receives:
@@ -230,8 +235,9 @@ class SplitGraph(Module):
                     mine[name] = _wire(values[name])
                     sent += mine[name].nbytes
             values.update(part.forward(mine))
+            sites.append(part.graph.cache_state())
         if self.training:
-            self._inputs_like = [(x.shape, x.dtype) for x in inputs]
+            self._sites, self._inputs_like = sites, [(x.shape, x.dtype) for x in inputs]
         self.traffic["forward"] = sent
         self.traffic["backward"] = 0
         return values[graph.output_name]
@@ -242,7 +248,8 @@ class SplitGraph(Module):
         graph = self.graph
         grads: dict[str, Any] = {graph.output_name: grad_out}
         sent = 0
-        for part in reversed(self.partitions):
+        for part, site in zip(reversed(self.partitions), reversed(self._cached("_sites"))):
+            part.graph.restore_cache(site)
             wants = input_grad or any(n not in graph.input_names for n in part.receives)
             back = part.backward(grads, input_grad=wants)
             for name, grad in back.items():

@@ -57,60 +57,63 @@ Run by hand (never a test), on a quiet machine, with the OpenBLAS overrides unse
 
 Measured, one run (2026-11-30, Intel Xeon @ 2.80GHz under KVM, 2 CPUs, OpenBLAS
 SkylakeX, 2 threads; numpy float32; torch 2.13.0 CPU; Ray 2.60.0; defaults: 20k train,
-2k validation, 4 epochs, b = 64, SGD lr 0.05, EASGD τ = 4; load average 2.87 before
-(another helper's test suite had just ended), 4.58 after; 190 s in all). k: workers;
+2k validation, 4 epochs, b = 64, SGD lr 0.05, EASGD τ = 4; load average 1.74 before
+(falling after another helper's test suite), 2.66 after; 163 s in all). k: workers;
 ×1: rate over the single process; s→.80: seconds to 0.80 validation accuracy;
 "in loop": Hogwild!'s examples/s inside the workers' loops, spawn excluded::
 
     algorithm             k   ex/s    ×1  s→.80    acc busy  epoch s
-    ermlab single process 1  66648  1.00   0.36  .8450 1.91  0.36 0.32 0.34 0.30
-    sync (in process)     1  53146  0.80   0.34  .8450 2.00  0.34 0.51 0.52 0.38
-    sync (in process)     2  45449  0.68   1.01  .8330 2.00  0.52 0.49 0.44 0.44
-    Downpour (in process) 1  50235  0.75   0.39  .8450 2.00  0.39 0.40 0.45 0.43
-    Downpour (in process) 2  49453  0.74   0.45  .8440 2.00  0.45 0.42 0.40 0.44
-    EASGD (in process)    1  49052  0.74   0.82  .8385 2.00  0.41 0.41 0.42 0.64
-    EASGD (in process)    2  41698  0.63   3.83  .8250 1.98  2.85 0.50 0.48 0.51
-    sync on Ray           1   6117  0.09   9.35  .8450 1.70  9.35 3.27 3.69 3.63
-    sync on Ray           2   8903  0.13  10.90  .8330 1.83  8.66 2.25 2.28 2.41
-    Downpour on Ray       1   4709  0.07   8.58  .8450 1.92  8.58 4.29 4.26 4.25
-    Downpour on Ray       2   4000  0.06  12.59  .8440 1.93  12.59 5.00 5.12 5.01
-    EASGD on Ray          1  10549  0.16  10.54  .8385 1.90  8.18 2.36 1.90 2.38
-    EASGD on Ray          2  11764  0.18  12.71  .8250 1.92  8.80 2.03 1.88 1.70
-    Hogwild!              1  21401  0.32   0.91  .8525 2.00  0.91 0.93 1.04 1.07 (42127 in loop)
-    Hogwild!              2  15068  0.23   1.46  .8535 2.00  1.46 2.04 1.33 1.67 (28688 in loop)
-    PyTorch (1 process)   1  14557  0.22  12.15  .8410 1.99  6.48 5.67 9.20 1.37
-    PyTorch DDP gloo      2  18159  0.27  10.60  .8135 1.79  7.11 1.19 1.19 1.10
-    all runs: 190 s; load average 4.58 after
+    ermlab single process 1  63946  1.00   0.35  .8450 1.87  0.35 0.39 0.31 0.40
+    sync (in process)     1  50197  0.78   0.56  .8450 2.00  0.56 0.40 0.42 0.45
+    sync (in process)     2  38900  0.61   1.02  .8330 2.00  0.51 0.51 0.53 0.52
+    Downpour (in process) 1  46939  0.73   0.56  .8450 2.00  0.56 0.64 0.56 0.43
+    Downpour (in process) 2  36975  0.58   0.67  .8440 2.00  0.67 0.54 0.66 0.66
+    EASGD (in process)    1  45936  0.72   0.87  .8385 2.00  0.44 0.44 0.46 0.53
+    EASGD (in process)    2  53795  0.84   1.41  .8250 2.00  0.46 0.51 0.43 0.37
+    sync on Ray           1   6557  0.10   7.52  .8450 1.24  7.52 3.25 3.52 3.05
+    sync on Ray           2   9139  0.14   9.72  .8330 1.41  7.23 2.49 2.33 2.19
+    Downpour on Ray       1   4193  0.07   8.57  .8450 1.25  8.57 5.17 4.77 4.81
+    Downpour on Ray       2   3703  0.06   9.47  .8430 1.51  9.47 5.40 7.02 5.51
+    EASGD on Ray          1   7214  0.11  12.76  .8385 1.30  8.93 3.84 2.97 2.77
+    EASGD on Ray          2  11523  0.18  10.62  .8245 1.42  7.03 1.86 1.74 1.76
+    Hogwild!              1  22014  0.34   1.13  .8525 1.12  1.13 0.91 0.96 1.06 (39953 in loop)
+    Hogwild!              2  18662  0.29   1.11  .8500 1.44  1.11 1.13 1.15 1.07 (68968 in loop)
+    PyTorch (1 process)   1  38608  0.60   1.11  .8410 1.23  0.59 0.52 0.60 0.54
+    PyTorch DDP gloo      2  20642  0.32   7.54  .8135 1.46  4.46 1.11 1.00 0.97
+    all runs: 163 s; load average 2.66 after
 
     bytes per worker step, P = 203,530 (4P = 0.814 MB); 100 workers at the measured
-    1041 steps/s (ermlab single process, b = 64), 10 GbE = 1.25 GB/s a link:
+    999 steps/s (ermlab single process, b = 64), 10 GbE = 1.25 GB/s a link:
     algorithm                  MB/step/wkr busiest MB    GB/s   ÷1.25 max st/s
-    sync via parameter server        1.628     162.82  169.56 135.65×      7.7
-    Downpour n_fetch=n_push=1        1.628     162.82  169.56 135.65×      7.7
-    EASGD τ=4                        0.407      40.71   42.39  33.91×     30.7
-    ring all-reduce (DDP)            1.612       1.61    1.68   1.34×    775.5
+    sync via parameter server        1.628     162.82  162.69 130.15×      7.7
+    Downpour n_fetch=n_push=1        1.628     162.82  162.69 130.15×      7.7
+    EASGD τ=4                        0.407      40.71   40.67  32.54×     30.7
+    ring all-reduce (DDP)            1.612       1.61    1.61   1.29×    775.5
     Hogwild! (one machine)           0.000       0.00    0.00   0.00×      inf
 
-Reading it. On 2 cores nothing beats the single process (66.6k ex/s), which already
+Reading it. On 2 cores nothing beats the single process (63.9k ex/s), which already
 keeps both cores busy with 2 BLAS threads; the in-process strategies simulate k
-workers in one process at a cost of 20–37 % (θ copies into the replicas, shard
+workers in one process at a cost of 16–42 % (θ copies into the replicas, shard
 bookkeeping). On Ray every step is actor calls that carry θ and g (0.8 MB each)
-through the object store: 6–14 ms a step against ~1 ms of compute in the single
-process, so the steady rates are 6–18 % of it, and the local Ray start adds ~5–8 s
+through the object store: 9–15 ms a step against ~1 ms of compute in the single
+process, so the steady rates are 6–18 % of it, and the local Ray start adds ~4–6 s
 to the first epoch, which dominates the time to 0.80; 2 workers beat 1 on Ray for
-sync (1.46×) and EASGD (1.12×), not for Downpour (its 2 workers contend for the one
-server actor). Hogwild! on this dense MLP is slower with 2 workers than with 1
-(28.7k vs 42.1k ex/s in the workers' loops): every step writes all 203k parameters,
-so the workers fight over the same cache lines, and each worker has one BLAS thread;
-its ~0.5 s spawn per epoch halves the epoch rate. The sparse problem, where Hogwild!
-scales, is benchmarks/hogwild.py. PyTorch's epochs were erratic here (1.4–9.2 s for
-the same work; MKL on a shared 2-core VM); DDP over gloo with 2 ranks ran 1.25× the
-1-process PyTorch rate and its first epoch carries ~6 s of spawn and process-group
-start. Every run reaches 0.81–0.85 validation accuracy in 4 epochs; the 2-worker
-asynchronous runs end slightly lower (EASGD 0.825 vs 0.839). The bytes table: one
-parameter server for 100 workers needs 136× a 10 GbE link at this step rate (≥ 136
-shards, or 7.7 steps/s a worker), EASGD τ = 4 needs 34×, a ring all-reduce 1.34× a
-worker's own link whatever N (larger batches or fp16 gradients bring it under).
+sync (1.39×) and EASGD (1.60×), not for Downpour (0.88×: its 2 workers pull and push
+through the one server actor every step). Hogwild! on this dense MLP: 2 workers ran
+1.73× one worker inside their loops (69.0k vs 40.0k ex/s, one BLAS thread each), but
+the ~0.6 s spawn of the workers every epoch outweighs a 0.3–0.5 s epoch, so the
+epoch rate is 0.29–0.34× the single process (an earlier run, during another helper's
+test suite, gave 28.7k vs 42.1k in the loops: every step writes all 203k shared
+parameters, and the ratio moves with the load; the sparse problem is
+benchmarks/hogwild.py). PyTorch with 1 process ran 38.6k ex/s (0.60× ermlab); DDP
+over gloo with 2 ranks of one thread ran 0.53× that (an all-reduce of 0.8 MB over
+loopback every 1–2 ms step on 2 shared cores), and its first epoch carries ~3.5 s of
+spawn and process-group start. Every run reaches 0.81–0.85 validation accuracy in 4
+epochs; the 2-worker runs end slightly lower (sync 0.833 vs 0.845, EASGD 0.825
+vs 0.839 with 1 worker; sync with 2 workers takes half the steps). The bytes table: one parameter
+server for 100 workers needs 130× a 10 GbE link at this step rate (≥ 131 shards, or
+7.7 steps/s a worker), EASGD τ = 4 needs 33×, a ring all-reduce 1.29× a worker's own
+link whatever N (larger batches or fp16 gradients bring it under).
 """
 
 from __future__ import annotations

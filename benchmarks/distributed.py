@@ -109,11 +109,11 @@ benchmarks/hogwild.py). PyTorch with 1 process ran 38.6k ex/s (0.60× ermlab); D
 over gloo with 2 ranks of one thread ran 0.53× that (an all-reduce of 0.8 MB over
 loopback every 1–2 ms step on 2 shared cores), and its first epoch carries ~3.5 s of
 spawn and process-group start. Every run reaches 0.81–0.85 validation accuracy in 4
-epochs; the 2-worker runs end slightly lower (sync 0.833 vs 0.845, EASGD 0.825
-vs 0.839 with 1 worker; sync with 2 workers takes half the steps). The bytes table: one parameter
-server for 100 workers needs 130× a 10 GbE link at this step rate (≥ 131 shards, or
-7.7 steps/s a worker), EASGD τ = 4 needs 33×, a ring all-reduce 1.29× a worker's own
-link whatever N (larger batches or fp16 gradients bring it under).
+epochs; the 2-worker runs end slightly lower (sync 0.833 vs 0.845, EASGD 0.825 vs
+0.839 with 1 worker; sync with 2 workers takes half the steps). The bytes table: one
+parameter server for 100 workers needs 130× a 10 GbE link at this step rate (≥ 131
+shards, or 7.7 steps/s a worker), EASGD τ = 4 needs 33×, a ring all-reduce 1.29× a
+worker's own link whatever N (larger batches or fp16 gradients bring it under).
 """
 
 from __future__ import annotations

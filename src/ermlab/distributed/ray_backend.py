@@ -545,11 +545,7 @@ class OnRay(Strategy):
                 numpy.copyto(mine, theirs)
         if trainer.regularizer is not None:
             value += trainer.regularizer.penalty(trainer.params)
-            trainer.regularizer.add_gradient(trainer.params)
-        trainer.optimizer.step()
-        if hasattr(trainer.regularizer, "apply"):
-            trainer.regularizer.apply(trainer.params)
-        trainer.step += 1
+        trainer.apply_update()
         return value
 
     # -- epoch end: copy the server's state into the Trainer ---------------------------

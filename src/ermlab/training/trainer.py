@@ -120,13 +120,18 @@ class Trainer:
             return value
         self.optimizer.zero_grad()
         self.model.backward(self.loss.backward(), input_grad=False)
+        self.apply_update()
+        return value
+
+    def apply_update(self) -> None:
+        """The end of a step, once ∂L/∂θ is in the parameters' gradients: add λ∇Ω, take the
+        optimizer's step, project onto the constraint (max-norm), count the update."""
         if self.regularizer is not None:
             self.regularizer.add_gradient(self.params)
         self.optimizer.step()
         if hasattr(self.regularizer, "apply"):
             self.regularizer.apply(self.params)
         self.step += 1
-        return value
 
     # -- the loop ---------------------------------------------------------------------
 

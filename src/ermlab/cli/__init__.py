@@ -6,6 +6,7 @@
     ermlab search      grid or random hyperparameter search from a TOML file
     ermlab datasets    the datasets, where they are cached, and downloads
     ermlab gradcheck   finite-difference check of every built-in component
+    ermlab lab         compare optimizers: benchmark problems, tuning protocol, reports
 
 Errors are one line on stderr and exit code 2; ``--debug`` (before or after the
 command) shows the traceback. ``python -m ermlab`` is the same command.
@@ -22,10 +23,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ermlab import __version__
-from ermlab.cli import datasets, evaluate, gradcheck, search, train
+from ermlab.cli import datasets, evaluate, gradcheck, lab, search, train
 
 EXIT_USAGE = 2
-COMMANDS = (train, evaluate, datasets, search, gradcheck)
+COMMANDS = (train, evaluate, datasets, search, gradcheck, lab)
 DEBUG_HELP = "show tracebacks on errors"
 
 

@@ -1,0 +1,112 @@
+"""``ermlab lab ...``: the optimizer lab (``ermlab.lab``).
+
+    ermlab lab run        tune every optimizer on every problem, rerun the best over seeds
+    ermlab lab problems   the problems and optimizers the lab knows, with their settings
+    ermlab lab summary    the metrics of a results folder (final/best test metrics, seeds)
+
+Each lab subcommand lives in a function ``add_<name>(subcommands)``; the report and
+picture subcommands come from ``ermlab.cli.lab_report`` (``add_commands(subcommands)``)
+when that module exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+DEBUG_HELP = "show tracebacks on errors"
+
+
+def add_commands(commands) -> None:
+    parser = commands.add_parser(
+        "lab", help="compare optimizers: benchmark problems, tuning protocol, reports",
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    subcommands = parser.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND",
+                                        help="`ermlab lab LAB_COMMAND --help` lists its options")
+    for add in (add_run, add_problems, add_summary):
+        add(subcommands)
+    if importlib.util.find_spec("ermlab.cli.lab_report") is not None:
+        from ermlab.cli import lab_report
+
+        lab_report.add_commands(subcommands)
+    for command in subcommands.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=DEBUG_HELP)
+
+
+def add_run(subcommands) -> None:
+    parser = subcommands.add_parser(
+        "run", help="tune optimizers on problems and rerun the best setting over seeds",
+        description="Same tuning budget for every optimizer (learning rate on a log grid or "
+                    "drawn log-uniformly, optionally momentum/β₁), scored on a validation "
+                    "split; the best setting is rerun over --seeds seeds in parallel processes. "
+                    "One JSON file per run under --out; a rerun skips finished runs.")
+    parser.add_argument("--problems", default="logreg,mlp,fmnist_2c2d",
+                        help="comma-separated problem names (`ermlab lab problems`), "
+                             "or a TOML file describing your own problem")
+    parser.add_argument("--optimizers", default="sgd,momentum,nesterov,adam,adagrad,rmsprop",
+                        help="comma-separated optimizer names (`ermlab lab problems`)")
+    parser.add_argument("--budget", default="small",
+                        help="problem size: full (published settings), small (the suite "
+                             "fits ~30 min on 2 cores) or tiny (seconds)")
+    parser.add_argument("--epochs", type=int, default=None, help="override every problem's epochs")
+    parser.add_argument("--search", choices=("grid", "random"), default="grid",
+                        help="log-grid or random (log-uniform) search of the learning rate")
+    parser.add_argument("--trials", type=int, default=5,
+                        help="tuning budget: settings tried per optimizer and problem")
+    parser.add_argument("--lr-range", default="1e-4,1", metavar="LOW,HIGH",
+                        help="learning-rate interval searched")
+    parser.add_argument("--tune-momentum", action="store_true",
+                        help="also search momentum (SGD variants) or β₁ (Adam variants) "
+                             "in [0.5, 0.99]")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds of the best setting")
+    parser.add_argument("--n-jobs", type=int, default=None,
+                        help="worker processes (default: the CPUs available)")
+    parser.add_argument("--data-path", default=None,
+                        help="folder with the IDX files (train-images-idx3-ubyte.gz, ...) of "
+                             "an MNIST-format data set")
+    parser.add_argument("--out", default="lab-results", help="results folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def add_problems(subcommands) -> None:
+    parser = subcommands.add_parser("problems", help="the lab's problems and optimizers")
+    parser.add_argument("--budget", default="full", help="full, small or tiny")
+    parser.set_defaults(run=list_problems)
+
+
+def add_summary(subcommands) -> None:
+    parser = subcommands.add_parser("summary", help="metrics of a results folder")
+    parser.add_argument("results", help="the folder `ermlab lab run --out` wrote")
+    parser.add_argument("--target", type=float, default=None,
+                        help="test accuracy (or loss, for problems without accuracy) to reach, "
+                             "for epochs and seconds to target")
+    parser.set_defaults(run=summary)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ermlab.lab import protocol
+
+    study = protocol.Study.from_cli(args)
+    summary_lines = study.run(progress=not args.no_progress)
+    for line in summary_lines:
+        print(line)
+    return 0
+
+
+def list_problems(args: argparse.Namespace) -> int:
+    from ermlab.lab import problems, protocol
+
+    for name in problems.names():
+        print(problems.describe(problems.get(name, budget=args.budget)))
+    print("optimizers: " + ", ".join(protocol.optimizer_names()))
+    return 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    from ermlab.lab import metrics, results
+
+    for line in metrics.summary_lines(results.load_all(args.results), target=args.target):
+        print(line)
+    return 0

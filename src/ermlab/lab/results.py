@@ -1,0 +1,228 @@
+"""Lab results: one JSON file per run, in DeepOBS's layout (Schneider, Balles & Hennig 2019).
+
+A run is one optimizer with one hyperparameter setting and one seed on one
+problem. Its file lives at
+
+    ROOT/<problem>/<optimizer>/<setting>/random_seed__<seed>.json
+
+with ``<setting>`` the hyperparameters as DeepOBS writes them
+(``batch_size__128__lr__1e-03__momentum__0.9``), and holds DeepOBS's keys:
+
+====================  =========================================================
+key                   value
+====================  =========================================================
+testproblem           problem name (``fmnist_2c2d``, ``rosenbrock`` ...)
+optimizer_name        the lab's optimizer name (``sgd``, ``momentum``, ``adam``...)
+optimizer_hyperparams {"lr": ..., and what else was set, e.g. "momentum": 0.9}
+random_seed           the seed of initialization, shuffling and dropout
+batch_size            mini-batch size (null: full batch)
+weight_decay          λ of the L2 penalty λ‖W‖² of the problem
+num_epochs            epochs done
+train_losses          E + 1 values: before training, then after every epoch
+valid_losses          (same; on the validation split the tuning reads)
+test_losses           (same; on the test split)
+train_accuracies,     the same for classification problems (absent otherwise)
+valid_accuracies,
+test_accuracies
+minibatch_train_losses  the loss of every mini-batch step, in order
+====================  =========================================================
+
+and ermlab's additions: ``format`` (``"ermlab.lab.run/1"``), ``train_times``
+(E + 1 cumulative seconds of training, evaluation excluded, starting at 0 —
+the clock of AlgoPerf's time-to-result), ``wall_time`` (seconds of the whole
+run, evaluation included), ``diverged`` (a non-finite loss stopped the run),
+``problem`` (the problem's full specification: data, model, loss, budget), and
+for the 2-D test functions ``trajectory`` (the iterate θ before and after every
+step, a list of [x, y]).
+
+Files are written atomically (a temporary file renamed over the target), so a
+run interrupted by Ctrl-C leaves either no file or the previous complete one;
+a file therefore always stands for finished epochs. ``load_all`` reads a tree
+back, ``merge`` unites trees (the run with more epochs wins a clash), and a run
+is extended by training it further and saving it again under the same name.
+
+Where DeepOBS differs: its file names carry a time stamp, so a rerun adds a
+file; here the name is the run's identity, so a rerun finds and skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+FORMAT = "ermlab.lab.run/1"
+CURVES = ("train_losses", "valid_losses", "test_losses")
+ACCURACY_CURVES = ("train_accuracies", "valid_accuracies", "test_accuracies")
+REQUIRED = ("format", "testproblem", "optimizer_name", "optimizer_hyperparams", "random_seed",
+            "batch_size", "weight_decay", "num_epochs", *CURVES, "train_times", "wall_time",
+            "minibatch_train_losses", "diverged", "problem")
+
+
+def setting_name(hyperparams: Mapping[str, Any], batch_size: int | None) -> str:
+    """The folder name of a setting: ``batch_size__128__lr__1e-03__momentum__0.9``.
+
+    Keys are sorted, ``lr`` first; floats are written with ``%g``-like precision
+    so that 0.001 and 1e-3 name the same folder.
+    """
+    keys = sorted(hyperparams, key=lambda k: (k != "lr", k))
+    parts = ["batch_size", "full" if batch_size is None else str(int(batch_size))]
+    for key in keys:
+        parts += [key, _value_name(hyperparams[key])]
+    return "__".join(parts)
+
+
+def run_path(root: str | os.PathLike, problem: str, optimizer: str,
+             hyperparams: Mapping[str, Any], batch_size: int | None, seed: int) -> Path:
+    """Where the run's JSON file lives under ``root``."""
+    return (Path(root) / problem / optimizer / setting_name(hyperparams, batch_size)
+            / f"random_seed__{int(seed)}.json")
+
+
+def record_path(root: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    return run_path(root, record["testproblem"], record["optimizer_name"],
+                    record["optimizer_hyperparams"], record["batch_size"], record["random_seed"])
+
+
+def validate(record: Mapping[str, Any], origin: str = "run record") -> dict[str, Any]:
+    """``record`` as a dict after checking it is a complete run; ValueError naming the flaw."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{origin}: a run record is a JSON object; got {type(record).__name__}")
+    missing = [key for key in REQUIRED if key not in record]
+    if missing:
+        raise ValueError(f"{origin}: missing keys {missing}; not a file written by ermlab.lab "
+                         f"(format {FORMAT!r})")
+    if record["format"] != FORMAT:
+        raise ValueError(f"{origin}: format {record['format']!r}; this ermlab reads {FORMAT!r}")
+    epochs = record["num_epochs"]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"{origin}: num_epochs must be an integer ≥ 0; got {epochs!r}")
+    curves = [*CURVES, "train_times"]
+    curves += [key for key in ACCURACY_CURVES if key in record]
+    for key in curves:
+        values = record[key]
+        if not isinstance(values, list) or len(values) != epochs + 1:
+            raise ValueError(f"{origin}: {key} must hold num_epochs + 1 = {epochs + 1} values "
+                             f"(before training and after every epoch); got "
+                             f"{len(values) if isinstance(values, list) else values!r}")
+        if not all(v is None or isinstance(v, numbers.Real) for v in values):
+            raise ValueError(f"{origin}: {key} must hold numbers (null for not a number)")
+    if not isinstance(record["optimizer_hyperparams"], Mapping) or \
+            "lr" not in record["optimizer_hyperparams"]:
+        raise ValueError(f"{origin}: optimizer_hyperparams must be an object with 'lr'")
+    return dict(record)
+
+
+def save(record: Mapping[str, Any], root: str | os.PathLike) -> Path:
+    """Write ``record`` to its place under ``root`` atomically; returns the path."""
+    record = validate(record)
+    path = record_path(root, record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_plain(record), indent=1, allow_nan=False)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """One run record (NaN where the file has null in a curve)."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); delete it and rerun that run") \
+            from None
+    record = validate(record, str(path))
+    for key in (*CURVES, *ACCURACY_CURVES, "train_times", "minibatch_train_losses"):
+        if key in record:
+            record[key] = [math.nan if v is None else v for v in record[key]]
+    return record
+
+
+def run_files(root: str | os.PathLike) -> list[Path]:
+    """The run files under ``root``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results folder {root} does not exist; run `ermlab lab run` "
+                                "first or give the folder it wrote")
+    return sorted(root.glob("*/*/*/random_seed__*.json"))
+
+
+def load_all(root: str | os.PathLike, problem: str | None = None,
+             optimizer: str | None = None) -> list[dict[str, Any]]:
+    """Every run record under ``root`` (optionally of one problem and/or optimizer)."""
+    records = []
+    for path in run_files(root):
+        if problem is not None and path.parts[-4] != problem:
+            continue
+        if optimizer is not None and path.parts[-3] != optimizer:
+            continue
+        records.append(load(path))
+    return records
+
+
+def is_complete(path: str | os.PathLike, epochs: int) -> bool:
+    """True when a valid run file with at least ``epochs`` epochs (or a diverged one) exists."""
+    try:
+        record = load(path)
+    except (OSError, ValueError):
+        return False
+    return record["num_epochs"] >= epochs or bool(record["diverged"])
+
+
+def merge(sources: Iterable[str | os.PathLike], target: str | os.PathLike) -> dict[str, int]:
+    """Unite result trees into ``target``; a run in several trees keeps its longest copy.
+
+    Returns ``{"copied": n, "kept": n}`` (kept: the target's copy had as many epochs).
+    """
+    target = Path(target)
+    counts = {"copied": 0, "kept": 0}
+    for source in sources:
+        source = Path(source)
+        for path in run_files(source):
+            record = load(path)
+            destination = target / path.relative_to(source)
+            if destination.exists() and load(destination)["num_epochs"] >= record["num_epochs"]:
+                counts["kept"] += 1
+                continue
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+            counts["copied"] += 1
+    return counts
+
+
+def _value_name(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, numbers.Real):
+        return f"{float(value):.6g}"
+    if isinstance(value, (list, tuple)):
+        return "_".join(_value_name(v) for v in value)
+    return str(value).replace("/", "_")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: NaN and infinities become null, NumPy scalars Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

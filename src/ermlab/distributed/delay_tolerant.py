@@ -41,6 +41,7 @@ import numpy
 
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.base import Optimizer
+from ermlab.optim.traits import Traits
 
 
 class DelayTolerantAdagrad(Optimizer):
@@ -57,6 +58,11 @@ class DelayTolerantAdagrad(Optimizer):
         >>> opt = DelayTolerantAdagrad(model.parameters(), lr=0.05)
         >>> Trainer(model, loss, opt, strategy=Downpour(workers=8))
     """
+
+    traits = Traits(
+        first_moment=False, second_moment=True, leaky_average=False, bias_correction=False,
+        update="z ← z + g² + 2g·ḡ_bck;  θ ← θ − ηg + (η_old − η)ḡ_bck,  η = γ/(√max z + ε)",
+        reference="McMahan & Streeter 2014")
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, eps: float = 1e-10,
                  initial_accumulator_value: float = 0.0) -> None:

@@ -22,11 +22,13 @@ from ermlab.optim.inplace import (
     hidden_by_eps,
     lerp_,
 )
+from ermlab.optim.traits import Traits
 
 
 class _AdamFamily(InPlaceOptimizer):
     """Shared checks and the weight-decay step of the Adam family."""
 
+    traits = None  # a base class, not an optimizer of its own (see optim.traits)
     decaying_state = ("exp_avg",)
     denominator_state = ("exp_avg_sq", "max_exp_avg_sq")
 
@@ -92,6 +94,11 @@ class Adam(_AdamFamily):
         >>> opt = Adam(model.parameters(), lr=1e-3)
     """
 
+    traits = Traits(
+        first_moment=True, second_moment=True, leaky_average=True, bias_correction=True,
+        update="m ← β₁m + (1 − β₁)g;  v ← β₂v + (1 − β₂)g²;  θ ← θ − γ m̂/(√v̂ + ε)",
+        reference="Kingma & Ba 2015")
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -156,6 +163,11 @@ class AdamW(Adam):
         >>> opt = AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
     """
 
+    traits = Traits(
+        first_moment=True, second_moment=True, leaky_average=True, bias_correction=True,
+        update="θ ← θ(1 − γλ);  then Adam's step: θ ← θ − γ m̂/(√v̂ + ε)",
+        reference="Loshchilov & Hutter 2019")
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -201,6 +213,11 @@ class Adamax(_AdamFamily):
 
     # u = max(β₂u, |g| + ε) ≥ ε is subnormal only when ε is, and then m/u needs it.
     denominator_state = ()
+    traits = Traits(
+        first_moment=True, second_moment="ℓ∞ norm u = max(β₂u, |g| + ε)", leaky_average=True,
+        bias_correction="first moment only",
+        update="m ← β₁m + (1 − β₁)g;  u ← max(β₂u, |g| + ε);  θ ← θ − γ/(1 − β₁ᵗ)·m/u",
+        reference="Kingma & Ba 2015, Algorithm 2")
 
     def __init__(
         self,
@@ -270,6 +287,11 @@ class NAdam(_AdamFamily):
     Example:
         >>> opt = NAdam(model.parameters(), lr=2e-3)
     """
+
+    traits = Traits(
+        first_moment=True, second_moment=True, leaky_average=True, bias_correction=True,
+        update="Adam's m, v̂;  θ ← θ − γ[(1 − μ_t)ĝ + μ_{t+1}m̂]/(√v̂ + ε)  (Nesterov look-ahead)",
+        reference="Dozat 2016")
 
     def __init__(
         self,

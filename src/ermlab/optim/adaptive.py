@@ -21,6 +21,7 @@ from ermlab.optim.inplace import (
     hidden_by_eps,
     lerp_,
 )
+from ermlab.optim.traits import Traits
 
 
 def _coupled_grad(block: Block, weight_decay: float) -> Any:
@@ -56,6 +57,10 @@ class Adagrad(InPlaceOptimizer):
     Example:
         >>> opt = Adagrad(model.parameters(), lr=0.01)
     """
+
+    traits = Traits(
+        first_moment=False, second_moment=True, leaky_average=False, bias_correction=False,
+        update="G ← G + g²;  θ ← θ − γ g/(√G + ε)", reference="Duchi, Hazan & Singer 2011")
 
     def __init__(
         self,
@@ -123,6 +128,11 @@ class Adadelta(InPlaceOptimizer):
     """
 
     denominator_state = ("square_avg", "acc_delta")
+    traits = Traits(
+        first_moment=False, second_moment=True, leaky_average=True, bias_correction=False,
+        update="E[g²] ← ρE[g²] + (1 − ρ)g²;  Δ = −√(E[Δ²] + ε)/√(E[g²] + ε)·g;  "
+               "E[Δ²] ← ρE[Δ²] + (1 − ρ)Δ²;  θ ← θ + γΔ",
+        reference="Zeiler 2012")
 
     def denominators_hidden(self, group: dict[str, Any], dtype: Any) -> bool:
         """Both averages enter as √(x + ε): ε must hide τ."""
@@ -208,6 +218,10 @@ class RMSprop(InPlaceOptimizer):
 
     decaying_state = ("grad_avg", "momentum_buffer")
     denominator_state = ("square_avg",)
+    traits = Traits(
+        first_moment="centered or momentum > 0", second_moment=True, leaky_average=True,
+        bias_correction=False, update="v ← αv + (1 − α)g²;  θ ← θ − γ g/(√v + ε)",
+        reference="Tieleman & Hinton 2012; Graves 2013")
 
     def denominators_hidden(self, group: dict[str, Any], dtype: Any) -> bool:
         """√v̂ + ε, or √(v̂ + ε) with ``eps_inside_sqrt``: ε must hide √τ, or τ."""

@@ -19,14 +19,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from ermlab.backend import array_module, to_numpy
 from ermlab.nn.parameter import Parameter
+from ermlab.optim.traits import Traits
 
 
 class Optimizer:
-    """Base class: θ ← update(θ, ∇θ, state) for every parameter, group by group."""
+    """Base class: θ ← update(θ, ∇θ, state) for every parameter, group by group.
+
+    Every concrete optimizer declares ``traits`` (``optim.traits.Traits``): which
+    moments it keeps and its update formula, for ``ermlab.lab.table``.
+    """
+
+    traits: ClassVar[Traits | None] = None
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = dict(defaults)

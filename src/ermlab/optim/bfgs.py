@@ -7,6 +7,7 @@ from typing import Any
 
 from ermlab.optim.newton import check_max_params
 from ermlab.optim.quasi_newton import QuasiNewton
+from ermlab.optim.traits import Traits
 
 
 class BFGS(QuasiNewton):
@@ -41,6 +42,12 @@ class BFGS(QuasiNewton):
         J. Nocedal, S. J. Wright. Numerical Optimization, 2nd ed., 2006,
         section 6.1 (Algorithm 6.1).
     """
+
+    traits = Traits(
+        first_moment=False, second_moment=False, leaky_average=False, bias_correction=False,
+        curvature="dense inverse Hessian",
+        update="θ ← θ − t H∇f;  H ← (I − ρsyᵀ)H(I − ρysᵀ) + ρssᵀ",
+        reference="Nocedal & Wright 2006, Algorithm 6.1")
 
     def __init__(
         self,

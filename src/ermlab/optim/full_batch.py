@@ -24,6 +24,8 @@ from ermlab.optim.base import Optimizer
 class FullBatchOptimizer(Optimizer):
     """An optimizer over the flat vector of all parameters of a single param group."""
 
+    traits = None  # a base class, not an optimizer of its own (see optim.traits)
+
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:

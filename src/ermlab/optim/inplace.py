@@ -231,6 +231,7 @@ class InPlaceOptimizer(Optimizer):
     block_bytes: int = BLOCK_BYTES
     min_parallel: int = MIN_PARALLEL
     lane_work: int = LANE_WORK
+    traits = None  # a base class, not an optimizer of its own (see optim.traits)
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ermlab.optim.quasi_newton import QuasiNewton
+from ermlab.optim.traits import Traits
 
 
 class LBFGS(QuasiNewton):
@@ -65,6 +66,12 @@ class LBFGS(QuasiNewton):
         scale optimization. Mathematical Programming 45, 1989.
         J. Nocedal, S. J. Wright. Numerical Optimization, 2nd ed., 2006, ch. 7.
     """
+
+    traits = Traits(
+        first_moment=False, second_moment=False, leaky_average=False, bias_correction=False,
+        curvature="last m pairs (s, y)",
+        update="d = −H_k∇f (two-loop);  θ ← θ + t d  (t: lr or strong Wolfe)",
+        reference="Liu & Nocedal 1989")
 
     def __init__(
         self,

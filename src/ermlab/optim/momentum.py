@@ -15,6 +15,7 @@ from typing import Any
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.inplace import Block, InPlaceOptimizer
+from ermlab.optim.traits import Traits
 
 
 class HeavyBall(InPlaceOptimizer):
@@ -35,6 +36,10 @@ class HeavyBall(InPlaceOptimizer):
     Example:
         >>> opt = HeavyBall(model.parameters(), lr=0.01, momentum=0.9)
     """
+
+    traits = Traits(
+        first_moment=True, second_moment=False, leaky_average=True, bias_correction=False,
+        update="θ ← θ − α∇f(θ) + β(θ − θ_prev)", reference="Polyak 1964")
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.9) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum), flush_every=0)
@@ -62,6 +67,8 @@ class _NesterovScheme(InPlaceOptimizer):
     ``param.data`` holds y (where the gradient is taken); the iterate x_k whose
     value the convergence bounds speak of is ``state["x"]``.
     """
+
+    traits = None  # a base class, not an optimizer of its own (see optim.traits)
 
     def coefficient(self, group: dict[str, Any], k: int) -> float:
         raise NotImplementedError
@@ -108,6 +115,11 @@ class NAGC(_NesterovScheme):
         >>> opt = NAGC([p], lr=1 / L)
     """
 
+    traits = Traits(
+        first_moment=True, second_moment=False, leaky_average="coefficient (k − 1)/(k + 2)",
+        bias_correction=False, update="x ← y − s∇f(y);  y ← x + (k − 1)/(k + 2)·(x − x_prev)",
+        reference="Nesterov 1983; Su, Boyd & Candès 2016")
+
     def __init__(self, params: Iterable[Any], lr: float) -> None:
         super().__init__(params, dict(lr=lr), flush_every=0)
 
@@ -136,6 +148,11 @@ class NAGSC(_NesterovScheme):
     Example:
         >>> opt = NAGSC([p], lr=1 / L, strong_convexity=mu)
     """
+
+    traits = Traits(
+        first_moment=True, second_moment=False, leaky_average=True, bias_correction=False,
+        update="x ← y − s∇f(y);  y ← x + (1 − √(μs))/(1 + √(μs))·(x − x_prev)",
+        reference="Nesterov 2004, (2.2.22)")
 
     def __init__(self, params: Iterable[Any], lr: float, strong_convexity: float) -> None:
         super().__init__(params, dict(lr=lr, strong_convexity=strong_convexity), flush_every=0)

@@ -9,6 +9,7 @@ import numpy
 
 from ermlab.backend import array_module
 from ermlab.optim.full_batch import FullBatchOptimizer
+from ermlab.optim.traits import Traits
 
 
 class Newton(FullBatchOptimizer):
@@ -52,6 +53,11 @@ class Newton(FullBatchOptimizer):
         J. Nocedal, S. J. Wright. Numerical Optimization, 2nd ed., 2006,
         section 3.4 (Algorithm 3.3) and section 8.1 (finite-difference Hessians).
     """
+
+    traits = Traits(
+        first_moment=False, second_moment=False, leaky_average=False, bias_correction=False,
+        curvature="finite-difference Hessian", update="θ ← θ − α(H + δI)⁻¹∇f",
+        reference="Nocedal & Wright 2006, Algorithm 3.3")
 
     def __init__(self, params: Iterable[Any], lr: float = 1.0, fd_step: float | None = None,
                  damping: float = 1e-3, max_params: int = 2000) -> None:

@@ -24,6 +24,8 @@ from ermlab.optim.line_search import strong_wolfe
 class QuasiNewton(FullBatchOptimizer):
     """Base of LBFGS and BFGS: the iteration loop; subclasses give d = −H ∇f."""
 
+    traits = None  # a base class, not an optimizer of its own (see optim.traits)
+
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
         name = type(self).__name__

@@ -8,6 +8,7 @@ from typing import Any
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.inplace import FLUSH_BELOW, Block, InPlaceOptimizer
+from ermlab.optim.traits import Traits
 
 MOMENTUM_FORMS = ("torch", "classic")
 
@@ -63,6 +64,10 @@ class SGD(InPlaceOptimizer):
     """
 
     decaying_state = ("momentum_buffer",)
+    traits = Traits(
+        first_moment="momentum > 0", second_moment=False, leaky_average="momentum > 0",
+        bias_correction=False, update="v ← μv + g;  θ ← θ − γv",
+        reference="Robbins & Monro 1951; Polyak 1964; Sutskever et al. 2013")
 
     def __init__(
         self,

@@ -4,7 +4,10 @@
 
 ``Ensemble`` averages models that output class scores (softmax is applied to
 each model's scores, then the probabilities are averaged; averaging scores
-instead would be a different, geometric-mean-like, ensemble). Snapshot
+instead would be a different, geometric-mean-like, ensemble). Members that are
+random at test time (noise-injected ResNets, ``zoo.resnet20(noise_std=σ)``, Wang,
+Yuan, Shi & Osher 2019; fractional max pooling, Graham 2014) are also averaged
+over D noise draws, p(y | x) = Σ_m w_m (1/D) Σ_d p_m(y | x; ξ_d) (``draws=D``). Snapshot
 ensembles (Huang et al. 2017) come from one training run: the learning rate
 follows cosine annealing with warm restarts,
 
@@ -51,6 +54,8 @@ class Ensemble:
         to_probabilities: maps a member's output to probabilities (default
             ``softmax``; ``None`` when the members already output
             probabilities).
+        draws: forward passes D ≥ 1 averaged per member (fresh noise in each when
+            the member is random at test time); default 1.
 
     Members are run in evaluation mode (dropout off, batch-norm running
     statistics) and put back in the mode they were in.
@@ -61,8 +66,12 @@ class Ensemble:
         models: Sequence[Module],
         weights: Sequence[float] | None = None,
         to_probabilities: Callable[[Any], Any] | None = softmax,
+        draws: int = 1,
     ) -> None:
         self.models = list(models)
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"Ensemble draws must be an integer ≥ 1; got {draws!r}")
+        self.draws = draws
         if not self.models:
             raise ValueError("Ensemble needs at least one model")
         if weights is None:
@@ -87,7 +96,8 @@ class Ensemble:
         return cls(members, **kwargs)
 
     def member_probabilities(self, x: Any, batch_size: int = 1024) -> list[numpy.ndarray]:
-        """Each member's predicted probabilities (N, classes), as NumPy arrays."""
+        """Each member's predicted probabilities (N, classes), averaged over its draws, as
+        NumPy arrays."""
         return [self._predict(model, x, batch_size) for model in self.models]
 
     def predict_proba(self, x: Any, batch_size: int = 1024) -> numpy.ndarray:
@@ -105,10 +115,13 @@ class Ensemble:
         try:
             parts = []
             for start in range(0, len(x), batch_size):
-                out = model.forward(x[start:start + batch_size])
-                if self.to_probabilities is not None:
-                    out = self.to_probabilities(out)
-                parts.append(to_numpy(out).astype(numpy.float64))
+                total = 0.0
+                for _ in range(self.draws):
+                    out = model.forward(x[start:start + batch_size])
+                    if self.to_probabilities is not None:
+                        out = self.to_probabilities(out)
+                    total = total + to_numpy(out).astype(numpy.float64)
+                parts.append(total / self.draws)
         finally:
             model.train(training)
         return numpy.concatenate(parts)

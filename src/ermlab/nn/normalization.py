@@ -16,6 +16,12 @@ G = ∂L/∂y and means over the m values of the channel:
     ∂L/∂γ = Σ G ⊙ x̂,   ∂L/∂β = Σ G,
     ∂L/∂x = (γ / √(σ² + ε)) (G − mean(G) − x̂ ⊙ mean(G ⊙ x̂))
 
+Frozen statistics. With ``frozen = True`` a training-mode forward normalizes with the
+running statistics, as at test time, leaves them unchanged and keeps its cache; bprop is
+then that of the test-time affine map, ∂L/∂x = G γ / √(running_var + ε) (γ and β still
+get their gradients). ``ermlab.robustness.test_time_gradients`` uses it to differentiate
+the evaluated model; torch's equivalent is a BatchNorm in ``eval()`` under autograd.
+
 Buffers (saved in ``state_dict`` under torch's names): ``running_mean``,
 ``running_var`` and ``num_batches_tracked`` (an int64 scalar). Parameters
 ``weight`` γ (ones) and ``bias`` β (zeros) are not regularized.
@@ -46,7 +52,8 @@ class _BatchNorm(Module):
 
     _ranks: tuple[int, ...] = ()
     _layout = ""
-    forward_cache = ("_x_hat", "_inv_std")
+    forward_cache = ("_x_hat", "_inv_std", "_batch_stats")
+    frozen = False
 
     def __init__(
         self,
@@ -99,7 +106,7 @@ class _BatchNorm(Module):
         xp = array_module(x)
         axes = (0, *range(2, x.ndim))
         shape = (1, self.num_features) + (1,) * (x.ndim - 2)
-        use_batch = self.training or not self.track_running_stats
+        use_batch = (self.training and not self.frozen) or not self.track_running_stats
         if use_batch:
             m = x.size // self.num_features
             if m < 2 and self.training:
@@ -119,7 +126,7 @@ class _BatchNorm(Module):
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         x_hat = centred * inv_std.reshape(shape)
         if self.training:
-            self._x_hat, self._inv_std = x_hat, inv_std
+            self._x_hat, self._inv_std, self._batch_stats = x_hat, inv_std, use_batch
         if not self.affine:
             return x_hat
         return x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
@@ -147,6 +154,8 @@ class _BatchNorm(Module):
         axes = (0, *range(2, grad_out.ndim))
         shape = (1, self.num_features) + (1,) * (grad_out.ndim - 2)
         scale = inv_std if not self.affine else self.weight.data * inv_std
+        if not self._cached("_batch_stats"):
+            return scale.reshape(shape) * grad_out
         g_mean = grad_out.mean(axis=axes).reshape(shape)
         gx_mean = (grad_out * x_hat).mean(axis=axes).reshape(shape)
         return scale.reshape(shape) * (grad_out - g_mean - x_hat * gx_mean)

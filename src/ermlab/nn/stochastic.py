@@ -13,6 +13,14 @@ stochastic layer of a model one shared generator. Samples are drawn on the CPU
 with NumPy and moved to the data's array module (CuPy on a GPU), so a run on
 the GPU draws the same masks as on the CPU.
 
+The expectation in place of a draw (attacks). With ``layer.expectation = True`` a
+training-mode forward uses E[ξ] (the keep probability 1 − p of a Bernoulli mask, 0
+for Gaussian noise) instead of a draw and leaves the generator untouched; since every
+layer here is linear in ξ with E[y_train] = y_test, the forward then computes the
+test-time function while keeping its cache, so bprop gives the gradient of the model
+that is evaluated (``ermlab.robustness.test_time_gradients``). A layer that is random
+at test time too (``random_at_test``: noise injection) keeps drawing.
+
 Fixing the sample (gradient checks). ``forward`` draws a fresh sample at each
 training-mode call and caches it for ``backward``. ``layer.freeze_mask(mask)``
 makes every later training-mode forward reuse ``mask``; ``freeze_mask()``
@@ -62,6 +70,12 @@ class Stochastic(Module):
         self.mask = None
         self._frozen = None
         self._freeze_next = False
+        self.expectation = False
+
+    @property
+    def random_at_test(self) -> bool:
+        """Whether the layer draws at test time too (then ``expectation`` does not apply)."""
+        return False
 
     @property
     def generator(self) -> numpy.random.Generator:
@@ -84,7 +98,9 @@ class Stochastic(Module):
 
     def _sample(self, shape: tuple[int, ...], draw: Any, like: Any) -> Any:
         xp = array_module(like)
-        if self._frozen is not None:
+        if self.expectation and not self.random_at_test:
+            sample = xp.full(shape, draw.mean)
+        elif self._frozen is not None:
             if tuple(self._frozen.shape) != tuple(shape):
                 raise ValueError(
                     f"{type(self).__name__} has a frozen mask of shape "
@@ -126,6 +142,7 @@ def _bernoulli_keep(p_drop: float):
     def draw(generator: numpy.random.Generator, shape: tuple[int, ...]) -> numpy.ndarray:
         return generator.random(shape) >= p_drop
 
+    draw.mean = 1.0 - p_drop
     return draw
 
 
@@ -270,30 +287,48 @@ class DropConnect(Stochastic):
 
 
 class GaussianNoise(Stochastic):
-    """Additive Gaussian noise at training time only: y = x + σ ε, ε ~ N(0, I); test y = x.
+    """Additive Gaussian noise: y = x + σ ε, ε ~ N(0, I), at training time; test y = x.
 
     E[y_train] = y_test. bprop: ∂L/∂x = ∂L/∂y. The frozen "mask" is the draw ε
     (standard normal, the input's shape).
 
+    With ``at_test=True`` the noise is drawn at test time too, fresh at every
+    forward: the noise injection of Wang, Yuan, Shi & Osher (2019), whose residual
+    blocks x_{l+1} = x_l + F(x_l) + σ ε discretize a convection-diffusion equation;
+    averaging predictions over noise draws (``Ensemble(draws=...)``) smooths the
+    classifier and bounds the change under an input perturbation δ,
+    |u(x + δ) − u(x)| ≤ C (‖δ‖₂ / σ)^α.
+
     Args:
         sigma: the standard deviation σ ≥ 0.
+        at_test: also add noise in evaluation mode (default False).
         rng: Generator, seed or None.
 
-    Reference: C. M. Bishop. Training with Noise is Equivalent to Tikhonov
-    Regularization. Neural Computation 7(1), 1995.
+    References: C. M. Bishop. Training with Noise is Equivalent to Tikhonov
+    Regularization. Neural Computation 7(1), 1995. B. Wang, B. Yuan, Z. Shi,
+    S. Osher. ResNets Ensemble via the Feynman-Kac Formalism to Improve Natural
+    and Robust Accuracies. NeurIPS 2019.
     """
 
     forward_cache = ("_shape",)
 
-    def __init__(self, sigma: float, rng: Any = None) -> None:
+    def __init__(self, sigma: float, at_test: bool = False, rng: Any = None) -> None:
         super().__init__(rng)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
             raise ValueError(f"GaussianNoise sigma must be a number ≥ 0; got {sigma!r}")
         self.sigma = float(sigma)
+        self.at_test = bool(at_test)
+
+    @property
+    def random_at_test(self) -> bool:
+        return self.at_test
 
     def forward(self, x: Any) -> Any:
         if not self.training:
-            return x
+            if not self.at_test:
+                return x
+            noise = array_module(x).asarray(_standard_normal(self.generator, x.shape))
+            return x + noise.astype(x.dtype) * x.dtype.type(self.sigma)
         self._sample(x.shape, _standard_normal, x)
         self._shape = x.shape
         return x + self.mask.astype(x.dtype) * x.dtype.type(self.sigma)
@@ -303,11 +338,14 @@ class GaussianNoise(Stochastic):
         return grad_out
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}"
+        return f"sigma={self.sigma}" + (", at_test=True" if self.at_test else "")
 
 
 def _standard_normal(generator: numpy.random.Generator, shape: tuple[int, ...]) -> numpy.ndarray:
     return generator.standard_normal(shape)
+
+
+_standard_normal.mean = 0.0
 
 
 class StochasticDepth(Stochastic):

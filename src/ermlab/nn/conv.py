@@ -161,12 +161,24 @@ class Conv2d(Module):
 
     Parameters: weight (O, C/G, K_h, K_w), bias (O,) — torch's layout.
 
+    Per-example gradients (for ``ermlab.privacy``): example n's share of ∂L/∂W_mat is
+    G_n X_nᵀ, its ∂L/∂Y (O × T) times its columns (C·K_h·K_w × T), T = OH·OW. Its squared
+    norm is computed either from that O × C·K_h·K_w product or, where the T × T Gram
+    matrices are cheaper (small maps, wide layers), without it (Li et al. 2022, "Large
+    Language Models Can Be Strong Differentially Private Learners", ghost norm):
+
+        ‖G_n X_nᵀ‖²_F = ⟨G_nᵀ G_n, X_nᵀ X_n⟩,   ‖∂L_n/∂b‖² = Σ_o (Σ_t G_n[o, t])².
+
+    While ``per_example_recorder`` is set, bprop hands ∂L/∂Y to it instead of
+    accumulating into ``grad``; the input gradient is unchanged.
+
     Example:
         >>> from ermlab import nn
         >>> conv = nn.Conv2d(1, 6, 5, padding=2)     # LeNet-5's C1 on 28×28 inputs
     """
 
     forward_cache = ("_cols", "_x_shape")
+    per_example_recorder: Any = None
 
     def __init__(
         self,
@@ -355,6 +367,9 @@ class Conv2d(Module):
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         """∂L/∂W, ∂L/∂b and (unless ``input_grad=False``) ∂L/∂x in one pass over the batch."""
+        if self.per_example_recorder is not None:
+            self.per_example_recorder.record(self, grad_out)
+            return self.grad_input(grad_out) if input_grad else None
         if self._is_pointwise():
             grad_cols = self._pointwise_grad_columns(grad_out)
             self._accumulate_pointwise(grad_out, grad_cols)
@@ -365,10 +380,73 @@ class Conv2d(Module):
         return transposed.forward(grad_out) if transposed is not None else grad
 
     def accumulate_grad(self, grad_out: Any) -> None:
-        if self._is_pointwise():
+        if self.per_example_recorder is not None:
+            self.per_example_recorder.record(self, grad_out)
+        elif self._is_pointwise():
             self._accumulate_pointwise(grad_out, self._pointwise_grad_columns(grad_out))
         else:
             self._backward_columns(grad_out, weights=True, inputs=False)
+
+    # -- per-example gradients ------------------------------------------------------
+
+    def per_example_grads(self, grad_out: Any) -> dict[str, Any]:
+        """``{"weight": (N, O, C/G, K_h, K_w), "bias": (N, O)}``: each example's share
+        of ∂L/∂θ, G_n X_nᵀ per group."""
+        xp = array_module(grad_out)
+        g, x = self._per_example_factors(xp, grad_out)
+        weight = xp.matmul(g, x.transpose(0, 1, 3, 2))
+        grads = {"weight": weight.reshape((len(grad_out),) + self.weight.shape)}
+        if self.bias is not None:
+            grads["bias"] = grad_out.sum(axis=(2, 3))
+        return grads
+
+    def per_example_sq_norms(self, grad_out: Any, method: str = "auto") -> Any:
+        """(N,) squared norms ‖∂L_n/∂θ‖² over weight and bias, a block of examples at a
+        time (at most ``BLOCK_BYTES`` of work arrays). ``method``: "product" (G_n X_nᵀ),
+        "ghost" (Gram matrices) or "auto" (whichever takes fewer multiplications)."""
+        if method not in ("auto", "product", "ghost"):
+            raise ValueError(f"method must be 'auto', 'product' or 'ghost'; got {method!r}")
+        xp = array_module(grad_out)
+        g, x = self._per_example_factors(xp, grad_out)
+        n, groups, o_g, t = g.shape
+        rows = x.shape[2]
+        if method == "auto":
+            method = "ghost" if t * (o_g + rows) < o_g * rows else "product"
+        per_example = groups * (2 * t * t if method == "ghost" else o_g * rows)
+        block = max(1, min(n, BLOCK_BYTES // (per_example * grad_out.dtype.itemsize)))
+        norms = xp.empty(n, dtype=grad_out.dtype)
+        for start in range(0, n, block):
+            gb, xb = g[start:start + block], x[start:start + block]
+            if method == "ghost":
+                gram = xp.matmul(gb.transpose(0, 1, 3, 2), gb)
+                gram *= xp.matmul(xb.transpose(0, 1, 3, 2), xb)
+            else:
+                gram = xp.matmul(gb, xb.transpose(0, 1, 3, 2))
+                gram *= gram
+            norms[start:start + block] = gram.reshape(len(gb), -1).sum(axis=1)
+        if self.bias is not None:
+            bias = grad_out.sum(axis=(2, 3))
+            norms += (bias * bias).sum(axis=1)
+        return norms
+
+    def _per_example_factors(self, xp: Any, grad_out: Any) -> tuple[Any, Any]:
+        """∂L/∂Y as (N, G, O/G, T) and the cached columns as (N, G, C/G·K_h·K_w, T)
+        (views where the layout allows; T counts the full-width layout's extra columns,
+        where ∂L/∂Y is 0)."""
+        n, groups = grad_out.shape[0], self.groups
+        if self._is_pointwise():
+            cols = self._cached("_cols")
+            g = grad_out.reshape(n, 1, self.out_channels, -1)
+            return g, cols.reshape(n, 1, cols.shape[1], cols.shape[2])
+        cols = self._cached("_cols")
+        _, _, oh, ow, cw = self._layout(self._cached("_x_shape"))
+        if cw != ow:
+            padded = xp.zeros(grad_out.shape[:3] + (cw,), dtype=grad_out.dtype)
+            padded[..., :ow] = grad_out
+            grad_out = padded
+        g = grad_out.reshape(n, groups, self.out_channels // groups, oh * cw)
+        x = cols.reshape(groups, cols.shape[0] // groups, n, oh * cw).transpose(2, 0, 1, 3)
+        return g, x
 
     def grad_input(self, grad_out: Any) -> Any:
         if self._is_pointwise():

@@ -33,9 +33,20 @@ class Linear(Module):
 
     bprop, for a batch H (N × in) and G = ∂L/∂A (N × out):
         ∂L/∂W = Gᵀ H,   ∂L/∂b = Σ_n G_n,   ∂L/∂H = G W.
+
+    Per-example gradients (for ``ermlab.privacy``): example n's share of ∂L/∂W
+    is the outer product G_n H_nᵀ, so its squared norm needs no N × out × in
+    array (Goodfellow 2015, "Efficient Per-Example Gradient Computations"):
+
+        ‖G_n H_nᵀ‖²_F = ‖G_n‖² ‖H_n‖²,   ‖∂L_n/∂b‖² = ‖G_n‖².
+
+    While ``per_example_recorder`` is set, bprop hands G to it instead of
+    accumulating into ``grad`` (the recorder calls ``per_example_grads`` or
+    ``per_example_sq_norms``); the input gradient is unchanged.
     """
 
     forward_cache = ("_x",)
+    per_example_recorder: Any = None
 
     def __init__(
         self,
@@ -76,10 +87,29 @@ class Linear(Module):
         return a
 
     def accumulate_grad(self, grad_out: Any) -> None:
+        if self.per_example_recorder is not None:
+            self.per_example_recorder.record(self, grad_out)
+            return
         xp = array_module(grad_out)
         self.weight.accumulate(xp.matmul, grad_out.T, self._cached("_x"))
         if self.bias is not None:
             self.bias.accumulate(xp.sum, grad_out, axis=0)
+
+    def per_example_grads(self, grad_out: Any) -> dict[str, Any]:
+        """``{"weight": (N, out, in), "bias": (N, out)}``: row n of ``grad_out`` times
+        example n's input, each example's share of ∂L/∂θ."""
+        x = self._cached("_x")
+        grads = {"weight": grad_out[:, :, None] * x[:, None, :]}
+        if self.bias is not None:
+            grads["bias"] = grad_out.copy()
+        return grads
+
+    def per_example_sq_norms(self, grad_out: Any) -> Any:
+        """(N,) squared norms ‖∂L_n/∂θ‖² over weight and bias, by ‖G_n‖² (‖H_n‖² + 1)."""
+        x = self._cached("_x")
+        g2 = (grad_out * grad_out).sum(axis=1)
+        x2 = (x * x).sum(axis=1)
+        return g2 * (x2 + 1) if self.bias is not None else g2 * x2
 
     def grad_input(self, grad_out: Any) -> Any:
         return array_module(grad_out).matmul(grad_out, self.weight.data)

@@ -124,7 +124,7 @@ def save(record: Mapping[str, Any], root: str | os.PathLike) -> Path:
     record = validate(record)
     path = record_path(root, record)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_plain(record), indent=1, allow_nan=False)
+    text = json.dumps(plain(record), indent=1, allow_nan=False)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w") as file:
@@ -215,14 +215,14 @@ def _value_name(value: Any) -> str:
     return str(value).replace("/", "_")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON-ready: NaN and infinities become null, NumPy scalars Python numbers."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if hasattr(value, "tolist"):
-        return _plain(value.tolist())
+        return plain(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -197,7 +197,7 @@ def run_job(job: Job) -> str:
 
 
 def execute(jobs: Sequence[Job], n_jobs: int = 1, progress: bool = False,
-            description: str = "runs", runner: Callable[[Job], str] = run_job) -> list[Job]:
+            description: str = "runs", runner: Callable[[Job], str] | None = None) -> list[Job]:
     """Run the jobs whose files are missing or shorter; returns the jobs that ran.
 
     ``n_jobs`` > 1: spawned worker processes with one BLAS thread each; Ctrl-C
@@ -206,6 +206,7 @@ def execute(jobs: Sequence[Job], n_jobs: int = 1, progress: bool = False,
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
+    runner = runner or run_job
     pending = [job for job in jobs if not results.is_complete(job.path, job.epochs)]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=description,
                unit="run", disable=not progress, dynamic_ncols=True)

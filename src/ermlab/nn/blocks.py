@@ -28,6 +28,14 @@ Depth", ECCV 2016) is an option of the residual blocks: with ``survival_prob`` p
 residual branch is wrapped in ``StochasticDepth``, which keeps F(x) with probability p
 for each mini-batch during training, y = relu(b·F(x) + shortcut(x)), b ~ Bernoulli(p)
 (a dropped branch is not computed), and uses its expectation p·F(x) at test time.
+
+Noise injection (Wang, Yuan, Shi & Osher, "ResNets Ensemble via the Feynman-Kac
+Formalism to Improve Natural and Robust Accuracies", NeurIPS 2019) is another: with
+``noise_std`` σ > 0 the block adds Gaussian noise to its residual sum at training AND
+test time, y = relu(F(x) + σ ε + shortcut(x)), ε ~ N(0, I) fresh at every forward (a
+``noise`` box, ``GaussianNoise(σ, at_test=True)``) — the diffusion term of the
+convection-diffusion equation that such a ResNet discretizes; predictions are averaged
+over draws and models (``Ensemble(models, draws=D)``).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from ermlab.nn.module import Module
 from ermlab.nn.normalization import BatchNorm2d
 from ermlab.nn.pooling import MaxPool2d
 from ermlab.nn.sequential import Sequential
-from ermlab.nn.stochastic import StochasticDepth
+from ermlab.nn.stochastic import GaussianNoise, StochasticDepth
 
 SHORTCUTS = ("A", "B")
 
@@ -142,14 +150,22 @@ class _Residual(Graph):
         survival_prob: float,
         rng: Any,
         dtype: Any,
+        noise_std: float = 0.0,
     ) -> None:
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}; got {shortcut!r}")
+        if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) \
+                or not noise_std >= 0:
+            raise ValueError(f"noise_std is the standard deviation σ ≥ 0 of the noise injected "
+                             f"into each residual block; got {noise_std!r}")
         branch: Module = Sequential(*residual)
         if survival_prob != 1.0:
             branch = StochasticDepth(branch, survival_prob, rng=rng)
         self.survival_prob = float(survival_prob)
+        self.noise_std = float(noise_std)
         self.add("residual", branch, "x")
+        if noise_std > 0:
+            self.add("noise", GaussianNoise(noise_std, at_test=True, rng=rng), "residual")
         identity = "x"
         if stride != 1 or in_channels != out_channels:
             if shortcut == "A":
@@ -159,7 +175,7 @@ class _Residual(Graph):
                                                  relu=False, rng=rng, dtype=dtype))
             self.add("shortcut", projection, "x")
             identity = "shortcut"
-        self.add("sum", Add(), ["residual", identity])
+        self.add("sum", Add(), ["noise" if noise_std > 0 else "residual", identity])
         self.add("relu", ReLU(), "sum")
         self.set_output("relu")
 
@@ -173,7 +189,8 @@ class BasicBlock(_Residual):
     otherwise a projection 1×1 convolution with stride s followed by batch norm
     (``shortcut="B"``, He et al.'s option B, torchvision's choice) or the parameter-free
     ``ZeroPadShortcut`` (``shortcut="A"``, used for the CIFAR-10 ResNets of §4.2).
-    ``survival_prob`` < 1 adds stochastic depth on the residual branch.
+    ``survival_prob`` < 1 adds stochastic depth on the residual branch; ``noise_std``
+    σ > 0 injects noise at training and test time (see the module docstring).
     """
 
     expansion = 1
@@ -187,6 +204,7 @@ class BasicBlock(_Residual):
         survival_prob: float = 1.0,
         rng: Any = None,
         dtype: Any = None,
+        noise_std: float = 0.0,
     ) -> None:
         super().__init__(inputs="x")
         rng = as_generator(rng)
@@ -194,7 +212,7 @@ class BasicBlock(_Residual):
         residual = conv_bn(in_channels, out_channels, 3, stride, rng=rng, dtype=dtype)
         residual += conv_bn(out_channels, out_channels, 3, relu=False, rng=rng, dtype=dtype)
         self._wire(residual, in_channels, out_channels, stride, shortcut, survival_prob, rng,
-                   dtype)
+                   dtype, noise_std)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels} → {self.out_channels}, stride={self.stride}"

@@ -383,6 +383,7 @@ def resnet_cifar(
     shortcut: str = "A",
     stochastic_depth: float | None = None,
     width: int = 16,
+    noise_std: float = 0.0,
     rng: Any = None,
     dtype: Any = None,
 ) -> Sequential:
@@ -397,7 +398,10 @@ def resnet_cifar(
     batch-norm γ, β and the fc layer). ``shortcut="B"`` uses 1×1 projections there.
     ``stochastic_depth`` = p_L turns on stochastic depth (Huang et al. 2016) with the
     linear decay rule p_l = 1 − (l / L)(1 − p_L) over the L = 3n blocks (the paper:
-    p_L = 0.5); ``width`` is the first stage's channel count.
+    p_L = 0.5); ``width`` is the first stage's channel count. ``noise_std`` σ > 0
+    injects Gaussian noise into every residual block at training and test time (Wang,
+    Yuan, Shi & Osher 2019: y = relu(F(x) + σ ε + shortcut(x)); average over draws and
+    models with ``Ensemble(models, draws=D)``), drawn from ``rng``.
     """
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n ≥ 1 (20, 32, 56…); got {depth}")
@@ -412,7 +416,8 @@ def resnet_cifar(
         for index in range(n):
             stride = 2 if stage > 1 and index == 0 else 1
             blocks.append(BasicBlock(channels, planes, stride, shortcut=shortcut,
-                                     survival_prob=next(survival), rng=rng, dtype=dtype))
+                                     survival_prob=next(survival), rng=rng, dtype=dtype,
+                                     noise_std=noise_std))
             channels = planes
         stages[f"layer{stage}"] = Sequential(*blocks)
     return named(stem=Sequential(*conv_bn(c, width, 3, rng=rng, dtype=dtype)), **stages,

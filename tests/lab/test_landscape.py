@@ -1,0 +1,101 @@
+"""Loss landscapes: the interpolation slice ends at the losses of θ₀ and θ₁, filter-normalized
+directions have θ's filter norms, and a run directory gives both ends."""
+
+import numpy
+import pytest
+
+from ermlab import losses, nn
+from ermlab.cli import main
+from ermlab.lab import landscape
+
+
+def small_model(seed):
+    rng = numpy.random.default_rng(seed)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, rng=rng), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(3 * 4 * 4, 4, rng=rng))
+
+
+def data():
+    rng = numpy.random.default_rng(5)
+    return rng.standard_normal((20, 1, 6, 6)).astype(numpy.float32), rng.integers(0, 4, 20)
+
+
+def direct_loss(model, weights, x, y):
+    """The loss with the weights put in by hand: an independent evaluation."""
+    for p, w in zip(model.parameters(), weights):
+        p.data = numpy.array(w, dtype=numpy.float32)
+    return float(losses.get("cross_entropy").forward(model.eval().forward(x), y))
+
+
+def test_interpolation_slice_ends_at_theta0_and_theta1_and_is_the_straight_line():
+    x, y = data()
+    model = small_model(1)
+    theta0 = [p.data.copy() for p in small_model(2).parameters()]
+    theta1 = [p.data.copy() for p in model.parameters()]
+    scene = landscape.scene(model, losses.get("cross_entropy"), x, y, theta0, batch_size=7)
+    alphas, values = scene.interpolation([0.0, 0.3, 1.0])
+    oracle = small_model(0)
+    assert values[0] == pytest.approx(direct_loss(oracle, theta0, x, y), rel=1e-5)
+    assert values[2] == pytest.approx(direct_loss(oracle, theta1, x, y), rel=1e-5)
+    middle = [0.7 * a + 0.3 * b for a, b in zip(theta0, theta1)]
+    assert values[1] == pytest.approx(direct_loss(oracle, middle, x, y), rel=1e-5)
+    for p, w in zip(model.parameters(), theta1):  # the model keeps its weights
+        numpy.testing.assert_array_equal(p.data, w)
+
+
+def test_filter_normalization_gives_each_filter_the_norm_of_thetas():
+    weights = [p.data for p in small_model(3).parameters()]
+    d = landscape.random_direction(weights, rng=0)
+    for w, dw in zip(weights, d):
+        if w.ndim == 1:
+            assert not dw.any()  # biases: no perturbation
+            continue
+        for j in range(len(w)):  # filter j: output channel / output unit
+            assert numpy.linalg.norm(dw[j]) == pytest.approx(numpy.linalg.norm(w[j]), rel=1e-5)
+        assert not numpy.allclose(dw / numpy.linalg.norm(dw), w / numpy.linalg.norm(w))
+    layer = landscape.random_direction(weights, rng=0, normalization="layer", ignore_1d=False)
+    for w, dw in zip(weights, layer):
+        assert numpy.linalg.norm(dw) == pytest.approx(numpy.linalg.norm(w), rel=1e-5)
+
+
+def test_random_slices_are_centred_on_theta1():
+    x, y = data()
+    model = small_model(1)
+    theta1 = [p.data.copy() for p in model.parameters()]
+    scene = landscape.scene(model, losses.get("cross_entropy"), x, y, theta1)
+    at_theta = direct_loss(small_model(0), theta1, x, y)
+    alphas, values = scene.slice_1d(alphas=[-0.5, 0.0, 0.5], seed=1)
+    assert values[1] == pytest.approx(at_theta, rel=1e-5)
+    d = landscape.random_direction(theta1, 1)
+    shifted = [w + 0.5 * dw for w, dw in zip(theta1, d)]
+    assert values[2] == pytest.approx(direct_loss(small_model(0), shifted, x, y), rel=1e-5)
+    a, b, grid = scene.slice_2d(alphas=[-0.4, 0.0, 0.4], betas=[0.0, 0.2], seed=2)
+    assert grid.shape == (2, 3) and grid[0, 1] == pytest.approx(at_theta, rel=1e-5)
+    assert len(landscape.contour_figure(a, b, grid).axes) == 2  # plot and colour bar
+    assert len(landscape.line_figure(alphas, {"train": values}).axes[0].get_lines()) == 3
+
+
+def test_from_run_directory(tmp_path):
+    rng = numpy.random.default_rng(0)
+    y = numpy.repeat(numpy.arange(3), 60)
+    x = (rng.normal(0, 1, (180, 4)) + 2 * numpy.eye(3, 4)[y]).astype(numpy.float32)
+    numpy.savez(tmp_path / "blobs.npz", x=x, y=y)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "blobs.npz"), "--hidden", "8",
+                 "--epochs", "3", "--lr", "0.05", "--output", str(run), "-q"]) == 0
+    scene = landscape.from_run(run, examples=100)
+    alphas, values = scene.interpolation([0.0, 1.0])
+    assert values[1] < values[0]  # training lowered the training loss
+    from ermlab import run as rundir
+
+    restored = rundir.restore(run)
+    for p, q in zip(scene.parameters, restored.trainer.model.parameters()):
+        numpy.testing.assert_array_equal(p.data, q.data)  # θ₁: the tested weights
+    config = restored.config
+    data = rundir.prepare_data(config)
+    untrained = rundir.build_trainer(config, data, []).model  # what training started from
+    for w0, p in zip(scene.theta0, untrained.parameters()):
+        numpy.testing.assert_array_equal(w0, p.data)
+    assert not numpy.array_equal(scene.theta0[0], scene.theta1[0])
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        landscape.from_run(tmp_path)

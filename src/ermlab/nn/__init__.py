@@ -14,6 +14,7 @@ from ermlab.nn.activations import (
 )
 from ermlab.nn.blocks import BasicBlock, Bottleneck, InceptionModule, ResNeXtBlock
 from ermlab.nn.conv import Conv2d
+from ermlab.nn.fractional_pooling import FractionalMaxPool2d
 from ermlab.nn.graph import Graph
 from ermlab.nn.linear import Flatten, Identity, Linear
 from ermlab.nn.lrn import LocalResponseNorm
@@ -49,6 +50,7 @@ __all__ = [
     "Dropout",
     "ELU",
     "Flatten",
+    "FractionalMaxPool2d",
     "GaussianNoise",
     "GlobalAvgPool2d",
     "Graph",

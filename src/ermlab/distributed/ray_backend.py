@@ -1,39 +1,63 @@
-"""The Ray implementation: the parameter server and the workers as Ray actors.
+"""The Ray implementation: parameter servers, workers and replicas as Ray actors.
 
-``OnRay(strategy)`` runs a ``Downpour``, ``EASGD`` (asynchronous) or
-``SyncDataParallel`` strategy — same options, same update rules — with real
-processes::
+``OnRay(strategy)`` runs a ``Downpour``, ``EASGD`` (asynchronous or
+synchronous) or ``SyncDataParallel`` strategy — same options, same update
+rules — with real processes (the actors: ``ray_workers``)::
 
-    Trainer(model, loss, opt, strategy=OnRay(Downpour(workers=4, n_push=4)))
+    Trainer(model, loss, opt, strategy=OnRay(Downpour(workers=4, n_push=4, shards=2)))
     Trainer(model, loss, opt, strategy=OnRay(EASGD(workers=4, tau=4), address="auto"))
 
-*Downpour / EASGD.* One ``ServerActor`` wraps the plain ``ParameterServer``
-(``base.py``: its calls take and return NumPy arrays) over a copy of the
-Trainer's model and optimizer; k ``AsyncWorker`` actors each hold a replica
-and run the strategy's client rule against the server on their own:
+*Calls of several steps.* The Trainer hands ``OnRay`` whole epochs
+(``Strategy.runs_epochs``): the training data go to Ray's object store once
+(``ray.put``; each worker fetches them once), and the Trainer's mini-batches —
+drawn with its generator, in its order — go to the workers as index arrays,
+``steps_per_call`` mini-batches per actor call (default: sized from the
+measured seconds per step so that a call computes ≥ ~20 ms, up to 256 steps),
+with at most two calls per worker in flight. Inside a call the worker applies
+its rule to each mini-batch in turn, exactly as one call per mini-batch would
+(Downpour counts n_fetch and n_push per step, EASGD τ per step). Results come
+back per mini-batch and are counted in batch order (the epoch's ``loss`` /
+``accuracy`` are exact); callbacks get ``on_batch_end`` per mini-batch as its
+call comes back. What a call cannot see: a learning rate a callback changes
+during the call (a call uses the rate at its dispatch) and ``stop_training``
+set during it (the batches in flight still run and are counted). At the
+epoch's end the Trainer's model (and optimizer state) are set from the
+actors' — the server's θ, EASGD's centre x̃, replica 0 of synchronous
+training — so validation, callbacks and checkpoints see them.
+
+*Downpour / EASGD.* ``shards`` servers (``ServerActor``, each a
+``ParameterServer`` over its share of the parameters, balanced by size as
+in process, each with its own copy of the optimizer when ``shards > 1``); k
+``AsyncWorker`` actors each hold a replica and run the client rule against
+the shards (every pull / push / elastic move goes to all shards at once):
 
     Downpour: pull every n_fetch steps, push the accrued gradient every n_push
-              (the server applies the Trainer's optimizer, measures staleness τ)
-    EASGD:    every τ steps an ``elastic`` call: x̃ ← x̃ + α(x − x̃), x^i ← x^i − α(x − x̃)
+              (the servers apply the optimizer and measure staleness τ)
+    EASGD:    every τ steps an elastic move: x̃ ← x̃ + α(x − x̃), x^i ← x^i − α(x − x̃)
 
-The Trainer hands ``OnRay`` whole epochs (``Strategy.runs_epochs``): the
-training data go to Ray's object store once (``ray.put``; each worker
-fetches them once), and each of the Trainer's mini-batches — drawn with the
-Trainer's generator, in its order — is sent as an index array to the next
-worker (round robin), with at most k calls in flight, so the k workers
-compute at the same time and their gradients really are stale. Results are
-counted in batch order (the epoch's ``loss`` / ``accuracy`` are exact) and
-callbacks get ``on_batch_end`` as each comes back. At the epoch's end the
-server's θ (Downpour: and its optimizer state) are copied into the
-Trainer's model and optimizer, so validation, callbacks and checkpoints see
-the server's state; the model goes to the object store once per fit.
-``Trainer(augment=...)`` is refused (it needs each batch in this process).
+Asynchronous workers take runs of ``steps_per_call`` consecutive mini-batches,
+call after call round robin. *Synchronous EASGD*: worker i takes the
+mini-batches i, i + k, i + 2k, … (the in-process rounds); in its elastic round
+r a worker's move uses x̃ after round r − 1 (``ServerActor.elastic_round``
+waits for it) and x̃ takes the sum of the round's k moves, in worker order,
+once all are in — the in-process update, computed by the actors.
 
-*SyncDataParallel.* k ``SyncWorker`` actors each take a shard of the batch
-(indices) at θ_t (sent once per step through the object store); the driver sums the
-shard gradients weighted by size (a reduce at the driver, not a ring
-all-reduce) and applies the Trainer's optimizer — the same update as
-single-process training with batch k·b.
+*SyncDataParallel.* k ``SyncWorker`` replicas, each with its own copy of the
+Trainer's optimizer. Each step every replica takes its shard of the
+mini-batch, scales its gradient by the shard's share of the batch weight,
+and the replicas **all-reduce** the gradients with a ring
+(``allreduce.ring_allreduce``: reduce-scatter then all-gather, 2(k − 1)
+chunk transfers actor to actor); every replica then applies the same update
+(λ∇Ω, optimizer step, constraint) to the same bits, as DDP does — the run
+equals single-process training with batch k·b up to rounding. Each replica
+keeps its own batch-norm running averages; the Trainer gets replica 0's.
+
+*Augmentation.* The Trainer's ``augment`` goes to the workers (it must be
+picklable): each worker applies it to its own mini-batches (synchronous:
+shards) with its own generator, spawned from the strategy's ``seed``; a run
+is reproducible from the seed when the order of the calls is (one worker,
+or SyncDataParallel), though not equal to the single-process augmentation,
+which draws from the Trainer's generator.
 
 *Ray.* ``ray.init(address="local", num_cpus=..., include_dashboard=False,
 object_store_memory=...)`` unless Ray is already running in this process,
@@ -44,35 +68,45 @@ others, then ``address="HEAD:6379"`` or ``"auto"`` on the head). A Ray that
 however it ends (``Strategy.end_fit``: success, an error anywhere in the fit —
 a callback's included — or Ctrl-C), or on ``close()``.
 
-*Faults.* Async workers are restartable actors (``max_restarts``): a killed
-worker is restarted by Ray and its call retried; a restarted Downpour
-worker pulls θ, an EASGD worker starts from the current centre; the epoch
-logs count ``worker_restarts``. A dead synchronous worker stops the fit with
-an error naming it (resume from the last checkpoint).
+*Faults.* Asynchronous workers are restartable actors (``max_restarts``): a
+killed worker is restarted by Ray and its call retried; a restarted
+Downpour worker pulls θ, an EASGD worker starts from the current centre; the
+epoch logs count ``worker_restarts``. A dead synchronous worker
+(SyncDataParallel, synchronous EASGD) stops the fit with an error naming it
+(resume from the last checkpoint). Checkpoints hold the servers' counters
+(and, with shards, their optimizer states); the workers restart from the
+server's θ or centre on resume, and for each ``fit``.
 
-Not on Ray (refused before anything starts): ``delay`` (simulated, in
-process only), ``shards > 1`` and synchronous EASGD.
+Not on Ray (refused before anything starts): ``delay``. It simulates
+staleness in one process; on Ray the staleness is real (measured by the
+server), and a simulated delay on top of it would be neither.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import shutil
 import tempfile
+from collections import deque
 from typing import Any
 
 import numpy
 
-from ermlab.distributed.base import ParameterServer, Pulled, Strategy, check_int
+from ermlab.distributed.base import Strategy, check_int
 from ermlab.distributed.downpour import Downpour
 from ermlab.distributed.easgd import EASGD
-from ermlab.distributed.inprocess import Replica, batch_gradient
+from ermlab.distributed.inprocess import clone_optimizer, split_balanced
+from ermlab.distributed.ray_workers import (
+    AsyncWorker,
+    Objective,
+    ServerActor,
+    SyncWorker,
+    worker_seeds,
+)
 from ermlab.distributed.sync import SyncDataParallel
 
 RAY_MISSING = 'the Ray backend needs Ray, which is not installed: pip install "ermlab[distributed]"'
-
 
 def import_ray() -> Any:
     """``ray``, or a one-line ``ImportError`` saying how to install it."""
@@ -118,201 +152,38 @@ def stop_ray(temp_dir: str | None) -> None:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-class _Objective:
-    """The loss and regularizer a worker needs (what ``batch_gradient`` reads of a Trainer)."""
-
-    def __init__(self, loss: Any, regularizer: Any) -> None:
-        self.loss, self.regularizer = loss, regularizer
-
-
-class _Data:
-    """A worker's view of the training data: fetched once per ``ray.put``, then indexed."""
-
-    def __init__(self) -> None:
-        self.key: Any = None
-        self.arrays: Any = None
-
-    def rows(self, data: list, index: Any) -> tuple:
-        """``(x, y, w)[index]``; ``data`` is ``[ObjectRef]`` (in a list: Ray leaves it as is)."""
-        ref = data[0]
-        if self.key != ref.binary():
-            import ray
-
-            self.arrays, self.key = ray.get(ref), ref.binary()
-        x, y, w = self.arrays
-        return x[index], y[index], None if w is None else w[index]
-
-
-# -- actors (plain classes here; ``ray.remote`` wraps them when a run starts) -----------------
-
-
-class ServerActor:
-    """A ``ParameterServer`` over its own copy of the model and optimizer."""
-
-    def __init__(self, payload: tuple) -> None:
-        # one object, so the optimizer still holds the model's parameters; copied, as
-        # arrays read from Ray's object store are read-only
-        model, optimizer, regularizer = copy.deepcopy(payload)
-        named = dict(model.named_parameters())
-        params = list(named.values())
-        constraint = ((lambda: regularizer.apply(params)) if hasattr(regularizer, "apply")
-                      else None)
-        self.server = ParameterServer(named, optimizer, constraint)
-
-    def pull(self) -> Pulled:
-        return self.server.pull()
-
-    def push(self, grads: dict, version: int, read_state: Any, lrs: list) -> int:
-        for group, lr in zip(self.server.optimizer.param_groups, lrs):
-            group["lr"] = lr
-        return self.server.push(grads, version, read_state)
-
-    def elastic(self, arrays: dict, alpha: float) -> dict:
-        return self.server.elastic(arrays, alpha)
-
-    def state(self) -> dict[str, Any]:
-        optimizer = self.server.optimizer
-        return {"server": self.server.state_dict(), "arrays": self.server.arrays(),
-                "optimizer": None if optimizer is None else optimizer.state_dict()}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.server.load_state_dict(state)
-
-
-class AsyncWorker:
-    """A Downpour or EASGD client on its own replica, talking to the server actor."""
-
-    def __init__(self, options: dict[str, Any], model: Any, objective: Any, seed: Any,
-                 server: Any) -> None:
-        import ray
-
-        self.ray, self.o, self.objective, self.server = ray, options, objective, server
-        self.replica = Replica(model, seed)
-        self.data = _Data()
-        self.steps = 0
-        self.pulled: Any = None
-        self.push_version = self.push_read_state = None
-        self.accrued: dict | None = None
-        if options["kind"] == "easgd":  # x^i = x̃ now (the start, or a restart mid-run)
-            self.replica.load(ray.get(server.pull.remote()).arrays)
-            self.velocity = [numpy.zeros_like(p.data) for p in self.replica.params]
-            self.saved = [numpy.empty_like(p.data) for p in self.replica.params]
-
-    def step(self, data: list, index: Any, lrs: list) -> tuple[float, Any, int]:
-        """The mini-batch ``index`` of the client rule; returns (loss, scores, process id)."""
-        x, y, w = self.data.rows(data, index)
-        if self.o["kind"] == "easgd":
-            value, scores = self._easgd(x, y, w, lrs[0])
-        else:
-            value, scores = self._downpour(x, y, w, lrs)
-        return value, scores, os.getpid()
-
-    def _downpour(self, x: Any, y: Any, w: Any, lrs: list) -> tuple[float, Any]:
-        o, replica = self.o, self.replica
-        if self.pulled is None:
-            self._fetch()
-        value, scores = replica.gradient(self.objective, x, y, w)
-        if not numpy.isfinite(value):
-            return value, scores
-        if self.push_version is None:
-            self.push_version, self.push_read_state = self.pulled.version, self.pulled.read_state
-        grads = replica.grads()
-        if o["n_push"] > 1:
-            if self.accrued is None:
-                self.accrued = {k: numpy.zeros_like(g) for k, g in grads.items()}
-            for name, g in grads.items():
-                self.accrued[name] += g
-        if o["local_lr"]:
-            for param in replica.params:
-                param.data -= o["local_lr"] * param.grad
-        self.steps += 1
-        if self.steps % o["n_push"] == 0:
-            self.ray.get(self.server.push.remote(
-                self.accrued if o["n_push"] > 1 else grads, self.push_version,
-                self.push_read_state, lrs))
-            self.push_version = self.push_read_state = None
-            if self.accrued is not None:
-                for a in self.accrued.values():
-                    a.fill(0)
-        if self.steps % o["n_fetch"] == 0:
-            self._fetch()
-        return value, scores
-
-    def _fetch(self) -> None:
-        self.pulled = self.ray.get(self.server.pull.remote())
-        self.replica.load(self.pulled.arrays)
-
-    def _easgd(self, x: Any, y: Any, w: Any, lr: float) -> tuple[float, Any]:
-        """EASGD.train_step's worker part: g at x (EAMSGD: x + δv), elastic move, SGD step."""
-        params, momentum = self.replica.params, self.o["momentum"]
-        if momentum:
-            for param, saved, v in zip(params, self.saved, self.velocity):
-                numpy.copyto(saved, param.data)
-                param.data += momentum * v
-        value, scores = self.replica.gradient(self.objective, x, y, w)
-        if momentum:
-            for param, saved in zip(params, self.saved):
-                numpy.copyto(param.data, saved)
-        if not numpy.isfinite(value):
-            return value, scores
-        if self.steps % self.o["tau"] == 0:
-            arrays = self.replica.arrays()
-            moves = self.ray.get(self.server.elastic.remote(arrays, self.o["alpha"]))
-            for k, move in moves.items():
-                arrays[k] -= move
-        for param, v in zip(params, self.velocity):
-            if momentum:
-                v *= momentum
-                v -= lr * param.grad
-                param.data += v
-            else:
-                param.data -= lr * param.grad
-        self.steps += 1
-        return value, scores
-
-    def arrays(self) -> dict:
-        return self.replica.arrays()
-
-    def buffers(self) -> list:
-        return [b for _, b in self.replica.model.named_buffers()]
-
-
-class SyncWorker:
-    """A synchronous data-parallel replica: the gradient of its shard at the θ it is sent."""
-
-    def __init__(self, model: Any, objective: Any, seed: Any) -> None:
-        self.replica, self.objective = Replica(model, seed), objective
-        self.data = _Data()
-
-    def gradient(self, theta: tuple, data: list, index: Any) -> tuple:
-        """(shard loss, {name: gradient} or None for a zero-weight shard, scores, buffers)."""
-        x, y, w = self.data.rows(data, index)
-        arrays, buffers = theta
-        self.replica.load(arrays)
-        for (_, mine), theirs in zip(self.replica.model.named_buffers(), buffers):
-            numpy.copyto(mine, theirs)
-        if w is not None and float(w.sum()) == 0:
-            scores = self.replica.model.train().forward(x)
-            return 0.0, None, scores, None
-        value, scores = batch_gradient(self.replica.model, self.replica.params, self.objective,
-                                       x, y, w)
-        grads = self.replica.grads() if numpy.isfinite(value) else None
-        return value, grads, scores, [b for _, b in self.replica.model.named_buffers()]
 
 
 # -- the strategy ---------------------------------------------------------------------------
 
+CALL_SECONDS = 0.02  # the automatic steps_per_call makes a call compute at least this long
+MAX_STEPS_PER_CALL = 256
+
+
+class _Call:
+    """Calls in flight for one dispatch: ``refs`` [(worker, ObjectRef)], the mini-batches
+    of each worker's call, and the results fetched so far."""
+
+    def __init__(self, refs: list, batches: dict) -> None:
+        self.refs, self.batches, self.results = refs, batches, {}
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == len(self.refs)
+
 
 class OnRay(Strategy):
-    """Run ``strategy`` (Downpour, asynchronous EASGD, SyncDataParallel) on Ray actors.
+    """Run ``strategy`` (Downpour, EASGD, SyncDataParallel) on Ray actors (module docstring).
 
     Args:
-        strategy: the in-process strategy whose options to run.
+        strategy: the in-process strategy whose options to run (``delay`` must be 0).
         address: a Ray cluster to join (``"auto"``, ``"HEAD:6379"``); default
             ``RAY_ADDRESS``, else a local Ray.
         num_cpus: CPUs of a local Ray (default: all of the machine's).
         object_store_memory: bytes of a local Ray's object store (default 256 MiB).
         max_restarts: restarts of a killed asynchronous worker (Ray actor restarts).
+        steps_per_call: mini-batches per actor call; default None: sized from the
+            measured time per step so that a call computes ≥ 20 ms.
 
     Example:
         >>> Trainer(model, loss, optim.Adagrad(model.parameters(), lr=0.05),
@@ -323,7 +194,7 @@ class OnRay(Strategy):
 
     def __init__(self, strategy: Any, *, address: str | None = None,
                  num_cpus: int | None = None, object_store_memory: int = 256 * 2**20,
-                 max_restarts: int = 3) -> None:
+                 max_restarts: int = 3, steps_per_call: int | None = None) -> None:
         import_ray()
         if not isinstance(strategy, (Downpour, EASGD, SyncDataParallel)):
             raise ValueError(f"OnRay runs Downpour, EASGD or SyncDataParallel; got "
@@ -331,36 +202,53 @@ class OnRay(Strategy):
         if getattr(strategy, "delay", 0):
             raise ValueError("delay simulates staleness in process; on Ray staleness is real — "
                              "use delay=0")
-        if getattr(strategy, "shards", 1) > 1:
-            raise ValueError("OnRay runs one server actor; use shards=1")
-        if isinstance(strategy, EASGD) and not strategy.asynchronous:
-            raise ValueError("OnRay runs asynchronous EASGD only; use asynchronous=True")
         self.strategy = strategy
         self.workers = strategy.workers
+        self.shards = getattr(strategy, "shards", 1)
         self.address = address
         self.num_cpus = None if num_cpus is None else check_int("OnRay", "num_cpus", num_cpus, 1)
         self.object_store_memory = check_int("OnRay", "object_store_memory",
                                              object_store_memory, 2**20)
         self.max_restarts = check_int("OnRay", "max_restarts", max_restarts, 0)
-        self.kind = {Downpour: "downpour", EASGD: "easgd"}.get(type(strategy), "sync")
-        self.server: Any = None
+        self.steps_per_call = (None if steps_per_call is None else
+                               check_int("OnRay", "steps_per_call", steps_per_call, 1))
+        if isinstance(strategy, EASGD):
+            self.kind = "easgd" if strategy.asynchronous else "easgd_sync"
+        else:
+            self.kind = "downpour" if isinstance(strategy, Downpour) else "sync"
+        self.servers: list | None = None
         self._actors: list | None = None
-        self._model_ref: Any = None
         self._data: Any = None
         self._data_key: Any = None
         self._owns_ray = False
         self._temp_dir: str | None = None
         self._clock = 0
         self._saved: dict[str, Any] = {}
+        self._state: dict[str, Any] = {}
         self._epoch_counts: dict[int, int] = {}
+        self._per_step: float | None = None
         self._reset_epoch()
+
+    @property
+    def server(self) -> Any:
+        """The first server actor (None when no run is on)."""
+        return self.servers[0] if self.servers else None
 
     def bind(self, trainer: Any) -> None:
         self.strategy.bind(trainer)
+        if self.shards > 1 and self.kind != "sync":
+            for part in split_balanced(dict(trainer.model.named_parameters()), self.shards):
+                if self.kind == "downpour":  # refused now, not in the actors
+                    clone_optimizer(trainer.optimizer, list(part.values()))
         if trainer.augment is not None:
-            raise ValueError("OnRay's workers index the training data in Ray's object store; "
-                             "the Trainer's augment needs each batch in this process — "
-                             "leave out augment")
+            try:
+                import_ray().cloudpickle.dumps(trainer.augment)
+            except Exception as error:  # noqa: BLE001 - any failure to pickle
+                raise ValueError(f"OnRay sends the Trainer's augment to its workers, so it must "
+                                 f"be picklable; {trainer.augment!r} is not "
+                                 f"({type(error).__name__}) — use an "
+                                 "ermlab.data.transforms object or a module-level function"
+                                 ) from None
 
     # -- start and stop -------------------------------------------------------------
 
@@ -371,58 +259,79 @@ class OnRay(Strategy):
         try:
             cpus = ray.cluster_resources().get("CPU", 1.0)
             per_worker = min(1.0, cpus / self.workers)
-            objective = _Objective(trainer.loss, trainer.regularizer)
-            seeds = numpy.random.SeedSequence(self.strategy.seed).spawn(self.workers)
-            model = self._model_ref = ray.put(trainer.model)  # kept: restarts rebuild from it
+            objective = Objective(trainer.loss, trainer.regularizer)
+            seeds = worker_seeds(self.strategy.seed, self.workers)
+            augment = trainer.augment
             if self.kind == "sync":
-                remote = ray.remote(num_cpus=per_worker, max_restarts=0)(SyncWorker)
-                self._actors = [remote.remote(model, objective, s) for s in seeds]
+                payload = ray.put((trainer.model, trainer.optimizer))
+                remote = ray.remote(num_cpus=per_worker, max_restarts=0,
+                                    concurrency_groups={"mail": 1})(SyncWorker)
+                self._actors = [remote.remote(payload, objective, s, rank, self.workers, augment)
+                                for rank, s in enumerate(seeds)]
+                ray.get([a.connect.remote(self._actors) for a in self._actors])
             else:
-                optimizer = trainer.optimizer if self.kind == "downpour" else None
-                self.server = ray.remote(num_cpus=0)(ServerActor).remote(
-                    (trainer.model, optimizer, trainer.regularizer))
-                if self._saved.get("server"):
-                    ray.get(self.server.load.remote(self._saved["server"]))
+                self._start_servers(ray, trainer)
+                owner = {name: i for i, part in enumerate(self._parts(trainer)) for name in part}
                 s = self.strategy
                 options = {"kind": self.kind, "n_fetch": getattr(s, "n_fetch", 1),
                            "n_push": getattr(s, "n_push", 1),
                            "local_lr": getattr(s, "local_lr", 0.0), "tau": getattr(s, "tau", 1),
                            "alpha": getattr(s, "alpha", 0.0),
                            "momentum": getattr(s, "momentum", 0.0)}
-                remote = ray.remote(num_cpus=per_worker, max_restarts=self.max_restarts,
-                                    max_task_retries=self.max_restarts)(AsyncWorker)
-                self._actors = [remote.remote(options, model, objective, seed, self.server)
-                                for seed in seeds]
+                restarts = 0 if self.kind == "easgd_sync" else self.max_restarts
+                remote = ray.remote(num_cpus=per_worker, max_restarts=restarts,
+                                    max_task_retries=restarts)(AsyncWorker)
+                model = ray.put(trainer.model)
+                self._actors = [remote.remote(options, model, objective, seed, self.servers,
+                                              owner, augment, rank)
+                                for rank, seed in enumerate(seeds)]
             self._clock = int(self._saved.get("clock", 0))
-            self._epoch_counts = {int(k): v for k, v in
-                                  self._saved.get("server", {}).get("staleness_counts",
-                                                                    {}).items()}
+            self._epoch_counts = _staleness(self._saved.get("server"))
         except BaseException:
             self.close()
             raise
+
+    def _parts(self, trainer: Any) -> list[list[str]]:
+        named = dict(trainer.model.named_parameters())
+        return [list(part) for part in split_balanced(named, self.shards)]
+
+    def _start_servers(self, ray: Any, trainer: Any) -> None:
+        """One ``ServerActor`` per shard, loaded with the saved counters (and optimizers)."""
+        optimizer = trainer.optimizer if self.kind == "downpour" else None
+        payload = ray.put((trainer.model, optimizer, trainer.regularizer))
+        options: dict[str, Any] = {"num_cpus": 0}
+        if self.kind == "easgd_sync":  # elastic_round waits for the other workers' moves
+            options["max_concurrency"] = self.workers + 2
+        remote = ray.remote(**options)(ServerActor)
+        self.servers = [remote.remote(payload, names, self.shards > 1, self.workers)
+                        for names in self._parts(trainer)]
+        saved = self._saved.get("server")
+        if not saved:
+            return
+        if isinstance(saved, list) != (self.shards > 1) or (
+                isinstance(saved, list) and len(saved) != self.shards):
+            count = len(saved) if isinstance(saved, list) else 1
+            raise ValueError(f"the saved server state has {count} shard(s); this run has "
+                             f"shards={self.shards}")
+        states = saved if isinstance(saved, list) else [{"server": saved}]
+        ray.get([server.load.remote(state) for server, state in zip(self.servers, states)])
 
     def end_fit(self, trainer: Any) -> None:
         self.close()
 
     def close(self) -> None:
         """Kill the actors; shut Ray down if this strategy started it."""
-        if self._actors is None and not self._owns_ray:
+        if self._actors is None and self.servers is None and not self._owns_ray:
             return
         ray = import_ray()
-        if self._actors is not None and self.server is not None:
-            try:
-                self._saved = {"clock": self._clock,
-                               "server": ray.get(self.server.state.remote())["server"]}
-            except Exception:  # noqa: BLE001 - the server is gone; keep the last saved state
-                pass
-        for actor in (self._actors or []) + ([self.server] if self.server is not None else []):
+        for actor in (self._actors or []) + (self.servers or []):
             try:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already dead
                 pass
-        self._actors, self.server, self._model_ref = None, None, None
+        self._actors, self.servers = None, None
         self._data = self._data_key = None
-        self._inflight = []
+        self._calls = deque()
         if self._owns_ray:
             stop_ray(self._temp_dir)
             self._owns_ray, self._temp_dir = False, None
@@ -433,7 +342,7 @@ class OnRay(Strategy):
                   sample_weight: Any, epoch: int) -> tuple[float, float, float]:
         """The Trainer's shuffled mini-batches (same generator, same order), as index arrays
         to the workers; returns (Σ loss·size, Σ size, Σ hits). Callbacks see
-        ``on_batch_end`` as each batch's result comes back."""
+        ``on_batch_end`` per mini-batch, in batch order."""
         try:
             return self._epoch(trainer, x, y, batch_size, sample_weight, epoch)
         except BaseException:  # an error or Ctrl-C (mostly met waiting on Ray): clean up
@@ -453,51 +362,140 @@ class OnRay(Strategy):
             self._data_key = (id(x), id(y), id(w))
         self._reset_epoch()
         n = len(x)
-        steps = math.ceil(n / (n if batch_size is None else min(batch_size, n)))
+        self._epoch_info = (epoch, math.ceil(n / (n if batch_size is None
+                                                  else min(batch_size, n))), y, w)
+        waiting: list = []
         for batch, index in enumerate(batches(n, batch_size, shuffle=True, rng=trainer.rng), 1):
             if w is not None and float(w[index].sum()) == 0:
                 continue
-            if self.kind == "sync":
-                value = self._sync_step(trainer, index, y, w)
-                self._count(trainer, epoch, batch, steps, value, trainer.last_scores, y, w, index)
-            else:
-                self._dispatch(trainer, index)
-                self._inflight.append((batch, index))
-                while len(self._inflight) >= self.workers:
-                    self._collect(trainer, epoch, steps, y, w)
+            waiting.append((batch, index))
+            if len(waiting) >= self._call_size():
+                self._dispatch(trainer, waiting)
+                waiting = []
             if trainer.stop_training:
+                waiting = []
                 break
-        while self._inflight:
-            self._collect(trainer, epoch, steps, y, w)
+        if waiting:
+            self._dispatch(trainer, waiting)
+        while self._calls:
+            self._collect(trainer)
+        self._sync_trainer(trainer)
         return tuple(self._sums)
 
-    def _dispatch(self, trainer: Any, index: Any) -> None:
-        groups = trainer.optimizer.param_groups
-        if self.kind == "easgd":
-            lrs = [self.strategy.lr if self.strategy.lr is not None else groups[0]["lr"]]
-        else:
-            lrs = [g.get("lr") for g in groups]
-        worker = self._clock % self.workers
-        self._clock += 1
-        self._refs.append((worker, self._actors[worker].step.remote([self._data], index, lrs)))
-        trainer.step += 1
+    def _call_size(self) -> int:
+        """Mini-batches to gather before a dispatch: steps_per_call per worker for the
+        synchronous EASGD rounds, steps_per_call otherwise."""
+        per_call = self.steps_per_call
+        if per_call is None:
+            per_call = 1 if self._per_step is None else min(
+                MAX_STEPS_PER_CALL, max(1, math.ceil(CALL_SECONDS / max(self._per_step, 1e-9))))
+        return per_call * self.workers if self.kind == "easgd_sync" else per_call
 
-    def _collect(self, trainer: Any, epoch: int, steps: int, y: Any, w: Any) -> None:
-        """Wait for the oldest call in flight; count its batch; ``on_batch_end``."""
+    def _dispatch(self, trainer: Any, waiting: list) -> None:
+        """Send the gathered mini-batches as actor calls; wait while too many are in flight."""
+        while len(self._calls) >= 2 * (1 if self.kind in ("sync", "easgd_sync")
+                                       else self.workers):
+            self._collect(trainer)
+        groups = trainer.optimizer.param_groups
+        data = [self._data]
+        if self.kind == "sync":
+            lrs = [g.get("lr") for g in groups]
+            steps = [self._shards(index) for _, index in waiting]
+            refs = [(rank, actor.run.remote(data, [s[rank] for s in steps], lrs))
+                    for rank, actor in enumerate(self._actors)]
+            call = _Call(refs, {rank: waiting for rank in range(self.workers)})
+        elif self.kind == "easgd_sync":
+            lr = self.strategy.lr if self.strategy.lr is not None else groups[0]["lr"]
+            mine: dict[int, list] = {}
+            for offset, item in enumerate(waiting):
+                mine.setdefault((self._clock + offset) % self.workers, []).append(item)
+            refs = [(rank, self._actors[rank].run.remote(data, [i for _, i in items], [lr]))
+                    for rank, items in mine.items()]
+            call = _Call(refs, mine)
+        else:
+            if self.kind == "easgd":
+                lrs = [self.strategy.lr if self.strategy.lr is not None else groups[0]["lr"]]
+            else:
+                lrs = [g.get("lr") for g in groups]
+            rank = self._calls_made % self.workers
+            ref = self._actors[rank].run.remote(data, [i for _, i in waiting], lrs)
+            call = _Call([(rank, ref)], {rank: waiting})
+        self._calls_made += 1
+        self._clock += len(waiting)
+        trainer.step += len(waiting)
+        self._order.extend(batch for batch, _ in waiting)
+        self._calls.append(call)
+
+    def _shards(self, index: Any) -> list[tuple[Any, float]]:
+        """SyncDataParallel's cut of one mini-batch: per worker (indices, weight share)."""
+        w = self._epoch_info[3]
+        shards = numpy.array_split(index, self.workers)
+        weights = [float(len(s)) if w is None else float(w[s].sum()) for s in shards]
+        total = sum(weights)
+        return [(s, weight / total) for s, weight in zip(shards, weights)]
+
+    def _collect(self, trainer: Any) -> None:
+        """Wait for the oldest dispatch (watching all calls in flight, so that a dead worker
+        is met at once); count the mini-batches whose turn has come."""
         ray = import_ray()
-        batch, index = self._inflight.pop(0)
-        worker, ref = self._refs.pop(0)
+        oldest = self._calls[0]
+        while not oldest.done:
+            pending = [(call, worker, ref) for call in self._calls
+                       for worker, ref in call.refs if worker not in call.results]
+            ready, _ = ray.wait([ref for _, _, ref in pending], num_returns=1)
+            for call, worker, ref in pending:
+                if ref in ready:
+                    call.results[worker] = self._fetch(ray, worker, ref)
+        self._calls.popleft()
+        self._file(oldest)
+        epoch, steps, y, w = self._epoch_info
+        while self._order and self._order[0] in self._done:
+            batch = self._order.popleft()
+            value, scores, index = self._done.pop(batch)
+            trainer.last_scores = scores
+            self._count(trainer, epoch, batch, steps, value, scores, y, w, index)
+
+    def _fetch(self, ray: Any, worker: int, ref: Any) -> Any:
         try:
-            value, scores, pid = ray.get(ref)
+            results, pid, seconds = ray.get(ref)
         except ray.exceptions.RayActorError as error:
-            raise RuntimeError(f"{type(self.strategy).__name__} on Ray: worker {worker} died and "
-                               f"could not be restarted ({type(error).__name__}); resume the "
-                               "run from its last checkpoint") from None
+            if self.kind in ("sync", "easgd_sync"):
+                how = "the synchronous step cannot go on"
+            else:
+                how = "and could not be restarted"
+            raise RuntimeError(f"{type(self.strategy).__name__} on Ray: worker {worker} died "
+                               f"({type(error).__name__}); {how} — resume the run from its "
+                               "last checkpoint") from None
         if self._pids[worker] not in (None, pid):
             self.restarts += 1
         self._pids[worker] = pid
-        trainer.last_scores = scores
-        self._count(trainer, epoch, batch, steps, value, scores, y, w, index)
+        if results:
+            per_step = seconds / len(results)
+            self._per_step = per_step if self._per_step is None else min(self._per_step,
+                                                                           per_step)
+        return results
+
+    def _file(self, call: _Call) -> None:
+        """The finished dispatch's results by mini-batch: (loss, scores, indices)."""
+        if self.kind != "sync":
+            for worker, items in call.batches.items():
+                for (batch, index), (value, scores) in zip(items, call.results[worker]):
+                    self._done[batch] = (value, scores, index)
+            return
+        penalty_of = call.results[0]
+        for step, (batch, index) in enumerate(call.batches[0]):
+            value, parts = 0.0, []
+            for rank in range(self.workers):
+                shard_value, scores, _ = call.results[rank][step]
+                if scores is not None:
+                    parts.append(scores)
+                if not math.isfinite(shard_value) and math.isfinite(value):
+                    value = shard_value
+                elif math.isfinite(value):
+                    value += shard_value
+            if math.isfinite(value):
+                value += penalty_of[step][2]
+            self._done[batch] = (value, numpy.concatenate(parts), index)
 
     def _count(self, trainer: Any, epoch: int, batch: int, steps: int, value: float,
                scores: Any, y: Any, w: Any, index: Any) -> None:
@@ -512,78 +510,58 @@ class OnRay(Strategy):
         trainer._notify("on_batch_end", {"epoch": epoch, "batch": batch, "loss": value,
                                          "size": len(index), "steps_per_epoch": steps})
 
-    def _sync_step(self, trainer: Any, index: Any, y: Any, w: Any) -> float:
-        ray = import_ray()
-        shards = [s for s in numpy.array_split(index, self.workers) if len(s)]
-        weights = [float(len(s)) if w is None else float(w[s].sum()) for s in shards]
-        total = sum(weights)
-        theta = ray.put(({k: p.data for k, p in trainer.model.named_parameters()},
-                         [b for _, b in trainer.model.named_buffers()]))
-        refs = [self._actors[i].gradient.remote(theta, [self._data], s)
-                for i, s in enumerate(shards)]
-        results = []
-        for i, ref in enumerate(refs):
-            try:
-                results.append(ray.get(ref))
-            except ray.exceptions.RayActorError as error:
-                raise RuntimeError(f"SyncDataParallel on Ray: worker {i} died "
-                                   f"({type(error).__name__}); the synchronous step cannot go "
-                                   "on — resume the run from its last checkpoint") from None
-        trainer.last_scores = numpy.concatenate([r[2] for r in results])
-        value = 0.0
-        for weight, (shard_value, _, _, _) in zip(weights, results):
-            if weight and not math.isfinite(shard_value):
-                return shard_value
-            value += weight / total * shard_value if weight else 0.0
-        for name, param in trainer.model.named_parameters():
-            param.grad.fill(0)
-            for weight, (_, grads, _, _) in zip(weights, results):
-                if grads is not None:
-                    param.grad += weight / total * grads[name]
-        if results[0][3] is not None:  # worker 0's running averages (DDP broadcast_buffers)
-            for (_, mine), theirs in zip(trainer.model.named_buffers(), results[0][3]):
-                numpy.copyto(mine, theirs)
-        if trainer.regularizer is not None:
-            value += trainer.regularizer.penalty(trainer.params)
-        trainer.apply_update()
-        return value
-
-    # -- epoch end: copy the server's state into the Trainer ---------------------------
+    # -- epoch end: copy the actors' state into the Trainer ----------------------------
 
     def _reset_epoch(self) -> None:
-        self._inflight: list = []
-        self._refs: list = []
+        self._calls: deque = deque()
+        self._order: deque = deque()
+        self._done: dict = {}
+        self._calls_made = 0
         self._sums = [0.0, 0.0, 0.0]
         self._pids: list = [None] * self.workers
         self.restarts = 0
 
-    def _sync_trainer(self, trainer: Any) -> dict[str, Any]:
+    def _sync_trainer(self, trainer: Any) -> None:
+        """θ (the servers', EASGD's centre, or replica 0's), the optimizer state and
+        worker 0's buffers into the Trainer's model and optimizer."""
         ray = import_ray()
-        state = ray.get(self.server.state.remote())
+        if self.kind == "sync":
+            state = ray.get(self._actors[0].state.remote())
+            arrays, optimizer, buffers = state["arrays"], state["optimizer"], state["buffers"]
+            self._state = {}
+        else:
+            states = ray.get([s.state.remote() for s in self.servers])
+            arrays = {k: a for state in states for k, a in state["arrays"].items()}
+            optimizer = states[0]["optimizer"] if self.shards == 1 else None
+            buffers = ray.get(self._actors[0].buffers.remote())
+            self._state = {"servers": states}
         for name, param in trainer.model.named_parameters():
-            numpy.copyto(param.data, state["arrays"][name])
-        if state["optimizer"] is not None:
-            trainer.optimizer.load_state_dict(state["optimizer"])
-        for (_, mine), theirs in zip(trainer.model.named_buffers(),
-                                     ray.get(self._actors[0].buffers.remote())):
+            numpy.copyto(param.data, arrays[name])
+        if optimizer is not None:
+            trainer.optimizer.load_state_dict(optimizer)
+        for (_, mine), theirs in zip(trainer.model.named_buffers(), buffers):
             numpy.copyto(mine, theirs)
-        self._saved = {"clock": self._clock, "server": state["server"]}
-        return state
+        self._saved = {"clock": self._clock}
+        if self.kind != "sync":
+            counters = [s["server"] for s in states]
+            self._saved["server"] = counters[0] if self.shards == 1 else [
+                {"server": c, "optimizer": s["optimizer"]} for c, s in zip(counters, states)]
 
     def epoch_logs(self, trainer: Any) -> dict[str, Any]:
         """Downpour: ``staleness_mean`` / ``staleness_max`` / ``server_updates`` of the
-        epoch; EASGD: ``elastic_distance``; both: ``worker_restarts``. The server's θ
-        (Downpour: and optimizer state) are copied into the Trainer first."""
+        epoch; EASGD: ``elastic_distance``; asynchronous workers: ``worker_restarts``."""
         if self._actors is None or self.kind == "sync":
             return {}
         try:
-            state = self._sync_trainer(trainer)
+            return self._logs(trainer)
         except BaseException:
             self.close()
             raise
+
+    def _logs(self, trainer: Any) -> dict[str, Any]:
         logs: dict[str, Any] = {"worker_restarts": self.restarts}
         if self.kind == "downpour":
-            now = {int(k): v for k, v in state["server"]["staleness_counts"].items()}
+            now = _staleness(self._saved["server"])
             new = {t: n - self._epoch_counts.get(t, 0) for t, n in now.items()}
             new = {t: n for t, n in new.items() if n}
             self._epoch_counts = now
@@ -591,29 +569,39 @@ class OnRay(Strategy):
             logs.update({"staleness_mean": sum(t * n for t, n in new.items()) / applied
                          if applied else float("nan"),
                          "staleness_max": max(new) if new else 0,
-                         "server_updates": state["server"]["version"]})
+                         "server_updates": self._state["servers"][0]["server"]["version"]})
         else:
             ray = import_ray()
-            centre = state["arrays"]
+            centre = {k: p.data for k, p in trainer.model.named_parameters()}
             logs["elastic_distance"] = float(numpy.mean([
                 numpy.sqrt(sum(float(((a - centre[k]) ** 2).sum()) for k, a in arrays.items()))
                 for arrays in ray.get([w.arrays.remote() for w in self._actors])]))
         return logs
 
     def staleness(self) -> dict[int, int]:
-        """``{τ: count}`` over the run (the server's counts at the last epoch end)."""
-        counts = self._saved.get("server", {}).get("staleness_counts", {})
-        return {int(k): int(v) for k, v in counts.items()}
+        """``{τ: count}`` over the run (the servers' counts at the last epoch end)."""
+        return _staleness(self._saved.get("server"))
 
-    # -- checkpoints: the server's counters (θ and its optimizer state are the Trainer's) --
+    # -- checkpoints: the servers' counters (θ and its optimizer state are the Trainer's) --
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self._saved)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._saved = dict(state)
-        if self.server is not None and state.get("server"):
-            import_ray().get(self.server.load.remote(state["server"]))
+        if self.servers is not None and state.get("server"):
+            import_ray().get(self.server.load.remote({"server": state["server"]}))
 
     def __repr__(self) -> str:
         return f"OnRay({self.strategy!r}, address={self.address!r})"
+
+
+def _staleness(saved: Any) -> dict[int, int]:
+    """``{τ: count}`` of saved server counters (one server, or the shards' sum)."""
+    if not saved:
+        return {}
+    counts: dict[int, int] = {}
+    for state in (saved if isinstance(saved, list) else [{"server": saved}]):
+        for tau, n in state["server"]["staleness_counts"].items():
+            counts[int(tau)] = counts.get(int(tau), 0) + int(n)
+    return counts

@@ -59,6 +59,10 @@ class Trainer:
             in ``train_step``, or (``Hogwild``: worker processes over shared memory) of
             the whole epoch's batch loop; callbacks, history, validation and checkpoints
             (which then also hold the strategy's state) stay the same. Default: none.
+        adversary: adversarial training (Madry et al. 2018), min_θ E max_{‖δ‖≤ε} L(f(x+δ), y):
+            an attack (``ermlab.robustness.PGD``, ``FGSM``) that replaces every training
+            batch by ``adversary(model, x, y, rng=trainer.rng, loss=loss)`` before the step
+            (after ``augment``); the running accuracy is then the adversarial one.
 
     Attributes:
         history: ``{key: [value per epoch]}`` over all ``fit`` calls (and restored runs).
@@ -78,6 +82,7 @@ class Trainer:
         top_k: Sequence[int] = (),
         augment: Any = None,
         strategy: Any = None,
+        adversary: Any = None,
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.regularizer = regularizer
@@ -87,6 +92,10 @@ class Trainer:
                     else numpy.random.default_rng(as_generator(None).integers(2**63)))
         self.top_k = tuple(top_k)
         self.augment = augment
+        if adversary is not None and strategy is not None:
+            raise ValueError("adversarial training runs in the Trainer's own loop; use it "
+                             "without a distributed strategy")
+        self.adversary = adversary
         self.history: dict[str, list[Any]] = {}
         self.epoch = 0
         self.step = 0
@@ -229,6 +238,8 @@ class Trainer:
             if self.augment is not None:
                 xb = self.augment(xb, self.rng)
             yb = y[index]
+            if self.adversary is not None and len(index):
+                xb = self.adversary(self.model, xb, yb, rng=self.rng, loss=self.loss)
             value = self.train_step(xb, yb, w)
             total, weight = total + value * size, weight + size
             if classify:

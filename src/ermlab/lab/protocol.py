@@ -37,6 +37,7 @@ import math
 import multiprocessing
 import os
 import signal
+import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -185,8 +186,10 @@ def run_job(job: Job) -> str:
     """Train one run and write its file; returns the file's path."""
     from ermlab import __version__
 
+    cpu = time.process_time()
     curves = job.problem.train(OptimizerFactory(job.optimizer, job.hyperparams), job.seed,
                                job.epochs)
+    curves["cpu_time"] = time.process_time() - cpu
     record = {"format": results.FORMAT, "testproblem": job.problem.problem_name,
               "optimizer_name": job.optimizer, "optimizer_hyperparams": dict(job.hyperparams),
               "random_seed": job.seed, "batch_size": job.problem.batch_size,

@@ -30,10 +30,11 @@ minibatch_train_losses  the loss of every mini-batch step, in order
 and ermlab's additions: ``format`` (``"ermlab.lab.run/1"``), ``train_times``
 (E + 1 cumulative seconds of training, evaluation excluded, starting at 0 —
 the clock of AlgoPerf's time-to-result), ``wall_time`` (seconds of the whole
-run, evaluation included), ``diverged`` (a non-finite loss stopped the run),
-``problem`` (the problem's full specification: data, model, loss, budget), and
-for the 2-D test functions ``trajectory`` (the iterate θ before and after every
-step, a list of [x, y]).
+run, evaluation included), ``cpu_time`` (CPU seconds of the run's process: on a
+busy machine, a fairer measure of the work than the wall clock), ``diverged``
+(a non-finite loss stopped the run), ``problem`` (the problem's full
+specification: data, model, loss, budget), and for the 2-D test functions
+``trajectory`` (the iterate θ before and after every step, a list of [x, y]).
 
 Files are written atomically (a temporary file renamed over the target), so a
 run interrupted by Ctrl-C leaves either no file or the previous complete one;

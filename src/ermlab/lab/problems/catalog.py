@@ -161,7 +161,8 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         data=idx_flat, model=logistic_regression, loss="cross_entropy", weight_decay=1e-4,
         batch_size=128, epochs=45, settings={"model": "logistic regression 784-10",
                                              "source": "Kingma & Ba 2015, Fig. 1"},
-        budgets={"small": {**SMALL_DATA, "epochs": 5}, "tiny": {**TINY_DATA, "epochs": 2}}),
+        budgets={"small": {"n_train": 10_000, "n_valid": 2_000, "n_test": 2_000, "epochs": 10},
+                 "tiny": {**TINY_DATA, "epochs": 2}}),
     "mlp": dict(
         data=idx_flat, model=mlp_1000, loss="cross_entropy", weight_decay=0.0,
         batch_size=128, epochs=200, settings={"model": "MLP 784-1000-1000-10, ReLU, dropout 0.5",
@@ -172,7 +173,7 @@ PROBLEMS: dict[str, dict[str, Any]] = {
         batch_size=128, epochs=100, settings={"model": "DeepOBS 2c2d (conv32-pool-conv64-pool-"
                                                        "dense1024-dense10)",
                                               "source": "DeepOBS fmnist_2c2d"},
-        budgets={"small": {"n_train": 2_000, "n_valid": 1_000, "n_test": 1_000, "epochs": 2},
+        budgets={"small": {"n_train": 2_000, "n_valid": 500, "n_test": 1_000, "epochs": 2},
                  "tiny": {"n_train": 128, "n_valid": 64, "n_test": 64, "epochs": 1}}),
     "noisy_quadratic": dict(
         data=nqm_data, model=nqm_model, loss="mse", weight_decay=0.0, batch_size=128,

@@ -158,7 +158,12 @@ class LearningProblem:
 
 
 class _Recorder(Callback):
-    """Per-step losses, and train/valid/test loss (and accuracy) after every epoch."""
+    """Per-step losses, and train/valid/test loss (and accuracy) after every epoch.
+
+    The training loss and accuracy are measured, in evaluation mode and without
+    the penalty, on the first n_valid training examples (as many as the
+    validation split), as DeepOBS evaluates a training subset of test size.
+    """
 
     def __init__(self, data: Split, classification: bool) -> None:
         self.data, self.classification, self.diverged = data, classification, False
@@ -168,7 +173,7 @@ class _Recorder(Callback):
         if classification:
             self.curves.update(train_accuracies=[], valid_accuracies=[], test_accuracies=[])
         self.elapsed = 0.0
-        n = len(data.x_test)
+        n = len(data.x_valid)
         self.train_probe = (data.x_train[:n], data.y_train[:n])
 
     def on_batch_end(self, trainer: Any, logs: dict[str, Any]) -> None:

@@ -1,0 +1,54 @@
+"""Parameter shards over several server actors, and synchronous EASGD, on Ray: equal to the
+in-process strategies where the order is deterministic; a 2-worker sharded run learns and
+its sharded server state goes through a checkpoint."""
+
+import numpy as np
+from strategy_helpers import assert_weights_close, blobs, mlp_trainer, weights
+
+from ermlab import optim
+from ermlab.distributed import EASGD, Downpour, OnRay
+
+
+def adagrad(p):
+    return optim.Adagrad(p, lr=0.1)
+
+
+def test_downpour_shards_one_worker_equals_in_process_shards(ray_session):
+    x, y = blobs(64, seed=7)
+    local = mlp_trainer(optimizer=adagrad, strategy=Downpour(workers=1, n_push=2, shards=2))
+    remote = mlp_trainer(optimizer=adagrad,
+                         strategy=OnRay(Downpour(workers=1, n_push=2, shards=2)))
+    h1 = local.fit(x, y, epochs=3, batch_size=8)
+    h2 = remote.fit(x, y, epochs=3, batch_size=8)
+    assert_weights_close(weights(local), weights(remote), rtol=0, atol=0)
+    assert h1["loss"] == h2["loss"] and h1["server_updates"] == h2["server_updates"] == [4, 8, 12]
+    saved = remote.strategy.state_dict()["server"]  # one state per shard, with its Adagrad sums
+    assert len(saved) == 2 and all(s["optimizer"]["state"] for s in saved)
+    assert sum(remote.strategy.staleness().values()) == 2 * 12  # a push counts once per shard
+
+
+def test_two_workers_on_two_shards_learn_and_resume(ray_session, tmp_path):
+    x, y = blobs(192, seed=3)
+    first = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2, shards=2)))
+    history = first.fit(x, y, epochs=2, batch_size=8)
+    assert first.evaluate(x, y)["accuracy"] > 0.8 and history["server_updates"][-1] == 48
+    path = first.save(tmp_path / "run")
+    second = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2, shards=2)))
+    second.resume(path)
+    assert second.fit(x, y, epochs=1, batch_size=8)["server_updates"][-1] == 72
+
+
+def test_synchronous_easgd_on_ray_equals_in_process(ray_session):
+    """88 examples in batches of 8: 11 a epoch, so the rounds of 2 workers straddle epochs;
+    the centre is sharded over two servers."""
+    x, y = blobs(88, seed=4)
+    sgd = lambda p: optim.SGD(p, lr=0.1)  # noqa: E731
+    make = lambda: EASGD(workers=2, tau=2, alpha=0.3, asynchronous=False, shards=2)  # noqa: E731
+    local = mlp_trainer(optimizer=sgd, strategy=make())
+    remote = mlp_trainer(optimizer=sgd, strategy=OnRay(make()))
+    h1 = local.fit(x, y, epochs=3, batch_size=8)
+    h2 = remote.fit(x, y, epochs=3, batch_size=8)
+    assert_weights_close(weights(local), weights(remote), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-12)
+    start = mlp_trainer().model.state_dict()["0.weight"]
+    assert np.abs(weights(local)["0.weight"] - start).max() > 0.05  # the centre moved

@@ -54,7 +54,7 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch, tmp_path, cap
 
 @pytest.mark.parametrize("argv, message", [
     (("--distributed", "downpour", "--backend", "ray", "--delay", "2"), "use delay=0"),
-    (("--distributed", "easgd", "--backend", "ray", "--shards", "2"), "use shards=1"),
+    (("--distributed", "easgd", "--backend", "ray", "--delay", "1"), "use delay=0"),
 ])
 def test_what_ray_cannot_run_is_refused_before_anything_starts(argv, message, tmp_path, capsys):
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")

@@ -63,6 +63,9 @@ class Trainer:
             an attack (``ermlab.robustness.PGD``, ``FGSM``) that replaces every training
             batch by ``adversary(model, x, y, rng=trainer.rng, loss=loss)`` before the step
             (after ``augment``); the running accuracy is then the adversarial one.
+        privacy: differentially private training (``ermlab.privacy.DPSGD``): Poisson-
+            sampled batches, clipped per-example gradients plus noise in place of the
+            update, (ε, δ) in the epoch logs, a stop at a target ε. Default: none.
 
     Attributes:
         history: ``{key: [value per epoch]}`` over all ``fit`` calls (and restored runs).
@@ -83,6 +86,7 @@ class Trainer:
         augment: Any = None,
         strategy: Any = None,
         adversary: Any = None,
+        privacy: Any = None,
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.regularizer = regularizer
@@ -106,6 +110,9 @@ class Trainer:
         self.strategy = strategy
         if strategy is not None:
             strategy.bind(self)
+        self.privacy = privacy
+        if privacy is not None:
+            privacy.bind(self)
 
     # -- one update ---------------------------------------------------------------
 
@@ -118,6 +125,8 @@ class Trainer:
         """
         if self.strategy is not None:
             return self.strategy.train_step(self, x, y, sample_weight)
+        if self.privacy is not None:
+            return self.privacy.train_step(self, x, y, sample_weight)
         self.model.train()
         scores = self.last_scores = self.model.forward(x)
         if not bool(array_module(scores).isfinite(scores).all()):
@@ -180,6 +189,8 @@ class Trainer:
             self.rng = as_generator(rng)
         if resume_from is not None:
             self.resume(resume_from)
+        if self.privacy is not None:
+            self.privacy.begin_fit(self, n, epochs, batch_size, sample_weight)
         self.stop_training, self.stop_reason = False, None
         self.callbacks = _in_order(self.callbacks)
         steps = math.ceil(n / (n if batch_size is None else min(batch_size, n)))
@@ -222,6 +233,8 @@ class Trainer:
             logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
         if self.strategy is not None:
             logs.update(self.strategy.epoch_logs(self))
+        if self.privacy is not None:
+            logs.update(self.privacy.epoch_logs(self))
         logs["time"] = time.perf_counter() - start
         return logs
 
@@ -229,10 +242,12 @@ class Trainer:
                     steps: int, epoch: int, classify: bool) -> tuple[float, float, float]:
         """The epoch's mini-batches: (Σ loss·size, Σ size, Σ hits)."""
         total = weight = hits = 0.0
-        for batch, index in enumerate(batches(len(x), batch_size, shuffle=True, rng=self.rng), 1):
+        order = (self.privacy.batches(len(x), self.rng) if self.privacy is not None
+                 else batches(len(x), batch_size, shuffle=True, rng=self.rng))
+        for batch, index in enumerate(order, 1):
             w = None if sample_weight is None else sample_weight[index]
             size = float(len(index)) if w is None else float(w.sum())
-            if size == 0:
+            if size == 0 and self.privacy is None:  # DP-SGD steps on an empty batch too
                 continue
             xb = x[index]
             if self.augment is not None:

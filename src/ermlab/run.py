@@ -22,6 +22,9 @@ both). Its training keys are ``ermlab.config``'s vocabulary (``hidden``,
   87.8 %, 0.296 / 88.4 %; [0, 1] only 0.297 / 88.9 %, 0.296 / 88.0 %; per-channel
   mean 0.312 / 87.5 % and per-channel mean and σ 0.335 / 87.6 % (seed 0);
 * ``augment``: an ``ermlab.data.transforms.parse`` spec such as ``"crop:2,flip"``;
+* ``adversarial``: adversarial training (Madry et al. 2018), an attack spec of
+  ``ermlab.robustness.parse`` such as ``"pgd:eps=0.1,steps=7"`` whose ε is in the raw
+  data's units (pixels in [0, 1]) and whose valid range is the training inputs';
 * ``schedule``: ``none``, ``cosine``, ``step:S[:G]``, ``multistep:M1+M2[:G]``,
   ``exponential:G``, ``inverse_time:D[:C]`` (per update), ``warm_restarts:T0[:TMULT]``,
   ``plateau[:FACTOR[:PATIENCE]]``;
@@ -110,6 +113,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "validation_fraction": 0.1,
     "verify": True,
+    "adversarial": None,
 }
 PREPROCESS = ("auto", "standardize", "mean_image", "channel_mean", "none")
 CONFIG_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "history.csv", "metrics.json"
@@ -173,6 +177,13 @@ def _check_run_keys(full: dict[str, Any]) -> None:
         raise ValueError(f"config 'seed' must be an integer in [0, 2³²); got {seed!r}")
     if not isinstance(full["verify"], bool):
         raise ValueError(f"config 'verify' is true or false; got {full['verify']!r}")
+    if full["adversarial"] is not None:
+        from ermlab.robustness import parse
+
+        if not isinstance(full["adversarial"], str):
+            raise ValueError(f"config 'adversarial' is an attack spec such as "
+                             f"'pgd:eps=0.1,steps=7'; got {full['adversarial']!r}")
+        parse(full["adversarial"], bounds=(0.0, numpy.inf))  # the spec; eps vs data later
 
 
 def _check_strategy_keys(full: dict[str, Any]) -> None:
@@ -458,7 +469,22 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
     return Trainer(model, training_config.build_loss(training), optimizer,
                    regularizer=training_config.build_regularizer(training), callbacks=callbacks,
                    rng=rng, top_k=(5,) if n_classes > 5 else (), augment=augment,
-                   strategy=build_strategy(config))
+                   strategy=build_strategy(config), adversary=_adversary(config, data))
+
+
+def _adversary(config: dict[str, Any], data: Data) -> Any:
+    """The ``adversarial`` attack, its ε and bounds in raw units, on preprocessed batches."""
+    if config["adversarial"] is None:
+        return None
+    from ermlab import robustness
+
+    low, high = float(data.inputs.minimum.min()), float(data.inputs.maximum.max())
+    attack = robustness.parse(config["adversarial"], bounds=(low, high))
+    dtype = numpy.dtype(data.x_train.dtype)
+    probe = numpy.random.default_rng(0).uniform(low, high, (2, *data.inputs.shape))
+    affine = robustness.AffineInput.of(data.preprocessor, data.inputs.shape, dtype=dtype,
+                                       probe=probe.astype(dtype))
+    return robustness.RawUnits(attack, affine)
 
 
 def build_model(config: dict[str, Any], input_shape: tuple[int, ...], n_classes: int,

@@ -18,6 +18,12 @@ def add_commands(commands) -> None:
                           help="which split to evaluate (default test)")
     evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best",
                           help="best validation loss (default) or the last epoch's weights")
+    evaluate.add_argument("--attack", metavar="SPEC",
+                          help="also report the robust accuracy under an adversarial attack, "
+                               "eps in the raw data's units: fgsm:eps=0.1 or "
+                               "pgd:eps=0.1,steps=20[,step_size=A,norm=l2,samples=K]")
+    evaluate.add_argument("--attack-examples", dest="attack_examples", type=int, default=None,
+                          metavar="N", help="attack only the first N examples (default all)")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="predict classes for new data")
@@ -35,6 +41,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     restored = runs.restore(args.run_dir, args.checkpoint)
     config, trainer = restored.config, restored.trainer
+    attack = _attack(args, restored.inputs)
     data = runs.prepare_data(config, runs.load_preprocessor_state(Path(args.run_dir)),
                              trained_on=restored.inputs)
     x, y = {"test": (data.x_test, data.y_test), "validation": (data.x_val, data.y_val),
@@ -43,6 +50,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"{Path(str(config['dataset'])).name} {args.split} split, {len(y)} examples, "
           f"{args.checkpoint} checkpoint (epoch {restored.epoch}): "
           + ", ".join(f"{key} {value:.4f}" for key, value in results.items()))
+    if attack is not None:
+        _report_attack(attack, args, restored, data, x, y)
     matrix = trainer.confusion_matrix(x, y)
     names = [name[:9] for name in data.class_names]
     print("confusion matrix (rows: true class, columns: predicted):")
@@ -51,6 +60,37 @@ def run_evaluate(args: argparse.Namespace) -> int:
         recall = row[names.index(name)] / max(row.sum(), 1)
         print(f"{name:>9} " + " ".join(f"{count:9d}" for count in row) + f"   {recall:.3f}")
     return 0
+
+
+def _attack(args: argparse.Namespace, inputs):
+    """The ``--attack`` spec parsed with the raw data's range as bounds (None without it)."""
+    if args.attack is None:
+        return None
+    if args.attack_examples is not None and args.attack_examples < 1:
+        raise ValueError(f"--attack-examples must be ≥ 1; got {args.attack_examples}")
+    from ermlab import robustness
+
+    return robustness.parse(args.attack, bounds=(float(inputs.minimum.min()),
+                                                  float(inputs.maximum.max())))
+
+
+def _report_attack(attack, args: argparse.Namespace, restored, data, x, y) -> None:
+    """Robust accuracy of the run's model (with its preprocessing in front, so that eps is
+    in raw units) on the first ``--attack-examples`` examples."""
+    from ermlab import robustness
+
+    inputs = restored.inputs
+    probe = numpy.random.default_rng(0).uniform(
+        float(inputs.minimum.min()), float(inputs.maximum.max()), (2, *inputs.shape))
+    affine = robustness.AffineInput.of(data.preprocessor, inputs.shape, dtype=x.dtype,
+                                       probe=probe.astype(x.dtype))
+    count = len(y) if args.attack_examples is None else min(args.attack_examples, len(y))
+    result = robustness.robust_accuracy(restored.trainer.model, x[:count], y[:count],
+                                        robustness.RawUnits(attack, affine),
+                                        rng=restored.config["seed"])
+    print(f"under attack {attack!r} (raw units, inputs in [{inputs.minimum.min():g}, "
+          f"{inputs.maximum.max():g}]), {count} examples: accuracy {result['accuracy']:.4f}, "
+          f"robust accuracy {result['robust_accuracy']:.4f}")
 
 
 def read_inputs(path: str) -> numpy.ndarray:

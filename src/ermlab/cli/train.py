@@ -24,7 +24,7 @@ FLAGS = {
     "loss": str, "optimizer": str, "lr": float, "momentum": float, "weight_decay": float,
     "schedule": str, "epochs": int, "l1": float, "l2": float, "max_norm": float,
     "dropout": float, "preprocess": str, "augment": str, "seed": int,
-    "validation_fraction": float,
+    "validation_fraction": float, "adversarial": str,
 }
 # flags of distributed training (``ermlab.run.STRATEGIES``), one to one with config keys.
 STRATEGY_FLAGS = {
@@ -99,6 +99,8 @@ _HELP = {
     "seed": "random seed of the split, the initialization and the shuffling (default 0)",
     "validation_fraction": "fraction of the training set held out for early stopping and "
                            "model choice, in (0, 1) (default 0.1)",
+    "adversarial": "adversarial training (Madry et al.) against an attack, eps in the raw "
+                   "data's units: pgd:eps=0.1,steps=7 or fgsm:eps=0.1",
     "distributed": "train with a parallel/distributed SGD strategy: hogwild (worker processes "
                    "on shared memory, plain SGD), sync (synchronous data parallel), downpour "
                    "(asynchronous parameter server; its optimizer defaults to adagrad), easgd "

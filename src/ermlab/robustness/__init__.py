@@ -15,7 +15,7 @@ from ermlab.robustness.attacks import ATTACKS, FGSM, PGD, Attack, parse
 from ermlab.robustness.augmentation import AdversarialAugment
 from ermlab.robustness.evaluation import predict, robust_accuracy
 from ermlab.robustness.gradients import input_gradient, test_time_gradients
-from ermlab.robustness.preprocessed import AffineInput
+from ermlab.robustness.preprocessed import AffineInput, RawUnits
 
 __all__ = [
     "ATTACKS",
@@ -24,6 +24,7 @@ __all__ = [
     "Attack",
     "FGSM",
     "PGD",
+    "RawUnits",
     "input_gradient",
     "parse",
     "predict",

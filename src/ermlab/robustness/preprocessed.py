@@ -8,7 +8,9 @@ flattening) maps each raw value elementwise and affinely, z = a ⊙ x + b, then 
 
 so ``Sequential(AffineInput.of(preprocessor, shape), model)`` takes raw inputs: an
 attack's ε and valid range are then those of the data (pixels in [0, 1]), not of the
-preprocessed values.
+preprocessed values. ``RawUnits(attack, affine)`` is such an attack applied to
+preprocessed inputs (what the Trainer and ``ermlab evaluate`` hold): it maps them back,
+x = (z − b) / a, attacks ``Sequential(affine, model)`` and maps the result forward.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy
 
 from ermlab.backend import array_module
 from ermlab.nn.module import Module
+from ermlab.nn.sequential import Sequential
 
 
 class AffineInput(Module):
@@ -43,6 +46,9 @@ class AffineInput(Module):
         out_shape = shift.shape[1:]
         shift = shift.reshape(shape)
         scale = preprocessor.transform(ones).reshape(shape) - shift
+        if not (scale != 0).all():
+            raise ValueError(f"the preprocessing {preprocessor!r} maps some inputs to a "
+                             "constant; it cannot be inverted for an attack in raw units")
         module = cls(scale, shift, out_shape)
         if probe is not None:
             expected = preprocessor.transform(probe)
@@ -60,6 +66,13 @@ class AffineInput(Module):
             self._in_shape = x.shape
         return z.reshape((len(x), *self.out_shape))
 
+    def invert(self, z: Any) -> Any:
+        """x = (z − b) / a, in raw shape: the raw inputs of preprocessed ones."""
+        xp = array_module(z)
+        z = z.reshape((len(z), *numpy.shape(self.scale)))
+        return (z - xp.asarray(self.shift, dtype=z.dtype)) / xp.asarray(self.scale,
+                                                                        dtype=z.dtype)
+
     def grad_input(self, grad_out: Any) -> Any:
         xp = array_module(grad_out)
         shape = self._cached("_in_shape")
@@ -67,3 +80,28 @@ class AffineInput(Module):
 
     def extra_repr(self) -> str:
         return f"{tuple(numpy.shape(self.scale))} → {self.out_shape}"
+
+
+class RawUnits:
+    """``attack`` (its ε and bounds in raw-data units) applied to preprocessed inputs z:
+    x = clip(invert(z)) is attacked through ``Sequential(affine, model)`` and the result
+    is returned preprocessed. The clip to the attack's bounds only removes the rounding of
+    the inversion (and clamps test data outside the training range)."""
+
+    def __init__(self, attack: Any, affine: AffineInput) -> None:
+        self.attack, self.affine = attack, affine
+
+    def __call__(self, target: Module, z: Any, y: Any, rng: Any = None, loss: Any = None) -> Any:
+        xp = array_module(z)
+        raw = self.affine.invert(z)
+        raw = xp.clip(raw, *self.attack._bounds(raw))
+        adversarial = self.attack(Sequential(self.affine, target), raw, y, rng=rng, loss=loss)
+        training = self.affine.training
+        self.affine.eval()
+        try:
+            return self.affine.forward(adversarial)
+        finally:
+            self.affine.train(training)
+
+    def __repr__(self) -> str:
+        return f"{self.attack!r} in raw units"

@@ -182,13 +182,17 @@ def test_a_killed_worker_is_reported_and_cleaned_up():
         while time.monotonic() < deadline:
             children = _spawned_children(os.getpid())
             if len(children) == 2:
-                time.sleep(1.0)  # let it attach and train
+                while time.monotonic() < deadline:  # let it attach (slow on a loaded machine)
+                    maps = Path(f"/proc/{children[1]}/maps").read_text()
+                    seen["mapped"] = {line.split("/dev/shm/")[1] for line in maps.splitlines()
+                                      if f"/dev/shm/{SEGMENT_PREFIX}{os.getpid()}_" in line}
+                    if len(seen["mapped"]) >= 6:
+                        break
+                    time.sleep(0.05)
+                time.sleep(0.5)  # and train
                 environ = Path(f"/proc/{children[1]}/environ").read_bytes().split(b"\0")
                 seen["environ"] = {v.decode() for v in environ}
                 seen["threads"] = len(list(Path(f"/proc/{children[1]}/task").iterdir()))
-                maps = Path(f"/proc/{children[1]}/maps").read_text()
-                seen["mapped"] = {line.split("/dev/shm/")[1] for line in maps.splitlines()
-                                  if f"/dev/shm/{SEGMENT_PREFIX}{os.getpid()}_" in line}
                 os.kill(children[1], signal.SIGKILL)
                 victims.append(children[1])
                 return

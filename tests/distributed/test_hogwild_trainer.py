@@ -15,8 +15,9 @@ from test_hogwild import _alive, _segments, _spawned_children, linux_only
 
 from ermlab import losses, nn, optim, regularizers
 from ermlab.distributed.hogwild import Hogwild, epoch_order
+from ermlab.optim import schedules
 from ermlab.training import Trainer
-from ermlab.training.callbacks import EarlyStopping
+from ermlab.training.callbacks import Callback, EarlyStopping, LearningRateScheduler
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +161,122 @@ def test_ctrl_c_during_a_trainer_fit_stops_the_workers_and_frees_the_segments(tm
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in workers)
+
+
+# -- one pool of workers and segments per fit --------------------------------------------------
+
+class _Watch(Callback):
+    """Records the strategy's worker pids and this process's segments after every epoch; may
+    then act (kill a worker, raise)."""
+
+    def __init__(self, act=None):
+        self.pids, self.segments, self.act = [], [], act
+
+    def on_epoch_end(self, trainer, logs):
+        self.pids.append(trainer.strategy.worker_pids())
+        self.segments.append(_segments(os.getpid()))
+        if self.act is not None:
+            self.act(trainer)
+
+
+def test_the_workers_and_segments_live_for_the_whole_fit():
+    x, y = blobs(60)
+    watch = _Watch()
+    trainer = _trainer(workers=2, callbacks=[watch])
+    trainer.fit(x, y, epochs=3, batch_size=8)
+    assert len(watch.pids[0]) == 2 and watch.pids == [watch.pids[0]] * 3  # started once
+    assert not any(_alive(pid) for pid in watch.pids[0])  # and stopped at the end
+    # the same segments every epoch (w, x, y, the update counter): the data copied once
+    assert len(watch.segments[0]) == 4 and watch.segments == [watch.segments[0]] * 3
+    assert trainer.strategy.worker_pids() == []
+
+
+def _kill_a_worker(trainer):
+    pid = trainer.strategy.worker_pids()[1]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _interrupt(trainer):
+    raise KeyboardInterrupt
+
+
+def _fail(trainer):
+    raise ValueError("a callback failed")
+
+
+@linux_only
+@pytest.mark.parametrize("act, error, message", [
+    (_kill_a_worker, RuntimeError, r"Hogwild worker 1 \(pid \d+\) died \(killed by SIGKILL\)"),
+    (_interrupt, KeyboardInterrupt, None),
+    (_fail, ValueError, "a callback failed"),
+])
+def test_a_fit_that_ends_early_stops_the_workers_and_unlinks_the_segments(act, error, message):
+    """A worker killed between epochs, Ctrl-C or an error in a callback: the fixture checks
+    that no segment and no worker is left."""
+    x, y = blobs(40)
+    watch = _Watch(act)
+    trainer = _trainer(workers=2, callbacks=[watch])
+    with pytest.raises(error, match=message):
+        trainer.fit(x, y, epochs=3, batch_size=8)
+    assert not any(_alive(pid) for pid in watch.pids[0])
+    assert trainer.strategy.worker_pids() == []
+
+
+# -- learning-rate schedules and step counts ---------------------------------------------------
+
+def test_a_per_update_schedule_drives_the_workers_rates_exactly_with_one_worker():
+    """α_t = α₀/(1 + δt) over the fit's updates t (continuing across epochs), per param
+    group; the optimizer's step count and the scheduler end where sequential SGD's would."""
+    x, y = blobs(50)
+    model = nn.mlp([4, 8, 3], activation="tanh", rng=0, dtype=numpy.float64)
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in model.named_parameters() if not name.endswith("weight")]
+    optimizer = optim.SGD([{"params": weights}, {"params": biases, "lr": 0.1}], lr=0.3)
+    schedule = LearningRateScheduler(schedules.InverseTimeLR(optimizer, decay=0.1),
+                                     interval="update")
+    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optimizer, callbacks=[schedule],
+                      strategy=Hogwild(workers=1, seed=3))
+    trainer.fit(x, y, epochs=2, batch_size=8)
+    twin = nn.mlp([4, 8, 3], activation="tanh", rng=0, dtype=numpy.float64)
+    loss, t = losses.SoftmaxCrossEntropy(), 0
+    for epoch in range(2):  # the oracle: sequential SGD with the closed-form rates
+        order = epoch_order(len(x), 3, epoch)
+        for b in range(0, len(x), 8):
+            index = order[b:b + 8]
+            loss.forward(twin.forward(x[index]), y[index])
+            twin.zero_grad()
+            twin.backward(loss.backward(), input_grad=False)
+            for name, p in twin.named_parameters():
+                p.data -= (0.3 if name.endswith("weight") else 0.1) / (1 + 0.1 * t) * p.grad
+            t += 1
+    for k, v in twin.state_dict().items():
+        numpy.testing.assert_allclose(model.state_dict()[k], v, rtol=1e-10, atol=1e-13)
+    assert t == 14 and trainer.step == t
+    assert all(optimizer.state[p]["step"] == t for p in model.parameters())
+    numpy.testing.assert_allclose([g["lr"] for g in optimizer.param_groups],
+                                  [0.3 / (1 + 0.1 * t), 0.1 / (1 + 0.1 * t)], rtol=1e-12)
+
+
+def test_with_two_workers_every_update_is_counted_and_scheduled():
+    x, y = blobs(50)
+    model = nn.mlp([4, 8, 3], rng=0, dtype=numpy.float64)
+    optimizer = optim.SGD(model.parameters(), lr=0.2)
+    scheduler = schedules.InverseTimeLR(optimizer, decay=0.05)
+    batches = []
+
+    class Batches(Callback):
+        def on_batch_end(self, trainer, logs):
+            batches.append((logs["epoch"], logs["batch"], logs["size"]))
+
+    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optimizer,
+                      callbacks=[LearningRateScheduler(scheduler, interval="update"), Batches()],
+                      strategy=Hogwild(workers=2))
+    trainer.fit(x, y, epochs=2, batch_size=8)
+    updates = 2 * (4 + 4)  # 25 examples a worker: 4 batches each, per epoch
+    assert trainer.step == updates == scheduler.last_epoch
+    assert all(optimizer.state[p]["step"] == updates for p in model.parameters())
+    assert [b[:2] for b in batches] == [(e, b) for e in (1, 2) for b in range(1, 9)]
+    assert sum(b[2] for b in batches) == 2 * 50

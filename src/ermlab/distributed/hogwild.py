@@ -71,19 +71,27 @@ Engineering:
 
 As a Trainer strategy (``Trainer(model, loss, SGD(params, lr), strategy=Hogwild(2))``)
 the dense-model path runs one epoch at a time in place of the Trainer's batch
-loop: for every epoch the parent copies the model's parameters into a shared
-segment, the workers run that epoch's share of the data (worker k: positions
-k, k+N, ... of ``epoch_order(n, seed, epoch)``, mini-batches of the Trainer's
-``batch_size``, the step size γ of the Trainer's optimizer at that epoch, so
-learning-rate schedules apply), and the model then holds the shared
-parameters for validation, callbacks and checkpoints. The Trainer's optimizer
-must be plain ``SGD`` (no momentum, no weight decay: the workers keep no
-optimizer state), without regularizer, augmentation or sample weights. The
-epoch's ``loss`` and ``accuracy`` are the workers' running values (each
-batch's forward pass before its update, as the Trainer reports them); the
-logs add ``examples_per_second``. Processes and segments live for one epoch
-(the ~0.5–1 s start of spawned workers is paid per epoch) and are cleaned up
-on every way out as above. With one worker an epoch is sequential SGD, so a
+loop (``ermlab.distributed.hogwild_pool``): the worker processes and the
+shared segments (parameters, training data) are created at the first epoch of
+a fit and live until it ends — an epoch costs a message per worker, not a
+process start nor a copy of the data — and are stopped and unlinked in
+``end_fit``, which the Trainer calls however the fit ends. Before each epoch
+the parent copies the model's parameters into the shared vector; the workers
+run that epoch's share of the data (worker k: positions k, k+N, ... of
+``epoch_order(n, seed, epoch)``, mini-batches of the Trainer's
+``batch_size``), update t of the epoch stepping with the rates α_t of the
+Trainer's schedule (per-update schedulers included: the t-th update to take
+the shared counter uses α_t; see ``hogwild_pool`` for the approximation), and
+the model then holds the shared parameters for validation, callbacks and
+checkpoints. The parent replays ``on_batch_end`` for the epoch's batches in
+counter order (schedulers advance, progress bars move); ``trainer.step`` and
+the optimizer's per-parameter ``step`` grow by the number of updates made.
+The Trainer's optimizer must be plain ``SGD`` (no momentum, no weight decay:
+the workers keep no optimizer state; param groups with their own rates are
+kept), without regularizer, augmentation or sample weights. The epoch's
+``loss`` and ``accuracy`` are the workers' running values (each batch's
+forward pass before its update, as the Trainer reports them); the logs add
+``examples_per_second``. With one worker an epoch is sequential SGD, so a
 resumed run repeats an uninterrupted one exactly; with more, the lock-free
 races make every run different.
 
@@ -269,8 +277,9 @@ class Hogwild(Strategy):
         from ermlab.optim import SGD
 
         optimizer = trainer.optimizer
-        group = getattr(optimizer, "param_groups", [{}])[0]
-        if type(optimizer) is not SGD or group.get("momentum") or group.get("weight_decay"):
+        groups = getattr(optimizer, "param_groups", [{}])
+        if type(optimizer) is not SGD or any(g.get("momentum") or g.get("weight_decay")
+                                             for g in groups):
             raise ValueError(f"Hogwild's workers run plain SGD (θ ← θ − γ∇θ, no state); the "
                              f"Trainer has {optimizer!r}: use SGD(params, lr) without momentum "
                              "or weight decay (--optimizer sgd)")
@@ -283,25 +292,56 @@ class Hogwild(Strategy):
 
     def run_epoch(self, trainer: Any, x: Any, y: Any, batch_size: int | None,
                   sample_weight: Any, epoch: int) -> tuple[float, float, float]:
-        """Epoch ``epoch`` (1-based) by the workers on the shared parameters."""
+        """Epoch ``epoch`` (1-based) by the fit's workers on the shared parameters."""
+        from ermlab.distributed import hogwild_pool
+
         self._validate()
         if sample_weight is not None:
             raise ValueError("Hogwild's workers take no sample weights; leave out sample_weight")
-        params = trainer.model.parameters()
-        x, y = numpy.ascontiguousarray(x), numpy.ascontiguousarray(y)
-        arrays = {"w": numpy.concatenate([p.data.reshape(-1) for p in params]), "x": x, "y": y}
-        if self.count_conflicts:
-            arrays["version"] = numpy.zeros(arrays["w"].size, numpy.int64)
-        config = dict(self._schedule(len(x)), kind="model", model=trainer.model,
-                      loss_fn=trainer.loss, batch_size=len(x) if batch_size is None
-                      else int(batch_size), lr=float(trainer.optimizer.param_groups[0]["lr"]),
-                      epochs=1, first_epoch=epoch - 1, decay=1.0,
-                      classify=y.dtype.kind in "iub")
-        out = _run(self, arrays, config, keep=("w",))
-        _unflatten(out["w"], params)
-        trainer.step += sum(self.stats_["worker_batches"])
+        batch = len(x) if batch_size is None else int(batch_size)
+        key = (id(x), id(y), batch)  # one fit: the same data and batch size every epoch
+        pool = getattr(self, "_pool", None)
+        if pool is None or getattr(self, "_pool_key", None) != key:
+            self.end_fit(trainer)
+            pool = self._pool = hogwild_pool.WorkerPool(
+                self, trainer, numpy.ascontiguousarray(x), numpy.ascontiguousarray(y), batch)
+            self._pool_key = key
+        started = time.perf_counter()
+        rates = hogwild_pool.schedule_table(trainer, pool.updates)
+        reports = pool.run(trainer.model.parameters(), epoch - 1, rates)
+        self.stats_ = _summarize(reports, time.perf_counter() - started)
+        self._count_updates(trainer, pool.updates)
+        batches = hogwild_pool.merge(reports)
+        for t, (value, size) in enumerate(zip(batches["loss"], batches["size"]), 1):
+            trainer._notify("on_batch_end", {"epoch": epoch, "batch": t, "loss": float(value),
+                                             "size": int(size), "steps_per_epoch": pool.updates})
+            if trainer.stop_training:
+                break
         return (self.stats_["loss_sum"], float(sum(self.stats_["worker_examples"])),
                 self.stats_["hits"])
+
+    @staticmethod
+    def _count_updates(trainer: Any, updates: int) -> None:
+        """``trainer.step`` and the optimizer's per-parameter ``step`` grow by ``updates``."""
+        trainer.step += updates
+        optimizer = trainer.optimizer
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                state = optimizer.state.get(param)
+                if state is None:
+                    state = optimizer.state[param] = optimizer.init_state(param, group)
+                state["step"] = int(state.get("step", 0)) + updates
+
+    def end_fit(self, trainer: Any) -> None:
+        """Stop the fit's workers and unlink its segments (however the fit ended)."""
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            pool.close()
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the running fit's workers (empty between fits)."""
+        pool = getattr(self, "_pool", None)
+        return [] if pool is None else pool.pids()
 
     def epoch_logs(self, trainer: Any) -> dict[str, Any]:
         """``examples_per_second`` of the epoch (and ``conflict_rate`` when counted)."""

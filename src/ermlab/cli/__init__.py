@@ -7,6 +7,7 @@
     ermlab datasets    the datasets, where they are cached, and downloads
     ermlab gradcheck   finite-difference check of every built-in component
     ermlab lab         compare optimizers: benchmark problems, tuning protocol, reports
+    ermlab compare     linear classifiers on pixels and image features vs MLP and CNN: a table
 
 Errors are one line on stderr and exit code 2; ``--debug`` (before or after the
 command) shows the traceback. ``python -m ermlab`` is the same command.
@@ -23,10 +24,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ermlab import __version__
-from ermlab.cli import datasets, evaluate, gradcheck, lab, search, train
+from ermlab.cli import compare, datasets, evaluate, gradcheck, lab, search, train
 
 EXIT_USAGE = 2
-COMMANDS = (train, evaluate, datasets, search, gradcheck, lab)
+COMMANDS = (train, evaluate, datasets, search, gradcheck, lab, compare)
 DEBUG_HELP = "show tracebacks on errors"
 
 

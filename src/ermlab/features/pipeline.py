@@ -123,7 +123,12 @@ class FeaturePipeline(Transform):
     def spec(self) -> str:
         return ",".join(step.name for step in self.steps)
 
-    def fit(self, x: Any) -> FeaturePipeline:
+    per_batch = False  # costly: ermlab.run extracts once, not on every mini-batch
+    needs = None
+
+    def fit(self, x: Any, moments: Any = None) -> FeaturePipeline:
+        """Fit the steps on training images ``x`` (``moments``, the preprocessing's statistics
+        of ``x``, are not needed)."""
         images = as_images(x, "features")
         self.input_shape_ = tuple(int(d) for d in numpy.shape(x)[1:])
         for step in self.steps:

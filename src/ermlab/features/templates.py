@@ -52,7 +52,7 @@ def save_templates(weight: Any, image_shape: tuple[int, ...], path: str | Path,
     names = list(class_names) if class_names is not None else [str(k) for k in range(len(images))]
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows),
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.0 * rows),
                                 squeeze=False)
     for k, axis in enumerate(axes.ravel()):
         axis.axis("off")

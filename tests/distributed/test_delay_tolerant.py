@@ -1,6 +1,8 @@
 """Delay-tolerant AdaGrad (AdaptiveRevision): the update by hand, AdaGrad without delays,
 and better than AdaGrad under the same large delays."""
 
+import math
+
 import numpy as np
 import pytest
 from strategy_helpers import blobs, linear_trainer, mlp_trainer, weights
@@ -81,3 +83,42 @@ def test_bad_options():
         DelayTolerantAdagrad(p, eps=0.0)
     with pytest.raises(ValueError, match="eps ≥ 0"):
         DelayTolerantAdagrad(p, eps=-1.0)
+
+
+def _inverse_rate_form(w, grads, reads, alpha, beta, z0):
+    """An independent transcription of AdaptiveRevision in the inverse-rate form of the dmlc
+    parameter server's ``DTAdaGradHandle2`` (per coordinate, plain floats), with
+    η⁻¹ = (√z' + β)/α:  w ← (η⁻¹ w − g + ḡ^bck (η⁻¹/η_old⁻¹ − 1)) / η⁻¹."""
+    w = [float(v) for v in w]
+    gbar, z, zmax = [0.0] * len(w), [z0] * len(w), [z0] * len(w)
+    history = [list(gbar)]
+    for g, read in zip(grads, reads):
+        old = history[read]
+        for i, gi in enumerate(g):
+            bck = gbar[i] - old[i]
+            z[i] += gi * gi + 2 * gi * bck
+            inv_old = (math.sqrt(zmax[i]) + beta) / alpha
+            zmax[i] = max(zmax[i], z[i])
+            inv = (math.sqrt(zmax[i]) + beta) / alpha
+            gbar[i] += gi
+            w[i] = (inv * w[i] - gi + bck * (inv / inv_old - 1)) / inv
+        history.append(list(gbar))
+    return w
+
+
+def test_random_delays_match_an_independent_inverse_rate_transcription():
+    """30 updates of 5 coordinates, each gradient read 0–6 updates before it is applied."""
+    rng = np.random.default_rng(3)
+    start = rng.normal(size=5)
+    grads = rng.normal(size=(30, 5)) * rng.uniform(0.1, 3.0, size=(30, 1))
+    reads = [max(0, i - int(rng.integers(0, 7))) for i in range(30)]
+    p = Parameter(start.copy())
+    opt = DelayTolerantAdagrad([p], lr=0.4, eps=1e-3, initial_accumulator_value=0.5)
+    states = [opt.read_state()]
+    for g, read in zip(grads, reads):
+        p.grad[...] = g
+        opt.step(read_state=states[read])
+        states.append(opt.read_state())
+    expected = _inverse_rate_form(start, grads, reads, alpha=0.4, beta=1e-3, z0=0.5)
+    np.testing.assert_allclose(p.data, expected, rtol=1e-12, atol=1e-14)
+    assert sum(i - r for i, r in enumerate(reads)) > 60  # the backlogs were not empty

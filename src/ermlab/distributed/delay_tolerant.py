@@ -28,8 +28,10 @@ read state has no backlog (single-process use is plain AdaGrad).
 
 Reference: H. B. McMahan and M. Streeter (2014), "Delay-Tolerant Algorithms
 for Asynchronous Distributed Online Learning", NIPS 27 (AdaptiveRevision).
-The same update (in inverse-rate form) is the ``DTAdaGradHandle2`` of the
-dmlc parameter server's linear learner.
+The same update (in inverse-rate form, 1/η = (√z' + ε)/γ, with η_old taken
+from z' before its update, as here) is the ``DTAdaGradHandle2`` of the dmlc
+parameter server's linear learner (``delay_tol_handle.h``); a test checks that
+the two agree step for step under random delays.
 """
 
 from __future__ import annotations

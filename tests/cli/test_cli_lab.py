@@ -36,6 +36,18 @@ def test_lab_run_writes_every_run_and_the_study_and_summary_reads_them(tmp_path,
     assert summary.count("\n") == 4 and "to target" in summary
 
 
+def test_lab_merge_unites_result_folders(tmp_path, capsys):
+    for name, optimizer in (("a", "sgd"), ("b", "adam")):
+        argv = ["lab", "run", "--problems", "booth", "--optimizers", optimizer, "--budget",
+                "tiny", "--trials", "2", "--seeds", "1", "--n-jobs", "1", "--no-progress"]
+        assert run_cli(*argv, "--out", tmp_path / name) == 0
+    assert run_cli("lab", "merge", tmp_path / "a", tmp_path / "b", "--into", tmp_path / "m") == 0
+    assert "4 runs copied" in capsys.readouterr().out
+    assert {r["optimizer_name"] for r in results.load_all(tmp_path / "m")} == {"sgd", "adam"}
+    assert run_cli("lab", "merge", tmp_path / "nope", "--into", tmp_path / "m") == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
 def test_lab_problems_lists_problems_and_optimizers(capsys):
     assert run_cli("lab", "problems", "--budget", "small") == 0
     out = capsys.readouterr().out

@@ -3,6 +3,7 @@
     ermlab lab run        tune every optimizer on every problem, rerun the best over seeds
     ermlab lab problems   the problems and optimizers the lab knows, with their settings
     ermlab lab summary    the metrics of a results folder (final/best test metrics, seeds)
+    ermlab lab merge      unite results folders (a run in several keeps its longest copy)
 
 Each lab subcommand lives in a function ``add_<name>(subcommands)``; the report and
 picture subcommands come from ``ermlab.cli.lab_report`` (``add_commands(subcommands)``)
@@ -23,7 +24,7 @@ def add_commands(commands) -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     subcommands = parser.add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND",
                                         help="`ermlab lab LAB_COMMAND --help` lists its options")
-    for add in (add_run, add_problems, add_summary):
+    for add in (add_run, add_problems, add_summary, add_merge):
         add(subcommands)
     if importlib.util.find_spec("ermlab.cli.lab_report") is not None:
         from ermlab.cli import lab_report
@@ -85,6 +86,13 @@ def add_summary(subcommands) -> None:
     parser.set_defaults(run=summary)
 
 
+def add_merge(subcommands) -> None:
+    parser = subcommands.add_parser("merge", help="unite results folders into one")
+    parser.add_argument("sources", nargs="+", help="results folders to read")
+    parser.add_argument("--into", required=True, help="the folder to write (created if needed)")
+    parser.set_defaults(run=merge)
+
+
 def run(args: argparse.Namespace) -> int:
     from ermlab.lab import protocol
 
@@ -109,4 +117,13 @@ def summary(args: argparse.Namespace) -> int:
 
     for line in metrics.summary_lines(results.load_all(args.results), target=args.target):
         print(line)
+    return 0
+
+
+def merge(args: argparse.Namespace) -> int:
+    from ermlab.lab import results
+
+    counts = results.merge(args.sources, args.into)
+    print(f"{counts['copied']} runs copied into {args.into}, {counts['kept']} already there "
+          "with as many epochs")
     return 0

@@ -1,8 +1,6 @@
 """The protocol on tiny problems: tuning picks the hand-computed best learning rate, seeds
 rerun the best setting, resume skips finished runs, Ctrl-C keeps them, workers agree."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -27,7 +25,7 @@ def test_tuning_picks_the_learning_rate_a_hand_computation_says_is_best(tmp_path
     lrs = [s["lr"] for s in plan.settings("quadratic", "sgd")]
     hand = lrs[int(np.argmin([quadratic_loss_after(eta, 40) for eta in lrs]))]
     assert hand not in (min(lrs), max(lrs))  # the best is inside the grid, not at an end
-    tuning = json.loads((tmp_path / "study.json").read_text())["tuning"]["quadratic"]["sgd"]
+    tuning = results.load_study(tmp_path)["tuning"]["quadratic"]["sgd"]
     assert tuning["best"] == {"lr": hand}
     assert tuning["metric"] == "valid_losses"
     np.testing.assert_allclose(tuning["scores"],

@@ -176,6 +176,21 @@ def load_all(root: str | os.PathLike, problem: str | None = None,
     return records
 
 
+def load_study(root: str | os.PathLike) -> dict[str, Any]:
+    """``ROOT/study.json``, written by ``ermlab.lab.protocol.Study``: the protocol, the
+    problems' specifications and epochs, and per problem and optimizer the settings tried,
+    their scores and the best setting (``["tuning"][problem][optimizer]["best"]``)."""
+    path = Path(root) / "study.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; `ermlab lab run --out {root}` writes "
+                                "it when a study finishes")
+    document = json.loads(path.read_text())
+    if document.get("format") != "ermlab.lab.study/1":
+        raise ValueError(f"{path}: format {document.get('format')!r}; this ermlab reads "
+                         "'ermlab.lab.study/1'")
+    return document
+
+
 def is_complete(path: str | os.PathLike, epochs: int) -> bool:
     """True when a valid run file with at least ``epochs`` epochs (or a diverged one) exists."""
     try:

@@ -25,9 +25,11 @@ from the start with the longer budget: its seed reproduces the earlier epochs,
 so the file is extended. The study's choices (the settings tried, the scores,
 the best setting) go to ``ROOT/study.json``.
 
-Where this differs from DeepOBS: DeepOBS tunes on a fixed grid per optimizer
-and reruns with 10 seeds; here the budget, grid and seed count are arguments
-(defaults 5 settings and 5 seeds) so that the small suite fits a laptop.
+Where this differs from DeepOBS: DeepOBS's baselines tune the learning rate on a
+36-point log grid from 1e-5 to 1e2, pick the best final performance and rerun it
+with 10 seeds (DeepOBS docs, "Suggested protocol"); here the grid, its range and
+the seed count are arguments (defaults: 5 points on [1e-4, 1], 5 seeds) so that
+the small suite fits a laptop.
 """
 
 from __future__ import annotations

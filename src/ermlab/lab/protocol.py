@@ -343,7 +343,10 @@ def load_problems(names: Iterable[str], budget: str = "small",
     found = []
     for name in names:
         if name.endswith(".toml"):
-            import tomllib
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
 
             path = Path(name)
             if not path.is_file():

@@ -30,6 +30,13 @@ both). Its training keys are ``ermlab.config``'s vocabulary (``hidden``,
   ``plateau[:FACTOR[:PATIENCE]]``;
 * ``seed`` and ``validation_fraction`` (the stratified hold-out used for early
   stopping and model choice; the test split is only used at the end).
+* ``dp``: differentially private training (``ermlab.privacy.DPSGD``, Abadi et al.
+  2016) with ``clip`` (C, default 1.0), ``noise`` (σ; absent: calibrated so that
+  ``target_epsilon`` is spent in ``epochs``), ``target_epsilon`` (the run stops before
+  an epoch that would exceed it), ``delta`` (default 1e-5, below 1/N) and ``accountant``
+  (``rdp`` or ``pld``). Recorded only when on, with the σ used; ``history.csv`` holds
+  ε per epoch and ``metrics.json`` the ε spent. A resume may not change them, nor
+  ``batch_size`` (the sampling rate).
 * ``distributed``: ``hogwild``, ``sync``, ``downpour`` or ``easgd`` — train with
   that ``ermlab.distributed`` strategy in the Trainer (absent: single-process),
   with ``workers`` (default 2) and the strategy's options (``STRATEGIES``:
@@ -135,6 +142,10 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 STRATEGY_OPTIONS = tuple(dict.fromkeys(k for options in STRATEGIES.values() for k in options))
 STRATEGY_KEYS = ("distributed", "workers", "backend", "address", *STRATEGY_OPTIONS)
 BACKENDS = ("inprocess", "ray")
+# Differential privacy (``dp``): the keys and their defaults, recorded only when ``dp`` is on.
+PRIVACY_DEFAULTS: dict[str, Any] = {"clip": 1.0, "noise": None, "target_epsilon": None,
+                                    "delta": 1e-5, "accountant": "rdp"}
+PRIVACY_KEYS = ("dp", *PRIVACY_DEFAULTS)
 # The optimizer a strategy uses when none is named (Downpour's server: Adagrad, as in the paper).
 STRATEGY_OPTIMIZERS = {"downpour": "adagrad", "hogwild": "sgd"}
 
@@ -145,16 +156,27 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     if full.get("distributed") in STRATEGY_OPTIMIZERS and "optimizer" not in full:
         full["optimizer"] = STRATEGY_OPTIMIZERS[full["distributed"]]
     full.update(training_config.validate(training_part(full),
-                                         also_known=[*RUN_DEFAULTS, *STRATEGY_KEYS]))
+                                         also_known=[*RUN_DEFAULTS, *STRATEGY_KEYS,
+                                                     *PRIVACY_KEYS]))
     _check_run_keys(full)
     _check_strategy_keys(full)
+    _check_privacy_keys(full)
     full["hidden"] = list(full["hidden"])
     _model_builder(full["model"])
     if full["data_path"]:
         full["data_path"] = _absolute(full["data_path"])
-    if Path(str(full["dataset"])).suffix.lower() in FILE_SUFFIXES:
+    if _is_file_dataset(full["dataset"]):
         full["dataset"] = _absolute(full["dataset"])
     return full
+
+
+def _is_file_dataset(dataset: str) -> bool:
+    """Whether ``dataset`` is a path: a ``.npz``/``.csv`` file or a folder of ``.npy`` files."""
+    from ermlab.data.datasets import LOADERS
+
+    path = Path(dataset).expanduser()
+    return path.suffix.lower() in FILE_SUFFIXES or (
+        dataset not in LOADERS and bool(dataset.strip()) and path.is_dir())
 
 
 def _check_run_keys(full: dict[str, Any]) -> None:
@@ -184,6 +206,39 @@ def _check_run_keys(full: dict[str, Any]) -> None:
             raise ValueError(f"config 'adversarial' is an attack spec such as "
                              f"'pgd:eps=0.1,steps=7'; got {full['adversarial']!r}")
         parse(full["adversarial"], bounds=(0.0, numpy.inf))  # the spec; eps vs data later
+
+
+def _check_privacy_keys(full: dict[str, Any]) -> None:
+    """``dp`` and its keys: only with ``dp``, defaults filled in, checked by ``DPSGD``."""
+    given = [key for key in PRIVACY_DEFAULTS if key in full]
+    if not full.get("dp"):
+        if full.get("dp", False) is not False or given:
+            raise ValueError(f"{', '.join(given) or 'dp'} need(s) --dp (dp = true); got dp = "
+                             f"{full.get('dp')!r}")
+        full.pop("dp", None)
+        return
+    if full["dp"] is not True:
+        raise ValueError(f"config 'dp' is true or false; got {full['dp']!r}")
+    if full.get("distributed"):
+        raise ValueError("--dp trains in the Trainer's own loop; it cannot be combined with "
+                         f"--distributed {full['distributed']}")
+    for key, default in PRIVACY_DEFAULTS.items():
+        full.setdefault(key, default)
+    _privacy(full)
+
+
+def _privacy(config: dict[str, Any]) -> Any:
+    """The ``ermlab.privacy.DPSGD`` of a ``dp`` config (None without ``dp``)."""
+    if not config.get("dp"):
+        return None
+    from ermlab.privacy import DPSGD
+
+    for key in ("clip", "noise", "target_epsilon", "delta"):
+        value = config[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ValueError(f"config {key!r} is a number; got {value!r}")
+    return DPSGD(config["clip"], config["noise"], delta=config["delta"],
+                 target_epsilon=config["target_epsilon"], accountant=config["accountant"])
 
 
 def _check_strategy_keys(full: dict[str, Any]) -> None:
@@ -287,7 +342,7 @@ def _absolute(path: Any) -> str:
 def training_part(config: dict[str, Any]) -> dict[str, Any]:
     """The keys of ``config`` that ``ermlab.config`` knows (model, loss, optimizer, ...)."""
     return {key: value for key, value in config.items()
-            if key not in RUN_DEFAULTS and key not in STRATEGY_KEYS}
+            if key not in RUN_DEFAULTS and key not in STRATEGY_KEYS and key not in PRIVACY_KEYS}
 
 
 @dataclass
@@ -306,28 +361,48 @@ class Inputs:
     maximum: numpy.ndarray
 
     @classmethod
-    def of(cls, x_train: numpy.ndarray, class_names: list[str]) -> Inputs:
-        return cls(list(class_names), tuple(int(d) for d in x_train.shape[1:]),
-                   numpy.dtype(x_train.dtype).str, x_train.min(axis=0), x_train.max(axis=0))
+    def of(cls, x_train: Any, class_names: list[str], moments: Any = None) -> Inputs:
+        """What ``x_train`` is (an array, memory map or ``Rows``); its ``Moments``, when
+        given, hold the minimum and maximum (else they are computed block by block)."""
+        from ermlab.data.preprocessing import Moments
 
-    def warn_if_far(self, x: numpy.ndarray, what: str) -> None:
+        moments = moments or Moments.of(x_train, mean=False)
+        return cls(list(class_names), tuple(int(d) for d in x_train.shape[1:]),
+                   numpy.dtype(x_train.dtype).str, moments.minimum, moments.maximum)
+
+    def warn_if_far(self, x: Any, what: str, moments: Any = None) -> None:
         """Warn on stderr when values of ``x`` lie far outside the training range.
 
         Far: more than one training span s = max(maximum) − min(minimum) below
         a feature's training minimum or above its maximum,
         x < minimum − s or x > maximum + s — e.g. pixels in [0, 255] given to
-        a run trained on [0, 1].
+        a run trained on [0, 1]. ``x`` is read block by block; its ``Moments``
+        (minimum and maximum), when given, spare that pass when nothing is far.
         """
+        from ermlab.data.rows import row_chunks
+
         span = float(self.maximum.max() - self.minimum.min()) or 1.0
-        far = (x < self.minimum - span) | (x > self.maximum + span)
-        count = int(far.sum())
+        low, high = self.minimum - span, self.maximum + span
+        if moments is not None and moments.count and bool(
+                (moments.minimum >= low).all() and (moments.maximum <= high).all()):
+            return
+        count = rows = offset = 0
+        first = None
+        for chunk in row_chunks(x):
+            far = (chunk < low) | (chunk > high)
+            if far.any():
+                count += int(far.sum())
+                rows += int(far.reshape(len(chunk), -1).any(axis=1).sum())
+                if first is None:
+                    at = numpy.unravel_index(int(numpy.flatnonzero(far)[0]), chunk.shape)
+                    first, value = (offset + int(at[0]), *at[1:]), chunk[at]
+            offset += len(chunk)
         if not count:
             return
-        first = numpy.unravel_index(int(numpy.flatnonzero(far)[0]), x.shape)
         row, feature = first[0], first[1:] if len(first) > 2 else first[1]
-        warn(f"{what}: {count} values in {int(far.reshape(len(x), -1).any(axis=1).sum())} "
+        warn(f"{what}: {count} values in {rows} "
              f"examples lie far outside the training range (first: example {row}, feature "
-             f"{feature} = {x[first]:g}; trained on [{self.minimum[first[1:]]:g}, "
+             f"{feature} = {value:g}; trained on [{self.minimum[first[1:]]:g}, "
              f"{self.maximum[first[1:]]:g}]); are they scaled like the training data?")
 
 
@@ -336,19 +411,33 @@ def warn(message: str) -> None:
     print(f"ermlab: warning: {message}", file=sys.stderr, flush=True)
 
 
-def check_finite(x: numpy.ndarray, what: str) -> None:
-    """Raise a one-line ValueError naming how many values of ``x`` are NaN or ±inf, and where."""
-    finite = numpy.isfinite(x)
-    if finite.all():
+def check_finite(x: Any, what: str, ranges: tuple[Any, ...] = ()) -> None:
+    """Raise a one-line ValueError naming how many values of ``x`` are NaN or ±inf, and where.
+
+    ``x`` is read block by block. ``ranges``, ``Moments`` that together cover
+    every row of ``x``, settle the usual case (all finite) without reading it.
+    """
+    from ermlab.data.rows import row_chunks
+
+    if ranges and all(moments.finite for moments in ranges):
         return
-    bad = ~finite
-    first = numpy.unravel_index(int(numpy.flatnonzero(bad)[0]), x.shape)
+    count = rows = offset = 0
+    first = None
+    for chunk in row_chunks(x):
+        bad = ~numpy.isfinite(chunk)
+        if bad.any():
+            count += int(bad.sum())
+            rows += int(bad.reshape(len(chunk), -1).any(axis=1).sum())
+            if first is None:
+                at = numpy.unravel_index(int(numpy.flatnonzero(bad)[0]), chunk.shape)
+                first, value = (offset + int(at[0]), *at[1:]), chunk[at]
+        offset += len(chunk)
+    if not count:
+        return
     feature = first[1:] if len(first) > 2 else first[1] if len(first) > 1 else None
     where = f"example {first[0]}" + ("" if feature is None else f", feature {feature}")
-    rows = int(bad.reshape(len(x), -1).any(axis=1).sum())
-    count = int(bad.sum())
     raise ValueError(f"{what}: {count} value{'s are' if count > 1 else ' is'} NaN or infinite, "
-                     f"in {rows} of {len(x)} examples (the first at {where}: {x[first]}); "
+                     f"in {rows} of {len(x)} examples (the first at {where}: {value}); "
                      "remove or fill them in first")
 
 
@@ -466,10 +555,15 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
         augment = transforms.parse(config["augment"], data=_images(data.x_train, data))
         if _is_mlp(config) and len(data.image_shape) > 1:
             augment = transforms.AsImages(augment, data.image_shape)
+    privacy = _privacy(config)
+    if privacy is not None:  # δ < 1/N, a reachable target, σ calibrated: before the directory
+        privacy.plan(len(data.x_train), config["epochs"], config["batch_size"])
+        config["noise"] = privacy.noise_multiplier
     return Trainer(model, training_config.build_loss(training), optimizer,
                    regularizer=training_config.build_regularizer(training), callbacks=callbacks,
                    rng=rng, top_k=(5,) if n_classes > 5 else (), augment=augment,
-                   strategy=build_strategy(config), adversary=_adversary(config, data))
+                   strategy=build_strategy(config), adversary=_adversary(config, data),
+                   privacy=privacy)
 
 
 def _adversary(config: dict[str, Any], data: Data) -> Any:
@@ -767,6 +861,8 @@ def plan_resume(directory: str | Path, overrides: dict[str, Any]) -> Resume:
         changed = sorted(key for key in config if config[key] != saved.get(key))
     optimizer_keys = set(training_config.optimizer_options(saved["optimizer"]))
     fixed = [key for key in changed if key not in RESUMABLE and key not in optimizer_keys]
+    if saved.get("dp") and "batch_size" in changed:  # the sampling rate the ε was spent at
+        fixed.append("batch_size")
     if fixed:
         raise ValueError(
             f"--resume cannot change {', '.join(fixed)}: they define the model, the data or the "

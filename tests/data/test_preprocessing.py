@@ -99,3 +99,100 @@ def test_clear_errors():
         preprocessing.from_config({"name": "whiten"})
     with pytest.raises(ValueError, match="lacks mean"):
         MeanImage().load_state_dict({"input_shape": numpy.array([3])})
+
+
+# -- statistics block by block (Moments) against the two-pass float64 formulas ------------
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 3 rows or fewer, so every statistic below merges many blocks."""
+    monkeypatch.setattr("ermlab.data.rows.CHUNK_BYTES", 3 * 3 * 4 * 5 * 4 - 1)
+
+
+def far_from_zero(n=301):
+    """Large offset, small spread: a one-pass Σx² − n·μ² formula loses every digit here."""
+    rng = numpy.random.default_rng(11)
+    shift = numpy.array([1e3, -2e2, 5.0]).reshape(1, 3, 1, 1)
+    return (rng.standard_normal((n, 3, 4, 5)) * 0.01 + shift).astype(numpy.float32)
+
+
+def test_moments_equal_the_two_pass_float64_formulas(small_blocks):
+    x = far_from_zero()
+    moments = preprocessing.Moments.of(x, variance=True)
+    assert moments.count == len(x) and moments.dtype == numpy.float32
+    numpy.testing.assert_array_equal(moments.minimum, x.min(axis=0))
+    numpy.testing.assert_array_equal(moments.maximum, x.max(axis=0))
+    numpy.testing.assert_allclose(moments.mean, x.mean(axis=0, dtype=numpy.float64), rtol=1e-14)
+    numpy.testing.assert_allclose(moments.variance, x.var(axis=0, dtype=numpy.float64),
+                                  rtol=1e-9)
+    for axes, data_axes in (((1, 2), (0, 2, 3)), ((0, 1, 2), (0, 1, 2, 3))):
+        pooled = moments.pooled(axes)
+        numpy.testing.assert_allclose(pooled.mean, x.mean(axis=data_axes, dtype=numpy.float64),
+                                      rtol=1e-14)
+        numpy.testing.assert_allclose(pooled.variance,
+                                      x.var(axis=data_axes, dtype=numpy.float64), rtol=1e-9)
+
+
+@pytest.mark.parametrize("per", ["feature", "channel", "global"])
+def test_standardize_fitted_in_blocks_equals_the_whole_array_formulas(per, small_blocks):
+    x = far_from_zero()
+    x[:, 0, 0, 0] = 7.0  # a constant feature: σ below 10·ε becomes 1
+    axes = {"feature": (0,), "channel": (0, 2, 3), "global": (0, 1, 2, 3)}[per]
+    fitted = Standardize(per=per).fit(x)
+    mean = x.mean(axis=axes, dtype=numpy.float64)
+    scale = numpy.sqrt(x.var(axis=axes, dtype=numpy.float64))
+    scale = numpy.where(scale < 10 * numpy.finfo(numpy.float32).eps, 1.0, scale)
+    numpy.testing.assert_allclose(fitted.mean_, mean, rtol=1e-14)
+    numpy.testing.assert_allclose(fitted.scale_, scale, rtol=1e-9)
+    assert fitted.scale_.dtype == numpy.float64
+
+
+def test_mean_transforms_fitted_in_blocks(small_blocks):
+    x = far_from_zero()
+    numpy.testing.assert_allclose(MeanImage().fit(x).mean_, x.mean(axis=0, dtype=numpy.float64),
+                                  rtol=1e-14)
+    numpy.testing.assert_allclose(ChannelMean().fit(x).mean_,
+                                  x.mean(axis=(0, 2, 3), dtype=numpy.float64), rtol=1e-14)
+
+
+class CountingRows:
+    """An array that counts the rows read from it."""
+
+    def __init__(self, x):
+        self.x, self.shape, self.dtype, self.read = x, x.shape, x.dtype, 0
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, key):
+        rows = self.x[key]
+        self.read += len(rows)
+        return rows
+
+
+def test_a_pipeline_fits_in_one_pass_without_transforming_the_data(small_blocks):
+    x = far_from_zero()
+    source = CountingRows(x)
+    pipeline = Pipeline([Standardize(), Flatten()]).fit(source)
+    # one pass for the statistics (and one row for the shape Flatten sees): no transformed copy
+    assert len(x) <= source.read <= len(x) + 1
+    numpy.testing.assert_allclose(pipeline.steps[0].scale_,
+                                  numpy.sqrt(x.var(axis=0, dtype=numpy.float64)), rtol=1e-9)
+    moments = preprocessing.Moments.of(x, variance=True)
+    source.read = 0
+    Pipeline([Flatten(), Standardize(per="feature")]).fit(source, moments)
+    assert source.read <= 1  # the statistics given are used (one row may be read for shapes)
+
+
+def test_a_step_after_a_value_changing_step_is_fitted_on_its_output(small_blocks):
+    x = far_from_zero()
+    pipeline = Pipeline([MeanImage(), Standardize(per="global")]).fit(
+        x, preprocessing.Moments.of(x, variance=True))
+    centred = x - x.mean(axis=0, dtype=numpy.float64).astype(numpy.float32)
+    numpy.testing.assert_allclose(pipeline.steps[1].mean_, centred.mean(dtype=numpy.float64),
+                                  atol=1e-12)
+    numpy.testing.assert_allclose(pipeline.steps[1].scale_,
+                                  numpy.sqrt(centred.var(dtype=numpy.float64)), rtol=1e-9)
+    assert pipeline.per_batch and pipeline.needs == "variance"
+    assert not Pipeline([MeanImage(), preprocessing.Transform()]).per_batch

@@ -73,7 +73,11 @@ def add_commands(commands) -> None:
 
 
 _HELP = {
-    "dataset": "dataset name (default digits), or a .npz/.csv file; see `ermlab datasets`",
+    "dataset": "dataset name (default digits), a .npz/.csv file, or a folder of .npy files "
+               "named like the .npz keys (x_train.npy, y_train.npy [, x_test.npy, y_test.npy] "
+               "or x.npy, y.npy [, class_names.npy]); .npy files and uncompressed .npz "
+               "(numpy.savez) are memory-mapped, not read, so they may be larger than memory; "
+               "see `ermlab datasets`",
     "data_path": "read the dataset from this directory or file instead of the cache "
                  "(e.g. a folder with the MNIST files, .gz or not)",
     "model": "mlp (default) or a model-zoo name such as lenet5, resnet20",

@@ -8,8 +8,13 @@ fashion-mnist      Zalando's article images (Xiao et al. 2017)                 (
 mnist              handwritten digits (LeCun et al. 1998)                      (60000, 1, 28, 28)
 cifar10            32×32 colour images, binary version (Krizhevsky 2009)       (50000, 3, 32, 32)
 two_spirals, …     toy 2-D problems (``ermlab.data.toy``)                      (750, 2)
-npz, csv           your files: ``load("npz", path=…)`` or ``load("my.csv")``   —
+npz, npy, csv      your files: ``load("npz", path=…)`` or ``load("my.csv")``   —
 =================  ==========================================================  ============
+
+``npy`` is a folder of ``.npy`` files (``x_train.npy``, ``y_train.npy``, … as
+the keys of a ``.npz``); ``load("folder/")`` reads one too. ``npz`` and ``npy``
+take ``mmap_mode="r"`` to memory-map the arrays instead of reading them
+(``ermlab.data.user``).
 
 Images are floats in [0, 1] (pixel / 255) of the default dtype, NCHW. Flatten
 them for an MLP with ``ermlab.data.preprocessing.Flatten``. The downloadable
@@ -107,11 +112,17 @@ def _cifar10(path: Any = None, download: bool = True, verify: bool = True,
 def _user_file(kind: str):
     def loader(path: Any = None, **options: Any) -> Dataset:
         if path is None:
+            example = "folder" if kind == "npy" else f"data.{kind}"
             raise ValueError(f"load({kind!r}) needs path=FILE, e.g. load({kind!r}, "
-                             f"path='data.{kind}') (command line: --dataset data.{kind})")
-        return (user.load_npz if kind == "npz" else user.load_csv)(path, **options)
+                             f"path='{example}') (command line: --dataset {example})")
+        return USER_LOADERS[kind](path, **options)
 
     return loader
+
+
+USER_LOADERS = {"npz": user.load_npz, "npy": user.load_npy, "csv": user.load_csv}
+# Loaders that memory-map (``mmap_mode``) rather than read.
+MAPPABLE = ("npz", "npy")
 
 
 DESCRIPTIONS = {
@@ -127,29 +138,46 @@ LOADERS = {
     "mnist": _idx_dataset("mnist", [str(d) for d in range(10)]),
     "cifar10": _cifar10,
     "npz": _user_file("npz"),
+    "npy": _user_file("npy"),
     "csv": _user_file("csv"),
     **{name: _toy(name) for name in toy.TOY_PROBLEMS},
 }
 
 
 def names() -> list[str]:
-    """The names ``load`` accepts (a path to a ``.npz``/``.csv`` file works too)."""
+    """The names ``load`` accepts (a path to a ``.npz``/``.csv`` file or a folder of ``.npy``
+    files works too)."""
     return sorted(LOADERS)
 
 
+def loader_name(name: Any) -> str | None:
+    """The ``LOADERS`` key that ``load(name)`` uses (``"npz"`` for ``"my.npz"``, ``"npy"``
+    for a folder), or None for an unknown name."""
+    if name in LOADERS:
+        return str(name)
+    if not str(name).strip():
+        return None
+    path = Path(str(name)).expanduser()
+    if path.suffix.lower() in (".npz", ".csv"):
+        return path.suffix.lower()[1:]
+    return "npy" if path.is_dir() else None
+
+
 def load(name: str, **options: Any) -> Dataset:
-    """Load a dataset by name (see ``names()``) or from a ``.npz``/``.csv`` file path."""
+    """Load a dataset by name (see ``names()``), from a ``.npz``/``.csv`` file path or from a
+    folder of ``.npy`` files."""
     if not isinstance(name, (str, os.PathLike)):
         raise ValueError(f"a dataset is named by a string such as 'digits' or 'my.npz'; got "
                          f"{name!r}")
     if name in LOADERS:
         _check_options(name, options)
         return LOADERS[name](**options)
-    suffix = Path(str(name)).suffix.lower()
-    if suffix in (".npz", ".csv"):
-        return LOADERS[suffix[1:]](path=name, **options)
-    raise ValueError(f"unknown dataset {name!r}; available: {', '.join(names())}, or a path to "
-                     "a .npz or .csv file")
+    kind = loader_name(name)
+    if kind is not None:
+        return LOADERS[kind](path=name, **options)
+    raise ValueError(f"unknown dataset {name!r}; available: {', '.join(names())}, a path to "
+                     "a .npz or .csv file, or a folder of .npy files (x_train.npy, y_train.npy, "
+                     "…)")
 
 
 # Options of a loader as the command line spells them.
@@ -188,6 +216,11 @@ def datasets_info() -> dict[str, Any]:
                          location=", ".join(sorted(folders)) or None)
         elif name in toy.TOY_PROBLEMS:
             entry.update(kind="toy", description=f"toy 2-D problem: {name}")
+        elif name == "npy":
+            entry.update(kind="file", available=None,
+                         description="your folder of .npy files (x_train.npy, y_train.npy, … "
+                                     "or x.npy, y.npy): --dataset FOLDER (Python: "
+                                     "load('FOLDER'))")
         elif name in ("npz", "csv"):
             entry.update(kind="file", available=None,
                          description=f"your .{name} file: --dataset FILE.{name} "

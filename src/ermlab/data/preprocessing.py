@@ -11,8 +11,15 @@ hyperparameters), ``state_dict()`` is a dict of NumPy arrays (the fitted
 statistics, for safetensors); ``from_config(config)`` followed by
 ``load_state_dict(state)`` rebuilds a fitted transform.
 
-Statistics are accumulated in float64 and applied in the data's dtype. The
-array module comes from the data, so CuPy inputs stay on the GPU.
+Statistics are accumulated in float64 and applied in the data's dtype. They
+are computed chunk by chunk (``Moments``: a block of rows at a time, merged by
+Chan et al.'s update), so fitting needs no float64 copy of the data and works
+on memory maps and lazy ``ermlab.data.rows.Rows``; a ``Pipeline`` fits each
+step on its predecessors' output computed block by block, never whole.
+Transforms marked ``per_batch`` (all of these) are cheap and act on each
+example alone, so ``ermlab train`` applies them to each mini-batch as it is
+read instead of holding a transformed copy of the data. The array module
+comes from the data, so CuPy inputs stay on the GPU.
 
 Which one: for images (pixels scaled to [0, 1]) subtract the mean image,
 ``MeanImage``, or the per-channel mean, ``ChannelMean``, as the classic courses
@@ -23,22 +30,138 @@ lit border pixels by a tiny σ and costs accuracy (see ``ermlab.run``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy
 
 from ermlab.backend import array_module, to_numpy
+from ermlab.data.rows import Rows, row_chunks
+
+
+@dataclass
+class Moments:
+    """Per-feature statistics of examples (N, *shape), accumulated in float64 block by block.
+
+    ``count`` n, ``minimum`` and ``maximum``, ``mean`` μ = (1/n) Σₙ xₙ and
+    ``m2`` = Σₙ (xₙ − μ)² (the variance is m2 / n), each of the examples'
+    shape. Blocks A and B merge by Chan, Golub & LeVeque's update
+
+        δ = μ_B − μ_A,   μ = μ_A + δ·n_B/n,   m2 = m2_A + m2_B + δ²·n_A·n_B/n,
+
+    with each block's own m2 computed two-pass in float64, so the result is
+    the two-pass float64 formula's to rounding, without a float64 copy of the
+    data. Chan, Golub & LeVeque, "Algorithms for computing the sample
+    variance: analysis and recommendations", The American Statistician, 1983.
+    """
+
+    count: int
+    dtype: Any
+    minimum: Any = None
+    maximum: Any = None
+    mean: Any = None
+    m2: Any = None
+
+    @classmethod
+    def of(cls, x: Any, mean: bool = True, variance: bool = False) -> Moments:
+        """The statistics of ``x`` (array, memory map or ``Rows``), read one block at a time:
+        minimum and maximum always, the mean when ``mean``, m2 when ``variance``."""
+        moments = cls(0, numpy.dtype(x.dtype))
+        for chunk in row_chunks(x):
+            moments._add(chunk, mean or variance, variance)
+        return moments
+
+    def _add(self, chunk: Any, mean: bool, variance: bool) -> None:
+        xp, k = array_module(chunk), len(chunk)
+        low, high = chunk.min(axis=0), chunk.max(axis=0)
+        if self.count:
+            low, high = xp.minimum(self.minimum, low), xp.maximum(self.maximum, high)
+        self.minimum, self.maximum = low, high
+        if mean:
+            chunk_mean = chunk.sum(axis=0, dtype=xp.float64) / k
+            chunk_m2 = None
+            if variance:
+                centred = chunk.astype(xp.float64)
+                centred -= chunk_mean
+                chunk_m2 = xp.einsum("i...,i...->...", centred, centred)
+            self._merge(k, chunk_mean, chunk_m2, xp)
+        self.count += k
+
+    def _merge(self, k: int, mean: Any, m2: Any, xp: Any) -> None:
+        if not self.count:
+            self.mean, self.m2 = mean, m2
+            return
+        n = self.count + k
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (k / n)
+        if m2 is not None:
+            self.m2 = self.m2 + m2 + delta * delta * (self.count * k / n)
+
+    @property
+    def variance(self) -> Any:
+        """The population variance m2 / n (ddof = 0)."""
+        return self.m2 / self.count
+
+    def pooled(self, axes: tuple[int, ...]) -> Moments:
+        """The statistics of the features on ``axes`` (axes of one example) taken together:
+        μ_g = mean of the μ_j, m2_g = Σ_j m2_j + n Σ_j (μ_j − μ_g)² (equal counts n)."""
+        if not axes:
+            return self
+        xp = array_module(self.mean)
+        mean = self.mean.mean(axis=axes)
+        m2 = None
+        if self.m2 is not None:
+            spread = self.mean - xp.expand_dims(mean, axes)
+            m2 = self.m2.sum(axis=axes) + self.count * (spread * spread).sum(axis=axes)
+        size = int(numpy.prod([self.mean.shape[a] for a in axes]))
+        return Moments(self.count * size, self.dtype, self.minimum.min(axis=axes),
+                       self.maximum.max(axis=axes), mean, m2)
+
+    def reshaped(self, shape: tuple[int, ...]) -> Moments:
+        """The same statistics for examples reshaped to ``shape`` (e.g. flattened)."""
+        def reshape(a: Any) -> Any:
+            return None if a is None else a.reshape(shape)
+
+        return Moments(self.count, self.dtype, reshape(self.minimum), reshape(self.maximum),
+                       reshape(self.mean), reshape(self.m2))
+
+    @property
+    def finite(self) -> bool:
+        """Whether every value seen is finite (NaN and ±inf reach the minimum or maximum)."""
+        if not self.count:
+            return True
+        xp = array_module(self.minimum)
+        return bool(xp.isfinite(self.minimum).all() and xp.isfinite(self.maximum).all())
 
 
 class Transform:
-    """Base class: ``fit`` on training inputs, ``transform`` any inputs of the same shape."""
+    """Base class: ``fit`` on training inputs, ``transform`` any inputs of the same shape.
+
+    A subclass fitted from statistics sets ``needs`` (``"mean"`` or
+    ``"variance"``) and writes ``_fit_moments(moments)``; one that needs the
+    data itself writes ``_fit(x, xp)``. ``per_batch`` marks a transform that is
+    cheap and treats each example alone, so it may be applied to each
+    mini-batch as it is read (``ermlab.data.rows.Rows``).
+    """
 
     name = "transform"
     _state: tuple[str, ...] = ()
+    needs: str | None = None
+    per_batch = False
 
-    def fit(self, x: Any) -> Transform:
+    def fit(self, x: Any, moments: Moments | None = None) -> Transform:
+        """Fit on training inputs ``x`` (array, memory map or ``Rows``); ``moments``, when
+        given, are ``x``'s statistics (``Moments.of(x)``) and save a pass over the data."""
         self.input_shape_ = tuple(int(d) for d in x.shape[1:])
-        self._fit(x, array_module(x))
+        if self.needs is None:
+            self._fit(x, array_module(x))
+            return self
+        if moments is None or moments.mean is None or (self.needs == "variance" and
+                                                       moments.m2 is None):
+            moments = Moments.of(x, variance=self.needs == "variance")
+        if not moments.count:
+            raise ValueError(f"{type(self).__name__} cannot be fitted on 0 examples")
+        self._fit_moments(moments)
         return self
 
     def transform(self, x: Any) -> Any:
@@ -76,6 +199,9 @@ class Transform:
     def _fit(self, x: Any, xp: Any) -> None:
         pass
 
+    def _fit_moments(self, moments: Moments) -> None:
+        raise NotImplementedError
+
     def _transform(self, x: Any, xp: Any) -> Any:
         raise NotImplementedError
 
@@ -89,9 +215,11 @@ class MeanImage(Transform):
 
     name = "mean_image"
     _state = ("mean",)
+    needs = "mean"
+    per_batch = True
 
-    def _fit(self, x, xp):
-        self.mean_ = x.mean(axis=0, dtype=xp.float64)
+    def _fit_moments(self, moments):
+        self.mean_ = moments.mean
 
     def _transform(self, x, xp):
         return x - xp.asarray(self.mean_, dtype=x.dtype)
@@ -106,9 +234,11 @@ class ChannelMean(Transform):
 
     name = "channel_mean"
     _state = ("mean",)
+    needs = "mean"
+    per_batch = True
 
-    def _fit(self, x, xp):
-        self.mean_ = x.mean(axis=_reduce_axes(x, "channel"), dtype=xp.float64)
+    def _fit_moments(self, moments):
+        self.mean_ = moments.pooled(_feature_axes(self.input_shape_, "channel")).mean
 
     def _transform(self, x, xp):
         return x - _broadcast(xp.asarray(self.mean_, dtype=x.dtype), x, "channel")
@@ -127,6 +257,8 @@ class Standardize(Transform):
 
     name = "standardize"
     _state = ("mean", "scale")
+    needs = "variance"
+    per_batch = True
 
     def __init__(self, per: str = "feature"):
         if per not in ("feature", "channel", "global"):
@@ -136,12 +268,13 @@ class Standardize(Transform):
     def config(self):
         return {"name": self.name, "per": self.per}
 
-    def _fit(self, x, xp):
-        axes = _reduce_axes(x, self.per)
-        self.mean_ = x.mean(axis=axes, dtype=xp.float64)
-        scale = xp.sqrt(x.var(axis=axes, dtype=xp.float64))
-        tiny = 10 * numpy.finfo(x.dtype if x.dtype.kind == "f" else numpy.float64).eps
-        self.scale_ = xp.where(scale < tiny, 1.0, scale)
+    def _fit_moments(self, moments):
+        pooled = moments.pooled(_feature_axes(self.input_shape_, self.per))
+        xp = array_module(pooled.mean)
+        self.mean_ = pooled.mean
+        scale = xp.sqrt(pooled.variance)
+        kind = moments.dtype if moments.dtype.kind == "f" else numpy.float64
+        self.scale_ = xp.where(scale < 10 * numpy.finfo(kind).eps, 1.0, scale)
 
     def _transform(self, x, xp):
         mean = _broadcast(xp.asarray(self.mean_, dtype=x.dtype), x, self.per)
@@ -153,23 +286,49 @@ class Flatten(Transform):
     """Flatten each example to a vector for an MLP: (N, d₁, …, d_k) → (N, d₁·…·d_k)."""
 
     name = "flatten"
+    per_batch = True
 
     def _transform(self, x, xp):
         return x.reshape(len(x), -1)
 
 
 class Pipeline(Transform):
-    """Transforms applied in order; each is fitted on the output of the previous ones."""
+    """Transforms applied in order; each is fitted on the output of the previous ones.
+
+    That output is read block by block (``Rows``), never held whole, and a
+    step that only reshapes (``Flatten``) costs no pass over the data. A step
+    that is not ``per_batch`` (e.g. a feature pipeline) gets its input as one
+    array, and the steps after it are fitted on its output.
+    """
 
     name = "pipeline"
 
     def __init__(self, steps: list[Transform]):
         self.steps = list(steps)
 
-    def fit(self, x: Any) -> Pipeline:
+    @property
+    def per_batch(self) -> bool:
+        return all(step.per_batch for step in self.steps)
+
+    @property
+    def needs(self) -> str | None:
+        wanted = {step.needs for step in self.steps}
+        return next((kind for kind in ("variance", "mean") if kind in wanted), None)
+
+    def fit(self, x: Any, moments: Moments | None = None) -> Pipeline:
+        """Fit the steps in order; ``moments`` (of ``x``) serve the steps up to the first one
+        that changes values (the steps before it only reshape)."""
         self.input_shape_ = tuple(int(d) for d in x.shape[1:])
-        for step in self.steps:
-            x = step.fit_transform(x)
+        for i, step in enumerate(self.steps):
+            if not step.per_batch:
+                x = step.fit_transform(numpy.asarray(x) if isinstance(x, Rows) else x)
+                moments = None
+                continue
+            step.fit(x, None if moments is None else moments.reshaped(tuple(x.shape[1:])))
+            if step.needs is not None:
+                moments = None
+            if i + 1 < len(self.steps):
+                x = Rows(x, transform=step)
         return self
 
     def _transform(self, x, xp):
@@ -210,14 +369,15 @@ def from_config(config: dict[str, Any]) -> Transform:
     return TRANSFORMS[name](**options)
 
 
-def _reduce_axes(x: Any, per: str) -> tuple[int, ...]:
+def _feature_axes(shape: tuple[int, ...], per: str) -> tuple[int, ...]:
+    """The axes of one example (of ``shape``) that share a statistic."""
     if per == "global":
-        return tuple(range(x.ndim))
+        return tuple(range(len(shape)))
     if per == "channel":
-        if x.ndim < 2:
-            raise ValueError(f"per-channel statistics need inputs (N, C, ...); got {x.shape}")
-        return (0, *range(2, x.ndim))
-    return (0,)
+        if not shape:
+            raise ValueError("per-channel statistics need inputs (N, C, ...); got (N,)")
+        return tuple(range(1, len(shape)))
+    return ()
 
 
 def _broadcast(stat: Any, x: Any, per: str) -> Any:

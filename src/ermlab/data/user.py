@@ -1,10 +1,22 @@
-"""Your own data as a ``Dataset``: arrays, ``.npz`` archives and ``.csv`` tables.
+"""Your own data as a ``Dataset``: arrays, ``.npz`` archives, ``.npy`` folders, ``.csv`` tables.
 
 * ``load_arrays(x, y)`` — any arrays; pass ``x_test, y_test`` too, or a
-  stratified ``test_fraction`` is held out (seeded).
+  stratified ``test_fraction`` is held out (seeded). ``x`` is not copied when
+  it already has the dtype asked for.
 * ``load_npz(path)`` — keys ``x_train, y_train`` (with ``x_test, y_test``
   optional) or ``x, y``; an optional ``class_names`` string array. Read with
   ``allow_pickle=False``: object arrays are refused.
+* ``load_npy(folder)`` — the same arrays as ``.npy`` files in a folder
+  (``x_train.npy``, ``y_train.npy``, … or ``x.npy``, ``y.npy``, and
+  ``class_names.npy``): an unzipped ``.npz``, as ``numpy.save`` writes them.
+
+With ``mmap_mode="r"`` (or ``"c"``) ``load_npz`` and ``load_npy`` copy
+nothing: ``.npy`` files and the uncompressed members of a ``.npz`` (what
+``numpy.savez`` writes; ``savez_compressed`` members are read into memory) are
+memory-mapped, read-only, so data larger than memory can be used; a dtype
+cast then happens as rows are read and a held-out test split is a lazy
+``ermlab.data.rows.Rows`` view (``load_arrays(..., copy=False)``). ``ermlab
+train`` loads files this way.
 * ``load_csv(path, label=...)`` — one example a row, numeric features; the
   label column by name or index (default: the column named ``label`` if the
   header has one, else the last column). A header is detected when the first
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import os
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +41,12 @@ import numpy
 
 from ermlab.backend import resolve_dtype
 from ermlab.data.dataset import Dataset
+from ermlab.data.rows import Rows
 from ermlab.data.splits import train_val_test_split
+
+MMAP_MODES = (None, "r", "c")
+# The arrays of a .npz archive or a .npy folder, by name.
+KEY_SETS = (("x_train", "y_train", "x_test", "y_test"), ("x", "y"))
 
 
 def check_labels(y: Any, what: str = "labels") -> numpy.ndarray:
@@ -66,21 +84,25 @@ def load_arrays(
     name: str = "arrays",
     description: str = "",
     dtype: Any = None,
+    copy: bool = True,
 ) -> Dataset:
     """A ``Dataset`` from arrays ``x`` (N, features…) and integer labels ``y`` (N,).
 
     Without ``x_test, y_test``, a shuffled, stratified ``test_fraction`` of
     ``(x, y)`` becomes the test split (``test_fraction=0`` keeps none).
+    ``copy=False`` never copies ``x`` (e.g. a memory map): a cast to ``dtype``
+    happens as rows are read, and held-out splits are ``Rows`` views of ``x``.
     """
     if (x_test is None) != (y_test is None):
         raise ValueError("pass both x_test and y_test, or neither")
-    x_train, y_train = _checked(x, y, "", dtype)
+    x_train, y_train = _checked(x, y, "", dtype, copy)
     if x_test is None:
         split = train_val_test_split(y_train, 0.0, test_fraction, seed, stratify)
-        x_train, y_train, x_test, y_test = (x_train[split.train], y_train[split.train],
-                                            x_train[split.test], y_train[split.test])
+        rows = (lambda index: x_train[index]) if copy else (lambda index: Rows(x_train, index))
+        x_train, y_train, x_test, y_test = (rows(split.train), y_train[split.train],
+                                            rows(split.test), y_train[split.test])
     else:
-        x_test, y_test = _checked(x_test, y_test, "_test", dtype)
+        x_test, y_test = _checked(x_test, y_test, "_test", dtype, copy)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise ValueError(f"x_test examples have shape {x_test.shape[1:]}; x examples "
                              f"{x_train.shape[1:]}")
@@ -93,26 +115,106 @@ def load_arrays(
     return Dataset(name, x_train, y_train, x_test, y_test, list(class_names), description)
 
 
-def load_npz(path: str | os.PathLike, **options: Any) -> Dataset:
-    """A ``Dataset`` from a ``.npz`` archive (see the module doc for the keys)."""
+def load_npz(path: str | os.PathLike, mmap_mode: str | None = None, **options: Any) -> Dataset:
+    """A ``Dataset`` from a ``.npz`` archive (see the module doc for the keys and
+    ``mmap_mode``)."""
     path = _existing(path, ".npz")
+    _check_mmap_mode(mmap_mode)
     try:
         with numpy.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+            names = {key: key + ".npy" if key + ".npy" in archive.zip.namelist() else key
+                     for key in archive.files}
+            arrays = {key: _member(path, archive, names[key], key, mmap_mode)
+                      for key in archive.files if key in (*KEY_SETS[0], *KEY_SETS[1])}
+            if "class_names" in archive.files:
+                arrays["class_names"] = archive["class_names"]
+            found = list(archive.files)
     except (ValueError, OSError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a readable .npz archive of plain arrays ({error})") from None
+    return _from_arrays(arrays, path, "keys", found, mmap_mode, options)
+
+
+def load_npy(path: str | os.PathLike, mmap_mode: str | None = None, **options: Any) -> Dataset:
+    """A ``Dataset`` from a folder of ``.npy`` files named like the keys of a ``.npz``
+    (see the module doc; ``mmap_mode="r"`` memory-maps them)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"folder of .npy files not found: {path}")
+    _check_mmap_mode(mmap_mode)
+    arrays = {}
+    for key in (*dict.fromkeys(KEY_SETS[0] + KEY_SETS[1]), "class_names"):
+        file = path / f"{key}.npy"
+        if not file.is_file():
+            continue
+        try:
+            arrays[key] = numpy.load(file, allow_pickle=False,
+                                     mmap_mode=None if key == "class_names" else mmap_mode)
+        except (ValueError, OSError) as error:
+            raise ValueError(f"{file}: not a readable .npy file of a plain array ({error})")\
+                from None
+    found = [file.name for file in sorted(path.glob("*.npy"))]
+    return _from_arrays(arrays, path, "files (.npy)", found, mmap_mode, options)
+
+
+def _from_arrays(arrays: dict[str, Any], path: Path, what: str, found: list[str],
+                 mmap_mode: str | None, options: dict[str, Any]) -> Dataset:
     if "class_names" in arrays:
         options.setdefault("class_names", [str(c) for c in arrays.pop("class_names")])
     options.setdefault("name", path.stem)
     options.setdefault("description", f"arrays from {path}")
+    options.setdefault("copy", mmap_mode is None)
     if {"x_train", "y_train"} <= arrays.keys():
         parts = [arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test")]
     elif {"x", "y"} <= arrays.keys():
         parts = [arrays["x"], arrays["y"]]
     else:
-        raise ValueError(f"{path}: expected keys x_train, y_train (and x_test, y_test) or x, y; "
-                         f"found {', '.join(sorted(arrays)) or 'none'}")
+        raise ValueError(f"{path}: expected {what} x_train, y_train (and x_test, y_test) or x, "
+                         f"y; found {', '.join(sorted(found)) or 'none'}")
     return load_arrays(*parts, **options)
+
+
+def _check_mmap_mode(mmap_mode: Any) -> None:
+    if mmap_mode not in MMAP_MODES:
+        raise ValueError(f"mmap_mode must be None, 'r' or 'c' (the data files are never "
+                         f"written); got {mmap_mode!r}")
+
+
+def _member(path: Path, archive: Any, name: str, key: str, mmap_mode: str | None) -> Any:
+    """Array ``key`` of an open ``.npz``: memory-mapped when asked and stored uncompressed
+    (``numpy.savez``), else read."""
+    if mmap_mode is not None:
+        mapped = _mapped_member(path, archive.zip.getinfo(name), mmap_mode)
+        if mapped is not None:
+            return mapped
+    return archive[key]
+
+
+def _mapped_member(path: Path, info: zipfile.ZipInfo, mmap_mode: str) -> Any:
+    """A memory map of an uncompressed ``.npy`` member, or None when it cannot be mapped
+    (compressed, an unusual header, empty)."""
+    from numpy.lib import format as npy
+
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as file:
+        file.seek(info.header_offset)
+        local = file.read(30)  # the local file header: its name and extra fields vary
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        file.seek(info.header_offset + 30 + name_length + extra_length)
+        version = npy.read_magic(file)
+        readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+        if version not in readers:
+            return None
+        shape, fortran_order, dtype = readers[version](file)
+        offset = file.tell()
+    if dtype.hasobject:
+        raise ValueError(f"member {info.filename} holds Python objects (pickles), refused")
+    if not numpy.prod(shape, dtype=numpy.int64):
+        return None
+    return numpy.memmap(path, dtype=dtype, mode=mmap_mode, offset=offset, shape=shape,
+                        order="F" if fortran_order else "C")
 
 
 def load_csv(
@@ -151,7 +253,7 @@ def load_csv(
                        numpy.array(labels, dtype=numpy.int64), **options)
 
 
-def _checked(x: Any, y: Any, suffix: str, dtype: Any) -> tuple[numpy.ndarray, numpy.ndarray]:
+def _checked(x: Any, y: Any, suffix: str, dtype: Any, copy: bool = True) -> tuple[Any, Any]:
     x = numpy.asarray(x)
     if x.dtype.kind not in "iufb":
         raise ValueError(f"x{suffix} must be numeric; got {x.dtype}")
@@ -161,7 +263,10 @@ def _checked(x: Any, y: Any, suffix: str, dtype: Any) -> tuple[numpy.ndarray, nu
     y = check_labels(y, f"y{suffix}")
     if len(x) != len(y):
         raise ValueError(f"x{suffix} and y{suffix} have different lengths: {len(x)} and {len(y)}")
-    return x.astype(resolve_dtype(dtype)), y
+    dtype = resolve_dtype(dtype)
+    if x.dtype == dtype:  # no copy of what already has the dtype
+        return x, y
+    return (x.astype(dtype) if copy else Rows(x, dtype=dtype)), y
 
 
 def _existing(path: str | os.PathLike, suffix: str) -> Path:

@@ -151,8 +151,9 @@ class LearningProblem:
         trainer = Trainer(model, losses.get(self.loss), optimizer, regularizer, [recorder],
                           rng=numpy.random.default_rng(order_seed))
         start = time.perf_counter()
-        recorder.evaluate(trainer, 0.0)
-        trainer.fit(data.x_train, data.y_train, epochs=epochs, batch_size=self.batch_size)
+        with numpy.errstate(over="ignore", invalid="ignore"):  # divergence is recorded instead
+            recorder.evaluate(trainer, 0.0)
+            trainer.fit(data.x_train, data.y_train, epochs=epochs, batch_size=self.batch_size)
         return {**recorder.curves, "wall_time": time.perf_counter() - start,
                 "diverged": recorder.diverged}
 

@@ -170,3 +170,50 @@ def test_more_hogwild_workers_than_cpus_warns_and_explains(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{workers} workers but only {workers - 1} CPUs" in err
     assert "share cores and run no faster" in err
+
+
+def _closed_port():
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("where", ["flag", "environment"])
+def test_an_unreachable_cluster_is_one_line_before_the_run_directory(where, tmp_path, capsys,
+                                                                    monkeypatch):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
+    address = f"127.0.0.1:{_closed_port()}"
+    argv = ["--address", address] if where == "flag" else ["--backend", "ray"]
+    if where == "environment":
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    run = tmp_path / "run"
+    assert run_cli("train", "--distributed", "sync", *argv, "-o", run) == 2
+    err = capsys.readouterr().err.strip()
+    name = f"--address {address}" if where == "flag" else f"RAY_ADDRESS={address}"
+    assert len(err.splitlines()) == 1, err
+    assert f"{name}: no Ray cluster answers at {address} (Connection refused)" in err, err
+    assert "ray start --head" in err
+    assert not run.exists()
+
+
+def test_a_malformed_address_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
+    run = tmp_path / "run"
+    assert run_cli("train", "--distributed", "easgd", "--address", "head-node", "-o", run) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--address head-node is not a cluster address; use " \
+        "HOST:PORT" in err, err
+    assert not run.exists()
+
+
+def test_check_address_refuses_a_closed_port_and_passes_a_local_ray():
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
+    from ermlab.distributed.address import check_address
+
+    address = f"127.0.0.1:{_closed_port()}"
+    with pytest.raises(ValueError, match="no Ray cluster answers"):
+        check_address(address)
+    check_address(None)  # a local Ray: nothing to check
+    check_address("local")

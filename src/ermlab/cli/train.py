@@ -254,6 +254,14 @@ def _output_directory(args: argparse.Namespace, config: dict[str, Any]) -> Path:
     return directory
 
 
+def _check_cluster(config: dict[str, Any]) -> None:
+    """The Ray cluster of --address / RAY_ADDRESS must answer before anything starts."""
+    if config.get("backend") == "ray":
+        from ermlab.distributed.address import check_address
+
+        check_address(config.get("address"))
+
+
 def run(args: argparse.Namespace) -> int:
     from ermlab import run as runs
     from ermlab.training import DivergenceGuard, ModelCheckpoint, ProgressBar
@@ -266,10 +274,12 @@ def run(args: argparse.Namespace) -> int:
         for note in plan.notes:
             runs.warn(note)
         config = plan.config
+        _check_cluster(config)
         state = runs.load_preprocessor_state(directory) if plan.checkpoint else None
         data = runs.prepare_data(config, state)
     else:
         config = runs.resolve(_config_from_args(args))
+        _check_cluster(config)
         directory = _output_directory(args, config)
         data = runs.prepare_data(config)
         check_data(config, data)

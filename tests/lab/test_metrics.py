@@ -89,3 +89,21 @@ def test_summary_lines_name_every_problem_and_optimizer():
     lines = metrics.summary_lines(records, target=0.4)
     assert len(lines) == 2 and lines[0].startswith("relu4") and "adam" in lines[0]
     assert "seeds 2" in lines[0] and "to target: 2 epochs, 0.2 s (100% of seeds)" in lines[0]
+
+
+def test_final_costs_feed_the_profile_and_the_summary_prints_it():
+    records = []
+    for problem, accuracies in (("p1", {"sgd": 0.8, "adam": 0.9}),
+                                ("p2", {"sgd": 0.7, "adam": 0.65})):
+        for optimizer, accuracy in accuracies.items():
+            records.append(make_record(problem=problem, optimizer=optimizer,
+                                       test_accuracies=[0.1, 0.5, accuracy]))
+    records.append(make_record(problem="p3", optimizer="sgd", accuracy=False))  # adam missing
+    costs = metrics.final_costs(records)
+    assert costs == {"p1": {"sgd": pytest.approx(0.2), "adam": pytest.approx(0.1)},
+                     "p2": {"sgd": pytest.approx(0.3), "adam": pytest.approx(0.35)}}
+    lines = metrics.summary_lines(records)
+    assert "performance profile over 2 problems" in lines[-3]
+    # ratios: adam (1, 7/6), sgd (2, 1); τ = 1, 1.05, 1.25, 2
+    assert lines[-2].split() == ["adam", "0.50", "0.50", "1.00", "1.00"]
+    assert lines[-1].split() == ["sgd", "0.50", "0.50", "0.50", "1.00"]

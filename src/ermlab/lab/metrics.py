@@ -165,6 +165,23 @@ def performance_profile(costs: Mapping[str, Mapping[str, float]], taus: Sequence
             for j, solver in enumerate(solvers)}
 
 
+def final_costs(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """``costs[problem][optimizer]`` for ``performance_profile``: the mean final test error
+    (1 − accuracy) of the tuned setting, or its mean final test loss where there is no
+    accuracy; ∞ when a seed diverged. Problems not run by every optimizer are left out."""
+    costs: dict[str, dict[str, float]] = defaultdict(dict)
+    for (problem, optimizer), runs in final_runs(records).items():
+        if any(r["diverged"] for r in runs):
+            costs[problem][optimizer] = math.inf
+        elif all("test_accuracies" in r for r in runs):
+            costs[problem][optimizer] = 1 - float(numpy.mean([r["test_accuracies"][-1]
+                                                              for r in runs]))
+        else:
+            costs[problem][optimizer] = float(numpy.mean([r["test_losses"][-1] for r in runs]))
+    optimizers = set.union(*(set(c) for c in costs.values())) if costs else set()
+    return {p: c for p, c in costs.items() if set(c) == optimizers}
+
+
 def summary(records: Sequence[Mapping[str, Any]], target: float | None = None,
             ) -> list[dict[str, Any]]:
     """One row per (problem, optimizer): ``final_and_best`` (+ time to target)."""
@@ -196,6 +213,14 @@ def summary_lines(records: Sequence[Mapping[str, Any]], target: float | None = N
         if row["diverged"]:
             text += f"  diverged {row['diverged']}"
         lines.append(text)
+    costs = final_costs(records)
+    if len(costs) > 1:
+        taus = (1.0, 1.05, 1.25, 2.0)
+        profile = performance_profile(costs, taus)
+        lines.append(f"performance profile over {len(costs)} problems (final test error, or "
+                     f"loss): ρ(τ) at τ = {', '.join(f'{t:g}' for t in taus)}")
+        for optimizer, rho in sorted(profile.items(), key=lambda item: -item[1].sum()):
+            lines.append(f"  {optimizer:10s} " + "  ".join(f"{r:.2f}" for r in rho))
     return lines
 
 

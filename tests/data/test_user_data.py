@@ -121,3 +121,87 @@ def test_bad_arrays_and_npz_content(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable .npz"):
         data.load(str(tmp_path / "junk.npz"))
+
+
+# -- memory maps and .npy folders: nothing copied --------------------------------------
+
+
+def mapped(array):
+    """Whether ``array``'s memory is a file mapping (a ``Rows`` view: its source's)."""
+    import mmap
+
+    array = getattr(array, "source", array)
+    while array is not None:
+        if isinstance(array, (numpy.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+def write_all_forms(folder, **arrays):
+    folder.mkdir(exist_ok=True)
+    numpy.savez(folder / "stored.npz", **arrays)
+    numpy.savez_compressed(folder / "compressed.npz", **arrays)
+    (folder / "npy").mkdir()
+    for key, value in arrays.items():
+        numpy.save(folder / "npy" / f"{key}.npy", value)
+    return {"stored": folder / "stored.npz", "compressed": folder / "compressed.npz",
+            "npy": folder / "npy"}
+
+
+def test_memory_mapped_files_give_the_arrays_read_in_memory(tmp_path):
+    x = X.astype(numpy.float32)
+    paths = write_all_forms(tmp_path, x=x, y=Y, class_names=numpy.array(["a", "b", "c", "d"]))
+    reference = data.load(str(paths["stored"]))  # read, split by copying (as before)
+    for form, path in paths.items():
+        dataset = data.load(str(path), mmap_mode="r")
+        assert dataset.class_names == ["a", "b", "c", "d"] and dataset.name in (form, "npy")
+        for part in ("x_train", "y_train", "x_test", "y_test"):
+            numpy.testing.assert_array_equal(numpy.asarray(getattr(dataset, part)),
+                                             getattr(reference, part))
+        assert mapped(dataset.x_train) == mapped(dataset.x_test) == (form != "compressed")
+        assert dataset.x_train.shape == reference.x_train.shape
+    assert data.datasets.loader_name(str(paths["npy"])) == "npy"
+    numpy.testing.assert_array_equal(data.load("npy", path=paths["npy"]).y_test, reference.y_test)
+
+
+def test_explicit_splits_memory_mapped_and_cast_as_read(tmp_path):
+    paths = write_all_forms(tmp_path, x_train=X[:30], y_train=Y[:30], x_test=X[30:],
+                            y_test=Y[30:])
+    for form in ("stored", "npy"):
+        dataset = data.load(str(paths[form]), mmap_mode="r")
+        assert mapped(dataset.x_train) and dataset.x_train.dtype == numpy.float32
+        numpy.testing.assert_array_equal(dataset.x_test[[0, 3]],
+                                         X[30:][[0, 3]].astype(numpy.float32))
+        with pytest.raises(ValueError, match="read-only"):  # the user's file is never written
+            dataset.x_train.source[0, 0] = 1.0
+
+
+def test_an_array_of_the_right_dtype_is_not_copied():
+    x = X.astype(numpy.float32)
+    dataset = data.load_arrays(x, Y, x, Y)
+    assert dataset.x_train is x and dataset.x_test is x
+    assert data.load_arrays(X, Y, X, Y).x_train.dtype == numpy.float32  # float64 is cast
+    lazy = data.load_arrays(X, Y, copy=False, seed=0)
+    eager = data.load_arrays(X, Y, seed=0)
+    assert lazy.x_train.source is X and lazy.x_train.dtype == numpy.float32
+    numpy.testing.assert_array_equal(numpy.asarray(lazy.x_test), eager.x_test)
+
+
+def test_npy_folder_and_mmap_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    numpy.save(tmp_path / "empty" / "inputs.npy", X)
+    with pytest.raises(ValueError, match=r"expected files \(.npy\) x_train.*found inputs.npy"):
+        data.load(str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="folder of .npy files not found"):
+        data.load_npy(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="mmap_mode must be None, 'r' or 'c'"):
+        data.load_npy(tmp_path / "empty", mmap_mode="r+")
+    numpy.save(tmp_path / "empty" / "x.npy", numpy.array([{"a": 1}], dtype=object),
+               allow_pickle=True)
+    numpy.save(tmp_path / "empty" / "y.npy", numpy.array([0]))
+    with pytest.raises(ValueError, match="x.npy: not a readable .npy file of a plain array"):
+        data.load(str(tmp_path / "empty"), mmap_mode="r")
+    numpy.savez(tmp_path / "obj.npz", x=numpy.array([{"a": 1}], dtype=object), y=[0])
+    with pytest.raises(ValueError, match="not a readable .npz archive of plain arrays"):
+        data.load(str(tmp_path / "obj.npz"), mmap_mode="r")

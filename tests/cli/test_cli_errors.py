@@ -97,7 +97,7 @@ SETS = [
     ("=1", "--set takes KEY=VALUE"),
     ("x=1", "unknown config key(s) ['x']"),
     # the run's keys are listed too
-    ("datset=1", "'data_path', 'dataset', 'delay', 'distributed', 'dropout'"),
+    ("datset=1", "'data_path', 'dataset', 'delay', 'delta', 'distributed', 'dp', 'dropout'"),
     ("augment=5", "--augment needs image data"),
     ('hidden={"a":1}', "positive layer widths"),
     ("hidden=[0]", "positive layer widths"),

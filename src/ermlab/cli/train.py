@@ -26,6 +26,8 @@ FLAGS = {
     "dropout": float, "preprocess": str, "augment": str, "seed": int,
     "validation_fraction": float, "adversarial": str,
 }
+# flags of differentially private training (``ermlab.run.PRIVACY_KEYS``), one to one.
+PRIVACY_FLAGS = {"clip": float, "noise": float, "target_epsilon": float, "delta": float}
 # flags of distributed training (``ermlab.run.STRATEGIES``), one to one with config keys.
 STRATEGY_FLAGS = {
     "workers": int, "backend": str, "address": str, "n_fetch": int, "n_push": int,
@@ -64,6 +66,17 @@ def add_commands(commands) -> None:
         group.add_argument("--" + flag.replace("_", "-"), type=kind, default=None, dest=flag,
                            choices=choices, metavar=None if choices else flag.upper(),
                            help=_HELP[flag])
+    private = parser.add_argument_group(
+        "differential privacy", "DP-SGD (Abadi et al. 2016): Poisson batches, per-example "
+        "clipping, Gaussian noise; (ε, δ) per epoch in history.csv (pip install "
+        "\"ermlab[privacy]\")")
+    private.add_argument("--dp", dest="dp", action="store_const", const=True, default=None,
+                         help=_HELP["dp"])
+    for flag, kind in PRIVACY_FLAGS.items():
+        private.add_argument("--" + flag.replace("_", "-"), type=kind, default=None, dest=flag,
+                             metavar=flag.upper(), help=_HELP[flag])
+    private.add_argument("--accountant", choices=("rdp", "pld"), default=None,
+                         help=_HELP["accountant"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other config key, e.g. --set betas=[0.9,0.99] (JSON values)")
     parser.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/…)")
@@ -124,12 +137,21 @@ _HELP = {
     "tau": "easgd: worker steps between elastic moves τ ≥ 1 (default 1)",
     "alpha": "easgd: elasticity α in (0, 1) (default 0.9/workers)",
     "easgd_momentum": "easgd: Nesterov momentum δ in [0, 1) of the workers (EAMSGD; default 0)",
+    "dp": "train with DP-SGD (no batch norm; --batch-size is the expected Poisson batch)",
+    "clip": "--dp: clip norm C of each example's gradient (default 1.0)",
+    "noise": "--dp: noise multiplier σ, noise std σC on the clipped sum (default: calibrated "
+             "to spend --target-epsilon in --epochs)",
+    "target_epsilon": "--dp: privacy budget ε; the run stops before an epoch that would exceed "
+                      "it",
+    "delta": "--dp: δ of (ε, δ)-DP, below 1/N (default 1e-5)",
+    "accountant": "--dp: rdp (default) or pld (tighter, slower)",
 }
 
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     config = _read_toml(args.config) if args.config else {}
-    flags = [*FLAGS, "batch_norm", "verify", "distributed", *STRATEGY_FLAGS]
+    flags = [*FLAGS, "batch_norm", "verify", "distributed", *STRATEGY_FLAGS, "dp",
+             *PRIVACY_FLAGS, "accountant"]
     config.update({flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None})
     if args.batch_size is not None:
         config["batch_size"] = None if args.batch_size == "full" else _integer(
@@ -324,6 +346,9 @@ def _finish(trainer, data, directory: Path, config, seconds: float, say) -> int:
                "stop_reason": trainer.stop_reason,
                "tested_weights": which, "tested_epoch": tested_epoch,
                **{f"test_{key}": value for key, value in test.items()}}
+    if trainer.privacy is not None:  # the privacy spent by the whole run
+        metrics.update(epsilon=trainer.privacy.epsilon(trainer.step),
+                       delta=trainer.privacy.delta)
     atomic_write_bytes(directory / runs.METRICS_FILE,
                        (json.dumps(metrics, indent=2) + "\n").encode())
     plot_history(trainer.history, directory, best_epoch=tested_epoch if which == "best" else None)

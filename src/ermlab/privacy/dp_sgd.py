@@ -102,6 +102,11 @@ class DPSGD:
         if sample_weight is not None:
             raise ValueError("DP-SGD does not take sample weights (they change each "
                              "example's sensitivity); train without sample_weight")
+        self.plan(n, epochs, batch_size, trainer.step)
+
+    def plan(self, n: int, epochs: int, batch_size: int | None, steps_done: int = 0) -> None:
+        """Fix q and the steps per epoch for N = ``n`` examples, calibrate σ when it is
+        not given, and refuse δ ≥ 1/N or a target ε that not one more epoch fits in."""
         if self.delta >= 1 / n:
             raise ValueError(
                 f"DP-SGD: delta = {self.delta:g} must be below 1/N = {1 / n:.3g} for the N = "
@@ -111,19 +116,19 @@ class DPSGD:
         self.steps_per_epoch = math.ceil(n / min(batch_size or n, n))
         self.sample_rate = 1 / self.steps_per_epoch
         if self.noise_multiplier is None:
-            if trainer.step:
+            if steps_done:
                 raise ValueError("DP-SGD: a resumed run needs the noise multiplier of its "
                                  "first part; pass noise_multiplier")
             self.noise_multiplier = accounting.calibrate_noise(
                 self.target_epsilon, self.delta, self.sample_rate,
-                self.steps_per_epoch * epochs, self.accountant)
+                self.steps_per_epoch * max(epochs, 1), self.accountant)
         if self.target_epsilon is not None and epochs > 0:
-            after = self.epsilon(trainer.step + self.steps_per_epoch)
+            after = self.epsilon(steps_done + self.steps_per_epoch)
             if after > self.target_epsilon:
                 raise ValueError(
                     f"DP-SGD: the target ε = {self.target_epsilon:g} is unreachable: "
-                    + (f"the run has spent ε = {self.epsilon(trainer.step):.3g} and "
-                       if trainer.step else "")
+                    + (f"the run has spent ε = {self.epsilon(steps_done):.3g} and "
+                       if steps_done else "")
                     + f"one more epoch would spend ε = {after:.3g} (σ = "
                     f"{self.noise_multiplier:g}, q = {self.sample_rate:.3g}, δ = "
                     f"{self.delta:g}); raise the target or the noise, or use larger batches")
@@ -167,10 +172,10 @@ class DPSGD:
             grad *= grad.dtype.type(scale)
 
     def epoch_logs(self, trainer: Any) -> dict[str, Any]:
-        """ε spent so far (and δ, the share of examples clipped this epoch); stops the run
-        when the next epoch would go past the target ε."""
+        """ε spent so far (at this run's δ) and the share of examples clipped this epoch;
+        stops the run when the next epoch would go past the target ε."""
         spent = self.epsilon(trainer.step)
-        logs = {"epsilon": spent, "delta": self.delta,
+        logs = {"epsilon": spent,
                 "clipped_fraction": self._clipped / self._seen if self._seen else 0.0}
         self._clipped = self._seen = 0
         if self.target_epsilon is not None:

@@ -217,3 +217,18 @@ def test_check_address_refuses_a_closed_port_and_passes_a_local_ray():
         check_address(address)
     check_address(None)  # a local Ray: nothing to check
     check_address("local")
+
+
+def test_hogwild_follows_a_per_update_schedule_and_counts_its_updates(tmp_path):
+    """--schedule inverse_time:D steps per update: after e epochs of U updates each the
+    rate is α₀/(1 + D·U·e), and the checkpoint's optimizer counts U·e steps per parameter."""
+    run = tmp_path / "run"
+    assert run_cli("train", "--distributed", "hogwild", "--workers", "2", *SMALL,
+                   "--schedule", "inverse_time:0.01", "--epochs", "2", "-q", "-o", run) == 0
+    saved = read_checkpoint(run / "last.safetensors")
+    updates = saved.step
+    assert updates > 2 * 30  # digits: ~1600 training examples, batches of 32 per worker
+    assert {s["step"] for s in saved.optimizer["state"].values()} == {updates}
+    rates = [float(row["lr"]) for row in csv.DictReader((run / "history.csv").open())]
+    np.testing.assert_allclose(rates, [0.1 / (1 + 0.01 * updates / 2 * e) for e in (1, 2)],
+                               rtol=1e-12)

@@ -75,14 +75,21 @@ def test_random_slices_are_centred_on_theta1():
     assert len(landscape.line_figure(alphas, {"train": values}).axes[0].get_lines()) == 3
 
 
-def test_from_run_directory(tmp_path):
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("landscape")
     rng = numpy.random.default_rng(0)
     y = numpy.repeat(numpy.arange(3), 60)
     x = (rng.normal(0, 1, (180, 4)) + 2 * numpy.eye(3, 4)[y]).astype(numpy.float32)
-    numpy.savez(tmp_path / "blobs.npz", x=x, y=y)
-    run = tmp_path / "run"
-    assert main(["train", "--dataset", str(tmp_path / "blobs.npz"), "--hidden", "8",
+    numpy.savez(home / "blobs.npz", x=x, y=y)
+    run = home / "run"
+    assert main(["train", "--dataset", str(home / "blobs.npz"), "--hidden", "8",
                  "--epochs", "3", "--lr", "0.05", "--output", str(run), "-q"]) == 0
+    return run
+
+
+def test_from_run_directory(trained_run, tmp_path):
+    run = trained_run
     scene = landscape.from_run(run, examples=100)
     alphas, values = scene.interpolation([0.0, 1.0])
     assert values[1] < values[0]  # training lowered the training loss
@@ -99,3 +106,13 @@ def test_from_run_directory(tmp_path):
     assert not numpy.array_equal(scene.theta0[0], scene.theta1[0])
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         landscape.from_run(tmp_path)
+
+
+def test_landscape_command_on_a_run_directory(trained_run, tmp_path, capsys):
+    assert main(["lab", "landscape", str(trained_run), "--examples", "50", "--points", "3",
+                 "--grid", "2", "--output", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for name in ("interpolation.png", "random_1d.png", "random_2d.png"):
+        assert (tmp_path / name).is_file() and f"wrote {tmp_path / name}" in out
+    assert main(["lab", "landscape", str(trained_run), "--grid", "1"]) == 2
+    assert "--grid is 0" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ermlab.cli import main
 from ermlab.lab import report, results
 
 CHROMIUM = "/usr/bin/chromium"
@@ -86,3 +87,15 @@ def test_bad_arguments_fail_before_work(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no run files"):
         report.build(tmp_path / "empty")
+
+
+def test_report_command(built, tmp_path, capsys):
+    root = built[0].parent
+    output = tmp_path / "r.html"
+    assert main(["lab", "report", str(root), "--output", str(output), "--no-trajectories",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {output}" in out and "s  Learning curves: a" in out
+    assert output.read_text().count("<img ") == 2 * 3 + 1
+    assert main(["lab", "report", str(root), "--output", str(tmp_path / "r.pdf")]) == 2
+    assert "name it *.html" in capsys.readouterr().err

@@ -25,9 +25,13 @@ Run by hand:
     python benchmarks/hogwild.py [--examples 100000] [--epochs 2] [--repeats 2] [--zipf]
                                  [--mlp-examples 20000]
 
-A last table does the same for a dense 784-128-10 MLP (``fit_model``), where
+A further table does the same for a dense 784-128-10 MLP (``fit_model``), where
 every step writes every parameter: there the conflict rate is the fraction of
-parameter writes made stale by the other worker's step.
+parameter writes made stale by the other worker's step. The last one trains that
+MLP in the Trainer (``Trainer(..., strategy=Hogwild(2))``, 3 epochs) and prints
+each epoch's seconds: the workers and the shared data are set up in the first
+epoch only (``ermlab.distributed.hogwild_pool``), so epochs 2 and 3 show the
+cost of an epoch without a process start.
 
 The machine may be shared: quote the ratios of one run, and the load beside them.
 """
@@ -116,6 +120,25 @@ def dense_mlp(args) -> None:
     print(f"examples per worker CPU-second, 2 workers / 1 worker: {per_cpu[2] / per_cpu[1]:.2f}")
 
 
+def trainer_epochs(args) -> None:
+    """Seconds per epoch of the same MLP in the Trainer with 2 Hogwild! workers."""
+    from ermlab import losses, optim
+    from ermlab.nn.models import mlp
+    from ermlab.training import Trainer
+
+    rng = np.random.default_rng(0)
+    x = rng.random((args.mlp_examples, 784), dtype=np.float32)
+    y = (x[:, :10] @ rng.standard_normal((10, 10))).argmax(1)
+    model = mlp([784, 128, 10], rng=0)
+    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optim.SGD(model.parameters(), lr=0.05),
+                      strategy=Hogwild(2))
+    history = trainer.fit(x, y, epochs=3, batch_size=32)
+    seconds = ", ".join(f"{t:.2f}" for t in history["time"])
+    rates = ", ".join(f"{r:.0f}" for r in history["examples_per_second"])
+    print(f"\nTrainer(strategy=Hogwild(2)), same MLP and data, 3 epochs: seconds per epoch "
+          f"{seconds} (the first starts the workers and copies the data); examples/s {rates}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=100_000)
@@ -166,6 +189,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f} after")
     if args.mlp_examples:
         dense_mlp(args)
+        trainer_epochs(args)
 
 
 if __name__ == "__main__":

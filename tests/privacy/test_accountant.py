@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-dpa = pytest.importorskip("dp_accounting", reason='accountant absent: pip install "ermlab[privacy]"')
+dpa = pytest.importorskip("dp_accounting",
+                          reason='accountant absent: pip install "ermlab[privacy]"')
 
 from ermlab.privacy import calibrate_noise, epsilon  # noqa: E402
 

@@ -54,10 +54,10 @@ def test_dp_adam_learns_and_calibrated_noise_spends_the_target():
 def test_noise_on_an_empty_batch_has_the_right_statistics():
     """An empty Poisson batch: the gradient is pure noise, N(0, σ²C²) / (qN)."""
     dp = DPSGD(max_grad_norm=0.5, noise_multiplier=2.0, delta=1e-3)
-    model = nn.Sequential(nn.Linear(300, 100, rng=0))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(300, 100, rng=0))
     trainer = trainer_with(dp, model=model, lr=0.0)
     dp.begin_fit(trainer, 500, 1, 50, None)                         # q N = 50
-    x = numpy.zeros((0, 300), "float32")
+    x = numpy.zeros((0, 3, 10, 10), "float32")
     trainer.train_step(x, numpy.zeros(0, int))
     noise = numpy.concatenate([p.grad.ravel() for p in model.parameters()])
     std = 2.0 * 0.5 / 50

@@ -141,12 +141,13 @@ class DPSGD:
         """One DP-SGD update on one Poisson batch (which may be empty: noise only)."""
         model = trainer.model
         model.train()
-        scores = trainer.last_scores = model.forward(x)
-        xp = array_module(scores)
-        value = 0.0
         trainer.optimizer.zero_grad()
-        if len(x):
-            if not bool(xp.isfinite(scores).all()):
+        value = 0.0
+        if len(x) == 0:  # an empty batch: no scores (hit count 0), a step of noise alone
+            trainer.last_scores = numpy.zeros((0, 1))
+        else:
+            scores = trainer.last_scores = model.forward(x)
+            if not bool(array_module(scores).isfinite(scores).all()):
                 return math.nan
             value = trainer.loss.forward(scores, y)
             if trainer.regularizer is not None:

@@ -118,3 +118,20 @@ def test_weight_sharing_is_refused():
     x, y = numpy.ones((2, 3)), numpy.array([0, 1])
     with pytest.raises(ValueError, match="several places"):
         per_example_gradients(model, losses.SoftmaxCrossEntropy(), x, y)
+
+
+def test_per_example_gradients_through_a_graph():
+    """A residual Graph (Linear boxes, Add): the recorder sits at the leaves."""
+    rng = numpy.random.default_rng(1)
+    g = nn.Graph(inputs="x")
+    g.add("fc1", nn.Linear(5, 5, rng=rng, dtype="float64"), "x").add("act", nn.Tanh(), "fc1")
+    g.add("fc2", nn.Linear(5, 5, rng=rng, dtype="float64"), "act")
+    g.add("sum", nn.Add(), ["fc2", "x"]).set_output("sum")
+    model = nn.Sequential(g, nn.Linear(5, 3, rng=rng, dtype="float64"))
+    x, y = rng.standard_normal((4, 5)), numpy.array([0, 2, 1, 2])
+    loss = losses.SoftmaxCrossEntropy()
+    expected = looped(model, loss, x, y)
+    got = per_example_gradients(model, loss, x, y)
+    for name in expected:
+        numpy.testing.assert_allclose(got[name], expected[name], rtol=1e-10, atol=1e-12,
+                                      err_msg=name)

@@ -96,7 +96,9 @@ def test_resume_continues_the_accounting(tmp_path):
 @pytest.mark.parametrize("options, words", [
     ({"max_grad_norm": 0.0, "noise_multiplier": 1.0}, "clip norm must be a number > 0"),
     ({"max_grad_norm": -1.0, "noise_multiplier": 1.0}, "clip norm must be a number > 0"),
+    ({"max_grad_norm": "1", "noise_multiplier": 1.0}, "clip norm must be a number > 0"),
     ({"max_grad_norm": 1.0, "noise_multiplier": -0.5}, "noise multiplier must be ≥ 0"),
+    ({"max_grad_norm": 1.0, "noise_multiplier": float("nan")}, "noise multiplier must be ≥ 0"),
     ({"max_grad_norm": 1.0, "noise_multiplier": 1.0, "delta": 1.5}, "delta must be in"),
     ({"max_grad_norm": 1.0, "noise_multiplier": 1.0, "target_epsilon": 0}, "target epsilon"),
     ({"max_grad_norm": 1.0}, "needs a noise multiplier or a target epsilon"),

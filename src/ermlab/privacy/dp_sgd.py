@@ -31,6 +31,7 @@ L. Zhang. Deep Learning with Differential Privacy. CCS 2016.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy
@@ -64,13 +65,15 @@ class DPSGD:
     def __init__(self, max_grad_norm: float, noise_multiplier: float | None = None,
                  delta: float = 1e-5, target_epsilon: float | None = None,
                  accountant: str = "rdp") -> None:
-        if not (isinstance(max_grad_norm, (int, float)) and 0 < max_grad_norm < math.inf):
+        if not (_real(max_grad_norm) and 0 < max_grad_norm < math.inf):
             raise ValueError(f"DP-SGD: the clip norm must be a number > 0; got {max_grad_norm}")
-        if noise_multiplier is not None and not 0 <= noise_multiplier < math.inf:
+        if noise_multiplier is not None and not (_real(noise_multiplier)
+                                                 and 0 <= noise_multiplier < math.inf):
             raise ValueError(f"DP-SGD: the noise multiplier must be ≥ 0; got {noise_multiplier}")
-        if not 0 < delta < 1:
+        if not (_real(delta) and 0 < delta < 1):
             raise ValueError(f"DP-SGD: delta must be in (0, 1), well below 1/N; got {delta}")
-        if target_epsilon is not None and not 0 < target_epsilon < math.inf:
+        if target_epsilon is not None and not (_real(target_epsilon)
+                                               and 0 < target_epsilon < math.inf):
             raise ValueError(f"DP-SGD: the target epsilon must be > 0; got {target_epsilon}")
         if noise_multiplier is None and target_epsilon is None:
             raise ValueError("DP-SGD needs a noise multiplier or a target epsilon to "
@@ -196,3 +199,7 @@ class DPSGD:
         return (f"DPSGD(max_grad_norm={self.max_grad_norm}, noise_multiplier="
                 f"{self.noise_multiplier}, delta={self.delta}, target_epsilon="
                 f"{self.target_epsilon}, accountant={self.accountant!r})")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -2,7 +2,7 @@
 
 The ermlab network (convolution, batch norm with non-trivial running statistics, ReLU, max
 pooling, dropout, linear) and its torch twin share their weights; torch runs in ``eval()``
-with autograd, ermlab with its own bprop under ``test_time_gradients``. Both attacks start
+with autograd, ermlab with its own bprop under ``gradients_at_test_time``. Both attacks start
 from the same random start (drawn once by ``PGD.start``) and must give the same adversarial
 examples, in float64 (every step's sign of the gradient agrees).
 """

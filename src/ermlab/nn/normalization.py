@@ -19,7 +19,7 @@ G = ∂L/∂y and means over the m values of the channel:
 Frozen statistics. With ``frozen = True`` a training-mode forward normalizes with the
 running statistics, as at test time, leaves them unchanged and keeps its cache; bprop is
 then that of the test-time affine map, ∂L/∂x = G γ / √(running_var + ε) (γ and β still
-get their gradients). ``ermlab.robustness.test_time_gradients`` uses it to differentiate
+get their gradients). ``ermlab.robustness.gradients_at_test_time`` uses it to differentiate
 the evaluated model; torch's equivalent is a BatchNorm in ``eval()`` under autograd.
 
 Buffers (saved in ``state_dict`` under torch's names): ``running_mean``,

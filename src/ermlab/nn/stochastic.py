@@ -18,7 +18,7 @@ training-mode forward uses E[ξ] (the keep probability 1 − p of a Bernoulli ma
 for Gaussian noise) instead of a draw and leaves the generator untouched; since every
 layer here is linear in ξ with E[y_train] = y_test, the forward then computes the
 test-time function while keeping its cache, so bprop gives the gradient of the model
-that is evaluated (``ermlab.robustness.test_time_gradients``). A layer that is random
+that is evaluated (``ermlab.robustness.gradients_at_test_time``). A layer that is random
 at test time too (``random_at_test``: noise injection) keeps drawing.
 
 Fixing the sample (gradient checks). ``forward`` draws a fresh sample at each

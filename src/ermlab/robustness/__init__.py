@@ -1,7 +1,7 @@
 """Robustness: adversarial examples (FGSM, PGD), robust accuracy, adversarial training.
 
 * ``attacks``: ``FGSM``, ``PGD`` (L∞ and L2, random start), ``parse("pgd:eps=0.1,steps=20")``.
-* ``gradients``: ``test_time_gradients`` and ``input_gradient`` — ∇ₓL of the model as
+* ``gradients``: ``gradients_at_test_time`` and ``input_gradient`` — ∇ₓL of the model as
   evaluated, from its own bprop (or of an ``Ensemble``).
 * ``evaluation``: ``robust_accuracy`` (``ermlab evaluate RUN --attack SPEC``).
 * ``augmentation``: ``AdversarialAugment``, an augmentation on predicted labels.
@@ -14,7 +14,7 @@
 from ermlab.robustness.attacks import ATTACKS, FGSM, PGD, Attack, parse
 from ermlab.robustness.augmentation import AdversarialAugment
 from ermlab.robustness.evaluation import predict, robust_accuracy
-from ermlab.robustness.gradients import input_gradient, test_time_gradients
+from ermlab.robustness.gradients import gradients_at_test_time, input_gradient
 from ermlab.robustness.preprocessed import AffineInput, RawUnits
 
 __all__ = [
@@ -29,5 +29,5 @@ __all__ = [
     "parse",
     "predict",
     "robust_accuracy",
-    "test_time_gradients",
+    "gradients_at_test_time",
 ]

@@ -3,7 +3,7 @@
 An attack needs the gradient of the loss with respect to the *input*, of the function the
 model computes at test time (dropout off, batch norm with its running statistics). A
 Module keeps its forward cache — and so can run ``backward`` — only in training mode, so
-``test_time_gradients(model)`` puts the model in training mode while making every layer
+``gradients_at_test_time(model)`` puts the model in training mode while making every layer
 compute its test-time function:
 
 * stochastic layers use the expectation of their sample instead of a draw
@@ -41,10 +41,11 @@ from ermlab.nn.stochastic import Stochastic
 
 
 @contextlib.contextmanager
-def test_time_gradients(model: Module) -> Iterator[Module]:
+def gradients_at_test_time(model: Module) -> Iterator[Module]:
     """Within the block, ``model`` computes its evaluation-mode function and can run bprop."""
     if not isinstance(model, Module):
-        raise TypeError(f"test_time_gradients needs an ermlab Module; got {type(model).__name__}")
+        raise TypeError(f"gradients_at_test_time needs an ermlab Module; got "
+                        f"{type(model).__name__}")
     modules = list(model.modules())
     modes = [module.training for module in modules]
     stochastic = [m for m in modules if isinstance(m, Stochastic)]
@@ -87,7 +88,7 @@ def input_gradient(target: Module | Ensemble, x: Any, y: Any, loss: Any = None) 
     if isinstance(target, Ensemble):
         return _ensemble_gradient(target, x, y)
     loss = SoftmaxCrossEntropy() if loss is None else loss
-    with _parameter_gradients_kept([target]), test_time_gradients(target):
+    with _parameter_gradients_kept([target]), gradients_at_test_time(target):
         scores = target.forward(x)
         loss.forward(scores, y)
         return target.backward(loss.backward())
@@ -101,7 +102,7 @@ def _ensemble_gradient(ensemble: Ensemble, x: Any, y: Any) -> Any:
     distinct = list({id(model): model for model in ensemble.models}.values())
     with _parameter_gradients_kept(distinct), contextlib.ExitStack() as stack:
         for model in distinct:
-            stack.enter_context(test_time_gradients(model))
+            stack.enter_context(gradients_at_test_time(model))
         passes = []
         for model, _ in members:  # one forward per member and draw; its cache kept aside
             p = softmax(model.forward(x))

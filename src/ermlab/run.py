@@ -443,13 +443,17 @@ def check_finite(x: Any, what: str, ranges: tuple[Any, ...] = ()) -> None:
 
 @dataclass
 class Data:
-    """The three splits, preprocessed, and what the run needs to know about them."""
+    """The three splits, preprocessed, and what the run needs to know about them.
 
-    x_train: numpy.ndarray
+    The x splits are ``ermlab.data.rows.Rows`` views that preprocess each batch
+    as it is read (arrays when the preprocessing is not ``per_batch``).
+    """
+
+    x_train: Any
     y_train: numpy.ndarray
-    x_val: numpy.ndarray
+    x_val: Any
     y_val: numpy.ndarray
-    x_test: numpy.ndarray
+    x_test: Any
     y_test: numpy.ndarray
     class_names: list[str]
     preprocessor: Any
@@ -465,32 +469,59 @@ def prepare_data(config: dict[str, Any], preprocessor_state: dict | None = None,
     statistics are used instead of being fitted again. Non-finite inputs are an
     error; with ``trained_on`` (a saved run's ``Inputs``), test inputs far
     outside that training range get a warning.
+
+    Nothing is copied whole: ``.npz``/``.npy`` files are memory-mapped, the
+    splits are ``Rows`` (index arrays into the loaded arrays), one pass over
+    the training rows gives their range and the preprocessing's statistics
+    (``Moments``), and a ``per_batch`` preprocessing runs on each batch as the
+    Trainer reads it.
     """
     from ermlab import data
     from ermlab.data import splits
+    from ermlab.data.preprocessing import Moments
+    from ermlab.data.rows import Rows
 
     options = {"path": config["data_path"]} if config["data_path"] else {}
     if not config["verify"] and config["dataset"] in data.sources.SOURCES:
         options["verify"] = False  # files that are not the official release, with a warning
+    if data.datasets.loader_name(config["dataset"]) in data.datasets.MAPPABLE:
+        options["mmap_mode"] = "r"  # read-only maps: no copy, data larger than memory works
     dataset = data.load(config["dataset"], **options)
     name = Path(str(config["dataset"])).name
-    check_finite(dataset.x_train, f"{name} training inputs")
-    check_finite(dataset.x_test, f"{name} test inputs")
-    if trained_on is not None:
-        trained_on.warn_if_far(dataset.x_test, f"{name} test inputs")
-    x_train, y_train, x_val, y_val = splits.train_validation_split(
-        dataset.x_train, dataset.y_train, validation=config["validation_fraction"],
-        seed=config["seed"])
+    split = splits.train_val_test_split(dataset.y_train, config["validation_fraction"], 0.0,
+                                        config["seed"])
+    x_train, x_val = Rows(dataset.x_train, split.train), Rows(dataset.x_train, split.validation)
+    x_test = Rows(dataset.x_test)
     image_shape = tuple(dataset.x_train.shape[1:])
     preprocessor = _preprocessor(config, image_shape)
-    if preprocessor_state is None:
-        preprocessor.fit(x_train)
+    fit = preprocessor_state is None
+    moments = Moments.of(x_train, mean=fit and preprocessor.needs is not None,
+                         variance=fit and preprocessor.needs == "variance")
+    check_finite(dataset.x_train, f"{name} training inputs",
+                 (moments, Moments.of(x_val, mean=False)))
+    test_range = Moments.of(x_test, mean=False)
+    check_finite(x_test, f"{name} test inputs", (test_range,))
+    if trained_on is not None:
+        trained_on.warn_if_far(x_test, f"{name} test inputs", test_range)
+    if fit:
+        preprocessor.fit(x_train, moments)
     else:
         preprocessor.load_state_dict(preprocessor_state)
-    return Data(preprocessor.transform(x_train), y_train, preprocessor.transform(x_val), y_val,
-                preprocessor.transform(dataset.x_test), dataset.y_test,
+    return Data(_preprocessed(x_train, preprocessor), dataset.y_train[split.train],
+                _preprocessed(x_val, preprocessor), dataset.y_train[split.validation],
+                _preprocessed(x_test, preprocessor), dataset.y_test,
                 list(dataset.class_names), preprocessor, image_shape,
-                Inputs.of(x_train, dataset.class_names))
+                Inputs.of(x_train, dataset.class_names, moments))
+
+
+def _preprocessed(x: Any, preprocessor: Any) -> Any:
+    """``x`` preprocessed batch by batch as it is read, or once, whole, for a preprocessing
+    that is not ``per_batch`` (e.g. image features)."""
+    from ermlab.data.rows import Rows
+
+    if preprocessor.per_batch:
+        return Rows(x, transform=preprocessor)
+    return preprocessor.transform(numpy.asarray(x))
 
 
 def _is_mlp(config: dict[str, Any]) -> bool:
@@ -552,7 +583,11 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
         callbacks.append(LearningRateScheduler(*schedule))
     augment = None
     if config["augment"]:
-        augment = transforms.parse(config["augment"], data=_images(data.x_train, data))
+        spec = config["augment"]
+        parts = spec.split(",") if isinstance(spec, str) else spec
+        pca = any(str(part).strip().startswith("pca") for part in parts)
+        augment = transforms.parse(config["augment"],  # only PCA colour noise reads the images
+                                   data=_images(data.x_train, data) if pca else None)
         if _is_mlp(config) and len(data.image_shape) > 1:
             augment = transforms.AsImages(augment, data.image_shape)
     privacy = _privacy(config)
@@ -591,8 +626,8 @@ def build_model(config: dict[str, Any], input_shape: tuple[int, ...], n_classes:
     return builder(num_classes=n_classes, input_shape=tuple(input_shape), rng=rng)
 
 
-def _images(x: numpy.ndarray, data: Data) -> numpy.ndarray:
-    return x.reshape((len(x), *data.image_shape))
+def _images(x: Any, data: Data) -> numpy.ndarray:
+    return numpy.asarray(x).reshape((len(x), *data.image_shape))
 
 
 def _schedule_args(spec: str, defaults: list[float]) -> list[float]:
@@ -783,9 +818,9 @@ def default_directory(config: dict[str, Any], root: str | Path = "runs") -> Path
     as a path (``../x.npz`` → ``x``), reduced to letters, digits, ``.``, ``_``, ``-``.
     """
     dataset = str(config["dataset"])
-    if Path(dataset).suffix.lower() in FILE_SUFFIXES:
+    if _is_file_dataset(dataset):
         dataset = Path(dataset).stem
-    elif config.get("data_path") and dataset in ("npz", "csv"):
+    elif config.get("data_path") and dataset in ("npz", "npy", "csv"):
         dataset = Path(str(config["data_path"])).stem
     name = "-".join(_safe_name(part) for part in (dataset, str(config["model"])))
     base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -116,3 +116,40 @@ def test_landscape_command_on_a_run_directory(trained_run, tmp_path, capsys):
         assert (tmp_path / name).is_file() and f"wrote {tmp_path / name}" in out
     assert main(["lab", "landscape", str(trained_run), "--grid", "1"]) == 2
     assert "--grid is 0" in capsys.readouterr().err
+    assert main(["lab", "landscape", "relu4", "--budget", "tiny", "--epochs", "1",
+                 "--examples", "50", "--points", "3", "--grid", "0", "--output",
+                 str(tmp_path / "relu4"), "--no-progress"]) == 0
+    assert "trained relu4 (tiny budget)" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "relu4").iterdir()) == [
+        "interpolation.png", "random_1d.png"]
+
+
+def test_report_draws_a_run_directorys_landscapes(trained_run, tmp_path):
+    from ermlab.lab import report, results
+
+    losses = [1.0, 0.5]
+    results.save({"format": results.FORMAT, "testproblem": "p", "optimizer_name": "sgd",
+                  "optimizer_hyperparams": {"lr": 0.1}, "random_seed": 0, "batch_size": 4,
+                  "weight_decay": 0.0, "num_epochs": 1, "train_losses": losses,
+                  "valid_losses": losses, "test_losses": losses, "train_times": [0.0, 0.1],
+                  "wall_time": 0.1, "minibatch_train_losses": [1.0, 0.7], "diverged": False,
+                  "problem": {}}, tmp_path)
+    _, built = report.build(tmp_path, trajectories=False, seeds_landscape=False,
+                            landscapes=[trained_run], progress=False)
+    titles = [f.title for f in built.figures if f.section == "Loss landscapes"]
+    assert titles == ["run: interpolation slice (Goodfellow et al. 2015)",
+                      "run: 1-D random slice (Li et al. 2018)",
+                      "run: 2-D random slice (Li et al. 2018)"]
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        report.build(tmp_path, landscapes=[tmp_path])
+
+
+def test_from_problem_trains_the_seeds_relu4_net_from_theta0():
+    scene = landscape.from_problem("relu4", "adam:lr=0.01", epochs=2, budget="tiny")
+    shapes = [w.shape for w in scene.theta0]
+    assert shapes == [(32, 10), (32,), (32, 32), (32,), (32, 32), (32,), (10, 32), (10,)]
+    alphas, values = scene.interpolation([0.0, 1.0])
+    assert values[0] == pytest.approx(scene.loss_at(scene.theta0))
+    assert values[1] == pytest.approx(scene.loss_at(scene.theta1)) and values[1] < values[0]
+    with pytest.raises(ValueError, match="2-D test function"):
+        landscape.from_problem("beale")

@@ -41,7 +41,7 @@ def built(tmp_path_factory):
             results.save(run(problem, optimizer, lr * 10, 0, [2.0, 1.8, 1.7]), root)  # tuning
             for seed in range(2):
                 results.save(run(problem, optimizer, lr, seed, [2.0, 1.0 + seed, 0.5]), root)
-    path, built_report = report.build(root, steps=6, progress=False)
+    path, built_report = report.build(root, steps=6, seeds_landscape=False, progress=False)
     return path, built_report
 
 
@@ -93,7 +93,7 @@ def test_report_command(built, tmp_path, capsys):
     root = built[0].parent
     output = tmp_path / "r.html"
     assert main(["lab", "report", str(root), "--output", str(output), "--no-trajectories",
-                 "--no-progress"]) == 0
+                 "--no-seeds-landscape", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"wrote {output}" in out and "s  Learning curves: a" in out
     assert output.read_text().count("<img ") == 2 * 3 + 1

@@ -46,6 +46,8 @@ def add_report(subcommands) -> None:
                         help="add the decision-boundary grid (trains 9 small networks)")
     parser.add_argument("--landscape", action="append", default=[], metavar="RUN",
                         help="add the loss landscapes of this run directory (repeatable)")
+    parser.add_argument("--no-seeds-landscape", action="store_true",
+                        help="leave out the loss landscape of the seeds' 4-layer ReLU net")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=report)
 
@@ -55,10 +57,19 @@ def add_landscape(subcommands) -> None:
         "landscape", help="loss landscapes of a run directory (interpolation, random slices)",
         description="The interpolation slice from the initial to the trained weights "
                     "(Goodfellow et al. 2015) and 1-D/2-D random-direction slices with filter "
-                    "normalization (Li et al. 2018) of the run's training loss, as PNG files.")
-    parser.add_argument("run_dir", metavar="RUN", help="a folder `ermlab train` wrote")
+                    "normalization (Li et al. 2018) of the training loss, as PNG files; of a "
+                    "run directory, or of a lab learning problem trained here (relu4: the "
+                    "seeds' 4-layer ReLU network).")
+    parser.add_argument("run_dir", metavar="RUN",
+                        help="a folder `ermlab train` wrote, or a lab learning problem name")
     parser.add_argument("--output", default=None,
-                        help="folder for the PNG files (default: RUN/landscape)")
+                        help="folder for the PNG files (default: RUN/landscape, or "
+                             "lab-figures/landscape_PROBLEM)")
+    parser.add_argument("--optimizer", default="adam:lr=0.001",
+                        help="for a problem: the optimizer that trains it (NAME[:key=value])")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="for a problem: epochs (default: the budget's)")
+    parser.add_argument("--budget", default="small", help="for a problem: full, small or tiny")
     parser.add_argument("--examples", type=int, default=1000,
                         help="examples of the split the loss is measured on")
     parser.add_argument("--split", choices=("train", "validation", "test"), default="train")
@@ -129,7 +140,8 @@ def report(args: argparse.Namespace) -> int:
     path, built = lab_report.build(
         args.results, args.output, trajectories=not args.no_trajectories,
         animation=not args.no_animation, boundary=args.boundary, landscapes=args.landscape,
-        target=args.target, steps=args.steps, progress=not args.no_progress)
+        seeds_landscape=not args.no_seeds_landscape, target=args.target, steps=args.steps,
+        progress=not args.no_progress)
     for figure in built.figures:
         print(f"{figure.seconds:8.2f} s  {figure.section}: {figure.title}")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {len(built.figures)} figures)")
@@ -143,10 +155,24 @@ def landscape(args: argparse.Namespace) -> int:
     if args.grid < 0 or args.grid == 1:
         raise ValueError(f"--grid is 0 (no 2-D slice) or ≥ 2 points per side; got {args.grid}")
     run_dir = Path(args.run_dir)
-    output = Path(args.output) if args.output else run_dir / "landscape"
-    scene, seconds = _timed(lambda: lab_landscape.from_run(run_dir, args.examples, args.split,
-                                                           args.seed))
-    print(f"{seconds:8.2f} s  loaded {run_dir} ({args.examples} {args.split} examples at most)")
+    if run_dir.is_dir() or not _is_problem(args.run_dir):
+        output = Path(args.output) if args.output else run_dir / "landscape"
+        scene, seconds = _timed(lambda: lab_landscape.from_run(run_dir, args.examples,
+                                                               args.split, args.seed))
+        print(f"{seconds:8.2f} s  loaded {run_dir} ({args.examples} {args.split} examples "
+              "at most)")
+    else:
+        if args.split != "train":
+            raise ValueError("--split applies to run directories; a problem's landscape is "
+                             "of its training loss")
+        if args.epochs is not None:
+            _positive(args, "epochs")
+        output = Path(args.output or f"lab-figures/landscape_{args.run_dir}")
+        scene, seconds = _timed(lambda: lab_landscape.from_problem(
+            args.run_dir, args.optimizer, args.epochs, args.budget, args.examples, args.seed,
+            progress=not args.no_progress))
+        print(f"{seconds:8.2f} s  trained {args.run_dir} ({args.budget} budget) with "
+              f"{args.optimizer}")
     progress = not args.no_progress
     label = f"{args.split} loss"
     output.mkdir(parents=True, exist_ok=True)
@@ -241,6 +267,12 @@ def _write(make, path: Path) -> None:
     start = time.perf_counter()
     _mpl.save_png(make(), path)
     print(f"{time.perf_counter() - start:8.2f} s  wrote {path}", flush=True)
+
+
+def _is_problem(name: str) -> bool:
+    from ermlab.lab.problems.catalog import PROBLEMS
+
+    return name in PROBLEMS
 
 
 def _positive(args: argparse.Namespace, *names: str) -> None:

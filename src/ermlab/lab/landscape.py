@@ -195,6 +195,44 @@ def from_run(directory: str | Path, examples: int = 1000, split: str = "train",
     return scene(model, restored.trainer.loss, x, y, theta0)
 
 
+def from_problem(problem: str | Any, optimizer: str = "adam:lr=0.001", epochs: int | None = None,
+                 budget: str = "small", examples: int = 1000, seed: int = 0,
+                 progress: bool = False) -> Scene:
+    """Train a lab learning problem (``ermlab.lab.problems``; default budget ``small``) with
+    one optimizer (a ``trajectories.optimizer`` spec) through the Trainer, and return its
+    ``Scene``: θ₀ the initial weights, θ₁ the trained ones, the loss on ``examples``
+    training examples. ``relu4`` is the seeds' picture: a 4-layer ReLU network, 10 inputs,
+    32 units per hidden layer, 10 classes, softmax loss."""
+    from ermlab import losses, regularizers
+    from ermlab.lab import problems, trajectories
+    from ermlab.training import Trainer
+
+    if isinstance(problem, str):
+        problem = problems.get(problem, budget)
+    if not hasattr(problem, "split"):
+        raise ValueError(f"{problem.problem_name} is a 2-D test function; a landscape needs a "
+                         "learning problem (relu4, logreg, mlp, fmnist_2c2d, noisy_quadratic)")
+    make = trajectories.optimizer(optimizer)
+    data = problem.split()
+    rng = numpy.random.default_rng(seed)
+    n_outputs = int(data.y_train.max()) + 1 if problem.classification else \
+        data.y_train.reshape(len(data.y_train), -1).shape[1]
+    model = problem.model(problem, data.x_train.shape[1:], n_outputs, rng)
+    theta0 = [p.data.copy() for p in model.parameters()]
+    loss = losses.get(problem.loss)
+    regularizer = regularizers.L2(problem.weight_decay) if problem.weight_decay else None
+    callbacks = []
+    if progress:
+        from ermlab.training import ProgressBar
+
+        callbacks.append(ProgressBar())
+    trainer = Trainer(model, loss, make(model.parameters()), regularizer, callbacks, rng=rng)
+    trainer.fit(data.x_train, data.y_train, epochs=epochs or problem.epochs,
+                batch_size=problem.batch_size)
+    x, y = data.x_train[:examples], data.y_train[:examples]
+    return scene(model, loss, x, y, theta0)
+
+
 # -- figures ---------------------------------------------------------------------------------
 
 

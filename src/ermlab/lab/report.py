@@ -11,9 +11,10 @@ archived or opened on a laptop on a train:
   SGD's loss per step against its loss per epoch (``ermlab.lab.curves``);
 * the performance profile across problems;
 * optimizer trajectories over Beale's function and at the saddle, PNG and the
-  animated GIF (``ermlab.lab.trajectories``); optionally the decision-boundary
-  grid (``ermlab.lab.boundary``) and the loss landscapes of run directories
-  (``ermlab.lab.landscape``);
+  animated GIF (``ermlab.lab.trajectories``);
+* the loss landscape of the seeds' 4-layer ReLU network (interpolation slice and
+  random slices, ``ermlab.lab.landscape``), and of any run directories given;
+* optionally the decision-boundary grid (``ermlab.lab.boundary``);
 * the comparison table of the optimizers, from their declared traits
   (``ermlab.lab.table``);
 * the wall time of every figure.
@@ -34,6 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy
 
 from ermlab.lab import _mpl
 
@@ -87,16 +90,19 @@ SECTIONS = ("Summary", "Learning curves", "Learning-rate sensitivity", "Performa
 
 def build(results_dir: str | Path, output: str | Path | None = None,
           trajectories: bool = True, animation: bool = True, boundary: bool = False,
-          landscapes: Sequence[str | Path] = (), target: float | None = None,
+          seeds_landscape: bool = True, landscapes: Sequence[str | Path] = (),
+          target: float | None = None,
           steps: int = 150, progress: bool = True) -> tuple[Path, Report]:
     """Write the study's report (default ``results_dir/report.html``); return its path and
     the ``Report`` (figures with their wall times).
 
     ``trajectories``/``animation``: the trajectory pictures and the saddle's GIF
     (``steps`` at the saddle, twice as many on Beale's function); ``boundary``: the
-    decision-boundary grid on the two spirals (9 networks); ``landscapes``: run
-    directories whose loss landscapes to draw; ``target``: a test accuracy (or loss) for
-    the time to target and a time-to-target performance profile.
+    decision-boundary grid on the two spirals (9 networks); ``seeds_landscape``: the
+    loss landscape of the seeds' 4-layer ReLU network (``relu4`` trained 5 epochs with
+    Adam); ``landscapes``: run directories whose loss landscapes to draw; ``target``: a
+    test accuracy (or loss) for the time to target and a time-to-target performance
+    profile.
     """
     from ermlab.lab import results
 
@@ -116,7 +122,7 @@ def build(results_dir: str | Path, output: str | Path | None = None,
         raise ValueError(f"the report is an HTML file: name it *.html; got {output}")
     report = Report(f"Optimizer lab: {results_dir.resolve().name}")
     jobs = _jobs(report, records, results_dir, trajectories and steps, animation, boundary,
-                 landscapes, target)
+                 seeds_landscape, landscapes, target)
     for job in _bar(jobs, progress):
         job()
     text = render(report)
@@ -128,10 +134,10 @@ def build(results_dir: str | Path, output: str | Path | None = None,
 
 
 def _jobs(report: Report, records: list[dict], results_dir: Path, trajectories: int,
-          animation: bool, boundary: bool, landscapes: Sequence[str | Path],
-          target: float | None) -> list[Callable[[], Any]]:
+          animation: bool, boundary: bool, seeds_landscape: bool,
+          landscapes: Sequence[str | Path], target: float | None) -> list[Callable[[], Any]]:
     """The report's work as a list of steps (each one figure or table), for the progress bar."""
-    from ermlab.lab import curves, metrics
+    from ermlab.lab import curves, landscape, metrics
 
     jobs: list[Callable[[], Any]] = [lambda: _summary(report, records, results_dir, target)]
     for problem in curves.problems_of(records):
@@ -156,8 +162,13 @@ def _jobs(report: Report, records: list[dict], results_dir: Path, trajectories: 
         jobs += _trajectory_jobs(report, animation, int(trajectories))
     if boundary:
         jobs.append(lambda: _boundary(report))
+    if seeds_landscape:
+        jobs.append(lambda: _landscape(
+            report, "the seeds' 4-layer ReLU net (relu4, Adam, 5 epochs)",
+            lambda: landscape.from_problem("relu4", "adam:lr=0.001", epochs=5)))
     for run in landscapes:
-        jobs.append(lambda r=run: _landscape(report, Path(r)))
+        jobs.append(lambda r=Path(run): _landscape(
+            report, r.name, lambda: landscape.from_run(r)))
     jobs.append(lambda: _traits(report))
     return jobs
 
@@ -247,31 +258,35 @@ def _boundary(report: Report) -> None:
     report.add("Decision boundaries", "two spirals", make)
 
 
-def _landscape(report: Report, run: Path) -> None:
+def _landscape(report: Report, label: str, make_scene: Callable[[], Any]) -> None:
+    """The interpolation slice and 1-D/2-D random slices of one trained network."""
     from ermlab.lab import landscape
 
     section = "Loss landscapes"
-    scene = landscape.from_run(run)
+    start = time.perf_counter()
+    scene = make_scene()
+    prepared = f"training or loading the network took {time.perf_counter() - start:.2f} s"
 
     def interpolation() -> tuple[bytes, str]:
         alphas, values = scene.interpolation()
         return _png(landscape.line_figure(alphas, {"training loss": values},
-                                          title=f"{run.name}: θ₀ → θ₁"))
+                                          title=f"{label}: θ₀ → θ₁"))
 
     def random_1d() -> tuple[bytes, str]:
         alphas, values = scene.slice_1d()
         return _png(landscape.line_figure(alphas, {"training loss": values},
                                           xlabel="α  (θ₁ + αd, d filter-normalized)",
-                                          title=f"{run.name}: a random direction",
+                                          title=f"{label}: a random direction",
                                           marks=(0.0,)))
 
     def random_2d() -> tuple[bytes, str]:
-        return _png(landscape.contour_figure(*scene.slice_2d(), title=f"{run.name}"))
+        grid = numpy.linspace(-1, 1, 15)
+        return _png(landscape.contour_figure(*scene.slice_2d(alphas=grid), title=label))
 
-    report.add(section, f"{run.name}: interpolation slice (Goodfellow et al. 2015)",
-               interpolation)
-    report.add(section, f"{run.name}: 1-D random slice (Li et al. 2018)", random_1d)
-    report.add(section, f"{run.name}: 2-D random slice (Li et al. 2018)", random_2d)
+    report.add(section, f"{label}: interpolation slice (Goodfellow et al. 2015)",
+               interpolation, prepared)
+    report.add(section, f"{label}: 1-D random slice (Li et al. 2018)", random_1d)
+    report.add(section, f"{label}: 2-D random slice (Li et al. 2018)", random_2d)
 
 
 def _traits(report: Report) -> None:

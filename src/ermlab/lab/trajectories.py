@@ -27,7 +27,6 @@ colons: ``"rmsprop:lr=0.01:alpha=0.9"``.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,13 +219,6 @@ def animate(function: str, trajectories: Sequence[Trajectory], output: str | Pat
         if bar:
             bar.close()
     return len(shown)
-
-
-def timed(make: Callable[[], Any]) -> tuple[Any, float]:
-    """``make()`` and the seconds it took (the report states each figure's wall time)."""
-    start = time.perf_counter()
-    result = make()
-    return result, time.perf_counter() - start
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -14,12 +14,13 @@ from ermlab.distributed.base import ParameterServer, Pulled, Server, ShardedServ
 from ermlab.distributed.delay_tolerant import DelayTolerantAdagrad
 from ermlab.distributed.downpour import Downpour
 from ermlab.distributed.easgd import EASGD
-from ermlab.distributed.graph_split import SplitGraph
+from ermlab.distributed.graph_split import ActorUpdates, SplitGraph
 from ermlab.distributed.hogwild import Hogwild
 from ermlab.distributed.inprocess import InProcessServer
 from ermlab.distributed.ray_backend import OnRay
 from ermlab.distributed.sync import SyncDataParallel
 
-__all__ = ["DelayTolerantAdagrad", "Downpour", "EASGD", "Hogwild", "InProcessServer",
+__all__ = ["ActorUpdates", "DelayTolerantAdagrad", "Downpour", "EASGD", "Hogwild",
+           "InProcessServer",
            "OnRay", "ParameterServer", "Pulled", "Server", "ShardedServer", "SplitGraph",
            "Strategy", "SyncDataParallel"]

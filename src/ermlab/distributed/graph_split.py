@@ -23,10 +23,14 @@ bytes are counted (``SplitGraph.traffic``).
 
 ``placement="ray"`` puts each partition in a Ray actor (``PartitionActor``):
 activations and gradients then pass from actor to actor as object references
-(the driver holds references only, and the arrays are not counted in
-``traffic``); the driver's Parameters stay the ones the optimizer updates, so
-each forward carries a partition's weights in and each backward carries its
-parameter gradients out.
+(the driver holds references only); each actor counts the bytes it receives
+(forward) and sends back (backward) from and to other partitions, so
+``traffic`` and ``bytes_per_step`` hold them as in process. Trained by a plain
+Trainer, the driver's Parameters stay the ones its optimizer updates, so each
+forward also carries a partition's weights in and each backward its parameter
+gradients out. With ``strategy=ActorUpdates()`` the actors own their
+parameters: each runs its share of the optimizer step, and only activations
+and their gradients travel.
 
 Partitions run one after the other in an order where every partition comes
 after the partitions it receives from. An assignment where two partitions
@@ -48,10 +52,15 @@ Example — a residual block on two devices:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy
+
 from ermlab.backend import array_module
+from ermlab.distributed.base import Strategy
+from ermlab.distributed.inprocess import clone_optimizer, refuse_closure_optimizers
 from ermlab.nn.graph import Graph
 from ermlab.nn.module import Module
 
@@ -117,30 +126,39 @@ class Partition:
 class PartitionActor:
     """A partition living in a Ray actor (``ray.remote`` wraps this plain class at start).
 
-    The driver's Parameters stay the truth the optimizer updates: each ``forward``
-    carries the partition's current weights in, each ``backward`` carries its
-    parameter gradients out (added into the driver's ``grad``); activations and
-    their gradients go from actor to actor as Ray object references.
+    Two ways to train it. By default the driver's Parameters stay the truth the
+    optimizer updates: each ``forward`` carries the partition's current weights in,
+    each ``backward`` carries its parameter gradients out (added into the driver's
+    ``grad``). Once ``own`` hands it the optimizer and regularizer (``ActorUpdates``),
+    the actor's parameters are the truth: forwards carry no weights, gradients stay
+    here and ``step`` updates them. Either way activations and their gradients go
+    from actor to actor as Ray object references, and each call also returns the
+    bytes it received from (forward) or sent back to (backward) other partitions.
     """
 
-    def __init__(self, partition: Partition) -> None:
+    def __init__(self, partition: Partition, inputs: Sequence[str] = ()) -> None:
         self.part = partition
         self.params = dict(partition.graph.named_parameters())
         for param in self.params.values():  # Ray hands arrays over read-only
             param.data = param.data.copy()
             param.grad = array_module(param.data).zeros_like(param.data)
+        self.inputs = set(inputs)
+        self.optimizer: Any = None
+        self.regularizer: Any = None
 
-    def forward(self, weights: dict[str, Any], training: bool, *values: Any) -> Any:
+    def forward(self, weights: dict[str, Any], training: bool, *values: Any) -> tuple:
         for name, array in weights.items():
             self.params[name].data[...] = array
         self.part.graph.train(training)
-        sent = self.part.forward(dict(zip(self.part.receives, values)))
-        result = tuple(sent[name] for name in self.part.sends)
-        return result[0] if len(result) == 1 else result
+        received = dict(zip(self.part.receives, values))
+        moved = sum(v.nbytes for name, v in received.items() if name not in self.inputs)
+        sent = self.part.forward(received)
+        return (*(sent[name] for name in self.part.sends), moved)
 
     def backward(self, counts: list[int], *grads: Any) -> tuple:
         """``counts[i]`` gradients of ``sends[i]`` (one per reading partition), summed here;
-        returns (parameter gradients, gradient of each received value)."""
+        returns (parameter gradients, or None when this actor owns them; the gradient of
+        each received value; bytes of those sent back to other partitions)."""
         for param in self.params.values():
             param.zero_grad()
         summed, start = {}, 0
@@ -148,8 +166,46 @@ class PartitionActor:
             summed[name] = sum(grads[start + 1:start + count], grads[start])
             start += count
         back = self.part.backward(summed, input_grad=True)
-        param_grads = {name: param.grad for name, param in self.params.items()}
-        return (param_grads, *(back[name] for name in self.part.receives))
+        moved = sum(back[name].nbytes for name in self.part.receives if name not in self.inputs)
+        param_grads = None if self.optimizer is not None else {
+            name: param.grad for name, param in self.params.items()}
+        return (param_grads, *(back[name] for name in self.part.receives), moved)
+
+    def own(self, weights: dict[str, Any], optimizer: Any, regularizer: Any) -> None:
+        """From now on the parameters live here: ``weights`` loaded, ``optimizer`` (a copy
+        over the driver's parameters of this partition, in order) re-pointed at ours."""
+        for name, array in weights.items():
+            self.params[name].data[...] = array
+        theirs = [p for group in optimizer.param_groups for p in group["params"]]
+        self.optimizer = copy.deepcopy(optimizer, {id(p): q for p, q
+                                                   in zip(theirs, self.params.values())})
+        self.regularizer = regularizer
+
+    def step(self, lr: Any) -> None:
+        """λ∇Ω, the optimizer step, the constraint — ``Trainer.apply_update`` on this shard."""
+        params = list(self.params.values())
+        if lr is not None:
+            self.optimizer.param_groups[0]["lr"] = lr
+        if self.regularizer is not None:
+            self.regularizer.add_gradient(params)
+        self.optimizer.step()
+        if hasattr(self.regularizer, "apply"):
+            self.regularizer.apply(params)
+
+    def penalty(self) -> float:
+        return float(self.regularizer.penalty(list(self.params.values())))
+
+    def state(self) -> tuple[dict[str, Any], list[Any]]:
+        """(θ, the optimizer state of each parameter in order, or None) — back to the driver."""
+        states = [None if self.optimizer is None else self.optimizer.state.get(p)
+                  for p in self.params.values()]
+        return {name: p.data for name, p in self.params.items()}, states
+
+    def grads(self) -> dict[str, Any]:
+        return {name: param.grad for name, param in self.params.items()}
+
+    def disown(self) -> None:
+        self.optimizer = self.regularizer = None
 
 
 class SplitGraph(Module):
@@ -210,6 +266,7 @@ class SplitGraph(Module):
         object.__setattr__(self, "traffic", {"forward": 0, "backward": 0})
         object.__setattr__(self, "placement", placement)
         object.__setattr__(self, "_actors", None)
+        object.__setattr__(self, "_owned", False)
         if placement == "ray" and any(True for _ in graph.named_buffers()):
             raise ValueError("placement='ray' does not carry buffers (batch-norm running "
                              "statistics) back from the actors; use placement='process'")
@@ -279,7 +336,7 @@ class SplitGraph(Module):
             raise RuntimeError("SplitGraph(placement='ray') needs a running Ray: call "
                                "ray.init(...) (or run under OnRay) before the first forward")
         remote = ray.remote(num_cpus=0, max_restarts=0)(PartitionActor)
-        actors = [remote.remote(part) for part in self.partitions]
+        actors = [remote.remote(part, self.graph.input_names) for part in self.partitions]
         object.__setattr__(self, "_actors", actors)
         return actors
 
@@ -288,32 +345,41 @@ class SplitGraph(Module):
 
         actors = self._actors or self._start_actors()
         values: dict[str, Any] = dict(zip(self.graph.input_names, inputs))
+        moved = []
         for part, actor in zip(self.partitions, actors):
-            weights = {name: p.data for name, p in part.graph.named_parameters()}
-            refs = actor.forward.options(num_returns=len(part.sends)).remote(
+            weights = {} if self._owned else {name: p.data
+                                              for name, p in part.graph.named_parameters()}
+            refs = actor.forward.options(num_returns=len(part.sends) + 1).remote(
                 weights, self.training, *(values[name] for name in part.receives))
-            values.update(zip(part.sends, refs if len(part.sends) > 1 else [refs]))
+            values.update(zip(part.sends, refs[:-1]))
+            moved.append(refs[-1])
         if self.training:
             self._inputs_like = [(x.shape, x.dtype) for x in inputs]
-        return ray.get(values[self.graph.output_name])
+        output = ray.get(values[self.graph.output_name])
+        self.traffic["forward"] = int(sum(ray.get(moved)))
+        self.traffic["backward"] = 0
+        return output
 
     def _backward_ray(self, grad_out: Any, input_grad: bool) -> Any:
         import ray
 
         graph = self.graph
         grads: dict[str, list[Any]] = {graph.output_name: [grad_out]}
-        pending = []
+        pending, moved = [], []
         for part, actor in zip(reversed(self.partitions), reversed(self._actors)):
             lists = [grads.pop(name) for name in part.sends]
-            refs = actor.backward.options(num_returns=1 + len(part.receives)).remote(
+            refs = actor.backward.options(num_returns=2 + len(part.receives)).remote(
                 [len(g) for g in lists], *(g for group in lists for g in group))
             pending.append((part, refs[0]))
-            for name, ref in zip(part.receives, refs[1:]):
+            moved.append(refs[-1])
+            for name, ref in zip(part.receives, refs[1:-1]):
                 grads.setdefault(name, []).append(ref)
-        for part, ref in pending:
-            params = dict(part.graph.named_parameters())
-            for name, grad in ray.get(ref).items():
-                params[name].grad += grad
+        if not self._owned:
+            for part, ref in pending:
+                params = dict(part.graph.named_parameters())
+                for name, grad in ray.get(ref).items():
+                    params[name].grad += grad
+        self.traffic["backward"] = int(sum(ray.get(moved)))
         if not input_grad:
             return None
         like = self._cached("_inputs_like")
@@ -321,6 +387,69 @@ class SplitGraph(Module):
                        else array_module(grad_out).zeros(shape, dtype=dtype)
                        for name, (shape, dtype) in zip(graph.input_names, like))
         return result[0] if len(result) == 1 else result
+
+    @property
+    def bytes_per_step(self) -> int:
+        """Bytes between partitions in the last training step: activations forward plus
+        their gradients backward (parameters and their gradients never travel once the
+        actors own them: ``ActorUpdates``)."""
+        return self.traffic["forward"] + self.traffic["backward"]
+
+    # -- parameters owned by the actors (ActorUpdates) ------------------------------
+
+    def own(self, optimizer: Any, regularizer: Any = None) -> None:
+        """Hand each partition actor its parameters' values, a copy of ``optimizer`` over
+        them (with their state so far) and the regularizer; from now on they live there."""
+        import ray
+
+        actors = self._actors or self._start_actors()
+        calls = []
+        for part, actor in zip(self.partitions, actors):
+            named = dict(part.graph.named_parameters())
+            clone = clone_optimizer(optimizer, list(named.values()))
+            clone.state = {p: optimizer.state[p] for p in named.values() if p in optimizer.state}
+            weights = {name: p.data for name, p in named.items()}
+            calls.append(actor.own.remote(weights, clone, regularizer))
+        ray.get(calls)
+        object.__setattr__(self, "_owned", True)
+
+    def actor_step(self, lr: Any) -> None:
+        """Every actor's update on the gradients of the last backward."""
+        import ray
+
+        ray.get([actor.step.remote(lr) for actor in self._actors])
+
+    def actor_penalty(self) -> float:
+        import ray
+
+        return float(sum(ray.get([actor.penalty.remote() for actor in self._actors])))
+
+    def actor_grads(self) -> dict[str, Any]:
+        """The parameter gradients of the last backward, as the actors hold them."""
+        import ray
+
+        return {name: grad for grads in ray.get([a.grads.remote() for a in self._actors])
+                for name, grad in grads.items()}
+
+    def fetch(self, optimizer: Any = None) -> None:
+        """The actors' θ (and ``optimizer``'s per-parameter state) into the driver's copies."""
+        import ray
+
+        for part, (arrays, states) in zip(self.partitions,
+                                          ray.get([a.state.remote() for a in self._actors])):
+            for (name, param), state in zip(part.graph.named_parameters(), states):
+                numpy.copyto(param.data, arrays[name])
+                if optimizer is not None and state is not None:
+                    optimizer.state[param] = copy.deepcopy(state)
+
+    def disown(self, optimizer: Any = None) -> None:
+        """``fetch``, then the driver's parameters are the truth again."""
+        if self._owned and self._actors:
+            import ray
+
+            self.fetch(optimizer)
+            ray.get([a.disown.remote() for a in self._actors])
+        object.__setattr__(self, "_owned", False)
 
     def close(self) -> None:
         """Stop the partition actors (placement='ray'); the next forward starts new ones."""
@@ -330,6 +459,7 @@ class SplitGraph(Module):
             for actor in self._actors:
                 ray.kill(actor)
         object.__setattr__(self, "_actors", None)
+        object.__setattr__(self, "_owned", False)
 
     # -- the Module face: the unsplit graph's parameter names ---------------------
 
@@ -494,3 +624,69 @@ def _cycle_message(senders: list[set[int]], running: list[int],
 def _input_order(graph: Graph, order: list[str]):
     rank = {name: i for i, name in enumerate([*graph.input_names, *order])}
     return rank.__getitem__
+
+
+class ActorUpdates(Strategy):
+    """Train a ``SplitGraph(placement="ray")`` with each partition's parameters and optimizer
+    step kept in its actor: ``Trainer(split, loss, opt, strategy=ActorUpdates())``.
+
+    One step is the Trainer's five lines with the parameters where they live:
+
+        scores = split.forward(x)                 activations actor → actor
+        value  = loss(scores, y) + Σ_P λΩ(θ_P)    the penalty summed over the actors
+        split.backward(∂loss/∂scores)             gradients actor → actor; ∇θ_P stays in P
+        each actor P: λ∇Ω(θ_P); optimizer step on θ_P; constraint
+
+    so only activations and their gradients travel (``split.bytes_per_step``, logged
+    per epoch as ``bytes_per_step``). Each actor runs a copy of the Trainer's
+    optimizer over its parameters, rebuilt from its hyperparameters (one parameter
+    group; per-parameter rules make that the same update as one optimizer over all).
+    At each epoch's end, and when ``fit`` ends, θ and the optimizer state come back
+    into the Trainer's model and optimizer (validation runs on the actors, which
+    hold θ), so checkpoints and a resumed run see them; each ``fit`` hands them over
+    again at its first step.
+    """
+
+    def bind(self, trainer: Any) -> None:
+        model = trainer.model
+        if not isinstance(model, SplitGraph) or model.placement != "ray":
+            raise ValueError("ActorUpdates trains a SplitGraph(placement='ray'); got "
+                             f"{type(model).__name__} — use no strategy for other models")
+        refuse_closure_optimizers("ActorUpdates", trainer.optimizer)
+        if len(trainer.optimizer.param_groups) != 1:
+            raise ValueError("ActorUpdates rebuilds the optimizer per partition and needs one "
+                             f"parameter group; {type(trainer.optimizer).__name__} has "
+                             f"{len(trainer.optimizer.param_groups)}")
+
+    def train_step(self, trainer: Any, x: Any, y: Any, sample_weight: Any = None) -> float:
+        model = trainer.model
+        if not model._owned:
+            model.own(trainer.optimizer, trainer.regularizer)
+        model.train()
+        scores = trainer.last_scores = model.forward(x)
+        if not bool(array_module(scores).isfinite(scores).all()):
+            return float("nan")
+        value = trainer.loss.forward(scores, y, sample_weight=sample_weight)
+        if trainer.regularizer is not None:
+            value += model.actor_penalty()
+        if not numpy.isfinite(value):
+            return value
+        model.backward(trainer.loss.backward(), input_grad=False)
+        model.actor_step(trainer.optimizer.param_groups[0].get("lr"))
+        trainer.step += 1
+        return value
+
+    def epoch_logs(self, trainer: Any) -> dict[str, Any]:
+        """θ and the optimizer state into the Trainer; the last step's ``bytes_per_step``."""
+        if trainer.model._owned:
+            trainer.model.fetch(trainer.optimizer)
+        return {"bytes_per_step": trainer.model.bytes_per_step}
+
+    def end_fit(self, trainer: Any) -> None:
+        try:
+            trainer.model.disown(trainer.optimizer)
+        except Exception:  # noqa: BLE001 - the actors are gone (Ray stopped): nothing to fetch
+            object.__setattr__(trainer.model, "_owned", False)
+
+    def __repr__(self) -> str:
+        return "ActorUpdates()"

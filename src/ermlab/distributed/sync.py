@@ -28,8 +28,13 @@ Where replicas differ from one big batch (documented, not hidden):
   which is worker 0, keeps the running averages of its own shards.
 
 In this process worker 0 is the Trainer's model and workers 1 … k−1 are
-replicas that receive θ_t before each step (the broadcast); a real
-implementation all-reduces the gradients instead.
+replicas that receive θ_t before each step (the broadcast). On Ray
+(``OnRay(SyncDataParallel(...))``, ``ray_backend``) there is no broadcast:
+each of the k replicas keeps its own θ and copy of the optimizer, the
+replicas sum their scaled gradients by a ring all-reduce
+(``allreduce.ring_allreduce``) and each applies the same update, so they
+stay equal; the Trainer's model gets replica 0's θ, optimizer state and
+running averages at each epoch's end.
 
 References: Dean et al. (2012), "Large Scale Distributed Deep Networks"
 (the synchronous baseline); Goyal et al. (2017), "Accurate, Large Minibatch SGD".

@@ -5,7 +5,15 @@ both). Its training keys are ``ermlab.config``'s vocabulary (``hidden``,
 ``optimizer``, ``lr``, ``l2``, ``batch_size``, ``epochs`` …); the run adds:
 
 * ``dataset`` (``ermlab.data.load`` name, default ``digits``) and ``data_path``;
-* ``model``: ``mlp`` (default) or a model-zoo name (``ermlab.nn.zoo``);
+* ``model``: ``mlp`` (default), ``linear`` (one ``Linear`` layer, f(x) = Wx + b:
+  softmax regression, or a multiclass SVM with ``loss = "hinge"``; its weights
+  on raw images are drawn as ``templates.png``) or a model-zoo name
+  (``ermlab.nn.zoo``);
+* ``features``: an ``ermlab.features`` spec such as ``"hog,hsv-hist:10"`` — image
+  features computed before the model (``linear`` or ``mlp``), fitted on the
+  training split as the first step of the preprocessing, so they are saved in
+  ``preprocessing.safetensors`` and ``evaluate``/``predict`` apply them; the
+  ``auto`` preprocessing then standardizes the features;
 * ``preprocess``: ``auto`` (default), ``standardize`` (per feature for an MLP,
   per channel for a CNN), ``mean_image``, ``channel_mean`` or ``none`` — fitted
   on the training split only. ``auto`` is what the classic courses (cs231n)
@@ -121,12 +129,14 @@ RUN_DEFAULTS: dict[str, Any] = {
     "validation_fraction": 0.1,
     "verify": True,
     "adversarial": None,
+    "features": None,
 }
 PREPROCESS = ("auto", "standardize", "mean_image", "channel_mean", "none")
 CONFIG_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "history.csv", "metrics.json"
 LAST, BEST, PREPROCESSING = "last.safetensors", "best.safetensors", "preprocessing.safetensors"
 # Files a fresh start in a reused directory removes (config.json and preprocessing are rewritten).
-STALE_FILES = (HISTORY_FILE, METRICS_FILE, LAST, BEST, "loss.png", "accuracy.png")
+STALE_FILES = (HISTORY_FILE, METRICS_FILE, LAST, BEST, "loss.png", "accuracy.png",
+               "templates.png")
 # Keys --resume may change besides the optimizer's hyperparameters (see the module docstring).
 RESUMABLE = ("epochs", "patience", "min_delta", "batch_size", "l1", "l2", "max_norm", "augment")
 STOPPING = ("epochs", "patience", "min_delta")
@@ -153,6 +163,8 @@ STRATEGY_OPTIMIZERS = {"downpour": "adagrad", "hogwild": "sgd"}
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """The full run configuration: defaults filled in, every value checked."""
     full = {**RUN_DEFAULTS, **config}
+    if full.get("model") == "linear":
+        _linear_model(config, full)
     if full.get("distributed") in STRATEGY_OPTIMIZERS and "optimizer" not in full:
         full["optimizer"] = STRATEGY_OPTIMIZERS[full["distributed"]]
     full.update(training_config.validate(training_part(full),
@@ -177,6 +189,35 @@ def _is_file_dataset(dataset: str) -> bool:
     path = Path(dataset).expanduser()
     return path.suffix.lower() in FILE_SUFFIXES or (
         dataset not in LOADERS and bool(dataset.strip()) and path.is_dir())
+
+
+def _linear_model(config: dict[str, Any], full: dict[str, Any]) -> None:
+    """``model = "linear"``: one Linear layer f(x) = Wx + b, an MLP without hidden layers."""
+    if config.get("hidden") not in (None, [], (), ""):
+        raise ValueError(f"--model linear has no hidden layers; leave out --hidden "
+                         f"{config['hidden']!r} (or use --model mlp)")
+    full["hidden"] = []
+
+
+def _check_features(full: dict[str, Any]) -> None:
+    """``features``: an ``ermlab.features`` spec, for a linear model or an MLP on images."""
+    from ermlab.features.pipeline import parse
+
+    if not isinstance(full["features"], str):
+        raise ValueError(f"config 'features' is a spec such as 'hog,hsv-hist:10'; got "
+                         f"{full['features']!r}")
+    parse(full["features"], seed=full["seed"])
+    if not _is_mlp(full):
+        raise ValueError(f"--features gives the model feature vectors: use --model linear or "
+                         f"mlp, not {full['model']}")
+    for key, why in (("augment", "changes the images while training"),
+                     ("adversarial", "attacks the images through the preprocessing")):
+        if full[key] is not None:
+            raise ValueError(f"--{key} {why}, but with --features the model sees feature "
+                             f"vectors computed once: leave out --{key} or --features")
+    if full["preprocess"] == "channel_mean":
+        raise ValueError("--preprocess channel_mean needs images; with --features the model "
+                         "sees feature vectors: use standardize, mean_image or none")
 
 
 def _check_run_keys(full: dict[str, Any]) -> None:
@@ -206,6 +247,8 @@ def _check_run_keys(full: dict[str, Any]) -> None:
             raise ValueError(f"config 'adversarial' is an attack spec such as "
                              f"'pgd:eps=0.1,steps=7'; got {full['adversarial']!r}")
         parse(full["adversarial"], bounds=(0.0, numpy.inf))  # the spec; eps vs data later
+    if full["features"] is not None:
+        _check_features(full)
 
 
 def _check_privacy_keys(full: dict[str, Any]) -> None:
@@ -525,14 +568,18 @@ def _preprocessed(x: Any, preprocessor: Any) -> Any:
 
 
 def _is_mlp(config: dict[str, Any]) -> bool:
-    return config["model"] == "mlp"
+    return config["model"] in ("mlp", "linear")
 
 
 def _preprocessor(config: dict[str, Any], image_shape: tuple[int, ...]) -> Any:
     from ermlab.data import preprocessing
 
     steps = []
-    is_image = len(image_shape) == 3
+    if config.get("features"):  # image features first: the rest sees feature vectors
+        from ermlab.features.pipeline import parse
+
+        steps.append(parse(config["features"], seed=config["seed"]))
+    is_image = len(image_shape) == 3 and not config.get("features")
     kind = config["preprocess"]
     if kind == "auto":  # see the module docstring
         image_kind = "channel_mean" if config["augment"] else "mean_image"
@@ -546,18 +593,27 @@ def _preprocessor(config: dict[str, Any], image_shape: tuple[int, ...]) -> Any:
         if not is_image:
             raise ValueError("preprocess 'channel_mean' needs image data (N, C, H, W)")
         steps.append(preprocessing.ChannelMean())
-    if _is_mlp(config) and len(image_shape) > 1:
+    if _is_mlp(config) and len(image_shape) > 1 and not config.get("features"):
         steps.append(preprocessing.Flatten())
     return preprocessing.Pipeline(steps)
 
 
+def _model_input_shape(config: dict[str, Any], preprocessor: Any,
+                       shape: tuple[int, ...]) -> tuple[int, ...]:
+    """What the model sees: the feature vector's shape (D,) with ``features``, else ``shape``."""
+    if config.get("features"):
+        return (preprocessor.steps[0].n_features_,)
+    return shape
+
+
 def _model_builder(name: str) -> Any:
-    if name == "mlp":
+    if name in ("mlp", "linear"):
         return None
     from ermlab.nn import zoo
 
     if name not in zoo.MODELS:
-        raise ValueError(f"unknown model {name!r}; choose mlp or one of {sorted(zoo.MODELS)}")
+        raise ValueError(f"unknown model {name!r}; choose mlp, linear or one of "
+                         f"{sorted(zoo.MODELS)}")
     return zoo.MODELS[name]
 
 
@@ -569,7 +625,8 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
     rng = numpy.random.default_rng(config["seed"])
     training = training_part(config)
     n_classes = len(data.class_names)
-    model = build_model(config, data.image_shape, n_classes, rng)
+    model = build_model(config, _model_input_shape(config, data.preprocessor, data.image_shape),
+                        n_classes, rng)
     optimizer = training_config.build_optimizer(training, model.parameters())
     callbacks = list(callbacks)
     if config["patience"] is not None:
@@ -620,7 +677,7 @@ def build_model(config: dict[str, Any], input_shape: tuple[int, ...], n_classes:
                 rng: numpy.random.Generator) -> Any:
     """The run's network for examples of ``input_shape`` (before preprocessing)."""
     builder = _model_builder(config["model"])
-    if builder is None:  # the MLP sees flattened inputs
+    if builder is None:  # the MLP (or linear model) sees flattened inputs
         n_inputs = int(numpy.prod(input_shape))
         return training_config.build_model(training_part(config), n_inputs, n_classes, rng)
     return builder(num_classes=n_classes, input_shape=tuple(input_shape), rng=rng)
@@ -778,7 +835,8 @@ def restore(directory: str | Path, which: str = "best") -> Restored:
         inputs = prepare_data(config, preprocessor_state).inputs
     preprocessor = _preprocessor(config, inputs.shape).load_state_dict(preprocessor_state)
     rng = numpy.random.default_rng(config["seed"])
-    model = build_model(config, inputs.shape, len(inputs.class_names), rng)
+    model = build_model(config, _model_input_shape(config, preprocessor, inputs.shape),
+                        len(inputs.class_names), rng)
     n_classes = len(inputs.class_names)
     trainer = Trainer(model, training_config.build_loss(training_part(config)), None, rng=rng,
                       top_k=(5,) if n_classes > 5 else ())

@@ -24,7 +24,7 @@ FLAGS = {
     "loss": str, "optimizer": str, "lr": float, "momentum": float, "weight_decay": float,
     "schedule": str, "epochs": int, "l1": float, "l2": float, "max_norm": float,
     "dropout": float, "preprocess": str, "augment": str, "seed": int,
-    "validation_fraction": float, "adversarial": str,
+    "validation_fraction": float, "adversarial": str, "features": str,
 }
 # flags of differentially private training (``ermlab.run.PRIVACY_KEYS``), one to one.
 PRIVACY_FLAGS = {"clip": float, "noise": float, "target_epsilon": float, "delta": float}
@@ -93,7 +93,12 @@ _HELP = {
                "see `ermlab datasets`",
     "data_path": "read the dataset from this directory or file instead of the cache "
                  "(e.g. a folder with the MNIST files, .gz or not)",
-    "model": "mlp (default) or a model-zoo name such as lenet5, resnet20",
+    "model": "mlp (default), linear (one Linear layer: softmax regression, or a multiclass "
+             "SVM with --loss hinge) or a model-zoo name such as lenet5, resnet20",
+    "features": "image features computed before a linear model or MLP, fitted on the training "
+                "split and saved with the run, e.g. hog,hsv-hist:10 or equalize,hog:4:2,bow:64 "
+                "(steps: hog[:CELL[:BLOCK]], hsv-hist[:BINS], quantize[:COLOURS], "
+                "bow[:WORDS[:PATCH]], equalize, pixels; see ermlab.features)",
     "hidden": "MLP hidden widths, e.g. 512,256 (default 128); '' for no hidden layer",
     "activation": "hidden activation: relu (default), tanh, sigmoid, leaky_relu, elu, ...",
     "loss": "cross_entropy (default) or hinge",
@@ -211,7 +216,7 @@ def check_data(config: dict[str, Any], data: Any) -> None:
 
     import numpy
 
-    if len(data.image_shape) != 3 and config["model"] != "mlp":
+    if len(data.image_shape) != 3 and config["model"] not in ("mlp", "linear"):
         raise ValueError(f"--model {config['model']} needs image data (N, C, H, W); "
                          f"{config['dataset']} has rows of shape {data.image_shape}: use "
                          "--model mlp")
@@ -324,6 +329,8 @@ def run(args: argparse.Namespace) -> int:
     remaining = config["epochs"] - trainer.epoch
     say(f"{config['dataset']}: {len(data.x_train)} training, {len(data.x_val)} validation, "
         f"{len(data.x_test)} test examples, {len(data.class_names)} classes")
+    if config["features"]:
+        say(f"features: {data.preprocessor.steps[0].describe()}")
     say(f"model: {config['model']} {list(config['hidden']) if config['model'] == 'mlp' else ''}"
         f" {trainer.model.num_parameters():,} parameters; optimizer {trainer.optimizer!r}")
     start = time.perf_counter()
@@ -352,6 +359,11 @@ def _finish(trainer, data, directory: Path, config, seconds: float, say) -> int:
     atomic_write_bytes(directory / runs.METRICS_FILE,
                        (json.dumps(metrics, indent=2) + "\n").encode())
     plot_history(trainer.history, directory, best_epoch=tested_epoch if which == "best" else None)
+    if config["model"] == "linear" and not config["features"] and len(data.image_shape) == 3:
+        from ermlab.features.templates import linear_weight, save_templates
+
+        save_templates(linear_weight(trainer.model), data.image_shape,
+                       directory / "templates.png", data.class_names)
     say(f"run directory: {directory}")
     if trainer.stop_reason:
         say(f"stopped: {trainer.stop_reason}")

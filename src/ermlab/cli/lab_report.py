@@ -116,7 +116,7 @@ def add_boundary(subcommands) -> None:
     parser.add_argument("--dataset", choices=("spirals", "moons", "circles"), default="spirals")
     parser.add_argument("--n", type=int, default=200, help="number of points")
     parser.add_argument("--hidden", default="2,8,32", help="hidden-unit counts (columns)")
-    parser.add_argument("--l2", default="0,0.001,0.01", help="L2 strengths λ (rows)")
+    parser.add_argument("--l2", default="0,0.0001,0.001", help="L2 strengths λ (rows)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="lab-figures", help="folder for the PNG file")

@@ -18,7 +18,7 @@ ReLU; moons and circles: 99–100 % either way).
 
     >>> from ermlab.lab import boundary
     >>> x, y = boundary.dataset("spirals")
-    >>> panels = boundary.grid(x, y, hidden=(2, 8, 32), l2=(0, 1e-3, 1e-2))
+    >>> panels = boundary.grid(x, y, hidden=(2, 8, 32), l2=(0, 1e-4, 1e-3))
     >>> boundary.figure(panels, x, y).savefig("boundaries.png")
 """
 
@@ -76,7 +76,7 @@ def train(x: numpy.ndarray, y: numpy.ndarray, hidden: int, l2: float, epochs: in
 
 
 def grid(x: numpy.ndarray, y: numpy.ndarray, hidden: Sequence[int] = (2, 8, 32),
-         l2: Sequence[float] = (0.0, 1e-3, 1e-2), epochs: int = 300, lr: float = 0.03,
+         l2: Sequence[float] = (0.0, 1e-4, 1e-3), epochs: int = 300, lr: float = 0.03,
          resolution: int = 100, activation: str = "relu", seed: int = 0,
          progress: bool = True) -> list[Panel]:
     """One ``Panel`` per (λ, hidden) pair, row by row (λ) and column by column (hidden)."""

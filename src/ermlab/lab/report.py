@@ -164,8 +164,9 @@ def _jobs(report: Report, records: list[dict], results_dir: Path, trajectories: 
         jobs.append(lambda: _boundary(report))
     if seeds_landscape:
         jobs.append(lambda: _landscape(
-            report, "the seeds' 4-layer ReLU net (relu4, Adam, 5 epochs)",
-            lambda: landscape.from_problem("relu4", "adam:lr=0.001", epochs=5)))
+            report, "relu4", lambda: landscape.from_problem("relu4", "adam:lr=0.001", epochs=5),
+            "the seeds' 4-layer ReLU net (10-32-32-32-10, softmax loss) on its teacher data, "
+            "trained 5 epochs with Adam (lr 0.001)"))
     for run in landscapes:
         jobs.append(lambda r=Path(run): _landscape(
             report, r.name, lambda: landscape.from_run(r)))
@@ -252,13 +253,14 @@ def _boundary(report: Report) -> None:
     x, y = boundary.dataset("spirals")
 
     def make() -> tuple[bytes, str]:
-        panels = boundary.grid(x, y, hidden=(2, 8, 32), l2=(0.0, 1e-3, 1e-2), progress=False)
+        panels = boundary.grid(x, y, hidden=(2, 8, 32), l2=(0.0, 1e-4, 1e-3), progress=False)
         return _png(boundary.figure(panels, x, y, "two spirals: hidden units (→) × λ (↓)"))
 
     report.add("Decision boundaries", "two spirals", make)
 
 
-def _landscape(report: Report, label: str, make_scene: Callable[[], Any]) -> None:
+def _landscape(report: Report, label: str, make_scene: Callable[[], Any],
+               about: str = "") -> None:
     """The interpolation slice and 1-D/2-D random slices of one trained network."""
     from ermlab.lab import landscape
 
@@ -266,6 +268,7 @@ def _landscape(report: Report, label: str, make_scene: Callable[[], Any]) -> Non
     start = time.perf_counter()
     scene = make_scene()
     prepared = f"training or loading the network took {time.perf_counter() - start:.2f} s"
+    prepared = f"{about}; {prepared}" if about else prepared
 
     def interpolation() -> tuple[bytes, str]:
         alphas, values = scene.interpolation()

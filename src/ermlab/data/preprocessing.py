@@ -67,8 +67,9 @@ class Moments:
         """The statistics of ``x`` (array, memory map or ``Rows``), read one block at a time:
         minimum and maximum always, the mean when ``mean``, m2 when ``variance``."""
         moments = cls(0, numpy.dtype(x.dtype))
-        for chunk in row_chunks(x):
-            moments._add(chunk, mean or variance, variance)
+        with numpy.errstate(invalid="ignore", over="ignore"):  # NaN/inf data: see ``finite``
+            for chunk in row_chunks(x):
+                moments._add(chunk, mean or variance, variance)
         return moments
 
     def _add(self, chunk: Any, mean: bool, variance: bool) -> None:

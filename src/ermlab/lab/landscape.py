@@ -185,9 +185,10 @@ def from_run(directory: str | Path, examples: int = 1000, split: str = "train",
     data = run.prepare_data(config, run.load_preprocessor_state(directory))
     x, y = {"train": (data.x_train, data.y_train), "validation": (data.x_val, data.y_val),
             "test": (data.x_test, data.y_test)}[split]
+    chosen = numpy.arange(len(x))  # (read into memory: the splits may be lazy ``Rows``)
     if len(x) > examples:
         chosen = numpy.sort(numpy.random.default_rng(seed).choice(len(x), examples, replace=False))
-        x, y = x[chosen], y[chosen]
+    x, y = numpy.asarray(x[chosen]), numpy.asarray(y[chosen])
     model = restored.trainer.model
     initial = run.build_model(config, data.image_shape, len(data.class_names),
                               numpy.random.default_rng(config["seed"]))

@@ -53,7 +53,7 @@ Run by hand (never a test), on a quiet machine, with the OpenBLAS overrides unse
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/distributed.py \\
         [--train 20000] [--val 2000] [--epochs 4] [--batch 64] [--lr 0.05] [--target 0.8] \\
-        [--no-ray] [--no-torch]
+        [--no-ray] [--no-torch] [--only Ray,PyTorch]
 
 Measured, one run (2026-11-30, Intel Xeon @ 2.80GHz under KVM, 2 CPUs, OpenBLAS
 SkylakeX, 2 threads; numpy float32; torch 2.13.0 CPU; Ray 2.60.0; defaults: 20k train,
@@ -312,6 +312,9 @@ def main() -> None:
                         default=[784, 256, 10])
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--only", type=lambda s: s.split(","), default=None,
+                        help="run only the algorithms whose name contains one of these "
+                             "comma-separated words (the single process always runs)")
     args = parser.parse_args()
 
     import threadpoolctl
@@ -337,6 +340,9 @@ def main() -> None:
     runs += [("Hogwild!", 1), ("Hogwild!", 2)]
     if not args.no_torch:
         runs += [("PyTorch (1 process)", 1), ("PyTorch DDP gloo", 2)]
+    if args.only:
+        runs = [run for run in runs if run[0] == "ermlab single process"
+                or any(word in run[0] for word in args.only)]
 
     print(f"\n{'algorithm':24s} {'workers':>7s} {'examples/s':>10s} {'vs single':>9s} "
           f"{'s to ' + format(args.target, '.2f'):>9s} {'final acc':>9s} {'busy':>5s} "

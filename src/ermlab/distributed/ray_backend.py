@@ -305,6 +305,10 @@ class OnRay(Strategy):
         remote = ray.remote(**options)(ServerActor)
         self.servers = [remote.remote(payload, names, self.shards > 1, self.workers)
                         for names in self._parts(trainer)]
+        self._load_servers(ray)
+
+    def _load_servers(self, ray: Any) -> None:
+        """The saved counters (with shards: and optimizer states) into the server actors."""
         saved = self._saved.get("server")
         if not saved:
             return
@@ -589,8 +593,8 @@ class OnRay(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._saved = dict(state)
-        if self.servers is not None and state.get("server"):
-            import_ray().get(self.server.load.remote({"server": state["server"]}))
+        if self.servers is not None:
+            self._load_servers(import_ray())
 
     def __repr__(self) -> str:
         return f"OnRay({self.strategy!r}, address={self.address!r})"

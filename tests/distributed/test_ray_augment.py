@@ -40,13 +40,13 @@ def test_augmented_runs_learn_and_repeat_with_the_seed(ray_session):
     a = fit(OnRay(Downpour(workers=1, seed=3)))
     b = fit(OnRay(Downpour(workers=1, seed=3)))
     c = fit(OnRay(Downpour(workers=1, seed=4)))
-    plain = fit(OnRay(Downpour(workers=1, seed=3)), augment=None)
     x, y = mirrored_blobs()
     assert a.evaluate(x, y)["accuracy"] > 0.8
     for k, v in weights(a).items():
         assert np.array_equal(v, weights(b)[k]), k
+    # the seed drives the flips (no dropout here): a worker that skipped augment, or drew
+    # from a fixed generator, would give c = a
     assert any(not np.array_equal(v, weights(c)[k]) for k, v in weights(a).items())
-    assert any(not np.array_equal(v, weights(plain)[k]) for k, v in weights(a).items())
     sync = [fit(OnRay(SyncDataParallel(workers=2, seed=5))) for _ in range(2)]
     for k, v in weights(sync[0]).items():
         assert np.array_equal(v, weights(sync[1])[k]), k

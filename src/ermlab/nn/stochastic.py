@@ -301,8 +301,8 @@ class GaussianNoise(Stochastic):
 
     Args:
         sigma: the standard deviation σ ≥ 0.
-        at_test: also add noise in evaluation mode (default False).
         rng: Generator, seed or None.
+        at_test: also add noise in evaluation mode (default False; keyword only).
 
     References: C. M. Bishop. Training with Noise is Equivalent to Tikhonov
     Regularization. Neural Computation 7(1), 1995. B. Wang, B. Yuan, Z. Shi,
@@ -312,7 +312,7 @@ class GaussianNoise(Stochastic):
 
     forward_cache = ("_shape",)
 
-    def __init__(self, sigma: float, at_test: bool = False, rng: Any = None) -> None:
+    def __init__(self, sigma: float, rng: Any = None, *, at_test: bool = False) -> None:
         super().__init__(rng)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma >= 0:
             raise ValueError(f"GaussianNoise sigma must be a number ≥ 0; got {sigma!r}")

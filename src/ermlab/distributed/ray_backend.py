@@ -218,6 +218,7 @@ class OnRay(Strategy):
             self.kind = "downpour" if isinstance(strategy, Downpour) else "sync"
         self.servers: list | None = None
         self._actors: list | None = None
+        self._model_ref: Any = None
         self._data: Any = None
         self._data_key: Any = None
         self._owns_ray = False
@@ -281,7 +282,7 @@ class OnRay(Strategy):
                 restarts = 0 if self.kind == "easgd_sync" else self.max_restarts
                 remote = ray.remote(num_cpus=per_worker, max_restarts=restarts,
                                     max_task_retries=restarts)(AsyncWorker)
-                model = ray.put(trainer.model)
+                model = self._model_ref = ray.put(trainer.model)  # kept: restarts rebuild from it
                 self._actors = [remote.remote(options, model, objective, seed, self.servers,
                                               owner, augment, rank)
                                 for rank, seed in enumerate(seeds)]
@@ -333,7 +334,7 @@ class OnRay(Strategy):
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already dead
                 pass
-        self._actors, self.servers = None, None
+        self._actors, self.servers, self._model_ref = None, None, None
         self._data = self._data_key = None
         self._calls = deque()
         if self._owns_ray:

@@ -63,3 +63,60 @@ def test_compare_errors_are_one_line(tmp_path, capsys, args, message):
 def test_compare_refuses_data_that_are_not_images(capsys):
     assert main(["compare", "--dataset", "digits", "--methods", "pixels-softmax"]) == 2
     assert "got rows of shape (64,) (table data, not images)" in capsys.readouterr().err
+
+
+def test_train_features_linear_svm_then_predict_applies_the_saved_pipeline(tmp_path, capsys):
+    from ermlab import features
+    from ermlab import run as runs
+    from ermlab.data import splits
+    from ermlab.features.templates import linear_weight
+
+    data, run = stripes(tmp_path / "stripes.npz"), tmp_path / "run"
+    assert main(["train", "--dataset", data, "--features", "hog:4:2,hsv-hist:4", "--model",
+                 "linear", "--loss", "hinge", "--epochs", "10", "-o", str(run), "-q"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["features"] == "hog:4:2,hsv-hist:4" and config["hidden"] == []
+    archive = numpy.load(data)
+    numpy.save(tmp_path / "x.npy", archive["x_test"])
+    assert main(["predict", str(run), str(tmp_path / "x.npy"), "-o", str(tmp_path / "p.csv")]) \
+        == 0
+    predicted = numpy.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1, usecols=1)
+    # oracle: the pipeline fitted by hand on the same training split, features standardized
+    # with NumPy, scored by the saved Linear layer
+    x_train = splits.train_validation_split(archive["x_train"], archive["y_train"], 0.1, 0)[0]
+    pipeline = features.parse("hog:4:2,hsv-hist:4").fit(x_train)
+    f_train = pipeline.transform(x_train).astype(numpy.float64)
+    mean, std = f_train.mean(axis=0), f_train.std(axis=0)
+    f_test = (pipeline.transform(archive["x_test"]) - mean) / numpy.where(std < 1e-6, 1, std)
+    model = runs.restore(run).trainer.model
+    scores = f_test @ linear_weight(model).T + model[-1].bias.data
+    numpy.testing.assert_array_equal(predicted, scores.argmax(axis=1))
+    assert (predicted == archive["y_test"]).mean() >= 0.8  # chance: 0.5
+    assert main(["evaluate", str(run)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_train_linear_on_pixels_draws_templates_and_an_mlp_takes_features(tmp_path):
+    data = stripes(tmp_path / "stripes.npz", n=60)
+    assert main(["train", "--dataset", data, "--model", "linear", "--epochs", "1",
+                 "-o", str(tmp_path / "linear"), "-q"]) == 0
+    assert (tmp_path / "linear" / "templates.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["train", "--dataset", data, "--features", "hog:4:2", "--hidden", "8",
+                 "--epochs", "1", "-o", str(tmp_path / "mlp"), "-q"]) == 0
+    assert not (tmp_path / "mlp" / "templates.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "digits", "--features", "hog:2:1"], "got rows of shape (64,) (table data"),
+    (["--features", "hog", "--model", "lenet5"], "use --model linear or mlp, not lenet5"),
+    (["--features", "hog", "--augment", "flip"], "leave out --augment or --features"),
+    (["--features", "sift"], "unknown step 'sift'"),
+    (["--model", "linear", "--hidden", "64"], "--model linear has no hidden layers"),
+])
+def test_train_feature_errors_are_one_line_and_leave_no_run(tmp_path, capsys, args, message):
+    if "--dataset" not in args:
+        args = ["--dataset", stripes(tmp_path / "stripes.npz", n=60), *args]
+    assert main(["train", *args, "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -54,9 +54,15 @@ def _numpy_bins(flat: numpy.ndarray, nbins: int) -> tuple[numpy.ndarray, ...]:
     edges[:, -1] = high[:, 0]
     index = ((flat - low) / (high - low) * nbins).astype(numpy.intp)
     index[index == nbins] -= 1
-    index -= flat < numpy.take_along_axis(edges, index, axis=1)
-    index += (flat >= numpy.take_along_axis(edges, index + 1, axis=1)) & (index != nbins - 1)
+    rows = numpy.arange(len(flat))[:, None] * (nbins + 1)
+    index -= flat < _gather(edges, rows + index)
+    index += (flat >= _gather(edges, rows + index + 1)) & (index != nbins - 1)
     return index, low, edges
+
+
+def _gather(table: numpy.ndarray, flat_index: numpy.ndarray) -> numpy.ndarray:
+    """table.ravel()[flat_index] (numpy.take: much faster than take_along_axis here)."""
+    return numpy.take(table.ravel(), flat_index)
 
 
 def _interpolate(flat: numpy.ndarray, low: numpy.ndarray, edges: numpy.ndarray,
@@ -65,20 +71,16 @@ def _interpolate(flat: numpy.ndarray, low: numpy.ndarray, edges: numpy.ndarray,
     the end values outside them."""
     centres = ((edges[:, :-1] + edges[:, 1:]) / 2).astype(numpy.float64)  # in data precision
     nbins = centres.shape[1]
-    left = index - (flat < numpy.take_along_axis(centres, index, axis=1))
-    inner = numpy.clip(left, 0, nbins - 2) if nbins > 1 else numpy.zeros_like(left)
-    x0 = numpy.take_along_axis(centres, inner, axis=1)
-    y0 = numpy.take_along_axis(cdf, inner, axis=1)
-    if nbins > 1:
-        x1 = numpy.take_along_axis(centres, inner + 1, axis=1)
-        y1 = numpy.take_along_axis(cdf, inner + 1, axis=1)
-        slope = (y1 - y0) / (x1 - x0)
-        out = numpy.where(flat == x0, y0, slope * (flat - x0) + y0)
-    else:
-        out = y0
+    rows = numpy.arange(len(flat))[:, None] * nbins
+    left = index - (flat < _gather(centres, rows + index))
+    if nbins == 1:
+        return numpy.broadcast_to(cdf, flat.shape)
+    inner = rows + numpy.clip(left, 0, nbins - 2)
+    x0, y0 = _gather(centres, inner), _gather(cdf, inner)
+    slope = (_gather(cdf, inner + 1) - y0) / (_gather(centres, inner + 1) - x0)
+    out = numpy.where(flat == x0, y0, slope * (flat - x0) + y0)
     out = numpy.where(left < 0, cdf[:, :1], out)
     return numpy.where(left >= nbins - 1, cdf[:, -1:], out)
-
 
 class Equalize(ImageStep):
     """The ``equalize`` step (spec ``equalize[:NBINS]``): the extractors after it see

@@ -42,7 +42,7 @@ class PolarDemo:
 
 
 def polar_demo(path: str | Path | None = None, n: int = 400, noise: float = 0.05,
-               epochs: int = 200, seed: int = 0) -> PolarDemo:
+               epochs: int = 100, seed: int = 0) -> PolarDemo:
     """Train a linear softmax classifier on ``circles`` in (x₁, x₂) and in (r, θ);
     return both training accuracies and, with ``path``, draw their decision boundaries."""
     from ermlab.data.toy import circles
@@ -92,11 +92,11 @@ def _draw(path: Path, x: numpy.ndarray, y: numpy.ndarray, cartesian: _Fitted,
     from ermlab.training.checkpoint import atomic_write_bytes
 
     r = to_polar(x)
-    grid = numpy.linspace(-1.5, 1.5, 301)
+    grid = numpy.linspace(-1.5, 1.5, 201)
     g1, g2 = numpy.meshgrid(grid, grid)
     plane = numpy.stack([g1.ravel(), g2.ravel()], axis=1)
-    rg, tg = numpy.meshgrid(numpy.linspace(0, r[:, 0].max() * 1.1, 301),
-                            numpy.linspace(-numpy.pi, numpy.pi, 301))
+    rg, tg = numpy.meshgrid(numpy.linspace(0, r[:, 0].max() * 1.1, 201),
+                            numpy.linspace(-numpy.pi, numpy.pi, 201))
     polar_plane = numpy.stack([rg.ravel(), tg.ravel()], axis=1)
     panels = [
         ("linear on (x₁, x₂)", g1, g2, cartesian.predict(plane), x, cartesian.accuracy(x, y)),

@@ -13,7 +13,7 @@ def x():
 
 
 INDEX = numpy.array([5, 0, 3, 6, 2])
-KEYS = [2, -1, numpy.int64(4), slice(1, 4), slice(None, None, -2), [3, 0, 0],
+KEYS = [2, -1, numpy.int64(4), slice(1, 4), slice(None, None, -2), [3, 0, 0], [],
         numpy.array([True, False, True, False, True]), (slice(0, 3), 1), (1, 0, 2),
         ([4, 1], slice(None), 0)]
 
@@ -35,6 +35,7 @@ def test_cast_transform_and_materialize(x):
     numpy.testing.assert_array_equal(transformed[[4, 0]], expected[[4, 0]])
     numpy.testing.assert_array_equal(numpy.asarray(transformed), expected)
     numpy.testing.assert_array_equal(transformed[1:3], expected[1:3])
+    assert transformed[numpy.arange(0)].shape == (0, 6)  # an empty batch (DP-SGD's Poisson)
 
 
 def test_rows_of_rows_gather_once(x):

@@ -290,7 +290,7 @@ class Flatten(Transform):
     per_batch = True
 
     def _transform(self, x, xp):
-        return x.reshape(len(x), -1)
+        return x.reshape(len(x), int(numpy.prod(x.shape[1:])))  # an empty batch too
 
 
 class Pipeline(Transform):

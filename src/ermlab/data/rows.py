@@ -84,7 +84,9 @@ class Rows:
             return self._read(slice(i, i + 1) if self.index is None else self.index[i:i + 1])[0]
         if not isinstance(key, slice):
             key = numpy.asarray(key)
-            if key.dtype == bool:
+            if not key.size:
+                key = key.astype(numpy.intp)
+            elif key.dtype == bool:
                 if key.shape != (len(self),):
                     raise IndexError(f"a boolean mask of shape {key.shape} for {len(self)} rows")
                 key = numpy.flatnonzero(key)

@@ -4,6 +4,7 @@ import numpy
 import pytest
 
 from ermlab.features import HoG, hog
+from ermlab.features.hog import orientation_bins
 
 skimage_feature = pytest.importorskip(
     "skimage.feature", reason="scikit-image is the HoG oracle: pip install scikit-image")
@@ -55,3 +56,16 @@ def test_hog_step_and_its_errors(grey_images):
         hog(grey_images[:, :, :20])  # 20×35 pixels: 2×4 cells of 8, blocks of 3×3 need 24×24
     with pytest.raises(ValueError, match="block_norm"):
         HoG(block_norm="L3")
+
+
+@pytest.mark.parametrize("orientations", [9, 7, 12, 13])
+def test_orientation_bins_at_and_around_every_edge(orientations):
+    # scikit-image's rule: bin b holds float32(b·(180/B)) ≤ θ < float32((b+1)·(180/B))
+    edges = (numpy.float32(180 / orientations)
+             * numpy.arange(orientations + 1, dtype=numpy.float32)).astype(numpy.float64)
+    theta = numpy.concatenate([edges, numpy.nextafter(edges, -1), numpy.nextafter(edges, 181),
+                               numpy.linspace(0, 180, 10001)])
+    theta = theta[(theta >= 0) & (theta <= 180)]
+    expected = numpy.searchsorted(edges, theta, side="right") - 1
+    expected[theta >= edges[-1]] = orientations  # in no bin
+    numpy.testing.assert_array_equal(orientation_bins(theta, orientations), expected)

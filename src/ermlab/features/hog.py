@@ -107,20 +107,26 @@ def _cell_histograms(g_row: numpy.ndarray, g_col: numpy.ndarray, orientations: i
     g_col = g_col[:, :n_r * c_r, :n_c * c_c].astype(numpy.float64)
     magnitude = numpy.sqrt(g_col * g_col + g_row * g_row)
     orientation = numpy.rad2deg(numpy.arctan2(g_row, g_col)) % 180
-    # scikit-image's bin edges are single-precision floats (b · (180/B) in float32); a
-    # direction that rounds to 180 falls in no bin there, so here in the extra bin B.
-    width = numpy.float32(180.0 / orientations)
-    edges = (width * numpy.arange(orientations + 2, dtype=numpy.float32)).astype(numpy.float64)
-    edges[-1] = numpy.inf
-    bins = numpy.minimum((orientation * (1 / float(width))).astype(numpy.intp), orientations)
-    bins -= orientation < edges[bins]  # the guess is off by at most one bin: put it right
-    bins += orientation >= edges[bins + 1]
+    bins = orientation_bins(orientation, orientations)
     cell = (numpy.arange(n_r * c_r) // c_r)[:, None] * n_c + numpy.arange(n_c * c_c) // c_c
     index = (numpy.arange(n)[:, None, None] * (n_r * n_c) + cell) * (orientations + 1) + bins
     sums = numpy.bincount(index.ravel(), weights=magnitude.ravel(),
                           minlength=n * n_r * n_c * (orientations + 1))
     sums = sums.reshape(n, n_r, n_c, orientations + 1)[..., :orientations]
     return sums / (c_r * c_c)
+
+
+def orientation_bins(orientation: numpy.ndarray, orientations: int) -> numpy.ndarray:
+    """The bin b of each direction θ ∈ [0, 180]: edges[b] ≤ θ < edges[b + 1], with
+    scikit-image's edges, single-precision floats b · (180/B) in float32. A direction that
+    rounds to 180 falls in no bin there, so here in the extra bin B (dropped later)."""
+    width = numpy.float32(180.0 / orientations)
+    edges = (width * numpy.arange(orientations + 2, dtype=numpy.float32)).astype(numpy.float64)
+    edges[-1] = numpy.inf
+    bins = numpy.minimum((orientation * (1 / float(width))).astype(numpy.intp), orientations)
+    bins -= orientation < edges[bins]  # the guess is off by at most one bin: put it right
+    bins += orientation >= edges[bins + 1]
+    return bins
 
 
 def _normalize_blocks(histogram: numpy.ndarray, cells_per_block: tuple[int, int],

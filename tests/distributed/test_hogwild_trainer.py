@@ -280,3 +280,11 @@ def test_with_two_workers_every_update_is_counted_and_scheduled():
     assert all(optimizer.state[p]["step"] == updates for p in model.parameters())
     assert [b[:2] for b in batches] == [(e, b) for e in (1, 2) for b in range(1, 9)]
     assert sum(b[2] for b in batches) == 2 * 50
+
+
+def test_data_the_model_cannot_take_is_the_plain_error_before_any_process_starts():
+    x, y = blobs(20)  # float64 inputs for a float32 model
+    trainer = _trainer(dtype=numpy.float32)
+    with pytest.raises(ValueError, match="float32 parameters but got input of dtype float64"):
+        trainer.fit(x, y, epochs=1, batch_size=8)
+    assert trainer.strategy.worker_pids() == [] and trainer.step == 0

@@ -303,8 +303,9 @@ class Hogwild(Strategy):
         pool = getattr(self, "_pool", None)
         if pool is None or getattr(self, "_pool_key", None) != key:
             self.end_fit(trainer)
-            pool = self._pool = hogwild_pool.WorkerPool(
-                self, trainer, numpy.ascontiguousarray(x), numpy.ascontiguousarray(y), batch)
+            x, y = numpy.ascontiguousarray(x), numpy.ascontiguousarray(y)
+            _dry_run(trainer.model, trainer.loss, x, y)  # the plain error, before any process
+            pool = self._pool = hogwild_pool.WorkerPool(self, trainer, x, y, batch)
             self._pool_key = key
         started = time.perf_counter()
         rates = hogwild_pool.schedule_table(trainer, pool.updates)

@@ -244,6 +244,7 @@ def module_cases():
         yield "MaxPool2d", nn.MaxPool2d(2), [(2, 2, 4, 4)]
         yield "AvgPool2d", nn.AvgPool2d(3, stride=1, padding=1), [(2, 2, 4, 4)]
         yield "GlobalAvgPool2d", nn.GlobalAvgPool2d(), [(2, 3, 2, 2)]
+        yield "FractionalMaxPool2d", nn.FractionalMaxPool2d(1.5, rng=0), [(2, 2, 6, 6)]
         yield "LocalResponseNorm", nn.LocalResponseNorm(3), [(2, 4, 2, 2)]
         yield "BatchNorm1d", nn.BatchNorm1d(3), [(5, 3)]
         yield "BatchNorm2d", nn.BatchNorm2d(2), [(3, 2, 2, 2)]

@@ -58,6 +58,8 @@ def _module_cases() -> Iterator[Case]:
     yield "module", "MaxPool2d", single(lambda rng: nn.MaxPool2d(3, stride=2, padding=1), image)
     yield "module", "AvgPool2d", single(lambda rng: nn.AvgPool2d(2, padding=1), image)
     yield "module", "GlobalAvgPool2d", single(lambda rng: nn.GlobalAvgPool2d(), image)
+    yield "module", "FractionalMaxPool2d", single(
+        lambda rng: nn.FractionalMaxPool2d(1.4, rng=rng), image)
     yield "module", "LocalResponseNorm", single(lambda rng: nn.LocalResponseNorm(3), image)
     yield "module", "BatchNorm1d", single(lambda rng: nn.BatchNorm1d(5), (6, 5))
     yield "module", "BatchNorm2d", single(lambda rng: nn.BatchNorm2d(3), image)

@@ -86,3 +86,6 @@ def test_negative_noise_is_one_clear_error(bad):
 def test_ensemble_draws_must_be_a_positive_integer():
     with pytest.raises(ValueError, match="draws must be an integer ≥ 1"):
         Ensemble([nn.Linear(2, 2)], draws=0)
+    with pytest.raises(ValueError, match="to_probabilities=softmax"):
+        input_gradient(Ensemble([nn.Linear(2, 2)], to_probabilities=None),
+                       np.zeros((1, 2)), np.zeros(1, int))

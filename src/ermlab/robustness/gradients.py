@@ -95,6 +95,9 @@ def input_gradient(target: Module | Ensemble, x: Any, y: Any, loss: Any = None) 
 
 
 def _ensemble_gradient(ensemble: Ensemble, x: Any, y: Any) -> Any:
+    if ensemble.to_probabilities is not softmax:
+        raise ValueError("attacks on an Ensemble differentiate the softmax of its members' "
+                         "scores; build it with the default to_probabilities=softmax")
     xp = array_module(x)
     rows, labels = xp.arange(len(x)), xp.asarray(y).astype(xp.int64)
     members = [(model, weight / ensemble.draws) for model, weight in

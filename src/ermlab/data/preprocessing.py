@@ -69,7 +69,7 @@ class Moments:
         moments = cls(0, numpy.dtype(x.dtype))
         with numpy.errstate(invalid="ignore", over="ignore"):  # NaN/inf data: see ``finite``
             for chunk in row_chunks(x):
-                moments._add(chunk, mean or variance, variance)
+                moments._add(chunk, mean, variance)
         return moments
 
     def _add(self, chunk: Any, mean: bool, variance: bool) -> None:
@@ -78,14 +78,13 @@ class Moments:
         if self.count:
             low, high = xp.minimum(self.minimum, low), xp.maximum(self.maximum, high)
         self.minimum, self.maximum = low, high
-        if mean:
-            chunk_mean = chunk.sum(axis=0, dtype=xp.float64) / k
-            chunk_m2 = None
-            if variance:
-                centred = chunk.astype(xp.float64)
-                centred -= chunk_mean
-                chunk_m2 = xp.einsum("i...,i...->...", centred, centred)
-            self._merge(k, chunk_mean, chunk_m2, xp)
+        if variance:  # the block's own two-pass m2, on one float64 copy of the block
+            centred = chunk.astype(xp.float64)
+            chunk_mean = centred.sum(axis=0) / k
+            centred -= chunk_mean
+            self._merge(k, chunk_mean, xp.einsum("i...,i...->...", centred, centred), xp)
+        elif mean:
+            self._merge(k, chunk.sum(axis=0, dtype=xp.float64) / k, None, xp)
         self.count += k
 
     def _merge(self, k: int, mean: Any, m2: Any, xp: Any) -> None:

@@ -268,6 +268,8 @@ def module_cases():
         g = nn.Graph(inputs=["a", "b"]).add("fc", nn.Linear(3, 3, rng=0), "a")
         g.add("act", nn.Tanh(), "fc").add("sum", nn.Add(), ["act", "b"]).set_output("sum")
         yield "SplitGraph", SplitGraph(g, [["fc"], ["act", "sum"]]), [(4, 3), (4, 3)]
+        from ermlab.robustness import AffineInput  # (issue 14) preprocessing as a box
+        yield "AffineInput", AffineInput(normal(1, (3, 2)), normal(2, (3, 2)), (6,)), [(4, 3, 2)]
 
 
 CASES = list(module_cases())

@@ -45,11 +45,14 @@ def add_commands(commands) -> None:
                         help="most epochs per method (default 20; early stopping)")
     parser.add_argument("--patience", type=int, default=3,
                         help="early-stopping patience on the validation loss (default 3)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, default=128)
+    parser.add_argument("--batch-size", dest="batch_size", type=int, default=128,
+                        help="mini-batch size (default 128)")
     parser.add_argument("--hidden", default="256", help="MLP hidden widths (default 256)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam's step size (default 1e-3)")
     parser.add_argument("--l2", type=float, default=1e-4, help="L2 penalty λ (default 1e-4)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the subsampling, the split, the initializations, the "
+                             "shuffling and the learned features (default 0)")
     parser.add_argument("--output", "-o", metavar="DIR",
                         help="also write table.md, results.json, templates.png and polar.png")
     parser.set_defaults(run=run)

@@ -14,8 +14,8 @@ to feature vectors (N, D); image steps map images to images:
 
 Also: ``to_polar`` and ``polar_demo`` (a feature transform that makes circles
 linearly separable), ``save_templates`` (a linear classifier's weights as one
-image per class) and ``compare`` (the table: linear classifiers on pixels and
-on features, MLPs and a CNN). ``ermlab train --features hog,hsv-hist --model
+image per class) and ``ermlab.features.compare`` (the table: linear classifiers
+on pixels and on features, MLPs and a CNN). ``ermlab train --features hog,hsv-hist --model
 linear`` and ``ermlab compare`` are the command-line faces.
 """
 
@@ -26,9 +26,12 @@ from ermlab.features.hsv import HSVHistogram, hsv_histogram, rgb_to_hsv
 from ermlab.features.images import as_images
 from ermlab.features.pipeline import STEPS, FeaturePipeline, parse
 from ermlab.features.pixels import Pixels
+from ermlab.features.polar import polar_demo, to_polar
 from ermlab.features.quantize import ColourQuantization
+from ermlab.features.templates import save_templates, template_images
 
 __all__ = [
     "STEPS", "BagOfWords", "ColourQuantization", "Equalize", "FeaturePipeline", "HSVHistogram",
-    "HoG", "Pixels", "as_images", "equalize", "hog", "hsv_histogram", "parse", "rgb_to_hsv",
+    "HoG", "Pixels", "as_images", "equalize", "hog", "hsv_histogram", "parse", "polar_demo",
+    "rgb_to_hsv", "save_templates", "template_images", "to_polar",
 ]

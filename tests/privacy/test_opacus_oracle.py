@@ -93,7 +93,7 @@ def test_private_training_step_equals_opacus_sgd():
     module = GradSampleModule(theirs)
     opt = DPOptimizer(torch.optim.SGD(module.parameters(), lr=0.3), noise_multiplier=0.0,
                       max_grad_norm=0.5, expected_batch_size=10)
-    F.cross_entropy(module(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+    F.cross_entropy(module(torch.from_numpy(x).requires_grad_()), torch.from_numpy(y)).backward()
     opt.step()
 
     dp = DPSGD(max_grad_norm=0.5, noise_multiplier=0.0)

@@ -82,12 +82,12 @@ class Moments:
             centred = chunk.astype(xp.float64)
             chunk_mean = centred.sum(axis=0) / k
             centred -= chunk_mean
-            self._merge(k, chunk_mean, xp.einsum("i...,i...->...", centred, centred), xp)
+            self._merge(k, chunk_mean, xp.einsum("i...,i...->...", centred, centred))
         elif mean:
-            self._merge(k, chunk.sum(axis=0, dtype=xp.float64) / k, None, xp)
+            self._merge(k, chunk.sum(axis=0, dtype=xp.float64) / k, None)
         self.count += k
 
-    def _merge(self, k: int, mean: Any, m2: Any, xp: Any) -> None:
+    def _merge(self, k: int, mean: Any, m2: Any) -> None:
         if not self.count:
             self.mean, self.m2 = mean, m2
             return

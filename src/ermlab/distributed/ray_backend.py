@@ -32,7 +32,8 @@ in process, each with its own copy of the optimizer when ``shards > 1``); k
 the shards (every pull / push / elastic move goes to all shards at once):
 
     Downpour: pull every n_fetch steps, push the accrued gradient every n_push
-              (the servers apply the optimizer and measure staleness τ)
+              (the servers apply the optimizer and measure staleness τ); a step
+              that pushes and pulls does both in one round trip (``push_pull``)
     EASGD:    every τ steps an elastic move: x̃ ← x̃ + α(x − x̃), x^i ← x^i − α(x − x̃)
 
 Asynchronous workers take runs of ``steps_per_call`` consecutive mini-batches,

@@ -109,6 +109,11 @@ class ServerActor:
             group["lr"] = lr
         return self.server.push(grads, version, read_state)
 
+    def push_pull(self, grads: dict, version: int, read_state: Any, lrs: list) -> Pulled:
+        """``push`` then ``pull`` in one call (a Downpour step that pushes and fetches)."""
+        self.push(grads, version, read_state, lrs)
+        return self.server.pull()
+
     def elastic(self, arrays: dict, alpha: float) -> dict:
         return self.server.elastic(arrays, alpha)
 
@@ -177,6 +182,16 @@ class RemoteServer:
         states = read_state if read_state is not None else [None] * len(self.shards)
         self.ray.get([shard.push.remote(part, v, s, lrs) for shard, part, v, s
                       in zip(self.shards, self._split(grads), version, states)])
+
+    def push_pull(self, grads: dict, version: Any, read_state: Any, lrs: list) -> Pulled:
+        """``push`` and the ``pull`` that follows it, one round trip per shard."""
+        if len(self.shards) == 1:
+            return self.ray.get(self.shards[0].push_pull.remote(grads, version, read_state, lrs))
+        states = read_state if read_state is not None else [None] * len(self.shards)
+        reads = self.ray.get([shard.push_pull.remote(part, v, s, lrs) for shard, part, v, s
+                              in zip(self.shards, self._split(grads), version, states)])
+        arrays = {name: a for read in reads for name, a in read.arrays.items()}
+        return Pulled(tuple(r.version for r in reads), arrays, [r.read_state for r in reads])
 
     def elastic(self, arrays: dict, alpha: float) -> dict:
         moved: dict = {}
@@ -250,20 +265,29 @@ class AsyncWorker:
             for param in replica.params:
                 param.data -= o["local_lr"] * param.grad
         self.steps += 1
+        fetch = self.steps % o["n_fetch"] == 0
         if self.steps % o["n_push"] == 0:
-            self.server.push(self.accrued if o["n_push"] > 1 else grads, self.push_version,
-                             self.push_read_state, lrs)
+            pushed = (self.accrued if o["n_push"] > 1 else grads, self.push_version,
+                      self.push_read_state, lrs)
+            if fetch:  # the push and the fetch after it in one round trip
+                self._load(self.server.push_pull(*pushed))
+                fetch = False
+            else:
+                self.server.push(*pushed)
             self.push_version = self.push_read_state = None
             if self.accrued is not None:
                 for a in self.accrued.values():
                     a.fill(0)
-        if self.steps % o["n_fetch"] == 0:
+        if fetch:
             self._fetch()
         return value, scores
 
     def _fetch(self) -> None:
-        self.pulled = self.server.pull()
-        self.replica.load(self.pulled.arrays)
+        self._load(self.server.pull())
+
+    def _load(self, pulled: Pulled) -> None:
+        self.pulled = pulled
+        self.replica.load(pulled.arrays)
 
     def _easgd(self, x: Any, y: Any, w: Any, lr: float) -> tuple[float, Any]:
         """EASGD.train_step's worker part: g at x (EAMSGD: x + δv), elastic move, SGD step.

@@ -72,7 +72,8 @@ def add_landscape(subcommands) -> None:
     parser.add_argument("--budget", default="small", help="for a problem: full, small or tiny")
     parser.add_argument("--examples", type=int, default=1000,
                         help="examples of the split the loss is measured on")
-    parser.add_argument("--split", choices=("train", "validation", "test"), default="train")
+    parser.add_argument("--split", choices=("train", "validation", "test"), default="train",
+                        help="for a run directory: the split the loss is measured on")
     parser.add_argument("--points", type=int, default=41, help="points of each 1-D slice")
     parser.add_argument("--grid", type=int, default=21,
                         help="points per side of the 2-D slice (0: no 2-D slice)")
@@ -96,7 +97,7 @@ def add_trajectories(subcommands) -> None:
                         help="comma-separated specs (default: "
                              f"{','.join(tr.CONTOUR_OPTIMIZERS)}; at a saddle "
                              f"{','.join(tr.SADDLE_OPTIMIZERS)})")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300, help="steps of every optimizer")
     parser.add_argument("--noise", type=float, default=0.0,
                         help="σ of Gaussian gradient noise (the stochastic variant)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the gradient noise")
@@ -113,12 +114,14 @@ def add_boundary(subcommands) -> None:
         "boundary", help="decision boundaries of small networks: hidden units × L2 strength",
         description="The seeds' ConvNetJS figure: an MLP 2 → h → 2 trained on a 2-D data set "
                     "for every h and λ, each panel its decision regions and the data.")
-    parser.add_argument("--dataset", choices=("spirals", "moons", "circles"), default="spirals")
+    parser.add_argument("--dataset", choices=("spirals", "moons", "circles"), default="spirals",
+                        help="the 2-D data set (ermlab.data.toy)")
     parser.add_argument("--n", type=int, default=200, help="number of points")
     parser.add_argument("--hidden", default="2,8,32", help="hidden-unit counts (columns)")
     parser.add_argument("--l2", default="0,0.0001,0.001", help="L2 strengths λ (rows)")
-    parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=300, help="epochs of every network")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data, the initialization and the batch order")
     parser.add_argument("--output", default="lab-figures", help="folder for the PNG file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=boundary)

@@ -6,14 +6,14 @@
     ermlab lab merge      unite results folders (a run in several keeps its longest copy)
 
 Each lab subcommand lives in a function ``add_<name>(subcommands)``; the report and
-picture subcommands come from ``ermlab.cli.lab_report`` (``add_commands(subcommands)``)
-when that module exists.
+picture subcommands come from ``ermlab.cli.lab_report`` (``add_commands(subcommands)``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+
+from ermlab.cli import lab_report
 
 DEBUG_HELP = "show tracebacks on errors"
 
@@ -26,10 +26,7 @@ def add_commands(commands) -> None:
                                         help="`ermlab lab LAB_COMMAND --help` lists its options")
     for add in (add_run, add_problems, add_summary, add_merge):
         add(subcommands)
-    if importlib.util.find_spec("ermlab.cli.lab_report") is not None:
-        from ermlab.cli import lab_report
-
-        lab_report.add_commands(subcommands)
+    lab_report.add_commands(subcommands)
     for command in subcommands.choices.values():
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help=DEBUG_HELP)

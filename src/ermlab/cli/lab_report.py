@@ -16,8 +16,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy
-
 
 def add_commands(subcommands) -> None:
     for add in (add_report, add_landscape, add_trajectories, add_boundary, add_table):
@@ -152,6 +150,8 @@ def report(args: argparse.Namespace) -> int:
 
 
 def landscape(args: argparse.Namespace) -> int:
+    import numpy
+
     from ermlab.lab import landscape as lab_landscape
 
     _positive(args, "points", "examples")

@@ -20,6 +20,26 @@ The feature pipeline (default ``hog,hsv-hist``; see ``ermlab.features.parse``)
 is fitted on the training split only and extracted once; its time counts in
 each features row. Accuracy is the test accuracy of the best-validation
 weights; time is wall-clock seconds (feature extraction + training).
+
+Measured on Fashion-MNIST (``ermlab compare``, defaults: features
+``hog:4:2,hsv-hist`` = 1,306 values, Adam 10⁻³, L2 10⁻⁴, batch 128, patience 3,
+at most 10 epochs; 2 shared cores under a load average of 15–22 from other
+jobs, so the times are several times an idle machine's). All 60,000 training
+images (54,000 + 6,000 validation), 10,000 test:
+
+    pixels-softmax 84.1 % (416 s), pixels-svm 83.9 % (420 s),
+    features-softmax 88.2 % (331 s, of which 71 s features for 70,000 images),
+    features-svm 87.9 % (327 s)
+
+``--train-size 10000`` (9,000 + 1,000 validation), all 10,000 test images:
+
+    pixels-softmax 82.5 % (51 s), pixels-svm 82.4 % (42 s),
+    features-softmax 86.0 % (72 s, 25 s features), features-svm 85.4 % (70 s),
+    features-mlp 86.6 % (174 s), pixels-mlp 85.4 % (159 s), cnn (LeNet-5) 85.4 % (1,283 s)
+
+As in the cs231n CIFAR-10 exercises (linear on pixels ≈ 38–40 %, HoG + hue
+histogram + linear SVM ≈ 44–46 %), the features lift a linear classifier by a
+few points (here 4); a network on the features does better again.
 """
 
 from __future__ import annotations

@@ -20,6 +20,18 @@ from ermlab.distributed.inprocess import InProcessServer
 from ermlab.distributed.ray_backend import OnRay
 from ermlab.distributed.sync import SyncDataParallel
 
+# imported the first time they are used: ermlab.distributed.address, ermlab.distributed.hogwild_pool
+SUBMODULES = ("address", "hogwild_pool")
+
+
+def __getattr__(name: str):
+    if name in SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["ActorUpdates", "DelayTolerantAdagrad", "Downpour", "EASGD", "Hogwild",
            "InProcessServer",
            "OnRay", "ParameterServer", "Pulled", "Server", "ShardedServer", "SplitGraph",

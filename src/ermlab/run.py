@@ -206,7 +206,10 @@ def _check_features(full: dict[str, Any]) -> None:
     if not isinstance(full["features"], str):
         raise ValueError(f"config 'features' is a spec such as 'hog,hsv-hist:10'; got "
                          f"{full['features']!r}")
-    parse(full["features"], seed=full["seed"])
+    try:
+        parse(full["features"], seed=full["seed"])
+    except ImportError as error:  # one line: how to install scikit-image
+        raise ValueError(str(error)) from None
     if not _is_mlp(full):
         raise ValueError(f"--features gives the model feature vectors: use --model linear or "
                          f"mlp, not {full['model']}")

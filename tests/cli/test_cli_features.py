@@ -1,6 +1,7 @@
 """``ermlab compare`` and ``ermlab train --features``: the command-line faces of ermlab.features."""
 
 import json
+import sys
 
 import numpy
 import pytest
@@ -120,3 +121,15 @@ def test_train_feature_errors_are_one_line_and_leave_no_run(tmp_path, capsys, ar
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_hsv_histogram_without_scikit_image_says_how_to_install_it(tmp_path, capsys,
+                                                                    monkeypatch, command):
+    data = stripes(tmp_path / "stripes.npz", n=60)
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage → ImportError
+    monkeypatch.setitem(sys.modules, "skimage.color", None)
+    assert main([command, "--dataset", data, "--features", "hog:4:2,hsv-hist",
+                 "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "ermlab[features]"' in err and len(err.strip().splitlines()) == 1

@@ -70,11 +70,14 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
-    results = comparison.compare(
-        args.dataset, args.data_path, args.features, methods, args.train_size, args.test_size,
-        args.epochs, args.patience, args.batch_size, hidden, args.lr, args.l2, args.seed,
-        report=lambda line: print(line, flush=True),
-        on_model=None if output is None else _templates(output))
+    try:
+        results = comparison.compare(
+            args.dataset, args.data_path, args.features, methods, args.train_size,
+            args.test_size, args.epochs, args.patience, args.batch_size, hidden, args.lr,
+            args.l2, args.seed, report=lambda line: print(line, flush=True),
+            on_model=None if output is None else _templates(output))
+    except ImportError as error:  # one line: how to install scikit-image
+        raise ValueError(str(error)) from None
     title = (f"{args.dataset}: {args.train_size or 'all'} training images, "
              f"{args.test_size or 'all'} test images, seed {args.seed}")
     text = comparison.table(results, title)

@@ -91,6 +91,7 @@ class HSVHistogram(Extractor):
 
     def __init__(self, bins: int = 10, channels: str = "h") -> None:
         check_options(bins, channels)
+        _skimage_color()  # a missing scikit-image shows now, not after the other steps
         self.bins, self.channels = int(bins), str(channels)
 
     def config(self) -> dict[str, Any]:

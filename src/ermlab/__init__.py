@@ -21,9 +21,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 SUBMODULES = (
-    "backend", "cli", "config", "data", "distributed", "ensemble", "gradcheck", "gradcheck_suite",
-    "lab", "losses", "nn", "optim", "privacy", "regularizers", "robustness", "run", "selection",
-    "sklearn", "training",
+    "backend", "cli", "config", "data", "distributed", "ensemble", "features", "gradcheck",
+    "gradcheck_suite", "lab", "losses", "nn", "optim", "privacy", "regularizers", "robustness",
+    "run", "selection", "sklearn", "training",
 )
 
 

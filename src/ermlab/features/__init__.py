@@ -19,6 +19,7 @@ on pixels and on features, MLPs and a CNN). ``ermlab train --features hog,hsv-hi
 linear`` and ``ermlab compare`` are the command-line faces.
 """
 
+from ermlab.features import compare
 from ermlab.features.bag_of_words import BagOfWords
 from ermlab.features.equalize import Equalize, equalize
 from ermlab.features.hog import HoG, hog
@@ -32,6 +33,6 @@ from ermlab.features.templates import save_templates, template_images
 
 __all__ = [
     "STEPS", "BagOfWords", "ColourQuantization", "Equalize", "FeaturePipeline", "HSVHistogram",
-    "HoG", "Pixels", "as_images", "equalize", "hog", "hsv_histogram", "parse", "polar_demo",
-    "rgb_to_hsv", "save_templates", "template_images", "to_polar",
+    "HoG", "Pixels", "as_images", "compare", "equalize", "hog", "hsv_histogram", "parse",
+    "polar_demo", "rgb_to_hsv", "save_templates", "template_images", "to_polar",
 ]

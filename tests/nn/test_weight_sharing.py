@@ -270,6 +270,8 @@ def module_cases():
         yield "SplitGraph", SplitGraph(g, [["fc"], ["act", "sum"]]), [(4, 3), (4, 3)]
         from ermlab.robustness import AffineInput  # (issue 14) preprocessing as a box
         yield "AffineInput", AffineInput(normal(1, (3, 2)), normal(2, (3, 2)), (6,)), [(4, 3, 2)]
+        from ermlab.lab.problems.quadratic import NoisyQuadraticModel  # (issue 12) the NQM
+        yield "NoisyQuadraticModel", NoisyQuadraticModel(normal(3, (3,)), rng=0), [(4, 3)]
 
 
 CASES = list(module_cases())

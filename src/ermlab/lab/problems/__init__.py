@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ermlab.lab.problems import catalog, functions, learning, quadratic
 from ermlab.lab.problems.catalog import PROBLEMS, learning_problem, user_problem
 from ermlab.lab.problems.functions import BUDGETS, FUNCTIONS, FunctionProblem
 from ermlab.lab.problems.learning import LearningProblem
 
 BUDGET_NAMES = ("full", "small", "tiny")
 
-__all__ = ["FUNCTIONS", "PROBLEMS", "FunctionProblem", "LearningProblem", "describe", "get",
+__all__ = ["catalog", "functions", "learning", "quadratic"]
+__all__ += ["FUNCTIONS", "PROBLEMS", "FunctionProblem", "LearningProblem", "describe", "get",
            "names", "user_problem"]
 
 

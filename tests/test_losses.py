@@ -14,6 +14,7 @@ from ermlab.losses import (
     MeanSquaredError,
     MulticlassHinge,
     NegativeLogLikelihood,
+    OneVsAllHinge,
     SoftmaxCrossEntropy,
 )
 
@@ -21,6 +22,7 @@ ALL = [
     SoftmaxCrossEntropy,
     NegativeLogLikelihood,
     MulticlassHinge,
+    OneVsAllHinge,
     MeanSquaredError,
     BinaryCrossEntropyWithLogits,
 ]
@@ -42,7 +44,7 @@ def make_batch(loss_cls, shape, seed, dtype=np.float64):
     if loss_cls is NegativeLogLikelihood:
         scores = rng.uniform(0.05, 0.95, shape)
         target = rng.integers(0, c, n)
-    elif loss_cls in (SoftmaxCrossEntropy, MulticlassHinge):
+    elif loss_cls in (SoftmaxCrossEntropy, MulticlassHinge, OneVsAllHinge):
         target = rng.integers(0, c, n)
     elif loss_cls is MeanSquaredError:
         target = scores + rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 1.5, shape)
@@ -284,6 +286,7 @@ def test_failed_forward_clears_the_cache():
 def test_registry():
     assert LOSSES["cross_entropy"] is LOSSES["softmax_cross_entropy"] is SoftmaxCrossEntropy
     assert LOSSES["hinge"] is LOSSES["multiclass_hinge"] is MulticlassHinge
+    assert LOSSES["ova_hinge"] is LOSSES["one_vs_all_hinge"] is OneVsAllHinge
     assert LOSSES["nll"] is NegativeLogLikelihood
     assert LOSSES["mse"] is MeanSquaredError
     assert LOSSES["bce_with_logits"] is BinaryCrossEntropyWithLogits
@@ -360,3 +363,36 @@ def test_label_error_names_value_and_index_in_a_large_batch():
 def test_negative_margin_rejected():
     with pytest.raises(ValueError, match="margin must be a non-negative number"):
         MulticlassHinge(margin=-1.0)
+
+
+# -- one-vs-all hinge ----------------------------------------------------------------------------
+
+
+def test_one_vs_all_hinge_by_hand():
+    """s = [2, 0.5, −3], y = 0: terms max(0, 1 − 2) + max(0, 1 + 0.5) + max(0, 1 − 3) = 1.5;
+    ∂/∂s = [0, +1, 0] (only class 1's machine is inside its margin, on the wrong side)."""
+    loss = OneVsAllHinge()
+    assert loss.forward(np.array([[2.0, 0.5, -3.0]]), [0]) == 1.5
+    np.testing.assert_array_equal(loss.backward(), [[0.0, 1.0, 0.0]])
+    loss = OneVsAllHinge(margin=3.0)  # now the true class is inside too: 1 + 3.5 + 0
+    assert loss.forward(np.array([[2.0, 0.5, -3.0]]), [0]) == 4.5
+    np.testing.assert_array_equal(loss.backward(), [[-1.0, 1.0, 0.0]])
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_one_vs_all_hinge_is_the_sum_of_scikit_learns_binary_hinges(weighted):
+    """Independent oracle: sklearn.metrics.hinge_loss of each class's binary problem (labels
+    ±1, decision s_c), summed over the classes."""
+    from sklearn.metrics import hinge_loss
+
+    scores, labels, weight = make_batch(OneVsAllHinge, (40, 5), 11)
+    w = weight if weighted else None
+    expected = sum(hinge_loss(np.where(labels == c, 1, -1), scores[:, c], sample_weight=w)
+                   for c in range(5))
+    assert OneVsAllHinge().forward(scores, labels, sample_weight=w) == pytest.approx(
+        expected, rel=1e-12)
+
+
+def test_one_vs_all_hinge_bad_margin():
+    with pytest.raises(ValueError, match="margin must be a non-negative number"):
+        OneVsAllHinge(margin=-1)

@@ -16,7 +16,8 @@ Keys (``DEFAULTS`` holds the defaults):
   ``weight_init`` (None: He for ReLU-like, Glorot otherwise), ``dropout`` (drop
   probability p of an ``ermlab.nn.Dropout`` after every hidden activation),
   ``batch_norm`` (a ``BatchNorm1d`` before every hidden activation);
-* loss — ``loss``: ``cross_entropy`` or ``hinge`` (classification, integer
+* loss — ``loss``: ``cross_entropy``, ``hinge`` (Weston-Watkins multiclass SVM) or
+  ``ova_hinge`` (one-vs-all SVMs) (classification, integer
   labels), ``mse`` or ``bce_with_logits`` (real or 0/1 targets);
 * optimizer — ``optimizer`` (a first-order ``ermlab.optim`` class, lower case:
   sgd, adam, adamw, nadam, rmsprop, ...), ``lr`` (None: the optimizer's own
@@ -61,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "min_delta": 0.0,
 }
 
-CLASSIFICATION_LOSSES = ("cross_entropy", "hinge")
+CLASSIFICATION_LOSSES = ("cross_entropy", "hinge", "ova_hinge")
 REGRESSION_LOSSES = ("mse", "bce_with_logits")
 FALLBACK_LR = 0.1
 

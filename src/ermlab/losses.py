@@ -213,6 +213,52 @@ class MulticlassHinge(Loss):
         return f"margin={self.margin}"
 
 
+class OneVsAllHinge(Loss):
+    """One-vs-all (one-vs-rest) linear SVMs: one binary hinge loss per class, summed,
+    so that one SGD run trains all C machines at once (the 2011 ImageNet winner's
+    classifiers, features + one-vs-all SVMs):
+
+        l(s, y) = Σ_c max(0, Δ − t_c s_c),   t_c = +1 if c = y, −1 otherwise
+
+        ∂l/∂s_c = −t_c 1[Δ − t_c s_c > 0]
+
+    (Δ = ``margin``, default 1; a subgradient: at a kink the term counts as inactive).
+    Class c's machine sees only its own score s_c; prediction takes argmax_c s_c. Unlike
+    ``MulticlassHinge`` (Weston & Watkins), no term compares two classes' scores.
+    scikit-learn's ``SGDClassifier(loss="hinge")`` trains the same C binary problems,
+    each with its own mean; summing them here only scales each machine's step.
+    """
+
+    def __init__(self, margin: float = 1.0) -> None:
+        super().__init__()
+        margin = float(margin)
+        if not margin >= 0:
+            raise ValueError(f"margin must be a non-negative number; got {margin}")
+        self.margin = margin
+
+    def forward(self, scores: Any, y: Any, sample_weight: Any = None) -> float:
+        self._cache = None
+        xp, scores = _check_scores(scores, self, classes=True)
+        n, c = scores.shape
+        labels = _check_labels(xp, y, n, c)
+        scale = _sample_scale(xp, sample_weight, n, scores.dtype)
+        signs = xp.full(scores.shape, -1, dtype=scores.dtype)
+        signs[xp.arange(n), labels] = 1
+        margins = signs * scores
+        xp.subtract(self.margin, margins, out=margins)
+        xp.maximum(margins, 0, out=margins)
+        self._cache = (margins > 0, signs, scale)
+        return _mean(margins.sum(axis=1), scale)
+
+    def _gradient(self, active: Any, signs: Any, scale: Any) -> Any:
+        grad = -(signs * active)
+        grad *= _rows(scale, grad.ndim)
+        return grad
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"
+
+
 class MeanSquaredError(Loss):
     """Squared error, averaged over the K output components of each sample:
 
@@ -301,6 +347,8 @@ LOSSES: dict[str, type[Loss]] = {
     "nll": NegativeLogLikelihood,
     "hinge": MulticlassHinge,
     "multiclass_hinge": MulticlassHinge,
+    "ova_hinge": OneVsAllHinge,
+    "one_vs_all_hinge": OneVsAllHinge,
     "mse": MeanSquaredError,
     "bce_with_logits": BinaryCrossEntropyWithLogits,
 }

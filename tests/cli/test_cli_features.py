@@ -133,3 +133,17 @@ def test_hsv_histogram_without_scikit_image_says_how_to_install_it(tmp_path, cap
                  "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert 'pip install "ermlab[features]"' in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_one_vs_all_svms_on_digits(tmp_path):
+    """--model linear --loss ova_hinge: C binary SVMs trained together by SGD; each class's
+    machine separates its class from the rest (score > 0 mostly on its own class)."""
+    from ermlab import run
+
+    out = tmp_path / "ova"
+    assert main(["train", "--model", "linear", "--loss", "ova_hinge", "--epochs", "30",
+                 "--patience", "none", "-o", str(out), "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9  # chance: 0.1
+    restored = run.restore(out)
+    assert restored.trainer.loss.__class__.__name__ == "OneVsAllHinge"

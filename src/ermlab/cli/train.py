@@ -94,14 +94,15 @@ _HELP = {
     "data_path": "read the dataset from this directory or file instead of the cache "
                  "(e.g. a folder with the MNIST files, .gz or not)",
     "model": "mlp (default), linear (one Linear layer: softmax regression, or a multiclass "
-             "SVM with --loss hinge) or a model-zoo name such as lenet5, resnet20",
+             "SVM with --loss hinge, one-vs-all SVMs with --loss ova_hinge) or a model-zoo "
+             "name such as lenet5, resnet20",
     "features": "image features computed before a linear model or MLP, fitted on the training "
                 "split and saved with the run, e.g. hog,hsv-hist:10 or equalize,hog:4:2,bow:64 "
                 "(steps: hog[:CELL[:BLOCK]], hsv-hist[:BINS], quantize[:COLOURS], "
                 "bow[:WORDS[:PATCH]], equalize, pixels; see ermlab.features)",
     "hidden": "MLP hidden widths, e.g. 512,256 (default 128); '' for no hidden layer",
     "activation": "hidden activation: relu (default), tanh, sigmoid, leaky_relu, elu, ...",
-    "loss": "cross_entropy (default) or hinge",
+    "loss": "cross_entropy (default), hinge (multiclass SVM) or ova_hinge (one-vs-all SVMs)",
     "optimizer": "sgd, adam (default), adamw, nadam, rmsprop, adagrad, adadelta, adamax, ..., "
                  "delaytolerantadagrad (for --distributed downpour's server)",
     "lr": "learning rate (default: the optimizer's; 0.1 for sgd)",

@@ -11,6 +11,7 @@ pixels-softmax     pixels − mean training image    Linear, softmax cross-entro
 pixels-svm         pixels − mean training image    Linear, multiclass hinge (Weston-Watkins)
 features-softmax   features, standardized          Linear, softmax cross-entropy
 features-svm       features, standardized          Linear, multiclass hinge
+features-ova-svm   features, standardized          Linear, one-vs-all hinge (C binary SVMs)
 features-mlp       features, standardized          MLP (``hidden``), softmax cross-entropy
 pixels-mlp         pixels − mean training image    MLP (``hidden``), softmax cross-entropy
 cnn                images − mean training image    LeNet-5, softmax cross-entropy
@@ -56,6 +57,7 @@ METHODS: dict[str, tuple[str, str, str]] = {  # name: (inputs, model, loss)
     "pixels-svm": ("pixels", "linear", "hinge"),
     "features-softmax": ("features", "linear", "cross_entropy"),
     "features-svm": ("features", "linear", "hinge"),
+    "features-ova-svm": ("features", "linear", "ova_hinge"),
     "features-mlp": ("features", "mlp", "cross_entropy"),
     "pixels-mlp": ("pixels", "mlp", "cross_entropy"),
     "cnn": ("images", "lenet5", "cross_entropy"),

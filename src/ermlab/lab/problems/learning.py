@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy
 
+from ermlab.config import CLASSIFICATION_LOSSES
 from ermlab.training.callbacks.base import Callback
 
 
@@ -119,7 +120,7 @@ class LearningProblem:
 
     @property
     def classification(self) -> bool:
-        return self.loss in ("cross_entropy", "hinge")
+        return self.loss in CLASSIFICATION_LOSSES
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "learning", "name": self.name, "loss": self.loss,

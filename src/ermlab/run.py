@@ -53,7 +53,7 @@ both). Its training keys are ``ermlab.config``'s vocabulary (``hidden``,
   ``shards``, ``delay`` of EASGD); ``backend``: ``inprocess`` (default: the
   workers take turns in this process; Hogwild: worker processes on this
   machine) or ``ray`` (``ermlab.distributed.ray_backend.OnRay``: sync,
-  downpour and asynchronous easgd on Ray actors, a local Ray unless
+  downpour and easgd (asynchronous or synchronous, shards too) on Ray actors, a local Ray unless
   ``address`` — or ``RAY_ADDRESS`` — names a cluster to join; ``address``
   alone implies ``ray``; a resume may change the address). Downpour's server
   optimizer defaults to ``adagrad`` (Dean et al.), Hogwild's workers run

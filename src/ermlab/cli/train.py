@@ -130,8 +130,8 @@ _HELP = {
                    "(elastic averaging)",
     "workers": "number of workers N ≥ 1 of --distributed (default 2)",
     "backend": "inprocess (default: sync/downpour/easgd workers take turns in this process, "
-               "hogwild's are processes on this machine) or ray (sync, downpour and "
-               "asynchronous easgd on Ray actors; pip install \"ermlab[distributed]\")",
+               "hogwild's are processes on this machine) or ray (sync, downpour and easgd, "
+               "shards too, on Ray actors; pip install \"ermlab[distributed]\")",
     "address": "a Ray cluster to join, e.g. HEAD:6379 or auto after `ray start --head` "
                "(implies --backend ray; default RAY_ADDRESS, else a local Ray)",
     "n_fetch": "downpour: a worker pulls the parameters every N_FETCH of its steps (default 1)",

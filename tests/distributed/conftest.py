@@ -1,9 +1,33 @@
 """One Ray for the whole test session (2 CPUs), started only by the tests that ask for it."""
 
+import os
 import shutil
 import tempfile
+import time
 
 import pytest
+
+
+def _processes_using(directory):
+    """PIDs whose command line names ``directory`` (Ray's processes of that session)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if directory.encode() in f.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def _remove_after_exit(directory, timeout=20.0):
+    """Remove Ray's session directory once its processes are gone (a dying worker still
+    writes its logs there), so no /tmp/ermray* is left behind."""
+    deadline = time.monotonic() + timeout
+    while _processes_using(directory) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -24,4 +48,4 @@ def ray_session():
         pytest.skip(f"Ray cannot start here: {type(error).__name__}: {error}")
     yield ray
     ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
+    _remove_after_exit(temp)

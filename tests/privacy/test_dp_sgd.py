@@ -132,3 +132,40 @@ def test_batch_norm_model_refused_when_the_trainer_is_built():
     with pytest.raises(ValueError, match="batch normalization") as error:
         trainer_with(DPSGD(1.0, 1.0), model=model)
     assert "\n" not in str(error.value)
+
+
+def test_empty_poisson_batches_step_on_noise_without_augment_or_adversary():
+    """q = 1/20 on 20 examples: about a third of the batches are empty. They still step
+    (noise alone) but augment and the adversary never see 0 rows — AsImages cannot even
+    reshape an empty batch. Adversarial training is allowed with DP-SGD: each example's
+    perturbation depends on that example and θ only, so its sensitivity is unchanged."""
+    from ermlab.data.transforms import AsImages, RandomHorizontalFlip
+    from ermlab.robustness import FGSM
+
+    rng = numpy.random.default_rng(0)
+    x, y = rng.uniform(0, 1, (20, 6)).astype("float32"), rng.integers(0, 3, 20)
+    flip, fgsm, seen = AsImages(RandomHorizontalFlip(), (1, 2, 3)), FGSM(eps=0.1), []
+
+    def augment(xb, r):
+        seen.append(("augment", len(xb)))
+        return flip(xb, r)
+
+    def adversary(model, xb, yb, **options):
+        seen.append(("adversary", len(xb)))
+        return fgsm(model, xb, yb, **options)
+
+    class Sizes:
+        def __init__(self):
+            self.sizes = []
+
+        def on_batch_end(self, trainer, logs):
+            self.sizes.append(logs["size"])
+
+    sizes = Sizes()
+    trainer = trainer_with(DPSGD(max_grad_norm=1.0, noise_multiplier=1.0, delta=1e-3),
+                           augment=augment, adversary=adversary, callbacks=[sizes])
+    trainer.fit(x, y, epochs=2, batch_size=1)
+    assert trainer.step == 40 and len(sizes.sizes) == 40
+    assert sizes.sizes.count(0) >= 5                                 # empty batches happened
+    assert sorted(n for _, n in seen)[0] > 0                         # never called on 0 rows
+    assert [n for what, n in seen if what == "augment"] == [n for n in sizes.sizes if n]

@@ -18,7 +18,10 @@ the run stops before an epoch that would spend more.
 Trainer's batches (Poisson instead of shuffled, ⌈N / batch_size⌉ steps per epoch,
 q = 1 / steps, as Opacus's ``DPDataLoader``) and its update; the forward pass, the loss,
 callbacks, validation, history and checkpoints stay the Trainer's. A resumed run
-accounts for the steps already taken (``trainer.step``), at the same q and σ.
+accounts for the steps already taken (``trainer.step``), at the same q and σ. An empty
+Poisson batch is a step of noise alone: the Trainer's ``augment`` and ``adversary`` are
+not called on its 0 rows. Adversarial training goes with DP-SGD: an example's
+perturbation depends on that example and θ only, so its sensitivity stays C.
 
 Warnings. Noise comes from the Trainer's seeded NumPy generator (PCG64), which is not
 cryptographically secure (Opacus's default too; its ``secure_mode`` is not offered

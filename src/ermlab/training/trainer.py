@@ -250,7 +250,7 @@ class Trainer:
             if size == 0 and self.privacy is None:  # DP-SGD steps on an empty batch too
                 continue
             xb = x[index]
-            if self.augment is not None:
+            if self.augment is not None and len(index):  # an empty DP batch: noise alone
                 xb = self.augment(xb, self.rng)
             yb = y[index]
             if self.adversary is not None and len(index):

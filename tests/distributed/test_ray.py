@@ -36,6 +36,35 @@ def test_options_ray_cannot_run_are_refused_before_anything_starts(strategy, mat
         OnRay(Downpour(workers=1), steps_per_call=0)
 
 
+def _closed_port():
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+def test_an_unreachable_cluster_is_one_line_when_onray_is_built(where, monkeypatch):
+    """The Python API checks the address as the CLI does, instead of hanging in ray.init."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
+    address = f"127.0.0.1:{_closed_port()}"
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if where == "environment":
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    start = time.monotonic()
+    with pytest.raises(ValueError) as error:
+        OnRay(Downpour(workers=1), address=address if where == "argument" else None)
+    assert time.monotonic() - start < 5
+    message = str(error.value)
+    name = f"OnRay's address {address}" if where == "argument" else f"RAY_ADDRESS={address}"
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"{name}: no Ray cluster answers at {address}"), message
+    assert "ray start --head" in message
+    with pytest.raises(ValueError, match="OnRay's address head-node is not a cluster address"):
+        OnRay(Downpour(workers=1), address="head-node")
+
+
 def test_downpour_one_worker_equals_in_process(ray_session):
     x, y = blobs(90)
     local = mlp_trainer(optimizer=adagrad, strategy=Downpour(workers=1))

@@ -18,20 +18,21 @@ import socket
 FORMS = "HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto"
 
 
-def check_address(address: str | None, timeout: float = 5.0) -> None:
+def check_address(address: str | None, timeout: float = 5.0, option: str = "--address") -> None:
     """Raise a one-line ``ValueError`` unless the cluster ``address`` (default:
-    ``RAY_ADDRESS``) names answers within ``timeout`` seconds, or Ray is not installed."""
+    ``RAY_ADDRESS``) names answers within ``timeout`` seconds, or Ray is not installed.
+    ``option`` names where ``address`` came from in the message (``"OnRay's address"``)."""
     given = address if address is not None else (os.environ.get("RAY_ADDRESS") or None)
     if given is None or given == "local":
         return
-    what = f"--address {given}" if address is not None else f"RAY_ADDRESS={given}"
+    what = f"{option} {given}" if address is not None else f"RAY_ADDRESS={given}"
     from ermlab.distributed.ray_backend import import_ray
 
     try:
         import_ray()
     except ImportError as error:
         raise ValueError(str(error)) from None
-    target = _running_cluster(what) if given == "auto" else given
+    target = _running_cluster(what, option) if given == "auto" else given
     if target is None:
         return
     host, port = _host_port(what, target.removeprefix("ray://"))
@@ -43,10 +44,10 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
                   else error.strerror or type(error).__name__)
         raise ValueError(f"{what}: no Ray cluster answers at {host}:{port} ({reason}); start "
                          f"one there (`ray start --head --port={port}` on that machine) or "
-                         "leave out --address and RAY_ADDRESS for a local Ray") from None
+                         f"leave out {option} and RAY_ADDRESS for a local Ray") from None
 
 
-def _running_cluster(what: str) -> str | None:
+def _running_cluster(what: str, option: str) -> str | None:
     """The address ``auto`` stands for (Ray's own lookup), or None if Ray cannot tell."""
     try:
         from ray._private.services import canonicalize_bootstrap_address
@@ -56,7 +57,7 @@ def _running_cluster(what: str) -> str | None:
         return canonicalize_bootstrap_address("auto")
     except ConnectionError:
         raise ValueError(f"{what}: no running Ray cluster found on this machine; start one "
-                         "with `ray start --head`, or name its HEAD:PORT") from None
+                         "with `ray start --head`, or name its HEAD:PORT in " + option) from None
 
 
 def _host_port(what: str, text: str) -> tuple[str, int]:

@@ -179,7 +179,8 @@ class OnRay(Strategy):
     Args:
         strategy: the in-process strategy whose options to run (``delay`` must be 0).
         address: a Ray cluster to join (``"auto"``, ``"HEAD:6379"``); default
-            ``RAY_ADDRESS``, else a local Ray.
+            ``RAY_ADDRESS``, else a local Ray. Checked here (``address.check_address``):
+            a cluster that does not answer is a one-line ``ValueError`` at once.
         num_cpus: CPUs of a local Ray (default: all of the machine's).
         object_store_memory: bytes of a local Ray's object store (default 256 MiB).
         max_restarts: restarts of a killed asynchronous worker (Ray actor restarts).
@@ -203,6 +204,9 @@ class OnRay(Strategy):
         if getattr(strategy, "delay", 0):
             raise ValueError("delay simulates staleness in process; on Ray staleness is real — "
                              "use delay=0")
+        from ermlab.distributed.address import check_address
+
+        check_address(address, option="OnRay's address")  # not minutes of ray.init retries
         self.strategy = strategy
         self.workers = strategy.workers
         self.shards = getattr(strategy, "shards", 1)

@@ -3,10 +3,12 @@ in-process strategies where the order is deterministic; a 2-worker sharded run l
 its sharded server state goes through a checkpoint."""
 
 import numpy as np
+import pytest
 from strategy_helpers import assert_weights_close, blobs, mlp_trainer, weights
 
 from ermlab import optim
 from ermlab.distributed import EASGD, Downpour, OnRay
+from ermlab.training.checkpoint import CheckpointError
 
 
 def adagrad(p):
@@ -27,12 +29,25 @@ def test_downpour_shards_one_worker_equals_in_process_shards(ray_session):
     assert sum(remote.strategy.staleness().values()) == 2 * 12  # a push counts once per shard
 
 
+def test_a_saved_state_of_another_shard_count_is_refused_when_loaded():
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
+    strategy = OnRay(Downpour(workers=1, shards=2))
+    with pytest.raises(ValueError, match=r"has 1 shard\(s\); this run has shards=2 — resume "
+                                         r"with shards=1"):
+        strategy.load_state_dict({"clock": 4, "server": {"version": 4}})
+    assert strategy.state_dict() == {}  # nothing taken
+
+
 def test_two_workers_on_two_shards_learn_and_resume(ray_session, tmp_path):
     x, y = blobs(128, seed=3)
     first = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2, shards=2)))
     history = first.fit(x, y, epochs=2, batch_size=8)
     assert first.evaluate(x, y)["accuracy"] > 0.8 and history["server_updates"][-1] == 32
     path = first.save(tmp_path / "run")
+    other = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2, shards=3)))
+    with pytest.raises(CheckpointError, match=r"has 2 shard\(s\); this run has shards=3"):
+        other.resume(path)  # refused on resume, before any actor starts
+    assert other.strategy.servers is None and other.strategy._actors is None
     second = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2, shards=2)))
     second.resume(path)
     assert second.fit(x, y, epochs=1, batch_size=8)["server_updates"][-1] == 48

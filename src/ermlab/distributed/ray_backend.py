@@ -318,11 +318,6 @@ class OnRay(Strategy):
         saved = self._saved.get("server")
         if not saved:
             return
-        if isinstance(saved, list) != (self.shards > 1) or (
-                isinstance(saved, list) and len(saved) != self.shards):
-            count = len(saved) if isinstance(saved, list) else 1
-            raise ValueError(f"the saved server state has {count} shard(s); this run has "
-                             f"shards={self.shards}")
         states = saved if isinstance(saved, list) else [{"server": saved}]
         ray.get([server.load.remote(state) for server, state in zip(self.servers, states)])
 
@@ -598,6 +593,13 @@ class OnRay(Strategy):
         return dict(self._saved)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The saved counters, refused before any actor starts when their shard count
+        differs from this run's."""
+        saved = state.get("server")
+        count = len(saved) if isinstance(saved, list) else 1
+        if saved and count != self.shards:
+            raise ValueError(f"the saved server state has {count} shard(s); this run has "
+                             f"shards={self.shards} — resume with shards={count}")
         self._saved = dict(state)
         if self.servers is not None:
             self._load_servers(import_ray())

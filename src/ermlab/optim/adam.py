@@ -19,6 +19,7 @@ from ermlab.optim.inplace import (
     Block,
     InPlaceOptimizer,
     add_scaled_square_,
+    axpy_,
     hidden_by_eps,
     lerp_,
 )
@@ -145,8 +146,7 @@ class Adam(_AdamFamily):
         d /= bias_correction2_sqrt
         d += group["eps"]
         xp.divide(m, d, out=d)
-        d *= -step_size
-        block.data += d
+        axpy_(block.data, -step_size, d, d)
 
 
 class AdamW(Adam):

@@ -7,7 +7,7 @@ from typing import Any
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.inplace import FLUSH_BELOW, Block, InPlaceOptimizer
+from ermlab.optim.inplace import FLUSH_BELOW, Block, InPlaceOptimizer, axpy_
 from ermlab.optim.traits import Traits
 
 MOMENTUM_FORMS = ("torch", "classic")
@@ -158,8 +158,7 @@ class SGD(InPlaceOptimizer):
         if group["nesterov"] == "lookahead":
             self._lookahead_update(block, g, lr, mu)
         elif not mu:
-            d = xp.multiply(g, -lr, out=block.scratch(1))
-            block.data += d
+            axpy_(block.data, -lr, g, block.scratch(1))
         elif group["momentum_form"] == "torch":
             self._torch_update(block, g, group, first)
         else:
@@ -181,10 +180,9 @@ class SGD(InPlaceOptimizer):
         if group["nesterov"]:
             xp.multiply(v, mu, out=d)
             d += g
-            d *= -lr
+            axpy_(block.data, -lr, d, d)
         else:
-            xp.multiply(v, -lr, out=d)
-        block.data += d
+            axpy_(block.data, -lr, v, d)
 
     def _classic_update(self, block, g, group, first) -> None:
         xp = array_module(block.data)

@@ -142,11 +142,12 @@ class Adam(_AdamFamily):
         add_scaled_square_(v, g, 1 - beta2, d)
         if group["amsgrad"]:
             v = xp.maximum(block.state["max_exp_avg_sq"], v, out=block.state["max_exp_avg_sq"])
+        # γ/(1 − β₁ᵗ) · m/(√v/b + ε) = γb/(1 − β₁ᵗ) · m/(√v + εb), b = √(1 − β₂ᵗ): one
+        # pass fewer than torch's order (equal up to rounding, a few ulps)
         xp.sqrt(v, out=d)
-        d /= bias_correction2_sqrt
-        d += group["eps"]
+        d += group["eps"] * bias_correction2_sqrt
         xp.divide(m, d, out=d)
-        axpy_(block.data, -step_size, d, d)
+        axpy_(block.data, -step_size * bias_correction2_sqrt, d, d)
 
 
 class AdamW(Adam):
@@ -349,8 +350,6 @@ class NAdam(_AdamFamily):
         xp.sqrt(denom, out=denom)
         denom += group["eps"]
         xp.divide(g, denom, out=d)
-        d *= grad_coef
-        block.data += d
+        axpy_(block.data, grad_coef, d, d)
         xp.divide(m, denom, out=d)
-        d *= exp_avg_coef
-        block.data += d
+        axpy_(block.data, exp_avg_coef, d, d)

@@ -256,8 +256,7 @@ class Adamax(_AdamFamily):
         d += group["eps"]
         xp.maximum(u, d, out=u)
         xp.divide(m, u, out=d)
-        d *= -clr
-        block.data += d
+        axpy_(block.data, -clr, d, d)
 
 
 class NAdam(_AdamFamily):

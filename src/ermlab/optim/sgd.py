@@ -177,10 +177,9 @@ class SGD(InPlaceOptimizer):
                 v += xp.multiply(g, 1 - damp, out=d)
             else:
                 v += g
-        if group["nesterov"]:
-            xp.multiply(v, mu, out=d)
-            d += g
-            axpy_(block.data, -lr, d, d)
+        if group["nesterov"]:  # θ ← θ − γg − γμv: two passes over θ instead of forming g + μv
+            axpy_(block.data, -lr, g, d)
+            axpy_(block.data, -lr * mu, v, d)
         else:
             axpy_(block.data, -lr, v, d)
 

@@ -67,6 +67,12 @@ to a worker (~50 µs) costs more than it saves; parameters under
 cores are busy with other work, extra threads only add contention: set
 ``ERMLAB_NUM_THREADS=1`` there.
 
+The last pass of most rules, θ ← θ + a·d, is ``axpy_``: BLAS ``?axpy`` from
+SciPy on C-contiguous float32/float64 arrays (one pass instead of a multiply
+and an add, no temporary, rounded once as torch's ``add_(d, alpha=a)``); the
+BLAS libraries run on one thread while a step runs (restored after), since
+the lanes above are the step's threads.
+
 A subclass writes the rule in two parts: ``scalars(param, group, state)``,
 called once per parameter per step after ``state["step"]`` has been
 incremented by the base (bias corrections, schedules, lazily created state

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy
 import pytest
 
-from ermlab import losses, nn
+from ermlab import losses, nn, optim
 from ermlab.distributed.hogwild import SEGMENT_PREFIX, Hogwild, available_cpus, epoch_order
 from ermlab.nn.models import mlp
 
@@ -125,15 +125,16 @@ def test_one_worker_model_is_sequential_sgd_exactly():
     assert hw.stats_["conflicts"] == 0
     assert hw.stats_["writes"] == 2 * math.ceil(40 / 6) * model.num_parameters()
     twin.train()
+    sgd = optim.SGD(twin.parameters(), lr=0.1)  # θ ← θ − αg rounded once, as the workers' SGD
     for epoch in range(2):
+        sgd.param_groups[0]["lr"] = 0.1 * 0.5**epoch
         order = epoch_order(len(x), 3, epoch)
         for b in range(0, len(x), 6):
             index = order[b:b + 6]
             loss.forward(twin.forward(x[index]), y[index])
             twin.zero_grad()
             twin.backward(loss.backward(), input_grad=False)
-            for p in twin.parameters():
-                p.data -= (0.1 * 0.5**epoch) * p.grad
+            sgd.step()
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         numpy.testing.assert_array_equal(p.data, q.data, err_msg=name)
     assert any(not numpy.array_equal(p.data, q.data)

@@ -166,7 +166,21 @@ class NegativeLogLikelihood(Loss):
         return grad
 
 
-class MulticlassHinge(Loss):
+class _Hinge(Loss):
+    """A hinge loss with margin Δ ≥ 0 (``margin``, default 1)."""
+
+    def __init__(self, margin: float = 1.0) -> None:
+        super().__init__()
+        margin = float(margin)
+        if not margin >= 0:
+            raise ValueError(f"margin must be a non-negative number; got {margin}")
+        self.margin = margin
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"
+
+
+class MulticlassHinge(_Hinge):
     """Multiclass SVM (hinge) loss of Weston & Watkins (1999), as in cs231n:
 
         l(s, y) = Σ_{j≠y} max(0, Δ + s_j − s_y)          (Δ = ``margin``, default 1)
@@ -180,13 +194,6 @@ class MulticlassHinge(Loss):
     C · ``multi_margin_loss(s, y, margin=Δ)``. Crammer & Singer (2001) take the
     max over j ≠ y instead of the sum; that is a different loss.
     """
-
-    def __init__(self, margin: float = 1.0) -> None:
-        super().__init__()
-        margin = float(margin)
-        if not margin >= 0:
-            raise ValueError(f"margin must be a non-negative number; got {margin}")
-        self.margin = margin
 
     def forward(self, scores: Any, y: Any, sample_weight: Any = None) -> float:
         self._cache = None
@@ -209,11 +216,8 @@ class MulticlassHinge(Loss):
         grad *= _rows(scale, grad.ndim)
         return grad
 
-    def extra_repr(self) -> str:
-        return f"margin={self.margin}"
 
-
-class OneVsAllHinge(Loss):
+class OneVsAllHinge(_Hinge):
     """One-vs-all (one-vs-rest) linear SVMs: one binary hinge loss per class, summed,
     so that one SGD run trains all C machines at once (the 2011 ImageNet winner's
     classifiers, features + one-vs-all SVMs):
@@ -228,13 +232,6 @@ class OneVsAllHinge(Loss):
     scikit-learn's ``SGDClassifier(loss="hinge")`` trains the same C binary problems,
     each with its own mean; summing them here only scales each machine's step.
     """
-
-    def __init__(self, margin: float = 1.0) -> None:
-        super().__init__()
-        margin = float(margin)
-        if not margin >= 0:
-            raise ValueError(f"margin must be a non-negative number; got {margin}")
-        self.margin = margin
 
     def forward(self, scores: Any, y: Any, sample_weight: Any = None) -> float:
         self._cache = None
@@ -254,9 +251,6 @@ class OneVsAllHinge(Loss):
         grad = -(signs * active)
         grad *= _rows(scale, grad.ndim)
         return grad
-
-    def extra_repr(self) -> str:
-        return f"margin={self.margin}"
 
 
 class MeanSquaredError(Loss):

@@ -552,23 +552,34 @@ def _summarize(reports: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
 
 def _worker_main(rank: int, specs: dict[str, tuple], config: dict[str, Any], pipe: Any) -> None:
     """Entry point of a worker process: attach, train its share, report, detach."""
+    with worker_process(specs, pipe) as arrays:
+        train = _train_linear if config["kind"] == "linear" else _train_model
+        report = train(rank, arrays, config)
+        pipe.send(("ok", report))
+
+
+@contextlib.contextmanager
+def worker_process(specs: dict[str, tuple], pipe: Any) -> Iterator[dict[str, numpy.ndarray]]:
+    """A worker's life around its work: Ctrl-C ignored (the parent stops the workers), BLAS on
+    one thread, the shared segments ``specs`` attached as arrays; an error is sent to the
+    parent through ``pipe`` (which raises it) instead of propagating; the segments are
+    detached and the pipe closed however the work ends. The body must drop its own views
+    into the arrays before it ends, so that the segments can be closed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     handles: list[shared_memory.SharedMemory] = []
+    arrays: dict[str, numpy.ndarray] = {}
     try:
         with _blas_limited():
-            arrays = {}
             for key, (name, shape, dtype) in specs.items():
                 handle = shared_memory.SharedMemory(name=name)
                 handles.append(handle)
                 arrays[key] = numpy.ndarray(shape, numpy.dtype(dtype), buffer=handle.buf)
-            train = _train_linear if config["kind"] == "linear" else _train_model
-            report = train(rank, arrays, config)
-            del arrays
-        pipe.send(("ok", report))
+            yield arrays
     except BaseException as error:  # reported to the parent, which raises it
         with contextlib.suppress(OSError):
             pipe.send(("error", (f"{type(error).__name__}: {error}", traceback.format_exc())))
     finally:
+        arrays.clear()
         for handle in handles:
             with contextlib.suppress(BufferError):
                 handle.close()

@@ -42,15 +42,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import signal
 import time
-import traceback
 from typing import Any
 
 import numpy
 
 from ermlab.distributed.hogwild import (
-    _blas_limited,
     _collect,
     _death,
     _exit_if_orphaned,
@@ -58,6 +55,7 @@ from ermlab.distributed.hogwild import (
     _single_threaded_environment,
     _stop,
     epoch_order,
+    worker_process,
 )
 
 
@@ -194,36 +192,18 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, numpy.ndarray]:
 
 def _worker_loop(rank: int, specs: dict[str, tuple], setup: dict[str, Any], pipe: Any) -> None:
     """Attach once, then run one epoch per message until told to stop (or the parent is gone)."""
-    from multiprocessing import shared_memory
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    handles: list[Any] = []
-    try:
-        with _blas_limited():
-            arrays = {}
-            for key, (name, shape, dtype) in specs.items():
-                handle = shared_memory.SharedMemory(name=name)
-                handles.append(handle)
-                arrays[key] = numpy.ndarray(shape, numpy.dtype(dtype), buffer=handle.buf)
-            optimizer = _bind(setup, arrays["w"])
-            while True:
-                try:
-                    message = pipe.recv()
-                except EOFError:  # the parent is gone
-                    break
-                if message[0] == "stop":
-                    break
-                _, epoch, rates = message
-                pipe.send(("ok", _epoch(rank, arrays, setup, optimizer, epoch, rates)))
-            del arrays, optimizer
-    except BaseException as error:  # reported to the parent, which raises it
-        with contextlib.suppress(OSError):
-            pipe.send(("error", (f"{type(error).__name__}: {error}", traceback.format_exc())))
-    finally:
-        for handle in handles:
-            with contextlib.suppress(BufferError):
-                handle.close()
-        pipe.close()
+    with worker_process(specs, pipe) as arrays:
+        optimizer = _bind(setup, arrays["w"])
+        while True:
+            try:
+                message = pipe.recv()
+            except EOFError:  # the parent is gone
+                break
+            if message[0] == "stop":
+                break
+            _, epoch, rates = message
+            pipe.send(("ok", _epoch(rank, arrays, setup, optimizer, epoch, rates)))
+        del optimizer
 
 
 def _bind(setup: dict[str, Any], flat: numpy.ndarray) -> Any:

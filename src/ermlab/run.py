@@ -425,24 +425,14 @@ class Inputs:
         a run trained on [0, 1]. ``x`` is read block by block; its ``Moments``
         (minimum and maximum), when given, spare that pass when nothing is far.
         """
-        from ermlab.data.rows import row_chunks
 
         span = float(self.maximum.max() - self.minimum.min()) or 1.0
         low, high = self.minimum - span, self.maximum + span
         if moments is not None and moments.count and bool(
                 (moments.minimum >= low).all() and (moments.maximum <= high).all()):
             return
-        count = rows = offset = 0
-        first = None
-        for chunk in row_chunks(x):
-            far = (chunk < low) | (chunk > high)
-            if far.any():
-                count += int(far.sum())
-                rows += int(far.reshape(len(chunk), -1).any(axis=1).sum())
-                if first is None:
-                    at = numpy.unravel_index(int(numpy.flatnonzero(far)[0]), chunk.shape)
-                    first, value = (offset + int(at[0]), *at[1:]), chunk[at]
-            offset += len(chunk)
+        count, rows, first, value = flagged_values(
+            x, lambda chunk: (chunk < low) | (chunk > high))
         if not count:
             return
         row, feature = first[0], first[1:] if len(first) > 2 else first[1]
@@ -457,27 +447,35 @@ def warn(message: str) -> None:
     print(f"ermlab: warning: {message}", file=sys.stderr, flush=True)
 
 
+def flagged_values(x: Any, flag: Any) -> tuple[int, int, tuple | None, Any]:
+    """Read ``x`` block by block and count the values ``flag(chunk)`` marks: (how many, in how
+    many rows, the index of the first, its value) — (0, 0, None, None) when none is."""
+    from ermlab.data.rows import row_chunks
+
+    count = rows = offset = 0
+    first = value = None
+    for chunk in row_chunks(x):
+        marked = flag(chunk)
+        if marked.any():
+            count += int(marked.sum())
+            rows += int(marked.reshape(len(chunk), -1).any(axis=1).sum())
+            if first is None:
+                at = numpy.unravel_index(int(numpy.flatnonzero(marked)[0]), chunk.shape)
+                first, value = (offset + int(at[0]), *at[1:]), chunk[at]
+        offset += len(chunk)
+    return count, rows, first, value
+
+
 def check_finite(x: Any, what: str, ranges: tuple[Any, ...] = ()) -> None:
     """Raise a one-line ValueError naming how many values of ``x`` are NaN or ±inf, and where.
 
     ``x`` is read block by block. ``ranges``, ``Moments`` that together cover
     every row of ``x``, settle the usual case (all finite) without reading it.
     """
-    from ermlab.data.rows import row_chunks
 
     if ranges and all(moments.finite for moments in ranges):
         return
-    count = rows = offset = 0
-    first = None
-    for chunk in row_chunks(x):
-        bad = ~numpy.isfinite(chunk)
-        if bad.any():
-            count += int(bad.sum())
-            rows += int(bad.reshape(len(chunk), -1).any(axis=1).sum())
-            if first is None:
-                at = numpy.unravel_index(int(numpy.flatnonzero(bad)[0]), chunk.shape)
-                first, value = (offset + int(at[0]), *at[1:]), chunk[at]
-        offset += len(chunk)
+    count, rows, first, value = flagged_values(x, lambda chunk: ~numpy.isfinite(chunk))
     if not count:
         return
     feature = first[1:] if len(first) > 2 else first[1] if len(first) > 1 else None

@@ -226,10 +226,11 @@ _ENDLESS_FIT = textwrap.dedent("""
 """)
 
 
-def _start_endless_fit(tmp_path):
-    """A Python process running a never-ending 2-worker fit, once both workers train."""
+def _start_endless_fit(tmp_path, code=_ENDLESS_FIT):
+    """A Python process running a never-ending 2-worker fit (``code``), once both workers
+    train."""
     script = tmp_path / "endless.py"
-    script.write_text(_ENDLESS_FIT)
+    script.write_text(code)
     parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while len(_spawned_children(parent.pid)) < 2 and time.monotonic() < deadline:
@@ -253,9 +254,8 @@ def _wait_until_gone(parent_pid, workers, seconds=15.0):
     assert _segments(parent_pid) == set()
 
 
-@linux_only
-def test_ctrl_c_in_the_parent_stops_the_workers_and_frees_the_segments(tmp_path):
-    parent, workers = _start_endless_fit(tmp_path)
+def _interrupt_and_check(parent, workers):
+    """Ctrl-C the parent: it ends with KeyboardInterrupt, no segment leaks, the workers go."""
     try:
         parent.send_signal(signal.SIGINT)
         _, stderr = parent.communicate(timeout=30)
@@ -266,7 +266,12 @@ def test_ctrl_c_in_the_parent_stops_the_workers_and_frees_the_segments(tmp_path)
     assert "KeyboardInterrupt" in stderr
     assert "leaked shared_memory" not in stderr
     assert _segments(parent.pid) == set()
-    _wait_until_gone(parent.pid, workers, seconds=1.0)
+    _wait_until_gone(parent.pid, workers, seconds=2.0)
+
+
+@linux_only
+def test_ctrl_c_in_the_parent_stops_the_workers_and_frees_the_segments(tmp_path):
+    _interrupt_and_check(*_start_endless_fit(tmp_path))
 
 
 @linux_only

@@ -4,14 +4,19 @@ parameters for validation, callbacks and checkpoints."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy
 import pytest
 from strategy_helpers import blobs
-from test_hogwild import _alive, _segments, _spawned_children, linux_only
+from test_hogwild import (
+    _alive,
+    _interrupt_and_check,
+    _segments,
+    _spawned_children,
+    _start_endless_fit,
+    linux_only,
+)
 
 from ermlab import losses, nn, optim, regularizers
 from ermlab.distributed.hogwild import Hogwild, epoch_order
@@ -137,30 +142,7 @@ if __name__ == "__main__":
 
 @linux_only
 def test_ctrl_c_during_a_trainer_fit_stops_the_workers_and_frees_the_segments(tmp_path):
-    script = tmp_path / "endless.py"
-    script.write_text(_ENDLESS_TRAINER)
-    parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while len(_spawned_children(parent.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        workers = _spawned_children(parent.pid)
-        assert len(workers) == 2, "the workers did not start"
-        time.sleep(0.5)
-        assert _segments(parent.pid), "no segment to clean up"
-        parent.send_signal(signal.SIGINT)
-        _, stderr = parent.communicate(timeout=30)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-    assert "KeyboardInterrupt" in stderr
-    assert "leaked shared_memory" not in stderr
-    assert _segments(parent.pid) == set()
-    deadline = time.monotonic() + 2
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(pid) for pid in workers)
+    _interrupt_and_check(*_start_endless_fit(tmp_path, _ENDLESS_TRAINER))
 
 
 # -- one pool of workers and segments per fit --------------------------------------------------

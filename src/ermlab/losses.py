@@ -99,10 +99,8 @@ class SoftmaxCrossEntropy(Loss):
 
     def forward(self, scores: Any, y: Any, sample_weight: Any = None) -> float:
         self._cache = None
-        xp, scores = _check_scores(scores, self, classes=True)
-        n, c = scores.shape
-        labels = _check_labels(xp, y, n, c)
-        scale = _sample_scale(xp, sample_weight, n, scores.dtype)
+        xp, scores, labels, scale = _classification_batch(self, scores, y, sample_weight)
+        n = scores.shape[0]
         rows = xp.arange(n)
         best = scores.argmax(axis=1)
         top = scores[rows, best]
@@ -197,10 +195,8 @@ class MulticlassHinge(_Hinge):
 
     def forward(self, scores: Any, y: Any, sample_weight: Any = None) -> float:
         self._cache = None
-        xp, scores = _check_scores(scores, self, classes=True)
-        n, c = scores.shape
-        labels = _check_labels(xp, y, n, c)
-        scale = _sample_scale(xp, sample_weight, n, scores.dtype)
+        xp, scores, labels, scale = _classification_batch(self, scores, y, sample_weight)
+        n = scores.shape[0]
         rows = xp.arange(n)
         margins = scores - scores[rows, labels][:, None]
         margins += self.margin
@@ -235,10 +231,8 @@ class OneVsAllHinge(_Hinge):
 
     def forward(self, scores: Any, y: Any, sample_weight: Any = None) -> float:
         self._cache = None
-        xp, scores = _check_scores(scores, self, classes=True)
-        n, c = scores.shape
-        labels = _check_labels(xp, y, n, c)
-        scale = _sample_scale(xp, sample_weight, n, scores.dtype)
+        xp, scores, labels, scale = _classification_batch(self, scores, y, sample_weight)
+        n = scores.shape[0]
         signs = xp.full(scores.shape, -1, dtype=scores.dtype)
         signs[xp.arange(n), labels] = 1
         margins = signs * scores
@@ -359,6 +353,14 @@ def get(name: str | Loss, **kwargs: Any) -> Loss:
 
 
 # -- validation at the boundary ---------------------------------------------
+
+
+def _classification_batch(loss: Loss, scores: Any, y: Any, sample_weight: Any) -> tuple:
+    """(xp, scores, labels, scale) of a classification loss's batch, checked at the boundary."""
+    xp, scores = _check_scores(scores, loss, classes=True)
+    n, c = scores.shape
+    return xp, scores, _check_labels(xp, y, n, c), _sample_scale(xp, sample_weight, n,
+                                                                  scores.dtype)
 
 
 def _check_scores(

@@ -547,11 +547,15 @@ def prepare_data(config: dict[str, Any], preprocessor_state: dict | None = None,
     check_finite(x_test, f"{name} test inputs", (test_range,))
     if trained_on is not None:
         trained_on.warn_if_far(x_test, f"{name} test inputs", test_range)
-    if fit:
-        preprocessor.fit(x_train, moments)
+    if fit and not preprocessor.per_batch:  # features computed once, while fitting
+        train = numpy.asarray(preprocessor.fit_transform(x_train, moments))
     else:
-        preprocessor.load_state_dict(preprocessor_state)
-    return Data(_preprocessed(x_train, preprocessor), dataset.y_train[split.train],
+        if fit:
+            preprocessor.fit(x_train, moments)
+        else:
+            preprocessor.load_state_dict(preprocessor_state)
+        train = _preprocessed(x_train, preprocessor)
+    return Data(train, dataset.y_train[split.train],
                 _preprocessed(x_val, preprocessor), dataset.y_train[split.validation],
                 _preprocessed(x_test, preprocessor), dataset.y_test,
                 list(dataset.class_names), preprocessor, image_shape,

@@ -147,3 +147,22 @@ def test_train_one_vs_all_svms_on_digits(tmp_path):
     assert metrics["test_accuracy"] >= 0.9  # chance: 0.1
     restored = run.restore(out)
     assert restored.trainer.loss.__class__.__name__ == "OneVsAllHinge"
+
+
+def test_train_extracts_each_examples_features_once(tmp_path, monkeypatch):
+    """Fitting the preprocessing after the features (standardization) reuses the training
+    features it computed; no image goes through the feature pipeline twice."""
+    from ermlab.features.pipeline import FeaturePipeline
+
+    seen = []
+    extract = FeaturePipeline._transform
+
+    def counted(self, x, xp):
+        seen.append(len(x))
+        return extract(self, x, xp)
+
+    monkeypatch.setattr(FeaturePipeline, "_transform", counted)
+    data = stripes(tmp_path / "stripes.npz", n=120)
+    assert main(["train", "--dataset", data, "--features", "hog:4:2", "--model", "linear",
+                 "--epochs", "1", "-o", str(tmp_path / "run"), "-q"]) == 0
+    assert sum(seen) == 120  # 80 training (train + validation) and 40 test images, each once

@@ -318,6 +318,19 @@ class Pipeline(Transform):
     def fit(self, x: Any, moments: Moments | None = None) -> Pipeline:
         """Fit the steps in order; ``moments`` (of ``x``) serve the steps up to the first one
         that changes values (the steps before it only reshape)."""
+        self._fit_steps(x, moments)
+        return self
+
+    def fit_transform(self, x: Any, moments: Moments | None = None) -> Any:
+        """Fit, and ``x`` transformed: a step that is not ``per_batch`` (image features) is
+        computed once, while fitting, not again for the result."""
+        x = self._fit_steps(x, moments)
+        last = self.steps[-1] if self.steps else None
+        return Rows(x, transform=last) if last is not None and last.per_batch else x
+
+    def _fit_steps(self, x: Any, moments: Moments | None) -> Any:
+        """Fit the steps in order; returns ``x`` through all but the last step (lazily, as
+        ``Rows``, after the last step that is not ``per_batch``)."""
         self.input_shape_ = tuple(int(d) for d in x.shape[1:])
         for i, step in enumerate(self.steps):
             if not step.per_batch:
@@ -329,7 +342,7 @@ class Pipeline(Transform):
                 moments = None
             if i + 1 < len(self.steps):
                 x = Rows(x, transform=step)
-        return self
+        return x
 
     def _transform(self, x, xp):
         for step in self.steps:

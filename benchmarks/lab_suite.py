@@ -21,15 +21,16 @@ It prints the summary table, then the numbers for the closing note:
   machine the wall time depends on the other users, the CPU time much less, and
   CPU seconds / 2 is what the suite would take on 2 idle cores.
 
-Measured 2026-11-30 on the shared 2-core machine (load average 10–20 from other
-helpers' work, so the wall clock mostly measures them): tuning 90 runs took 70 min
-with 2 workers; per run CPU time logreg 0.9 s, mlp 3.7 s, fmnist_2c2d 20 s, so the
-162 runs need ≈ 22 CPU-minutes, about 11 minutes on 2 idle cores (the goal was
-≤ 30). Kingma & Ba's ordering held at this budget: final training loss of the
+Measured 2026-11-30, one uninterrupted run on an idle 2-core machine (Intel Xeon
+@ 2.80 GHz, load average 1.3 before, 2.1 after, nothing else running): **162 runs in
+10.6 min wall** with 2 workers (the goal is ≤ 30 min); CPU time logreg 0.6 min,
+mlp 3.2 min, fmnist_2c2d 16.9 min, 20.7 CPU-minutes in all (an earlier run on the
+loaded machine took 70 min for the tuning alone). Kingma & Ba's ordering held at
+this budget: final training loss of the
 tuned optimizers, logreg: adam 0.371 < momentum 0.414 < nesterov 0.469 < rmsprop
 0.484 < adagrad 0.514 < sgd 0.535; mlp: adam 0.495 < rmsprop 0.599 < nesterov 0.607
 < adagrad 0.608 < momentum 0.622 < sgd 0.683. fmnist_2c2d (2 epochs on 2,000
-images, 5 seeds): sgd 0.704 ± 0.018 (lr 0.1), momentum 0.728 ± 0.025 (lr 0.1),
+images, 5 seeds): sgd 0.708 ± 0.012 (lr 0.1), momentum 0.729 ± 0.024 (lr 0.1),
 adam 0.773 ± 0.020 (lr 0.001) final test accuracy — far below DeepOBS's 100-epoch
 baselines on all 60,000 images, which this budget cannot approach; the ranking
 Adam > Momentum > SGD is what a short budget shows, not the converged one.

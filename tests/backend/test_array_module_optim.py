@@ -1,11 +1,11 @@
 """Optimizers on CuPy stand-in arrays: the update of the NumPy ufunc path, bit for bit.
 
-On device arrays the BLAS ``?axpy`` of ``optim.inplace.axpy_`` does not apply (SciPy's
-BLAS would convert the arrays to NumPy, which the stand-in refuses) and the blocked,
-threaded layout keeps each parameter whole; the rule runs as ufuncs through ``xp``. So
-each device run is compared with the NumPy run whose ``axpy_`` takes the same ufunc
-path (``_axpy_kernel`` → None), which must agree to the last bit, and with the
-default NumPy run (BLAS), within a few float32 roundings.
+On device arrays the BLAS ``?axpy`` of ``optim.inplace.axpy_`` and the fused compiled
+kernels do not apply (they would convert the arrays to NumPy, which the stand-in
+refuses) and the blocked, threaded layout keeps each parameter whole; the rule runs as
+ufuncs through ``xp``. So each device run is compared with the NumPy run that takes the
+same ufunc path (the ``ufunc_path`` fixture), which must agree to the last bit, and with
+the default NumPy run (BLAS, fused kernels), within a few float32 roundings.
 """
 
 import numpy
@@ -14,7 +14,6 @@ from fake_cupy import DeviceArray
 
 from ermlab import optim
 from ermlab.nn import Parameter
-from ermlab.optim import inplace
 
 SHAPES = [(5, 4), (4,), (3, 1, 2)]
 
@@ -67,14 +66,14 @@ def _host(x):
 
 
 @pytest.mark.parametrize("name", list(FIRST_ORDER))
-def test_first_order_step_on_device_equals_numpy_ufunc_path(xp, monkeypatch, name):
+def test_first_order_step_on_device_equals_numpy_ufunc_path(xp, request, name):
     make, gradients = FIRST_ORDER[name], _gradients(3)
     blas_params = _params()
     _steps(make(blas_params), blas_params, gradients)
     device_params = _params(xp.asarray)
     device = make(device_params)
     _steps(device, device_params, gradients, xp.asarray)
-    monkeypatch.setattr(inplace, "_axpy_kernel", lambda dtype: None)
+    request.getfixturevalue("ufunc_path")
     host_params = _params()
     host = make(host_params)
     _steps(host, host_params, gradients)
@@ -89,10 +88,9 @@ def test_first_order_step_on_device_equals_numpy_ufunc_path(xp, monkeypatch, nam
                 assert device.state[p][key] == value
 
 
-def test_optimizer_state_dict_round_trip_on_device(xp, monkeypatch):
+def test_optimizer_state_dict_round_trip_on_device(xp):
     """state_dict copies device state to NumPy; load_state_dict puts it back on the device,
     and the restored optimizer takes the same next step."""
-    monkeypatch.setattr(inplace, "_axpy_kernel", lambda dtype: None)
     gradients = _gradients(3)
     params = _params(xp.asarray)
     adam = optim.Adam(params, lr=0.01, amsgrad=True)

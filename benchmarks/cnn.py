@@ -1,22 +1,27 @@
-"""Training time per epoch of two CNNs, float32, batch 128: ermlab vs PyTorch CPU, same run.
+"""Training time per step of three CNNs, float32, batch 128: ermlab vs PyTorch CPU, same run.
 
 Run by hand (not a test):
-    python benchmarks/cnn.py [--repeats 5] [--steps 10] [--threads N] [--only lenet|vgg]
-                             [--no-profile]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cnn.py \
+        [--repeats 5] [--steps 10] [--threads N] [--only lenet|vgg|resnet20] [--no-profile]
 
 Networks (the same architecture in both frameworks, ReLU everywhere):
   * LeNet-5 on 28×28×1 (Fashion-MNIST, 60,000 training images → 469 batches/epoch):
     conv 5×5 6 (pad 2) → maxpool 2 → conv 5×5 16 → maxpool 2 → fc 120 → fc 84 → fc 10;
   * a small VGG-style network on 32×32×3 (CIFAR-10, 50,000 images → 391 batches/epoch):
     conv 3×3 32 → conv 3×3 32 → maxpool 2 → conv 3×3 64 → conv 3×3 64 → maxpool 2
-    → fc 512 → fc 10.
+    → fc 512 → fc 10;
+  * ResNet-20 on 32×32×3 (He et al. 2016, §4.2; ``zoo.resnet20(shortcut="A")``):
+    conv 3×3 16 → BN → ReLU → 3 stages × 3 basic blocks (16, 32, 64 channels, stride 2
+    at the start of stages 2 and 3; convolutions without bias, each followed by batch
+    norm) with parameter-free shortcuts (option A: subsample, zero-pad the channels)
+    → global average pool → fc 10 (269,722 parameters).
 
 One training step = forward + softmax cross-entropy + backward + SGD with momentum 0.9
 (lr 0.01) on one fixed random batch (data loading is left out of both). The time per
 epoch is an ESTIMATE: the median time per step over ``--repeats`` rounds of ``--steps``
 timed steps (after 2 warm-up steps), times the number of batches in an epoch. Rounds
 alternate between the frameworks so that machine load affects both alike. The ratio
-ermlab / PyTorch is printed (< 1: ermlab faster; the goal is ≤ 1.5).
+ermlab / PyTorch is printed (< 1: ermlab faster; the goal of issue 11 is ≤ 1.0).
 
 On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
 when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,
@@ -25,7 +30,20 @@ which makes two-thread timings meaningless there.
 
 With profiling on (default), a separate run then times every layer's forward and
 backward pass and the optimizer step in ermlab (wall-clock timers around each call),
-and prints where the time goes next to torch.profiler's view of PyTorch's step.
+and prints where the time goes next to torch.profiler's view of PyTorch's step. For
+the convolutions and fully connected layers the table gives the achieved GFLOP/s, with
+the FLOPs counted analytically (2 per multiply-add):
+
+    fprop  2·N·OH·OW·O·(C/G)·K_h·K_w        (Linear: 2·N·in·out)
+    bprop  the same for ∂L/∂W, and again for ∂L/∂x unless the layer is the first
+           (its input gradient is skipped),
+
+next to the GEMM peak measured in the same run: NumPy's float32 matmul at that layer's
+own forward GEMM shape, (O/G × C/G·K_h·K_w) by (C/G·K_h·K_w × N·OH·OW) — what the layer
+would reach if its im2col and layout changes cost nothing. For the other layers
+(pooling, batch norm, ReLU, residual sums, flatten) it gives the memory traffic they
+cannot avoid, (input + output) bytes per pass, in GB/s next to a copy's bandwidth
+measured in the same run (2 × bytes per np.copyto of 64 MiB) — what bounds them.
 """
 
 from __future__ import annotations
@@ -37,7 +55,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from common import time_per_step
+from common import blas_kernel, time_per_step
 
 from ermlab import optim
 from ermlab.losses import SoftmaxCrossEntropy
@@ -48,12 +66,57 @@ CASES = {
     # name: (ermlab builder, input shape, training-set size)
     "LeNet-5 28×28×1": (lambda: zoo.lenet5(10, (1, 28, 28), rng=0), (1, 28, 28), 60_000),
     "small VGG 32×32×3": (lambda: zoo.small_vgg(10, (3, 32, 32), rng=0), (3, 32, 32), 50_000),
+    "ResNet-20 32×32×3": (lambda: zoo.resnet20(10, (3, 32, 32), shortcut="A", rng=0),
+                          (3, 32, 32), 50_000),
 }
+ONLY = {"lenet": "LeNet", "vgg": "small VGG", "resnet20": "ResNet-20"}
+
+
+def torch_resnet20():
+    """He et al.'s CIFAR ResNet-20 with option-A shortcuts, as ``zoo.resnet20(shortcut="A")``:
+    the same boxes (bias-free convolutions, batch norm, non-in-place ReLU, zero-padded
+    shortcut channels split (C_out − C_in) // 2 before, the rest after)."""
+    import torch
+    import torch.nn as nn
+
+    class ZeroPadShortcut(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.stride, self.before, self.after = stride, (cout - cin) // 2, cout - cin - (
+                cout - cin) // 2
+
+        def forward(self, x):
+            sub = x[:, :, :: self.stride, :: self.stride]
+            return nn.functional.pad(sub, (0, 0, 0, 0, self.before, self.after))
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.residual = nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+            )
+            self.shortcut = (ZeroPadShortcut(cin, cout, stride) if stride != 1 or cin != cout
+                             else nn.Identity())
+
+        def forward(self, x):
+            return torch.relu(self.residual(x) + self.shortcut(x))
+
+    layers, channels = [nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
+                        nn.ReLU()], 16
+    for stage, planes in enumerate((16, 32, 64)):
+        for index in range(3):
+            layers.append(BasicBlock(channels, planes, 2 if stage and not index else 1))
+            channels = planes
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    return nn.Sequential(*layers)
 
 
 def torch_model(name: str):
     import torch.nn as nn
 
+    if name.startswith("ResNet"):
+        return torch_resnet20()
     if name.startswith("LeNet"):
         return nn.Sequential(
             nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -105,40 +168,128 @@ def torch_step(name: str):
     return step
 
 
+def layer_flops(module, x_shape: tuple[int, ...], y_shape: tuple[int, ...]):
+    """(fprop FLOPs, (m, k, n) of its forward GEMM) of a Conv2d or Linear; None otherwise."""
+    kind = type(module).__name__
+    if kind == "Conv2d":
+        n, o, oh, ow = y_shape
+        k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        m = o // module.groups
+        return 2 * n * oh * ow * o * k, (m, k, n * oh * ow)
+    if kind == "Linear":
+        return 2 * x_shape[0] * module.in_features * module.out_features, (
+            x_shape[0], module.in_features, module.out_features)
+    return None
+
+
+def gemm_gflops(m: int, k: int, n: int, repeats: int = 3) -> float:
+    """NumPy float32 GEMM (m × k) @ (k × n) into a preallocated output: best of ``repeats``."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    out = np.empty((m, n), np.float32)
+    np.matmul(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * m * k * n / best / 1e9
+
+
+def copy_bandwidth(nbytes: int = 64 * 2**20, repeats: int = 5) -> float:
+    """GB/s of np.copyto between two float32 arrays of ``nbytes`` (read + write counted)."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * nbytes / best / 1e9
+
+
+def _nbytes(value) -> int:
+    if isinstance(value, tuple):
+        return sum(_nbytes(v) for v in value)
+    return getattr(value, "nbytes", 0)
+
+
 def profile_ermlab(name: str, steps: int) -> None:
-    """Wall-clock time of each leaf layer's forward and backward, and of the optimizer step."""
+    """Wall-clock time of each leaf layer's forward and backward, and of the optimizer step,
+    with the achieved GFLOP/s (or GB/s) next to this run's GEMM peak (or copy bandwidth)."""
     step, model, opt = ermlab_step(name)
     totals: dict[tuple[str, str], float] = defaultdict(float)
+    work: dict[tuple[str, str], tuple[str, float]] = {}
     leaves = [(n, m) for n, m in model.named_modules() if not m._modules]
+    gemm_shapes: dict[str, tuple[int, int, int]] = {}
 
-    def timed(key, fn):
+    def timed(key, fn, module):
+        label, phase = key
+
         def wrapper(*args, **kwargs):
             start = time.perf_counter()
             out = fn(*args, **kwargs)
             totals[key] += time.perf_counter() - start
+            if key not in work:
+                traffic = _nbytes(args) + _nbytes(out)
+                flops = None
+                if phase == "forward":
+                    counted = layer_flops(module, args[0].shape, out.shape)
+                    if counted:
+                        flops, gemm_shapes[label] = counted
+                elif label in gemm_shapes:
+                    m, k, n = gemm_shapes[label]
+                    passes = 2 if kwargs.get("input_grad", True) else 1
+                    flops = passes * 2 * m * k * n * (
+                        module.groups if type(module).__name__ == "Conv2d" else 1)
+                work[key] = ("flop", flops) if flops else ("byte", traffic)
             return out
         return wrapper
 
     for layer, module in leaves:
         label = f"{layer} ({type(module).__name__})"
-        object.__setattr__(module, "forward", timed((label, "forward"), module.forward))
-        object.__setattr__(module, "backward", timed((label, "backward"), module.backward))
-    object.__setattr__(opt, "step", timed(("optimizer", "SGD step"), opt.step))
+        for phase in ("forward", "backward"):
+            object.__setattr__(module, phase, timed((label, phase), getattr(module, phase),
+                                                    module))
+    object.__setattr__(opt, "step", timed(("optimizer", "SGD step"), opt.step, opt))
     step()
     totals.clear()
     start = time.perf_counter()
     for _ in range(steps):
         step()
     wall = (time.perf_counter() - start) / steps
-    print(f"\n  ermlab, where the time goes ({steps} steps, ms per step; wall {wall * 1e3:.1f}):")
+    peaks = {shape: gemm_gflops(*shape) for shape in set(gemm_shapes.values())}
+    bandwidth = copy_bandwidth()
+    print(f"\n  ermlab, where the time goes ({steps} steps, ms per step; wall {wall * 1e3:.1f}; "
+          f"GEMM peak = NumPy float32 matmul at the layer's forward GEMM shape, this run; "
+          f"copy bandwidth {bandwidth:.1f} GB/s):")
+    print(f"    {'layer':<44} {'phase':<9} {'ms':>8}  {'share':>6}  achieved   bound")
     rows = sorted(totals.items(), key=lambda kv: -kv[1])
     for (label, phase), seconds in rows:
         ms = seconds / steps * 1e3
-        if ms >= 0.05:
-            print(f"    {label:<34} {phase:<9} {ms:8.2f}  {100 * ms / (wall * 1e3):5.1f} %")
+        if ms < 0.05:
+            continue
+        unit, amount = work.get((label, phase), ("byte", 0))
+        rate = amount / (seconds / steps) / 1e9
+        if unit == "flop":
+            m, k, n = gemm_shapes[label]
+            speed = f"{rate:6.1f} GFLOP/s  {peaks[gemm_shapes[label]]:5.1f} ({m}×{k}×{n})"
+        elif amount:
+            speed = f"{rate:6.1f} GB/s     {bandwidth:5.1f}"
+        else:
+            speed = ""
+        print(f"    {label:<44} {phase:<9} {ms:8.2f}  {100 * ms / (wall * 1e3):5.1f} %  {speed}")
     rest = wall - sum(totals.values()) / steps
-    print(f"    {'loss, zero_grad, Python glue':<44} {rest * 1e3:8.2f}  "
+    print(f"    {'loss, zero_grad, Python glue':<54} {rest * 1e3:8.2f}  "
           f"{100 * rest / wall:5.1f} %")
+    kinds: dict[tuple[str, str], float] = defaultdict(float)
+    for (label, phase), seconds in totals.items():
+        kinds[(label.rsplit("(", 1)[-1].rstrip(")"), phase)] += seconds / steps * 1e3
+    print("  by kind of layer (ms per step):")
+    for (kind, phase), ms in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"    {kind:<44} {phase:<9} {ms:8.2f}  {100 * ms / (wall * 1e3):5.1f} %")
 
 
 def profile_torch(name: str, steps: int) -> None:
@@ -159,7 +310,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-profile", action="store_true")
-    parser.add_argument("--only", choices=["lenet", "vgg"], default=None)
+    parser.add_argument("--only", choices=sorted(ONLY), default=None)
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads for both frameworks (default: their own)")
     args = parser.parse_args()
@@ -174,11 +325,11 @@ def main() -> None:
     print(f"batch {BATCH}, float32, SGD momentum 0.9; numpy {np.__version__}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"BLAS: {blas_kernel()}")
     print("epoch time = median time per step × batches per epoch (an estimate from "
           f"{args.repeats} rounds × {args.steps} timed steps)")
     for name, (_, _, n_train) in CASES.items():
-        if args.only and not name.lower().startswith({"lenet": "lenet", "vgg": "small"}[
-                args.only]):
+        if args.only and not name.startswith(ONLY[args.only]):
             continue
         candidates = {"ermlab": ermlab_step(name)[0], "pytorch": torch_step(name)}
         times: dict[str, list[float]] = {k: [] for k in candidates}

@@ -20,8 +20,10 @@ from ermlab.optim.inplace import (
     InPlaceOptimizer,
     add_scaled_square_,
     axpy_,
+    flat,
     hidden_by_eps,
     lerp_,
+    lerp_scalars,
 )
 from ermlab.optim.traits import Traits
 
@@ -47,6 +49,16 @@ class _AdamFamily(InPlaceOptimizer):
         xp = array_module(param.data)
         return {"step": 0, "exp_avg": xp.zeros_like(param.data),
                 "exp_avg_sq": xp.zeros_like(param.data)}
+
+    def decay_scalars(self, group: dict[str, Any], dtype: Any) -> tuple[Any, Any, bool]:
+        """Weight decay for a fused kernel: the factor 1 − γλ on θ (1 unless decoupled),
+        λ and whether g = ∇θ + λθ (coupled), rounded to ``dtype``."""
+        cast, wd = dtype.type, group["weight_decay"]
+        if not wd:
+            return cast(1.0), cast(0.0), False
+        if group.get("decoupled_weight_decay", False):
+            return cast(1 - group["lr"] * wd), cast(0.0), False
+        return cast(1.0), cast(wd), True
 
     def decayed_grad(self, block: Block, group: dict[str, Any]) -> Any:
         """Apply weight decay: decoupled θ ← θ(1 − γλ), or coupled g = ∇θ + λθ (returned)."""
@@ -134,8 +146,18 @@ class Adam(_AdamFamily):
         xp = array_module(block.data)
         step_size, bias_correction2_sqrt = scalars
         beta1, beta2 = group["betas"]
-        g = self.decayed_grad(block, group)
         m, v = block.state["exp_avg"], block.state["exp_avg_sq"]
+        v_max = block.state["max_exp_avg_sq"] if group["amsgrad"] else v
+        kernels = self.kernels(block.data, block.grad, m, v, v_max)
+        if kernels is not None:  # one pass, rounded as the passes below
+            cast = block.data.dtype.type
+            kernels.adam(flat(block.data), flat(block.grad), flat(m), flat(v), flat(v_max),
+                         *self.decay_scalars(group, block.data.dtype),
+                         *lerp_scalars(1 - beta1, block.data.dtype), cast(beta2),
+                         cast(1 - beta2), cast(group["eps"] * bias_correction2_sqrt),
+                         cast(-step_size * bias_correction2_sqrt), bool(group["amsgrad"]))
+            return
+        g = self.decayed_grad(block, group)
         d = block.scratch(1)
         lerp_(m, g, 1 - beta1, d)
         v *= beta2
@@ -247,8 +269,16 @@ class Adamax(_AdamFamily):
     def update_block(self, block: Block, group: dict[str, Any], clr: float) -> None:
         xp = array_module(block.data)
         beta1, beta2 = group["betas"]
-        g = self.decayed_grad(block, group)
         m, u = block.state["exp_avg"], block.state["exp_inf"]
+        kernels = self.kernels(block.data, block.grad, m, u)
+        if kernels is not None:  # one pass, rounded as the passes below
+            cast = block.data.dtype.type
+            kernels.adamax(flat(block.data), flat(block.grad), flat(m), flat(u),
+                           *self.decay_scalars(group, block.data.dtype),
+                           *lerp_scalars(1 - beta1, block.data.dtype), cast(beta2),
+                           cast(group["eps"]), cast(-clr))
+            return
+        g = self.decayed_grad(block, group)
         d = block.scratch(1)
         lerp_(m, g, 1 - beta1, d)
         u *= beta2
@@ -339,8 +369,17 @@ class NAdam(_AdamFamily):
         xp = array_module(block.data)
         bias_correction2, grad_coef, exp_avg_coef = scalars
         beta1, beta2 = group["betas"]
-        g = self.decayed_grad(block, group)
         m, v = block.state["exp_avg"], block.state["exp_avg_sq"]
+        kernels = self.kernels(block.data, block.grad, m, v)
+        if kernels is not None:  # one pass, rounded as the passes below
+            cast = block.data.dtype.type
+            kernels.nadam(flat(block.data), flat(block.grad), flat(m), flat(v),
+                          *self.decay_scalars(group, block.data.dtype),
+                          *lerp_scalars(1 - beta1, block.data.dtype), cast(beta2),
+                          cast(1 - beta2), cast(bias_correction2), cast(group["eps"]),
+                          cast(grad_coef), cast(exp_avg_coef))
+            return
+        g = self.decayed_grad(block, group)
         denom, d = block.scratch(1), block.scratch(2)
         lerp_(m, g, 1 - beta1, denom)
         v *= beta2

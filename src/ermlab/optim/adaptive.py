@@ -18,10 +18,17 @@ from ermlab.optim.inplace import (
     Block,
     InPlaceOptimizer,
     add_scaled_square_,
+    flat,
     hidden_by_eps,
     lerp_,
+    lerp_scalars,
 )
 from ermlab.optim.traits import Traits
+
+
+def _decay_scalars(weight_decay: float, dtype: Any) -> tuple[Any, bool]:
+    """λ rounded to ``dtype`` and whether g = ∇θ + λθ, for a fused kernel."""
+    return dtype.type(weight_decay), bool(weight_decay)
 
 
 def _coupled_grad(block: Block, weight_decay: float) -> Any:
@@ -92,6 +99,13 @@ class Adagrad(InPlaceOptimizer):
 
     def update_block(self, block: Block, group: dict[str, Any], clr: float) -> None:
         xp = array_module(block.data)
+        kernels = self.kernels(block.data, block.grad, block.state["sum"])
+        if kernels is not None:  # one pass, rounded as the passes below
+            cast = block.data.dtype.type
+            kernels.adagrad(flat(block.data), flat(block.grad), flat(block.state["sum"]),
+                            *_decay_scalars(group["weight_decay"], block.data.dtype),
+                            cast(group["eps"]), cast(-clr))
+            return
         g = _coupled_grad(block, group["weight_decay"])
         add_scaled_square_(block.state["sum"], g, 1, block.scratch(1))
         d = xp.sqrt(block.state["sum"], out=block.scratch(1))
@@ -166,8 +180,16 @@ class Adadelta(InPlaceOptimizer):
     def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
         xp = array_module(block.data)
         rho, eps = group["rho"], group["eps"]
-        g = _coupled_grad(block, group["weight_decay"])
         square_avg, acc_delta = block.state["square_avg"], block.state["acc_delta"]
+        kernels = self.kernels(block.data, block.grad, square_avg, acc_delta)
+        if kernels is not None:  # one pass, rounded as the passes below
+            cast = block.data.dtype.type
+            kernels.adadelta(flat(block.data), flat(block.grad), flat(square_avg),
+                             flat(acc_delta),
+                             *_decay_scalars(group["weight_decay"], block.data.dtype),
+                             cast(rho), cast(1 - rho), cast(eps), cast(-group["lr"]))
+            return
+        g = _coupled_grad(block, group["weight_decay"])
         std, delta = block.scratch(1), block.scratch(2)
         square_avg *= rho
         add_scaled_square_(square_avg, g, 1 - rho, std)
@@ -264,9 +286,23 @@ class RMSprop(InPlaceOptimizer):
     def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
         xp = array_module(block.data)
         alpha, eps = group["alpha"], group["eps"]
+        square_avg = block.state["square_avg"]
+        grad_avg = block.state["grad_avg"] if group["centered"] else square_avg
+        buf = block.state["momentum_buffer"] if group["momentum"] > 0 else square_avg
+        kernels = self.kernels(block.data, block.grad, square_avg, grad_avg, buf)
+        if kernels is not None:  # one pass, rounded as the passes below
+            cast = block.data.dtype.type
+            kernels.rmsprop(flat(block.data), flat(block.grad), flat(square_avg),
+                            flat(grad_avg), flat(buf),
+                            *_decay_scalars(group["weight_decay"], block.data.dtype),
+                            cast(alpha), cast(1 - alpha),
+                            *lerp_scalars(1 - alpha, block.data.dtype), cast(eps),
+                            bool(group["eps_inside_sqrt"]), bool(group["centered"]),
+                            group["momentum"] > 0, cast(group["momentum"]),
+                            cast(-group["lr"]))
+            return
         g = _coupled_grad(block, group["weight_decay"])
         avg = block.scratch(1)
-        square_avg = block.state["square_avg"]
         square_avg *= alpha
         add_scaled_square_(square_avg, g, 1 - alpha, avg)
         if group["centered"]:

@@ -234,6 +234,7 @@ class InPlaceOptimizer(Optimizer):
 
     decaying_state: tuple[str, ...] = ()
     denominator_state: tuple[str, ...] = ()
+    fused: bool = True
     block_bytes: int = BLOCK_BYTES
     min_parallel: int = MIN_PARALLEL
     lane_work: int = LANE_WORK
@@ -280,6 +281,22 @@ class InPlaceOptimizer(Optimizer):
         if mask is None:
             mask = self._masks[param] = array_module(param.data).empty(param.shape, dtype=bool)
         return mask
+
+    def kernels(self, *arrays: Any) -> Any:
+        """``optim.kernels`` (the fused Numba kernels) where they can update ``arrays``:
+        ``self.fused`` is set, Numba is importable, ``ERMLAB_FUSED`` is not ``0`` and
+        the arrays are C-contiguous float32/float64 NumPy arrays of one shape and dtype
+        (not CuPy); None otherwise (the NumPy path runs)."""
+        if not self.fused:
+            return None
+        first = arrays[0]
+        if first.dtype not in _BLAS_AXPY:
+            return None
+        for array in arrays:
+            if (type(array) is not numpy.ndarray or array.dtype != first.dtype
+                    or array.shape != first.shape or not array.flags.c_contiguous):
+                return None
+        return _fused_kernels()
 
     def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> Any:
         """This step's per-parameter scalars (``state["step"]`` already counts this step)."""
@@ -455,6 +472,23 @@ class InPlaceOptimizer(Optimizer):
 _BLAS_AXPY = {numpy.dtype(numpy.float32): "saxpy", numpy.dtype(numpy.float64): "daxpy"}
 _axpy_kernels: dict[Any, Any] | None = None
 _blas_libraries: list[Any] | None = None
+_kernels: Any = None
+
+
+def _fused_kernels() -> Any:
+    """The ``optim.kernels`` module, imported on first use; None without Numba or with
+    ``ERMLAB_FUSED=0``."""
+    global _kernels
+    if _kernels is None:
+        _kernels = False
+        if os.environ.get("ERMLAB_FUSED", "1") != "0":
+            try:
+                from ermlab.optim import kernels
+            except ImportError:
+                pass
+            else:
+                _kernels = kernels
+    return _kernels or None
 
 
 def _axpy_kernel(dtype: Any) -> Any:
@@ -523,6 +557,18 @@ class _BlasOneThread:
     def __exit__(self, *exc: Any) -> None:
         for lib, n in self.saved:
             lib.set_num_threads(n)
+
+
+def flat(array: Any) -> Any:
+    """A C-contiguous array as a 1-D view (what the fused kernels take)."""
+    return array.reshape(-1)
+
+
+def lerp_scalars(weight: float, dtype: Any) -> tuple[Any, Any, bool]:
+    """``lerp_``'s scalars for a fused kernel: w and 1 − w rounded to ``dtype`` as NumPy
+    rounds them, and whether |w| < ½ (the form of ``lerp_``)."""
+    cast = numpy.dtype(dtype).type
+    return cast(weight), cast(1 - weight), abs(weight) < 0.5
 
 
 def lerp_(start: Any, end: Any, weight: float, tmp: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.inplace import FLUSH_BELOW, Block, InPlaceOptimizer, axpy_
+from ermlab.optim.inplace import FLUSH_BELOW, Block, InPlaceOptimizer, axpy_, flat
 from ermlab.optim.traits import Traits
 
 MOMENTUM_FORMS = ("torch", "classic")
@@ -151,6 +151,8 @@ class SGD(InPlaceOptimizer):
     def update_block(self, block: Block, group: dict[str, Any], first: bool) -> None:
         xp = array_module(block.data)
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if group["momentum_form"] == "torch" and self._fused_update(block, group, first):
+            return
         g = block.grad
         if wd:
             g = xp.multiply(block.data, wd, out=block.scratch(0))
@@ -163,6 +165,20 @@ class SGD(InPlaceOptimizer):
             self._torch_update(block, g, group, first)
         else:
             self._classic_update(block, g, group, first)
+
+    def _fused_update(self, block: Block, group: dict[str, Any], first: bool) -> bool:
+        """torch's form in one pass (``optim.kernels.sgd``, rounded as the passes below)
+        where the kernels can run; returns whether it ran."""
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        buf = block.state["momentum_buffer"] if mu else block.data
+        kernels = self.kernels(block.data, block.grad, buf)
+        if kernels is None:
+            return False
+        cast = block.data.dtype.type
+        kernels.sgd(flat(block.data), flat(block.grad), flat(buf), cast(-lr), bool(mu),
+                    cast(mu), bool(group["dampening"]), cast(1 - group["dampening"]),
+                    cast(wd), bool(wd), first, bool(group["nesterov"]), cast(-lr * mu))
+        return True
 
     def _torch_update(self, block, g, group, first) -> None:
         xp = array_module(block.data)

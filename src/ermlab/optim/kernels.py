@@ -1,0 +1,206 @@
+"""Fused single-pass update kernels (Numba), one per rule, rounded as the NumPy path.
+
+The NumPy path of a rule (``update_block`` in ``sgd.py``, ``adam.py``,
+``adaptive.py``) makes 3–12 elementwise passes over the parameter's arrays;
+the kernels here read θ, g and each state array once and write θ and each
+state array once, which is the memory-bandwidth bound of the step
+(``benchmarks/optim_step.py``). Each kernel does, element by element, the same
+IEEE operations in the same order as the NumPy path on the same dtype, so the
+two give bitwise the same results (``tests/optim/test_kernels.py``):
+
+* scalars are rounded to the array's dtype before the loop, as NumPy rounds a
+  Python float next to a float32 array;
+* y ← y + a·x, which the NumPy path does with BLAS ``?axpy`` (torch's
+  ``add_(x, alpha=a)``), is one fused multiply-add rounded once (``fma``,
+  LLVM's ``llvm.fma``), every other product and sum is rounded on its own
+  (``fastmath`` is off, so LLVM never contracts them);
+* ``max`` propagates NaN as ``numpy.maximum`` does.
+
+Kernels take 1-D C-contiguous arrays of one float dtype (``InPlaceOptimizer``
+passes a block's flat views, see ``optim.inplace.fused``) and release the GIL,
+so the step's lanes (``optim.inplace``) run them in parallel on the step's own
+worker threads: no second thread pool. Compiled on first use per dtype and
+cached on disk (``cache=True``, next to this file).
+
+Optional: ``pip install "ermlab[fast]"`` (Numba); without it, or for CuPy and
+non-contiguous arrays, the NumPy path runs. ``ERMLAB_FUSED=0`` turns the
+kernels off.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit, types
+from numba.extending import intrinsic
+
+_JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
+
+
+@intrinsic
+def fma(typingctx, a, x, y):
+    """a·x + y rounded once (LLVM ``llvm.fma``; a vector FMA where the loop is vectorized)."""
+    if not (isinstance(a, types.Float) and a == x == y):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, x, y), codegen
+
+
+@njit(inline="always", **_JIT)
+def _maximum(a, b):
+    """``numpy.maximum(a, b)``: the larger, NaN if either is NaN."""
+    if a != a or a >= b:
+        return a
+    return b
+
+
+@njit(inline="always", **_JIT)
+def _lerp(start, end, weight, one_minus_weight, small):
+    """``inplace.lerp_``: start + w(end − start) for |w| < ½ (one FMA), else
+    end − (end − start)(1 − w)."""
+    t = end - start
+    if small:
+        return fma(weight, t, start)
+    return end - t * one_minus_weight
+
+
+@njit(inline="always", **_JIT)
+def _grad(theta, grad, weight_decay, coupled):
+    """g = θλ + ∇θ (coupled L2, rounded twice as ``θ·λ`` then ``+= ∇θ``), else ∇θ."""
+    if coupled:
+        return theta * weight_decay + grad
+    return grad
+
+
+@njit(**_JIT)
+def sgd(theta, grad, buf, neg_lr, has_momentum, momentum, dampened, one_minus_dampening,
+        weight_decay, coupled, first, nesterov, neg_lr_momentum):
+    """torch's SGD: g = ∇θ + λθ; v ← g on the first step, else μv + (1 − τ)g;
+    θ ← θ − γv, or θ − γg − γμv (Nesterov, two FMAs). Without momentum θ ← θ − γg
+    and ``buf`` is unused (may be θ)."""
+    if not has_momentum:
+        for i in range(theta.size):
+            g = _grad(theta[i], grad[i], weight_decay, coupled)
+            theta[i] = fma(neg_lr, g, theta[i])
+        return
+    for i in range(theta.size):
+        th = theta[i]
+        g = _grad(th, grad[i], weight_decay, coupled)
+        if first:
+            v = g
+        elif dampened:
+            v = buf[i] * momentum + g * one_minus_dampening
+        else:
+            v = buf[i] * momentum + g
+        buf[i] = v
+        if nesterov:
+            th = fma(neg_lr, g, th)
+            theta[i] = fma(neg_lr_momentum, v, th)
+        else:
+            theta[i] = fma(neg_lr, v, th)
+
+
+@njit(**_JIT)
+def adam(theta, grad, m, v, v_max, decay, weight_decay, coupled, w1, one_minus_w1, small,
+         beta2, one_minus_beta2, eps_b, step, amsgrad):
+    """Adam (``adam.Adam.update_block``): θ ← θ·(1 − γλ) (``decay``, 1 unless
+    decoupled), m ← lerp(m, g, 1 − β₁), v ← β₂v + ((1 − β₂)g)g, v_max ← max(v_max, v),
+    θ ← θ + step · m/(√v + εb) (one FMA). ``v_max`` is unused (may be v) unless
+    ``amsgrad``."""
+    for i in range(theta.size):
+        th = theta[i] * decay
+        g = _grad(th, grad[i], weight_decay, coupled)
+        mi = _lerp(m[i], g, w1, one_minus_w1, small)
+        m[i] = mi
+        vi = v[i] * beta2 + g * one_minus_beta2 * g
+        v[i] = vi
+        if amsgrad:
+            vi = _maximum(v_max[i], vi)
+            v_max[i] = vi
+        theta[i] = fma(step, mi / (math.sqrt(vi) + eps_b), th)
+
+
+@njit(**_JIT)
+def adamax(theta, grad, m, u, decay, weight_decay, coupled, w1, one_minus_w1, small,
+           beta2, eps, step):
+    """Adamax: m ← lerp(m, g, 1 − β₁), u ← max(β₂u, |g| + ε), θ ← θ + step · m/u."""
+    for i in range(theta.size):
+        th = theta[i] * decay
+        g = _grad(th, grad[i], weight_decay, coupled)
+        mi = _lerp(m[i], g, w1, one_minus_w1, small)
+        m[i] = mi
+        ui = _maximum(u[i] * beta2, abs(g) + eps)
+        u[i] = ui
+        theta[i] = fma(step, mi / ui, th)
+
+
+@njit(**_JIT)
+def nadam(theta, grad, m, v, decay, weight_decay, coupled, w1, one_minus_w1, small,
+          beta2, one_minus_beta2, bias_correction2, eps, grad_coef, exp_avg_coef):
+    """NAdam: Adam's m, v; d = √(v / (1 − β₂ᵗ)) + ε; θ ← θ + c_g·g/d, then + c_m·m/d."""
+    for i in range(theta.size):
+        th = theta[i] * decay
+        g = _grad(th, grad[i], weight_decay, coupled)
+        mi = _lerp(m[i], g, w1, one_minus_w1, small)
+        m[i] = mi
+        vi = v[i] * beta2 + g * one_minus_beta2 * g
+        v[i] = vi
+        denom = math.sqrt(vi / bias_correction2) + eps
+        th = fma(grad_coef, g / denom, th)
+        theta[i] = fma(exp_avg_coef, mi / denom, th)
+
+
+@njit(**_JIT)
+def adagrad(theta, grad, total, weight_decay, coupled, eps, neg_lr):
+    """Adagrad: G ← G + g·g, θ ← θ + (g/(√G + ε))·(−γ_t)."""
+    for i in range(theta.size):
+        th = theta[i]
+        g = _grad(th, grad[i], weight_decay, coupled)
+        s = total[i] + g * g
+        total[i] = s
+        theta[i] = th + g / (math.sqrt(s) + eps) * neg_lr
+
+
+@njit(**_JIT)
+def adadelta(theta, grad, square_avg, acc_delta, weight_decay, coupled, rho, one_minus_rho,
+             eps, neg_lr):
+    """Adadelta: E[g²] ← ρE[g²] + ((1 − ρ)g)g, Δ = √(E[Δ²] + ε)/√(E[g²] + ε)·g,
+    E[Δ²] ← ρE[Δ²] + ((1 − ρ)Δ)Δ, θ ← θ + Δ·(−γ)."""
+    for i in range(theta.size):
+        th = theta[i]
+        g = _grad(th, grad[i], weight_decay, coupled)
+        sa = square_avg[i] * rho + g * one_minus_rho * g
+        square_avg[i] = sa
+        ad = acc_delta[i]
+        delta = math.sqrt(ad + eps) / math.sqrt(sa + eps) * g
+        acc_delta[i] = ad * rho + delta * one_minus_rho * delta
+        theta[i] = th + delta * neg_lr
+
+
+@njit(**_JIT)
+def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha,
+            one_minus_alpha, w, one_minus_w, small, eps, eps_inside_sqrt, centered,
+            has_momentum, momentum, neg_lr):
+    """RMSprop: v ← αv + ((1 − α)g)g; centered: ḡ ← lerp(ḡ, g, 1 − α), v̂ = v − ḡḡ;
+    d = g/(√v̂ + ε) or g/√(v̂ + ε); μ > 0: b ← μb + d, θ ← θ + b·(−γ); else θ + d·(−γ).
+    ``grad_avg`` and ``buf`` are unused (may be v) unless centered / μ > 0."""
+    for i in range(theta.size):
+        th = theta[i]
+        g = _grad(th, grad[i], weight_decay, coupled)
+        sa = square_avg[i] * alpha + g * one_minus_alpha * g
+        square_avg[i] = sa
+        if centered:
+            ga = _lerp(grad_avg[i], g, w, one_minus_w, small)
+            grad_avg[i] = ga
+            sa = sa - ga * ga
+        if eps_inside_sqrt:
+            d = g / math.sqrt(sa + eps)
+        else:
+            d = g / (math.sqrt(sa) + eps)
+        if has_momentum:
+            d = buf[i] * momentum + d
+            buf[i] = d
+        theta[i] = th + d * neg_lr

@@ -1,0 +1,123 @@
+"""The fused kernels (``optim.kernels``, Numba) give bitwise the NumPy path's results.
+
+Every rule with a kernel is run twice from the same start, with the kernels on
+and off (``opt.fused``), over tensors whose sizes leave vector remainders
+(1, 7, 37 × 129), gradients spanning 1e-20 … 10 with exact zeros (with ε = 0,
+0/0 = NaN: NaN propagates alike), for enough steps to pass a flush; parameters
+and every state array must be identical.
+The NumPy path is the one checked against torch.optim step by step
+(``test_first_order_torch.py``), so this carries those checks over.
+"""
+
+import numpy as np
+import pytest
+
+from ermlab import nn, optim
+from ermlab.optim import inplace
+
+pytest.importorskip("numba", reason="the fused kernels need Numba: pip install numba")
+
+CASES = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, weight_decay=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9)),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+    ("SGD", dict(lr=0.05, momentum=0.5, weight_decay=0.1, nesterov=True)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.1)),
+    ("Adagrad", dict(initial_accumulator_value=0.5, eps=1e-3)),
+    ("Adadelta", dict()),
+    ("Adadelta", dict(lr=0.2, rho=0.5, eps=1e-3, weight_decay=0.1)),
+    ("RMSprop", dict()),
+    ("RMSprop", dict(lr=0.003, momentum=0.9, weight_decay=0.1)),
+    ("RMSprop", dict(centered=True, momentum=0.5, alpha=0.9)),
+    ("RMSprop", dict(centered=True, alpha=0.3, eps_inside_sqrt=True)),
+    ("Adam", dict()),
+    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
+    ("Adam", dict(lr=0.003, betas=(0.3, 0.999), eps=0.0)),
+    ("Adam", dict(lr=0.003, betas=(0.7, 0.9), weight_decay=0.1, decoupled_weight_decay=True)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.5, amsgrad=True)),
+    ("Adamax", dict()),
+    ("Adamax", dict(lr=0.01, betas=(0.3, 0.5), eps=1e-3, weight_decay=0.1)),
+    ("NAdam", dict()),
+    ("NAdam", dict(weight_decay=0.1)),
+    ("NAdam", dict(lr=0.01, momentum_decay=0.1, betas=(0.7, 0.5), weight_decay=0.1,
+                   decoupled_weight_decay=True)),
+]
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'defaults'}" for n, o in CASES]
+SHAPES = [(37, 129), (7,), (1,)]
+STEPS = 18  # the flush runs at step 16
+
+
+def run(name, options, dtype, fused):
+    rng = np.random.default_rng(0)
+    params = [nn.Parameter(rng.standard_normal(s).astype(dtype)) for s in SHAPES]
+    opt = getattr(optim, name)(params, threads=1, **options)
+    opt.fused = fused
+    grads = np.random.default_rng(1)
+    for _ in range(STEPS):
+        for p in params:
+            scale = 10.0 ** grads.integers(-20, 2, p.shape)
+            g = grads.standard_normal(p.shape) * scale * (grads.random(p.shape) > 0.2)
+            p.grad[...] = g.astype(dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):  # ε = 0: 0/0 where g = 0
+            opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("name", "options"), CASES, ids=IDS)
+def test_fused_kernel_is_the_numpy_path_bit_for_bit(name, options, dtype):
+    fused, fused_opt = run(name, options, dtype, True)
+    plain, plain_opt = run(name, options, dtype, False)
+    assert fused_opt.kernels(fused[0].data) is not None  # the kernels really ran
+    assert plain_opt.kernels(plain[0].data) is None
+    for p, q in zip(fused, plain):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=f"{name}{options} θ")
+        for key, value in plain_opt.state[q].items():
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(fused_opt.state[p][key], value,
+                                              err_msg=f"{name}{options} {key}")
+    start = np.random.default_rng(0).standard_normal(SHAPES[0]).astype(dtype)
+    assert np.nanmax(np.abs(fused[0].data - start)) > 1e-3  # the comparison saw real updates
+
+
+def test_kernels_need_contiguous_numpy_arrays_of_one_float_dtype():
+    opt = optim.Adam([nn.Parameter(np.zeros((4, 6), np.float32))])
+    a = np.zeros((4, 6), np.float32)
+    assert opt.kernels(a, a.copy()) is not None
+    assert opt.kernels(a[:, ::2], a[:, ::2].copy()) is None  # not contiguous: NumPy path
+    assert opt.kernels(a, a.astype(np.float64)) is None  # mixed dtypes
+    assert opt.kernels(a.astype(np.float16)) is None  # no kernel for float16
+    assert opt.kernels(a, a.reshape(6, 4)) is None  # other shape
+    opt.fused = False
+    assert opt.kernels(a) is None
+
+
+def test_non_contiguous_parameter_takes_the_numpy_path():
+    """A parameter viewing every other column of a buffer: the ufunc path (two roundings
+    in θ + (−γ)d, where the kernel fuses them), within an ulp of the fused step on a
+    contiguous copy; the other columns untouched."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((5, 8)).astype(np.float32)
+    kept, start = base[:, 1::2].copy(), base[:, ::2].copy()
+    view = nn.Parameter(base[:, ::2])
+    whole = nn.Parameter(np.ascontiguousarray(base[:, ::2]))
+    g = rng.standard_normal((5, 4)).astype(np.float32)
+    assert not view.data.flags.c_contiguous and view.data.base is base
+    for p in (view, whole):
+        p.grad[...] = g
+        optim.Adam([p], lr=0.1).step()
+    np.testing.assert_array_max_ulp(view.data, whole.data, maxulp=1)
+    np.testing.assert_allclose(view.data, start - 0.1 * np.sign(g), atol=1e-6)  # Adam's step 1
+    np.testing.assert_array_equal(base[:, 1::2], kept)
+
+
+def test_env_variable_turns_the_kernels_off(monkeypatch):
+    monkeypatch.setattr(inplace, "_kernels", None)
+    monkeypatch.setenv("ERMLAB_FUSED", "0")
+    opt = optim.Adam([nn.Parameter(np.zeros(3, np.float32))])
+    assert opt.kernels(np.zeros(3, np.float32)) is None
+    monkeypatch.setattr(inplace, "_kernels", None)
+    monkeypatch.setenv("ERMLAB_FUSED", "1")
+    assert opt.kernels(np.zeros(3, np.float32)) is not None

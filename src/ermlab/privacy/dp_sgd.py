@@ -150,7 +150,7 @@ class DPSGD:
         trainer.optimizer.zero_grad()
         value = 0.0
         if len(x) == 0:  # an empty batch: no scores (hit count 0), a step of noise alone
-            trainer.last_scores = numpy.zeros((0, 1))
+            trainer.last_scores = array_module(x).zeros((0, 1))  # on x's device, as y is
         else:
             scores = trainer.last_scores = model.forward(x)
             if not bool(array_module(scores).isfinite(scores).all()):

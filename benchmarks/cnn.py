@@ -55,7 +55,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from common import blas_kernel, time_per_step
+from common import blas_kernel, time_per_step, torch_cnn
 
 from ermlab import optim
 from ermlab.losses import SoftmaxCrossEntropy
@@ -70,65 +70,6 @@ CASES = {
                           (3, 32, 32), 50_000),
 }
 ONLY = {"lenet": "LeNet", "vgg": "small VGG", "resnet20": "ResNet-20"}
-
-
-def torch_resnet20():
-    """He et al.'s CIFAR ResNet-20 with option-A shortcuts, as ``zoo.resnet20(shortcut="A")``:
-    the same boxes (bias-free convolutions, batch norm, non-in-place ReLU, zero-padded
-    shortcut channels split (C_out − C_in) // 2 before, the rest after)."""
-    import torch
-    import torch.nn as nn
-
-    class ZeroPadShortcut(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.stride, self.before, self.after = stride, (cout - cin) // 2, cout - cin - (
-                cout - cin) // 2
-
-        def forward(self, x):
-            sub = x[:, :, :: self.stride, :: self.stride]
-            return nn.functional.pad(sub, (0, 0, 0, 0, self.before, self.after))
-
-    class BasicBlock(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.residual = nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-                nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
-            )
-            self.shortcut = (ZeroPadShortcut(cin, cout, stride) if stride != 1 or cin != cout
-                             else nn.Identity())
-
-        def forward(self, x):
-            return torch.relu(self.residual(x) + self.shortcut(x))
-
-    layers, channels = [nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
-                        nn.ReLU()], 16
-    for stage, planes in enumerate((16, 32, 64)):
-        for index in range(3):
-            layers.append(BasicBlock(channels, planes, 2 if stage and not index else 1))
-            channels = planes
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
-    return nn.Sequential(*layers)
-
-
-def torch_model(name: str):
-    import torch.nn as nn
-
-    if name.startswith("ResNet"):
-        return torch_resnet20()
-    if name.startswith("LeNet"):
-        return nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
-        )
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4096, 512), nn.ReLU(), nn.Linear(512, 10),
-    )
 
 
 def batch(shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +96,7 @@ def torch_step(name: str):
     import torch
 
     torch.manual_seed(0)
-    model = torch_model(name)
+    model = torch_cnn(name)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     criterion = torch.nn.CrossEntropyLoss()
     x, y = (torch.from_numpy(a) for a in batch(CASES[name][1]))

@@ -1,0 +1,216 @@
+"""Peak resident memory of a training run, ermlab vs PyTorch CPU, each in a fresh process.
+
+Run by hand (not a test):
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/memory.py \\
+        [--models mlp,vgg] [--batches 64,128,256] [--steps 20 | --epoch] [--threads N]
+
+Workloads (float32, the architectures of benchmarks/mlp_epoch.py and benchmarks/cnn.py):
+  * MLP 784-512-256-10 with Adam (lr 1e-3) on a Fashion-MNIST-sized training set
+    (60,000 × 784, random values);
+  * the small VGG of benchmarks/cnn.py with SGD + momentum 0.9 (lr 0.01) on a
+    CIFAR-10-sized training set (50,000 × 3 × 32 × 32, random values).
+
+Each (model, batch size, framework) runs in its own subprocess, so one run's peak never
+hides another's. The child imports its framework, builds the data (the same values for
+both), the model and the optimizer, then records its resident set size (RSS, from
+/proc/self/statm) as the *baseline*; it then trains: ermlab through ``Trainer.fit`` (one
+epoch over the first ``steps × batch`` examples, or over all of them with ``--epoch``),
+PyTorch through the usual loop (a random permutation, ``x[index]`` batches, zero_grad,
+forward, cross-entropy, backward, step) over the same examples. Reported:
+
+    peak     ru_maxrss at the end (the process's high-water mark, MiB)
+    growth   peak − baseline: what training adds on top of the data and the model
+
+and, over the batch sizes, the per-example slope of the growth (least squares, MiB per
+example in the batch) — the activations, caches and scratch buffers that scale with the
+batch — and its intercept (what does not). With a fixed number of steps the peak is the
+steady state: every step allocates the same buffers, and the child checks that the RSS
+after the last step has not grown past the RSS after the second one by more than 5 %
+(printed "steady" or "STILL GROWING").
+
+Threads: OpenBLAS and oneDNN keep per-thread buffers; pass ``--threads`` to compare at
+the same count (default: each framework's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+MIB = 2**20
+SIZES = (784, 512, 256, 10)
+ROWS = {"mlp": 60_000, "vgg": 50_000}
+SHAPES = {"mlp": (784,), "vgg": (3, 32, 32)}
+
+
+def rss() -> int:
+    """Current resident set size in bytes."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss() -> int:
+    """The process's peak resident set size in bytes (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def dataset(model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Random inputs of the dataset's size, built in place (no float64 temporary)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((ROWS[model], *SHAPES[model]), dtype=np.float32)
+    return x, rng.integers(0, 10, ROWS[model])
+
+
+def child_ermlab(model: str, x, y, batch: int, rows: int, record) -> None:
+    from ermlab import losses, optim
+    from ermlab.nn import mlp, zoo
+    from ermlab.training import Callback, Trainer
+
+    if model == "mlp":
+        net = mlp(SIZES, rng=0)
+        optimizer = optim.Adam(net.parameters(), lr=1e-3)
+    else:
+        net = zoo.small_vgg(10, SHAPES[model], rng=0)
+        optimizer = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    trainer = Trainer(net, losses.SoftmaxCrossEntropy(), optimizer, rng=0)
+
+    class AfterEachStep(Callback):
+        def on_batch_end(self, trainer, logs=None) -> None:
+            record()
+
+    trainer.callbacks.append(AfterEachStep())
+    yield_baseline()
+    trainer.fit(x[:rows], y[:rows], epochs=1, batch_size=batch)
+
+
+def child_torch(model: str, x, y, batch: int, rows: int, record) -> None:
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import torch_cnn, torch_mlp
+
+    torch.manual_seed(0)
+    if model == "mlp":
+        net = torch_mlp(SIZES)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    else:
+        net = torch_cnn("small VGG")
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    criterion = torch.nn.CrossEntropyLoss()
+    xs, ys = torch.from_numpy(x[:rows]), torch.from_numpy(y[:rows].astype(np.int64))
+    yield_baseline()
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(0))
+    for i in range(0, rows, batch):
+        index = order[i:i + batch]
+        optimizer.zero_grad()
+        criterion(net(xs[index]), ys[index]).backward()
+        optimizer.step()
+        record()
+
+
+_BASELINE: dict[str, int] = {}
+
+
+def yield_baseline() -> None:
+    """Record the RSS once data, model and optimizer exist, just before training."""
+    _BASELINE["rss"], _BASELINE["peak"] = rss(), peak_rss()
+
+
+def child(framework: str, model: str, batch: int, steps: int | None, threads: int | None):
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+        if framework == "pytorch":
+            import torch
+
+            torch.set_num_threads(threads)
+    x, y = dataset(model)
+    rows = len(x) if steps is None else min(len(x), steps * batch)
+    after: list[int] = []
+    start = time.perf_counter()
+    run = child_ermlab if framework == "ermlab" else child_torch
+    run(model, x, y, batch, rows, lambda: after.append(rss()))
+    seconds = time.perf_counter() - start
+    peak = peak_rss()
+    steady = len(after) < 3 or after[-1] <= 1.05 * after[1]
+    print(json.dumps({
+        "baseline": _BASELINE["rss"], "baseline_peak": _BASELINE["peak"], "peak": peak,
+        "steps": len(after), "steady": steady, "seconds": seconds,
+    }))
+
+
+def run_child(framework: str, model: str, batch: int, args) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--child", framework, model,
+               str(batch), "0" if args.epoch else str(args.steps), str(args.threads or 0)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{framework} {model} batch {batch} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def slope(batches: list[int], growth: list[float]) -> tuple[float, float]:
+    """Least-squares (MiB per example, MiB at batch 0) of growth against batch size."""
+    per_example, intercept = np.polyfit(np.asarray(batches, float), np.asarray(growth), 1)
+    return float(per_example), float(intercept)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mlp,vgg")
+    parser.add_argument("--batches", default="64,128,256")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--epoch", action="store_true", help="train one whole epoch")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        framework, model, batch, steps, threads = args.child
+        child(framework, model, int(batch), int(steps) or None, int(threads) or None)
+        return
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import blas_kernel
+
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"peak resident memory of training, float32, "
+          f"{'one epoch' if args.epoch else f'{args.steps} steps'} per run, each run in a "
+          f"fresh process; threads {args.threads or 'default'}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"BLAS: {blas_kernel()}")
+    for model in args.models.split(","):
+        title = "MLP 784-512-256-10, Adam" if model == "mlp" else "small VGG 32×32×3, SGD momentum"
+        print(f"\n{title} ({ROWS[model]:,} examples in memory: "
+              f"{ROWS[model] * np.prod(SHAPES[model]) * 4 / MIB:.0f} MiB)")
+        print(f"  {'batch':>5}  {'framework':<8} {'baseline':>9} {'peak':>9} {'growth':>9}"
+              f"  steps  state      ratio of peaks, of growths")
+        growth: dict[str, list[float]] = {"ermlab": [], "pytorch": []}
+        for batch in batches:
+            results = {fw: run_child(fw, model, batch, args) for fw in ("ermlab", "pytorch")}
+            for fw, r in results.items():
+                grown = (r["peak"] - r["baseline"]) / MIB
+                growth[fw].append(grown)
+                ratio = ""
+                if fw == "pytorch":
+                    ours = results["ermlab"]
+                    theirs_growth = max(1, r["peak"] - r["baseline"])
+                    ratio = (f"{ours['peak'] / r['peak']:.2f}, "
+                             f"{(ours['peak'] - ours['baseline']) / theirs_growth:.2f}")
+                print(f"  {batch:5d}  {fw:<8} {r['baseline'] / MIB:8.0f}M {r['peak'] / MIB:8.0f}M "
+                      f"{grown:8.0f}M  {r['steps']:5d}  "
+                      f"{'steady' if r['steady'] else 'STILL GROWING':<10} {ratio}")
+        if len(batches) >= 2:
+            for fw in growth:
+                per_example, fixed = slope(batches, growth[fw])
+                print(f"  {fw:<8} growth ≈ {fixed:6.1f} MiB + {per_example:.3f} MiB per example "
+                      "in the batch")
+
+
+if __name__ == "__main__":
+    main()

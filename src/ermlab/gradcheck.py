@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy
 
-from ermlab.backend import as_generator, to_numpy
+from ermlab.backend import array_module, as_generator, to_numpy
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
 
@@ -132,14 +132,15 @@ def check_module(
     params = module.parameters()
     _require_float64([*inputs, *(p.data for p in params)], "inputs and parameters")
     module.train()
-    probe = as_generator(rng).standard_normal(module.forward(*inputs).shape)
+    output = module.forward(*inputs)
+    probe = as_generator(rng).standard_normal(output.shape)  # on the host, for objective()
 
     def objective() -> float:
         return float(numpy.sum(probe * to_numpy(module.forward(*inputs))))
 
     module.zero_grad()
     module.forward(*inputs)
-    back = module.backward(probe, input_grad=check_inputs)
+    back = module.backward(array_module(output).asarray(probe), input_grad=check_inputs)
     analytic = {f"param:{name}": p.grad.copy() for name, p in module.named_parameters()}
     if check_inputs:
         back = back if isinstance(back, tuple) else (back,)

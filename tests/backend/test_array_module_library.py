@@ -1,12 +1,13 @@
 """The rest of the training stack on CuPy stand-in arrays equals the NumPy run: DP-SGD
 (with empty Poisson batches), per-example gradients, attacks and adversarial training,
-penalties and constraints, sample weights, ensembles and data augmentation."""
+penalties and constraints, sample weights, ensembles, data augmentation and the
+gradient checks."""
 
 import numpy
 import pytest
 from fake_cupy import DeviceArray, to_device
 
-from ermlab import losses, nn, optim, regularizers
+from ermlab import backend, gradcheck, losses, nn, optim, regularizers
 from ermlab.data import transforms
 from ermlab.ensemble import Ensemble
 from ermlab.privacy import DPSGD, per_example_gradients
@@ -133,3 +134,23 @@ def test_augmentation_on_device(xp, name):
     images = numpy.random.default_rng(1).random((3, 3, 8, 8)).astype(numpy.float32)
     host, device = _both(xp, lambda to, move: [AUGMENT[name](to(images), 5)])
     _assert_same(host, device)
+
+
+def test_gradient_checks_on_device(xp):
+    """check_module, check_loss and check_regularizer take device models and arrays
+    (bug: check_module handed its NumPy probe to the device model's backward)."""
+    x = numpy.random.default_rng(2).standard_normal((3, 4))
+
+    def run(to, move):
+        with backend.default_dtype(numpy.float64):
+            model = move(nn.Sequential(nn.Linear(4, 3, rng=0), nn.Tanh(), nn.Linear(3, 2, rng=1)))
+        labels = to(numpy.array([0, 3, 1]))
+        checks = [gradcheck.check_module(model, to(x)),
+                  gradcheck.check_loss(losses.MulticlassHinge(), to(x), labels),
+                  gradcheck.check_regularizer(regularizers.ElasticNet(0.1, 0.5),
+                                              model.parameters())]
+        return [(c.max_rel_error, c.where) for c in checks]
+
+    host, device = _both(xp, run)
+    assert device == host
+    assert all(error < 1e-6 for error, _ in device)

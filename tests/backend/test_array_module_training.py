@@ -9,6 +9,7 @@ import json
 import math
 
 import numpy
+import pytest
 from fake_cupy import DeviceArray, to_device
 
 from ermlab import losses, nn, optim, regularizers
@@ -87,3 +88,19 @@ def test_train_step_returns_a_float_on_device(xp):
     trainer = _trainer(xp)
     value = trainer.train_step(xp.asarray(x[:8]), xp.asarray(y[:8]))
     assert type(value) is float and math.isfinite(value)
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+    "Trainer.fit does not move host batches to the model's device: "
+    "host (or memory-mapped) data with a CuPy model fail in the first matmul with CuPy's "
+    "'Unsupported type <class numpy.ndarray>' instead of training batch by batch on the "
+    "device as torch users move each batch with .to(device)"))
+def test_fit_moves_host_batches_to_the_models_device(xp, ufunc_path):
+    x, y = _data()
+    on_device = _trainer(xp)
+    on_device.fit(xp.asarray(x), xp.asarray(y), epochs=1, batch_size=16)
+    from_host = _trainer(xp)
+    from_host.fit(x, y, epochs=1, batch_size=16)
+    assert all(isinstance(p.data, DeviceArray) for p in from_host.model.parameters())
+    for w, ref in zip(_weights(from_host.model), _weights(on_device.model)):
+        numpy.testing.assert_array_equal(w, ref)

@@ -2,7 +2,11 @@
 
 * The array module comes from the data: ``array_module(x)`` is NumPy for NumPy
   arrays and CuPy for CuPy arrays, so one code path serves CPU and GPU
-  (Chainer's ``get_array_module``).
+  (Chainer's ``get_array_module``). CuPy is untested on a GPU: ``tests/backend``
+  runs layers, losses, optimizers, the Trainer and checkpoints on a strict CuPy
+  stand-in (no implicit conversion to NumPy, no mixing with NumPy arrays) and
+  checks them against the NumPy run; that proves the array module flows through
+  the code, not that CUDA's arithmetic gives the same numbers.
 * Floating point defaults to float32; ``set_default_dtype(numpy.float64)`` (or
   the ``default_dtype`` context manager) switches it, e.g. for gradient checks.
 * Randomness flows from an explicit ``numpy.random.Generator``. Functions that

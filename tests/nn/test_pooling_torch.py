@@ -16,7 +16,8 @@ from ermlab import nn  # noqa: E402
 
 # (N, C, H, W, kernel, stride, padding)
 POOLS = [
-    (2, 3, 8, 8, 2, None, 0),        # LeNet/VGG 2×2: windows tile the input
+    (2, 3, 8, 8, 2, None, 0),        # LeNet/VGG 2×2: windows tile the input (pairwise path)
+    (1, 4, 6, 10, 2, 2, 0),          # the same path: batch 1, stride given, H ≠ W
     (2, 3, 9, 7, 2, None, 0),        # odd sizes: the last row/column is dropped
     (2, 2, 13, 13, 3, 2, 0),         # AlexNet's overlapping 3×3 stride 2
     (2, 2, 8, 9, 3, 2, 1),           # GoogLeNet/ResNet stem: 3×3 stride 2 padding 1

@@ -13,8 +13,15 @@ import pytest
 from fake_cupy import DeviceArray, to_device
 
 from ermlab import losses, nn, optim, regularizers
+from ermlab.ensemble import SnapshotEnsemble
 from ermlab.training import Trainer
-from ermlab.training.callbacks import DivergenceGuard, EarlyStopping, JSONLogger
+from ermlab.training.callbacks import (
+    DivergenceGuard,
+    EarlyStopping,
+    JSONLogger,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+)
 
 
 def _data():
@@ -40,26 +47,42 @@ def _weights(model):
             for p in model.parameters()]
 
 
+def _callbacks(directory):
+    """Callbacks with state on the model's arrays: best weights restored, checkpoints,
+    a plateau schedule, snapshots of the model."""
+    return [EarlyStopping(patience=1, min_delta=0.05), DivergenceGuard(),
+            JSONLogger(directory / "log.json"), ModelCheckpoint(directory, every=1),
+            ReduceLROnPlateau(patience=0, factor=0.5), SnapshotEnsemble(2)]
+
+
 def test_fit_on_device_equals_numpy(xp, ufunc_path, tmp_path):
     x, y = _data()
-    host = _trainer()
-    host.fit(x[:48], y[:48], epochs=3, batch_size=16, validation_data=(x[48:], y[48:]))
-    log = tmp_path / "log.jsonl"
-    device = _trainer(xp, callbacks=[EarlyStopping(patience=5), DivergenceGuard(),
-                                     JSONLogger(log)])
-    history = device.fit(xp.asarray(x[:48]), xp.asarray(y[:48]), epochs=3, batch_size=16,
+    (tmp_path / "host").mkdir()
+    host = _trainer(callbacks=_callbacks(tmp_path / "host"))
+    host.fit(x[:48], y[:48], epochs=4, batch_size=16, validation_data=(x[48:], y[48:]))
+    (tmp_path / "device").mkdir()
+    device = _trainer(xp, callbacks=_callbacks(tmp_path / "device"))
+    history = device.fit(xp.asarray(x[:48]), xp.asarray(y[:48]), epochs=4, batch_size=16,
                          validation_data=(xp.asarray(x[48:]), xp.asarray(y[48:])))
-    for w, ref in zip(_weights(device.model), _weights(host.model)):
+    for w, ref in zip(_weights(device.model), _weights(host.model), strict=True):
         numpy.testing.assert_array_equal(w, ref)
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
         assert all(type(v) is float for v in history[key]), (key, history[key])
         assert history[key] == host.history[key], key
-    assert json.loads(log.read_text())["history"]["val_loss"] == history["val_loss"]
+    assert json.loads((tmp_path / "device" / "log.json").read_text())["history"]["val_loss"] \
+        == history["val_loss"]
+    assert sorted(p.name for p in (tmp_path / "device").iterdir()) == sorted(
+        p.name for p in (tmp_path / "host").iterdir())
     scores = device.predict_scores(xp.asarray(x[48:]))
     assert type(scores) is numpy.ndarray
     numpy.testing.assert_array_equal(scores, host.predict_scores(x[48:]))
     numpy.testing.assert_array_equal(device.confusion_matrix(xp.asarray(x), xp.asarray(y)),
                                      host.confusion_matrix(x, y))
+    snapshots = [c for c in device.callbacks if isinstance(c, SnapshotEnsemble)][0]
+    host_snapshots = [c for c in host.callbacks if isinstance(c, SnapshotEnsemble)][0]
+    numpy.testing.assert_array_equal(
+        snapshots.ensemble(device.model).predict_proba(xp.asarray(x)),
+        host_snapshots.ensemble(host.model).predict_proba(x))
 
 
 def test_checkpoint_round_trip_on_device(xp, ufunc_path, tmp_path):

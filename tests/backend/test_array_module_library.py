@@ -1,7 +1,7 @@
 """The rest of the training stack on CuPy stand-in arrays equals the NumPy run: DP-SGD
 (with empty Poisson batches), per-example gradients, attacks and adversarial training,
-penalties and constraints, sample weights, ensembles, data augmentation and the
-gradient checks."""
+penalties and constraints, sample weights, the in-process distributed strategies,
+ensembles, data augmentation and the gradient checks."""
 
 import numpy
 import pytest
@@ -9,6 +9,7 @@ from fake_cupy import DeviceArray, to_device
 
 from ermlab import backend, gradcheck, losses, nn, optim, regularizers
 from ermlab.data import transforms
+from ermlab.distributed import EASGD, Downpour, SyncDataParallel
 from ermlab.ensemble import Ensemble
 from ermlab.privacy import DPSGD, per_example_gradients
 from ermlab.robustness import FGSM, PGD
@@ -106,6 +107,20 @@ def test_fit_options_on_device(xp, ufunc_path, options):
     assert {k: v for k, v in history.items() if k != "time"} == {
         k: v for k, v in host_history.items() if k != "time"}
     assert scores == host_scores
+
+
+@pytest.mark.parametrize("strategy", [lambda: SyncDataParallel(2), lambda: Downpour(2),
+                                      lambda: EASGD(2)], ids=["sync", "downpour", "easgd"])
+def test_in_process_strategies_on_device(xp, ufunc_path, strategy):
+    """(bug: the parameter server's read-only views set ``flags.writeable``, which CuPy
+    arrays do not have.)"""
+    def run(to, move):
+        trainer = _fit(to, move, strategy=strategy())
+        return [p.data for p in trainer.model.parameters()], trainer.history["loss"]
+
+    (host, host_loss), (device, loss) = _both(xp, run)
+    _assert_same(host, device)
+    assert loss == host_loss
 
 
 def test_ensemble_predicts_from_device_models(xp):

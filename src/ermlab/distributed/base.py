@@ -85,11 +85,13 @@ class ParameterServer:
         self.staleness_counts: dict[int, int] = {}
 
     def arrays(self) -> Arrays:
-        """Read-only views of the current values."""
+        """Read-only views of the current values (plain views on CuPy, whose arrays have
+        no read-only flag)."""
         views = {}
         for name, param in self.params.items():
             view = param.data.view()
-            view.flags.writeable = False
+            if isinstance(view, numpy.ndarray):
+                view.flags.writeable = False
             views[name] = view
         return views
 

@@ -1,5 +1,6 @@
 """The Trainer's augmentation on Ray: each worker augments its own batches with its own
-generator from the strategy's seed; learns, reproducible with the seed, refused unpicklable."""
+generator from the strategy's seed (equal to an in-process oracle flipping with that
+generator); learns; refused when unpicklable."""
 
 import threading
 
@@ -10,6 +11,7 @@ from strategy_helpers import mlp_trainer, weights
 from ermlab import optim
 from ermlab.data.transforms import AsImages, RandomHorizontalFlip
 from ermlab.distributed import Downpour, OnRay, SyncDataParallel
+from ermlab.distributed.ray_workers import worker_seeds
 
 
 def mirrored_blobs(n=160, seed=2):
@@ -36,17 +38,29 @@ def fit(strategy, augment=FLIP):
     return trainer
 
 
-def test_augmented_runs_learn_and_repeat_with_the_seed(ray_session):
-    a = fit(OnRay(Downpour(workers=1, seed=3)))
-    b = fit(OnRay(Downpour(workers=1, seed=3)))
-    c = fit(OnRay(Downpour(workers=1, seed=4)))
+def flips_of_worker(seed, workers, rank):
+    """The oracle's augmentation: FLIP drawing from the generator OnRay gives worker ``rank``
+    (``worker_seeds``), not from the Trainer's (which then only orders the batches)."""
+    generator = np.random.default_rng(worker_seeds(seed, workers)[rank][1])
+    return lambda x, rng: FLIP(x, generator)
+
+
+def test_each_worker_augments_with_its_own_generator_from_the_seed(ray_session):
+    """One worker: the Ray run equals, bit for bit, the in-process run that flips its batches
+    in order with worker 0's generator from seed 3 — so augment is applied, once per batch,
+    with the seed's generator (a worker that skipped augment or drew from a fixed generator
+    would differ; the in-process runs of seeds 3 and 4 differ, so the seed is what decides).
+    The run is therefore reproducible from the seed, and it learns."""
     x, y = mirrored_blobs()
-    assert a.evaluate(x, y)["accuracy"] > 0.8
-    for k, v in weights(a).items():
-        assert np.array_equal(v, weights(b)[k]), k
-    # the seed drives the flips (no dropout here): a worker that skipped augment, or drew
-    # from a fixed generator, would give c = a
-    assert any(not np.array_equal(v, weights(c)[k]) for k, v in weights(a).items())
+    ray_run = fit(OnRay(Downpour(workers=1, seed=3)))
+    oracle = fit(Downpour(workers=1), augment=flips_of_worker(3, 1, 0))
+    for k, v in weights(oracle).items():
+        assert np.array_equal(v, weights(ray_run)[k]), k
+    other_seed = fit(Downpour(workers=1), augment=flips_of_worker(4, 1, 0))
+    unflipped = fit(Downpour(workers=1), augment=None)
+    for run in (other_seed, unflipped):
+        assert any(not np.array_equal(v, weights(run)[k]) for k, v in weights(oracle).items())
+    assert ray_run.evaluate(x, y)["accuracy"] > 0.8
     sync = fit(OnRay(SyncDataParallel(workers=2, seed=5)))  # each replica flips its shard
     assert sync.evaluate(x, y)["accuracy"] > 0.8
 

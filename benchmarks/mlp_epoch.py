@@ -12,11 +12,32 @@ the same 60,000 examples with the same architecture, optimizer (Adam, lr 1e-3)
 and batch size; the median epoch is reported, with test accuracy as a sanity
 check, and the ratios to ermlab. The fraction of subnormal values in Adam's
 first moment is printed at the end (see shared PERFORMANCE.md).
+
+ermlab's epoch is what a user runs: ``Trainer.fit`` with Adam, batch 128 and
+the 10,000 test examples as ``validation_data`` (evaluated after the epoch, as
+``ermlab train`` does with its validation split), next to its own GEMM time:
+the same matrix products with the same shapes and layouts — per step, x Wᵀ for
+every layer, Gᵀ H for every weight gradient and G W for every input gradient
+but the first layer's (ermlab skips it), then the validation forward pass in
+blocks of 1024 — into preallocated outputs, nothing else. ``ermlab/GEMM`` is
+the goal of issue 11 (≤ 1.25). The two alternate, round after round, and the
+ratio is quoted as the median of the rounds' ratios, in wall-clock and in
+process CPU time (the machine is shared: CPU time is the steadier figure at
+``--threads 1``). A last, instrumented epoch says where the rest goes:
+GEMMs, the rest of Linear (bias add, bias gradient), activations, loss,
+optimizer (step + zero_grad), batch gathering, validation, and the Trainer's
+own loop and callbacks (what is left of the epoch's time).
+
+Idle-machine re-measurement (1 and 2 threads):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/mlp_epoch.py --threads 1
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/mlp_epoch.py --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -40,21 +61,153 @@ def load(kind: str):
     return flat[0], d.y_train, flat[1], d.y_test
 
 
-def run_ermlab(x, y, xt, yt, epochs):
+def ermlab_trainer():
     from ermlab import losses, nn, optim
     from ermlab.training import Trainer
 
     model = nn.mlp(SIZES, rng=0)
     optimizer = optim.Adam(model.parameters(), lr=1e-3)
-    trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optimizer, rng=0)
-    times = []
+    return Trainer(model, losses.SoftmaxCrossEntropy(), optimizer, rng=0)
+
+
+def ermlab_epoch(trainer, x, y, xt, yt) -> tuple[float, float]:
+    """(wall, CPU) seconds of one ``Trainer.fit`` epoch, validation included."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    trainer.fit(x, y, epochs=1, batch_size=BATCH, validation_data=(xt, yt))
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def gemm_epoch(n: int, n_val: int, val_batch: int = 1024) -> tuple[float, float]:
+    """(wall, CPU) seconds of the epoch's matrix products alone, into preallocated outputs.
+
+    Per step (⌈n / BATCH⌉ steps, the last one smaller): forward A_l = H_l W_lᵀ for every
+    layer; backward ∂W_l = G_lᵀ H_l for every layer and ∂H_l = G_l W_l for all but the
+    first; then the validation forward pass over ``n_val`` rows in blocks of ``val_batch``.
+    The operands have ermlab's layouts (W is (out, in), C order; Wᵀ and Gᵀ are views).
+    """
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((b, a), dtype=np.float32) * 0.05
+               for a, b in zip(SIZES[:-1], SIZES[1:])]
+    grads_w = [np.empty_like(w) for w in weights]
+
+    def buffers(rows):
+        acts = [rng.random((rows, size), dtype=np.float32) for size in SIZES]
+        grads = [np.empty((rows, size), np.float32) for size in SIZES]
+        return acts, grads
+
+    sizes = [BATCH] * (n // BATCH) + ([n % BATCH] if n % BATCH else [])
+    train = {rows: buffers(rows) for rows in set(sizes)}
+    val_sizes = [val_batch] * (n_val // val_batch) + ([n_val % val_batch] if n_val % val_batch
+                                                      else [])
+    val = {rows: buffers(rows) for rows in set(val_sizes)}
+    layers = range(len(weights))
+    wall, cpu = time.perf_counter(), time.process_time()
+    for rows in sizes:
+        acts, grads = train[rows]
+        for l in layers:
+            np.matmul(acts[l], weights[l].T, out=acts[l + 1])
+        for l in reversed(layers):
+            np.matmul(acts[l + 1].T, acts[l], out=grads_w[l])  # Gᵀ H (G's values: immaterial)
+            if l:
+                np.matmul(acts[l + 1], weights[l], out=grads[l])
+    for rows in val_sizes:
+        acts, _ = val[rows]
+        for l in layers:
+            np.matmul(acts[l], weights[l].T, out=acts[l + 1])
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run_ermlab(x, y, xt, yt, epochs, cpu=False):
+    """ermlab's epochs alternated with GEMM-only epochs; then one instrumented epoch."""
+    trainer = ermlab_trainer()
+    times, gemm = [], []
     for _ in range(epochs):
-        start = time.perf_counter()
-        trainer.fit(x, y, epochs=1, batch_size=BATCH)
-        times.append(time.perf_counter() - start)
-    m = np.concatenate([s["exp_avg"].ravel() for s in optimizer.state.values()])
+        gemm.append(gemm_epoch(len(x), len(xt)))
+        times.append(ermlab_epoch(trainer, x, y, xt, yt))
+    parts = breakdown(trainer, x, y, xt, yt, cpu)
+    m = np.concatenate([s["exp_avg"].ravel() for s in trainer.optimizer.state.values()])
     subnormal = np.mean((m != 0) & (np.abs(m) < np.finfo(np.float32).tiny))
-    return times, float(np.mean(trainer.predict(xt) == yt)), subnormal
+    accuracy = float(np.mean(trainer.predict(xt) == yt))
+    return [t[0] for t in times], accuracy, {"times": times, "gemm": gemm, "parts": parts,
+                                             "subnormal": subnormal}
+
+
+class Breakdown:
+    """Exclusive (self) time per category of wrapped calls: a call's time minus the time
+    of the wrapped calls inside it. Inside validation everything is validation, its GEMMs
+    apart."""
+
+    def __init__(self, clock=time.perf_counter) -> None:
+        self.times: dict[str, float] = {}
+        self.stack: list[list] = []
+        self.clock = clock
+
+    def wrap(self, fn, category: str):
+        def timed(*args, **kwargs):
+            frame = [category, 0.0]
+            self.stack.append(frame)
+            start = self.clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = self.clock() - start
+                self.stack.pop()
+                label = category
+                if any(f[0] == "validation" for f in self.stack) or category == "validation":
+                    label = "validation GEMMs" if category == "GEMMs" else "validation (rest)"
+                self.times[label] = self.times.get(label, 0.0) + elapsed - frame[1]
+                if self.stack:
+                    self.stack[-1][1] += elapsed
+        return timed
+
+
+class TimedRows:
+    """``x[index]`` timed as batch gathering; the face the Trainer reads (len, shape, dtype)."""
+
+    def __init__(self, array, clock: Breakdown) -> None:
+        self.array, self.shape, self.dtype = array, array.shape, array.dtype
+        self.getitem = clock.wrap(array.__getitem__, "batch gathering")
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index):
+        return self.getitem(index)
+
+
+def breakdown(trainer, x, y, xt, yt, cpu: bool = False) -> dict[str, float]:
+    """One more epoch with every part timed (wrappers on this trainer's objects and on
+    ``numpy.matmul``, removed after); ``Trainer loop, callbacks`` is the rest of the epoch.
+    Wall-clock seconds, or process CPU seconds with ``cpu``."""
+    from ermlab import nn
+
+    clock = Breakdown(time.process_time if cpu else time.perf_counter)
+    saved_matmul = np.matmul
+    patched = []
+
+    def patch(obj, name, category):
+        patched.append((obj, name))
+        setattr(obj, name, clock.wrap(getattr(obj, name), category))
+
+    for module in trainer.model:
+        category = "Linear (bias, rest)" if isinstance(module, nn.Linear) else "activations"
+        patch(module, "forward", category)
+        patch(module, "backward", category)
+    patch(trainer.loss, "forward", "loss")
+    patch(trainer.loss, "backward", "loss")
+    patch(trainer.optimizer, "step", "optimizer")
+    patch(trainer.optimizer, "zero_grad", "optimizer")
+    patch(trainer, "evaluate", "validation")
+    np.matmul = clock.wrap(saved_matmul, "GEMMs")
+    try:
+        total = ermlab_epoch(trainer, TimedRows(x, clock), TimedRows(y, clock), xt, yt)[cpu]
+    finally:
+        np.matmul = saved_matmul
+        for obj, name in patched:
+            delattr(obj, name)
+    clock.times["Trainer loop, callbacks"] = total - sum(clock.times.values())
+    clock.times["total"] = total
+    return clock.times
 
 
 def run_torch(x, y, xt, yt, epochs):
@@ -100,21 +253,84 @@ def run_sklearn(x, y, xt, yt, epochs):
     return times, float(np.mean(clf.predict(xt) == yt)), None
 
 
+def machine(threads: int | None) -> str:
+    """CPU model, BLAS kernel and threads, load average: to tell figures apart."""
+    import platform
+
+    from threadpoolctl import threadpool_info
+
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next(line.split(":", 1)[1].strip() for line in info
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    blas = ", ".join(f"{i['internal_api']} {i.get('version')} {i.get('architecture')} "
+                     f"({i['num_threads']} threads)" for i in threadpool_info()
+                     if i["user_api"] == "blas")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{model}; BLAS: {blas}; --threads {threads}; load average {load}"
+
+
+def report_ermlab(extra: dict, clock: str) -> None:
+    wall_ratios = [t[0] / g[0] for t, g in zip(extra["times"], extra["gemm"])]
+    cpu_ratios = [t[1] / g[1] for t, g in zip(extra["times"], extra["gemm"])]
+    gemm_wall = statistics.median(g[0] for g in extra["gemm"])
+    gemm_cpu = statistics.median(g[1] for g in extra["gemm"])
+    flops = gemm_flops(60000, 10000)
+    print(f"GEMMs alone {gemm_wall:6.2f} s/epoch wall, {gemm_cpu:.2f} s CPU (median; "
+          f"{flops / 1e9:.0f} GFLOP, {flops / gemm_wall / 1e9:.0f} GFLOP/s wall)")
+    print(f"ermlab/GEMM = {statistics.median(wall_ratios):.2f} wall, "
+          f"{statistics.median(cpu_ratios):.2f} CPU (median of the rounds' ratios; "
+          f"wall: {', '.join(f'{r:.2f}' for r in wall_ratios)}); goal ≤ 1.25")
+    parts = dict(extra["parts"])
+    total = parts.pop("total")
+    print(f"where one instrumented epoch ({total:.2f} s {clock}) goes:")
+    for name, seconds in sorted(parts.items(), key=lambda item: -item[1]):
+        print(f"  {name:26s} {seconds:6.3f} s  {seconds / total:6.1%}")
+    print(f"subnormal fraction of Adam's m after training: {extra['subnormal']:.4f}")
+
+
+def gemm_flops(n: int, n_val: int) -> float:
+    """Multiply-adds ×2 of the epoch's GEMMs (see ``gemm_epoch``)."""
+    pairs = list(zip(SIZES[:-1], SIZES[1:]))
+    per_row = sum(a * b for a, b in pairs)
+    backward = 2 * per_row - SIZES[0] * SIZES[1]
+    return 2.0 * (n * (per_row + backward) + n_val * per_row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", choices=("fashion-mnist", "synthetic"), default="fashion-mnist")
     parser.add_argument("--only", nargs="*", default=["ermlab", "pytorch", "sklearn"])
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="the breakdown's clock: wall, or process CPU time (steadier on a "
+                        "busy machine at --threads 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS, torch and ermlab optimizer threads (default: as installed)")
     args = parser.parse_args()
+    if args.threads is not None:
+        os.environ["ERMLAB_NUM_THREADS"] = str(args.threads)
     import sklearn
     import torch
+    from threadpoolctl import threadpool_limits
 
+    if args.threads is not None:
+        threadpool_limits(args.threads)
+        torch.set_num_threads(args.threads)
     x, y, xt, yt = load(args.data)
     runners = {"ermlab": run_ermlab, "pytorch": run_torch, "sklearn": run_sklearn}
-    results = {name: runners[name](x, y, xt, yt, args.epochs) for name in args.only}
+    results = {name: runners[name](x, y, xt, yt, args.epochs) for name in args.only
+               if name != "ermlab"}
+    if "ermlab" in args.only:
+        results = {"ermlab": run_ermlab(x, y, xt, yt, args.epochs, args.clock == "cpu"),
+                   **results}
     print(f"MLP {'-'.join(map(str, SIZES))}, Adam lr 1e-3, batch {BATCH}, float32, {args.data}, "
           f"{args.epochs} epochs each; numpy {np.__version__}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), scikit-learn {sklearn.__version__}")
+    print(machine(args.threads))
     base = statistics.median(results["ermlab"][0]) if "ermlab" in results else None
     for name, (times, accuracy, _) in results.items():
         median = statistics.median(times)
@@ -122,7 +338,9 @@ def main() -> None:
         print(f"{name:8s} {median:6.2f} s/epoch (median; all: "
               f"{', '.join(f'{t:.2f}' for t in times)})  test accuracy {accuracy:.4f}{ratio}")
     if "ermlab" in results:
-        print(f"subnormal fraction of Adam's m after training: {results['ermlab'][2]:.4f}")
+        print("ermlab's epoch includes validation on the 10,000 test examples; "
+              "PyTorch's and scikit-learn's do not")
+        report_ermlab(results["ermlab"][2], args.clock)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,63 @@ def test_state_dict_keys_and_values_match_torch():
     for key, value in reference.items():
         np.testing.assert_allclose(state[key], value.numpy(), rtol=RTOL, err_msg=key)
     assert state["num_batches_tracked"].dtype == np.int64
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_blocked_passes_match_torch_across_block_edges(monkeypatch, frozen):
+    """The statistics, the output and bprop run over blocks of samples: with blocks of 3
+    samples, 7 samples give blocks of 3, 3 and 1, and every result must still be torch's
+    (float64, 1e-10); frozen = torch's eval-mode BatchNorm under autograd."""
+    from ermlab.nn import normalization
+
+    rng = np.random.default_rng(3)
+    shape = (7, 4, 3, 5)
+    monkeypatch.setattr(normalization, "BLOCK_BYTES", 3 * 4 * 3 * 5 * 8)
+    ours = nn.BatchNorm2d(4, dtype=np.float64)
+    theirs = torch.nn.BatchNorm2d(4, dtype=torch.float64)
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    ours.weight.data[:], ours.bias.data[:] = gamma, beta
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(gamma))
+        theirs.bias.copy_(torch.tensor(beta))
+        theirs.running_mean.copy_(torch.tensor(rng.standard_normal(4)))
+        theirs.running_var.copy_(torch.tensor(rng.random(4) + 0.5))
+    ours.running_mean[:] = theirs.running_mean.numpy()
+    ours.running_var[:] = theirs.running_var.numpy()
+    ours.frozen = frozen
+    theirs.train(not frozen)
+    x = 2.0 * rng.standard_normal(shape) + rng.standard_normal((1, 4, 1, 1))
+    g = rng.standard_normal(shape)
+    y = ours.forward(x)
+    grad_x = ours.backward(g)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = theirs(xt)
+    yt.backward(torch.tensor(g))
+    close(y, yt, "output")
+    close(grad_x, xt.grad, "grad input")
+    close(ours.weight.grad, theirs.weight.grad, "grad gamma")
+    close(ours.bias.grad, theirs.bias.grad, "grad beta")
+    close(ours.running_mean, theirs.running_mean, "running mean")
+    close(ours.running_var, theirs.running_var, "running var")
+    # the two halves of bprop called on their own, and bprop without the input gradient
+    ours.zero_grad()
+    assert ours.backward(g, input_grad=False) is None
+    close(ours.weight.grad, theirs.weight.grad, "grad gamma without the input gradient")
+    close(ours.grad_input(g), xt.grad, "grad_input alone")
+
+
+def test_float32_statistics_are_centred_not_one_pass():
+    """Mean 100 and standard deviation 1: the one-pass variance E[x²] − μ² loses
+    (μ/σ)² · 2⁻²⁴ ≈ 6e-4 of it in float32; the centred sum Σ (x − μ)², as torch
+    computes it, stays within 1e-5 of the float64 value, and so does the output."""
+    rng = np.random.default_rng(4)
+    x = (100 + rng.standard_normal((32, 3, 8, 8))).astype(np.float32)
+    bn = nn.BatchNorm2d(3, momentum=1.0)
+    y = bn.forward(x)
+    x64 = x.astype(np.float64)
+    var = x64.var(axis=(0, 2, 3))
+    m = x.size // 3
+    np.testing.assert_allclose(bn.running_var, var * m / (m - 1), rtol=1e-5)
+    expected = (x64 - x64.mean(axis=(0, 2, 3))[:, None, None]) / np.sqrt(var + 1e-5)[:, None,
+                                                                                      None]
+    np.testing.assert_allclose(y, expected, atol=1e-4)

@@ -16,6 +16,15 @@ G = ∂L/∂y and means over the m values of the channel:
     ∂L/∂γ = Σ G ⊙ x̂,   ∂L/∂β = Σ G,
     ∂L/∂x = (γ / √(σ² + ε)) (G − mean(G) − x̂ ⊙ mean(G ⊙ x̂))
 
+How it is computed (torch's CPU kernel does the same): the output is one affine map per
+channel, y = a x + (β − a μ) with a = γ / √(σ² + ε); σ² is the centred sum Σ (x − μ)²
+(never the one-pass E[x²] − μ², which loses (μ/σ)² ulps); bprop needs Σ G and
+Σ G (x − μ) and returns ∂L/∂x = a G + b (x − μ) + c per channel. Sums are GEMVs against
+ones and every pass runs over blocks of samples (``BLOCK_BYTES``), so x − μ lives in
+cache only; the forward cache is x itself, μ and 1/√(σ² + ε), not a normalized copy.
+Measured (1 thread, loaded 2-core Xeon, 128×16×32×32 float32): forward 19.5 → 7.7 ms,
+backward 20.1 → 11.6 ms.
+
 Frozen statistics. With ``frozen = True`` a training-mode forward normalizes with the
 running statistics, as at test time, leaves them unchanged and keeps its cache; bprop is
 then that of the test-time affine map, ∂L/∂x = G γ / √(running_var + ε) (γ and β still
@@ -37,6 +46,7 @@ Network Training by Reducing Internal Covariate Shift. ICML 2015.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy
@@ -46,13 +56,51 @@ from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
 
+# Passes over x and ∂L/∂y run on blocks of samples of about this many bytes, so that the
+# centred values x − μ they need stay in cache and are never a whole array.
+BLOCK_BYTES = 256 * 2**10
+
+
+def _sample_blocks(a3: Any) -> Iterator[slice]:
+    """Slices of axis 0 of ``a3`` covering about BLOCK_BYTES each."""
+    n = a3.shape[0]
+    step = max(1, BLOCK_BYTES // max(1, a3[:1].nbytes))
+    return (slice(start, min(n, start + step)) for start in range(0, n, step))
+
+
+def _channel_sums(xp: Any, a3: Any) -> Any:
+    """Σ over axes 0 and 2 of an (N, C, L) array: each (n, c) row summed as one GEMV
+    against ones, then the N partial sums added."""
+    if a3.shape[2] == 1:
+        return a3[:, :, 0].sum(axis=0)
+    return (a3 @ xp.ones(a3.shape[2], dtype=a3.dtype)).sum(axis=0)
+
+
+def _centred_products(xp: Any, x3: Any, mean: Any, other: Any = None) -> tuple[Any, Any]:
+    """Per channel (Σ (x − μ)·o, Σ o) over axes 0 and 2 of (N, C, L) arrays, with
+    o = x − μ when ``other`` is None (Σ o is then None): x − μ is formed block by block
+    (``_sample_blocks``), as torch forms it, never as a whole array."""
+    c = x3.shape[1]
+    mu = mean.reshape(1, c, 1)
+    products = xp.zeros(c, dtype=x3.dtype)
+    totals = None if other is None else xp.zeros(c, dtype=x3.dtype)
+    for block in _sample_blocks(x3):
+        centred = x3[block] - mu
+        if other is None:
+            centred *= centred
+        else:
+            centred *= other[block]
+            totals += _channel_sums(xp, other[block])
+        products += _channel_sums(xp, centred)
+    return products, totals
+
 
 class _BatchNorm(Module):
     """Shared code; subclasses set ``_ranks`` (accepted input ranks) and ``_layout``."""
 
     _ranks: tuple[int, ...] = ()
     _layout = ""
-    forward_cache = ("_x_hat", "_inv_std", "_batch_stats")
+    forward_cache = ("_x", "_mean", "_inv_std", "_batch_stats")
     frozen = False
 
     def __init__(
@@ -104,8 +152,8 @@ class _BatchNorm(Module):
     def forward(self, x: Any) -> Any:
         self._check_input(x)
         xp = array_module(x)
-        axes = (0, *range(2, x.ndim))
-        shape = (1, self.num_features) + (1,) * (x.ndim - 2)
+        n, c = x.shape[:2]
+        x3 = x.reshape(n, c, -1)
         use_batch = (self.training and not self.frozen) or not self.track_running_stats
         if use_batch:
             m = x.size // self.num_features
@@ -115,21 +163,25 @@ class _BatchNorm(Module):
                     f"mode; got input of shape {tuple(x.shape)} (use a batch of ≥ 2 examples, "
                     "or call eval())"
                 )
-            mean = x.mean(axis=axes)
-            centred = x - mean.reshape(shape)
-            var = (centred * centred).mean(axis=axes)
+            mean = _channel_sums(xp, x3) / m
+            var = _centred_products(xp, x3, mean)[0] / m
             if self.training and self.track_running_stats:
                 self._update_running(mean, var, m)
         else:
-            mean, var = self.running_mean, self.running_var
-            centred = x - mean.reshape(shape)
+            mean, var = self.running_mean.copy(), self.running_var
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        x_hat = centred * inv_std.reshape(shape)
+        scale = self.weight.data * inv_std if self.affine else inv_std
+        shift = -mean * scale
+        if self.affine:
+            shift += self.bias.data
+        y = xp.empty_like(x3)
+        scale3, shift3 = scale.reshape(1, c, 1), shift.reshape(1, c, 1)
+        for block in _sample_blocks(x3):
+            xp.multiply(x3[block], scale3, out=y[block])
+            y[block] += shift3
         if self.training:
-            self._x_hat, self._inv_std, self._batch_stats = x_hat, inv_std, use_batch
-        if not self.affine:
-            return x_hat
-        return x_hat * self.weight.data.reshape(shape) + self.bias.data.reshape(shape)
+            self._x, self._mean, self._inv_std, self._batch_stats = x3, mean, inv_std, use_batch
+        return y.reshape(x.shape)
 
     def _update_running(self, mean: Any, var: Any, m: int) -> None:
         self.num_batches_tracked += 1
@@ -141,24 +193,57 @@ class _BatchNorm(Module):
         self.running_var *= 1 - alpha
         self.running_var += alpha * var * (m / (m - 1))
 
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        sums = self._grad_sums(grad_out)
+        self._accumulate(sums)
+        return self._grad_input(grad_out, sums) if input_grad else None
+
     def accumulate_grad(self, grad_out: Any) -> None:
-        if not self.affine:
-            return
-        xp = array_module(grad_out)
-        axes = (0, *range(2, grad_out.ndim))
-        self.weight.add_grad(xp.sum(grad_out * self._cached("_x_hat"), axis=axes))
-        self.bias.add_grad(xp.sum(grad_out, axis=axes))
+        self._accumulate(self._grad_sums(grad_out))
 
     def grad_input(self, grad_out: Any) -> Any:
-        x_hat, inv_std = self._cached("_x_hat"), self._cached("_inv_std")
-        axes = (0, *range(2, grad_out.ndim))
-        shape = (1, self.num_features) + (1,) * (grad_out.ndim - 2)
-        scale = inv_std if not self.affine else self.weight.data * inv_std
+        return self._grad_input(grad_out, self._grad_sums(grad_out))
+
+    def _grad_sums(self, grad_out: Any) -> tuple[Any, Any] | None:
+        """(Σ G (x − μ), Σ G) per channel, in one blocked pass over x and G; None when
+        neither γ, β nor a batch-statistics bprop needs them."""
+        if not (self.affine or self._cached("_batch_stats")):
+            return None
+        x3 = self._cached("_x")
+        return _centred_products(array_module(x3), x3, self._cached("_mean"),
+                                 grad_out.reshape(x3.shape))
+
+    def _accumulate(self, sums: tuple[Any, Any] | None) -> None:
+        if self.affine:
+            dot, total = sums
+            self.weight.add_grad(dot * self._cached("_inv_std"))
+            self.bias.add_grad(total)
+
+    def _grad_input(self, grad_out: Any, sums: tuple[Any, Any] | None) -> Any:
+        """∂L/∂x = a G + b (x − μ) + c per channel, with a = γ/√(σ² + ε) (the scale),
+        b = −a · mean(G x̂) / √(σ² + ε) and c = −a · mean(G): the module docstring's
+        formula with x̂ = (x − μ)/√(σ² + ε) folded into the coefficients."""
+        x3, mean, inv_std = self._cached("_x"), self._cached("_mean"), self._cached("_inv_std")
+        xp = array_module(x3)
+        c = self.num_features
+        scale = self.weight.data * inv_std if self.affine else inv_std
         if not self._cached("_batch_stats"):
-            return scale.reshape(shape) * grad_out
-        g_mean = grad_out.mean(axis=axes).reshape(shape)
-        gx_mean = (grad_out * x_hat).mean(axis=axes).reshape(shape)
-        return scale.reshape(shape) * (grad_out - g_mean - x_hat * gx_mean)
+            return grad_out * scale.reshape((1, c) + (1,) * (grad_out.ndim - 2))
+        m = x3.shape[0] * x3.shape[2]
+        dot, total = sums
+        a = scale.reshape(1, c, 1)
+        b = (-scale * inv_std * inv_std * dot / m).reshape(1, c, 1)
+        offset = (-scale * total / m).reshape(1, c, 1)
+        mu = mean.reshape(1, c, 1)
+        g3 = grad_out.reshape(x3.shape)
+        grad = xp.empty_like(g3)
+        for block in _sample_blocks(x3):
+            centred = x3[block] - mu
+            centred *= b
+            centred += offset
+            xp.multiply(g3[block], a, out=grad[block])
+            grad[block] += centred
+        return grad.reshape(grad_out.shape)
 
     def extra_repr(self) -> str:
         text = f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

@@ -17,20 +17,24 @@ def run_cli(*argv):
 
 
 def test_downpour_on_ray_trains_records_and_resumes(ray_session, tmp_path, capsys):
+    """More workers than CPUs (warned), parameters on two server shards: the run learns,
+    its checkpoint holds each shard's state, and --resume continues the shards' counters."""
     run = tmp_path / "run"
     workers = available_cpus() + 1
     assert run_cli("train", "--distributed", "downpour", "--backend", "ray", "--workers",
-                   workers, "--n-push", "2", "--lr", "0.05", "--hidden", "32", "--epochs", "2",
-                   "-q", "-o", run) == 0
+                   workers, "--n-push", "2", "--shards", "2", "--lr", "0.05", "--hidden", "32",
+                   "--epochs", "2", "-q", "-o", run) == 0
     err = capsys.readouterr().err
     assert f"{workers} workers on a local Ray of {workers - 1} CPUs" in err  # warned, explained
     config = json.loads((run / "config.json").read_text())
-    assert (config["distributed"], config["backend"], config["workers"]) == \
-        ("downpour", "ray", workers)
+    assert (config["distributed"], config["backend"], config["workers"], config["shards"]) == \
+        ("downpour", "ray", workers, 2)
     assert json.loads((run / "metrics.json").read_text())["test_accuracy"] >= 0.85
     saved = read_checkpoint(run / "last.safetensors")
-    assert saved.strategy["class"] == "OnRay" and saved.strategy["state"]["server"]["version"] > 0
-    before = saved.strategy["state"]["server"]["version"]
+    shards = saved.strategy["state"]["server"]  # per shard: its counters and its Adagrad state
+    assert saved.strategy["class"] == "OnRay" and len(shards) == 2
+    assert all(s["server"]["version"] > 0 and s["optimizer"]["state"] for s in shards)
+    before = shards[0]["server"]["version"]
     assert run_cli("train", "--resume", run, "--backend", "inprocess", "--epochs", "3") == 2
     assert "cannot change backend" in capsys.readouterr().err
     assert run_cli("train", "--resume", run, "--epochs", "3", "-q") == 0

@@ -147,15 +147,16 @@ class Adam(_AdamFamily):
         step_size, bias_correction2_sqrt = scalars
         beta1, beta2 = group["betas"]
         m, v = block.state["exp_avg"], block.state["exp_avg_sq"]
-        v_max = block.state["max_exp_avg_sq"] if group["amsgrad"] else v
-        kernels = self.kernels(block.data, block.grad, m, v, v_max)
+        v_max = block.state["max_exp_avg_sq"] if group["amsgrad"] else None
+        kernels = self.kernels(block.data, block.grad, m, v, *[v_max] * group["amsgrad"])
         if kernels is not None:  # one pass, rounded as the passes below
             cast = block.data.dtype.type
-            kernels.adam(flat(block.data), flat(block.grad), flat(m), flat(v), flat(v_max),
+            kernels.adam(flat(block.data), flat(block.grad), flat(m), flat(v),
+                         None if v_max is None else flat(v_max),
                          *self.decay_scalars(group, block.data.dtype),
                          *lerp_scalars(1 - beta1, block.data.dtype), cast(beta2),
                          cast(1 - beta2), cast(group["eps"] * bias_correction2_sqrt),
-                         cast(-step_size * bias_correction2_sqrt), bool(group["amsgrad"]))
+                         cast(-step_size * bias_correction2_sqrt))
             return
         g = self.decayed_grad(block, group)
         d = block.scratch(1)

@@ -287,18 +287,17 @@ class RMSprop(InPlaceOptimizer):
         xp = array_module(block.data)
         alpha, eps = group["alpha"], group["eps"]
         square_avg = block.state["square_avg"]
-        grad_avg = block.state["grad_avg"] if group["centered"] else square_avg
-        buf = block.state["momentum_buffer"] if group["momentum"] > 0 else square_avg
-        kernels = self.kernels(block.data, block.grad, square_avg, grad_avg, buf)
+        optional = [block.state.get("grad_avg"), block.state.get("momentum_buffer")]
+        kernels = self.kernels(block.data, block.grad, square_avg,
+                               *[a for a in optional if a is not None])
         if kernels is not None:  # one pass, rounded as the passes below
             cast = block.data.dtype.type
-            kernels.rmsprop(flat(block.data), flat(block.grad), flat(square_avg),
-                            flat(grad_avg), flat(buf),
+            grad_avg, buf = [None if a is None else flat(a) for a in optional]
+            kernels.rmsprop(flat(block.data), flat(block.grad), flat(square_avg), grad_avg, buf,
                             *_decay_scalars(group["weight_decay"], block.data.dtype),
                             cast(alpha), cast(1 - alpha),
                             *lerp_scalars(1 - alpha, block.data.dtype), cast(eps),
-                            bool(group["eps_inside_sqrt"]), bool(group["centered"]),
-                            group["momentum"] > 0, cast(group["momentum"]),
+                            bool(group["eps_inside_sqrt"]), cast(group["momentum"]),
                             cast(-group["lr"]))
             return
         g = _coupled_grad(block, group["weight_decay"])

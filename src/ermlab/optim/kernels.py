@@ -16,7 +16,10 @@ two give bitwise the same results (``tests/optim/test_kernels.py``):
   (``fastmath`` is off, so LLVM never contracts them);
 * ``max`` propagates NaN as ``numpy.maximum`` does.
 
-Kernels take 1-D C-contiguous arrays of one float dtype (``InPlaceOptimizer``
+State arrays a configuration does not use are passed as None, so that Numba
+compiles a loop without them (a branch on ``x is None`` is pruned when the
+kernel is compiled), which LLVM vectorizes. Kernels take 1-D C-contiguous
+arrays of one float dtype (``InPlaceOptimizer``
 passes a block's flat views, see ``optim.inplace.fused``) and release the GIL,
 so the step's lanes (``optim.inplace``) run them in parallel on the step's own
 worker threads: no second thread pool. Compiled on first use per dtype and
@@ -76,12 +79,12 @@ def _grad(theta, grad, weight_decay, coupled):
 
 
 @njit(**_JIT)
-def sgd(theta, grad, buf, neg_lr, has_momentum, momentum, dampened, one_minus_dampening,
-        weight_decay, coupled, first, nesterov, neg_lr_momentum):
+def sgd(theta, grad, buf, neg_lr, momentum, dampened, one_minus_dampening, weight_decay,
+        coupled, first, nesterov, neg_lr_momentum):
     """torch's SGD: g = ∇θ + λθ; v ← g on the first step, else μv + (1 − τ)g;
-    θ ← θ − γv, or θ − γg − γμv (Nesterov, two FMAs). Without momentum θ ← θ − γg
-    and ``buf`` is unused (may be θ)."""
-    if not has_momentum:
+    θ ← θ − γv, or θ − γg − γμv (Nesterov, two FMAs). Without momentum ``buf`` is
+    None and θ ← θ − γg."""
+    if buf is None:
         for i in range(theta.size):
             g = _grad(theta[i], grad[i], weight_decay, coupled)
             theta[i] = fma(neg_lr, g, theta[i])
@@ -105,11 +108,10 @@ def sgd(theta, grad, buf, neg_lr, has_momentum, momentum, dampened, one_minus_da
 
 @njit(**_JIT)
 def adam(theta, grad, m, v, v_max, decay, weight_decay, coupled, w1, one_minus_w1, small,
-         beta2, one_minus_beta2, eps_b, step, amsgrad):
+         beta2, one_minus_beta2, eps_b, step):
     """Adam (``adam.Adam.update_block``): θ ← θ·(1 − γλ) (``decay``, 1 unless
     decoupled), m ← lerp(m, g, 1 − β₁), v ← β₂v + ((1 − β₂)g)g, v_max ← max(v_max, v),
-    θ ← θ + step · m/(√v + εb) (one FMA). ``v_max`` is unused (may be v) unless
-    ``amsgrad``."""
+    θ ← θ + step · m/(√v + εb) (one FMA). ``v_max`` is None without AMSGrad."""
     for i in range(theta.size):
         th = theta[i] * decay
         g = _grad(th, grad[i], weight_decay, coupled)
@@ -117,7 +119,7 @@ def adam(theta, grad, m, v, v_max, decay, weight_decay, coupled, w1, one_minus_w
         m[i] = mi
         vi = v[i] * beta2 + g * one_minus_beta2 * g
         v[i] = vi
-        if amsgrad:
+        if v_max is not None:
             vi = _maximum(v_max[i], vi)
             v_max[i] = vi
         theta[i] = fma(step, mi / (math.sqrt(vi) + eps_b), th)
@@ -182,17 +184,16 @@ def adadelta(theta, grad, square_avg, acc_delta, weight_decay, coupled, rho, one
 
 @njit(**_JIT)
 def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha,
-            one_minus_alpha, w, one_minus_w, small, eps, eps_inside_sqrt, centered,
-            has_momentum, momentum, neg_lr):
+            one_minus_alpha, w, one_minus_w, small, eps, eps_inside_sqrt, momentum, neg_lr):
     """RMSprop: v ← αv + ((1 − α)g)g; centered: ḡ ← lerp(ḡ, g, 1 − α), v̂ = v − ḡḡ;
     d = g/(√v̂ + ε) or g/√(v̂ + ε); μ > 0: b ← μb + d, θ ← θ + b·(−γ); else θ + d·(−γ).
-    ``grad_avg`` and ``buf`` are unused (may be v) unless centered / μ > 0."""
+    ``grad_avg`` is None unless centered, ``buf`` None unless μ > 0."""
     for i in range(theta.size):
         th = theta[i]
         g = _grad(th, grad[i], weight_decay, coupled)
         sa = square_avg[i] * alpha + g * one_minus_alpha * g
         square_avg[i] = sa
-        if centered:
+        if grad_avg is not None:
             ga = _lerp(grad_avg[i], g, w, one_minus_w, small)
             grad_avg[i] = ga
             sa = sa - ga * ga
@@ -200,7 +201,7 @@ def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha
             d = g / math.sqrt(sa + eps)
         else:
             d = g / (math.sqrt(sa) + eps)
-        if has_momentum:
+        if buf is not None:
             d = buf[i] * momentum + d
             buf[i] = d
         theta[i] = th + d * neg_lr

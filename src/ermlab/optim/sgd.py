@@ -170,13 +170,13 @@ class SGD(InPlaceOptimizer):
         """torch's form in one pass (``optim.kernels.sgd``, rounded as the passes below)
         where the kernels can run; returns whether it ran."""
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-        buf = block.state["momentum_buffer"] if mu else block.data
-        kernels = self.kernels(block.data, block.grad, buf)
+        buf = block.state["momentum_buffer"] if mu else None
+        kernels = self.kernels(block.data, block.grad, *[buf] * bool(mu))
         if kernels is None:
             return False
         cast = block.data.dtype.type
-        kernels.sgd(flat(block.data), flat(block.grad), flat(buf), cast(-lr), bool(mu),
-                    cast(mu), bool(group["dampening"]), cast(1 - group["dampening"]),
+        kernels.sgd(flat(block.data), flat(block.grad), None if buf is None else flat(buf),
+                    cast(-lr), cast(mu), bool(group["dampening"]), cast(1 - group["dampening"]),
                     cast(wd), bool(wd), first, bool(group["nesterov"]), cast(-lr * mu))
         return True
 

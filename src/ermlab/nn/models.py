@@ -61,7 +61,8 @@ def mlp(
     Glorot otherwise. Each hidden layer is Linear → [BatchNorm1d] → activation →
     [Dropout(p)]: batch norm before the nonlinearity as in Ioffe & Szegedy (2015),
     ``dropout`` the drop probability p. Pair the scores with
-    ``losses.SoftmaxCrossEntropy``.
+    ``losses.SoftmaxCrossEntropy``. A ReLU right after a Linear runs in place
+    (``ReLU(inplace=True)``: the Linear keeps its input, not its output).
     """
     sizes = [int(size) for size in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
@@ -79,7 +80,10 @@ def mlp(
         if depth < len(sizes) - 2:
             if batch_norm:
                 layers.append(BatchNorm1d(fan_out, dtype=dtype))
-            layers.append(activations.get(activation))
+            act = activations.get(activation)
+            if isinstance(act, activations.ReLU) and not batch_norm:  # Linear keeps no output
+                act.inplace = True
+            layers.append(act)
             if dropout:
                 layers.append(Dropout(dropout, rng=rng))
     return Sequential(*layers)

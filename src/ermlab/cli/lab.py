@@ -5,6 +5,8 @@
     ermlab lab summary    the metrics of a results folder (final/best test metrics, seeds)
     ermlab lab merge      unite results folders (a run in several keeps its longest copy)
 
+summary and merge also read DeepOBS's result files (their published baselines).
+
 Each lab subcommand lives in a function ``add_<name>(subcommands)``; the report and
 picture subcommands come from ``ermlab.cli.lab_report`` (``add_commands(subcommands)``).
 """
@@ -77,6 +79,10 @@ def add_problems(subcommands) -> None:
 def add_summary(subcommands) -> None:
     parser = subcommands.add_parser("summary", help="metrics of a results folder")
     parser.add_argument("results", help="the folder `ermlab lab run --out` wrote")
+    parser.add_argument("--baselines", action="append", default=[], metavar="FOLDER",
+                        help="also summarize these folders (e.g. DeepOBS's published result "
+                             "files: their optimizers appear as deepobs-sgd, deepobs-adam ...); "
+                             "repeatable")
     parser.add_argument("--target", type=float, default=None,
                         help="test accuracy (or loss, for problems without accuracy) to reach, "
                              "for epochs and seconds to target")
@@ -112,7 +118,10 @@ def list_problems(args: argparse.Namespace) -> int:
 def summary(args: argparse.Namespace) -> int:
     from ermlab.lab import metrics, results
 
-    for line in metrics.summary_lines(results.load_all(args.results), target=args.target):
+    records = results.load_all(args.results)
+    for folder in args.baselines:
+        records += results.load_all(folder)
+    for line in metrics.summary_lines(records, target=args.target):
         print(line)
     return 0
 

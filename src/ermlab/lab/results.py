@@ -147,10 +147,17 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error}); delete it and rerun that run") \
             from None
+    from ermlab.lab import deepobs
+
+    if deepobs.is_deepobs(record):
+        record = deepobs.from_deepobs(record, str(path))
     record = validate(record, str(path))
     for key in (*CURVES, *ACCURACY_CURVES, "train_times", "minibatch_train_losses"):
         if key in record:
             record[key] = [math.nan if v is None else v for v in record[key]]
+    for key in ("wall_time", "cpu_time"):
+        if key in record and record[key] is None:
+            record[key] = math.nan
     return record
 
 
@@ -165,14 +172,22 @@ def run_files(root: str | os.PathLike) -> list[Path]:
 
 def load_all(root: str | os.PathLike, problem: str | None = None,
              optimizer: str | None = None) -> list[dict[str, Any]]:
-    """Every run record under ``root`` (optionally of one problem and/or optimizer)."""
+    """Every run record under ``root`` (optionally of one problem and/or optimizer).
+
+    ``root`` may also hold DeepOBS result files (``ermlab.lab.deepobs``), read as lab runs
+    of the optimizers ``deepobs-sgd``, ``deepobs-momentum``, ``deepobs-adam`` ...
+    """
+    from ermlab.lab import deepobs
+
     records = []
     for path in run_files(root):
         if problem is not None and path.parts[-4] != problem:
             continue
-        if optimizer is not None and path.parts[-3] != optimizer:
+        if optimizer is not None and path.parts[-3] not in (optimizer, *deepobs.FOLDERS):
             continue
-        records.append(load(path))
+        record = load(path)
+        if optimizer is None or record["optimizer_name"] == optimizer:
+            records.append(record)
     return records
 
 
@@ -204,19 +219,27 @@ def merge(sources: Iterable[str | os.PathLike], target: str | os.PathLike) -> di
     """Unite result trees into ``target``; a run in several trees keeps its longest copy.
 
     Returns ``{"copied": n, "kept": n}`` (kept: the target's copy had as many epochs).
+    A DeepOBS result file (``ermlab.lab.deepobs``) is written in the lab's layout and format.
     """
+    from ermlab.lab import deepobs
+
     target = Path(target)
     counts = {"copied": 0, "kept": 0}
     for source in sources:
         source = Path(source)
         for path in run_files(source):
             record = load(path)
-            destination = target / path.relative_to(source)
+            converted = deepobs.is_converted(record)
+            destination = record_path(target, record) if converted \
+                else target / path.relative_to(source)
             if destination.exists() and load(destination)["num_epochs"] >= record["num_epochs"]:
                 counts["kept"] += 1
                 continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, destination)
+            if converted:
+                save(record, target)
+            else:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, destination)
             counts["copied"] += 1
     return counts
 

@@ -13,7 +13,7 @@ the two frameworks so that machine load affects both alike; medians over rounds 
 printed with the ratio ermlab / PyTorch (< 1 means ermlab is faster).
 
 The profile splits ermlab's Conv2d into its stages (padding + im2col copy, forward GEMM,
-output transpose + bias, ∂L/∂Y transpose, weight GEMM, bias sum, and column GEMM + col2im
+output copy + bias, ∂L/∂Y layout, weight GEMM, bias sum, and column GEMM + col2im
 or, for stride 1, the transposed convolution that gives ∂L/∂x) by
 running the layer's own helpers one at a time on the whole batch (the layer's bprop runs
 them on blocks of samples, so the sum differs from the layer's own time).
@@ -26,6 +26,7 @@ descheduled threads and a 2-thread GEMM can run 10–50× slower than usual; ``-
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -103,19 +104,22 @@ def torch_step(layer, shape, input_grad, spec, rng):
     return step
 
 
-def median_time(step, steps: int) -> float:
-    start = time.perf_counter()
+def median_time(step, steps: int) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds per call."""
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
 def compare(repeats: int, steps: int) -> None:
     import torch
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; batch {BATCH}, "
-          f"float32, forward + backward, ms per call (median of {repeats} rounds)")
-    print(f"{'layer':34s} {'ermlab':>9s} {'torch':>9s} {'ratio':>7s}")
+          f"float32, forward + backward, ms per call (median of {repeats} rounds), wall "
+          f"clock and process CPU time; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'layer':40s} {'ermlab':>9s} {'torch':>9s} {'ratio':>7s} {'CPU ms':>9s} "
+          f"{'torch':>9s} {'ratio':>7s}")
     for name, factory, shape, input_grad, spec in CASES:
         rng = np.random.default_rng(0)
         ours = ermlab_step(factory, shape, input_grad, rng)
@@ -125,14 +129,14 @@ def compare(repeats: int, steps: int) -> None:
         for _ in range(repeats):
             t_ours.append(median_time(ours, steps))
             t_theirs.append(median_time(theirs, steps))
-        a, b = statistics.median(t_ours), statistics.median(t_theirs)
-        print(f"{name:34s} {1e3 * a:9.2f} {1e3 * b:9.2f} {a / b:7.2f}")
+        a, b = (statistics.median(t[0] for t in ts) for ts in (t_ours, t_theirs))
+        c, d = (statistics.median(t[1] for t in ts) for ts in (t_ours, t_theirs))
+        print(f"{name:40s} {1e3 * a:9.2f} {1e3 * b:9.2f} {a / b:7.2f} {1e3 * c:9.2f} "
+              f"{1e3 * d:9.2f} {c / d:7.2f}")
 
 
 def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
     """Time each stage of Conv2d's forward and backward, using the layer's own helpers."""
-    from ermlab.nn.conv import _matmul_into
-
     layer = factory()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, *shape)).astype(np.float32)
@@ -147,20 +151,18 @@ def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
     _, _, oh, ow, cw = layer._layout(x.shape)
 
     def gemm():
-        state["y"] = np.matmul(layer._weight_matrix(),
-                               state["cols"].reshape(layer.groups, -1, n * oh * cw))
+        state["y"] = np.matmul(layer._weight_matrix(), state["cols"])
 
     def output():
         out = np.empty((n, layer.out_channels, oh, ow), np.float32)
-        y_cols = state["y"].reshape(layer.out_channels, n, oh, cw)[..., :ow]
-        np.add(y_cols.transpose(1, 0, 2, 3), layer.bias.data[:, None, None], out=out)
+        y_cols = state["y"].reshape(n, layer.out_channels, oh, cw)[..., :ow]
+        np.add(y_cols, layer.bias.data[:, None, None], out=out)
 
     def grad_columns():
-        state["g"] = layer._grad_columns(np, g, oh, ow, cw)
+        state["g"] = layer._grad_columns(np, g, 0, n, n)
 
     def weight_gemm():
-        cols = state["cols"].reshape(layer.groups, -1, state["g"].shape[-1])
-        _matmul_into(state["g"], cols.transpose(0, 2, 1), layer.weight.shape)
+        np.matmul(state["cols"], state["g"].transpose(0, 1, 3, 2)).sum(axis=0)
 
     def bias_sum():
         np.sum(g, axis=(0, 2, 3))
@@ -184,7 +186,7 @@ def profile_conv(name, factory, shape, input_grad, repeats: int) -> None:
         layer.backward(g, input_grad=input_grad)
 
     stages = [("pad + im2col copy", im2col), ("forward GEMM", gemm),
-              ("output transpose + bias", output), ("dL/dY transpose", grad_columns),
+              ("output copy + bias", output), ("dL/dY layout", grad_columns),
               ("weight GEMM", weight_gemm), ("bias sum", bias_sum)]
     if input_grad and layer._transposed(g) is not None:
         stages += [("dL/dx: transposed conv", transposed_conv)]

@@ -135,24 +135,14 @@ def costs(records: Sequence[Mapping[str, Any]], cost: str = "final_test_loss",
     """``costs[problem][optimizer]`` for a performance profile (lower is better), from each
     optimizer's tuned setting, averaged over seeds: ``final_test_loss``, ``best_test_loss``,
     ``final_test_error`` (1 − accuracy) or ``time_to_target`` (median training seconds
-    until the test accuracy reaches ``target``)."""
+    until the test accuracy reaches ``target``); see ``metrics.tuned_cost``."""
     if cost not in COSTS:
         raise ValueError(f"cost is one of {', '.join(COSTS)}; got {cost!r}")
     if cost == "time_to_target" and target is None:
         raise ValueError("cost 'time_to_target' needs a target (a test accuracy)")
     table: dict[str, dict[str, float]] = {}
     for (problem, optimizer), runs in metrics.final_runs(records).items():
-        row = metrics.final_and_best(runs)
-        if cost == "time_to_target":
-            key = "test_accuracies" if "test_accuracies" in runs[0] else "test_losses"
-            value = metrics.median_time_to_target(runs, target, key)["seconds"]
-        elif cost == "final_test_error":
-            if "final_test_accuracy" not in row:
-                raise ValueError(f"{problem} has no accuracy; use cost final_test_loss")
-            value = 1 - row["final_test_accuracy"][0]
-        else:
-            value = row[cost][0]
-        table.setdefault(problem, {})[optimizer] = value if math.isfinite(value) else math.inf
+        table.setdefault(problem, {})[optimizer] = metrics.tuned_cost(runs, cost, target)
     return table
 
 

@@ -165,19 +165,39 @@ def performance_profile(costs: Mapping[str, Mapping[str, float]], taus: Sequence
             for j, solver in enumerate(solvers)}
 
 
+def tuned_cost(runs: Sequence[Mapping[str, Any]], cost: str = "final_test_loss",
+               target: float | None = None) -> float:
+    """One optimizer's cost on one problem (lower is better) from the runs of its tuned
+    setting, over seeds: the mean ``final_test_loss``, ``best_test_loss`` or
+    ``final_test_error`` (1 − accuracy), or the median training seconds until the test
+    accuracy (loss, without accuracy) reaches ``target`` (``time_to_target``); ∞ where
+    that is not a finite number."""
+    if cost == "time_to_target":
+        key = "test_accuracies" if "test_accuracies" in runs[0] else "test_losses"
+        value = median_time_to_target(runs, target, key)["seconds"]
+    else:
+        row = final_and_best(runs)
+        if cost == "final_test_error":
+            if "final_test_accuracy" not in row:
+                raise ValueError(f"{runs[0]['testproblem']} has no accuracy; use cost "
+                                 "final_test_loss")
+            value = 1 - row["final_test_accuracy"][0]
+        else:
+            value = row[cost][0]
+    return value if math.isfinite(value) else math.inf
+
+
 def final_costs(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """``costs[problem][optimizer]`` for ``performance_profile``: the mean final test error
     (1 − accuracy) of the tuned setting, or its mean final test loss where there is no
-    accuracy; ∞ when a seed diverged. Problems not run by every optimizer are left out."""
+    accuracy (``tuned_cost``); ∞ when a seed diverged. Problems not run by every optimizer
+    are left out."""
     costs: dict[str, dict[str, float]] = defaultdict(dict)
     for (problem, optimizer), runs in final_runs(records).items():
-        if any(r["diverged"] for r in runs):
-            costs[problem][optimizer] = math.inf
-        elif all("test_accuracies" in r for r in runs):
-            costs[problem][optimizer] = 1 - float(numpy.mean([r["test_accuracies"][-1]
-                                                              for r in runs]))
-        else:
-            costs[problem][optimizer] = float(numpy.mean([r["test_losses"][-1] for r in runs]))
+        cost = "final_test_error" if all("test_accuracies" in r for r in runs) \
+            else "final_test_loss"
+        costs[problem][optimizer] = math.inf if any(r["diverged"] for r in runs) \
+            else tuned_cost(runs, cost)
     optimizers = set.union(*(set(c) for c in costs.values())) if costs else set()
     return {p: c for p, c in costs.items() if set(c) == optimizers}
 

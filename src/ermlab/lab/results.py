@@ -44,6 +44,9 @@ is extended by training it further and saving it again under the same name.
 
 Where DeepOBS differs: its file names carry a time stamp, so a rerun adds a
 file; here the name is the run's identity, so a rerun finds and skips it.
+DeepOBS's own result files (its published baselines) are read too: ``load``,
+``load_all`` and ``merge`` map them to lab runs of ``deepobs-sgd``,
+``deepobs-momentum``, ``deepobs-adam`` ... (``ermlab.lab.deepobs``).
 """
 
 from __future__ import annotations

@@ -24,6 +24,13 @@ CASES = [
     ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01)),
     ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
     ("SGD", dict(lr=0.05, momentum=0.5, weight_decay=0.1, nesterov=True)),
+    ("SGD", dict(lr=0.1, momentum=0.9, momentum_form="classic")),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01,
+                 momentum_form="classic")),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, momentum_form="classic")),
+    ("HeavyBall", dict(lr=0.1, momentum=0.7)),
+    ("NAGC", dict(lr=0.1)),
+    ("NAGSC", dict(lr=0.1, strong_convexity=0.5)),
     ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.1)),
     ("Adagrad", dict(initial_accumulator_value=0.5, eps=1e-3)),
     ("Adadelta", dict()),
@@ -52,8 +59,8 @@ STEPS = 18  # the flush runs at step 16
 def run(name, options, dtype, fused):
     rng = np.random.default_rng(0)
     params = [nn.Parameter(rng.standard_normal(s).astype(dtype)) for s in SHAPES]
-    opt = getattr(optim, name)(params, threads=1, **options)
-    opt.fused = fused
+    opt = getattr(optim, name)(params, **options)
+    opt.threads, opt.fused = 1, fused
     grads = np.random.default_rng(1)
     for _ in range(STEPS):
         for p in params:

@@ -205,3 +205,42 @@ def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha
             d = buf[i] * momentum + d
             buf[i] = d
         theta[i] = th + d * neg_lr
+
+
+@njit(**_JIT)
+def sgd_classic(theta, grad, buf, lr, momentum, lr_dampened, weight_decay, coupled, first,
+                nesterov):
+    """SGD in the classic form (``momentum_form="classic"``): g = ∇θ + λθ;
+    v ← γg on the first step, else μv + (γ(1 − τ))g; θ ← θ − v, or θ − (μv + γg)."""
+    for i in range(theta.size):
+        th = theta[i]
+        g = _grad(th, grad[i], weight_decay, coupled)
+        if first:
+            v = g * lr
+        else:
+            v = buf[i] * momentum + g * lr_dampened
+        buf[i] = v
+        if nesterov:
+            theta[i] = th - (v * momentum + g * lr)
+        else:
+            theta[i] = th - v
+
+
+@njit(**_JIT)
+def heavy_ball(theta, grad, previous, momentum, lr):
+    """Polyak's heavy ball: d = μ(θ − θ_prev) − γg, θ_prev ← θ, θ ← θ + d."""
+    for i in range(theta.size):
+        th = theta[i]
+        d = (th - previous[i]) * momentum - grad[i] * lr
+        previous[i] = th
+        theta[i] = th + d
+
+
+@njit(**_JIT)
+def nesterov_scheme(theta, grad, x, neg_lr, coefficient):
+    """NAG-C / NAG-SC: x_new = (−s)g + y, y ← x_new + c(x_new − x), x ← x_new."""
+    for i in range(theta.size):
+        x_new = grad[i] * neg_lr + theta[i]
+        d = (x_new - x[i]) * coefficient
+        x[i] = x_new
+        theta[i] = x_new + d

@@ -14,7 +14,7 @@ from typing import Any
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.inplace import Block, InPlaceOptimizer
+from ermlab.optim.inplace import Block, InPlaceOptimizer, flat
 from ermlab.optim.traits import Traits
 
 
@@ -54,6 +54,12 @@ class HeavyBall(InPlaceOptimizer):
     def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
         xp = array_module(block.data)
         previous = block.state["previous"]
+        kernels = self.kernels(block.data, block.grad, previous)
+        if kernels is not None:  # one pass (``optim.kernels``), rounded as the passes below
+            cast = block.data.dtype.type
+            kernels.heavy_ball(flat(block.data), flat(block.grad), flat(previous),
+                               cast(group["momentum"]), cast(group["lr"]))
+            return
         d = xp.subtract(block.data, previous, out=block.scratch(0))
         d *= group["momentum"]
         d -= xp.multiply(block.grad, group["lr"], out=block.scratch(1))
@@ -81,6 +87,12 @@ class _NesterovScheme(InPlaceOptimizer):
 
     def update_block(self, block: Block, group: dict[str, Any], coefficient: float) -> None:
         xp = array_module(block.data)
+        kernels = self.kernels(block.data, block.grad, block.state["x"])
+        if kernels is not None:  # one pass (``optim.kernels``), rounded as the passes below
+            cast = block.data.dtype.type
+            kernels.nesterov_scheme(flat(block.data), flat(block.grad), flat(block.state["x"]),
+                                    cast(-group["lr"]), cast(coefficient))
+            return
         x_new = xp.multiply(block.grad, -group["lr"], out=block.scratch(0))
         x_new += block.data
         d = xp.subtract(x_new, block.state["x"], out=block.scratch(1))

@@ -151,7 +151,7 @@ class SGD(InPlaceOptimizer):
     def update_block(self, block: Block, group: dict[str, Any], first: bool) -> None:
         xp = array_module(block.data)
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-        if group["momentum_form"] == "torch" and self._fused_update(block, group, first):
+        if group["nesterov"] != "lookahead" and self._fused_update(block, group, first):
             return
         g = block.grad
         if wd:
@@ -167,14 +167,19 @@ class SGD(InPlaceOptimizer):
             self._classic_update(block, g, group, first)
 
     def _fused_update(self, block: Block, group: dict[str, Any], first: bool) -> bool:
-        """torch's form in one pass (``optim.kernels.sgd``, rounded as the passes below)
-        where the kernels can run; returns whether it ran."""
+        """torch's or the classic form in one pass (``optim.kernels``, rounded as the passes
+        below) where the kernels can run; returns whether it ran."""
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         buf = block.state["momentum_buffer"] if mu else None
         kernels = self.kernels(block.data, block.grad, *[buf] * bool(mu))
         if kernels is None:
             return False
         cast = block.data.dtype.type
+        if mu and group["momentum_form"] == "classic":
+            kernels.sgd_classic(flat(block.data), flat(block.grad), flat(buf), cast(lr),
+                                cast(mu), cast(lr * (1 - group["dampening"])), cast(wd),
+                                bool(wd), first, bool(group["nesterov"]))
+            return True
         kernels.sgd(flat(block.data), flat(block.grad), None if buf is None else flat(buf),
                     cast(-lr), cast(mu), bool(group["dampening"]), cast(1 - group["dampening"]),
                     cast(wd), bool(wd), first, bool(group["nesterov"]), cast(-lr * mu))

@@ -2,6 +2,7 @@
 epoch in worker processes over shared memory; the Trainer's model then holds the shared
 parameters for validation, callbacks and checkpoints."""
 
+import io
 import os
 import signal
 import time
@@ -22,7 +23,12 @@ from ermlab import losses, nn, optim, regularizers
 from ermlab.distributed.hogwild import Hogwild, epoch_order
 from ermlab.optim import schedules
 from ermlab.training import Trainer
-from ermlab.training.callbacks import Callback, EarlyStopping, LearningRateScheduler
+from ermlab.training.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateScheduler,
+    ProgressBar,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -243,18 +249,26 @@ def test_a_per_update_schedule_drives_the_workers_rates_exactly_with_one_worker(
 
 
 def test_with_two_workers_every_update_is_counted_and_scheduled():
+    """25 examples a worker in batches of 8: 4 updates each, 8 an epoch — one more than the
+    ⌈50/8⌉ = 7 batches of one process, so callbacks (the progress bar's total) must be told 8."""
     x, y = blobs(50)
     model = nn.mlp([4, 8, 3], rng=0, dtype=numpy.float64)
     optimizer = optim.SGD(model.parameters(), lr=0.2)
     scheduler = schedules.InverseTimeLR(optimizer, decay=0.05)
-    batches = []
+    batches, totals = [], []
 
     class Batches(Callback):
+        def on_train_begin(self, trainer, logs):
+            totals.append(logs["steps_per_epoch"])
+
         def on_batch_end(self, trainer, logs):
             batches.append((logs["epoch"], logs["batch"], logs["size"]))
+            totals.append(logs["steps_per_epoch"])
 
+    bar = io.StringIO()
     trainer = Trainer(model, losses.SoftmaxCrossEntropy(), optimizer,
-                      callbacks=[LearningRateScheduler(scheduler, interval="update"), Batches()],
+                      callbacks=[LearningRateScheduler(scheduler, interval="update"), Batches(),
+                                 ProgressBar(force=True, file=bar, mininterval=0)],
                       strategy=Hogwild(workers=2))
     trainer.fit(x, y, epochs=2, batch_size=8)
     updates = 2 * (4 + 4)  # 25 examples a worker: 4 batches each, per epoch
@@ -262,6 +276,8 @@ def test_with_two_workers_every_update_is_counted_and_scheduled():
     assert all(optimizer.state[p]["step"] == updates for p in model.parameters())
     assert [b[:2] for b in batches] == [(e, b) for e in (1, 2) for b in range(1, 9)]
     assert sum(b[2] for b in batches) == 2 * 50
+    assert set(totals) == {8}  # on_train_begin and every batch: the updates of an epoch
+    assert " 8/8 " in bar.getvalue() and "/7 " not in bar.getvalue()  # no overshoot
 
 
 def test_data_the_model_cannot_take_is_the_plain_error_before_any_process_starts():

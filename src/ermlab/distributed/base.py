@@ -29,6 +29,7 @@ stay the Trainer's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -227,6 +228,11 @@ class Strategy:
         """One whole epoch (``runs_epochs`` strategies): returns (Σ loss·size, Σ size,
         Σ hits) over the epoch's batches, as the Trainer's batch loop sums them."""
         raise NotImplementedError(f"{type(self).__name__} does not implement run_epoch")
+
+    def steps_per_epoch(self, n: int, batch_size: int | None) -> int:
+        """Updates an epoch of ``n`` examples makes, which callbacks are told in
+        ``on_train_begin`` (a progress bar's total): ⌈n / b⌉, as the Trainer's batch loop."""
+        return math.ceil(n / (n if batch_size is None else min(batch_size, n)))
 
     def end_fit(self, trainer: Any) -> None:
         """Called when ``fit`` ends, however it ends (after ``on_train_end``, or on an

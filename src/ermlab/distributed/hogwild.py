@@ -333,6 +333,10 @@ class Hogwild(Strategy):
                     state = optimizer.state[param] = optimizer.init_state(param, group)
                 state["step"] = int(state.get("step", 0)) + updates
 
+    def steps_per_epoch(self, n: int, batch_size: int | None) -> int:
+        """The epoch's updates (``epoch_updates``): the count ``on_batch_end`` is replayed."""
+        return epoch_updates(n, int(self.workers), n if batch_size is None else int(batch_size))
+
     def end_fit(self, trainer: Any) -> None:
         """Stop the fit's workers and unlink its segments (however the fit ended)."""
         pool, self._pool = getattr(self, "_pool", None), None
@@ -383,6 +387,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> numpy.ndarray:
     """The permutation of range(n) that epoch ``epoch`` (0-based) visits; worker k of N
     takes positions k, k + N, k + 2N, ... of it."""
     return numpy.random.default_rng([seed, epoch]).permutation(n)
+
+
+def epoch_updates(n: int, workers: int, batch_size: int) -> int:
+    """Updates an epoch makes: each worker batches its own share (positions k, k + N, ...),
+    so Σ_k ⌈n_k / b⌉ — up to N − 1 more than the ⌈n / b⌉ batches of one process."""
+    return sum(-(-len(range(k, n, workers)) // batch_size) for k in range(workers))
 
 
 def available_cpus() -> int:

@@ -55,6 +55,7 @@ from ermlab.distributed.hogwild import (
     _single_threaded_environment,
     _stop,
     epoch_order,
+    epoch_updates,
     worker_process,
 )
 
@@ -76,8 +77,7 @@ class WorkerPool:
         self.pipes: list[Any] = []
         self.segments = _Segments()
         n = len(x)
-        self.updates = sum(-(-len(range(k, n, self.workers)) // batch_size)
-                           for k in range(self.workers))
+        self.updates = epoch_updates(n, self.workers, batch_size)
         params = trainer.model.parameters()
         index = {id(p): i for i, p in enumerate(params)}
         context = multiprocessing.get_context("spawn")

@@ -193,7 +193,8 @@ class Trainer:
             self.privacy.begin_fit(self, n, epochs, batch_size, sample_weight)
         self.stop_training, self.stop_reason = False, None
         self.callbacks = _in_order(self.callbacks)
-        steps = math.ceil(n / (n if batch_size is None else min(batch_size, n)))
+        steps = (self.strategy.steps_per_epoch(n, batch_size) if self.strategy is not None
+                 else math.ceil(n / (n if batch_size is None else min(batch_size, n))))
         self._notify("on_train_begin", {"epochs": epochs, "initial_epoch": self.epoch,
                                         "steps_per_epoch": steps})
         self._restore_callback_states()

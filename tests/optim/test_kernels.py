@@ -17,6 +17,14 @@ from ermlab.optim import inplace
 
 pytest.importorskip("numba", reason="the fused kernels need Numba: pip install numba")
 
+
+@pytest.fixture(autouse=True)
+def kernels_on(monkeypatch):
+    """The kernels loaded whatever ``ERMLAB_FUSED`` says in the environment."""
+    from ermlab.optim import kernels
+
+    monkeypatch.setattr(inplace, "_kernels", kernels)
+
 CASES = [
     ("SGD", dict(lr=0.1)),
     ("SGD", dict(lr=0.1, weight_decay=0.1)),

@@ -73,6 +73,20 @@ and an add, no temporary, rounded once as torch's ``add_(d, alpha=a)``); the
 BLAS libraries run on one thread while a step runs (restored after), since
 the lanes above are the step's threads.
 
+Fused kernels. Where Numba is installed (``pip install "ermlab[fast]"``), SGD
+(both momentum forms), Adam/AdamW/AMSGrad, Adamax, NAdam, Adagrad, Adadelta,
+RMSprop, HeavyBall and NAG-C/NAG-SC update a block in one pass through a
+compiled kernel (``optim.kernels``) instead of their 2–12 ufunc passes: θ, g
+and each state array are read once and written once, which is the step's
+memory-bandwidth bound. Each element sees the NumPy path's operations in the
+same order, rounded the same way (the ``?axpy`` ends as one fused multiply-add),
+so the results are bitwise those of the NumPy path (``tests/optim/test_kernels.py``)
+and torch-equality holds as before. The kernels release the GIL and run in the
+lanes above, on this module's threads: Numba starts no thread pool of its own.
+``kernels(*arrays)`` decides per block: CuPy arrays, non-contiguous arrays, dtypes
+other than float32/float64, ``opt.fused = False`` or ``ERMLAB_FUSED=0`` take the
+NumPy path, which stays the reference.
+
 A subclass writes the rule in two parts: ``scalars(param, group, state)``,
 called once per parameter per step after ``state["step"]`` has been
 incremented by the base (bias corrections, schedules, lazily created state

@@ -19,11 +19,12 @@ two give bitwise the same results (``tests/optim/test_kernels.py``):
 State arrays a configuration does not use are passed as None, so that Numba
 compiles a loop without them (a branch on ``x is None`` is pruned when the
 kernel is compiled), which LLVM vectorizes. Kernels take 1-D C-contiguous
-arrays of one float dtype (``InPlaceOptimizer``
-passes a block's flat views, see ``optim.inplace.fused``) and release the GIL,
-so the step's lanes (``optim.inplace``) run them in parallel on the step's own
-worker threads: no second thread pool. Compiled on first use per dtype and
-cached on disk (``cache=True``, next to this file).
+arrays of one float dtype (a block's flat views, where
+``InPlaceOptimizer.kernels`` allows) and release the GIL, so the step's lanes
+(``optim.inplace``) run them in parallel on the step's own worker threads: no
+second thread pool. Compiled on first use per dtype and configuration
+(~0.3 s each) and cached on disk (``cache=True``: next to this file, or
+Numba's user-wide cache where that is not writable).
 
 Optional: ``pip install "ermlab[fast]"`` (Numba); without it, or for CuPy and
 non-contiguous arrays, the NumPy path runs. ``ERMLAB_FUSED=0`` turns the

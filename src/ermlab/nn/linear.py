@@ -91,9 +91,9 @@ class Linear(Module):
             self.per_example_recorder.record(self, grad_out)
             return
         xp = array_module(grad_out)
-        self.weight.accumulate(xp.matmul, grad_out.T, self._cached("_x"))
-        if self.bias is not None:
+        if self.bias is not None:  # first, while G is still in the cache: the GEMM evicts it
             self.bias.accumulate(xp.sum, grad_out, axis=0)
+        self.weight.accumulate(xp.matmul, grad_out.T, self._cached("_x"))
 
     def per_example_grads(self, grad_out: Any) -> dict[str, Any]:
         """``{"weight": (N, out, in), "bias": (N, out)}``: row n of ``grad_out`` times

@@ -112,7 +112,8 @@ def test_async_downpour_two_workers_at_once_data_put_once_and_actors_gone(ray_se
 
 def test_server_state_survives_a_checkpoint_round_trip(ray_session, tmp_path):
     """The server's counters (and, through the Trainer's optimizer, its Adagrad state) are
-    checkpointed and restored; a run of another shard count is refused on resume."""
+    checkpointed and restored; a run of another shard count or algorithm is refused on
+    resume, before any actor starts."""
     x, y = blobs(96, seed=5)
     first = mlp_trainer(optimizer=adagrad,  # calls of 3: each worker pushes 3 times an epoch
                         strategy=OnRay(Downpour(workers=2, n_push=2), steps_per_call=3))
@@ -124,6 +125,12 @@ def test_server_state_survives_a_checkpoint_round_trip(ray_session, tmp_path):
     with pytest.raises(CheckpointError, match=r"has 1 shard\(s\); this run has shards=2"):
         other.resume(path)  # refused on resume, before any actor starts
     assert other.strategy.servers is None and other.strategy._actors is None
+    for strategy in (OnRay(SyncDataParallel(workers=2)), OnRay(EASGD(workers=2))):
+        other = mlp_trainer(optimizer=adagrad, strategy=strategy)  # the algorithm recorded
+        with pytest.raises(CheckpointError, match=r"written by OnRay\(Downpour\); this run is "
+                                                  r"OnRay\((SyncDataParallel|EASGD)\)"):
+            other.resume(path)
+        assert other.strategy.state_dict() == {"algorithm": type(strategy.strategy).__name__}
     second = mlp_trainer(optimizer=adagrad,
                          strategy=OnRay(Downpour(workers=2, n_push=2), steps_per_call=3))
     second.resume(path)

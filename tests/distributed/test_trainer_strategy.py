@@ -6,7 +6,14 @@ import pytest
 from strategy_helpers import blobs
 
 from ermlab import losses, nn, optim
-from ermlab.distributed import EASGD, DelayTolerantAdagrad, Downpour, SyncDataParallel
+from ermlab.distributed import (
+    EASGD,
+    DelayTolerantAdagrad,
+    Downpour,
+    Hogwild,
+    OnRay,
+    SyncDataParallel,
+)
 from ermlab.training import Trainer
 from ermlab.training.callbacks import EarlyStopping
 from ermlab.training.checkpoint import CheckpointError
@@ -88,3 +95,65 @@ def test_default_trainer_has_no_strategy_and_saves_none(tmp_path):
     trainer.fit(x, y, epochs=1, batch_size=8)
     assert trainer.strategy is None
     assert read_checkpoint(trainer.save(tmp_path / "c.safetensors")).strategy is None
+
+
+ALGORITHMS = {  # name recorded in the state: a strategy of that algorithm
+    "Downpour": lambda: Downpour(workers=2),
+    "EASGD": lambda: EASGD(workers=2),
+    "EASGD (synchronous)": lambda: EASGD(workers=2, asynchronous=False),
+    "SyncDataParallel": lambda: SyncDataParallel(workers=2),
+    "Hogwild": lambda: Hogwild(workers=1),
+}
+
+
+def saved_state(name):
+    """The state of a fitted run (Hogwild!'s holds the algorithm alone: no fit needed)."""
+    strategy = ALGORITHMS[name]()
+    if name != "Hogwild":
+        model = nn.mlp([4, 8, 3], rng=0, dtype=np.float64)
+        trainer = Trainer(model, losses.SoftmaxCrossEntropy(),
+                          optim.SGD(model.parameters(), lr=0.1), rng=1, strategy=strategy)
+        trainer.fit(*blobs(24), epochs=1, batch_size=8)
+    return strategy.state_dict()
+
+
+@pytest.mark.parametrize("saved", list(ALGORITHMS))
+def test_a_state_of_another_algorithm_is_refused_naming_both(saved):
+    """Each strategy records its algorithm in its state; every other one refuses it in
+    load_state_dict, in one line naming both, and takes nothing (the Trainer's resume turns
+    this into a CheckpointError, as for the shard count)."""
+    state = saved_state(saved)
+    assert state["algorithm"] == saved
+    for name, make in ALGORITHMS.items():
+        strategy = make()
+        before = strategy.state_dict()
+        if name == saved:
+            strategy.load_state_dict(state)
+            continue
+        with pytest.raises(ValueError) as error:
+            strategy.load_state_dict(state)
+        message = str(error.value)
+        assert message == (f"the saved state was written by {saved}; this run is {name} — "
+                           f"resume it with {saved}")
+        assert strategy.state_dict() == before
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
+    if saved in ("Downpour", "EASGD"):  # on Ray too (no Ray started: load_state_dict only)
+        state = {"algorithm": saved, "clock": 3, "server": {"version": 3, "staleness_counts": {}}}
+        other = "EASGD" if saved == "Downpour" else "Downpour"
+        with pytest.raises(ValueError, match=rf"written by OnRay\({saved}\); this run is "
+                                             rf"OnRay\({other}\) — resume it with "
+                                             rf"OnRay\({saved}\)$"):
+            OnRay(ALGORITHMS[other]()).load_state_dict(state)
+        ray_run = OnRay(ALGORITHMS[saved]())
+        ray_run.load_state_dict(state)
+        assert ray_run.state_dict() == state
+
+
+def test_a_state_saved_before_the_algorithm_was_recorded_still_loads():
+    """Checkpoints written before the algorithm was recorded carry none: not checked."""
+    state = saved_state("Downpour")
+    del state["algorithm"]
+    strategy = Downpour(workers=2)
+    strategy.load_state_dict(state)
+    assert strategy._pending is state
+    Hogwild(workers=1).load_state_dict({})

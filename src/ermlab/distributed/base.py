@@ -243,11 +243,13 @@ class Strategy:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs besides the Trainer's model and optimizer."""
-        return {}
+        """Everything a resumed run needs besides the Trainer's model and optimizer (here:
+        the algorithm, so that another strategy refuses the state)."""
+        return {"algorithm": algorithm_name(self)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``'s result (may be called before the first step)."""
+        check_algorithm(state, self)
 
 
 class WorkerPoolStrategy(Strategy):
@@ -261,6 +263,9 @@ class WorkerPoolStrategy(Strategy):
     _pending: dict[str, Any] | None = None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_algorithm(state, self)
+        if "workers" not in state:  # saved before the pool started: nothing to restore
+            state = {}
         if state and len(state["workers"]) != self.workers:
             raise ValueError(f"the saved {type(self).__name__} run has {len(state['workers'])} "
                              f"workers; this one has {self.workers}")
@@ -276,6 +281,24 @@ class WorkerPoolStrategy(Strategy):
 
     def _load(self, state: dict[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement _load")
+
+
+def algorithm_name(strategy: Any) -> str:
+    """The algorithm whose state ``strategy.state_dict()`` holds, recorded there as
+    ``"algorithm"``: the class name, and "(synchronous)" for synchronous EASGD."""
+    name = type(strategy).__name__
+    return f"{name} (synchronous)" if getattr(strategy, "asynchronous", True) is False else name
+
+
+def check_algorithm(state: dict[str, Any], strategy: Any, wrap: str = "{}") -> None:
+    """A one-line ``ValueError`` naming both algorithms when ``state`` was saved by another
+    algorithm than ``strategy``'s (``wrap``: how the names read, e.g. ``"OnRay({})"``).
+    States saved before the algorithm was recorded carry none and are not checked."""
+    saved, mine = (state or {}).get("algorithm"), algorithm_name(strategy)
+    if saved is not None and saved != mine:
+        saved, mine = wrap.format(saved), wrap.format(mine)
+        raise ValueError(f"the saved state was written by {saved}; this run is {mine} — "
+                         f"resume it with {saved}")
 
 
 def check_int(owner: str, name: str, value: Any, low: int) -> int:

@@ -43,7 +43,13 @@ from typing import Any
 
 import numpy
 
-from ermlab.distributed.base import Pulled, WorkerPoolStrategy, check_float, check_int
+from ermlab.distributed.base import (
+    Pulled,
+    WorkerPoolStrategy,
+    algorithm_name,
+    check_float,
+    check_int,
+)
 from ermlab.distributed.inprocess import (
     build_server,
     load_server_state,
@@ -184,8 +190,9 @@ class Downpour(WorkerPoolStrategy):
 
     def state_dict(self) -> dict[str, Any]:
         if self._workers is None:
-            return self._pending or {}
+            return self._pending or {"algorithm": algorithm_name(self)}
         return {
+            "algorithm": algorithm_name(self),
             "clock": self._clock,
             "server": server_state(self.server),
             "workers": [{

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy
 
-from ermlab.distributed.base import WorkerPoolStrategy, check_float, check_int
+from ermlab.distributed.base import WorkerPoolStrategy, algorithm_name, check_float, check_int
 from ermlab.distributed.inprocess import build_server, load_server_state, replicas, server_state
 
 
@@ -170,8 +170,9 @@ class EASGD(WorkerPoolStrategy):
 
     def state_dict(self) -> dict[str, Any]:
         if self._workers is None:
-            return self._pending or {}
-        return {"clock": self._clock, "server": server_state(self.server),
+            return self._pending or {"algorithm": algorithm_name(self)}
+        return {"algorithm": algorithm_name(self), "clock": self._clock,
+                "server": server_state(self.server),
                 "round": self._round,
                 "workers": [{"steps": w.steps, "replica": w.replica.state_dict(),
                              "velocity": w.velocity} for w in self._workers]}

@@ -94,7 +94,7 @@ from typing import Any
 
 import numpy
 
-from ermlab.distributed.base import Strategy, check_int
+from ermlab.distributed.base import Strategy, algorithm_name, check_algorithm, check_int
 from ermlab.distributed.downpour import Downpour
 from ermlab.distributed.easgd import EASGD
 from ermlab.distributed.inprocess import clone_optimizer, split_balanced
@@ -590,11 +590,13 @@ class OnRay(Strategy):
     # -- checkpoints: the servers' counters (θ and its optimizer state are the Trainer's) --
 
     def state_dict(self) -> dict[str, Any]:
-        return dict(self._saved)
+        return {"algorithm": algorithm_name(self.strategy), **self._saved}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The saved counters, refused before any actor starts when their shard count
-        differs from this run's."""
+        """The saved counters, refused before any actor starts when they are of another
+        algorithm or their shard count differs from this run's."""
+        check_algorithm(state, self.strategy, wrap="OnRay({})")
+        state = {k: v for k, v in state.items() if k != "algorithm"}
         saved = state.get("server")
         count = len(saved) if isinstance(saved, list) else 1
         if saved and count != self.shards:

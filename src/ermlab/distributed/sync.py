@@ -47,7 +47,7 @@ from typing import Any
 import numpy
 
 from ermlab.backend import array_module
-from ermlab.distributed.base import Strategy, check_int
+from ermlab.distributed.base import Strategy, algorithm_name, check_algorithm, check_int
 from ermlab.distributed.inprocess import (
     batch_gradient,
     refuse_closure_optimizers,
@@ -133,10 +133,12 @@ class SyncDataParallel(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         if self._replicas is None:
-            return self._pending or {"replicas": []}
-        return {"replicas": [r.state_dict() for r in self._replicas]}
+            return self._pending or {"algorithm": algorithm_name(self), "replicas": []}
+        return {"algorithm": algorithm_name(self),
+                "replicas": [r.state_dict() for r in self._replicas]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_algorithm(state, self)
         if len(state["replicas"]) not in (0, self.workers - 1):
             raise ValueError(f"the saved state has {len(state['replicas']) + 1} workers; "
                              f"this SyncDataParallel has {self.workers}")

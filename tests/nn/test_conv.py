@@ -23,13 +23,18 @@ GRADCHECK = [
 ]
 
 
-@pytest.mark.parametrize("full_width,blocks", [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize("full_width,blocks,row_split", [
+    (True, False, False), (False, False, False), (True, True, False), (True, True, True)])
 @pytest.mark.parametrize("config", GRADCHECK)
-def test_conv2d_gradcheck(config, full_width, blocks, monkeypatch):
+def test_conv2d_gradcheck(config, full_width, blocks, row_split, monkeypatch):
     if not full_width:
         monkeypatch.setattr(conv_module, "FULL_WIDTH_BUDGET", 0)
     if blocks:
         monkeypatch.setattr(conv_module, "BLOCK_BYTES", 1)
+        monkeypatch.setattr(conv_module, "FORWARD_BLOCK_BYTES", 1)
+    if row_split:  # K_w shifted copies, ∂L/∂x as a transposed convolution: any channels
+        monkeypatch.setattr(conv_module, "ROW_SPLIT_MIN_CHANNELS", 0)
+        monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 0)
     n, c, h, w, o, k, s, p, d, g, bias = config
     with default_dtype(np.float64):
         conv = nn.Conv2d(c, o, k, stride=s, padding=p, dilation=d, groups=g, bias=bias, rng=0)

@@ -66,12 +66,20 @@ def run(conv, x, seed=2):
 
 
 @pytest.fixture(params=["full-width", "strided", "full-width-blocks", "strided-blocks",
-                        "transposed-blocks"])
+                        "transposed-blocks", "row-split", "row-split-blocks"])
 def layout(request, monkeypatch):
     """Stride-1 convolutions use full-width columns unless the budget is 0; bprop runs
     one sample at a time when the block budget is 1 byte; "transposed" takes the input
     gradient as a transposed convolution for every layer it applies to (normally only
-    those with ≥ 16 input channels) and runs the forward one sample at a time."""
+    those with ≥ 16 input channels) and runs the forward one sample at a time;
+    "row-split" makes the columns of every stride-1 convolution without groups as K_w
+    shifted copies (normally only with ≥ 16 input channels), its transposed convolution
+    included."""
+    if request.param.startswith("row-split"):
+        monkeypatch.setattr(conv_module, "ROW_SPLIT_MIN_CHANNELS", 0)
+        monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 0)
+        if request.param.endswith("blocks"):
+            monkeypatch.setattr(conv_module, "FORWARD_BLOCK_BYTES", 1)
     if request.param.startswith("strided"):
         monkeypatch.setattr(conv_module, "FULL_WIDTH_BUDGET", 0)
     if request.param.endswith("blocks"):

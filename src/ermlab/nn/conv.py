@@ -66,6 +66,11 @@ FULL_WIDTH_BUDGET = 256
 # thread, batch 128, 3×3 convs with 32 and 64 channels): 1 MiB (one sample there) makes
 # the GEMMs 15–30 % faster than 6 MiB blocks.
 FORWARD_BLOCK_BYTES = 2**20
+# Stride-1 convolutions without groups, with full-width columns and at least this many
+# input channels, make their columns as K_w shifted copies of the input and run K_h GEMMs
+# (see Conv2d._shifted_blocks). Measured (Xeon, 1 thread, per sample): 28 % faster than
+# the im2col GEMM for 3×3 convs with 16 and 32 channels on 32×32, 12 % with 64 on 16×16.
+ROW_SPLIT_MIN_CHANNELS = 16
 # bprop with col2im works on blocks of samples whose column gradient takes at most this
 # many bytes: larger blocks spend less in col2im's K_h·K_w additions per block.
 BLOCK_BYTES = 4 * 2**20
@@ -336,6 +341,46 @@ class Conv2d(Module):
             yield start, stop, block, cols.reshape(stop - start, self.groups,
                                                    rows // self.groups, oh * cw)
 
+    def _row_split(self, x_shape: tuple[int, ...]) -> bool:
+        """Whether the columns are made as K_w shifted copies (``_shifted_blocks``)."""
+        _, wp, _, _, cw = self._layout(x_shape)
+        return (self.stride == (1, 1) and self.groups == 1 and cw == wp
+                and self.in_channels >= ROW_SPLIT_MIN_CHANNELS)
+
+    def _shifted_blocks(self, xp: Any, x: Any, budget: int):
+        """Yield (start, stop, block, rows) for blocks of samples, stride 1, no groups,
+        full-width layout: the columns of samples [start, stop) as K_h views ``rows[i]``
+        (n_b, K_w·C, OH·W_p) of one reused buffer of K_w shifted copies of the input,
+
+            S[n, j, c, t] = x̃[n, c, t + j d_w]   (x̃ flattened per plane),
+
+        rows[i][n, (j, c), t] = S[n, j, c, t + i d_h W_p] = X_col[n, (c, i, j), t]. Each
+        view is a matrix with a constant row stride, which BLAS reads in place, so
+        Y_n = Σ_i W_i rows[i][n] (W_i[o, (j, c)] = W[o, c, i, j]) takes K_h GEMMs and a
+        copy of K_w inputs instead of the K_h·K_w of im2col."""
+        n, c = x.shape[:2]
+        hp, wp, oh, _, _ = self._layout(x.shape)
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation
+        plane, item = hp * wp, x.dtype.itemsize
+        block = max(1, min(n, budget // (kw * c * plane * item))) if xp.__name__ == "numpy" else n
+        buffer = self._work(xp, "shifted", block * kw * c * plane, x.dtype)
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            padded = self._padded_block(xp, x, start, stop, block)
+            flat = padded if padded.ndim == 1 else xp.ascontiguousarray(padded).reshape(-1)
+            shifted = buffer[: (stop - start) * kw * c * plane].reshape(stop - start, kw, c, plane)
+            for j in range(kw):
+                shifted[:, j] = strided_windows(xp, flat[j * dw:], (stop - start, c, plane),
+                                                (c * plane * item, plane * item, item))
+            rows = shifted.reshape(stop - start, kw * c, plane)
+            yield start, stop, block, [rows[:, :, i * dh * wp:i * dh * wp + oh * wp]
+                                       for i in range(kh)]
+
+    def _row_weights(self) -> Any:
+        """W as (K_h, O, K_w·C): W_i[o, (j, c)] = W[o, c, i, j]."""
+        kh = self.kernel_size[0]
+        return self.weight.data.transpose(2, 0, 3, 1).reshape(kh, self.out_channels, -1)
+
     # -- fprop --------------------------------------------------------------------
 
     def forward(self, x: Any) -> Any:
@@ -347,13 +392,25 @@ class Conv2d(Module):
             return self._forward_pointwise(xp, x)
         n, o = x.shape[0], self.out_channels
         _, _, oh, ow, cw = self._layout(x.shape)
-        weight = self._weight_matrix()
         y = xp.empty((n, o, oh, ow), dtype=x.dtype)
-        for start, stop, block, cols in self._column_blocks(xp, x, FORWARD_BLOCK_BYTES):
+        row_split = self._row_split(x.shape)
+        if row_split:
+            weight, blocks = self._row_weights(), self._shifted_blocks(xp, x, FORWARD_BLOCK_BYTES)
+        else:
+            weight, blocks = self._weight_matrix(), self._column_blocks(xp, x, FORWARD_BLOCK_BYTES)
+        for start, stop, block, cols in blocks:
             out = self._work(xp, "output", block * o * oh * cw, x.dtype)
             y_cols = out[: (stop - start) * o * oh * cw].reshape(
                 stop - start, self.groups, o // self.groups, oh * cw)
-            xp.matmul(weight, cols, out=y_cols)
+            if row_split:
+                y_cols = y_cols.reshape(stop - start, o, oh * cw)
+                xp.matmul(weight[0], cols[0], out=y_cols)
+                term = self._work(xp, "term", block * o * oh * cw, x.dtype)
+                term = term[: y_cols.size].reshape(y_cols.shape)
+                for i in range(1, len(cols)):
+                    y_cols += xp.matmul(weight[i], cols[i], out=term)
+            else:
+                xp.matmul(weight, cols, out=y_cols)
             y_cols = y_cols.reshape(stop - start, o, oh, cw)[..., :ow]
             if self.bias is not None:
                 xp.add(y_cols, self.bias.data[:, None, None], out=y[start:stop])
@@ -520,6 +577,9 @@ class Conv2d(Module):
             slack = (kw - 1) * dw if cw != ow else 0
             grad = xp.zeros(n * c * hp * wp + slack, dtype=grad_out.dtype)
             w_t = self._weight_matrix().transpose(0, 2, 1)
+        if not inputs and self._row_split(x.shape):
+            self._weight_grad_rows(xp, grad_out, x)
+            return None
         budget = BLOCK_BYTES if inputs else FORWARD_BLOCK_BYTES
         for start, stop, block, cols in self._column_blocks(xp, x, budget):
             grad_cols = self._grad_columns(xp, grad_out, start, stop, block)
@@ -538,6 +598,19 @@ class Conv2d(Module):
         if (ph, pw) == (0, 0):
             return grad
         return xp.ascontiguousarray(grad[:, :, ph:ph + h, pw:pw + w])
+
+    def _weight_grad_rows(self, xp: Any, grad_out: Any, x: Any) -> None:
+        """∂L/∂W from the shifted copies (``_shifted_blocks``): for each block and row i,
+        (∂L/∂W_i)ᵀ = Σ_n rows[i][n] G_nᵀ, (K_w·C × O) per sample."""
+        (kh, kw), c, o = self.kernel_size, self.in_channels, self.out_channels
+        for start, stop, block, rows in self._shifted_blocks(xp, x, FORWARD_BLOCK_BYTES):
+            grad_cols = self._grad_columns(xp, grad_out, start, stop, block)
+            grad_t = grad_cols.reshape(stop - start, o, -1).transpose(0, 2, 1)
+            stack = self._work(xp, "weight", kh * (stop - start) * kw * c * o, grad_out.dtype)
+            stack = stack.reshape(kh, stop - start, kw * c, o)
+            for i in range(kh):
+                xp.matmul(rows[i], grad_t, out=stack[i])
+            self.weight.accumulate(_sum_rows_into, stack, self.weight.shape)
 
     def _grad_columns(self, xp: Any, grad_out: Any, start: int, stop: int, block: int) -> Any:
         """∂L/∂Y of samples [start, stop) as (n_b, G, O/G, OH·CW): a view of ``grad_out``,
@@ -645,4 +718,15 @@ def _sum_transposed_into(stack: Any, shape: tuple[int, ...], out: Any = None) ->
     if out is None:
         return xp.ascontiguousarray(stack.sum(axis=0).transpose(0, 2, 1)).reshape(shape)
     xp.sum(stack, axis=0, out=out.reshape(g, o, r).transpose(0, 2, 1))
+    return out
+
+
+def _sum_rows_into(stack: Any, shape: tuple[int, ...], out: Any = None) -> Any:
+    """Σ_n stack[i, n] for a stack (K_h, N, K_w·C, O) of transposed row gradients, as
+    ∂L/∂W of ``shape`` (O, C, K_h, K_w); for Parameter.accumulate."""
+    xp = array_module(stack)
+    o, c, kh, kw = shape
+    if out is None:
+        out = xp.empty(shape, dtype=stack.dtype)
+    xp.sum(stack.reshape(kh, stack.shape[1], kw, c, o), axis=1, out=out.transpose(2, 3, 1, 0))
     return out

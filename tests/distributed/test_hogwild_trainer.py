@@ -45,14 +45,16 @@ def _trainer(workers=1, lr=0.1, dtype=numpy.float64, seed=0, **kwargs):
                    rng=1, strategy=Hogwild(workers=workers, seed=3), **kwargs)
 
 
-def test_one_worker_is_sequential_sgd_over_the_strategys_epoch_order():
+def test_one_worker_is_sequential_sgd_and_resumes_bit_for_bit(tmp_path):
+    """One worker over the strategy's epoch order is plain mini-batch SGD written out (the
+    oracle); a run checkpointed after 2 epochs and resumed for 2 more repeats it bit for bit."""
     x, y = blobs(50)
-    trainer = _trainer()
-    trainer.fit(x, y, epochs=3, batch_size=8)
+    whole = _trainer()
+    whole.fit(x, y, epochs=4, batch_size=8)
     model = nn.mlp([4, 8, 3], activation="tanh", rng=0, dtype=numpy.float64)
     loss = losses.SoftmaxCrossEntropy()
     total = 0.0
-    for epoch in range(3):  # the oracle: plain mini-batch SGD written out
+    for epoch in range(4):  # the oracle: plain mini-batch SGD written out
         order = epoch_order(len(x), 3, epoch)
         total = 0.0
         for b in range(0, len(x), 8):
@@ -63,9 +65,17 @@ def test_one_worker_is_sequential_sgd_over_the_strategys_epoch_order():
             for p in model.parameters():
                 p.data -= 0.1 * p.grad
     for k, v in model.state_dict().items():
-        numpy.testing.assert_allclose(trainer.model.state_dict()[k], v, rtol=1e-12, atol=1e-14)
-    assert trainer.history["loss"][-1] == pytest.approx(total / len(x), rel=1e-12)
-    assert trainer.step == 3 * 7 and trainer.epoch == 3
+        numpy.testing.assert_allclose(whole.model.state_dict()[k], v, rtol=1e-12, atol=1e-14)
+    assert whole.history["loss"][-1] == pytest.approx(total / len(x), rel=1e-12)
+    assert whole.step == 4 * 7 and whole.epoch == 4
+    first = _trainer()
+    first.fit(x, y, epochs=2, batch_size=8)
+    first.save(tmp_path / "ckpt.safetensors")
+    resumed = _trainer()
+    resumed.fit(x, y, epochs=2, batch_size=8, resume_from=tmp_path / "ckpt.safetensors")
+    for k, v in whole.model.state_dict().items():
+        assert numpy.array_equal(v, resumed.model.state_dict()[k]), k
+    assert whole.history["loss"] == resumed.history["loss"]
 
 
 def test_two_workers_learn_and_the_trainer_sees_the_shared_parameters():
@@ -80,20 +90,7 @@ def test_two_workers_learn_and_the_trainer_sees_the_shared_parameters():
     assert history["examples_per_second"][-1] > 0
     assert 0.7 <= history["accuracy"][-1] <= 1 and history["loss"][0] > history["loss"][-1]
     assert trainer.step == 3 * 2 * 10
-
-
-def test_checkpoint_resumes_bit_for_bit_with_one_worker(tmp_path):
-    x, y = blobs(40)
-    whole = _trainer()
-    whole.fit(x, y, epochs=4, batch_size=8)
-    first = _trainer()
-    first.fit(x, y, epochs=2, batch_size=8)
-    first.save(tmp_path / "ckpt.safetensors")
-    resumed = _trainer()
-    resumed.fit(x, y, epochs=2, batch_size=8, resume_from=tmp_path / "ckpt.safetensors")
-    for k, v in whole.model.state_dict().items():
-        assert numpy.array_equal(v, resumed.model.state_dict()[k]), k
-    assert whole.history["loss"] == resumed.history["loss"]
+    assert trainer.strategy.worker_pids() == []  # the pool stopped when the fit ended
 
 
 @pytest.mark.parametrize("build, message", [
@@ -154,29 +151,17 @@ def test_ctrl_c_during_a_trainer_fit_stops_the_workers_and_frees_the_segments(tm
 # -- one pool of workers and segments per fit --------------------------------------------------
 
 class _Watch(Callback):
-    """Records the strategy's worker pids and this process's segments after every epoch; may
-    then act (kill a worker, raise)."""
+    """Records the strategy's worker pids and this process's segments after every epoch;
+    then, at the end of epoch ``at``, acts (kills a worker, raises)."""
 
-    def __init__(self, act=None):
-        self.pids, self.segments, self.act = [], [], act
+    def __init__(self, act, at):
+        self.pids, self.segments, self.act, self.at = [], [], act, at
 
     def on_epoch_end(self, trainer, logs):
         self.pids.append(trainer.strategy.worker_pids())
         self.segments.append(_segments(os.getpid()))
-        if self.act is not None:
+        if logs["epoch"] == self.at:
             self.act(trainer)
-
-
-def test_the_workers_and_segments_live_for_the_whole_fit():
-    x, y = blobs(60)
-    watch = _Watch()
-    trainer = _trainer(workers=2, callbacks=[watch])
-    trainer.fit(x, y, epochs=3, batch_size=8)
-    assert len(watch.pids[0]) == 2 and watch.pids == [watch.pids[0]] * 3  # started once
-    assert not any(_alive(pid) for pid in watch.pids[0])  # and stopped at the end
-    # the same segments every epoch (w, x, y, the update counter): the data copied once
-    assert len(watch.segments[0]) == 4 and watch.segments == [watch.segments[0]] * 3
-    assert trainer.strategy.worker_pids() == []
 
 
 def _kill_a_worker(trainer):
@@ -196,19 +181,25 @@ def _fail(trainer):
 
 
 @linux_only
-@pytest.mark.parametrize("act, error, message", [
-    (_kill_a_worker, RuntimeError, r"Hogwild worker 1 \(pid \d+\) died \(killed by SIGKILL\)"),
-    (_interrupt, KeyboardInterrupt, None),
-    (_fail, ValueError, "a callback failed"),
+@pytest.mark.parametrize("act, at, error, message", [
+    (_kill_a_worker, 2, RuntimeError,
+     r"Hogwild worker 1 \(pid \d+\) died \(killed by SIGKILL\)"),
+    (_interrupt, 1, KeyboardInterrupt, None),
+    (_fail, 3, ValueError, "a callback failed"),
 ])
-def test_a_fit_that_ends_early_stops_the_workers_and_unlinks_the_segments(act, error, message):
-    """A worker killed between epochs, Ctrl-C or an error in a callback: the fixture checks
-    that no segment and no worker is left."""
+def test_one_pool_per_fit_stopped_however_the_fit_ends(act, at, error, message):
+    """The workers and segments are started once and live for the whole fit (the same pids
+    and the same segments — w, x, y, the update counter: the data copied once — every
+    epoch); a worker killed between epochs, Ctrl-C or an error in a callback ends the fit,
+    and then the workers are gone and no segment is left (the fixture checks this process's
+    segments and children after every test, a fit that ends normally included)."""
     x, y = blobs(40)
-    watch = _Watch(act)
+    watch = _Watch(act, at)
     trainer = _trainer(workers=2, callbacks=[watch])
     with pytest.raises(error, match=message):
         trainer.fit(x, y, epochs=3, batch_size=8)
+    assert len(watch.pids[0]) == 2 and watch.pids == [watch.pids[0]] * at  # started once
+    assert len(watch.segments[0]) == 4 and watch.segments == [watch.segments[0]] * at
     assert not any(_alive(pid) for pid in watch.pids[0])
     assert trainer.strategy.worker_pids() == []
 

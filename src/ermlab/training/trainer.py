@@ -107,6 +107,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self.pending_callback_states: dict[str, Any] = {}
         self.last_scores: Any = None
+        self._modules: list[Any] | None = None  # the model's modules, for _training_mode
         self.strategy = strategy
         if strategy is not None:
             strategy.bind(self)
@@ -127,7 +128,7 @@ class Trainer:
             return self.strategy.train_step(self, x, y, sample_weight)
         if self.privacy is not None:
             return self.privacy.train_step(self, x, y, sample_weight)
-        self.model.train()
+        self._training_mode()
         scores = self.last_scores = self.model.forward(x)
         if not bool(array_module(scores).isfinite(scores).all()):
             return math.nan
@@ -140,6 +141,14 @@ class Trainer:
         self.model.backward(self.loss.backward(), input_grad=False)
         self.apply_update()
         return value
+
+    def _training_mode(self) -> None:
+        """``model.train()``, skipped while every module is in training mode already (a flag
+        read per module instead of a walk of the module tree at every step)."""
+        modules = self._modules
+        if modules is None or not all(module.training for module in modules):
+            self.model.train()
+            self._modules = list(self.model.modules()) if hasattr(self.model, "modules") else None
 
     def apply_update(self) -> None:
         """The end of a step, once ∂L/∂θ is in the parameters' gradients: add λ∇Ω, take the
@@ -192,6 +201,7 @@ class Trainer:
         if self.privacy is not None:
             self.privacy.begin_fit(self, n, epochs, batch_size, sample_weight)
         self.stop_training, self.stop_reason = False, None
+        self._modules = None
         self.callbacks = _in_order(self.callbacks)
         steps = (self.strategy.steps_per_epoch(n, batch_size) if self.strategy is not None
                  else math.ceil(n / (n if batch_size is None else min(batch_size, n))))

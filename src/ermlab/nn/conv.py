@@ -1,4 +1,4 @@
-"""2-D convolution (cross-correlation, as in every framework) by im2col and one GEMM.
+"""2-D convolution (cross-correlation, as in every framework) by im2col and GEMMs.
 
 For an input x of shape (N, C, H, W) and a kernel W of shape (O, C/G, K_h, K_w),
 
@@ -11,22 +11,21 @@ ResNeXt's cardinality; Yu & Koltun 2016 for dilation). Output size
 
     OH = ⌊(H + 2 p_h − d_h (K_h − 1) − 1) / s_h⌋ + 1     (and likewise OW).
 
-How it is computed (Chellapilla et al. 2006, "im2col"): a strided *view* of x̃ with shape
-(C, K_h, K_w, N, OH, OW) is copied into the column matrix X_col of shape
-(C·K_h·K_w, N·OH·OW); then, per group,
+How it is computed (Chellapilla et al. 2006, "im2col"), a block of samples at a time: a
+strided *view* of x̃ with shape (n_b, C, K_h, K_w, OH, OW) is copied into a reused column
+buffer X_col of shape (n_b, C·K_h·K_w, OH·OW); then, per sample n and group,
 
-    Y = W_mat X_col                  (O/G × N·OH·OW),   W_mat = W reshaped (O/G, C/G·K_h·K_w)
+    Y_n = W_mat X_n                  (O/G × OH·OW),   W_mat = W reshaped (O/G, C/G·K_h·K_w)
 
-and Y is transposed to NCHW with the bias added in the same pass. This runs on blocks of
-a few samples (``FORWARD_BLOCK_BYTES`` of columns): the GEMM then reads each block's
-columns from cache right after they are copied. bprop with G = ∂L/∂Y laid out the same
-way (O, N·OH·OW):
+written straight into NCHW order with the bias added in the same pass. Blocks hold about
+``FORWARD_BLOCK_BYTES`` of columns, so the GEMMs read them from cache right after they
+are made, and the columns of the whole batch never exist: fprop caches only x (by
+reference) and bprop makes each block's columns again. bprop with G_n = ∂L/∂Y_n:
 
-    ∂L/∂W_mat = G X_colᵀ,    ∂L/∂b = Σ_{n,p,q} G,    ∂L/∂X_col = W_matᵀ G,
+    (∂L/∂W_mat)ᵀ = Σ_n X_n G_nᵀ,    ∂L/∂b = Σ_{n,p,q} G,    ∂L/∂X_n = W_matᵀ G_n,
 
-and col2im scatters ∂L/∂X_col back onto x̃ with one strided addition per kernel offset
-(i, j) — K_h·K_w vectorized additions, no ``add.at``. bprop runs on blocks of samples so
-that ∂L/∂X_col lives in one small reused buffer. With stride 1 and no groups (and at
+and col2im scatters ∂L/∂X_n back onto x̃ with one strided addition per kernel offset
+(i, j) — K_h·K_w vectorized additions, no ``add.at``. With stride 1 and no groups (and at
 least ``TRANSPOSED_MIN_CHANNELS`` input channels), ∂L/∂x is instead computed as the
 forward pass of the transposed convolution (see ``Conv2d._transposed``), which needs no
 column gradient and no col2im. A 1×1 convolution without padding or groups skips im2col:
@@ -35,7 +34,10 @@ it is a batched GEMM on x itself.
 Layout detail: for stride 1 the column rows may span whole padded rows ("full width",
 CW = W_p instead of OW): every copy and col2im addition is then one contiguous run per
 (channel, sample) instead of OH short runs, at the price of W_p − OW discarded outputs
-per row (see ``Conv2d._layout``).
+per row (see ``Conv2d._layout``). Full-width columns of a stride-1 convolution without
+groups (at least ``ROW_SPLIT_MIN_CHANNELS`` input channels) are not copied K_h·K_w times:
+K_w shifted copies of x̃ hold every column row, and K_h GEMMs read them in place
+(``Conv2d._shifted_blocks``).
 
 Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
 U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He

@@ -46,14 +46,18 @@ slower), g·g before the (1 − β₂) factor (underflows tiny float32 gradients
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from common import blas_kernel
 
 from ermlab import optim
 from ermlab.nn.models import mlp
 
+SIZES = [784, 512, 256, 10]
 # (optimizer, options, arrays of the parameter's size a step must at least read + write:
 # θ, g and each state array read, θ and each state array written)
 CASES = [
@@ -74,94 +78,156 @@ CASES = [
 ]
 
 
-def median_step_ms(opt, repeats: int) -> float:
-    for _ in range(10):  # warm up: first steps allocate state, lay out blocks, start threads
-        opt.step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        opt.step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+def ermlab_optimizer(name, options, grads, threads: int, fused: bool):
+    params = mlp(SIZES, rng=0, dtype=np.float32).parameters()
+    for p, g in zip(params, grads):
+        p.grad[...] = g
+    opt = getattr(optim, name)(params, **options)
+    opt.threads, opt.fused = threads, fused
+    return opt
 
 
-def torch_step_ms(torch, name, options, arrays, grads, repeats: int) -> float:
+def torch_optimizer(torch, name, options, arrays, grads):
+    if not hasattr(torch.optim, name):
+        return None
     tensors = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
     for t, g in zip(tensors, grads):
         t.grad = torch.tensor(g)
-    return median_step_ms(getattr(torch.optim, name)(tensors, foreach=True, **options), repeats)
+    return getattr(torch.optim, name)(tensors, foreach=True, **options)
 
 
-def copy_bandwidth(n_floats: int, repeats: int) -> float:
-    """STREAM-like copy bandwidth, bytes/s (read + write), over ``n_floats`` float32, one thread."""
-    src = np.ones(n_floats, np.float32)
-    dst = np.empty_like(src)
+def timed_steps(step, steps: int) -> tuple[float, float]:
+    """Median wall seconds of one ``step()`` over ``steps`` calls (after 3 untimed), and
+    process CPU seconds per step over them."""
+    for _ in range(3):
+        step()
     times = []
-    for _ in range(10 + repeats):
+    cpu = time.process_time()
+    for _ in range(steps):
         start = time.perf_counter()
-        np.copyto(dst, src)
+        step()
         times.append(time.perf_counter() - start)
-    return 2 * src.nbytes / statistics.median(times[10:])
+    return statistics.median(times), (time.process_time() - cpu) / steps
 
 
-def _ms(value: float) -> str:
-    return f"{value:10.3f}" if value == value else f"{'-':>10}"
+def copy_bandwidth(n_floats: int, threads: int, repeats: int) -> float:
+    """STREAM-like copy bandwidth, bytes/s (read + write), over ``n_floats`` float32, the
+    arrays split in ``threads`` equal parts copied at once (np.copyto releases the GIL)."""
+    src, dst = np.ones(n_floats, np.float32), np.empty(n_floats, np.float32)
+    cuts = np.linspace(0, n_floats, threads + 1).astype(int)
+    parts = [(dst[a:b], src[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    pool = ThreadPoolExecutor(max(1, threads - 1))
 
+    def copy() -> None:
+        futures = [pool.submit(np.copyto, *part) for part in parts[1:]]
+        np.copyto(*parts[0])
+        for future in futures:
+            future.result()
 
-def _ratio(ours: float, theirs: float) -> str:
-    return f"{ours / theirs:7.2f}" if theirs == theirs else f"{'-':>7}"
+    seconds, _ = timed_steps(copy, repeats)
+    pool.shutdown()
+    return 2 * src.nbytes / seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--numpy-path", action="store_true",
+                        help="also time ermlab's NumPy path (opt.fused = False), 1 thread")
+    parser.add_argument("--only", nargs="*", help="optimizer names to time (default: all)")
     args = parser.parse_args()
     try:
         import torch
     except ImportError:
         torch = None
     rng = np.random.default_rng(0)
-    arrays = [p.data for p in mlp([784, 512, 256, 10], rng=0, dtype=np.float32).parameters()]
+    arrays = [p.data for p in mlp(SIZES, rng=0, dtype=np.float32).parameters()]
     grads = [(1e-3 * rng.standard_normal(a.shape)).astype(np.float32) for a in arrays]
     total = sum(a.size for a in arrays)
-    threads = torch.get_num_threads() if torch else "-"
-    print(f"one step over {len(arrays)} float32 tensors, {total:,} parameters; median of "
-          f"{args.repeats}; ermlab {optim.inplace.default_threads()} threads; torch "
-          f"foreach=True, {threads} threads; shared machine: noisy")
-    print(f"{'optimizer':<42} {'ermlab ms':>10} {'torch ms':>10} {'ratio':>7} "
-          f"{'ermlab 1thr':>11} {'torch 1thr':>10} {'ratio':>7} {'bound ms':>9} {'1thr/bound':>10}")
-    ours, ours_one = {}, {}
-    for table, n_threads in ((ours, None), (ours_one, 1)):
-        for name, options, _ in CASES:
-            params = mlp([784, 512, 256, 10], rng=0, dtype=np.float32).parameters()
-            for p, g in zip(params, grads):
-                p.grad[...] = g
-            opt = getattr(optim, name)(params, **options)
-            opt.threads = n_threads or opt.threads
-            table[name, str(options)] = median_step_ms(opt, args.repeats)
-    theirs, one_thread = {}, {}
-    for table, n_threads in ((theirs, threads), (one_thread, 1)):
-        if torch is None:
-            break
-        torch.set_num_threads(n_threads)  # one pass per setting: the pool is not rebuilt per case
-        for name, options, _ in CASES:
-            if hasattr(torch.optim, name):
-                table[name, str(options)] = torch_step_ms(torch, name, options, arrays, grads,
-                                                          args.repeats)
+    kernels = optim.inplace._fused_kernels()
+    if kernels is not None:
+        import numba
+
+        kernel = f"fused Numba kernels (numba {numba.__version__}, optim._kernels)"
+    else:
+        kernel = "NumPy ufuncs + BLAS ?axpy (no Numba, or ERMLAB_FUSED=0)"
+    print(f"one step over {len(arrays)} float32 tensors, {total:,} parameters; ermlab: "
+          f"{kernel}; torch {torch.__version__ if torch else '-'} foreach=True; median of "
+          f"{args.steps} steps per round, {args.rounds} rounds alternating in order")
+    print(f"BLAS: {blas_kernel()}")
+    print(f"load average before: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
+          f"(shared machine: noisy)")
+    variants = [("ermlab", 1), ("torch", 1), ("ermlab", 2), ("torch", 2)]
+    if args.numpy_path:
+        variants.append(("numpy-path", 1))
+    bandwidth = {n: copy_bandwidth(total, n, 200) for n in (1, 2)}
+    cases = [c for c in CASES if not args.only or c[0] in args.only]
+    rows = []
+    for name, options, n_arrays in cases:
+        opts = {}
+        for who, n in variants:
+            if who == "torch":
+                opt = torch_optimizer(torch, name, options, arrays, grads) if torch else None
+            else:
+                opt = ermlab_optimizer(name, options, grads, n, who == "ermlab")
+            if opt is not None:
+                opts[who, n] = opt
+        times = {key: [] for key in opts}
+        cpu = {key: [] for key in opts}
+        for r in range(args.rounds):
+            order = list(opts) if r % 2 == 0 else list(opts)[::-1]
+            for who, n in order:
+                if who == "torch":
+                    torch.set_num_threads(n)
+                wall, per_step_cpu = timed_steps(opts[who, n].step, args.steps)
+                times[who, n].append(wall)
+                cpu[who, n].append(per_step_cpu)
+                time.sleep(0.02)  # let torch's OpenMP workers stop spinning before the next
+        lanes = sum(1 for lane in opts["ermlab", 2]._cached_layout[1] if lane)
+        rows.append((name, options, n_arrays, times, cpu, lanes))
     if torch is not None:
-        torch.set_num_threads(threads)
-    bandwidth = copy_bandwidth(total, args.repeats)
-    for name, options, n_arrays in CASES:
-        key, nan = (name, str(options)), float("nan")
-        label = name + (f"({', '.join(f'{k}={v}' for k, v in options.items())})" if options else "")
-        t2, t1 = theirs.get(key, nan), one_thread.get(key, nan)
-        bound = 1e3 * n_arrays * 4 * total / bandwidth
-        print(f"{label:<42} {ours[key]:10.3f} {_ms(t2)} {_ratio(ours[key], t2)} "
-              f"{ours_one[key]:11.3f} {_ms(t1)} {_ratio(ours_one[key], t1)} {bound:9.3f} "
-              f"{ours_one[key] / bound:10.2f}")
-    print(f"bound: the arrays a step must read and write at the copy bandwidth measured here "
-          f"(np.copyto, one thread): {bandwidth / 1e9:.1f} GB/s")
-    subnormal_table(arrays, grads, args.repeats)
+        torch.set_num_threads(os.cpu_count() or 1)
+    print_table(rows, bandwidth, total, args.numpy_path)
+    print(f"load average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    subnormal_table(arrays, grads, args.steps)
+
+
+def _ratio(ours: list[float], theirs: list[float] | None) -> str:
+    """Median over rounds of the round's ratio (the two were timed next to each other)."""
+    if not theirs:
+        return f"{'-':>6}"
+    return f"{statistics.median(a / b for a, b in zip(ours, theirs)):6.2f}"
+
+
+def print_table(rows, bandwidth, total: int, numpy_path: bool) -> None:
+    print(f"\n{'optimizer':<40} {'1 thread: ermlab':>16} {'cpu':>6} {'torch':>7} {'ratio':>6} "
+          f"{'bound':>6} {'×bound':>6} | {'2 threads: ermlab':>17} {'lanes':>5} {'torch':>7} "
+          f"{'ratio':>6} {'bound':>6} {'×bound':>6}" + (" | numpy-path 1thr" if numpy_path else ""))
+    ms = statistics.median
+    for name, options, n_arrays, times, cpu, lanes in rows:
+        label = name + (f"({', '.join(f'{k}={v}' for k, v in options.items())})" if options
+                        else "")
+        cells = []
+        for n in (1, 2):
+            ours, theirs = times["ermlab", n], times.get(("torch", n))
+            bound = n_arrays * 4 * total / bandwidth[n]
+            torch_ms = f"{1e3 * ms(theirs):7.3f}" if theirs else f"{'-':>7}"
+            extra = f" {lanes:5d}" if n == 2 else ""
+            if n == 1:
+                extra = f" {_ratio(cpu['ermlab', 1], cpu.get(('torch', 1)))}"
+            cells.append(f"{1e3 * ms(ours):{16 if n == 1 else 17}.3f}{extra} {torch_ms} "
+                         f"{_ratio(ours, theirs)} {1e3 * bound:6.3f} {ms(ours) / bound:6.2f}")
+        line = f"{label:<40} {cells[0]} | {cells[1]}"
+        if numpy_path:
+            line += f" | {1e3 * ms(times['numpy-path', 1]):7.3f}"
+        print(line)
+    print(f"times in ms (median of the rounds' medians); ratio: ermlab/torch, median of the "
+          f"rounds' ratios (cpu: of process CPU time per step, 1 thread); bound: the arrays a "
+          f"step must read and write at the copy bandwidth measured here (np.copyto: "
+          f"{bandwidth[1] / 1e9:.1f} GB/s on 1 thread, "
+          f"{bandwidth[2] / 1e9:.1f} GB/s on 2); lanes: the threads ermlab's 2-thread step used "
+          f"(cheap rules stay on one, see optim.inplace)")
 
 
 def subnormal_table(arrays, grads, repeats: int) -> None:
@@ -185,7 +251,7 @@ def subnormal_table(arrays, grads, repeats: int) -> None:
             p.grad.reshape(-1)[:half] = 0
             for key in ("exp_avg", "exp_avg_sq"):
                 opt.state[p][key].reshape(-1)[:half] = 1e-39
-        ms = median_step_ms(opt, repeats)
+        ms = 1e3 * timed_steps(opt.step, repeats)[0]
         fractions = []
         for key in ("exp_avg", "exp_avg_sq"):
             x = np.concatenate([opt.state[p][key].ravel() for p in params])

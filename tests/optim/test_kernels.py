@@ -1,4 +1,4 @@
-"""The fused kernels (``optim.kernels``, Numba) give bitwise the NumPy path's results.
+"""The fused kernels (``optim._kernels``, Numba) give bitwise the NumPy path's results.
 
 Every rule with a kernel is run twice from the same start, with the kernels on
 and off (``opt.fused``), over tensors whose sizes leave vector remainders
@@ -21,9 +21,9 @@ pytest.importorskip("numba", reason="the fused kernels need Numba: pip install n
 @pytest.fixture(autouse=True)
 def kernels_on(monkeypatch):
     """The kernels loaded whatever ``ERMLAB_FUSED`` says in the environment."""
-    from ermlab.optim import kernels
+    from ermlab.optim import _kernels as kernels
 
-    monkeypatch.setattr(inplace, "_kernels", kernels)
+    monkeypatch.setattr(inplace, "_loaded_kernels", kernels)
 
 CASES = [
     ("SGD", dict(lr=0.1)),
@@ -129,10 +129,10 @@ def test_non_contiguous_parameter_takes_the_numpy_path():
 
 
 def test_env_variable_turns_the_kernels_off(monkeypatch):
-    monkeypatch.setattr(inplace, "_kernels", None)
+    monkeypatch.setattr(inplace, "_loaded_kernels", None)
     monkeypatch.setenv("ERMLAB_FUSED", "0")
     opt = optim.Adam([nn.Parameter(np.zeros(3, np.float32))])
     assert opt.kernels(np.zeros(3, np.float32)) is None
-    monkeypatch.setattr(inplace, "_kernels", None)
+    monkeypatch.setattr(inplace, "_loaded_kernels", None)
     monkeypatch.setenv("ERMLAB_FUSED", "1")
     assert opt.kernels(np.zeros(3, np.float32)) is not None

@@ -76,7 +76,7 @@ the lanes above are the step's threads.
 Fused kernels. Where Numba is installed (``pip install "ermlab[fast]"``), SGD
 (both momentum forms), Adam/AdamW/AMSGrad, Adamax, NAdam, Adagrad, Adadelta,
 RMSprop, HeavyBall and NAG-C/NAG-SC update a block in one pass through a
-compiled kernel (``optim.kernels``) instead of their 2–12 ufunc passes: θ, g
+compiled kernel (``optim._kernels``) instead of their 2–12 ufunc passes: θ, g
 and each state array are read once and written once, which is the step's
 memory-bandwidth bound. Each element sees the NumPy path's operations in the
 same order, rounded the same way (the ``?axpy`` ends as one fused multiply-add),
@@ -297,7 +297,7 @@ class InPlaceOptimizer(Optimizer):
         return mask
 
     def kernels(self, *arrays: Any) -> Any:
-        """``optim.kernels`` (the fused Numba kernels) where they can update ``arrays``:
+        """``optim._kernels`` (the fused Numba kernels) where they can update ``arrays``:
         ``self.fused`` is set, Numba is importable, ``ERMLAB_FUSED`` is not ``0`` and
         the arrays are C-contiguous float32/float64 NumPy arrays of one shape and dtype
         (not CuPy); None otherwise (the NumPy path runs)."""
@@ -486,23 +486,23 @@ class InPlaceOptimizer(Optimizer):
 _BLAS_AXPY = {numpy.dtype(numpy.float32): "saxpy", numpy.dtype(numpy.float64): "daxpy"}
 _axpy_kernels: dict[Any, Any] | None = None
 _blas_libraries: list[Any] | None = None
-_kernels: Any = None
+_loaded_kernels: Any = None
 
 
 def _fused_kernels() -> Any:
-    """The ``optim.kernels`` module, imported on first use; None without Numba or with
+    """The ``optim._kernels`` module, imported on first use; None without Numba or with
     ``ERMLAB_FUSED=0``."""
-    global _kernels
-    if _kernels is None:
-        _kernels = False
+    global _loaded_kernels
+    if _loaded_kernels is None:
+        _loaded_kernels = False
         if os.environ.get("ERMLAB_FUSED", "1") != "0":
             try:
-                from ermlab.optim import kernels
+                from ermlab.optim import _kernels as kernels
             except ImportError:
                 pass
             else:
-                _kernels = kernels
-    return _kernels or None
+                _loaded_kernels = kernels
+    return _loaded_kernels or None
 
 
 def _axpy_kernel(dtype: Any) -> Any:

@@ -55,7 +55,7 @@ class HeavyBall(InPlaceOptimizer):
         xp = array_module(block.data)
         previous = block.state["previous"]
         kernels = self.kernels(block.data, block.grad, previous)
-        if kernels is not None:  # one pass (``optim.kernels``), rounded as the passes below
+        if kernels is not None:  # one pass (``optim._kernels``), rounded as the passes below
             cast = block.data.dtype.type
             kernels.heavy_ball(flat(block.data), flat(block.grad), flat(previous),
                                cast(group["momentum"]), cast(group["lr"]))
@@ -88,7 +88,7 @@ class _NesterovScheme(InPlaceOptimizer):
     def update_block(self, block: Block, group: dict[str, Any], coefficient: float) -> None:
         xp = array_module(block.data)
         kernels = self.kernels(block.data, block.grad, block.state["x"])
-        if kernels is not None:  # one pass (``optim.kernels``), rounded as the passes below
+        if kernels is not None:  # one pass (``optim._kernels``), rounded as the passes below
             cast = block.data.dtype.type
             kernels.nesterov_scheme(flat(block.data), flat(block.grad), flat(block.state["x"]),
                                     cast(-group["lr"]), cast(coefficient))

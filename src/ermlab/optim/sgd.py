@@ -167,7 +167,7 @@ class SGD(InPlaceOptimizer):
             self._classic_update(block, g, group, first)
 
     def _fused_update(self, block: Block, group: dict[str, Any], first: bool) -> bool:
-        """torch's or the classic form in one pass (``optim.kernels``, rounded as the passes
+        """torch's or the classic form in one pass (``optim._kernels``, rounded as the passes
         below) where the kernels can run; returns whether it ran."""
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         buf = block.state["momentum_buffer"] if mu else None

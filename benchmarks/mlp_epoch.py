@@ -28,6 +28,16 @@ GEMMs, the rest of Linear (bias add, bias gradient), activations, loss,
 optimizer (step + zero_grad), batch gathering, validation, and the Trainer's
 own loop and callbacks (what is left of the epoch's time).
 
+Measured (issue 11; Intel Xeon @ 2.8 GHz, 2 cores shared, load average 16-18,
+so CPU seconds at ``--threads 1``): GEMMs alone 2.40 s CPU (155 GFLOP, 65
+GFLOP/s); ermlab's epoch 1.73× that (median of 3 rounds; the instrumented
+epoch 1.40×), PyTorch 1.34× ermlab's wall time. Where the instrumented epoch
+went, CPU s: GEMMs 2.01 + validation GEMMs 0.11, optimizer (Adam) 0.65,
+Linear's rest 0.17, Trainer loop 0.14, loss 0.12, activations 0.11, batch
+gathering 0.06, validation's rest 0.02. Before the ReLU, bias-gradient and
+training-mode changes of that issue: Linear's rest 0.31, Trainer loop 0.22,
+loss 0.14, activations 0.19, gathering 0.07 (0.94 s against 0.60 s).
+
 Idle-machine re-measurement (1 and 2 threads):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/mlp_epoch.py --threads 1

@@ -25,7 +25,7 @@ ratio is quoted as the median of the rounds' ratios, in wall-clock and in
 process CPU time (the machine is shared: CPU time is the steadier figure at
 ``--threads 1``). A last, instrumented epoch says where the rest goes:
 GEMMs, the rest of Linear (bias add, bias gradient), activations, loss,
-optimizer (step + zero_grad), batch gathering, validation, and the Trainer's
+optimizer step, zero_grad, batch gathering, validation, and the Trainer's
 own loop and callbacks (what is left of the epoch's time).
 
 Measured (issue 11; Intel Xeon @ 2.8 GHz, 2 cores shared, load average 16-18,
@@ -206,7 +206,7 @@ def breakdown(trainer, x, y, xt, yt, cpu: bool = False) -> dict[str, float]:
     patch(trainer.loss, "forward", "loss")
     patch(trainer.loss, "backward", "loss")
     patch(trainer.optimizer, "step", "optimizer")
-    patch(trainer.optimizer, "zero_grad", "optimizer")
+    patch(trainer.optimizer, "zero_grad", "zero_grad")
     patch(trainer, "evaluate", "validation")
     np.matmul = clock.wrap(saved_matmul, "GEMMs")
     try:

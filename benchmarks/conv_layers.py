@@ -12,11 +12,13 @@ The first convolution skips its input gradient
 the two frameworks so that machine load affects both alike; medians over rounds are
 printed with the ratio ermlab / PyTorch (< 1 means ermlab is faster).
 
-The profile splits ermlab's Conv2d into its stages (padding + im2col copy, forward GEMM,
+The profile splits ermlab's Conv2d into its im2col stages (padding + im2col copy, forward GEMM,
 output copy + bias, ∂L/∂Y layout, weight GEMM, bias sum, and column GEMM + col2im
 or, for stride 1, the transposed convolution that gives ∂L/∂x) by
 running the layer's own helpers one at a time on the whole batch (the layer's bprop runs
-them on blocks of samples, so the sum differs from the layer's own time).
+them on blocks of samples, so the sum differs from the layer's own time; stride-1 layers
+with ≥ 16 input channels take the shifted-copy path instead, whose time is the layer's
+own).
 
 On a shared machine whose cores are busy, multithreaded BLAS and OpenMP spin-wait for
 descheduled threads and a 2-thread GEMM can run 10–50× slower than usual; ``--threads 1``
@@ -54,6 +56,12 @@ CASES = [
      (64, 16, 16), True, dict(kind="conv", padding=1)),
     ("conv 3x3 64->64 pad 1, 32x32", lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0),
      (64, 32, 32), True, dict(kind="conv", padding=1)),
+    ("conv 3x3 16->16 pad 1, 32x32 (ResNet-20)",
+     lambda: nn.Conv2d(16, 16, 3, padding=1, rng=0), (16, 32, 32), True,
+     dict(kind="conv", padding=1)),
+    ("conv 3x3 16->32 s2 pad 1, 32x32 (ResNet-20)",
+     lambda: nn.Conv2d(16, 32, 3, stride=2, padding=1, rng=0), (16, 32, 32), True,
+     dict(kind="conv", padding=1, stride=2)),
     ("maxpool 3x3 s2 p1, 64x32x32", lambda: nn.MaxPool2d(3, 2, 1), (64, 32, 32), True,
      dict(kind="max", kernel=3, stride=2, padding=1)),
 ]
@@ -83,7 +91,7 @@ def torch_step(layer, shape, input_grad, spec, rng):
         b = torch.from_numpy(layer.bias.data.copy()).requires_grad_()
 
         def op(t):
-            return F.conv2d(t, w, b, padding=spec["padding"])
+            return F.conv2d(t, w, b, stride=spec.get("stride", 1), padding=spec["padding"])
 
         params = [w, b]
     else:

@@ -136,17 +136,25 @@ def test_a_state_of_another_algorithm_is_refused_naming_both(saved):
         assert message == (f"the saved state was written by {saved}; this run is {name} — "
                            f"resume it with {saved}")
         assert strategy.state_dict() == before
+
+
+@pytest.mark.parametrize("saved, other", [("Downpour", "EASGD"), ("EASGD", "Downpour"),
+                                          ("Downpour", "SyncDataParallel")])
+def test_onray_refuses_a_state_of_another_algorithm_naming_both(saved, other):
+    """OnRay's checkpoints are of one class whatever it runs: the algorithm recorded decides
+    (no Ray started: load_state_dict only; through a resume: test_ray.py's round trip)."""
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
-    if saved in ("Downpour", "EASGD"):  # on Ray too (no Ray started: load_state_dict only)
-        state = {"algorithm": saved, "clock": 3, "server": {"version": 3, "staleness_counts": {}}}
-        other = "EASGD" if saved == "Downpour" else "Downpour"
-        with pytest.raises(ValueError, match=rf"written by OnRay\({saved}\); this run is "
-                                             rf"OnRay\({other}\) — resume it with "
-                                             rf"OnRay\({saved}\)$"):
-            OnRay(ALGORITHMS[other]()).load_state_dict(state)
-        ray_run = OnRay(ALGORITHMS[saved]())
-        ray_run.load_state_dict(state)
-        assert ray_run.state_dict() == state
+    state = {"algorithm": saved, "clock": 3, "server": {"version": 3, "staleness_counts": {}}}
+    assert OnRay(ALGORITHMS[saved]()).state_dict() == {"algorithm": saved}
+    refusing = OnRay(ALGORITHMS[other]())
+    with pytest.raises(ValueError, match=rf"^the saved state was written by OnRay\({saved}\); "
+                                         rf"this run is OnRay\({other}\) — resume it with "
+                                         rf"OnRay\({saved}\)$"):
+        refusing.load_state_dict(state)
+    assert refusing.state_dict() == {"algorithm": other}  # nothing taken
+    ray_run = OnRay(ALGORITHMS[saved]())
+    ray_run.load_state_dict(state)
+    assert ray_run.state_dict() == state
 
 
 def test_a_state_saved_before_the_algorithm_was_recorded_still_loads():

@@ -16,6 +16,16 @@ with the ratio ermlab / PyTorch (< 1: ermlab is faster). The table is printed
 and drawn to ``docs/images/scale.png`` (two panels, log axes, the ratio written
 at each point of ermlab's curves). The CPU model, BLAS kernel and load average
 are printed with the table, since machines of this kind differ.
+
+Measured for issue 11 (Intel Xeon @ 2.8 GHz, 2 cores shared with other jobs at
+load average ~21, so ``--threads 1`` only and the times are ~10x an idle
+machine's; the ratios come from alternated rounds), ermlab / PyTorch: batch 32
+… 1024 at width 1024: 0.62, 0.78, 0.84, 0.97, 1.10, 1.17 (ermlab wins up to
+batch 256, PyTorch's MKL from 512); width 256 … 4096 at batch 128: 0.83,
+0.75, 0.84, 0.69, 0.43. The committed docs/images/scale.png is that run;
+on an idle machine regenerate it with the default (1 and 2 threads):
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/scale.py
 """
 
 from __future__ import annotations
@@ -148,6 +158,7 @@ def plot(table: dict, threads_list: list[int], optimizer: str, title: str, path:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks(values, [str(v) for v in values])

@@ -3,6 +3,7 @@
 Run by hand (not a test):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cnn.py \
         [--repeats 5] [--steps 10] [--threads N] [--only lenet|vgg|resnet20] [--no-profile]
+        [--clock wall|cpu]
 
 Networks (the same architecture in both frameworks, ReLU everywhere):
   * LeNet-5 on 28×28×1 (Fashion-MNIST, 60,000 training images → 469 batches/epoch):
@@ -26,7 +27,10 @@ ermlab / PyTorch is printed (< 1: ermlab faster; the goal of issue 11 is ≤ 1.0
 On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
 when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,
 16×17,920 by 17,920×150, took 4.9 ms on one thread and 690 ms on two at load average 7),
-which makes two-thread timings meaningless there.
+which makes two-thread timings meaningless there. With ``--threads 1 --clock cpu`` every
+time (steps, layers, GEMM peak, copy) is this process's CPU time, which other processes
+disturb far less than the wall clock (at load average 13 on 2 cores the wall-clock
+profile put LeNet's 2×2 pooling at 12 ms per step where its CPU time is ~2 ms).
 
 With profiling on (default), a separate run then times every layer's forward and
 backward pass and the optimizer step in ermlab (wall-clock timers around each call),
@@ -70,6 +74,7 @@ CASES = {
                           (3, 32, 32), 50_000),
 }
 ONLY = {"lenet": "LeNet", "vgg": "small VGG", "resnet20": "ResNet-20"}
+CLOCK = [time.perf_counter]  # --clock cpu: time.process_time
 
 
 def batch(shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -132,9 +137,9 @@ def gemm_gflops(m: int, k: int, n: int, repeats: int = 3) -> float:
     np.matmul(a, b, out=out)
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK[0]()
         np.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, CLOCK[0]() - start)
     return 2 * m * k * n / best / 1e9
 
 
@@ -145,9 +150,9 @@ def copy_bandwidth(nbytes: int = 64 * 2**20, repeats: int = 5) -> float:
     np.copyto(dst, src)
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK[0]()
         np.copyto(dst, src)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, CLOCK[0]() - start)
     return 2 * nbytes / best / 1e9
 
 
@@ -170,9 +175,9 @@ def profile_ermlab(name: str, steps: int) -> None:
         label, phase = key
 
         def wrapper(*args, **kwargs):
-            start = time.perf_counter()
+            start = CLOCK[0]()
             out = fn(*args, **kwargs)
-            totals[key] += time.perf_counter() - start
+            totals[key] += CLOCK[0]() - start
             if key not in work:
                 traffic = _nbytes(args) + _nbytes(out)
                 flops = None
@@ -197,13 +202,13 @@ def profile_ermlab(name: str, steps: int) -> None:
     object.__setattr__(opt, "step", timed(("optimizer", "SGD step"), opt.step, opt))
     step()
     totals.clear()
-    start = time.perf_counter()
+    start = CLOCK[0]()
     for _ in range(steps):
         step()
-    wall = (time.perf_counter() - start) / steps
+    wall = (CLOCK[0]() - start) / steps
     peaks = {shape: gemm_gflops(*shape) for shape in set(gemm_shapes.values())}
     bandwidth = copy_bandwidth()
-    print(f"\n  ermlab, where the time goes ({steps} steps, ms per step; wall {wall * 1e3:.1f}; "
+    print(f"\n  ermlab, where the time goes ({steps} steps, ms per step; step {wall * 1e3:.1f}; "
           f"GEMM peak = NumPy float32 matmul at the layer's forward GEMM shape, this run; "
           f"copy bandwidth {bandwidth:.1f} GB/s):")
     print(f"    {'layer':<44} {'phase':<9} {'ms':>8}  {'share':>6}  achieved   bound")
@@ -251,10 +256,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time (with --threads 1, far less "
+                             "sensitive to other processes than wall time)")
     parser.add_argument("--only", choices=sorted(ONLY), default=None)
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads for both frameworks (default: their own)")
     args = parser.parse_args()
+    CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     import torch
 
     if args.threads:
@@ -265,7 +274,8 @@ def main() -> None:
 
     print(f"batch {BATCH}, float32, SGD momentum 0.9; numpy {np.__version__}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"{args.clock} clock")
     print(f"BLAS: {blas_kernel()}")
     print("epoch time = median time per step × batches per epoch (an estimate from "
           f"{args.repeats} rounds × {args.steps} timed steps)")
@@ -276,7 +286,7 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in candidates}
         for _ in range(args.repeats):
             for key, step in candidates.items():
-                times[key].append(time_per_step(step, args.steps, warmup=2))
+                times[key].append(time_per_step(step, args.steps, warmup=2, clock=CLOCK[0]))
         batches = -(-n_train // BATCH)
         ours, theirs = statistics.median(times["ermlab"]), statistics.median(times["pytorch"])
         print(f"\n{name}: {batches} batches per epoch of {n_train:,} images")

@@ -1,24 +1,66 @@
 """Time one optimizer update over the parameters of the 784-512-256-10 MLP (float32).
 
-ermlab's optimizers against torch.optim with ``foreach=True`` in the same run;
-prints the median time of one ``step()`` over repeated runs and the ratio
-ermlab / torch: ermlab on its default threads (``ERMLAB_NUM_THREADS`` or the
-CPU count; see ``ermlab.optim.inplace``) against torch on its default threads,
-and ermlab with ``threads=1`` against torch on one thread. ermlab runs first,
-before torch starts its thread pool (whose idle threads spin for a while).
-Run by hand:
+ermlab's optimizers against torch.optim with ``foreach=True`` in the same run,
+at 1 and at 2 threads, and against the memory-bandwidth bound. For each
+optimizer the variants (ermlab and torch, 1 and 2 threads; ``--numpy-path``
+adds ermlab's NumPy path, ``opt.fused = False``, the figure before the fused
+kernels) are timed in rounds: each round times ``--steps`` steps of every
+variant (median per variant), the order reversed every other round, with a
+20 ms pause after each variant so torch's OpenMP workers stop spinning before
+the next one is timed. Ratios are the median over rounds of the round's
+ratio (the two were timed next to each other); ``cpu`` is the same ratio in
+process CPU time at 1 thread (the steadier figure on a busy machine). The
+kernel in use is printed: the fused Numba kernels (``ermlab.optim._kernels``)
+or, with ``ERMLAB_FUSED=0`` or without Numba, NumPy ufuncs + BLAS ``?axpy``;
+and the BLAS (threadpoolctl). Run by hand, with the OpenBLAS overrides of
+these machines unset (see PERFORMANCE.md):
 
-    python benchmarks/optim_step.py [--repeats 50]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/optim_step.py --numpy-path
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ERMLAB_FUSED=0 python benchmarks/optim_step.py
 
 The gradients are fixed random arrays (no model work is timed). The machine is
 shared: quote the ratios of one run, not absolute times across runs. ``bound``
 is the memory-bandwidth bound: the arrays a step must read and write (θ, g and
 each state array read; θ and each state array written) at the copy bandwidth
-measured in the same run (np.copyto, one thread).
+measured in the same run (np.copyto over arrays of the model's size, split in
+halves over two threads for the 2-thread bound). ``lanes``: how many threads
+ermlab's 2-thread step used (``optim.inplace`` keeps cheap steps on one).
 
-Measured (AMD EPYC class, 2 cores, OpenBLAS SkylakeX kernel; the machine was
-heavily loaded, load average 4–7 on 2 cores, so absolute times are 2–5× the
-idle ones and the 2-thread torch column is the least reliable).
+Fused kernels (Intel Xeon @ 2.80GHz, 2 cores, OpenBLAS 0.3.31 SkylakeX,
+numba 0.68.1; the machine was saturated by other jobs, load average 27–29
+on 2 cores, so absolute times are several times the idle ones and the
+2-thread columns measure the scheduler, not the code). ms per step, 1 thread:
+
+    optimizer                fused  NumPy path  torch   ratio (wall, cpu)  ×bound
+    SGD                      0.267  0.279       0.307   0.69, 0.73         1.02
+    SGD momentum             0.616  1.013       1.521   0.39, 0.48         1.42
+    SGD nesterov             0.719  1.744       3.280   0.25, 0.45         1.66
+    Adagrad                  0.681  18.68       19.66   0.04, 0.24         1.57
+    Adadelta                 1.139  41.13       39.39   0.03, 0.20         1.88
+    RMSprop                  0.703  11.41       8.788   0.08, 0.28         1.62
+    RMSprop centered+mom.    1.265  29.98       20.49   0.05, 0.29         1.62
+    Adam                     1.028  18.80       12.48   0.07, 0.30         1.69
+    Adam amsgrad             1.241  6.961       17.81   0.11, 0.32         1.59
+    AdamW                    0.939  18.14       8.437   0.12, 0.24         1.55
+    Adamax                   0.939  7.596       7.742   0.13, 0.29         1.55
+    NAdam                    1.220  24.94       22.49   0.07, 0.28         2.01
+    HeavyBall                0.515  4.509       -       -                  1.19
+    NAGC                     0.485  3.179       -       -                  1.12
+
+Every rule ≤ 1.0× torch at 1 thread in wall and CPU time (CPU-time ratios
+0.20–0.73: the fused step does one pass where NumPy made 3–12 and torch's
+foreach 3–10). Against the bound the fused steps measured 1.0–2.0× under this
+load; the NumPy path's passes are 3–40× here (each pass a multi-MB sweep
+competing for the cache with the other jobs). At 2 threads torch's OpenMP
+team took 20–400 ms per step under this load (threads spinning at barriers on
+oversubscribed cores) and ermlab's second lane 0.3–5 ms, so no 2-thread ratio
+from this run means anything; the 2-thread comparison needs an idle machine
+(the commands above).
+
+Before the fused kernels, the NumPy path (AMD EPYC class, 2 cores, OpenBLAS
+SkylakeX kernel; the machine was heavily loaded, load average 4–7 on 2 cores,
+so absolute times are 2–5× the idle ones and the 2-thread torch column is the
+least reliable).
 Before/after the BLAS ``?axpy`` change (``optim.inplace.axpy_``: y ← y + a·x
 in one pass, one rounding, as torch's ``add_(x, alpha=a)``), one process,
 1 thread, old and new steps interleaved 300× (ms, medians; torch foreach

@@ -34,6 +34,7 @@ def test_conv2d_gradcheck(config, full_width, blocks, row_split, monkeypatch):
         monkeypatch.setattr(conv_module, "FORWARD_BLOCK_BYTES", 1)
     if row_split:  # K_w shifted copies, ∂L/∂x as a transposed convolution: any channels
         monkeypatch.setattr(conv_module, "ROW_SPLIT_MIN_CHANNELS", 0)
+        monkeypatch.setattr(conv_module, "ROW_SPLIT_MIN_COLUMNS", 0)
         monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 0)
     n, c, h, w, o, k, s, p, d, g, bias = config
     with default_dtype(np.float64):

@@ -77,6 +77,7 @@ def layout(request, monkeypatch):
     included."""
     if request.param.startswith("row-split"):
         monkeypatch.setattr(conv_module, "ROW_SPLIT_MIN_CHANNELS", 0)
+        monkeypatch.setattr(conv_module, "ROW_SPLIT_MIN_COLUMNS", 0)
         monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 0)
         if request.param.endswith("blocks"):
             monkeypatch.setattr(conv_module, "FORWARD_BLOCK_BYTES", 1)

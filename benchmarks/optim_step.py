@@ -22,40 +22,45 @@ The gradients are fixed random arrays (no model work is timed). The machine is
 shared: quote the ratios of one run, not absolute times across runs. ``bound``
 is the memory-bandwidth bound: the arrays a step must read and write (θ, g and
 each state array read; θ and each state array written) at the copy bandwidth
-measured in the same run (np.copyto over arrays of the model's size, split in
+measured in the same run over the same working set (np.copyto from one array
+to another, together as large as the step's arrays, so that the bound of a
+rule with 9 arrays is not measured in a cache that holds 2 of them; split in
 halves over two threads for the 2-thread bound). ``lanes``: how many threads
 ermlab's 2-thread step used (``optim.inplace`` keeps cheap steps on one).
 
 Fused kernels (Intel Xeon @ 2.80GHz, 2 cores, OpenBLAS 0.3.31 SkylakeX,
-numba 0.68.1; the machine was saturated by other jobs, load average 27–29
-on 2 cores, so absolute times are several times the idle ones and the
-2-thread columns measure the scheduler, not the code). ms per step, 1 thread:
+numba 0.68.1; shared machine, load average 3–4 during the run, 7 rounds).
+ms per step; ratio = ermlab/torch (wall, CPU); ×bound at the copy bandwidth
+over the same working set (23–28 GB/s on 1 thread, 21–24 GB/s on 2):
 
-    optimizer                fused  NumPy path  torch   ratio (wall, cpu)  ×bound
-    SGD                      0.267  0.279       0.307   0.69, 0.73         1.02
-    SGD momentum             0.616  1.013       1.521   0.39, 0.48         1.42
-    SGD nesterov             0.719  1.744       3.280   0.25, 0.45         1.66
-    Adagrad                  0.681  18.68       19.66   0.04, 0.24         1.57
-    Adadelta                 1.139  41.13       39.39   0.03, 0.20         1.88
-    RMSprop                  0.703  11.41       8.788   0.08, 0.28         1.62
-    RMSprop centered+mom.    1.265  29.98       20.49   0.05, 0.29         1.62
-    Adam                     1.028  18.80       12.48   0.07, 0.30         1.69
-    Adam amsgrad             1.241  6.961       17.81   0.11, 0.32         1.59
-    AdamW                    0.939  18.14       8.437   0.12, 0.24         1.55
-    Adamax                   0.939  7.596       7.742   0.13, 0.29         1.55
-    NAdam                    1.220  24.94       22.49   0.07, 0.28         2.01
-    HeavyBall                0.515  4.509       -       -                  1.19
-    NAGC                     0.485  3.179       -       -                  1.12
+                          1 thread                                   2 threads
+    optimizer             fused NumPy torch  ratio       ×bound     fused lanes torch ratio ×bound
+    SGD                   0.288 0.266 0.309  0.94, 0.94  1.20       0.298 1     0.209 1.36  1.02
+    SGD momentum          0.340 0.673 0.763  0.50, 0.54  0.88       0.346 1     0.481 0.66  0.76
+    SGD nesterov          0.445 0.906 1.196  0.38, 0.43  1.16       0.556 2     0.692 0.80  1.23
+    Adagrad               0.400 1.803 2.188  0.19, 0.19  1.04       0.509 2     4.759 0.11  1.12
+    Adadelta              0.743 4.544 4.551  0.18, 0.20  1.26       0.924 2     21.41 0.04  1.40
+    RMSprop               0.567 2.175 2.348  0.24, 0.28  1.47       0.682 2     8.100 0.12  1.50
+    RMSprop centered+mom. 0.838 3.532 3.370  0.26, 0.28  1.01       1.031 2     8.219 0.13  1.11
+    Adam                  0.511 2.309 2.590  0.18, 0.24  0.86       0.731 2     6.017 0.14  1.11
+    Adam amsgrad          0.819 3.104 3.068  0.27, 0.30  0.98       0.903 2     2.080 0.37  0.98
+    AdamW                 0.652 2.433 3.031  0.22, 0.24  1.10       0.668 2     2.085 0.32  1.01
+    Adamax                0.523 2.021 2.166  0.25, 0.30  0.89       0.618 2     1.095 0.56  0.94
+    NAdam                 0.681 3.837 2.974  0.22, 0.26  1.15       0.653 2     1.715 0.37  0.99
+    HeavyBall             0.357 1.439 -      -           0.93       0.454 2     -     -     1.00
+    NAGC                  0.375 1.677 -      -           0.98       0.531 2     -     -     1.17
 
-Every rule ≤ 1.0× torch at 1 thread in wall and CPU time (CPU-time ratios
-0.20–0.73: the fused step does one pass where NumPy made 3–12 and torch's
-foreach 3–10). Against the bound the fused steps measured 1.0–2.0× under this
-load; the NumPy path's passes are 3–40× here (each pass a multi-MB sweep
-competing for the cache with the other jobs). At 2 threads torch's OpenMP
-team took 20–400 ms per step under this load (threads spinning at barriers on
-oversubscribed cores) and ermlab's second lane 0.3–5 ms, so no 2-thread ratio
-from this run means anything; the 2-thread comparison needs an idle machine
-(the commands above).
+At 1 thread every rule is ≤ 1.0× torch (wall 0.18–0.94, CPU time 0.19–0.94)
+and the fused steps are 0.86–1.47× the bound (the NumPy path was 2.3–7×);
+SGD, whose NumPy path was already one BLAS ?axpy pass, is the same pass. At 2
+threads torch's OpenMP team was still disturbed by the other jobs (up to 20 ms
+per step where it takes 0.2–0.7 ms), the 2-thread copy was no faster than the
+1-thread one, and ermlab's second lane did not pay either (handing a lane to a
+worker costs ~50 µs; cheap rules, SGD with or without momentum over 0.5M
+floats, stay on one lane): the one comparison that looks sound, plain SGD,
+is 1.36× torch's 2-thread step. Under a saturated machine (load 27–29) the
+same table gave 1-thread ratios 0.03–0.69 and 1.0–2.0× the bound. Settling
+the 2-thread comparison needs an idle machine (the commands above).
 
 Before the fused kernels, the NumPy path (AMD EPYC class, 2 cores, OpenBLAS
 SkylakeX kernel; the machine was heavily loaded, load average 4–7 on 2 cores,
@@ -203,8 +208,9 @@ def main() -> None:
     variants = [("ermlab", 1), ("torch", 1), ("ermlab", 2), ("torch", 2)]
     if args.numpy_path:
         variants.append(("numpy-path", 1))
-    bandwidth = {n: copy_bandwidth(total, n, 200) for n in (1, 2)}
     cases = [c for c in CASES if not args.only or c[0] in args.only]
+    bandwidth = {(k, n): copy_bandwidth(k * total // 2, n, 100)
+                 for k in sorted({c[2] for c in cases}) for n in (1, 2)}
     rows = []
     for name, options, n_arrays in cases:
         opts = {}
@@ -242,6 +248,11 @@ def _ratio(ours: list[float], theirs: list[float] | None) -> str:
     return f"{statistics.median(a / b for a, b in zip(ours, theirs)):6.2f}"
 
 
+def _range(bandwidth: dict, threads: int) -> str:
+    values = [v / 1e9 for (_, n), v in bandwidth.items() if n == threads]
+    return f"{min(values):.1f}–{max(values):.1f}"
+
+
 def print_table(rows, bandwidth, total: int, numpy_path: bool) -> None:
     print(f"\n{'optimizer':<40} {'1 thread: ermlab':>16} {'cpu':>6} {'torch':>7} {'ratio':>6} "
           f"{'bound':>6} {'×bound':>6} | {'2 threads: ermlab':>17} {'lanes':>5} {'torch':>7} "
@@ -253,7 +264,7 @@ def print_table(rows, bandwidth, total: int, numpy_path: bool) -> None:
         cells = []
         for n in (1, 2):
             ours, theirs = times["ermlab", n], times.get(("torch", n))
-            bound = n_arrays * 4 * total / bandwidth[n]
+            bound = n_arrays * 4 * total / bandwidth[n_arrays, n]
             torch_ms = f"{1e3 * ms(theirs):7.3f}" if theirs else f"{'-':>7}"
             extra = f" {lanes:5d}" if n == 2 else ""
             if n == 1:
@@ -266,9 +277,9 @@ def print_table(rows, bandwidth, total: int, numpy_path: bool) -> None:
         print(line)
     print(f"times in ms (median of the rounds' medians); ratio: ermlab/torch, median of the "
           f"rounds' ratios (cpu: of process CPU time per step, 1 thread); bound: the arrays a "
-          f"step must read and write at the copy bandwidth measured here (np.copyto: "
-          f"{bandwidth[1] / 1e9:.1f} GB/s on 1 thread, "
-          f"{bandwidth[2] / 1e9:.1f} GB/s on 2); lanes: the threads ermlab's 2-thread step used "
+          f"step must read and write at the copy bandwidth measured here over the same "
+          f"working set (np.copyto: {_range(bandwidth, 1)} GB/s on 1 thread, "
+          f"{_range(bandwidth, 2)} GB/s on 2); lanes: the threads ermlab's 2-thread step used "
           f"(cheap rules stay on one, see optim.inplace)")
 
 

@@ -136,3 +136,24 @@ def test_env_variable_turns_the_kernels_off(monkeypatch):
     monkeypatch.setattr(inplace, "_loaded_kernels", None)
     monkeypatch.setenv("ERMLAB_FUSED", "1")
     assert opt.kernels(np.zeros(3, np.float32)) is not None
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "RMSprop", "Adagrad"])
+def test_a_fused_step_counts_one_pass_per_element_for_its_lanes(kernels_on, monkeypatch, name):
+    """A fused rule is one pass: 0.5M parameters stay on one lane (two were slower), while
+    the NumPy path's passes still earn the second lane."""
+    lanes = []
+    original = inplace.InPlaceOptimizer._layout
+
+    def layout(self, tasks, threads):
+        lanes.append(threads)
+        return original(self, tasks, threads)
+
+    monkeypatch.setattr(inplace.InPlaceOptimizer, "_layout", layout)
+    param = nn.Parameter(np.zeros(500_000, np.float32))
+    param.grad = np.full(500_000, 0.5, np.float32)
+    for fused in (True, False):
+        opt = getattr(optim, name)([param], lr=0.01, threads=2)
+        opt.fused = fused
+        opt.step()
+    assert lanes == [1, 2]

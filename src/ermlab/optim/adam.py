@@ -31,6 +31,8 @@ from ermlab.optim.traits import Traits
 class _AdamFamily(InPlaceOptimizer):
     """Shared checks and the weight-decay step of the Adam family."""
 
+    fused_rule = True  # optim._kernels updates it in one pass
+
     traits = None  # a base class, not an optimizer of its own (see optim.traits)
     decaying_state = ("exp_avg",)
     denominator_state = ("exp_avg_sq", "max_exp_avg_sq")

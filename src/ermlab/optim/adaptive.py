@@ -65,6 +65,8 @@ class Adagrad(InPlaceOptimizer):
         >>> opt = Adagrad(model.parameters(), lr=0.01)
     """
 
+    fused_rule = True  # optim._kernels updates it in one pass
+
     traits = Traits(
         first_moment=False, second_moment=True, leaky_average=False, bias_correction=False,
         update="G ← G + g²;  θ ← θ − γ g/(√G + ε)", reference="Duchi, Hazan & Singer 2011")
@@ -140,6 +142,8 @@ class Adadelta(InPlaceOptimizer):
     Example:
         >>> opt = Adadelta(model.parameters())
     """
+
+    fused_rule = True  # optim._kernels updates it in one pass
 
     denominator_state = ("square_avg", "acc_delta")
     traits = Traits(
@@ -237,6 +241,8 @@ class RMSprop(InPlaceOptimizer):
     Example:
         >>> opt = RMSprop(model.parameters(), lr=1e-3, centered=True)
     """
+
+    fused_rule = True  # optim._kernels updates it in one pass
 
     decaying_state = ("grad_avg", "momentum_buffer")
     denominator_state = ("square_avg",)

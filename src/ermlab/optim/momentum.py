@@ -37,6 +37,8 @@ class HeavyBall(InPlaceOptimizer):
         >>> opt = HeavyBall(model.parameters(), lr=0.01, momentum=0.9)
     """
 
+    fused_rule = True  # optim._kernels updates it in one pass
+
     traits = Traits(
         first_moment=True, second_moment=False, leaky_average=True, bias_correction=False,
         update="θ ← θ − α∇f(θ) + β(θ − θ_prev)", reference="Polyak 1964")
@@ -73,6 +75,8 @@ class _NesterovScheme(InPlaceOptimizer):
     ``param.data`` holds y (where the gradient is taken); the iterate x_k whose
     value the convergence bounds speak of is ``state["x"]``.
     """
+
+    fused_rule = True  # optim._kernels updates it in one pass
 
     traits = None  # a base class, not an optimizer of its own (see optim.traits)
 

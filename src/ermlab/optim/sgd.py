@@ -63,6 +63,8 @@ class SGD(InPlaceOptimizer):
         >>> opt.zero_grad(); model.backward(loss.backward()); opt.step()
     """
 
+    fused_rule = True  # optim._kernels updates it in one pass
+
     decaying_state = ("momentum_buffer",)
     traits = Traits(
         first_moment="momentum > 0", second_moment=False, leaky_average="momentum > 0",

@@ -22,8 +22,12 @@ load average ~21, so ``--threads 1`` only and the times are ~10x an idle
 machine's; the ratios come from alternated rounds), ermlab / PyTorch: batch 32
 … 1024 at width 1024: 0.62, 0.78, 0.84, 0.97, 1.10, 1.17 (ermlab wins up to
 batch 256, PyTorch's MKL from 512); width 256 … 4096 at batch 128: 0.83,
-0.75, 0.84, 0.69, 0.43. The committed docs/images/scale.png is that run;
-on an idle machine regenerate it with the default (1 and 2 threads):
+0.75, 0.84, 0.69, 0.43. On the idle machine (load average 1.7, Adam, 3
+alternated rounds; the committed docs/images/scale.png is this run), 1 / 2
+threads: batch 32 … 1024: 0.61/0.62, 0.70/0.58, 0.81/0.79, 0.98/0.59,
+1.01/0.82, 1.10/1.12; width 256 … 4096: 0.73/0.56, 0.81/0.68, 0.81/0.79,
+0.72/0.77, 0.58/0.63 — ermlab faster everywhere but at batch ≥ 512 on one
+thread and batch 1024 on two. Regenerate it with the default (1 and 2 threads):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/scale.py
 """

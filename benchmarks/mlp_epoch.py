@@ -52,7 +52,7 @@ import statistics
 import time
 
 import numpy as np
-from common import torch_mlp
+from common import blas_kernel, torch_mlp
 
 SIZES = [784, 512, 256, 10]
 BATCH = 128
@@ -265,22 +265,8 @@ def run_sklearn(x, y, xt, yt, epochs):
 
 def machine(threads: int | None) -> str:
     """CPU model, BLAS kernel and threads, load average: to tell figures apart."""
-    import platform
-
-    from threadpoolctl import threadpool_info
-
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as info:
-            model = next(line.split(":", 1)[1].strip() for line in info
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    blas = ", ".join(f"{i['internal_api']} {i.get('version')} {i.get('architecture')} "
-                     f"({i['num_threads']} threads)" for i in threadpool_info()
-                     if i["user_api"] == "blas")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{model}; BLAS: {blas}; --threads {threads}; load average {load}"
+    return f"BLAS: {blas_kernel()}; --threads {threads}; load average {load}"
 
 
 def report_ermlab(extra: dict, clock: str) -> None:

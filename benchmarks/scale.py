@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import torch_mlp
-from threadpoolctl import threadpool_info, threadpool_limits
+from common import blas_kernel, torch_mlp
+from threadpoolctl import threadpool_limits
 
 BATCHES = [32, 64, 128, 256, 512, 1024]
 WIDTHS = [256, 512, 1024, 2048, 4096]
@@ -126,16 +126,8 @@ def measure(width: int, batch: int, threads_list: list[int], args) -> dict[int, 
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as info:
-            model = next(line.split(":", 1)[1].strip() for line in info
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    blas = ", ".join(f"{i['internal_api']} {i.get('version')} {i.get('architecture')}"
-                     for i in threadpool_info() if i["user_api"] == "blas")
-    return f"{model}; BLAS {blas}; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    """CPU model, BLAS kernel, load average: to tell figures apart."""
+    return f"BLAS {blas_kernel()}; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}"
 
 
 def plot(table: dict, threads_list: list[int], optimizer: str, title: str, path: Path) -> None:

@@ -3,8 +3,10 @@ cnn.py, the BLAS in use, and a step timer."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def torch_mlp(sizes: Sequence[int]):
@@ -78,6 +80,15 @@ def torch_cnn(name: str):
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4096, 512), nn.ReLU(), nn.Linear(512, 10),
     )
+
+
+def export(revision: str, folder: Path) -> str:
+    """``src`` of git revision ``revision``, exported under ``folder``."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", revision, "src"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return str(folder / "src")
 
 
 def blas_kernel() -> str:

@@ -63,6 +63,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import blas_kernel, export
+
 FORMS = ("npz", "npz-compressed", "npy")
 
 # Runs in a fresh process: prepare, train one epoch, report times and memory as JSON.
@@ -144,25 +146,6 @@ def measure(path: Path, source: str | None, settings: dict, threads: int) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def export(revision: str, folder: Path) -> str:
-    """``src`` of git revision ``revision``, exported under ``folder``."""
-    root = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(["git", "-C", str(root), "archive", revision, "src"],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return str(folder / "src")
-
-
-def blas() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "threadpoolctl absent"
-    return ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
-                     f"{i.get('num_threads')} threads" for i in threadpool_info()
-                     if i.get("user_api") == "blas") or "no BLAS loaded yet"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000, help="N (default 200000)")
@@ -186,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy
 
     numpy.ones((4, 4)) @ numpy.ones((4, 4))
-    print(f"numpy {numpy.__version__}, BLAS: {blas()}")
+    print(f"numpy {numpy.__version__}, BLAS: {blas_kernel()}")
     data_bytes = args.rows * 784 * 4
     print(f"data: {args.rows} × 784 float32 = {data_bytes / 2**30:.2f} GiB "
           f"({'images' if args.images else 'rows'}), batch {args.batch_size}, BLAS threads "

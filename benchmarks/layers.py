@@ -42,6 +42,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import export
+
 CHILD = r"""
 import json, sys, time, statistics
 import numpy as np
@@ -101,15 +103,6 @@ CASES = [
     ("ReLU", (16, 32, 32)), ("ReLU", (32, 32, 32)),
     ("Add", (16, 32, 32)), ("ZeroPadShortcut", (16, 32, 32)), ("GlobalAvgPool2d", (64, 8, 8)),
 ]
-
-
-def export(revision: str, folder: Path) -> str:
-    """``src`` of git revision ``revision``, exported under ``folder``."""
-    root = Path(__file__).resolve().parent.parent
-    archive = subprocess.run(["git", "-C", str(root), "archive", revision, "src"],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return str(folder / "src")
 
 
 def measure(source: str | None, args) -> dict:

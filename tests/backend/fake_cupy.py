@@ -303,6 +303,20 @@ def device(x: Any) -> DeviceArray:
     return DeviceArray(numpy.array(x, copy=True))
 
 
+def host(x: Any) -> numpy.ndarray:
+    """``x``, which must be a device array, copied back to NumPy (``x.get()``)."""
+    assert isinstance(x, DeviceArray), f"expected a device array, got {type(x).__name__}"
+    return x.get()
+
+
+def fprop_bprop(module: Any, x: Any, grad_out: Any) -> tuple[Any, Any, list[Any]]:
+    """``module``'s output, input gradient and parameter gradients for ``x`` and ``grad_out``."""
+    y = module.forward(x)
+    module.zero_grad()
+    gx = module.backward(grad_out)
+    return y, gx, [p.grad for p in module.parameters()]
+
+
 def install(monkeypatch: Any) -> FakeCupy:
     """Make ermlab see the stand-in as CuPy (``ermlab.backend.cupy``); undone by
     ``monkeypatch``."""

@@ -9,22 +9,9 @@ that reaches for ``numpy`` on device data fails here.
 
 import numpy
 import pytest
-from fake_cupy import DeviceArray, to_device
+from fake_cupy import fprop_bprop, host, to_device
 
 from ermlab import losses, nn
-
-
-def _host(x):
-    assert isinstance(x, DeviceArray), f"expected a device array, got {type(x).__name__}"
-    return x.get()
-
-
-def _run(module, x, grad_out):
-    y = module.forward(x)
-    module.zero_grad()
-    gx = module.backward(grad_out)
-    return y, gx, [p.grad for p in module.parameters()]
-
 
 CASES = {
     "linear": (lambda: nn.Linear(5, 3, rng=0), (4, 5)),
@@ -62,19 +49,18 @@ def test_module_on_device_equals_numpy(xp, name):
     build, shape = CASES[name]
     rng = numpy.random.default_rng(0)
     x = rng.standard_normal(shape).astype(numpy.float32)
-    host = build()
-    y_ref = host.forward(x)
-    grad_out = rng.standard_normal(y_ref.shape).astype(numpy.float32)
-    y_ref, gx_ref, grads_ref = _run(build(), x, grad_out)
+    y_shape = build().forward(x).shape
+    grad_out = rng.standard_normal(y_shape).astype(numpy.float32)
+    y_ref, gx_ref, grads_ref = fprop_bprop(build(), x, grad_out)
     device = to_device(build(), xp)
-    y, gx, grads = _run(device, xp.asarray(x), xp.asarray(grad_out))
-    numpy.testing.assert_array_equal(_host(y), y_ref)
-    numpy.testing.assert_array_equal(_host(gx), gx_ref)
+    y, gx, grads = fprop_bprop(device, xp.asarray(x), xp.asarray(grad_out))
+    numpy.testing.assert_array_equal(host(y), y_ref)
+    numpy.testing.assert_array_equal(host(gx), gx_ref)
     assert len(grads) == len(grads_ref)
     for grad, ref in zip(grads, grads_ref):
-        numpy.testing.assert_array_equal(_host(grad), ref)
+        numpy.testing.assert_array_equal(host(grad), ref)
     device.eval()
-    numpy.testing.assert_array_equal(_host(device.forward(xp.asarray(x))),
+    numpy.testing.assert_array_equal(host(device.forward(xp.asarray(x))),
                                      build().eval().forward(x) if not _has_buffers(device)
                                      else _eval_after_step(build, x, grad_out))
 
@@ -85,9 +71,9 @@ def _has_buffers(module):
 
 def _eval_after_step(build, x, grad_out):
     """The NumPy model's evaluation output after one training step (running statistics)."""
-    host = build()
-    _run(host, x, grad_out)
-    return host.eval().forward(x)
+    reference = build()
+    fprop_bprop(reference, x, grad_out)
+    return reference.eval().forward(x)
 
 
 LOSSES = {
@@ -112,14 +98,14 @@ def test_loss_on_device_equals_numpy(xp, name, weighted):
          "targets": rng.standard_normal((6, 4)).astype(numpy.float32),
          "binary": rng.integers(0, 2, (6, 4)).astype(numpy.float32)}[kind]
     weight = rng.random(6).astype(numpy.float32) if weighted else None
-    host = make()
-    value_ref = host.forward(scores, y, sample_weight=weight)
-    grad_ref = host.backward()
+    reference = make()
+    value_ref = reference.forward(scores, y, sample_weight=weight)
+    grad_ref = reference.backward()
     device = make()
     value = device.forward(xp.asarray(scores), xp.asarray(y),
                            sample_weight=None if weight is None else xp.asarray(weight))
     assert isinstance(value, float) and value == value_ref
-    numpy.testing.assert_array_equal(_host(device.backward()), grad_ref)
+    numpy.testing.assert_array_equal(host(device.backward()), grad_ref)
 
 
 def test_loss_rejects_bad_labels_on_device(xp):

@@ -10,7 +10,7 @@ the default NumPy run (BLAS, fused kernels), within a few float32 roundings.
 
 import numpy
 import pytest
-from fake_cupy import DeviceArray
+from fake_cupy import DeviceArray, host
 
 from ermlab import optim
 from ermlab.nn import Parameter
@@ -60,11 +60,6 @@ def _steps(optimizer, params, gradients, to=lambda a: a):
         optimizer.step()
 
 
-def _host(x):
-    assert isinstance(x, DeviceArray), f"expected a device array, got {type(x).__name__}"
-    return x.get()
-
-
 @pytest.mark.parametrize("name", list(FIRST_ORDER))
 def test_first_order_step_on_device_equals_numpy_ufunc_path(xp, request, name):
     make, gradients = FIRST_ORDER[name], _gradients(3)
@@ -75,15 +70,15 @@ def test_first_order_step_on_device_equals_numpy_ufunc_path(xp, request, name):
     _steps(device, device_params, gradients, xp.asarray)
     request.getfixturevalue("ufunc_path")
     host_params = _params()
-    host = make(host_params)
-    _steps(host, host_params, gradients)
+    reference = make(host_params)
+    _steps(reference, host_params, gradients)
     for p, ref, blas in zip(device_params, host_params, blas_params):
-        numpy.testing.assert_array_equal(_host(p.data), ref.data)
-        numpy.testing.assert_allclose(_host(p.data), blas.data, rtol=1e-5, atol=1e-6)
+        numpy.testing.assert_array_equal(host(p.data), ref.data)
+        numpy.testing.assert_allclose(host(p.data), blas.data, rtol=1e-5, atol=1e-6)
     for p, ref in zip(device_params, host_params):
-        for key, value in host.state[ref].items():
+        for key, value in reference.state[ref].items():
             if isinstance(value, numpy.ndarray):
-                numpy.testing.assert_array_equal(_host(device.state[p][key]), value)
+                numpy.testing.assert_array_equal(host(device.state[p][key]), value)
             else:
                 assert device.state[p][key] == value
 
@@ -106,7 +101,7 @@ def test_optimizer_state_dict_round_trip_on_device(xp):
     _steps(adam, params, gradients[2:], xp.asarray)
     _steps(restored, copies, gradients[2:], xp.asarray)
     for p, q in zip(params, copies):
-        numpy.testing.assert_array_equal(_host(q.data), _host(p.data))
+        numpy.testing.assert_array_equal(host(q.data), host(p.data))
 
 
 def _quadratic(params, centers, weights):
@@ -135,12 +130,12 @@ def test_full_batch_step_on_device_equals_numpy(xp, name):
     centers = [rng.standard_normal(s).astype(numpy.float32) for s in SHAPES]
     weights = [rng.uniform(0.5, 2, s).astype(numpy.float32) for s in SHAPES]
     host_params = _params()
-    host = FULL_BATCH[name](host_params)
-    host_value = host.step(_quadratic(host_params, centers, weights))
+    reference = FULL_BATCH[name](host_params)
+    host_value = reference.step(_quadratic(host_params, centers, weights))
     device_params = _params(xp.asarray)
     device = FULL_BATCH[name](device_params)
     value = device.step(_quadratic(device_params, [xp.asarray(c) for c in centers],
                                    [xp.asarray(w) for w in weights]))
     assert float(value) == float(host_value)
     for p, ref in zip(device_params, host_params):
-        numpy.testing.assert_array_equal(_host(p.data), ref.data)
+        numpy.testing.assert_array_equal(host(p.data), ref.data)

@@ -46,8 +46,9 @@ parameter, each a NumPy ufunc on one thread. ``step`` lays the parameters end
 to end and cuts them into ``threads`` lanes of about equal size (large
 parameters are cut at lane ends; small ones, biases, stay whole and go to the
 calling thread); the calling thread runs the first lane and a persistent,
-process-wide pool of worker threads the others (ufuncs release the GIL while
-they loop over more than a few hundred elements). Blocks are also capped at
+process-wide pool of worker threads the others (``ermlab.threads``, shared with
+``Conv2d``'s lanes of samples; ufuncs release the GIL while they loop over more
+than a few hundred elements). Blocks are also capped at
 ``block_bytes`` (1 MiB) per array, and a single-threaded step cuts parameters
 over twice that size, so that all passes of a block run while it is in the L3
 cache: a 10M-parameter Adam step goes from 34 to 22 ms. Smaller L2-sized
@@ -103,9 +104,7 @@ from __future__ import annotations
 import bisect
 import os
 import sys
-import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy
@@ -113,6 +112,9 @@ import numpy
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.base import Optimizer
+from ermlab.threads import BlasOneThread as _BlasOneThread
+from ermlab.threads import default_threads
+from ermlab.threads import workers as _workers
 
 FLUSH_BELOW: float | None = None  # None: the dtype's smallest normal number
 BLOCK_BYTES = 1 << 20
@@ -122,49 +124,12 @@ ALIGN = 64
 BLOCK_COST = 8192
 LEAD = 16384
 
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
-
-
-def default_threads() -> int:
-    """``ERMLAB_NUM_THREADS`` if set, else the number of CPUs this process may run on."""
-    value = os.environ.get("ERMLAB_NUM_THREADS")
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"ERMLAB_NUM_THREADS must be an integer ≥ 1; got {value!r}")
-        return int(value)
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _splittable(param: Parameter, state: dict[str, Any]) -> bool:
     """Whether the parameter, its gradient and state arrays are C-contiguous NumPy arrays
     of one shape."""
     arrays = [param.data, param.grad] + [v for v in state.values() if _shaped_like(v, param)]
     return all(isinstance(a, numpy.ndarray) and a.flags.c_contiguous
                and a.shape == param.data.shape for a in arrays)
-
-
-def _workers(n: int) -> ThreadPoolExecutor:
-    """The process-wide pool of optimizer worker threads, grown to at least ``n`` workers."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < n:
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ermlab-optim")
-            _pool_size = n
-        return _pool
-
-
-def _forget_pool() -> None:
-    """In a forked child the pool's threads do not exist: start a new pool when needed."""
-    global _pool, _pool_size, _pool_lock
-    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def subnormal_threshold(dtype: Any, below: float | None = None) -> float:
@@ -496,7 +461,6 @@ class InPlaceOptimizer(Optimizer):
 
 _BLAS_AXPY = {numpy.dtype(numpy.float32): "saxpy", numpy.dtype(numpy.float64): "daxpy"}
 _axpy_kernels: dict[Any, Any] | None = None
-_blas_libraries: list[Any] | None = None
 _loaded_kernels: Any = None
 
 
@@ -551,37 +515,6 @@ def axpy_(y: Any, a: float, x: Any, tmp: Any) -> Any:
     if out is not flat:  # pragma: no cover - f2py copied: the update must land in y
         y[...] = out.reshape(y.shape)
     return y
-
-
-class _BlasOneThread:
-    """Run the BLAS libraries on one thread while a step's lanes run (restored after):
-    the lanes are the step's threads, and OpenBLAS would otherwise share out every
-    ``?axpy`` over 10,000 elements among its own threads, which compete with the
-    lanes (measured: 8 ms instead of 0.12 ms for 0.4M floats on a busy 2-core machine).
-    A GEMM another thread of the process runs during the step runs on one thread too.
-    """
-
-    def __enter__(self) -> list[tuple[Any, int]]:
-        global _blas_libraries
-        if _blas_libraries is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-
-                _axpy_kernel(numpy.dtype(numpy.float32))  # load SciPy's BLAS first
-                _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
-            except Exception:  # pragma: no cover - threadpoolctl comes with scikit-learn
-                _blas_libraries = []
-        self.saved = []
-        for lib in _blas_libraries:
-            n = lib.get_num_threads()
-            if n != 1:
-                lib.set_num_threads(1)
-                self.saved.append((lib, n))
-        return self.saved
-
-    def __exit__(self, *exc: Any) -> None:
-        for lib, n in self.saved:
-            lib.set_num_threads(n)
 
 
 def flat(array: Any) -> Any:

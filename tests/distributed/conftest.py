@@ -35,7 +35,9 @@ def ray_session():
     """A local Ray with 2 CPUs in a private temp dir; skipped where Ray is missing or cannot start.
 
     Strategies find it running and neither start nor stop it; it is shut down and its
-    session files removed at the end of the session.
+    session files removed at the end of the session. The actors of one test's fits are
+    kept for the next (``reuse_actors``): a Ray actor costs ~1 CPU-second to start, more
+    than most of these fits; a test that checks what a fit leaves behind suspends it.
     """
     ray = pytest.importorskip(
         "ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
@@ -46,6 +48,9 @@ def ray_session():
     except Exception as error:  # noqa: BLE001 - any failure to start is a reason to skip
         shutil.rmtree(temp, ignore_errors=True)
         pytest.skip(f"Ray cannot start here: {type(error).__name__}: {error}")
-    yield ray
+    from ermlab.distributed import reuse_actors
+
+    with reuse_actors():
+        yield ray
     ray.shutdown()
     _remove_after_exit(temp)

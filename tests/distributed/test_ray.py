@@ -11,7 +11,7 @@ import pytest
 from strategy_helpers import assert_weights_close, blobs, mlp_trainer, weights
 
 from ermlab import optim
-from ermlab.distributed import EASGD, Downpour, OnRay, SyncDataParallel, ray_backend
+from ermlab.distributed import EASGD, Downpour, OnRay, SyncDataParallel, ray_backend, reuse_actors
 from ermlab.training.checkpoint import CheckpointError
 
 
@@ -84,7 +84,8 @@ def test_downpour_one_worker_equals_in_process(ray_session):
 def test_async_downpour_two_workers_at_once_data_put_once_and_actors_gone(ray_session):
     """Two workers in flight: every update counted, some stale; the data go to the object
     store once per fit (three epochs of index arrays); after the fit the actors' processes
-    are gone, and a Ray the strategy did not start stays up."""
+    are gone (outside ``reuse_actors``, which the session's Ray runs in), and a Ray the
+    strategy did not start stays up."""
     x, y = blobs(192, seed=3)
     pids, refs = [], []
 
@@ -95,7 +96,8 @@ def test_async_downpour_two_workers_at_once_data_put_once_and_actors_gone(ray_se
 
     trainer = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2)),
                           callbacks=[Record()])
-    history = trainer.fit(x, y, epochs=3, batch_size=8)
+    with reuse_actors(False):
+        history = trainer.fit(x, y, epochs=3, batch_size=8)
     counts = trainer.strategy.staleness()
     assert sum(counts.values()) == history["server_updates"][-1] == 72
     assert max(counts) >= 1  # two workers in flight: some gradients are stale
@@ -158,7 +160,8 @@ def test_a_killed_async_worker_is_restarted_and_the_run_reaches_the_in_process_a
         ray_session, kind):
     """Worker 1 SIGKILLed in the first epoch: Ray restarts it (a Downpour worker pulls θ, an
     EASGD worker starts from the centre x̃) and the run ends within 0.03 of the accuracy of the
-    same strategy in process; EASGD logs a finite elastic distance."""
+    same strategy in process; EASGD logs a finite elastic distance. The session's
+    reuse_actors keeps worker 0 for the next fit, not the restarted worker 1."""
     def make():
         return Downpour(workers=2) if kind == "downpour" else EASGD(workers=2, tau=2)
 
@@ -179,6 +182,12 @@ def test_a_killed_async_worker_is_restarted_and_the_run_reaches_the_in_process_a
     assert trainer.evaluate(x, y)["accuracy"] >= goal - 0.03
     if kind == "easgd":
         assert np.isfinite(history["elastic_distance"]).all()
+    kept, restarted = trainer.strategy._pids
+    assert restarted != killer.killed and os.path.exists(f"/proc/{kept}")
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{restarted}") and time.time() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{restarted}")
 
 
 def test_a_killed_sync_worker_stops_the_fit_naming_it(ray_session):

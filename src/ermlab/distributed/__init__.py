@@ -10,6 +10,7 @@ studied without any cluster engine, and a Ray implementation
 Use: ``Trainer(..., strategy=Downpour(workers=4, n_fetch=1, n_push=4))``.
 """
 
+from ermlab.distributed.actor_pool import reuse_actors
 from ermlab.distributed.base import ParameterServer, Pulled, Server, ShardedServer, Strategy
 from ermlab.distributed.delay_tolerant import DelayTolerantAdagrad
 from ermlab.distributed.downpour import Downpour
@@ -35,4 +36,4 @@ def __getattr__(name: str):
 __all__ = ["ActorUpdates", "DelayTolerantAdagrad", "Downpour", "EASGD", "Hogwild",
            "InProcessServer",
            "OnRay", "ParameterServer", "Pulled", "Server", "ShardedServer", "SplitGraph",
-           "Strategy", "SyncDataParallel"]
+           "Strategy", "SyncDataParallel", "reuse_actors"]

@@ -94,6 +94,7 @@ from typing import Any
 
 import numpy
 
+from ermlab.distributed.actor_pool import POOL, kill_actors
 from ermlab.distributed.base import Strategy, algorithm_name, check_algorithm, check_int
 from ermlab.distributed.downpour import Downpour
 from ermlab.distributed.easgd import EASGD
@@ -223,7 +224,11 @@ class OnRay(Strategy):
             self.kind = "downpour" if isinstance(strategy, Downpour) else "sync"
         self.servers: list | None = None
         self._actors: list | None = None
-        self._model_ref: Any = None
+        self._kinds: list[tuple[type, dict, list]] = []  # (class, Ray options, actors)
+        self._setup_ref: Any = None
+        self._setups: list = []  # per asynchronous worker: what its calls carry (AsyncWorker)
+        self._restarted: set[int] = set()  # workers Ray restarted in this fit: not kept
+        self._fit_pids: dict[int, int] = {}
         self._data: Any = None
         self._data_key: Any = None
         self._owns_ray = False
@@ -270,11 +275,12 @@ class OnRay(Strategy):
             augment = trainer.augment
             if self.kind == "sync":
                 payload = ray.put((trainer.model, trainer.optimizer))
-                remote = ray.remote(num_cpus=per_worker, max_restarts=0,
-                                    concurrency_groups={"mail": 1})(SyncWorker)
-                self._actors = [remote.remote(payload, objective, s, rank, self.workers, augment)
-                                for rank, s in enumerate(seeds)]
-                ray.get([a.connect.remote(self._actors) for a in self._actors])
+                self._actors = self._actors_of(ray, SyncWorker, self.workers, {
+                    "num_cpus": per_worker, "max_restarts": 0,
+                    "concurrency_groups": {"mail": 1}})
+                ray.get([a.setup.remote(payload, objective, s, rank, self.workers, augment,
+                                        self._actors)
+                         for rank, (a, s) in enumerate(zip(self._actors, seeds))])
             else:
                 self._start_servers(ray, trainer)
                 owner = {name: i for i, part in enumerate(self._parts(trainer)) for name in part}
@@ -285,12 +291,14 @@ class OnRay(Strategy):
                            "alpha": getattr(s, "alpha", 0.0),
                            "momentum": getattr(s, "momentum", 0.0)}
                 restarts = 0 if self.kind == "easgd_sync" else self.max_restarts
-                remote = ray.remote(num_cpus=per_worker, max_restarts=restarts,
-                                    max_task_retries=restarts)(AsyncWorker)
-                model = self._model_ref = ray.put(trainer.model)  # kept: restarts rebuild from it
-                self._actors = [remote.remote(options, model, objective, seed, self.servers,
-                                              owner, augment, rank)
-                                for rank, seed in enumerate(seeds)]
+                # every call carries its worker's setup: a restarted worker (or one kept
+                # by reuse_actors from another run) sets itself up from it (AsyncWorker)
+                shared = self._setup_ref = ray.put((options, trainer.model, objective,
+                                                    self.servers, owner, augment))
+                self._setups = [[shared, seed, rank] for rank, seed in enumerate(seeds)]
+                self._actors = self._actors_of(ray, AsyncWorker, self.workers, {
+                    "num_cpus": per_worker, "max_restarts": restarts,
+                    "max_task_retries": restarts})
             self._clock = int(self._saved.get("clock", 0))
             self._epoch_counts = _staleness(self._saved.get("server"))
         except BaseException:
@@ -308,33 +316,50 @@ class OnRay(Strategy):
         options: dict[str, Any] = {"num_cpus": 0}
         if self.kind == "easgd_sync":  # elastic_round waits for the other workers' moves
             options["max_concurrency"] = self.workers + 2
-        remote = ray.remote(**options)(ServerActor)
-        self.servers = [remote.remote(payload, names, self.shards > 1, self.workers)
-                        for names in self._parts(trainer)]
-        self._load_servers(ray)
+        self.servers = self._actors_of(ray, ServerActor, self.shards, options)
+        ray.get([server.setup.remote(payload, names, self.shards > 1, self.workers, state)
+                 for server, names, state in zip(self.servers, self._parts(trainer),
+                                                 self._server_states())])
+
+    def _server_states(self) -> list:
+        """Per server: the saved counters (with shards: and optimizer state), or None."""
+        saved = self._saved.get("server")
+        if not saved:
+            return [None] * self.shards
+        return saved if isinstance(saved, list) else [{"server": saved}]
 
     def _load_servers(self, ray: Any) -> None:
         """The saved counters (with shards: and optimizer states) into the server actors."""
-        saved = self._saved.get("server")
-        if not saved:
-            return
-        states = saved if isinstance(saved, list) else [{"server": saved}]
-        ray.get([server.load.remote(state) for server, state in zip(self.servers, states)])
+        ray.get([server.load.remote(state) for server, state
+                 in zip(self.servers, self._server_states()) if state is not None])
+
+    def _actors_of(self, ray: Any, cls: type, count: int, options: dict[str, Any]) -> list:
+        """``count`` actors of ``cls`` with these Ray options: kept ones first (inside
+        ``reuse_actors``, on a Ray this strategy did not start), the rest started now."""
+        kept = [] if self._owns_ray else POOL.take(ray, cls, options, count)
+        remote = ray.remote(**options)(cls)
+        actors = kept + [remote.remote() for _ in range(count - len(kept))]
+        self._kinds.append((cls, options, actors))
+        return actors
 
     def end_fit(self, trainer: Any) -> None:
-        self.close()
+        self.close(keep=True)
 
-    def close(self) -> None:
-        """Kill the actors; shut Ray down if this strategy started it."""
+    def close(self, keep: bool = False) -> None:
+        """Kill the actors — or, with ``keep`` inside ``reuse_actors``, keep those not
+        restarted for the next fit —; shut Ray down if this strategy started it."""
         if self._actors is None and self.servers is None and not self._owns_ray:
             return
         ray = import_ray()
-        for actor in (self._actors or []) + (self.servers or []):
-            try:
-                ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already dead
-                pass
-        self._actors, self.servers, self._model_ref = None, None, None
+        restarted = {id(self._actors[rank]) for rank in self._restarted} if self._actors else set()
+        for cls, options, actors in self._kinds:
+            rest = [a for a in actors if id(a) in restarted]
+            healthy = [a for a in actors if id(a) not in restarted]
+            if keep and not self._owns_ray:
+                healthy = POOL.give_back(ray, cls, options, healthy)
+            kill_actors(ray, rest + healthy)
+        self._kinds, self._restarted, self._fit_pids = [], set(), {}
+        self._actors, self.servers, self._setup_ref, self._setups = None, None, None, []
         self._data = self._data_key = None
         self._calls = deque()
         if self._owns_ray:
@@ -414,7 +439,8 @@ class OnRay(Strategy):
             mine: dict[int, list] = {}
             for offset, item in enumerate(waiting):
                 mine.setdefault((self._clock + offset) % self.workers, []).append(item)
-            refs = [(rank, self._actors[rank].run.remote(data, [i for _, i in items], [lr]))
+            refs = [(rank, self._actors[rank].run.remote(self._setups[rank], data,
+                                                         [i for _, i in items], [lr]))
                     for rank, items in mine.items()]
             call = _Call(refs, mine)
         else:
@@ -423,7 +449,8 @@ class OnRay(Strategy):
             else:
                 lrs = [g.get("lr") for g in groups]
             rank = self._calls_made % self.workers
-            ref = self._actors[rank].run.remote(data, [i for _, i in waiting], lrs)
+            ref = self._actors[rank].run.remote(self._setups[rank], data,
+                                                [i for _, i in waiting], lrs)
             call = _Call([(rank, ref)], {rank: waiting})
         self._calls_made += 1
         self._clock += len(waiting)
@@ -474,6 +501,8 @@ class OnRay(Strategy):
         if self._pids[worker] not in (None, pid):
             self.restarts += 1
         self._pids[worker] = pid
+        if self._fit_pids.setdefault(worker, pid) != pid:
+            self._restarted.add(worker)
         if results:
             per_step = seconds / len(results)
             self._per_step = per_step if self._per_step is None else min(self._per_step,
@@ -538,7 +567,7 @@ class OnRay(Strategy):
             states = ray.get([s.state.remote() for s in self.servers])
             arrays = {k: a for state in states for k, a in state["arrays"].items()}
             optimizer = states[0]["optimizer"] if self.shards == 1 else None
-            buffers = ray.get(self._actors[0].buffers.remote())
+            buffers = ray.get(self._actors[0].buffers.remote(self._setups[0]))
             self._state = {"servers": states}
         for name, param in trainer.model.named_parameters():
             numpy.copyto(param.data, arrays[name])
@@ -580,7 +609,8 @@ class OnRay(Strategy):
             centre = {k: p.data for k, p in trainer.model.named_parameters()}
             logs["elastic_distance"] = float(numpy.mean([
                 numpy.sqrt(sum(float(((a - centre[k]) ** 2).sum()) for k, a in arrays.items()))
-                for arrays in ray.get([w.arrays.remote() for w in self._actors])]))
+                for arrays in ray.get([w.arrays.remote(setup) for w, setup
+                                       in zip(self._actors, self._setups)])]))
         return logs
 
     def staleness(self) -> dict[int, int]:

@@ -84,7 +84,12 @@ class ServerActor:
     the in-process ``build_server``); otherwise the Trainer's optimizer, copied.
     """
 
-    def __init__(self, payload: tuple, names: list[str], clone: bool, workers: int = 1) -> None:
+    def setup(self, payload: tuple, names: list[str], clone: bool, workers: int = 1,
+              state: dict[str, Any] | None = None) -> int:
+        """Become the server of a run (a new actor, or one kept by ``reuse_actors``):
+        everything of a previous run is dropped; ``state``: saved counters to ``load``.
+        Returns the process id."""
+        self.__dict__.clear()
         # one object, so the optimizer still holds the model's parameters; copied, as
         # arrays read from Ray's object store are read-only
         model, optimizer, regularizer = copy.deepcopy(payload)
@@ -100,6 +105,15 @@ class ServerActor:
         self.rounds_done = 0
         self.moves: dict[int, numpy.ndarray] = {}
         self.changed = threading.Condition()
+        if state is not None:
+            self.load(state)
+        return os.getpid()
+
+    def reset(self) -> int:
+        """Drop the run (its copy of the model and optimizer) while the actor waits in
+        ``reuse_actors``' pool; returns the process id (and so shows it is alive)."""
+        self.__dict__.clear()
+        return os.getpid()
 
     def pull(self) -> Pulled:
         return self.server.pull()
@@ -214,11 +228,24 @@ class AsyncWorker:
     ``options["kind"]``: ``downpour``, ``easgd`` (asynchronous) or ``easgd_sync``.
     """
 
-    def __init__(self, options: dict[str, Any], model: Any, objective: Any, seeds: tuple,
-                 shards: list, owner: dict[str, int], augment: Any = None,
-                 rank: int = 0) -> None:
+    def __init__(self) -> None:
+        self.key: Any = None
+
+    def _setup(self, setup: list) -> None:
+        """Become worker ``rank`` of the run ``setup`` = [ref to (options, model, objective,
+        shards, owner, augment), seeds, rank] names, unless it already is. Every call
+        carries ``setup``, so a worker Ray restarted (blank: built with no arguments)
+        sets itself up again from it at its next call, and so does an actor that
+        ``reuse_actors`` kept from another run."""
+        key = (setup[0].binary(), setup[2])
+        if self.key == key:
+            return
         import ray
 
+        self.__dict__.clear()
+        options, model, objective, shards, owner, augment = ray.get(setup[0])
+        seeds, rank = setup[1], setup[2]
+        self.key = key
         self.ray, self.o, self.objective = ray, options, objective
         self.server = RemoteServer(ray, shards, owner)
         self.replica = Replica(model, seeds[0])
@@ -233,10 +260,17 @@ class AsyncWorker:
             self.velocity = [numpy.zeros_like(p.data) for p in self.replica.params]
             self.saved = [numpy.empty_like(p.data) for p in self.replica.params]
 
-    def run(self, data: list, indices: list, lrs: list) -> tuple[list, int, float]:
+    def reset(self) -> int:
+        """Drop the run while the actor waits in ``reuse_actors``' pool; the process id."""
+        self.__dict__.clear()
+        self.key = None
+        return os.getpid()
+
+    def run(self, setup: list, data: list, indices: list, lrs: list) -> tuple[list, int, float]:
         """The client rule on each mini-batch of ``indices`` in turn: ([(loss, scores)],
         process id, seconds)."""
         start = time.perf_counter()
+        self._setup(setup)
         results = []
         for index in indices:
             x, y, w = self.data.rows(data, index)
@@ -326,10 +360,12 @@ class AsyncWorker:
         self.steps += 1
         return value, scores
 
-    def arrays(self) -> dict:
+    def arrays(self, setup: list) -> dict:
+        self._setup(setup)
         return self.replica.arrays()
 
-    def buffers(self) -> list:
+    def buffers(self, setup: list) -> list:
+        self._setup(setup)
         return [b for _, b in self.replica.model.named_buffers()]
 
 
@@ -341,8 +377,12 @@ class SyncWorker:
     ``deliver`` (a peer's chunk) in ``"mail"``, so chunks arrive while ``run`` waits.
     """
 
-    def __init__(self, payload: tuple, objective: Any, seeds: tuple, rank: int, size: int,
-                 augment: Any = None) -> None:
+    def setup(self, payload: tuple, objective: Any, seeds: tuple, rank: int, size: int,
+              augment: Any, peers: list) -> int:
+        """Become replica ``rank`` of ``size`` of a run (a new actor, or one kept by
+        ``reuse_actors``: everything of its previous run is dropped), talking to ``peers``
+        (all replicas' handles). Returns the process id."""
+        self.__dict__.clear()
         model, optimizer = payload  # one object: the optimizer holds the model's parameters
         self.replica = Replica(model, seeds[0])
         originals = list(dict(model.named_parameters()).values())
@@ -351,11 +391,14 @@ class SyncWorker:
         self.objective, self.rank, self.size = objective, rank, size
         self.data = Data(augment, seeds[1])
         self.mailbox = Mailbox()
-        self.peers: list = []
-        self.calls = 0
-
-    def connect(self, peers: list) -> None:
         self.peers = peers
+        self.calls = 0
+        return os.getpid()
+
+    def reset(self) -> int:
+        """Drop the run while the actor waits in ``reuse_actors``' pool; the process id."""
+        self.__dict__.clear()
+        return os.getpid()
 
     def deliver(self, tag: Any, chunk: numpy.ndarray) -> None:
         self.mailbox.put(tag, chunk)

@@ -67,7 +67,12 @@ or ``address`` / ``RAY_ADDRESS`` names a cluster to join (``ray start
 others, then ``address="HEAD:6379"`` or ``"auto"`` on the head). A Ray that
 ``OnRay`` started is shut down, and the actors are killed, when the fit ends,
 however it ends (``Strategy.end_fit``: success, an error anywhere in the fit —
-a callback's included — or Ctrl-C), or on ``close()``.
+a callback's included — or Ctrl-C), or on ``close()``. Inside
+``reuse_actors()`` (``actor_pool``), on a Ray it did not start, the actors of
+a fit that ended are kept for the next fit of the same kind instead (a Ray
+actor is a process: ~1 CPU-second to start); servers and synchronous replicas
+are set up for a run by ``setup``, asynchronous workers by the setup every
+call carries — the same path a worker Ray restarted takes.
 
 *Faults.* Asynchronous workers are restartable actors (``max_restarts``): a
 killed worker is restarted by Ray and its call retried; a restarted

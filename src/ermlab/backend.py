@@ -39,6 +39,16 @@ def array_module(*arrays: Any):
     return numpy
 
 
+def on_device_of(reference: Any, x: Any) -> Any:
+    """``x`` as an array of ``reference``'s module: a host (NumPy or memory-mapped) batch
+    copied to the GPU when ``reference`` (a model's parameter) is a CuPy array, as torch
+    users move each batch with ``.to(device)``; otherwise ``x`` itself (None stays None)."""
+    if x is None or cupy is None:
+        return x
+    xp = array_module(reference)
+    return x if xp is numpy or array_module(x) is xp else xp.asarray(x)
+
+
 def to_numpy(x: Any) -> numpy.ndarray:
     """Return ``x`` as a NumPy array (copying from the GPU when it is a CuPy array)."""
     if cupy is not None and isinstance(x, cupy.ndarray):

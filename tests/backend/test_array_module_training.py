@@ -9,7 +9,6 @@ import json
 import math
 
 import numpy
-import pytest
 from fake_cupy import DeviceArray, to_device
 
 from ermlab import losses, nn, optim, regularizers
@@ -113,17 +112,24 @@ def test_train_step_returns_a_float_on_device(xp):
     assert type(value) is float and math.isfinite(value)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "Trainer.fit does not move host batches to the model's device: "
-    "host (or memory-mapped) data with a CuPy model fail in the first matmul with CuPy's "
-    "'Unsupported type <class numpy.ndarray>' instead of training batch by batch on the "
-    "device as torch users move each batch with .to(device)"))
-def test_fit_moves_host_batches_to_the_models_device(xp, ufunc_path):
+def test_fit_moves_host_batches_to_the_models_device(xp, ufunc_path, tmp_path):
+    """Host (here memory-mapped) data, labels and weights with a model on the device: each
+    mini-batch and each block of the validation and prediction passes goes to the device,
+    as torch users move batches with .to(device); the run equals the all-device run."""
     x, y = _data()
+    weight = numpy.linspace(0.5, 1.5, len(x))
     on_device = _trainer(xp)
-    on_device.fit(xp.asarray(x), xp.asarray(y), epochs=1, batch_size=16)
+    on_device.fit(xp.asarray(x[:48]), xp.asarray(y[:48]), epochs=2, batch_size=16,
+                  sample_weight=xp.asarray(weight[:48]),
+                  validation_data=(xp.asarray(x[48:]), xp.asarray(y[48:])))
+    numpy.save(tmp_path / "x.npy", x)
+    mapped = numpy.load(tmp_path / "x.npy", mmap_mode="r")
     from_host = _trainer(xp)
-    from_host.fit(x, y, epochs=1, batch_size=16)
+    from_host.fit(mapped[:48], y[:48], epochs=2, batch_size=16, sample_weight=weight[:48],
+                  validation_data=(mapped[48:], y[48:]))
     assert all(isinstance(p.data, DeviceArray) for p in from_host.model.parameters())
     for w, ref in zip(_weights(from_host.model), _weights(on_device.model)):
         numpy.testing.assert_array_equal(w, ref)
+    assert from_host.history["val_loss"] == on_device.history["val_loss"]
+    numpy.testing.assert_array_equal(from_host.predict_scores(mapped),
+                                      on_device.predict_scores(xp.asarray(x)))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy
 
-from ermlab.backend import array_module, as_generator, to_numpy
+from ermlab.backend import array_module, as_generator, on_device_of, to_numpy
 from ermlab.data.loader import batches
 from ermlab.training import metrics
 from ermlab.training.callbacks.base import Callback
@@ -255,6 +255,7 @@ class Trainer:
         total = weight = hits = 0.0
         order = (self.privacy.batches(len(x), self.rng) if self.privacy is not None
                  else batches(len(x), batch_size, shuffle=True, rng=self.rng))
+        device = self.params[0].data if self.params else None  # host batches go to its device
         for batch, index in enumerate(order, 1):
             w = None if sample_weight is None else sample_weight[index]
             size = float(len(index)) if w is None else float(w.sum())
@@ -263,7 +264,7 @@ class Trainer:
             xb = x[index]
             if self.augment is not None and len(index):  # an empty DP batch: noise alone
                 xb = self.augment(xb, self.rng)
-            yb = y[index]
+            xb, yb, w = (on_device_of(device, a) for a in (xb, y[index], w))
             if self.adversary is not None and len(index):
                 xb = self.adversary(self.model, xb, yb, rng=self.rng, loss=self.loss)
             value = self.train_step(xb, yb, w)
@@ -282,8 +283,9 @@ class Trainer:
         """Model outputs in evaluation mode, in batches; the model's mode is restored after."""
         was_training = self.model.training
         self.model.eval()
+        device = self.params[0].data if self.params else None
         try:
-            parts = [to_numpy(self.model.forward(x[i:i + batch_size]))
+            parts = [to_numpy(self.model.forward(on_device_of(device, x[i:i + batch_size])))
                      for i in range(0, len(x), batch_size)]
         finally:
             self.model.train(was_training)

@@ -10,27 +10,35 @@ studied without any cluster engine, and a Ray implementation
 Use: ``Trainer(..., strategy=Downpour(workers=4, n_fetch=1, n_push=4))``.
 """
 
-from ermlab.distributed.actor_pool import reuse_actors
-from ermlab.distributed.base import ParameterServer, Pulled, Server, ShardedServer, Strategy
-from ermlab.distributed.delay_tolerant import DelayTolerantAdagrad
-from ermlab.distributed.downpour import Downpour
-from ermlab.distributed.easgd import EASGD
-from ermlab.distributed.graph_split import ActorUpdates, SplitGraph
-from ermlab.distributed.hogwild import Hogwild
-from ermlab.distributed.inprocess import InProcessServer
-from ermlab.distributed.ray_backend import OnRay
-from ermlab.distributed.sync import SyncDataParallel
+from __future__ import annotations
 
-# imported the first time they are used: ermlab.distributed.address, ermlab.distributed.hogwild_pool
-SUBMODULES = ("address", "hogwild_pool")
+import importlib
+from typing import Any
+
+# Each name is imported from its module the first time it is used, so that a worker
+# process (a Hogwild! worker, a Ray actor) imports only the modules it runs.
+NAMES = {
+    "ActorUpdates": "graph_split", "DelayTolerantAdagrad": "delay_tolerant",
+    "Downpour": "downpour", "EASGD": "easgd", "Hogwild": "hogwild",
+    "InProcessServer": "inprocess", "OnRay": "ray_backend", "ParameterServer": "base",
+    "Pulled": "base", "Server": "base", "ShardedServer": "base", "SplitGraph": "graph_split",
+    "Strategy": "base", "SyncDataParallel": "sync", "reuse_actors": "actor_pool",
+}
+SUBMODULES = ("actor_pool", "address", "allreduce", "base", "delay_tolerant", "downpour",
+              "easgd", "graph_split", "hogwild", "hogwild_pool", "inprocess", "ray_backend",
+              "ray_workers", "sync")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
+    if name in NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{NAMES[name]}"), name)
     if name in SUBMODULES:
-        import importlib
-
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *NAMES, *SUBMODULES])
 
 
 __all__ = ["ActorUpdates", "DelayTolerantAdagrad", "Downpour", "EASGD", "Hogwild",

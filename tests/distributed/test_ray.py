@@ -190,20 +190,6 @@ def test_a_killed_async_worker_is_restarted_and_the_run_reaches_the_in_process_a
     assert not os.path.exists(f"/proc/{restarted}")
 
 
-def test_a_killed_sync_worker_stops_the_fit_naming_it(ray_session):
-    class Kill:
-        def on_batch_end(self, trainer, logs):
-            if logs["batch"] == 2:
-                ray_session.kill(trainer.strategy._actors[1])
-
-    x, y = blobs(96)
-    trainer = mlp_trainer(strategy=OnRay(SyncDataParallel(workers=2), steps_per_call=1),
-                          callbacks=[Kill()])
-    with pytest.raises(RuntimeError, match="worker 1 died"):
-        trainer.fit(x, y, epochs=1, batch_size=16)
-    trainer.strategy.close()
-
-
 _OWNED_RAY = r"""
 import os, sys, time
 import ray

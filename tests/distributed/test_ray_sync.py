@@ -71,3 +71,20 @@ def test_sync_on_ray_equals_single_process_with_batch_k_times_b(ray_session):
             np.testing.assert_allclose(array, state[key][name], rtol=1e-9, atol=1e-11)
     start = mlp_trainer().model.state_dict()["0.weight"]
     assert np.abs(weights(single)["0.weight"] - start).max() > 0.1  # it did train
+
+
+def test_a_killed_sync_worker_stops_the_fit_naming_it(ray_session):
+    """A replica SIGKILLed mid-epoch: the fit stops with an error naming it (the others wait
+    for its chunks: the step cannot go on). Three replicas, so that the session's
+    reuse_actors hands this test the replicas of the test above instead of new ones."""
+    class Kill:
+        def on_batch_end(self, trainer, logs):
+            if logs["batch"] == 2:
+                ray_session.kill(trainer.strategy._actors[1])
+
+    x, y = blobs(96)
+    trainer = mlp_trainer(strategy=OnRay(SyncDataParallel(workers=3), steps_per_call=1),
+                          callbacks=[Kill()])
+    with pytest.raises(RuntimeError, match="worker 1 died"):
+        trainer.fit(x, y, epochs=1, batch_size=24)
+    trainer.strategy.close()

@@ -340,8 +340,8 @@ class OnRay(Strategy):
 
     def _actors_of(self, ray: Any, cls: type, count: int, options: dict[str, Any]) -> list:
         """``count`` actors of ``cls`` with these Ray options: kept ones first (inside
-        ``reuse_actors``, on a Ray this strategy did not start), the rest started now."""
-        kept = [] if self._owns_ray else POOL.take(ray, cls, options, count)
+        ``reuse_actors``; none on a Ray this strategy just started), the rest started now."""
+        kept = POOL.take(ray, cls, options, count)
         remote = ray.remote(**options)(cls)
         actors = kept + [remote.remote() for _ in range(count - len(kept))]
         self._kinds.append((cls, options, actors))

@@ -1,6 +1,7 @@
 """The Trainer's augmentation on Ray: each worker augments its own batches with its own
 generator from the strategy's seed (equal to an in-process oracle flipping with that
-generator); learns; refused when unpicklable."""
+generator); learns; refused when unpicklable. (Synchronous replicas augmenting their
+shards: test_ray_sync.py, beside the other runs on the same replicas.)"""
 
 import threading
 
@@ -10,7 +11,7 @@ from strategy_helpers import mlp_trainer, weights
 
 from ermlab import optim
 from ermlab.data.transforms import AsImages, RandomHorizontalFlip
-from ermlab.distributed import Downpour, OnRay, SyncDataParallel
+from ermlab.distributed import Downpour, OnRay
 from ermlab.distributed.ray_workers import worker_seeds
 
 
@@ -61,8 +62,6 @@ def test_each_worker_augments_with_its_own_generator_from_the_seed(ray_session):
     for run in (other_seed, unflipped):
         assert any(not np.array_equal(v, weights(run)[k]) for k, v in weights(oracle).items())
     assert ray_run.evaluate(x, y)["accuracy"] > 0.8
-    sync = fit(OnRay(SyncDataParallel(workers=2, seed=5)))  # each replica flips its shard
-    assert sync.evaluate(x, y)["accuracy"] > 0.8
 
 
 class Locked:

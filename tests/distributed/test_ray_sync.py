@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 from strategy_helpers import assert_weights_close, blobs, mlp_trainer, weights
+from test_ray_augment import fit, mirrored_blobs
 
 from ermlab import optim
 from ermlab.distributed import OnRay, SyncDataParallel
@@ -73,10 +74,18 @@ def test_sync_on_ray_equals_single_process_with_batch_k_times_b(ray_session):
     assert np.abs(weights(single)["0.weight"] - start).max() > 0.1  # it did train
 
 
+def test_each_replica_augments_its_shard_and_learns(ray_session):
+    """The Trainer's augment on synchronous replicas: each flips its shard with its own
+    generator from the seed, and the run learns (test_ray_augment.py: the generators)."""
+    x, y = mirrored_blobs()
+    sync = fit(OnRay(SyncDataParallel(workers=3, seed=5)))
+    assert sync.evaluate(x, y)["accuracy"] > 0.8
+
+
 def test_a_killed_sync_worker_stops_the_fit_naming_it(ray_session):
     """A replica SIGKILLed mid-epoch: the fit stops with an error naming it (the others wait
     for its chunks: the step cannot go on). Three replicas, so that the session's
-    reuse_actors hands this test the replicas of the test above instead of new ones."""
+    reuse_actors hands this test the replicas of the tests above instead of new ones."""
     class Kill:
         def on_batch_end(self, trainer, logs):
             if logs["batch"] == 2:

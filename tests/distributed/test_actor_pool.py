@@ -1,5 +1,6 @@
-"""reuse_actors: OnRay's actors kept between fits — the same processes, the same results as
-new actors, nothing of the previous run left in them, and killed when the pool ends."""
+"""What OnRay's fits leave behind: outside reuse_actors, nothing (the actors' processes are
+gone); inside it, actors kept between fits — the same processes, the same results as new
+actors, nothing of the previous run left in them — and killed when the pool ends."""
 
 import os
 import signal
@@ -38,6 +39,38 @@ def fit_downpour(x, y, pids):
 def kept_pids(ray, cls_name):
     return [ray.get(actor.reset.remote()) for kind, actors in POOL.idle.items()
             if kind[1] == cls_name for actor in actors]
+
+
+def test_async_downpour_two_workers_at_once_data_put_once_and_actors_gone(ray_session):
+    """Two workers in flight: every update counted, some stale; the data go to the object
+    store once per fit (three epochs of index arrays); after the fit the actors' processes
+    are gone (outside ``reuse_actors``, which the session's Ray runs in; first in the
+    session, when the pool it suspends holds nothing yet), and a Ray the strategy did not
+    start stays up."""
+    x, y = blobs(192, seed=3)
+    pids, refs = [], []
+
+    class Record:
+        def on_epoch_end(self, trainer, logs):
+            pids.extend(trainer.strategy._pids)
+            refs.append(trainer.strategy._data)
+
+    trainer = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2)),
+                          callbacks=[Record()])
+    with reuse_actors(False):
+        history = trainer.fit(x, y, epochs=3, batch_size=8)
+    counts = trainer.strategy.staleness()
+    assert sum(counts.values()) == history["server_updates"][-1] == 72
+    assert max(counts) >= 1  # two workers in flight: some gradients are stale
+    assert history["accuracy"][-1] > 0.8 and trainer.evaluate(x, y)["accuracy"] > 0.8
+    assert refs[0] is not None and all(ref is refs[0] for ref in refs)  # one ray.put
+    assert trainer.strategy._actors is None and trainer.strategy.server is None
+    assert len(set(pids)) == 2 and None not in pids
+    deadline = time.time() + 10
+    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+    assert ray_session.is_initialized()  # a Ray the strategy did not start stays up
 
 
 def test_kept_actors_run_the_next_fit_exactly_as_new_ones(ray_session):

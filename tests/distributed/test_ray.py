@@ -11,7 +11,7 @@ import pytest
 from strategy_helpers import assert_weights_close, blobs, mlp_trainer, weights
 
 from ermlab import optim
-from ermlab.distributed import EASGD, Downpour, OnRay, SyncDataParallel, ray_backend, reuse_actors
+from ermlab.distributed import EASGD, Downpour, OnRay, SyncDataParallel, ray_backend
 from ermlab.training.checkpoint import CheckpointError
 
 
@@ -79,37 +79,6 @@ def test_downpour_one_worker_equals_in_process(ray_session):
     sums = remote.optimizer.state_dict()["state"]  # the server's Adagrad state came back
     for key, value in local.optimizer.state_dict()["state"].items():
         np.testing.assert_array_equal(sums[key]["sum"], value["sum"])
-
-
-def test_async_downpour_two_workers_at_once_data_put_once_and_actors_gone(ray_session):
-    """Two workers in flight: every update counted, some stale; the data go to the object
-    store once per fit (three epochs of index arrays); after the fit the actors' processes
-    are gone (outside ``reuse_actors``, which the session's Ray runs in), and a Ray the
-    strategy did not start stays up."""
-    x, y = blobs(192, seed=3)
-    pids, refs = [], []
-
-    class Record:
-        def on_epoch_end(self, trainer, logs):
-            pids.extend(trainer.strategy._pids)
-            refs.append(trainer.strategy._data)
-
-    trainer = mlp_trainer(optimizer=adagrad, strategy=OnRay(Downpour(workers=2)),
-                          callbacks=[Record()])
-    with reuse_actors(False):
-        history = trainer.fit(x, y, epochs=3, batch_size=8)
-    counts = trainer.strategy.staleness()
-    assert sum(counts.values()) == history["server_updates"][-1] == 72
-    assert max(counts) >= 1  # two workers in flight: some gradients are stale
-    assert history["accuracy"][-1] > 0.8 and trainer.evaluate(x, y)["accuracy"] > 0.8
-    assert refs[0] is not None and all(ref is refs[0] for ref in refs)  # one ray.put
-    assert trainer.strategy._actors is None and trainer.strategy.server is None
-    assert len(set(pids)) == 2 and None not in pids
-    deadline = time.time() + 10
-    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
-    assert ray_session.is_initialized()  # a Ray the strategy did not start stays up
 
 
 def test_server_state_survives_a_checkpoint_round_trip(ray_session, tmp_path):

@@ -261,7 +261,8 @@ def main() -> None:
                              "sensitive to other processes than wall time)")
     parser.add_argument("--only", choices=sorted(ONLY), default=None)
     parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS/OpenMP threads for both frameworks (default: their own)")
+                        help="BLAS/OpenMP threads for both frameworks, and ermlab's lanes "
+                             "(ERMLAB_NUM_THREADS; default: their own)")
     args = parser.parse_args()
     CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     import torch
@@ -269,6 +270,7 @@ def main() -> None:
     if args.threads:
         from threadpoolctl import threadpool_limits
 
+        os.environ["ERMLAB_NUM_THREADS"] = str(args.threads)  # ermlab's lanes (ermlab.threads)
         threadpool_limits(args.threads)
         torch.set_num_threads(args.threads)
 

@@ -83,7 +83,7 @@ def test_training_forward_keeps_no_column_matrix(in_channels, monkeypatch):
     holds does not grow with the batch."""
     monkeypatch.setattr(conv_module, "FORWARD_BLOCK_BYTES", 2**16)
     monkeypatch.setattr(conv_module, "BLOCK_BYTES", 2**16)
-    conv = nn.Conv2d(in_channels, 8, 3, padding=1, rng=0)
+    conv = nn.Conv2d(in_channels, 8, 3, padding=1, rng=0, threads=1)  # one lane's arrays
     rng = np.random.default_rng(0)
     held = []
     for n in (16, 64):

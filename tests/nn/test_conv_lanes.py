@@ -1,0 +1,133 @@
+"""Conv2d's lanes of samples (threads): the results of one lane (float64; ∂L/∂W up to the
+order of its sum), the thread count honoured, and no lane writing into another's samples."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from ermlab import nn
+from ermlab.backend import default_dtype
+from ermlab.nn import conv as conv_module
+
+# (C, H, W, O, kernel, stride, padding, dilation, groups): full width with padding, strided
+# layout, no padding (col2im's runs end at the plane), groups, stride 2, ≥ 16 channels
+# (∂L/∂x as a transposed convolution).
+CASES = [
+    (3, 7, 6, 4, 3, 1, 1, 1, 1),
+    (4, 6, 7, 8, 3, 1, 1, 1, 2),
+    (2, 7, 7, 3, (3, 2), 1, 0, (1, 2), 1),
+    (4, 9, 8, 4, 3, 2, 1, 1, 1),
+    (16, 5, 6, 4, 3, 1, 1, 1, 1),
+]
+
+
+def build(case, threads):
+    c, h, w, o, k, s, p, d, groups = case
+    with default_dtype(np.float64):
+        conv = nn.Conv2d(c, o, k, stride=s, padding=p, dilation=d, groups=groups, rng=0,
+                         threads=threads)
+    conv.bias.data[...] = np.random.default_rng(1).standard_normal(o)
+    return conv
+
+
+def run(conv, x, g, input_grad):
+    """y, ∂L/∂x and ∂L/∂θ after two backward passes (the second accumulates)."""
+    y = conv.forward(x)
+    conv.zero_grad()
+    gx = conv.backward(g, input_grad=input_grad)
+    conv.backward(2 * g, input_grad=input_grad)
+    return y, gx, conv.weight.grad.copy(), conv.bias.grad.copy()
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+@pytest.mark.parametrize("case", CASES)
+def test_three_lanes_give_one_lanes_results(case, shifted, monkeypatch):
+    """Blocks of one sample, 7 samples in 3 lanes of 2, 2 and 3 samples."""
+    monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+    monkeypatch.setattr(conv_module, "FORWARD_BLOCK_BYTES", 1)
+    monkeypatch.setattr(conv_module, "BLOCK_BYTES", 1)
+    if shifted:  # K_w shifted copies for the weight gradient, whatever the sizes
+        monkeypatch.setattr(conv_module, "ROW_SPLIT_MIN_CHANNELS", 0)
+        monkeypatch.setattr(conv_module, "ROW_SPLIT_MIN_COLUMNS", 0)
+    c, h, w = case[:3]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, c, h, w))
+    one, three = build(case, 1), build(case, 3)
+    assert len(three._lanes(np, x.shape)) == 3 and len(one._lanes(np, x.shape)) == 1
+    g = rng.standard_normal(one.forward(x).shape)
+    for input_grad in (True, False):
+        expected, got = run(one, x, g, input_grad), run(three, x, g, input_grad)
+        for name, a, b in zip(("y", "∂L/∂x", "∂L/∂W", "∂L/∂b"), expected, got):
+            if a is None:
+                assert b is None, name
+                continue
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+class Recorder:
+    """The threads that ran a Conv2d method, each waiting until ``lanes`` calls run at once
+    (a lane that ran after another on the same thread would time out)."""
+
+    def __init__(self, monkeypatch, name, lanes):
+        self.threads = set()
+        barrier = threading.Barrier(lanes, timeout=10)
+        method = getattr(nn.Conv2d, name)
+
+        def wrapped(conv, *args, **kwargs):
+            barrier.wait()
+            self.threads.add(threading.get_ident())
+            return method(conv, *args, **kwargs)
+
+        monkeypatch.setattr(nn.Conv2d, name, wrapped)
+
+
+@pytest.mark.parametrize("threads,env,expected", [
+    (1, None, 1), (3, None, 3), (None, "1", 1), (None, "2", 2), (2, "1", 2)])
+def test_the_thread_count_is_honoured(threads, env, expected, monkeypatch):
+    """``threads`` on the layer, else ``ERMLAB_NUM_THREADS``: that many threads run the
+    forward and the backward blocks at once; with one, only the calling thread."""
+    monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+    if env is None:
+        monkeypatch.delenv("ERMLAB_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("ERMLAB_NUM_THREADS", env)
+    forward = Recorder(monkeypatch, "_forward_samples", expected)
+    backward = Recorder(monkeypatch, "_backward_samples", expected)
+    conv = nn.Conv2d(3, 4, 3, padding=1, rng=0, threads=threads)
+    x = np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    conv.backward(np.ones_like(conv.forward(x)))
+    assert len(forward.threads) == len(backward.threads) == expected
+    assert threading.get_ident() in forward.threads
+
+
+def test_small_layers_stay_in_one_lane():
+    """Below ``LANE_MIN_FLOPS`` multiply-adds per lane the hand-off would cost more."""
+    conv = nn.Conv2d(3, 4, 3, padding=1, rng=0, threads=2)
+    per_sample = 4 * 3 * 9 * 8 * 8
+    small = conv_module.LANE_MIN_FLOPS // per_sample
+    assert conv._lanes(np, (small, 3, 8, 8)) == [(0, small)]
+    assert conv._lanes(np, (4 * small, 3, 8, 8)) == [(0, 2 * small), (2 * small, 4 * small)]
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_full_width_col2im_adds_only_into_its_own_samples(padding):
+    """A lane's col2im on samples [1, 2) of 3 leaves samples 0 and 2 untouched, even with
+    nonzero values in the columns that full width throws away: a run reaching past its
+    plane would race with the lane that owns the next sample."""
+    conv = nn.Conv2d(2, 3, 3, padding=padding, rng=0)
+    shape = (3, 2, 6, 6)
+    hp, wp, oh, ow, cw = conv._layout(shape)
+    assert cw == wp != ow
+    grad = np.zeros(3 * 2 * hp * wp + 2)
+    d_cols = np.ones((1, 1, 2 * 9, oh * cw))
+    conv._col2im(np, d_cols, grad, 1, 2, shape)
+    planes = grad[: 3 * 2 * hp * wp].reshape(3, 2, hp, wp)
+    assert not planes[0].any() and not planes[2].any() and not grad[3 * 2 * hp * wp:].any()
+    assert planes[1].any()
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bad_thread_counts_raise(threads):
+    with pytest.raises((ValueError, TypeError), match="threads"):
+        nn.Conv2d(1, 1, 3, threads=threads)

@@ -18,10 +18,7 @@ def plot_history(history: dict[str, list[Any]], directory: str | Path,
     (the epoch whose weights the run keeps, e.g. the best validation loss) is
     marked by a dashed vertical line and a point on the validation curve.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     directory = Path(directory)
     written = []
@@ -31,7 +28,11 @@ def plot_history(history: dict[str, list[Any]], directory: str | Path,
                   (("training", metric), ("validation", f"val_{metric}")) if key in history}
         if not curves:
             continue
-        figure, axes = plt.subplots(figsize=(6, 4))
+        figure = Figure(figsize=(6, 4))
+        axes = figure.subplots()
+        # fixed margins that fit the labels, where tight_layout would measure every text
+        # first (as long as the drawing itself)
+        figure.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.96)
         for name, values in curves.items():
             axes.plot(epochs[:len(values)], values, marker="o", markersize=3, label=name)
         if best_epoch is not None and best_epoch in epochs:
@@ -45,11 +46,9 @@ def plot_history(history: dict[str, list[Any]], directory: str | Path,
         axes.set_ylabel(metric)
         axes.grid(alpha=0.3)
         axes.legend()
-        figure.tight_layout()
         path = directory / f"{metric}.png"
         image = io.BytesIO()
         figure.savefig(image, format="png", dpi=100)
-        plt.close(figure)
         atomic_write_bytes(path, image.getvalue(), durable=False)  # never a half-drawn file
         written.append(path)
     return written

@@ -52,6 +52,12 @@ them); OpenBLAS's own threads would split each ~1-sample GEMM and leave the copi
 it on one core. In bprop each lane writes ∂L/∂x of its own samples only, and the lanes
 after the first sum Σ_n G_n X_nᵀ apart, added to ∂L/∂W when all are done: with several
 lanes ∂L/∂W differs from one lane's only by the order of that floating-point sum.
+Measured (Xeon VM with 2 vCPUs, OpenBLAS SkylakeX, batch 128, whole training steps in
+paired rounds at load 1.1–1.5; before: one lane, OpenBLAS on 2 threads): small VGG 538 →
+481 ms (0.90×), ResNet-20 1252 → 1023 ms (0.82×), LeNet-5 unchanged (its convolutions stay
+in one lane, see ``LANE_MIN_FLOPS``); CPU time per step falls as well (VGG 1071 → 785 ms):
+OpenBLAS's threads no longer spin between small GEMMs. Two threads cannot give 2× there:
+a 1024³ GEMM runs only 1.33× faster on two OpenBLAS threads than on one.
 
 Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
 U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He
@@ -97,10 +103,13 @@ ROW_SPLIT_MIN_COLUMNS = 256
 BLOCK_BYTES = 4 * 2**20
 # A batch is shared out over lanes of samples (threads, see Conv2d._lanes) only while each
 # lane gets at least this many multiply-adds of forward GEMMs (twice as many in a bprop
-# with ∂L/∂x): ~0.1–0.2 ms of one core's work at the 40–90 GFLOP/s these GEMMs reach, about
-# what handing lanes to the pool and waiting for them costs (measured, Xeon, 2 cores, load
-# ~1: 0.10–0.13 ms for two empty lanes, 4–10 µs of it setting BLAS to one thread and back).
-LANE_MIN_FLOPS = 4_000_000
+# with ∂L/∂x). Measured (Xeon VM, 2 vCPUs, batch 128, paired rounds, load 1.2–1.4): in
+# LeNet-5 (convolutions of 15M and 31M multiply-adds per batch) lanes made the whole step
+# slower, 33.2 ms with a threshold of 4M, 30.5 with 16M, 29.6 in one lane; the small VGG's
+# and ResNet-20's convolutions (113M–302M) gain (module docstring). Handing lanes to the
+# pool and waiting for them costs 0.10–0.13 ms (two empty lanes, 4–10 µs of it setting BLAS
+# to one thread and back).
+LANE_MIN_FLOPS = 32_000_000
 
 
 def pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:

@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 SUBMODULES = (
     "backend", "cli", "config", "data", "distributed", "ensemble", "features", "gradcheck",
     "gradcheck_suite", "lab", "losses", "nn", "optim", "privacy", "regularizers", "robustness",
-    "run", "selection", "sklearn", "training",
+    "run", "selection", "sklearn", "threads", "training",
 )
 
 

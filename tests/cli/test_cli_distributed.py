@@ -53,7 +53,7 @@ def test_each_strategy_trains_digits_and_records_the_run(kind, tmp_path, capsys)
         assert config["optimizer"] == "sgd"
     if kind == "easgd":
         assert (config["tau"], config["alpha"], config["easgd_momentum"]) == (2, 0.3, 0.5)
-    rows = list(csv.DictReader((run / "history.csv").open()))
+    rows = list(csv.DictReader((run / "history.csv").read_text().splitlines()))
     assert len(rows) == 3
     if kind in COLUMNS:
         assert all(float(row[COLUMNS[kind]]) > 0 for row in rows[1:])
@@ -75,7 +75,7 @@ def test_downpour_takes_the_delay_tolerant_server_optimizer(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["test_accuracy"] >= 0.85
     saved = read_checkpoint(run / "last.safetensors")
     assert saved.optimizer_class == "DelayTolerantAdagrad"
-    rows = list(csv.DictReader((run / "history.csv").open()))
+    rows = list(csv.DictReader((run / "history.csv").read_text().splitlines()))
     assert float(rows[-1]["staleness_mean"]) >= 4  # the simulated delay is measured
 
 
@@ -92,7 +92,7 @@ def arrays(run):
 
 def history(run):
     return [{k: v for k, v in row.items() if k not in ("time", "examples_per_second")}
-            for row in csv.DictReader((run / "history.csv").open())]
+            for row in csv.DictReader((run / "history.csv").read_text().splitlines())]
 
 
 RESUMABLE = dict(STRATEGY_ARGS, hogwild=("--workers", "1"))  # one worker: deterministic
@@ -226,6 +226,7 @@ def test_hogwild_warns_of_more_workers_than_cpus_follows_a_per_update_schedule_a
     updates = saved.step
     assert updates > 2 * 30  # digits: ~1600 training examples, batches of 32 per worker
     assert {s["step"] for s in saved.optimizer["state"].values()} == {updates}
-    rates = [float(row["lr"]) for row in csv.DictReader((run / "history.csv").open())]
+    rows = csv.DictReader((run / "history.csv").read_text().splitlines())
+    rates = [float(row["lr"]) for row in rows]
     np.testing.assert_allclose(rates, [0.1 / (1 + 0.01 * updates / 2 * e) for e in (1, 2)],
                                rtol=1e-12)

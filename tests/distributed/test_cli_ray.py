@@ -38,7 +38,7 @@ def test_downpour_on_ray_trains_records_and_resumes(ray_session, tmp_path, capsy
     assert run_cli("train", "--resume", run, "--backend", "inprocess", "--epochs", "3") == 2
     assert "cannot change backend" in capsys.readouterr().err
     assert run_cli("train", "--resume", run, "--epochs", "3", "-q") == 0
-    rows = list(csv.DictReader((run / "history.csv").open()))
+    rows = list(csv.DictReader((run / "history.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     updates = [int(float(r["server_updates"])) for r in rows]
     assert updates[2] > updates[1] == before  # the server's counter continued from the checkpoint

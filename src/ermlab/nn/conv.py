@@ -57,7 +57,9 @@ paired rounds at load 1.1–1.5; before: one lane, OpenBLAS on 2 threads): small
 481 ms (0.90×), ResNet-20 1252 → 1023 ms (0.82×), LeNet-5 unchanged (its convolutions stay
 in one lane, see ``LANE_MIN_FLOPS``); CPU time per step falls as well (VGG 1071 → 785 ms):
 OpenBLAS's threads no longer spin between small GEMMs. Two threads cannot give 2× there:
-a 1024³ GEMM runs only 1.33× faster on two OpenBLAS threads than on one.
+a 1024³ GEMM runs only 1.33× faster on two OpenBLAS threads than on one. Each lane keeps
+work arrays of its own, so two lanes hold twice those of one (small VGG 16 → 33 MiB, all
+layers; ResNet-20 77 → 152 MiB).
 
 Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
 U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He

@@ -225,12 +225,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads for OpenBLAS and torch (default: leave as they are)")
+                        help="threads for OpenBLAS and torch, and ermlab's lanes "
+                             "(ERMLAB_NUM_THREADS; default: leave as they are)")
     args = parser.parse_args()
     if args.threads is not None:
         import torch
         from threadpoolctl import threadpool_limits
 
+        os.environ["ERMLAB_NUM_THREADS"] = str(args.threads)  # ermlab's lanes (ermlab.threads)
         threadpool_limits(args.threads)
         torch.set_num_threads(args.threads)
     compare(args.repeats, args.steps)

@@ -1,5 +1,6 @@
 """Conv2d's lanes of samples (threads): the results of one lane (float64; ∂L/∂W up to the
-order of its sum), the thread count honoured, and no lane writing into another's samples."""
+order of its sum), the thread count honoured, and no lane writing into another's samples;
+2×2 max pooling's lanes bit for bit."""
 
 import threading
 
@@ -131,3 +132,34 @@ def test_full_width_col2im_adds_only_into_its_own_samples(padding):
 def test_bad_thread_counts_raise(threads):
     with pytest.raises((ValueError, TypeError), match="threads"):
         nn.Conv2d(1, 1, 3, threads=threads)
+
+
+def test_max_pool_lanes_give_one_lanes_results_bit_for_bit(monkeypatch):
+    """2×2 pooling in 3 lanes of samples: the same maxima, ties and gradients (integer
+    values make many ties)."""
+    from ermlab.nn import pooling
+
+    monkeypatch.setattr(pooling, "LANE_MIN_BYTES", 1)
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 4, (7, 3, 6, 8)).astype(np.float32)
+    g = rng.standard_normal((7, 3, 3, 4)).astype(np.float32)
+    one, three = nn.MaxPool2d(2), nn.MaxPool2d(2)
+    one.threads, three.threads = 1, 3
+    assert len(three._lanes(x)) == 3 and len(one._lanes(x)) == 1
+    y1, y3 = one.forward(x), three.forward(x)
+    np.testing.assert_array_equal(y3, y1)
+    np.testing.assert_array_equal(three.backward(g), one.backward(g))
+    expected = torch_max_pool_grad(x, g)
+    if expected is not None:
+        np.testing.assert_array_equal(three.backward(g), expected)
+
+
+def torch_max_pool_grad(x, g):
+    """torch's ∂L/∂x of 2×2 max pooling (None without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    tx = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(tx, 2).backward(torch.tensor(g))
+    return tx.grad.numpy()

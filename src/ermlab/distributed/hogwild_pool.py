@@ -56,6 +56,7 @@ from ermlab.distributed.hogwild import (
     _stop,
     epoch_order,
     epoch_updates,
+    exit_now,
     worker_process,
 )
 
@@ -204,6 +205,7 @@ def _worker_loop(rank: int, specs: dict[str, tuple], setup: dict[str, Any], pipe
             _, epoch, rates = message
             pipe.send(("ok", _epoch(rank, arrays, setup, optimizer, epoch, rates)))
         del optimizer
+    exit_now()
 
 
 def _bind(setup: dict[str, Any], flat: numpy.ndarray) -> Any:

@@ -31,7 +31,7 @@ def _remove_after_exit(directory, timeout=20.0):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(request):
     """A local Ray with 2 CPUs in a private temp dir; skipped where Ray is missing or cannot start.
 
     Strategies find it running and neither start nor stop it; it is shut down and its
@@ -48,9 +48,16 @@ def ray_session():
     except Exception as error:  # noqa: BLE001 - any failure to start is a reason to skip
         shutil.rmtree(temp, ignore_errors=True)
         pytest.skip(f"Ray cannot start here: {type(error).__name__}: {error}")
+    from ray_helpers import OWNED_RAY_CHECK, TEST
+
     from ermlab.distributed import reuse_actors
 
-    with reuse_actors():
-        yield ray
+    if any(item.name == TEST for item in request.session.items):
+        OWNED_RAY_CHECK.start()  # in the background, while other tests run (ray_helpers)
+    try:
+        with reuse_actors():
+            yield ray
+    finally:
+        OWNED_RAY_CHECK.close()
     ray.shutdown()
     _remove_after_exit(temp)

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from ray_helpers import OWNED_RAY_CHECK
 from strategy_helpers import assert_weights_close, blobs, mlp_trainer, weights
 
 from ermlab import optim
@@ -159,63 +160,16 @@ def test_a_killed_async_worker_is_restarted_and_the_run_reaches_the_in_process_a
     assert not os.path.exists(f"/proc/{restarted}")
 
 
-_OWNED_RAY = r"""
-import os, sys, time
-import ray
-sys.path.insert(0, sys.argv[1])
-from strategy_helpers import blobs, mlp_trainer
-from ermlab import optim
-from ermlab.distributed import Downpour
-from ermlab.distributed import OnRay
-
-def ray_processes():
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if os.environ["RAY_TMPDIR"].encode() in f.read():
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
-
-def settled():
-    deadline = time.time() + 15
-    while ray_processes() and time.time() < deadline:
-        time.sleep(0.2)
-    return (not ray.is_initialized() and not ray_processes()
-            and os.listdir(os.environ["RAY_TMPDIR"]) == [])  # its session files removed too
-
-x, y = blobs(32)
-trainer = mlp_trainer(optimizer=lambda p: optim.Adagrad(p, lr=0.1),
-                      strategy=OnRay(Downpour(workers=1), num_cpus=2))
-trainer.fit(x, y, epochs=1, batch_size=8)
-print("after success", settled())
-
-"""
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_ray_it_started_is_shut_down_after_the_fit():
     """A fresh process (the session Ray would be found and kept): OnRay starts its own Ray
-    and leaves no Ray process or session files behind after the fit. That the same
-    ``close`` runs when a fit ends by Ctrl-C or by an error: the next test."""
+    and leaves no Ray process or session files behind after the fit (owned_ray_check.py;
+    started in the background with the session's Ray, see ray_helpers.OwnedRayCheck). That
+    the same ``close`` runs when a fit ends by Ctrl-C or by an error: the next test."""
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'ermlab[distributed]'")
-    import shutil
-    import subprocess
-    import tempfile
-
-    temp = tempfile.mkdtemp(prefix="ermray", dir="/tmp")  # short: Ray's sockets live under it
-    env = {**os.environ, "RAY_TMPDIR": temp}
-    env.pop("RAY_ADDRESS", None)
-    here = os.path.dirname(__file__)
-    try:
-        done = subprocess.run([sys.executable, "-c", _OWNED_RAY, here], env=env, text=True,
-                              capture_output=True, timeout=180)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "after success True" in done.stdout, done.stdout + done.stderr[-2000:]
+    code, out, err = OWNED_RAY_CHECK.start().result()
+    assert code == 0, err[-2000:]
+    assert "after success True" in out, out + err[-2000:]
 
 
 class _Fails:  # an error after the epoch, outside the driver's waits on Ray

@@ -88,6 +88,10 @@ def test_kept_actors_run_the_next_fit_exactly_as_new_ones(ray_session):
             assert first.strategy._actors is None  # the strategy let go of them: the pool has them
             servers = kept_pids(ray_session, "ServerActor")
             assert POOL.kept() == 2 and len(servers) == 1 and not gone(first_pids, 0.5)
+            # lanes as the CPUs Ray assigned (1 and 0 here), not the machine's (2)
+            lanes = int(os.environ.get("ERMLAB_NUM_THREADS", 1))
+            assert ray_session.get([actor.lanes.remote() for actors in POOL.idle.values()
+                                    for actor in actors]) == [lanes, lanes]
             second, h2 = fit_downpour(x, y, second_pids)
             assert set(second_pids) == set(first_pids) and None not in first_pids  # reused
             for name, value in weights(first).items():

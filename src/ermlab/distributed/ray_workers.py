@@ -20,6 +20,7 @@ worker's process id (restarts are counted by it) and the seconds it computed
 from __future__ import annotations
 
 import copy
+import math
 import os
 import threading
 import time
@@ -30,6 +31,7 @@ import numpy
 from ermlab.distributed.allreduce import Mailbox, ring_allreduce
 from ermlab.distributed.base import ParameterServer, Pulled
 from ermlab.distributed.inprocess import Replica, batch_gradient, clone_optimizer
+from ermlab.threads import default_threads
 
 PEER_TIMEOUT = 600.0  # seconds a replica waits for a peer's chunk before it gives up
 
@@ -70,6 +72,19 @@ class Data:
         return xb, y[index], None if w is None else w[index]
 
 
+def lanes_as_ray_cpus() -> int:
+    """In an actor: ermlab's lanes (``ermlab.threads``: the optimizer's and Conv2d's) as many
+    as the CPUs Ray assigned it — ⌊num_cpus⌋, at least 1, as Ray sets OMP_NUM_THREADS —
+    not the machine's CPU count, so that k actors on k CPUs do not run 2k lanes. An
+    ``ERMLAB_NUM_THREADS`` already set (the driver's, which Ray passes on) is kept.
+    Returns the lanes now in force."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
+    os.environ.setdefault("ERMLAB_NUM_THREADS", str(max(1, math.floor(cpus))))
+    return default_threads()
+
+
 def worker_seeds(seed: int, workers: int) -> list[tuple[Any, Any]]:
     """Per worker: (dropout seed, augmentation seed), as the in-process replicas' dropout."""
     spawned = numpy.random.SeedSequence(seed).spawn(workers)
@@ -90,6 +105,7 @@ class ServerActor:
         everything of a previous run is dropped; ``state``: saved counters to ``load``.
         Returns the process id."""
         self.__dict__.clear()
+        lanes_as_ray_cpus()
         # one object, so the optimizer still holds the model's parameters; copied, as
         # arrays read from Ray's object store are read-only
         model, optimizer, regularizer = copy.deepcopy(payload)
@@ -114,6 +130,10 @@ class ServerActor:
         ``reuse_actors``' pool; returns the process id (and so shows it is alive)."""
         self.__dict__.clear()
         return os.getpid()
+
+    def lanes(self) -> int:
+        """The lanes (threads) this actor's optimizer and convolutions use."""
+        return default_threads()
 
     def pull(self) -> Pulled:
         return self.server.pull()
@@ -243,6 +263,7 @@ class AsyncWorker:
         import ray
 
         self.__dict__.clear()
+        lanes_as_ray_cpus()
         options, model, objective, shards, owner, augment = ray.get(setup[0])
         seeds, rank = setup[1], setup[2]
         self.key = key
@@ -265,6 +286,10 @@ class AsyncWorker:
         self.__dict__.clear()
         self.key = None
         return os.getpid()
+
+    def lanes(self) -> int:
+        """The lanes (threads) this actor's optimizer and convolutions use."""
+        return default_threads()
 
     def run(self, setup: list, data: list, indices: list, lrs: list) -> tuple[list, int, float]:
         """The client rule on each mini-batch of ``indices`` in turn: ([(loss, scores)],
@@ -383,6 +408,7 @@ class SyncWorker:
         ``reuse_actors``: everything of its previous run is dropped), talking to ``peers``
         (all replicas' handles). Returns the process id."""
         self.__dict__.clear()
+        lanes_as_ray_cpus()
         model, optimizer = payload  # one object: the optimizer holds the model's parameters
         self.replica = Replica(model, seeds[0])
         originals = list(dict(model.named_parameters()).values())

@@ -88,6 +88,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+def sample_lanes(n: int, threads: int, worth: float) -> list[tuple[int, int]]:
+    """Contiguous ranges [lo, hi) of ``n`` samples, one per lane: ``min(threads, n, worth)``
+    lanes, at least one (``worth``: how many lanes the work is big enough for)."""
+    lanes = int(max(1, min(threads, n, worth)))
+    return [(n * k // lanes, n * (k + 1) // lanes) for k in range(lanes)]
+
+
 def run_lanes(calls: Sequence[Callable[[], Any]]) -> list[Any]:
     """Run ``calls[0]`` in the calling thread and the others on the pool, with BLAS on one
     thread; return their results in order (the first exception raised is re-raised

@@ -41,7 +41,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *NAMES, *SUBMODULES])
 
 
-__all__ = ["ActorUpdates", "DelayTolerantAdagrad", "Downpour", "EASGD", "Hogwild",
-           "InProcessServer",
-           "OnRay", "ParameterServer", "Pulled", "Server", "ShardedServer", "SplitGraph",
-           "Strategy", "SyncDataParallel", "reuse_actors"]
+__all__ = sorted(NAMES)

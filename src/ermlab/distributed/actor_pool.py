@@ -69,13 +69,8 @@ class ActorPool:
                     kill_actors(ray, self.idle.pop(other))
         kept = self.idle.get(kind, [])
         taken, self.idle[kind] = kept[:count], kept[count:]
-        alive = []
-        for actor in taken:
-            try:
-                ray.get(actor.reset.remote(), timeout=ANSWER_SECONDS)
-                alive.append(actor)
-            except Exception:  # noqa: BLE001 - dead, or of a Ray that is gone
-                kill_actors(ray, [actor])
+        alive, dead = _answering(ray, taken)  # dead: or of a Ray that is gone
+        kill_actors(ray, dead)
         return alive
 
     def give_back(self, ray: Any, cls: type, options: dict[str, Any],
@@ -83,14 +78,7 @@ class ActorPool:
         """Keep the actors that answer ``reset`` (emptied); returns those not kept."""
         if not self.active or not actors:
             return actors
-        answers = [actor.reset.remote() for actor in actors]
-        kept, rest = [], []
-        for actor, answer in zip(actors, answers):
-            try:
-                ray.get(answer, timeout=ANSWER_SECONDS)
-                kept.append(actor)
-            except Exception:  # noqa: BLE001 - it died: nothing to keep
-                rest.append(actor)
+        kept, rest = _answering(ray, actors)
         self.idle.setdefault(_kind(ray, cls, options), []).extend(kept)
         return rest
 
@@ -135,6 +123,20 @@ def _push(enabled: bool | None) -> None:
         POOL.enabled.append(enabled)
     if was and not POOL.active:
         POOL.release()
+
+
+def _answering(ray: Any, actors: list[Any]) -> tuple[list[Any], list[Any]]:
+    """(the actors that answer ``reset`` within ``ANSWER_SECONDS``, those that do not); all
+    asked at once."""
+    answers = [actor.reset.remote() for actor in actors]
+    alive, dead = [], []
+    for actor, answer in zip(actors, answers):
+        try:
+            ray.get(answer, timeout=ANSWER_SECONDS)
+            alive.append(actor)
+        except Exception:  # noqa: BLE001 - any failure: it cannot be used
+            dead.append(actor)
+    return alive, dead
 
 
 def _kind(ray: Any, cls: type, options: dict[str, Any]) -> tuple:

@@ -230,8 +230,8 @@ class OnRay(Strategy):
         self.servers: list | None = None
         self._actors: list | None = None
         self._kinds: list[tuple[type, dict, list]] = []  # (class, Ray options, actors)
-        self._setup_ref: Any = None
-        self._setups: list = []  # per asynchronous worker: what its calls carry (AsyncWorker)
+        self._setups: list = []  # per asynchronous worker: what its calls carry (AsyncWorker;
+        #                          it holds the run's object-store reference while the fit runs)
         self._restarted: set[int] = set()  # workers Ray restarted in this fit: not kept
         self._fit_pids: dict[int, int] = {}
         self._data: Any = None
@@ -298,8 +298,8 @@ class OnRay(Strategy):
                 restarts = 0 if self.kind == "easgd_sync" else self.max_restarts
                 # every call carries its worker's setup: a restarted worker (or one kept
                 # by reuse_actors from another run) sets itself up from it (AsyncWorker)
-                shared = self._setup_ref = ray.put((options, trainer.model, objective,
-                                                    self.servers, owner, augment))
+                shared = ray.put((options, trainer.model, objective, self.servers, owner,
+                                  augment))
                 self._setups = [[shared, seed, rank] for rank, seed in enumerate(seeds)]
                 self._actors = self._actors_of(ray, AsyncWorker, self.workers, {
                     "num_cpus": per_worker, "max_restarts": restarts,
@@ -364,7 +364,7 @@ class OnRay(Strategy):
                 healthy = POOL.give_back(ray, cls, options, healthy)
             kill_actors(ray, rest + healthy)
         self._kinds, self._restarted, self._fit_pids = [], set(), {}
-        self._actors, self.servers, self._setup_ref, self._setups = None, None, None, []
+        self._actors, self.servers, self._setups = None, None, []
         self._data = self._data_key = None
         self._calls = deque()
         if self._owns_ray:

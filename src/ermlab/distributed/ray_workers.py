@@ -92,7 +92,22 @@ def worker_seeds(seed: int, workers: int) -> list[tuple[Any, Any]]:
     return list(zip(spawned, augment))
 
 
-class ServerActor:
+class KeptActor:
+    """What every OnRay actor answers besides its role: ``reset`` (drop the run while
+    ``reuse_actors`` keeps the actor; the process id, which also shows it is alive) and
+    ``lanes`` (the threads its optimizer and convolutions use, ``lanes_as_ray_cpus``)."""
+
+    key: Any = None  # AsyncWorker: the run it is set up for (None: none)
+
+    def reset(self) -> int:
+        self.__dict__.clear()
+        return os.getpid()
+
+    def lanes(self) -> int:
+        return default_threads()
+
+
+class ServerActor(KeptActor):
     """A ``ParameterServer`` over ``names`` of its own copy of the model (all, or one shard).
 
     ``clone``: rebuild the optimizer over the shard's parameters (``shards > 1``, as
@@ -124,16 +139,6 @@ class ServerActor:
         if state is not None:
             self.load(state)
         return os.getpid()
-
-    def reset(self) -> int:
-        """Drop the run (its copy of the model and optimizer) while the actor waits in
-        ``reuse_actors``' pool; returns the process id (and so shows it is alive)."""
-        self.__dict__.clear()
-        return os.getpid()
-
-    def lanes(self) -> int:
-        """The lanes (threads) this actor's optimizer and convolutions use."""
-        return default_threads()
 
     def pull(self) -> Pulled:
         return self.server.pull()
@@ -242,14 +247,11 @@ class RemoteServer:
         return moved
 
 
-class AsyncWorker:
+class AsyncWorker(KeptActor):
     """A Downpour or EASGD client on its own replica, talking to the server actor(s).
 
     ``options["kind"]``: ``downpour``, ``easgd`` (asynchronous) or ``easgd_sync``.
     """
-
-    def __init__(self) -> None:
-        self.key: Any = None
 
     def _setup(self, setup: list) -> None:
         """Become worker ``rank`` of the run ``setup`` = [ref to (options, model, objective,
@@ -280,16 +282,6 @@ class AsyncWorker:
             self.replica.load(self.server.pull().arrays)
             self.velocity = [numpy.zeros_like(p.data) for p in self.replica.params]
             self.saved = [numpy.empty_like(p.data) for p in self.replica.params]
-
-    def reset(self) -> int:
-        """Drop the run while the actor waits in ``reuse_actors``' pool; the process id."""
-        self.__dict__.clear()
-        self.key = None
-        return os.getpid()
-
-    def lanes(self) -> int:
-        """The lanes (threads) this actor's optimizer and convolutions use."""
-        return default_threads()
 
     def run(self, setup: list, data: list, indices: list, lrs: list) -> tuple[list, int, float]:
         """The client rule on each mini-batch of ``indices`` in turn: ([(loss, scores)],
@@ -394,7 +386,7 @@ class AsyncWorker:
         return [b for _, b in self.replica.model.named_buffers()]
 
 
-class SyncWorker:
+class SyncWorker(KeptActor):
     """A synchronous data-parallel replica: its shard's gradient, a ring all-reduce with the
     other replicas, then the same optimizer step as theirs (see ``ray_backend``).
 
@@ -419,11 +411,6 @@ class SyncWorker:
         self.mailbox = Mailbox()
         self.peers = peers
         self.calls = 0
-        return os.getpid()
-
-    def reset(self) -> int:
-        """Drop the run while the actor waits in ``reuse_actors``' pool; the process id."""
-        self.__dict__.clear()
         return os.getpid()
 
     def deliver(self, tag: Any, chunk: numpy.ndarray) -> None:

@@ -77,7 +77,7 @@ from ermlab.nn import init
 from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
-from ermlab.threads import check_threads, default_threads, run_lanes
+from ermlab.threads import check_threads, default_threads, run_lanes, sample_lanes
 
 # bprop computes ∂L/∂x as the forward pass of the transposed convolution (see
 # Conv2d._transposed) for stride 1, no groups and at least this many input channels.
@@ -335,8 +335,7 @@ class Conv2d(Module):
         _, _, oh, ow, _ = self._layout(x_shape)
         per_sample = (self.out_channels * self.in_channels // self.groups * oh * ow
                       * self.kernel_size[0] * self.kernel_size[1] * work)
-        lanes = int(max(1, min(threads, n, per_sample * n // LANE_MIN_FLOPS)))
-        return [(n * k // lanes, n * (k + 1) // lanes) for k in range(lanes)]
+        return sample_lanes(n, threads, per_sample * n // LANE_MIN_FLOPS)
 
     def _run_lanes(self, ranges: list, run: Any) -> list:
         """``run(lo, hi, lane)`` for each range of ``_lanes``, the lanes at once."""

@@ -37,7 +37,7 @@ from typing import Any
 from ermlab.backend import array_module
 from ermlab.nn.conv import check_spatial_input, kernel_offset_slice, output_size, pair, zero_pad
 from ermlab.nn.module import Module
-from ermlab.threads import default_threads, run_lanes
+from ermlab.threads import default_threads, run_lanes, sample_lanes
 
 # 2×2 max pooling shares a batch out over lanes of samples only while each lane gets at
 # least this many bytes of input. Measured (Xeon VM, 2 vCPUs, load 1.3–1.6, forward +
@@ -132,8 +132,7 @@ class MaxPool2d(_Pool2d):
         threads = self.threads or default_threads()
         if threads == 1 or array_module(x).__name__ != "numpy":
             return [(0, n)]
-        lanes = int(max(1, min(threads, n, x.nbytes // LANE_MIN_BYTES)))
-        return [(n * k // lanes, n * (k + 1) // lanes) for k in range(lanes)]
+        return sample_lanes(n, threads, x.nbytes // LANE_MIN_BYTES)
 
     def forward(self, x: Any) -> Any:
         _, offsets = self._geometry(x)

@@ -19,7 +19,7 @@ pytest.importorskip("numba", reason="Numba kernels absent: pip install 'ermlab[f
 
 from ermlab import nn  # noqa: E402
 from ermlab.gradcheck import check_module  # noqa: E402
-from ermlab.nn import _norm_kernels, normalization  # noqa: E402
+from ermlab.nn import _fused, _norm_kernels, normalization  # noqa: E402
 
 SHAPES = [(5, 3, 4, 6), (4, 2, 1, 1), (3, 4, 7, 5)]
 
@@ -182,10 +182,10 @@ def test_the_numpy_path_runs_without_numba_and_for_other_layouts(monkeypatch):
     x, g = _data((4, 3, 5, 6), np.float32, seed=8)
     want_y = _layer(3, np.float32).forward(x)
     assert calls["forward"] == 1
-    monkeypatch.setattr(normalization, "_loaded_kernels", False)  # as without Numba
+    monkeypatch.setitem(_fused._loaded, "_norm_kernels", False)  # as without Numba
     assert normalization._kernels(x) is None
     np.testing.assert_allclose(_layer(3, np.float32).forward(x), want_y, rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(normalization, "_loaded_kernels", None)
+    monkeypatch.setitem(_fused._loaded, "_norm_kernels", _norm_kernels)
     pairs, g = _data((8, 3, 5, 6), np.float32, seed=9)
     every_other = pairs[::2]  # its (N, C, H·W) view is not C-contiguous: the NumPy path
     bn, want = _layer(3, np.float32), _layer(3, np.float32)

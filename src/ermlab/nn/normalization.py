@@ -53,17 +53,17 @@ Network Training by Reducing Internal Covariate Shift. ICML 2015.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy
 
 from ermlab.backend import array_module, resolve_dtype
+from ermlab.nn import _fused
 from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
-from ermlab.threads import default_threads, run_lanes, sample_lanes
+from ermlab.threads import run_lanes
 
 # Passes over x and ∂L/∂y run on blocks of samples of about this many bytes, so that the
 # centred values x − μ they need stay in cache and are never a whole array.
@@ -71,30 +71,11 @@ BLOCK_BYTES = 256 * 2**10
 # The Numba kernels (``_norm_kernels``) share the channels out over lanes only while each
 # lane gets at least this many bytes of x.
 LANE_MIN_BYTES = 256 * 2**10
-_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
-_loaded_kernels: Any = None
 
 
 def _kernels(*arrays: Any) -> Any:
-    """The ``_norm_kernels`` module where it can take ``arrays``: Numba importable,
-    ``ERMLAB_FUSED`` not ``0``, C-contiguous NumPy float32/float64 arrays of one dtype;
-    None otherwise (the NumPy path runs)."""
-    global _loaded_kernels
-    if os.environ.get("ERMLAB_FUSED", "1") == "0":
-        return None
-    dtype = arrays[0].dtype
-    if dtype not in _FLOATS or not all(
-            type(a) is numpy.ndarray and a.dtype == dtype and a.flags.c_contiguous
-            for a in arrays):
-        return None
-    if _loaded_kernels is None:
-        try:
-            from ermlab.nn import _norm_kernels
-        except ImportError:
-            _loaded_kernels = False
-        else:
-            _loaded_kernels = _norm_kernels
-    return _loaded_kernels or None
+    """``_norm_kernels`` where it can take ``arrays`` (``_fused.kernels``); else None."""
+    return _fused.kernels("_norm_kernels", *arrays)
 
 
 def _sample_blocks(a3: Any) -> Iterator[slice]:
@@ -227,10 +208,7 @@ class _BatchNorm(Module):
 
     def _channel_lanes(self, x3: Any) -> list[tuple[int, int]]:
         """Ranges [c0, c1) of channels, one per lane (see the ``threads`` attribute)."""
-        threads = self.threads or default_threads()
-        if threads == 1:
-            return [(0, x3.shape[1])]
-        return sample_lanes(x3.shape[1], threads, x3.nbytes // LANE_MIN_BYTES)
+        return _fused.lanes(x3.shape[1], x3.nbytes, self.threads, LANE_MIN_BYTES)
 
     def _fused_forward(self, kernels: Any, x3: Any, use_batch: bool) -> tuple:
         """(μ, σ², 1/√(σ² + ε), y) from ``_norm_kernels.forward``, lanes of channels."""

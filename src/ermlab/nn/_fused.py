@@ -1,0 +1,51 @@
+"""Where the layers' Numba kernels (``_norm_kernels``, ``_relu_kernels``) run, and their lanes.
+
+A layer runs its compiled kernels only on C-contiguous NumPy float32/float64 arrays of
+one dtype, with Numba importable (``pip install "ermlab[fast]"``) and ``ERMLAB_FUSED``
+not ``0`` (read at each call); otherwise — CuPy arrays, other layouts or dtypes — it runs
+its NumPy path. Kernel modules are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import numpy
+
+from ermlab.threads import default_threads, sample_lanes
+
+FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+# name → the imported kernel module, or False where the import failed (no Numba)
+_loaded: dict[str, Any] = {}
+
+
+def kernels(name: str, *arrays: Any) -> Any:
+    """The kernel module ``ermlab.nn.<name>`` where it can take ``arrays`` (see the
+    module docstring); None otherwise."""
+    if os.environ.get("ERMLAB_FUSED", "1") == "0":
+        return None
+    dtype = arrays[0].dtype
+    if dtype not in FLOATS or not all(
+            type(a) is numpy.ndarray and a.dtype == dtype and a.flags.c_contiguous
+            for a in arrays):
+        return None
+    module = _loaded.get(name)
+    if module is None:
+        try:
+            module = importlib.import_module(f"ermlab.nn.{name}")
+        except ImportError:
+            module = False
+        _loaded[name] = module
+    return module or None
+
+
+def lanes(n: int, nbytes: int, threads: int | None, lane_min_bytes: int) -> list[tuple[int, int]]:
+    """Ranges [lo, hi) of ``n`` independent items (channels, elements) holding ``nbytes``,
+    one per lane: ``threads`` (None: ``ERMLAB_NUM_THREADS`` or the CPU count) at most,
+    each of at least ``lane_min_bytes``."""
+    threads = threads or default_threads()
+    if threads == 1:
+        return [(0, n)]
+    return sample_lanes(n, threads, nbytes // lane_min_bytes)

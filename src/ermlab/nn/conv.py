@@ -69,6 +69,7 @@ uniform, U[−√(6/fan_in), √(6/fan_in)] (He et al. 2015), and a zero bias, a
 from __future__ import annotations
 
 import numbers
+import os
 from functools import partial
 from typing import Any
 
@@ -112,6 +113,12 @@ BLOCK_BYTES = 4 * 2**20
 # pool and waiting for them costs 0.10–0.13 ms (two empty lanes, 4–10 µs of it setting BLAS
 # to one thread and back).
 LANE_MIN_FLOPS = 32_000_000
+# How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
+# (F(2×2, 3×3), ``ermlab.nn.winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
+# arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), or "auto": Winograd
+# where it applies and both channel counts are at least WINOGRAD_MIN_CHANNELS.
+ALGORITHMS = ("auto", "im2col", "winograd")
+WINOGRAD_MIN_CHANNELS = 32
 
 
 def pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:
@@ -240,9 +247,13 @@ class Conv2d(Module):
         rng: Any = None,
         dtype: Any = None,
         threads: int | None = None,
+        algorithm: str = "auto",
     ) -> None:
         super().__init__()
         self.threads = check_threads(threads, "Conv2d")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"Conv2d: algorithm must be one of {ALGORITHMS}; got {algorithm!r}")
+        self.algorithm = algorithm
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("groups", groups)):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
@@ -264,11 +275,36 @@ class Conv2d(Module):
         self.weight = Parameter(weight, "weight", regularize=True)
         bias_data = init.zeros((out_channels,), dtype=dtype)
         self.bias = Parameter(bias_data, "bias", regularize=False) if bias else None
+        if algorithm == "winograd":
+            if not self._winograd_geometry():
+                raise ValueError(
+                    "Conv2d: algorithm='winograd' needs a 3×3 kernel, stride 1, dilation 1 and "
+                    f"groups 1; got kernel_size={self.kernel_size}, stride={self.stride}, "
+                    f"dilation={self.dilation}, groups={self.groups} — use algorithm='auto'"
+                )
+            if _winograd_kernels() is None and os.environ.get("ERMLAB_FUSED", "1") != "0":
+                raise ImportError(
+                    "Conv2d: algorithm='winograd' needs Numba: pip install \"ermlab[fast]\"")
 
     # -- helpers ----------------------------------------------------------------
 
     def _is_pointwise(self) -> bool:
         return self.kernel_size == (1, 1) and self.padding == (0, 0) and self.groups == 1
+
+    def _winograd_geometry(self) -> bool:
+        return (self.kernel_size == (3, 3) and self.stride == (1, 1)
+                and self.dilation == (1, 1) and self.groups == 1)
+
+    def _winograd(self, xp: Any, x: Any) -> Any:
+        """``ermlab.nn.winograd`` where this convolution of ``x`` uses it (see
+        ``ALGORITHMS``), else None."""
+        if (self.algorithm == "im2col" or not self._winograd_geometry()
+                or xp.__name__ != "numpy" or x.dtype.char not in "fd"):
+            return None
+        if self.algorithm == "auto" and min(self.in_channels,
+                                            self.out_channels) < WINOGRAD_MIN_CHANNELS:
+            return None
+        return _winograd_kernels()
 
     def _weight_matrix(self) -> Any:
         """W as (G, O/G, C/G·K_h·K_w)."""
@@ -309,6 +345,10 @@ class Conv2d(Module):
             entry = (signature, xp.zeros(size, dtype=dtype))
             work[name] = entry
         return entry[1][:size]
+
+    def _lane_work(self, xp: Any, dtype: Any, lane: int) -> Any:
+        """``work(name, size, key)``: ``_work`` of one lane, for ``ermlab.nn.winograd``."""
+        return lambda name, size, key: self._work(xp, name, size, dtype, key, lane)
 
     def _work_dict(self) -> dict:
         """The work arrays by name (made before any lane runs: lanes share the dict)."""
@@ -470,7 +510,16 @@ class Conv2d(Module):
             return self._forward_pointwise(xp, x)
         _, _, oh, ow, _ = self._layout(x.shape)
         y = xp.empty((x.shape[0], self.out_channels, oh, ow), dtype=x.dtype)
-        self._run_lanes(self._lanes(xp, x.shape), partial(self._forward_samples, xp, x, y))
+        winograd = self._winograd(xp, x)
+        if winograd is not None:
+            x = xp.ascontiguousarray(x)
+            u = winograd.filter_transform(self.weight.data)
+            bias = (self.bias.data if self.bias is not None
+                    else xp.zeros(self.out_channels, dtype=x.dtype))
+            self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: winograd.forward(
+                x, u, bias, y, self.padding, lo, hi, self._lane_work(xp, x.dtype, lane)))
+        else:
+            self._run_lanes(self._lanes(xp, x.shape), partial(self._forward_samples, xp, x, y))
         if self.training:
             self._x, self._x_shape = x, x.shape
         return y
@@ -531,6 +580,8 @@ class Conv2d(Module):
             grad_cols = self._pointwise_grad_columns(grad_out)
             self._accumulate_pointwise(grad_out, grad_cols)
             return self._grad_input_pointwise(grad_cols) if input_grad else None
+        if self._winograd(array_module(grad_out), self._cached("_x")) is not None:
+            return self._backward_winograd(grad_out, weights=True, inputs=input_grad)
         transposed = self._transposed(grad_out) if input_grad else None
         grad = self._backward_columns(grad_out, weights=True,
                                       inputs=input_grad and transposed is None)
@@ -541,6 +592,8 @@ class Conv2d(Module):
             self.per_example_recorder.record(self, grad_out)
         elif self._is_pointwise():
             self._accumulate_pointwise(grad_out, self._pointwise_grad_columns(grad_out))
+        elif self._winograd(array_module(grad_out), self._cached("_x")) is not None:
+            self._backward_winograd(grad_out, weights=True, inputs=False)
         else:
             self._backward_columns(grad_out, weights=True, inputs=False)
 
@@ -607,6 +660,8 @@ class Conv2d(Module):
     def grad_input(self, grad_out: Any) -> Any:
         if self._is_pointwise():
             return self._grad_input_pointwise(self._pointwise_grad_columns(grad_out))
+        if self._winograd(array_module(grad_out), self._cached("_x")) is not None:
+            return self._backward_winograd(grad_out, weights=False, inputs=True)
         transposed = self._transposed(grad_out)
         if transposed is not None:
             self._cached("_x")
@@ -635,12 +690,35 @@ class Conv2d(Module):
             helper = Conv2d(self.out_channels, self.in_channels, self.kernel_size,
                             padding=(dh * (kh - 1) - ph, dw * (kw - 1) - pw),
                             dilation=self.dilation, bias=False, weight_init="zeros",
-                            dtype=self.weight.dtype).eval()
+                            dtype=self.weight.dtype,
+                            algorithm="im2col" if self.algorithm == "im2col" else "auto").eval()
             object.__setattr__(self, "_transposed_conv", helper)
         helper.threads = self.threads
         helper.weight.data = xp.ascontiguousarray(
             self.weight.data.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         return helper
+
+    def _backward_winograd(self, grad_out: Any, weights: bool, inputs: bool) -> Any:
+        """bprop by ``ermlab.nn.winograd`` (the lanes as in ``_backward_columns``): each
+        lane writes ∂L/∂x of its own samples and returns its Σ ∂L/∂U, and
+        ∂L/∂W += Gᵀ (Σ_lanes ∂L/∂U) G."""
+        xp = array_module(grad_out)
+        x = self._cached("_x")
+        winograd = self._winograd(xp, x)
+        grad_out = xp.ascontiguousarray(grad_out)
+        if weights and self.bias is not None:
+            self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
+        grad = xp.empty(x.shape, dtype=grad_out.dtype) if inputs else None
+        u = winograd.filter_transform(self.weight.data)
+        ranges = self._lanes(xp, x.shape, 2.0 if inputs and weights else 1.0)
+        totals = self._run_lanes(ranges, lambda lo, hi, lane: winograd.backward(
+            x, grad_out, u, self.padding, lo, hi, self._lane_work(xp, x.dtype, lane), grad,
+            weights))
+        if weights:
+            for part in totals[1:]:
+                totals[0] += part
+            self.weight.add_grad(winograd.filter_transform_adjoint(totals[0], self.weight.shape))
+        return grad
 
     def _backward_columns(self, grad_out: Any, weights: bool, inputs: bool) -> Any:
         """The im2col path's bprop, a block of samples at a time.
@@ -809,7 +887,21 @@ class Conv2d(Module):
                 text += f", {name}={getattr(self, name)}"
         if self.groups != 1:
             text += f", groups={self.groups}"
+        if self.algorithm != "auto":
+            text += f", algorithm={self.algorithm!r}"
         return text + ("" if self.bias is not None else ", bias=False")
+
+
+def _winograd_kernels() -> Any:
+    """``ermlab.nn.winograd`` (its Numba kernels), or None without Numba or with
+    ERMLAB_FUSED=0."""
+    if os.environ.get("ERMLAB_FUSED", "1") == "0":
+        return None
+    try:
+        from ermlab.nn import winograd
+    except ImportError:
+        return None
+    return winograd
 
 
 class _LaneSum:

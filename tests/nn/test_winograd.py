@@ -1,0 +1,177 @@
+"""Conv2d by Winograd's F(2×2, 3×3) (``ermlab.nn.winograd``): against torch's conv2d and
+the im2col path, float64 finite differences, lanes, blocks, and when it is chosen."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba", reason="Winograd kernels need Numba: pip install numba")
+
+from ermlab import gradcheck, nn  # noqa: E402
+from ermlab.backend import default_dtype  # noqa: E402
+from ermlab.nn import conv as conv_module  # noqa: E402
+from ermlab.nn import winograd  # noqa: E402
+
+# (N, C, O, H, W, padding): even and odd output sizes, no padding, wide padding, 1×1 maps
+# of a 3×3 input, one channel.
+CASES = [
+    (3, 2, 5, 7, 6, 1),
+    (2, 3, 4, 5, 5, 0),
+    (4, 4, 3, 8, 8, 1),
+    (2, 1, 1, 3, 3, 0),
+    (2, 3, 2, 6, 9, 2),
+]
+
+
+def build(case, algorithm, dtype=np.float64, threads=1, bias=True):
+    _, c, o, _, _, p = case
+    with default_dtype(dtype):
+        conv = nn.Conv2d(c, o, 3, padding=p, rng=0, threads=threads, algorithm=algorithm,
+                         bias=bias)
+    if bias:
+        conv.bias.data[...] = np.random.default_rng(1).standard_normal(o).astype(dtype)
+    return conv
+
+
+def data(case, dtype=np.float64, seed=2):
+    n, c, o, h, w, p = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    g = rng.standard_normal((n, o, h + 2 * p - 2, w + 2 * p - 2)).astype(dtype)
+    return x, g
+
+
+def fprop_bprop(conv, x, g):
+    conv.train()
+    y = conv.forward(x)
+    conv.zero_grad()
+    gx = conv.backward(g)
+    return y, gx, conv.weight.grad.copy(), None if conv.bias is None else conv.bias.grad.copy()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_equals_im2col_in_float64(case):
+    x, g = data(case)
+    ours = fprop_bprop(build(case, "winograd"), x, g)
+    reference = fprop_bprop(build(case, "im2col"), x, g)
+    for a, b in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_against_torch(case, dtype):
+    torch = pytest.importorskip("torch", reason="torch oracle: pip install torch==2.13.0 (CPU)")
+    x, g = data(case, dtype)
+    conv = build(case, "winograd", dtype)
+    y, gx, gw, gb = fprop_bprop(conv, x, g)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(conv.weight.data, requires_grad=True)
+    tb = torch.tensor(conv.bias.data, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=case[5])
+    ty.backward(torch.tensor(g))
+    tol = dict(rtol=1e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(gw, tw.grad.numpy(), **tol)
+    np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("case", CASES[:3])
+def test_finite_differences(case):
+    x, _ = data(case)
+    result = gradcheck.check_module(build(case, "winograd"), x)
+    assert result.passed(), result
+    assert set(result.errors) == {"input", "param:weight", "param:bias"}
+
+
+def test_lanes_and_blocks_give_one_blocks_results(monkeypatch):
+    """7 samples in 3 lanes, blocks of one sample: y and ∂L/∂x bit for bit as one lane
+    in one block (each sample's arithmetic is the same), ∂L/∂W up to the order of its sum;
+    accumulating a second backward pass adds."""
+    case = (7, 3, 4, 6, 5, 1)
+    x, g = data(case)
+    one = build(case, "winograd", threads=1)
+    y1, gx1, gw1, gb1 = fprop_bprop(one, x, g)
+    monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+    monkeypatch.setattr(winograd, "BLOCK_BYTES", 1)
+    three = build(case, "winograd", threads=3)
+    assert len(three._lanes(np, x.shape)) == 3
+    y3, gx3, gw3, gb3 = fprop_bprop(three, x, g)
+    np.testing.assert_array_equal(y3, y1)
+    np.testing.assert_array_equal(gx3, gx1)
+    np.testing.assert_allclose(gw3, gw1, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(gb3, gb1)
+    three.backward(2 * g)
+    np.testing.assert_allclose(three.weight.grad, 3 * gw1, rtol=1e-13, atol=1e-13)
+
+
+def test_weight_only_input_only_and_no_bias():
+    case = CASES[0]
+    x, g = data(case)
+    conv, reference = build(case, "winograd", bias=False), build(case, "im2col", bias=False)
+    for module in (conv, reference):
+        module.train()
+        module.forward(x)
+        module.zero_grad()
+    np.testing.assert_allclose(conv.forward(x), reference.forward(x), rtol=1e-12, atol=1e-12)
+    assert conv.backward(g, input_grad=False) is None
+    conv.accumulate_grad(g)
+    reference.accumulate_grad(g)
+    reference.accumulate_grad(g)
+    np.testing.assert_allclose(conv.weight.grad, reference.weight.grad, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.grad_input(g), reference.grad_input(g), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_non_contiguous_input():
+    case = CASES[0]
+    x, g = data(case)
+    x_view = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    assert not x_view.flags.c_contiguous
+    ours = fprop_bprop(build(case, "winograd"), x_view, g)
+    reference = fprop_bprop(build(case, "im2col"), x, g)
+    for a, b in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def spy(monkeypatch):
+    calls = []
+    real = winograd.forward
+    monkeypatch.setattr(winograd, "forward", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("channels, used", [(32, True), (16, False)])
+def test_auto_chooses_winograd_from_enough_channels(channels, used, monkeypatch):
+    calls = spy(monkeypatch)
+    conv = nn.Conv2d(channels, 32, 3, padding=1, rng=0)
+    assert conv.algorithm == "auto"
+    conv.forward(np.ones((1, channels, 4, 4), np.float32))
+    assert bool(calls) is used
+    calls.clear()
+    nn.Conv2d(32, 32, 3, stride=2, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
+    nn.Conv2d(32, 32, 5, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
+    assert not calls
+
+
+def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):
+    case = CASES[0]
+    x, g = data(case, np.float32)
+    monkeypatch.setenv("ERMLAB_FUSED", "0")
+    calls = spy(monkeypatch)
+    off = fprop_bprop(build(case, "winograd", np.float32), x, g)
+    reference = fprop_bprop(build(case, "im2col", np.float32), x, g)
+    assert not calls
+    for a, b in zip(off, reference, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_algorithm_is_refused():
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        nn.Conv2d(2, 2, 3, algorithm="fft")
+    for kwargs in ({"kernel_size": 5}, {"kernel_size": 3, "stride": 2},
+                   {"kernel_size": 3, "dilation": 2}, {"kernel_size": 3, "groups": 2}):
+        with pytest.raises(ValueError, match="needs a 3×3 kernel, stride 1"):
+            nn.Conv2d(2, 2, algorithm="winograd", **kwargs)
+    assert "algorithm='winograd'" in repr(nn.Conv2d(2, 2, 3, algorithm="winograd"))

@@ -142,12 +142,14 @@ def spy(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("channels, used", [(32, True), (16, False)])
+@pytest.mark.parametrize("channels, used", [((32, 32), True), ((16, 32), True),
+                                            ((32, 16), True), ((16, 16), False),
+                                            ((8, 64), False)])
 def test_auto_chooses_winograd_from_enough_channels(channels, used, monkeypatch):
     calls = spy(monkeypatch)
-    conv = nn.Conv2d(channels, 32, 3, padding=1, rng=0)
+    conv = nn.Conv2d(*channels, 3, padding=1, rng=0)
     assert conv.algorithm == "auto"
-    conv.forward(np.ones((1, channels, 4, 4), np.float32))
+    conv.forward(np.ones((1, channels[0], 4, 4), np.float32))
     assert bool(calls) is used
     calls.clear()
     nn.Conv2d(32, 32, 3, stride=2, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))

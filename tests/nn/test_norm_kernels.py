@@ -21,7 +21,7 @@ from ermlab import nn  # noqa: E402
 from ermlab.gradcheck import check_module  # noqa: E402
 from ermlab.nn import _fused, _norm_kernels, normalization  # noqa: E402
 
-SHAPES = [(5, 3, 4, 6), (4, 2, 1, 1), (3, 4, 7, 5)]
+SHAPES = [(5, 3, 4, 6), (4, 2, 2, 2), (3, 4, 7, 5)]  # rows of L ≥ KERNEL_MIN_ROW values
 
 
 def _layer(c, dtype, affine=True, seed=0):
@@ -63,12 +63,14 @@ def test_statistics_are_the_float64_values_rounded_once(dtype, shape):
     mean, var, inv_std = (np.empty(c, dtype) for _ in range(3))
     y = np.empty_like(x3)
     eps = dtype(1e-5)
-    _norm_kernels.forward(x3, y, mean, var, inv_std, None, None, eps, dtype(1), True, 0, c)
+    two_pass = dtype == np.float64
+    _norm_kernels.forward(x3, y, mean, var, inv_std, None, None, eps, dtype(1), True, two_pass,
+                          0, c)
     channels = x.astype(np.float64).transpose(1, 0, 2, 3).reshape(c, -1)
     want_mean = np.array([math.fsum(row) / row.size for row in channels])
     want_var = np.array([math.fsum((row - mu) ** 2) / row.size
                          for row, mu in zip(channels, want_mean)])
-    ulps = 1 if dtype == np.float32 else 4  # float64: the kernels' own rounding errors
+    ulps = 1 if dtype == np.float32 else 4  # float64: the sums' own rounding
     np.testing.assert_array_max_ulp(mean, want_mean.astype(dtype), maxulp=ulps)
     np.testing.assert_array_max_ulp(var, want_var.astype(dtype), maxulp=ulps)
     np.testing.assert_array_equal(inv_std, 1.0 / np.sqrt(var + 1e-5))  # the NumPy path's
@@ -197,4 +199,11 @@ def test_the_numpy_path_runs_without_numba_and_for_other_layouts(monkeypatch):
     np.testing.assert_allclose(grad, want.backward(g[::2].copy()), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(bn.weight.grad, want.weight.grad, rtol=1e-5, atol=1e-5)
     assert calls["forward"] == 2 and calls["backward"] == 1
-    assert normalization._kernels(x.astype(np.float16)) is None
+    assert normalization._kernels(x.reshape(4, 3, -1).astype(np.float16)) is None
+    short = normalization.KERNEL_MIN_ROW - 1  # rows shorter than that: the NumPy path
+    features, _ = _data((16, 5, short, 1), np.float32)
+    bn1d = nn.BatchNorm1d(5)
+    np.testing.assert_allclose(bn1d.forward(features[..., 0]),
+                               nn.BatchNorm2d(5).forward(features)[..., 0], rtol=1e-5, atol=1e-5)
+    bn1d.backward(features[..., 0])
+    assert calls["forward"] == 2 and calls["backward"] == 1

@@ -68,13 +68,13 @@ uniform, U[−√(6/fan_in), √(6/fan_in)] (He et al. 2015), and a zero bias, a
 
 from __future__ import annotations
 
+import importlib.util
 import numbers
-import os
 from functools import partial
 from typing import Any
 
 from ermlab.backend import array_module, as_generator, resolve_dtype
-from ermlab.nn import init
+from ermlab.nn import _fused, init
 from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
@@ -288,7 +288,7 @@ class Conv2d(Module):
                     f"groups 1; got kernel_size={self.kernel_size}, stride={self.stride}, "
                     f"dilation={self.dilation}, groups={self.groups} — use algorithm='auto'"
                 )
-            if _winograd_kernels() is None and os.environ.get("ERMLAB_FUSED", "1") != "0":
+            if importlib.util.find_spec("numba") is None:
                 raise ImportError(
                     "Conv2d: algorithm='winograd' needs Numba: pip install \"ermlab[fast]\"")
 
@@ -301,17 +301,17 @@ class Conv2d(Module):
         return (self.kernel_size == (3, 3) and self.stride == (1, 1)
                 and self.dilation == (1, 1) and self.groups == 1)
 
-    def _winograd(self, xp: Any, x: Any) -> Any:
+    def _winograd(self, x: Any) -> Any:
         """``ermlab.nn.winograd`` where this convolution of ``x`` uses it (see
-        ``ALGORITHMS``), else None."""
-        if (self.algorithm == "im2col" or not self._winograd_geometry()
-                or xp.__name__ != "numpy" or x.dtype.char not in "fd"):
+        ``ALGORITHMS``; its kernels take C-contiguous NumPy float32/float64 arrays, see
+        ``nn._fused``), else None."""
+        if self.algorithm == "im2col" or not self._winograd_geometry():
             return None
         channels = (self.in_channels, self.out_channels)
         if self.algorithm == "auto" and (min(channels) < WINOGRAD_MIN_CHANNELS
                                          or max(channels) < WINOGRAD_MIN_WIDEST):
             return None
-        return _winograd_kernels()
+        return _fused.kernels("winograd", x)
 
     def _weight_matrix(self) -> Any:
         """W as (G, O/G, C/G·K_h·K_w)."""
@@ -517,9 +517,10 @@ class Conv2d(Module):
             return self._forward_pointwise(xp, x)
         _, _, oh, ow, _ = self._layout(x.shape)
         y = xp.empty((x.shape[0], self.out_channels, oh, ow), dtype=x.dtype)
-        winograd = self._winograd(xp, x)
-        if winograd is not None:
+        if self._winograd_geometry():
             x = xp.ascontiguousarray(x)
+        winograd = self._winograd(x)
+        if winograd is not None:
             u = winograd.filter_transform(self.weight.data)
             bias = (self.bias.data if self.bias is not None
                     else xp.zeros(self.out_channels, dtype=x.dtype))
@@ -587,7 +588,7 @@ class Conv2d(Module):
             grad_cols = self._pointwise_grad_columns(grad_out)
             self._accumulate_pointwise(grad_out, grad_cols)
             return self._grad_input_pointwise(grad_cols) if input_grad else None
-        if self._winograd(array_module(grad_out), self._cached("_x")) is not None:
+        if self._winograd(self._cached("_x")) is not None:
             return self._backward_winograd(grad_out, weights=True, inputs=input_grad)
         transposed = self._transposed(grad_out) if input_grad else None
         grad = self._backward_columns(grad_out, weights=True,
@@ -599,7 +600,7 @@ class Conv2d(Module):
             self.per_example_recorder.record(self, grad_out)
         elif self._is_pointwise():
             self._accumulate_pointwise(grad_out, self._pointwise_grad_columns(grad_out))
-        elif self._winograd(array_module(grad_out), self._cached("_x")) is not None:
+        elif self._winograd(self._cached("_x")) is not None:
             self._backward_winograd(grad_out, weights=True, inputs=False)
         else:
             self._backward_columns(grad_out, weights=True, inputs=False)
@@ -667,7 +668,7 @@ class Conv2d(Module):
     def grad_input(self, grad_out: Any) -> Any:
         if self._is_pointwise():
             return self._grad_input_pointwise(self._pointwise_grad_columns(grad_out))
-        if self._winograd(array_module(grad_out), self._cached("_x")) is not None:
+        if self._winograd(self._cached("_x")) is not None:
             return self._backward_winograd(grad_out, weights=False, inputs=True)
         transposed = self._transposed(grad_out)
         if transposed is not None:
@@ -711,7 +712,7 @@ class Conv2d(Module):
         ∂L/∂W += Gᵀ (Σ_lanes ∂L/∂U) G."""
         xp = array_module(grad_out)
         x = self._cached("_x")
-        winograd = self._winograd(xp, x)
+        winograd = self._winograd(x)
         grad_out = xp.ascontiguousarray(grad_out)
         if weights and self.bias is not None:
             self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
@@ -897,18 +898,6 @@ class Conv2d(Module):
         if self.algorithm != "auto":
             text += f", algorithm={self.algorithm!r}"
         return text + ("" if self.bias is not None else ", bias=False")
-
-
-def _winograd_kernels() -> Any:
-    """``ermlab.nn.winograd`` (its Numba kernels), or None without Numba or with
-    ERMLAB_FUSED=0."""
-    if os.environ.get("ERMLAB_FUSED", "1") == "0":
-        return None
-    try:
-        from ermlab.nn import winograd
-    except ImportError:
-        return None
-    return winograd
 
 
 class _LaneSum:

@@ -849,6 +849,10 @@ class Conv2d(Module):
         (kh, kw), (dh, dw) = self.kernel_size, self.dilation
         n_b = stop - start
         d_cols = d_cols.reshape(n_b, c, kh, kw, oh * cw)
+        kernels = _fused.kernels("_conv_kernels", d_cols, grad)
+        if kernels is not None:  # one compiled pass, bit for bit the additions below
+            kernels.col2im(d_cols, grad, start, hp, wp, oh, ow, *self.stride, dh, dw)
+            return
         plane, item = hp * wp, grad.dtype.itemsize
         if cw == ow:
             block = grad[: n * c * plane].reshape(n, c, hp, wp)[start:stop]

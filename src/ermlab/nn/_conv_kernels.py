@@ -1,0 +1,50 @@
+"""col2im in one compiled pass (Numba), bit for bit ``Conv2d._col2im``'s NumPy path.
+
+``Conv2d``'s bprop scatters the column gradient ∂L/∂X_col (n_b, C, K_h, K_w, OH·CW) back
+onto the padded input gradient: for every kernel offset (i, j),
+
+    ∂L/∂x̃[n, c, i d_h + s_h p, j d_w + s_w q] += ∂L/∂X_col[n, c, i, j, p·CW + q].
+
+The NumPy path does it with K_h·K_w strided additions over the whole block; with a stride
+they run at ~1.5–2 ns per element (NumPy's strided loop). Here each (sample, channel)
+plane takes its K_h·K_w·OH rows in turn while it is in cache, the offsets (i, j) in the
+same order as the NumPy path, so every element receives the same additions in the same
+order: bit for bit the same result. Loops run over slices from index 0, which Numba
+vectorizes (see ``_relu_kernels``). Used through ``nn._fused`` (NumPy float32/float64,
+C-contiguous, Numba installed, ``ERMLAB_FUSED`` not 0); releases the GIL for the lanes.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+_JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
+
+
+@njit(**_JIT)
+def col2im(d_cols, grad, start, height, width, out_h, out_w, stride_h, stride_w, dilation_h,
+           dilation_w):  # pragma: no cover
+    """Add ``d_cols`` (n_b, C, K_h, K_w, OH·CW) of samples [start, start + n_b) into
+    ``grad``, the flat padded (N, C, H_p, W_p) input gradient (``height``, ``width``: H_p,
+    W_p; CW ≥ OW: the column row width, whose last CW − OW columns are skipped)."""
+    samples, channels, kernel_h, kernel_w, columns = d_cols.shape
+    row_width = columns // out_h
+    plane_size = height * width
+    for n in range(samples):
+        for c in range(channels):
+            first = ((start + n) * channels + c) * plane_size
+            plane = grad[first:first + plane_size]
+            for i in range(kernel_h):
+                for j in range(kernel_w):
+                    source = d_cols[n, c, i, j]
+                    for p in range(out_h):
+                        offset = (i * dilation_h + p * stride_h) * width + j * dilation_w
+                        values = source[p * row_width:p * row_width + out_w]
+                        if stride_w == 1:
+                            target = plane[offset:offset + out_w]
+                            for q in range(out_w):
+                                target[q] += values[q]
+                        else:
+                            target = plane[offset:offset + (out_w - 1) * stride_w + 1]
+                            for q in range(out_w):
+                                target[q * stride_w] += values[q]

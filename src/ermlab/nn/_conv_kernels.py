@@ -45,6 +45,6 @@ def col2im(d_cols, grad, start, height, width, out_h, out_w, stride_h, stride_w,
                             for q in range(out_w):
                                 target[q] += values[q]
                         else:
-                            target = plane[offset:offset + (out_w - 1) * stride_w + 1]
+                            target = plane[offset:offset + (out_w - 1) * stride_w + 1:stride_w]
                             for q in range(out_w):
-                                target[q * stride_w] += values[q]
+                                target[q] += values[q]

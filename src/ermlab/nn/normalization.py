@@ -25,12 +25,19 @@ cache only; the forward cache is x itself, μ and 1/√(σ² + ε), not a normal
 Measured (1 thread, loaded 2-core Xeon, 128×16×32×32 float32): forward 19.5 → 7.7 ms,
 backward 20.1 → 11.6 ms.
 
-Compiled kernels. On C-contiguous NumPy float32/float64 arrays, with Numba installed
-(``pip install "ermlab[fast]"``) and ``ERMLAB_FUSED`` not ``0``, forward and bprop run
-``_norm_kernels`` instead: channel by channel, the sums in float64, y and ∂L/∂x bit for
-bit the formulas above given the statistics (see that module). ``threads`` (an attribute;
-default None: ``ERMLAB_NUM_THREADS`` or the CPU count) lanes of ``ermlab.threads`` share
-the channels out, each at least ``LANE_MIN_BYTES`` of x; results do not depend on them.
+Compiled kernels. On C-contiguous NumPy float32/float64 arrays with rows of at least
+``KERNEL_MIN_ROW`` values per (sample, channel), with Numba installed (``pip install
+"ermlab[fast]"``) and ``ERMLAB_FUSED`` not ``0``, forward and bprop run ``_norm_kernels``
+instead: x walked in memory order, the statistics in one pass (a stable pairwise merge of
+row sums, not E[x²] − μ²) summed in float64, y and ∂L/∂x bit for bit the formulas above
+given the statistics (see that module). ``threads`` (an attribute; default None:
+``ERMLAB_NUM_THREADS`` or the CPU count) lanes of ``ermlab.threads`` share the channels
+out, each at least ``LANE_MIN_BYTES`` of x; results do not depend on them.
+Measured (ResNet-20, batch 128, float32, the 19 batch norms of one step, ms,
+``benchmarks/cnn.py --threads 1 --only resnet20``, shared 2-core Xeon at load 1.4–3.5,
+torch 2.13's ``native_batch_norm``/``_backward`` in the same runs): forward 40–47 (NumPy
+path 90–104, torch 81–94), bprop 45–46 (NumPy path 120–128, torch 39–51). One layer
+alone, 128×16×32×32: forward 2.1–3.1 ms, bprop 3.1–3.5 ms (NumPy path 7.2, 11.9).
 
 Frozen statistics. With ``frozen = True`` a training-mode forward normalizes with the
 running statistics, as at test time, leaves them unchanged and keeps its cache; bprop is

@@ -48,7 +48,7 @@ would reach if its im2col and layout changes cost nothing. For the other layers
 (pooling, batch norm, ReLU, residual sums, flatten) it gives the memory traffic they
 cannot avoid, (input + output) bytes per pass, in GB/s next to a copy's bandwidth
 measured in the same run (2 × bytes per np.copyto of 64 MiB) — what bounds them.
-Convolutions marked "Winograd" run F(2×2, 3×3) (``ermlab.nn.winograd``): 2.25× fewer
+Convolutions marked "Winograd" run F(2×2, 3×3) (``ermlab.nn._winograd``): 2.25× fewer
 multiplications than counted above, so their "achieved" figure (the direct convolution's
 FLOPs per second, as for PyTorch) can pass the GEMM peak.
 """

@@ -1,4 +1,4 @@
-"""Conv2d by Winograd's F(2×2, 3×3) (``ermlab.nn.winograd``): against torch's conv2d and
+"""Conv2d by Winograd's F(2×2, 3×3) (``ermlab.nn._winograd``): against torch's conv2d and
 the im2col path, float64 finite differences, lanes, blocks, and when it is chosen."""
 
 import numpy as np
@@ -8,8 +8,8 @@ pytest.importorskip("numba", reason="Winograd kernels need Numba: pip install nu
 
 from ermlab import gradcheck, nn  # noqa: E402
 from ermlab.backend import default_dtype  # noqa: E402
+from ermlab.nn import _winograd as winograd  # noqa: E402
 from ermlab.nn import conv as conv_module  # noqa: E402
-from ermlab.nn import winograd  # noqa: E402
 
 # (N, C, O, H, W, padding): even and odd output sizes, no padding, wide padding, 1×1 maps
 # of a 3×3 input, one channel.

@@ -1,4 +1,4 @@
-"""Where the layers' Numba kernels (``_norm_kernels``, ``_relu_kernels``, ``winograd``,
+"""Where the layers' Numba kernels (``_norm_kernels``, ``_relu_kernels``, ``_winograd``,
 ``_conv_kernels``) run, and their lanes.
 
 A layer runs its compiled kernels only on C-contiguous NumPy float32/float64 arrays of

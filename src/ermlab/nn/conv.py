@@ -61,7 +61,7 @@ a 1024³ GEMM runs only 1.33× faster on two OpenBLAS threads than on one. Each 
 work arrays of its own, so two lanes hold twice those of one (small VGG 16 → 33 MiB, all
 layers; ResNet-20 77 → 152 MiB).
 
-Winograd (``ermlab.nn.winograd``): 3×3 convolutions with stride 1, no dilation and no groups
+Winograd (``ermlab.nn._winograd``): 3×3 convolutions with stride 1, no dilation and no groups
 are computed by F(2×2, 3×3) (Lavin & Gray 2016) where both channel counts are large enough
 (``WINOGRAD_MIN_CHANNELS``, ``WINOGRAD_MIN_WIDEST``), on NumPy arrays with Numba installed:
 2.25× fewer multiplications, and ∂L/∂x and ∂L/∂W from the same transformed tiles, with the
@@ -122,7 +122,7 @@ BLOCK_BYTES = 4 * 2**20
 # to one thread and back).
 LANE_MIN_FLOPS = 32_000_000
 # How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
-# (F(2×2, 3×3), ``ermlab.nn.winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
+# (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
 # arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), or "auto": Winograd
 # where it applies, both channel counts are at least WINOGRAD_MIN_CHANNELS and the larger
 # at least WINOGRAD_MIN_WIDEST. Measured (Xeon, 1 thread, batch 128, 3×3 padding 1,
@@ -312,7 +312,7 @@ class Conv2d(Module):
                 and self.dilation == (1, 1) and self.groups == 1)
 
     def _winograd(self, x: Any) -> Any:
-        """``ermlab.nn.winograd`` where this convolution of ``x`` uses it (see
+        """``ermlab.nn._winograd`` where this convolution of ``x`` uses it (see
         ``ALGORITHMS``; its kernels take C-contiguous NumPy float32/float64 arrays, see
         ``nn._fused``), else None."""
         if self.algorithm == "im2col" or not self._winograd_geometry():
@@ -321,7 +321,7 @@ class Conv2d(Module):
         if self.algorithm == "auto" and (min(channels) < WINOGRAD_MIN_CHANNELS
                                          or max(channels) < WINOGRAD_MIN_WIDEST):
             return None
-        return _fused.kernels("winograd", x)
+        return _fused.kernels("_winograd", x)
 
     def _weight_matrix(self) -> Any:
         """W as (G, O/G, C/G·K_h·K_w)."""
@@ -364,7 +364,7 @@ class Conv2d(Module):
         return entry[1][:size]
 
     def _lane_work(self, xp: Any, dtype: Any, lane: int) -> Any:
-        """``work(name, size, key)``: ``_work`` of one lane, for ``ermlab.nn.winograd``."""
+        """``work(name, size, key)``: ``_work`` of one lane, for ``ermlab.nn._winograd``."""
         return lambda name, size, key: self._work(xp, name, size, dtype, key, lane)
 
     def _work_dict(self) -> dict:
@@ -717,7 +717,7 @@ class Conv2d(Module):
         return helper
 
     def _backward_winograd(self, grad_out: Any, weights: bool, inputs: bool) -> Any:
-        """bprop by ``ermlab.nn.winograd`` (the lanes as in ``_backward_columns``): each
+        """bprop by ``ermlab.nn._winograd`` (the lanes as in ``_backward_columns``): each
         lane writes ∂L/∂x of its own samples and returns its Σ ∂L/∂U, and
         ∂L/∂W += Gᵀ (Σ_lanes ∂L/∂U) G."""
         xp = array_module(grad_out)

@@ -4,6 +4,10 @@ PyTorch, plus a profile of where ermlab's time goes.
 Run by hand (not a test):  python benchmarks/conv_layers.py [--repeats 7] [--steps 10]
                                                     [--threads N] [--no-profile]
 
+3×3 stride-1 layers with enough channels run Winograd's F(2×2, 3×3) by default
+(``Conv2d(algorithm="auto")``, with Numba); the rows marked "the same, im2col" run the
+same layer with ``algorithm="im2col"``. The profile below always shows the im2col stages.
+
 Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 5×5 6→16,
 S4 2×2 max, and average pooling for the seeds' subsampling), the small VGG's 3×3 32→32
 on 32×32 and 64→64 on 16×16, and a VGG/ResNet-style 3×3 64→64 convolution on 32×32.
@@ -52,9 +56,15 @@ CASES = [
      dict(kind="max", kernel=2)),
     ("conv 3x3 32->32 pad 1, 32x32 (small VGG)", lambda: nn.Conv2d(32, 32, 3, padding=1, rng=0),
      (32, 32, 32), True, dict(kind="conv", padding=1)),
+    ("  the same, im2col", lambda: nn.Conv2d(32, 32, 3, padding=1, rng=0, algorithm="im2col"),
+     (32, 32, 32), True, dict(kind="conv", padding=1)),
     ("conv 3x3 64->64 pad 1, 16x16 (small VGG)", lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0),
      (64, 16, 16), True, dict(kind="conv", padding=1)),
+    ("  the same, im2col", lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0, algorithm="im2col"),
+     (64, 16, 16), True, dict(kind="conv", padding=1)),
     ("conv 3x3 64->64 pad 1, 32x32", lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0),
+     (64, 32, 32), True, dict(kind="conv", padding=1)),
+    ("  the same, im2col", lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0, algorithm="im2col"),
      (64, 32, 32), True, dict(kind="conv", padding=1)),
     ("conv 3x3 16->16 pad 1, 32x32 (ResNet-20)",
      lambda: nn.Conv2d(16, 16, 3, padding=1, rng=0), (16, 32, 32), True,

@@ -177,3 +177,12 @@ def test_bad_algorithm_is_refused():
         with pytest.raises(ValueError, match="needs a 3×3 kernel, stride 1"):
             nn.Conv2d(2, 2, algorithm="winograd", **kwargs)
     assert "algorithm='winograd'" in repr(nn.Conv2d(2, 2, 3, algorithm="winograd"))
+
+
+def test_empty_batch():
+    conv = nn.Conv2d(32, 32, 3, padding=1, rng=0, algorithm="winograd")
+    y = conv.forward(np.zeros((0, 32, 5, 5), np.float32))
+    assert y.shape == (0, 32, 5, 5)
+    conv.zero_grad()
+    assert conv.backward(np.zeros_like(y)).shape == (0, 32, 5, 5)
+    assert not conv.weight.grad.any() and not conv.bias.grad.any()

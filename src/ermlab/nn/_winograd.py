@@ -279,12 +279,11 @@ BLOCK_BYTES = 2**18
 SKEW = 16
 
 
-def _blocks(lo: int, hi: int, per_sample: int, itemsize: int):
-    """Ranges [start, stop) covering [lo, hi), each at most ``BLOCK_BYTES`` of
-    ``per_sample`` values per sample (one sample at least)."""
-    block = max(1, min(hi - lo, BLOCK_BYTES // (per_sample * itemsize)))
-    for start in range(lo, hi, block):
-        yield start, min(hi, start + block), block
+def _blocks(lo: int, hi: int, per_sample: int, itemsize: int) -> tuple[int, list]:
+    """(samples per block, ranges [start, stop) covering [lo, hi)): blocks of at most
+    ``BLOCK_BYTES`` of ``per_sample`` values per sample (one sample at least)."""
+    block = max(1, min(hi - lo, BLOCK_BYTES // max(1, per_sample * itemsize)))
+    return block, [(start, min(hi, start + block)) for start in range(lo, hi, block)]
 
 
 def _stack(flat: Any, rows: int, size: int) -> tuple[Any, Any]:
@@ -312,11 +311,10 @@ def forward(x: Any, u: Any, bias: Any, y: Any, padding: tuple[int, int], lo: int
     plane_shape = (2 * tiles_h + 2, 2 * tiles_w + 2)
     plane = work("winograd_plane", plane_shape[0] * plane_shape[1],
                  (x.shape[2:], padding, plane_shape)).reshape(plane_shape)
-    blocks = list(_blocks(lo, hi, 16 * max(c, o) * count, x.dtype.itemsize))
-    block = blocks[0][2]
+    block, blocks = _blocks(lo, hi, 16 * max(c, o) * count, x.dtype.itemsize)
     v_all = work("winograd_v", 16 * (c * block * count + SKEW), ())
     m_all = work("winograd_m", 16 * (o * block * count + SKEW), ())
-    for start, stop, _ in blocks:
+    for start, stop in blocks:
         size = (stop - start) * count
         (v_flat, v), (m_flat, m) = _stack(v_all, c, size), _stack(m_all, o, size)
         input_transform(x, start, stop, padding[0], padding[1], tiles_h, tiles_w, v_flat, size,
@@ -342,14 +340,13 @@ def backward(x: Any, grad_y: Any, u: Any, padding: tuple[int, int], lo: int, hi:
                  (x.shape[2:], padding, plane_shape)).reshape(plane_shape)
     grad_plane = work("winograd_grad_plane", plane_shape[0] * plane_shape[1],
                       ()).reshape(plane_shape)
-    blocks = list(_blocks(lo, hi, 16 * max(c, o) * count, x.dtype.itemsize))
-    block = blocks[0][2]
+    block, blocks = _blocks(lo, hi, 16 * max(c, o) * count, x.dtype.itemsize)
     v_all = work("winograd_v", 16 * (c * block * count + SKEW), ())
     m_all = work("winograd_m", 16 * (o * block * count + SKEW), ())
     u_t = u.transpose(0, 2, 1)
     total = np.zeros((16, o, c), dtype=u.dtype) if weights else None
     part = work("winograd_u", 16 * o * c, ()).reshape(16, o, c) if weights else None
-    for start, stop, _ in blocks:
+    for start, stop in blocks:
         size = (stop - start) * count
         (v_flat, v), (m_flat, grad_m) = _stack(v_all, c, size), _stack(m_all, o, size)
         output_transform_adjoint(grad_y, start, stop, tiles_w, m_flat, size)

@@ -1,0 +1,71 @@
+"""Max pooling's scan and its bprop in compiled passes (Numba), bit for bit the NumPy path
+of ``pooling.MaxPool2d`` (outputs, winners and, for finite ∂L/∂y, ∂L/∂x).
+
+The NumPy path takes K_h·K_w strided passes over the padded batch (a running maximum and
+a running winner), then fixes windows with a NaN or only −∞; each window here is scanned
+once, as torch's kernels do: over its entries inside the input in row-major (i, j) order,
+from best = −∞ and the first entry inside as winner, keeping an entry that is greater than
+the best so far or is NaN. The winner is stored as the offset k = i·K_w + j, as the NumPy
+path stores it. bprop adds each ∂L/∂y to its winner's input, in K passes over the
+outputs (k = 0, 1, …), so every input receives its additions in the NumPy path's order.
+Used through ``nn._fused``; releases the GIL, so ``MaxPool2d``'s lanes of samples run at
+once.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+_JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
+
+
+@njit(**_JIT)
+def max_forward(x, lo, hi, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y,
+                winner):  # pragma: no cover
+    """y[n] and (unless ``winner`` is None) winner[n] for samples n in [lo, hi)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w = y.shape[2], y.shape[3]
+    lowest = -x.dtype.type(1) / x.dtype.type(0)
+    for n in range(lo, hi):
+        for c in range(channels):
+            plane, out = x[n, c], y[n, c]
+            for p in range(out_h):
+                top = p * stride_h - pad_h
+                for q in range(out_w):
+                    left = q * stride_w - pad_w
+                    best, arg = lowest, -1
+                    for i in range(kernel_h):
+                        r = top + i
+                        if r < 0 or r >= height:
+                            continue
+                        row = plane[r]
+                        for j in range(kernel_w):
+                            s = left + j
+                            if s < 0 or s >= width:
+                                continue
+                            value = row[s]
+                            if arg < 0:
+                                arg = i * kernel_w + j
+                            if value > best or value != value:
+                                best, arg = value, i * kernel_w + j
+                    out[p, q] = best
+                    if winner is not None:
+                        winner[n, c, p, q] = arg
+
+
+@njit(**_JIT)
+def max_backward(grad_out, winner, lo, hi, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                 offsets, grad):  # pragma: no cover
+    """grad[n] (zeroed by the caller) += ∂L/∂y routed to the winners, samples [lo, hi);
+    the offsets k = 0 … ``offsets`` − 1 in turn."""
+    channels, out_h, out_w = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    for n in range(lo, hi):
+        for c in range(channels):
+            plane, g, won = grad[n, c], grad_out[n, c], winner[n, c]
+            for k in range(offsets):
+                i, j = k // kernel_w, k % kernel_w
+                for p in range(out_h):
+                    r = p * stride_h - pad_h + i
+                    for q in range(out_w):
+                        if won[p, q] == k:
+                            plane[r, q * stride_w - pad_w + j] += g[p, q]

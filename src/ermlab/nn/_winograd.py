@@ -32,9 +32,11 @@ V is made again in bprop from the cached input (as ``Conv2d`` makes its columns 
 a block of samples at a time, so nothing of batch size is kept between fprop and bprop.
 
 Numerics: the transforms add and subtract (and G halves), so results differ from direct
-summation by rounding only; Lavin & Gray measure F(2×2, 3×3) in float32 as accurate as
-direct convolution (their Table 5), and the tests hold it to torch's convolution within
-float32 tolerances and to finite differences in float64.
+summation by rounding only. Measured against float64 (He-initialized 3×3 convolution of
+unit normal inputs, largest error over the largest output): float32 Winograd 2.6e-7 and
+3.7e-7 (32→32 on 16×16, 64→64 on 8×8), im2col 2.8e-7 and 5.6e-7, torch's float32
+convolution 3.3e-7 and 3.3e-7; the tests hold it to torch within float32 tolerances and
+to finite differences in float64.
 
 Used by ``Conv2d`` for 3×3 kernels with stride 1, dilation 1 and no groups, on NumPy
 arrays, where Numba is installed (``pip install "ermlab[fast]"``) and not turned off

@@ -37,7 +37,10 @@ Measured (ResNet-20, batch 128, float32, the 19 batch norms of one step, ms,
 ``benchmarks/cnn.py --threads 1 --only resnet20``, shared 2-core Xeon at load 1.4–3.5,
 torch 2.13's ``native_batch_norm``/``_backward`` in the same runs): forward 40–47 (NumPy
 path 90–104, torch 81–94), bprop 45–46 (NumPy path 120–128, torch 39–51). One layer
-alone, 128×16×32×32: forward 2.1–3.1 ms, bprop 3.1–3.5 ms (NumPy path 7.2, 11.9).
+alone, forward + bprop, idle machine (``benchmarks/norm_relu.py``, best of 15, ms; 1 lane /
+2 lanes against torch at 1 / 2 threads): 128×16×32×32 6.8 / 3.9 vs 11.0 / 6.7,
+128×32×16×16 2.9 / 2.0 vs 5.7 / 3.3, 128×64×8×8 1.3 / 1.3 vs 3.3 / 2.3 (NumPy path 17.7,
+6.6, 3.8).
 
 Frozen statistics. With ``frozen = True`` a training-mode forward normalizes with the
 running statistics, as at test time, leaves them unchanged and keeps its cache; bprop is

@@ -77,6 +77,15 @@ def _g_matrix(dtype: Any) -> Any:
                     dtype=dtype)
 
 
+@njit(inline="always", **_JIT)
+def _rows(stack, start):  # pragma: no cover
+    """The 16 rows ``stack[ξ, start:]`` (one tile row's values at each position ξ)."""
+    return (stack[0, start:], stack[1, start:], stack[2, start:], stack[3, start:],
+            stack[4, start:], stack[5, start:], stack[6, start:], stack[7, start:],
+            stack[8, start:], stack[9, start:], stack[10, start:], stack[11, start:],
+            stack[12, start:], stack[13, start:], stack[14, start:], stack[15, start:])
+
+
 @njit(**_JIT)
 def input_transform(x, lo, hi, pad_h, pad_w, tiles_h, tiles_w, v, size,
                     plane):  # pragma: no cover
@@ -101,11 +110,8 @@ def input_transform(x, lo, hi, pad_h, pad_w, tiles_h, tiles_w, v, size,
             for th in range(tiles_h):
                 p0, p1, p2, p3 = plane[2 * th], plane[2 * th + 1], plane[2 * th + 2], \
                     plane[2 * th + 3]
-                o = c * size + base + th * tiles_w
-                v0, v1, v2, v3 = v[0, o:], v[1, o:], v[2, o:], v[3, o:]
-                v4, v5, v6, v7 = v[4, o:], v[5, o:], v[6, o:], v[7, o:]
-                v8, v9, v10, v11 = v[8, o:], v[9, o:], v[10, o:], v[11, o:]
-                v12, v13, v14, v15 = v[12, o:], v[13, o:], v[14, o:], v[15, o:]
+                (v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14,
+                 v15) = _rows(v, c * size + base + th * tiles_w)
                 for t in range(tiles_w):
                     s = 2 * t
                     # rows: Bᵀ d
@@ -137,11 +143,8 @@ def output_transform(m, size, lo, hi, tiles_w, bias, y):  # pragma: no cover
             beta = bias[o]
             for th in range(tiles_h):
                 r = 2 * th
-                k = o * size + base + th * tiles_w
-                m0, m1, m2, m3 = m[0, k:], m[1, k:], m[2, k:], m[3, k:]
-                m4, m5, m6, m7 = m[4, k:], m[5, k:], m[6, k:], m[7, k:]
-                m8, m9, m10, m11 = m[8, k:], m[9, k:], m[10, k:], m[11, k:]
-                m12, m13, m14, m15 = m[12, k:], m[13, k:], m[14, k:], m[15, k:]
+                (m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14,
+                 m15) = _rows(m, o * size + base + th * tiles_w)
                 top = y[n, o, r]
                 full = r + 1 < out_h
                 bottom = y[n, o, r + 1] if full else top
@@ -179,12 +182,8 @@ def output_transform_adjoint(grad_y, lo, hi, tiles_w, grad_m, size):  # pragma: 
         for o in range(outputs):
             for th in range(tiles_h):
                 r = 2 * th
-                k = o * size + base + th * tiles_w
-                d0, d1, d2, d3 = grad_m[0, k:], grad_m[1, k:], grad_m[2, k:], grad_m[3, k:]
-                d4, d5, d6, d7 = grad_m[4, k:], grad_m[5, k:], grad_m[6, k:], grad_m[7, k:]
-                d8, d9, d10, d11 = grad_m[8, k:], grad_m[9, k:], grad_m[10, k:], grad_m[11, k:]
-                d12, d13, d14, d15 = (grad_m[12, k:], grad_m[13, k:], grad_m[14, k:],
-                                      grad_m[15, k:])
+                (d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, d14,
+                 d15) = _rows(grad_m, o * size + base + th * tiles_w)
                 top = grad_y[n, o, r]
                 full = r + 1 < out_h
                 bottom = grad_y[n, o, r + 1] if full else top
@@ -226,12 +225,8 @@ def input_transform_adjoint(grad_v, size, lo, hi, pad_h, pad_w, tiles_h, tiles_w
             for th in range(tiles_h):
                 q0, q1, q2, q3 = plane[2 * th], plane[2 * th + 1], plane[2 * th + 2], \
                     plane[2 * th + 3]
-                k = c * size + base + th * tiles_w
-                g0, g1, g2, g3 = grad_v[0, k:], grad_v[1, k:], grad_v[2, k:], grad_v[3, k:]
-                g4, g5, g6, g7 = grad_v[4, k:], grad_v[5, k:], grad_v[6, k:], grad_v[7, k:]
-                g8, g9, g10, g11 = grad_v[8, k:], grad_v[9, k:], grad_v[10, k:], grad_v[11, k:]
-                g12, g13, g14, g15 = (grad_v[12, k:], grad_v[13, k:], grad_v[14, k:],
-                                      grad_v[15, k:])
+                (g0, g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14,
+                 g15) = _rows(grad_v, c * size + base + th * tiles_w)
                 for t in range(tiles_w):
                     s = 2 * t
                     # columns: ∂V Bᵀ → row k: (v0, v1 − v2 + v3, −v0 + v1 + v2, −v3)

@@ -80,6 +80,7 @@ def test_lanes_of_elements_equal_one_lane(monkeypatch):
     np.testing.assert_array_equal(_bits(grad3), _bits(grad1))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")
 def test_other_layouts_and_dtypes_take_the_numpy_path(monkeypatch):
     calls = _spy(monkeypatch)
     x, g = _arrays(np.float32)
@@ -92,3 +93,18 @@ def test_other_layouts_and_dtypes_take_the_numpy_path(monkeypatch):
     half = nn.ReLU().forward(x.astype(np.float16))
     np.testing.assert_array_equal(half, np.maximum(x, 0).astype(np.float16))
     assert calls == {"forward": 0, "backward": 0}
+
+
+def test_in_place_after_batch_norm_equals_out_of_place():
+    """BatchNorm keeps its input and statistics, not its output, so an in-place ReLU after
+    it (as ``ReLU``'s docstring allows) changes nothing: y, ∂L/∂x and ∂L/∂θ bit for bit."""
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((4, 3, 5, 5)), rng.standard_normal((4, 3, 5, 5))
+    runs = []
+    for inplace in (False, True):
+        model = nn.Sequential(nn.BatchNorm2d(3, dtype=np.float64), nn.ReLU(inplace=inplace))
+        y = model.forward(x.copy())
+        model.zero_grad()
+        runs.append((y, model.backward(g.copy()), *[p.grad.copy() for p in model.parameters()]))
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -126,10 +126,10 @@ class ReLU(Module):
     ``inplace=True`` (torch's ``nn.ReLU(inplace=True)``) writes g(a) over its input
     and, in bprop, ∂L/∂a = ∂L/∂h ⊙ g'(a) over the incoming gradient, instead of
     allocating new arrays. Use it only where nothing else holds either array: right
-    after a layer that keeps its input but not its output (``Linear``, ``Conv2d``)
-    and whose bprop hands over a fresh gradient, as ``nn.mlp`` does — not after
-    ``BatchNorm`` (it keeps its output), nor in a ``Graph`` where a gradient may
-    be shared by two branches.
+    after a layer that keeps its input but not its output (``Linear``, ``Conv2d``,
+    ``BatchNorm``, which keeps its input and statistics) and whose bprop hands over a
+    fresh gradient, as ``nn.mlp`` does — not in a ``Graph`` where a gradient may be
+    shared by two branches.
 
     On C-contiguous NumPy float32/float64 arrays with Numba (``pip install "ermlab[fast]"``,
     ``ERMLAB_FUSED`` not ``0``) fprop and bprop are one pass each (``_relu_kernels``), bit

@@ -7,8 +7,11 @@ import pytest
 
 pytest.importorskip("numba", reason="compiled kernels need Numba: pip install numba")
 
+from kernel_calls import count_calls  # noqa: E402
+
 from ermlab import nn  # noqa: E402
 from ermlab.backend import default_dtype  # noqa: E402
+from ermlab.nn import _conv_kernels  # noqa: E402
 from ermlab.nn import conv as conv_module  # noqa: E402
 
 # (C, H, W, O, kernel, stride, padding, dilation, groups)
@@ -42,11 +45,7 @@ def test_compiled_col2im_equals_numpy_bit_for_bit(case, dtype, threads, monkeypa
     monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 10**9)  # col2im everywhere
     monkeypatch.setattr(conv_module, "BLOCK_BYTES", 1500)  # blocks of a few samples
     monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
-    calls = []
-    from ermlab.nn import _conv_kernels
-
-    real = _conv_kernels.col2im
-    monkeypatch.setattr(_conv_kernels, "col2im", lambda *a: calls.append(1) or real(*a))
+    calls = count_calls(monkeypatch, _conv_kernels, "col2im")
     fused = gradients(case, dtype, threads)
     assert calls, "the compiled col2im did not run"
     monkeypatch.setenv("ERMLAB_FUSED", "0")

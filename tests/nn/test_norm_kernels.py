@@ -17,6 +17,8 @@ import pytest
 
 pytest.importorskip("numba", reason="Numba kernels absent: pip install 'ermlab[fast]'")
 
+from kernel_calls import count_calls  # noqa: E402
+
 from ermlab import nn  # noqa: E402
 from ermlab.gradcheck import check_module  # noqa: E402
 from ermlab.nn import _fused, _norm_kernels, normalization  # noqa: E402
@@ -37,20 +39,6 @@ def _data(shape, dtype, seed=1):
     rng = np.random.default_rng(seed)
     x = 3 * rng.standard_normal(shape) + rng.standard_normal((1, shape[1], 1, 1)) * 10
     return x.astype(dtype), rng.standard_normal(shape).astype(dtype)
-
-
-def _spy(monkeypatch):
-    """Count the calls of each kernel (and let them run)."""
-    calls = {"forward": 0, "backward": 0, "grad_sums": 0}
-    for name in calls:
-        kernel = getattr(_norm_kernels, name)
-
-        def counted(*args, _kernel=kernel, _name=name):
-            calls[_name] += 1
-            return _kernel(*args)
-
-        monkeypatch.setattr(_norm_kernels, name, counted)
-    return calls
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -86,7 +74,7 @@ def test_statistics_are_the_float64_values_rounded_once(dtype, shape):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_output_and_gradients_are_the_numpy_formulas_bit_for_bit(monkeypatch, dtype, affine,
                                                                 shape):
-    calls = _spy(monkeypatch)
+    calls = count_calls(monkeypatch, _norm_kernels, "forward", "backward", "grad_sums")
     x, g = _data(shape, dtype)
     bn = _layer(shape[1], dtype, affine)
     y = bn.forward(x)
@@ -118,7 +106,7 @@ def test_output_and_gradients_are_the_numpy_formulas_bit_for_bit(monkeypatch, dt
 def test_matches_torch_with_running_statistics(monkeypatch, dtype, fused):
     torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch (CPU)")
     monkeypatch.setenv("ERMLAB_FUSED", fused)
-    calls = _spy(monkeypatch)
+    calls = count_calls(monkeypatch, _norm_kernels, "forward", "backward", "grad_sums")
     shape = (6, 4, 5, 3)
     ours = _layer(4, dtype, seed=3)
     theirs = torch.nn.BatchNorm2d(4, dtype=getattr(torch, np.dtype(dtype).name))
@@ -150,7 +138,7 @@ def test_matches_torch_with_running_statistics(monkeypatch, dtype, fused):
 
 @pytest.mark.parametrize("affine", [True, False])
 def test_gradcheck_float64_through_the_kernels(monkeypatch, affine):
-    calls = _spy(monkeypatch)
+    calls = count_calls(monkeypatch, _norm_kernels, "forward", "backward", "grad_sums")
     monkeypatch.setattr(normalization, "LANE_MIN_BYTES", 1)
     bn = _layer(3, np.float64, affine, seed=4)
     bn.threads = 2
@@ -161,14 +149,14 @@ def test_gradcheck_float64_through_the_kernels(monkeypatch, affine):
 
 
 def test_lanes_of_channels_equal_one_lane_bit_for_bit(monkeypatch):
-    calls = _spy(monkeypatch)
+    calls = count_calls(monkeypatch, _norm_kernels, "forward", "backward", "grad_sums")
     monkeypatch.setattr(normalization, "LANE_MIN_BYTES", 1)
     x, g = _data((4, 7, 5, 6), np.float32, seed=6)
     results = []
     for threads in (1, 3):
         bn = _layer(7, np.float32, seed=7)
         bn.threads = threads
-        before = dict(calls)
+        before = calls.copy()
         y = bn.forward(x)
         grad = bn.backward(g)
         bn.accumulate_grad(g)  # input_grad=False's path: the sums only
@@ -180,7 +168,7 @@ def test_lanes_of_channels_equal_one_lane_bit_for_bit(monkeypatch):
 
 
 def test_the_numpy_path_runs_without_numba_and_for_other_layouts(monkeypatch):
-    calls = _spy(monkeypatch)
+    calls = count_calls(monkeypatch, _norm_kernels, "forward", "backward", "grad_sums")
     x, g = _data((4, 3, 5, 6), np.float32, seed=8)
     want_y = _layer(3, np.float32).forward(x)
     assert calls["forward"] == 1

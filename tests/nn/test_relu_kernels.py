@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("numba", reason="Numba kernels absent: pip install 'ermlab[fast]'")
 
+from kernel_calls import count_calls  # noqa: E402
+
 from ermlab import nn  # noqa: E402
 from ermlab.nn import _relu_kernels, activations  # noqa: E402
 
@@ -29,19 +31,6 @@ def _bits(a):
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
 
 
-def _spy(monkeypatch):
-    calls = {"forward": 0, "backward": 0}
-    for name in calls:
-        kernel = getattr(_relu_kernels, name)
-
-        def counted(*args, _kernel=kernel, _name=name):
-            calls[_name] += 1
-            return _kernel(*args)
-
-        monkeypatch.setattr(_relu_kernels, name, counted)
-    return calls
-
-
 def _run(x, g, inplace, threads=None):
     relu = nn.ReLU(inplace=inplace)
     relu.threads = threads
@@ -55,7 +44,7 @@ def _run(x, g, inplace, threads=None):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("inplace", [False, True])
 def test_kernels_equal_the_numpy_path_bit_for_bit(monkeypatch, dtype, inplace):
-    calls = _spy(monkeypatch)
+    calls = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
     x, g = _arrays(dtype)
     y, grad = _run(x, g, inplace)
     assert calls == {"forward": 1, "backward": 1}
@@ -69,7 +58,7 @@ def test_kernels_equal_the_numpy_path_bit_for_bit(monkeypatch, dtype, inplace):
 
 
 def test_lanes_of_elements_equal_one_lane(monkeypatch):
-    calls = _spy(monkeypatch)
+    calls = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
     monkeypatch.setattr(activations, "LANE_MIN_BYTES", 1)
     x, g = _arrays(np.float32, shape=(5, 67))
     y1, grad1 = _run(x, g, False, threads=1)
@@ -82,7 +71,7 @@ def test_lanes_of_elements_equal_one_lane(monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")
 def test_other_layouts_and_dtypes_take_the_numpy_path(monkeypatch):
-    calls = _spy(monkeypatch)
+    calls = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
     x, g = _arrays(np.float32)
     relu = nn.ReLU()
     y = relu.forward(np.asfortranarray(x))
@@ -92,7 +81,7 @@ def test_other_layouts_and_dtypes_take_the_numpy_path(monkeypatch):
         np.testing.assert_array_equal(grad, g * (x > 0))
     half = nn.ReLU().forward(x.astype(np.float16))
     np.testing.assert_array_equal(half, np.maximum(x, 0).astype(np.float16))
-    assert calls == {"forward": 0, "backward": 0}
+    assert not calls  # no kernel ran
 
 
 def test_in_place_after_batch_norm_equals_out_of_place():

@@ -6,6 +6,8 @@ import pytest
 
 pytest.importorskip("numba", reason="Winograd kernels need Numba: pip install numba")
 
+from kernel_calls import count_calls  # noqa: E402
+
 from ermlab import gradcheck, nn  # noqa: E402
 from ermlab.backend import default_dtype  # noqa: E402
 from ermlab.nn import _winograd as winograd  # noqa: E402
@@ -135,18 +137,11 @@ def test_non_contiguous_input():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def spy(monkeypatch):
-    calls = []
-    real = winograd.forward
-    monkeypatch.setattr(winograd, "forward", lambda *a: calls.append(1) or real(*a))
-    return calls
-
-
 @pytest.mark.parametrize("channels, used", [((32, 32), True), ((16, 32), True),
                                             ((32, 16), True), ((16, 16), False),
                                             ((8, 64), False)])
 def test_auto_chooses_winograd_from_enough_channels(channels, used, monkeypatch):
-    calls = spy(monkeypatch)
+    calls = count_calls(monkeypatch, winograd, "forward")
     conv = nn.Conv2d(*channels, 3, padding=1, rng=0)
     assert conv.algorithm == "auto"
     conv.forward(np.ones((1, channels[0], 4, 4), np.float32))
@@ -161,7 +156,7 @@ def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):
     case = CASES[0]
     x, g = data(case, np.float32)
     monkeypatch.setenv("ERMLAB_FUSED", "0")
-    calls = spy(monkeypatch)
+    calls = count_calls(monkeypatch, winograd, "forward")
     off = fprop_bprop(build(case, "winograd", np.float32), x, g)
     reference = fprop_bprop(build(case, "im2col", np.float32), x, g)
     assert not calls

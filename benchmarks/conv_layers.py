@@ -37,6 +37,7 @@ import statistics
 import time
 
 import numpy as np
+from common import blas_kernel
 
 from ermlab import nn
 
@@ -136,6 +137,7 @@ def compare(repeats: int, steps: int) -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; batch {BATCH}, "
           f"float32, forward + backward, ms per call (median of {repeats} rounds), wall "
           f"clock and process CPU time; load average {os.getloadavg()[0]:.1f}")
+    print(f"BLAS: {blas_kernel()}")
     print(f"{'layer':40s} {'ermlab':>9s} {'torch':>9s} {'ratio':>7s} {'CPU ms':>9s} "
           f"{'torch':>9s} {'ratio':>7s}")
     for name, factory, shape, input_grad, spec in CASES:

@@ -23,6 +23,7 @@ import statistics
 import time
 
 import numpy as np
+from common import blas_kernel
 
 from ermlab import nn
 
@@ -77,6 +78,7 @@ def main() -> None:
     print(f"float32; numpy {np.__version__}, torch {torch.__version__}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; ms, best (median) of "
           f"{args.rounds} alternating rounds")
+    print(f"BLAS: {blas_kernel()}")
     rng = np.random.default_rng(0)
     for shape in SHAPES:
         x = rng.standard_normal(shape, dtype=np.float32)

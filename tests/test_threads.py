@@ -63,3 +63,8 @@ def test_a_bad_environment_variable_is_named(value, monkeypatch):
     monkeypatch.setenv("ERMLAB_NUM_THREADS", value)
     with pytest.raises(ValueError, match="ERMLAB_NUM_THREADS"):
         threads.default_threads()
+
+
+def test_run_ranges_calls_work_with_its_arguments_then_each_range():
+    seen = threads.run_ranges([(0, 2), (2, 5), (5, 6)], lambda tag, lo, hi: (tag, lo, hi), "x")
+    assert seen == [("x", 0, 2), ("x", 2, 5), ("x", 5, 6)]

@@ -113,6 +113,11 @@ def run_lanes(calls: Sequence[Callable[[], Any]]) -> list[Any]:
     return [first] + [future.result() for future in futures]
 
 
+def run_ranges(ranges: Sequence[tuple[int, int]], work: Callable[..., Any], *args: Any) -> list:
+    """``work(*args, lo, hi)`` for each range [lo, hi), one lane each (``run_lanes``)."""
+    return run_lanes([lambda lo=lo, hi=hi: work(*args, lo, hi) for lo, hi in ranges])
+
+
 class BlasOneThread:
     """Run the BLAS libraries (NumPy's and SciPy's, through threadpoolctl) on one thread
     inside the ``with`` block, restoring their thread counts after. A GEMM another

@@ -20,8 +20,8 @@ _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 
 @njit(**_JIT)
-def max_forward(x, lo, hi, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y,
-                winner):  # pragma: no cover
+def max_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, winner, lo,
+                hi):  # pragma: no cover
     """y[n] and (unless ``winner`` is None) winner[n] for samples n in [lo, hi)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_h, out_w = y.shape[2], y.shape[3]
@@ -54,8 +54,8 @@ def max_forward(x, lo, hi, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
 
 
 @njit(**_JIT)
-def max_backward(grad_out, winner, lo, hi, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                 offsets, grad):  # pragma: no cover
+def max_backward(grad_out, winner, kernel_w, stride_h, stride_w, pad_h, pad_w, offsets, grad,
+                 lo, hi):  # pragma: no cover
     """grad[n] (zeroed by the caller) += ∂L/∂y routed to the winners, samples [lo, hi);
     the offsets k = 0 … ``offsets`` − 1 in turn."""
     channels, out_h, out_w = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]

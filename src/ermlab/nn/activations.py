@@ -14,7 +14,7 @@ from ermlab.backend import array_module
 from ermlab.nn import _fused
 from ermlab.nn.linear import Identity, Linear
 from ermlab.nn.module import Module
-from ermlab.threads import run_lanes
+from ermlab.threads import run_ranges
 
 # ReLU's kernels (``_relu_kernels``) share the elements out over lanes only while each lane
 # gets at least this many bytes. Measured on an idle 2-core Xeon (benchmarks/norm_relu.py,
@@ -175,8 +175,8 @@ class ReLU(Module):
     def _run(self, kernel: Any, *flat: Any) -> None:
         """``kernel(*flat, lo, hi)`` over lanes of elements (``ermlab.threads``), each of
         at least ``LANE_MIN_BYTES`` of the first array."""
-        ranges = _fused.lanes(flat[0].size, flat[0].nbytes, self.threads, LANE_MIN_BYTES)
-        run_lanes([lambda lo=lo, hi=hi: kernel(*flat, lo, hi) for lo, hi in ranges])
+        run_ranges(_fused.lanes(flat[0].size, flat[0].nbytes, self.threads, LANE_MIN_BYTES),
+                   kernel, *flat)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""

@@ -598,8 +598,9 @@ class Conv2d(Module):
             grad_cols = self._pointwise_grad_columns(grad_out)
             self._accumulate_pointwise(grad_out, grad_cols)
             return self._grad_input_pointwise(grad_cols) if input_grad else None
-        if self._winograd(self._cached("_x")) is not None:
-            return self._backward_winograd(grad_out, weights=True, inputs=input_grad)
+        winograd = self._winograd(self._cached("_x"))
+        if winograd is not None:
+            return self._backward_winograd(winograd, grad_out, weights=True, inputs=input_grad)
         transposed = self._transposed(grad_out) if input_grad else None
         grad = self._backward_columns(grad_out, weights=True,
                                       inputs=input_grad and transposed is None)
@@ -610,8 +611,8 @@ class Conv2d(Module):
             self.per_example_recorder.record(self, grad_out)
         elif self._is_pointwise():
             self._accumulate_pointwise(grad_out, self._pointwise_grad_columns(grad_out))
-        elif self._winograd(self._cached("_x")) is not None:
-            self._backward_winograd(grad_out, weights=True, inputs=False)
+        elif (winograd := self._winograd(self._cached("_x"))) is not None:
+            self._backward_winograd(winograd, grad_out, weights=True, inputs=False)
         else:
             self._backward_columns(grad_out, weights=True, inputs=False)
 
@@ -678,8 +679,9 @@ class Conv2d(Module):
     def grad_input(self, grad_out: Any) -> Any:
         if self._is_pointwise():
             return self._grad_input_pointwise(self._pointwise_grad_columns(grad_out))
-        if self._winograd(self._cached("_x")) is not None:
-            return self._backward_winograd(grad_out, weights=False, inputs=True)
+        winograd = self._winograd(self._cached("_x"))
+        if winograd is not None:
+            return self._backward_winograd(winograd, grad_out, weights=False, inputs=True)
         transposed = self._transposed(grad_out)
         if transposed is not None:
             self._cached("_x")
@@ -716,13 +718,13 @@ class Conv2d(Module):
             self.weight.data.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         return helper
 
-    def _backward_winograd(self, grad_out: Any, weights: bool, inputs: bool) -> Any:
-        """bprop by ``ermlab.nn._winograd`` (the lanes as in ``_backward_columns``): each
+    def _backward_winograd(self, winograd: Any, grad_out: Any, weights: bool,
+                           inputs: bool) -> Any:
+        """bprop by ``winograd`` (``nn._winograd``; the lanes as in ``_backward_columns``): each
         lane writes ∂L/∂x of its own samples and returns its Σ ∂L/∂U, and
         ∂L/∂W += Gᵀ (Σ_lanes ∂L/∂U) G."""
         xp = array_module(grad_out)
         x = self._cached("_x")
-        winograd = self._winograd(x)
         grad_out = xp.ascontiguousarray(grad_out)
         if weights and self.bias is not None:
             self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))

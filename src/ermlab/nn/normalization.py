@@ -73,7 +73,7 @@ from ermlab.nn import _fused
 from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
-from ermlab.threads import run_lanes
+from ermlab.threads import run_ranges
 
 # Passes over x and ∂L/∂y run on blocks of samples of about this many bytes, so that the
 # centred values x − μ they need stay in cache and are never a whole array.
@@ -238,9 +238,8 @@ class _BatchNorm(Module):
         inv_std, y = numpy.empty(c, dtype), numpy.empty_like(x3)
         weight, bias = (self.weight.data, self.bias.data) if self.affine else (None, None)
         eps, one, two_pass = dtype.type(self.eps), dtype.type(1), dtype == numpy.float64
-        run_lanes([lambda lo=lo, hi=hi: kernels.forward(
-            x3, y, mean, var, inv_std, weight, bias, eps, one, use_batch, two_pass, lo, hi)
-            for lo, hi in self._channel_lanes(x3)])
+        run_ranges(self._channel_lanes(x3), kernels.forward, x3, y, mean, var, inv_std, weight,
+                   bias, eps, one, use_batch, two_pass)
         return mean, var, inv_std, y
 
     def _update_running(self, mean: Any, var: Any, m: int) -> None:
@@ -282,9 +281,8 @@ class _BatchNorm(Module):
         mean, inv_std = self._cached("_mean"), self._cached("_inv_std")
         weight = self.weight.data if self.affine else None
         m = dtype.type(x3.shape[0] * x3.shape[2])
-        run_lanes([lambda lo=lo, hi=hi: kernels.backward(
-            x3, g3, mean, inv_std, weight, dot, total, m, grad, lo, hi)
-            for lo, hi in self._channel_lanes(x3)])
+        run_ranges(self._channel_lanes(x3), kernels.backward, x3, g3, mean, inv_std, weight,
+                   dot, total, m, grad)
         return grad.reshape(grad_out.shape), (dot, total)
 
     def _grad_sums(self, grad_out: Any) -> tuple[Any, Any] | None:
@@ -299,8 +297,7 @@ class _BatchNorm(Module):
         if kernels is None:
             return _centred_products(array_module(x3), x3, mean, g3)
         dot, total = numpy.empty_like(mean), numpy.empty_like(mean)
-        run_lanes([lambda lo=lo, hi=hi: kernels.grad_sums(x3, g3, mean, dot, total, lo, hi)
-                   for lo, hi in self._channel_lanes(x3)])
+        run_ranges(self._channel_lanes(x3), kernels.grad_sums, x3, g3, mean, dot, total)
         return dot, total
 
     def _accumulate(self, sums: tuple[Any, Any] | None) -> None:

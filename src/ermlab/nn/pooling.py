@@ -43,7 +43,7 @@ from ermlab.backend import array_module
 from ermlab.nn import _fused
 from ermlab.nn.conv import check_spatial_input, kernel_offset_slice, output_size, pair, zero_pad
 from ermlab.nn.module import Module
-from ermlab.threads import default_threads, run_lanes, sample_lanes
+from ermlab.threads import run_ranges
 
 # 2×2 max pooling shares a batch out over lanes of samples only while each lane gets at
 # least this many bytes of input. Measured (Xeon VM, 2 vCPUs, load 1.3–1.6, forward +
@@ -134,11 +134,9 @@ class MaxPool2d(_Pool2d):
 
     def _lanes(self, x: Any) -> list[tuple[int, int]]:
         """Contiguous ranges of samples, one per lane (see the class docstring)."""
-        n = x.shape[0]
-        threads = self.threads or default_threads()
-        if threads == 1 or array_module(x).__name__ != "numpy":
-            return [(0, n)]
-        return sample_lanes(n, threads, x.nbytes // LANE_MIN_BYTES)
+        if array_module(x).__name__ != "numpy":
+            return [(0, x.shape[0])]
+        return _fused.lanes(x.shape[0], x.nbytes, self.threads, LANE_MIN_BYTES)
 
     def forward(self, x: Any) -> Any:
         _, offsets = self._geometry(x)
@@ -181,7 +179,7 @@ class MaxPool2d(_Pool2d):
                 xp.greater(odd, left, out=right[lo:hi])
                 xp.greater(low, top, out=bottom[lo:hi])
 
-        run_lanes([lambda r=r: samples(*r) for r in self._lanes(x)])
+        run_ranges(self._lanes(x), samples)
         if self.training:
             self._winner = (right, bottom)
             self._x_shape = x.shape
@@ -223,9 +221,7 @@ class MaxPool2d(_Pool2d):
         y = numpy.empty(x.shape[:2] + (out_h, out_w), dtype=x.dtype)
         winner = (numpy.empty(y.shape, dtype=numpy.uint8 if count <= 256 else numpy.int32)
                   if self.training else None)
-        run_lanes([lambda lo=lo, hi=hi: kernels.max_forward(x, lo, hi, kh, kw, sh, sw, ph, pw,
-                                                            y, winner)
-                   for lo, hi in self._lanes(x)])
+        run_ranges(self._lanes(x), kernels.max_forward, x, kh, kw, sh, sw, ph, pw, y, winner)
         if self.training:
             self._winner, self._x_shape = winner, x.shape
         return y
@@ -255,18 +251,16 @@ class MaxPool2d(_Pool2d):
         winner, x_shape = self._cached("_winner"), self._cached("_x_shape")
         if isinstance(winner, tuple):
             grad = xp.empty(x_shape, dtype=grad_out.dtype)
-            run_lanes([lambda lo=lo, hi=hi: self._grad_pairs(
-                xp, grad_out[lo:hi], winner[0][lo:hi], winner[1][lo:hi], grad[lo:hi])
-                for lo, hi in self._lanes(grad)])
+            run_ranges(self._lanes(grad), lambda lo, hi: self._grad_pairs(
+                xp, grad_out[lo:hi], winner[0][lo:hi], winner[1][lo:hi], grad[lo:hi]))
             return grad
         kh, kw = self.kernel_size
         kernels = _fused.kernels("_pool_kernels", grad_out)
         if kernels is not None and type(winner) is numpy.ndarray and winner.flags.c_contiguous:
             (sh, sw), (ph, pw) = self.stride, self.padding
             grad = numpy.zeros(x_shape, dtype=grad_out.dtype)
-            run_lanes([lambda lo=lo, hi=hi: kernels.max_backward(
-                grad_out, winner, lo, hi, kw, sh, sw, ph, pw, kh * kw, grad)
-                for lo, hi in self._lanes(grad)])
+            run_ranges(self._lanes(grad), kernels.max_backward, grad_out, winner, kw, sh, sw, ph,
+                       pw, kh * kw, grad)
             return grad
         out_hw = grad_out.shape[2:]
         pieces = (

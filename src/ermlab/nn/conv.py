@@ -246,7 +246,7 @@ class Conv2d(Module):
         >>> conv = nn.Conv2d(1, 6, 5, padding=2)     # LeNet-5's C1 on 28×28 inputs
     """
 
-    forward_cache = ("_x", "_cols", "_x_shape")
+    forward_cache = ("_x", "_cols", "_x_shape", "_u")
     per_example_recorder: Any = None
 
     def __init__(
@@ -529,7 +529,7 @@ class Conv2d(Module):
         y = xp.empty((x.shape[0], self.out_channels, oh, ow), dtype=x.dtype)
         if self._winograd_geometry():
             x = xp.ascontiguousarray(x)
-        winograd = self._winograd(x)
+        winograd, u = self._winograd(x), None
         if winograd is not None:
             u = winograd.filter_transform(self.weight.data)
             bias = (self.bias.data if self.bias is not None
@@ -539,7 +539,7 @@ class Conv2d(Module):
         else:
             self._run_lanes(self._lanes(xp, x.shape), partial(self._forward_samples, xp, x, y))
         if self.training:
-            self._x, self._x_shape = x, x.shape
+            self._x, self._x_shape, self._u = x, x.shape, u
         return y
 
     def _forward_samples(self, xp: Any, x: Any, y: Any, lo: int, hi: int, lane: int) -> None:
@@ -729,7 +729,7 @@ class Conv2d(Module):
         if weights and self.bias is not None:
             self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
         grad = xp.empty(x.shape, dtype=grad_out.dtype) if inputs else None
-        u = winograd.filter_transform(self.weight.data)
+        u = self._cached("_u")  # U = G w Gᵀ of fprop, not transformed again
         ranges = self._lanes(xp, x.shape, 2.0 if inputs and weights else 1.0)
         totals = self._run_lanes(ranges, lambda lo, hi, lane: winograd.backward(
             x, grad_out, u, self.padding, lo, hi, self._lane_work(xp, x.dtype, lane), grad,

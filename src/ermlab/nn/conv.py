@@ -130,7 +130,7 @@ LANE_MIN_FLOPS = 32_000_000
 # 32→32 on 16×16 17.4/37.9 → 15.0/29.1, 16→32 on 32×32 45.1/99.7 → 42.2/68.0; slower:
 # 16→16 on 32×32 24.6/48.1 → 27.0/50.0 and 3→16 9.7/18.2 → 17.2/23.9 (with few channels
 # the transforms, 4× the input's size, cost more than the GEMMs save).
-ALGORITHMS = ("auto", "im2col", "winograd")
+ALGORITHMS = ("auto", "im2col", "winograd", "direct")
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_WIDEST = 32
 
@@ -226,7 +226,8 @@ class Conv2d(Module):
         weight_init: initializer name or callable (default He uniform).
         rng, dtype: random source and float type of the parameters.
         threads: lanes of samples (None: ``ERMLAB_NUM_THREADS`` or the CPU count).
-        algorithm: "auto" (default), "im2col" or "winograd" (see the module docstring).
+        algorithm: "auto" (default), "im2col", "winograd" or "direct" (see the module
+            docstring).
 
     Parameters: weight (O, C/G, K_h, K_w), bias (O,) — torch's layout.
 
@@ -291,16 +292,16 @@ class Conv2d(Module):
         self.weight = Parameter(weight, "weight", regularize=True)
         bias_data = init.zeros((out_channels,), dtype=dtype)
         self.bias = Parameter(bias_data, "bias", regularize=False) if bias else None
-        if algorithm == "winograd":
+        if algorithm in ("winograd", "direct"):
             if not self._winograd_geometry():
                 raise ValueError(
-                    "Conv2d: algorithm='winograd' needs a 3×3 kernel, stride 1, dilation 1 and "
-                    f"groups 1; got kernel_size={self.kernel_size}, stride={self.stride}, "
+                    f"Conv2d: algorithm={algorithm!r} needs a 3×3 kernel, stride 1, dilation 1 "
+                    f"and groups 1; got kernel_size={self.kernel_size}, stride={self.stride}, "
                     f"dilation={self.dilation}, groups={self.groups} — use algorithm='auto'"
                 )
             if importlib.util.find_spec("numba") is None:
                 raise ImportError(
-                    "Conv2d: algorithm='winograd' needs Numba: pip install \"ermlab[fast]\"")
+                    f"Conv2d: algorithm={algorithm!r} needs Numba: pip install \"ermlab[fast]\"")
 
     # -- helpers ----------------------------------------------------------------
 
@@ -315,13 +316,25 @@ class Conv2d(Module):
         """``ermlab.nn._winograd`` where this convolution of ``x`` uses it (see
         ``ALGORITHMS``; its kernels take C-contiguous NumPy float32/float64 arrays, see
         ``nn._fused``), else None."""
-        if self.algorithm == "im2col" or not self._winograd_geometry():
+        if self.algorithm in ("im2col", "direct") or not self._winograd_geometry():
             return None
-        channels = (self.in_channels, self.out_channels)
-        if self.algorithm == "auto" and (min(channels) < WINOGRAD_MIN_CHANNELS
-                                         or max(channels) < WINOGRAD_MIN_WIDEST):
+        if self.algorithm == "auto" and not self._winograd_pays():
             return None
         return _fused.kernels("_winograd", x)
+
+    def _winograd_pays(self) -> bool:
+        channels = (self.in_channels, self.out_channels)
+        return min(channels) >= WINOGRAD_MIN_CHANNELS and max(channels) >= WINOGRAD_MIN_WIDEST
+
+    def _direct(self, x: Any) -> Any:
+        """``ermlab.nn._direct`` where this convolution of ``x`` uses it (3×3, stride 1,
+        dilation 1, no groups; with ``algorithm="auto"`` where Winograd does not pay, see
+        ``ALGORITHMS``), else None."""
+        if self.algorithm in ("im2col", "winograd") or not self._winograd_geometry():
+            return None
+        if self.algorithm == "auto" and self._winograd_pays():
+            return None
+        return _fused.kernels("_direct", x)
 
     def _weight_matrix(self) -> Any:
         """W as (G, O/G, C/G·K_h·K_w)."""
@@ -529,8 +542,14 @@ class Conv2d(Module):
         y = xp.empty((x.shape[0], self.out_channels, oh, ow), dtype=x.dtype)
         if self._winograd_geometry():
             x = xp.ascontiguousarray(x)
-        winograd, u = self._winograd(x), None
-        if winograd is not None:
+        winograd, direct, u = self._winograd(x), self._direct(x), None
+        if direct is not None:
+            weight = direct.weight_layout(self.weight.data)
+            bias = (self.bias.data if self.bias is not None
+                    else xp.zeros(self.out_channels, dtype=x.dtype))
+            self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: direct.forward(
+                x, weight, bias, y, self.padding, lo, hi, self._lane_work(xp, x.dtype, lane)))
+        elif winograd is not None:
             u = winograd.filter_transform(self.weight.data)
             bias = (self.bias.data if self.bias is not None
                     else xp.zeros(self.out_channels, dtype=x.dtype))
@@ -601,6 +620,9 @@ class Conv2d(Module):
         winograd = self._winograd(self._cached("_x"))
         if winograd is not None:
             return self._backward_winograd(winograd, grad_out, weights=True, inputs=input_grad)
+        direct = self._direct(self._cached("_x"))
+        if direct is not None:
+            return self._backward_direct(direct, grad_out, weights=True, inputs=input_grad)
         transposed = self._transposed(grad_out) if input_grad else None
         grad = self._backward_columns(grad_out, weights=True,
                                       inputs=input_grad and transposed is None)
@@ -613,6 +635,8 @@ class Conv2d(Module):
             self._accumulate_pointwise(grad_out, self._pointwise_grad_columns(grad_out))
         elif (winograd := self._winograd(self._cached("_x"))) is not None:
             self._backward_winograd(winograd, grad_out, weights=True, inputs=False)
+        elif (direct := self._direct(self._cached("_x"))) is not None:
+            self._backward_direct(direct, grad_out, weights=True, inputs=False)
         else:
             self._backward_columns(grad_out, weights=True, inputs=False)
 
@@ -711,7 +735,8 @@ class Conv2d(Module):
                             padding=(dh * (kh - 1) - ph, dw * (kw - 1) - pw),
                             dilation=self.dilation, bias=False, weight_init="zeros",
                             dtype=self.weight.dtype,
-                            algorithm="im2col" if self.algorithm == "im2col" else "auto").eval()
+                            algorithm=self.algorithm if self.algorithm in ("im2col", "direct")
+                            else "auto").eval()
             object.__setattr__(self, "_transposed_conv", helper)
         helper.threads = self.threads
         helper.weight.data = xp.ascontiguousarray(
@@ -739,6 +764,30 @@ class Conv2d(Module):
                 totals[0] += part
             self.weight.add_grad(winograd.filter_transform_adjoint(totals[0], self.weight.shape))
         return grad
+
+    def _backward_direct(self, direct: Any, grad_out: Any, weights: bool, inputs: bool) -> Any:
+        """bprop where fprop ran ``direct`` (``nn._direct``): each lane of samples returns its
+        Σ_n ∂L/∂W (``direct.backward_weights``), added up when all are done; ∂L/∂x is the
+        forward pass of the transposed convolution (``_transposed``, itself direct), or
+        im2col's column gradient where that does not apply."""
+        xp = array_module(grad_out)
+        x = self._cached("_x")
+        grad_out = xp.ascontiguousarray(grad_out)
+        if weights:
+            if self.bias is not None:
+                self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
+            totals = self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: (
+                direct.backward_weights(x, grad_out, self.padding, lo, hi,
+                                        self._lane_work(xp, x.dtype, lane))))
+            for part in totals[1:]:
+                totals[0] += part
+            self.weight.add_grad(totals[0].transpose(3, 0, 1, 2))
+        if not inputs:
+            return None
+        transposed = self._transposed(grad_out)
+        if transposed is not None:
+            return transposed.forward(grad_out)
+        return self._backward_columns(grad_out, weights=False, inputs=True)
 
     def _backward_columns(self, grad_out: Any, weights: bool, inputs: bool) -> Any:
         """The im2col path's bprop, a block of samples at a time.

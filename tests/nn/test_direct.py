@@ -1,0 +1,204 @@
+"""Conv2d by direct summation (``ermlab.nn._direct``): against torch's conv2d and the im2col
+path, float64 finite differences, lanes, chunks, NaN, and when it is chosen."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba", reason="the direct kernels need Numba: pip install numba")
+
+from kernel_calls import count_calls  # noqa: E402
+
+from ermlab import gradcheck, nn  # noqa: E402
+from ermlab.backend import default_dtype  # noqa: E402
+from ermlab.nn import _direct as direct  # noqa: E402
+from ermlab.nn import _winograd as winograd  # noqa: E402
+from ermlab.nn import conv as conv_module  # noqa: E402
+
+# (N, C, O, H, W, padding): outputs in fours and with a remainder (1, 3, 5, 7), no padding,
+# wide padding, a 1×1 output, one channel, and 16 channels (∂L/∂x by the transposed
+# convolution, itself direct).
+CASES = [
+    (3, 2, 5, 7, 6, 1),
+    (2, 3, 4, 5, 5, 0),
+    (4, 4, 3, 8, 8, 1),
+    (2, 1, 1, 3, 3, 0),
+    (2, 3, 7, 6, 9, 2),
+    (3, 16, 8, 6, 5, 1),
+]
+
+
+def build(case, algorithm, dtype=np.float64, threads=1, bias=True):
+    _, c, o, _, _, p = case
+    with default_dtype(dtype):
+        conv = nn.Conv2d(c, o, 3, padding=p, rng=0, threads=threads, algorithm=algorithm,
+                         bias=bias)
+    if bias:
+        conv.bias.data[...] = np.random.default_rng(1).standard_normal(o).astype(dtype)
+    return conv
+
+
+def data(case, dtype=np.float64, seed=2):
+    n, c, o, h, w, p = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    g = rng.standard_normal((n, o, h + 2 * p - 2, w + 2 * p - 2)).astype(dtype)
+    return x, g
+
+
+def fprop_bprop(conv, x, g):
+    conv.train()
+    y = conv.forward(x)
+    conv.zero_grad()
+    gx = conv.backward(g)
+    return y, gx, conv.weight.grad.copy(), None if conv.bias is None else conv.bias.grad.copy()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_equals_im2col_in_float64(case, monkeypatch):
+    calls = count_calls(monkeypatch, direct, "correlate", "weight_gradient")
+    x, g = data(case)
+    ours = fprop_bprop(build(case, "direct"), x, g)
+    reference = fprop_bprop(build(case, "im2col"), x, g)
+    for a, b in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # forward, and the transposed convolution's forward for ∂L/∂x from 16 input channels
+    assert calls["correlate"] == (2 if case[1] >= 16 else 1)
+    assert calls["weight_gradient"] == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_against_torch(case, dtype):
+    torch = pytest.importorskip("torch", reason="torch oracle: pip install torch==2.13.0 (CPU)")
+    x, g = data(case, dtype)
+    conv = build(case, "direct", dtype)
+    y, gx, gw, gb = fprop_bprop(conv, x, g)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(conv.weight.data, requires_grad=True)
+    tb = torch.tensor(conv.bias.data, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=case[5])
+    ty.backward(torch.tensor(g))
+    tol = dict(rtol=1e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(gw, tw.grad.numpy(), **tol)
+    np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("case", CASES[:3])
+def test_finite_differences(case):
+    x, _ = data(case)
+    result = gradcheck.check_module(build(case, "direct"), x)
+    assert result.passed(), result
+    assert set(result.errors) == {"input", "param:weight", "param:bias"}
+
+
+def test_lanes_and_chunks_give_one_lanes_results(monkeypatch):
+    """7 samples in 3 lanes, outputs in chunks of one row: y and ∂L/∂x bit for bit as one
+    lane with whole planes (each output's sum is taken in the same order), ∂L/∂W up to the
+    order of its sum over lanes; a second backward pass adds."""
+    case = (7, 16, 6, 6, 5, 1)
+    x, g = data(case)
+    one = build(case, "direct", threads=1)
+    y1, gx1, gw1, gb1 = fprop_bprop(one, x, g)
+    monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+    monkeypatch.setattr(direct, "ACC_BYTES", 1)
+    three = build(case, "direct", threads=3)
+    assert len(three._lanes(np, x.shape)) == 3
+    y3, gx3, gw3, gb3 = fprop_bprop(three, x, g)
+    np.testing.assert_array_equal(y3, y1)
+    np.testing.assert_array_equal(gx3, gx1)
+    np.testing.assert_allclose(gw3, gw1, rtol=1e-13, atol=1e-13)
+    np.testing.assert_array_equal(gb3, gb1)
+    three.backward(2 * g)
+    np.testing.assert_allclose(three.weight.grad, 3 * gw1, rtol=1e-13, atol=1e-13)
+
+
+def test_weight_only_input_only_and_no_bias():
+    case = CASES[5]
+    x, g = data(case)
+    conv, reference = build(case, "direct", bias=False), build(case, "im2col", bias=False)
+    for module in (conv, reference):
+        module.train()
+        module.forward(x)
+        module.zero_grad()
+    np.testing.assert_allclose(conv.forward(x), reference.forward(x), rtol=1e-12, atol=1e-12)
+    assert conv.backward(g, input_grad=False) is None
+    conv.accumulate_grad(g)
+    reference.accumulate_grad(g)
+    reference.accumulate_grad(g)
+    np.testing.assert_allclose(conv.weight.grad, reference.weight.grad, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.grad_input(g), reference.grad_input(g), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_non_contiguous_input_and_gradient():
+    case = CASES[0]
+    x, g = data(case)
+    x_view = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    g_view = np.ascontiguousarray(g.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    assert not x_view.flags.c_contiguous and not g_view.flags.c_contiguous
+    ours = fprop_bprop(build(case, "direct"), x_view, g_view)
+    reference = fprop_bprop(build(case, "im2col"), x, g)
+    for a, b in zip(ours, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_nan_reaches_the_outputs_it_touches_only():
+    """The full-width rows compute positions past each row's end from the next row's
+    values and drop them: a NaN input spoils exactly the outputs whose windows hold it."""
+    case = (2, 3, 5, 6, 7, 1)
+    x, _ = data(case)
+    x[0, 1, 2, 6] = np.nan  # last column: its neighbour in the flat buffer is the next row
+    x[1, 2, 5, 0] = np.nan
+    y = build(case, "direct").forward(x)
+    reference = build(case, "im2col").forward(x)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(reference))
+    assert np.isnan(y).sum() == 5 * (3 * 2 + 2 * 2)  # 5 outputs × the windows holding each NaN
+    np.testing.assert_allclose(y[~np.isnan(y)], reference[~np.isnan(reference)], rtol=1e-12)
+
+
+@pytest.mark.parametrize("channels, used", [((16, 16), True), ((3, 16), True), ((8, 64), True),
+                                            ((16, 32), False), ((32, 32), False)])
+def test_auto_chooses_direct_where_winograd_does_not_pay(channels, used, monkeypatch):
+    calls = count_calls(monkeypatch, direct, "forward")
+    wino = count_calls(monkeypatch, winograd, "forward")
+    conv = nn.Conv2d(*channels, 3, padding=1, rng=0)
+    assert conv.algorithm == "auto"
+    conv.forward(np.ones((1, channels[0], 4, 4), np.float32))
+    assert bool(calls) is used and bool(wino) is not used
+    calls.clear()
+    nn.Conv2d(16, 16, 3, stride=2, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
+    nn.Conv2d(16, 16, 5, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
+    nn.Conv2d(16, 16, 3, rng=0, algorithm="im2col").forward(np.ones((1, 16, 5, 5), np.float32))
+    assert not calls
+
+
+def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):
+    case = CASES[5]
+    x, g = data(case, np.float32)
+    monkeypatch.setenv("ERMLAB_FUSED", "0")
+    calls = count_calls(monkeypatch, direct, "forward", "backward_weights")
+    off = fprop_bprop(build(case, "direct", np.float32), x, g)
+    reference = fprop_bprop(build(case, "im2col", np.float32), x, g)
+    assert not calls
+    for a, b in zip(off, reference, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_geometry_is_refused():
+    for kwargs in ({"kernel_size": 5}, {"kernel_size": 3, "stride": 2},
+                   {"kernel_size": 3, "dilation": 2}, {"kernel_size": 3, "groups": 2}):
+        with pytest.raises(ValueError, match="algorithm='direct' needs a 3×3 kernel, stride 1"):
+            nn.Conv2d(2, 2, algorithm="direct", **kwargs)
+    assert "algorithm='direct'" in repr(nn.Conv2d(2, 2, 3, algorithm="direct"))
+
+
+def test_empty_batch():
+    conv = nn.Conv2d(16, 16, 3, padding=1, rng=0, algorithm="direct")
+    y = conv.forward(np.zeros((0, 16, 5, 5), np.float32))
+    assert y.shape == (0, 16, 5, 5)
+    conv.zero_grad()
+    assert conv.backward(np.zeros_like(y)).shape == (0, 16, 5, 5)
+    assert not conv.weight.grad.any() and not conv.bias.grad.any()

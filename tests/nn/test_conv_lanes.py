@@ -95,7 +95,7 @@ def test_the_thread_count_is_honoured(threads, env, expected, monkeypatch):
         monkeypatch.setenv("ERMLAB_NUM_THREADS", env)
     forward = Recorder(monkeypatch, "_forward_samples", expected)
     backward = Recorder(monkeypatch, "_backward_samples", expected)
-    conv = nn.Conv2d(3, 4, 3, padding=1, rng=0, threads=threads)
+    conv = nn.Conv2d(3, 4, 3, padding=1, rng=0, threads=threads, algorithm="im2col")
     x = np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32)
     conv.backward(np.ones_like(conv.forward(x)))
     assert len(forward.threads) == len(backward.threads) == expected

@@ -14,34 +14,47 @@ from ermlab.nn import _direct as direct  # noqa: E402
 from ermlab.nn import _winograd as winograd  # noqa: E402
 from ermlab.nn import conv as conv_module  # noqa: E402
 
-# (N, C, O, H, W, padding): outputs in fours and with a remainder (1, 3, 5, 7), no padding,
-# wide padding, a 1×1 output, one channel, and 16 channels (∂L/∂x by the transposed
-# convolution, itself direct).
+# (N, C, O, H, W, padding, kernel, dilation): outputs in fours and with a remainder (1, 3, 5,
+# 7), no padding, wide padding, a 1×1 output, one channel, 16 channels (∂L/∂x by the
+# transposed convolution, itself direct), kernels of 5 (taps three and two at a time), 7, 1
+# and 2×4, rectangular padding with dilation.
 CASES = [
-    (3, 2, 5, 7, 6, 1),
-    (2, 3, 4, 5, 5, 0),
-    (4, 4, 3, 8, 8, 1),
-    (2, 1, 1, 3, 3, 0),
-    (2, 3, 7, 6, 9, 2),
-    (3, 16, 8, 6, 5, 1),
+    (3, 2, 5, 7, 6, 1, 3, 1),
+    (2, 3, 4, 5, 5, 0, 3, 1),
+    (4, 4, 3, 8, 8, 1, 3, 1),
+    (2, 1, 1, 3, 3, 0, 3, 1),
+    (2, 3, 7, 6, 9, 2, 3, 1),
+    (3, 16, 8, 6, 5, 1, 3, 1),
+    (2, 6, 16, 9, 8, 0, 5, 1),
+    (2, 1, 6, 8, 7, 2, 5, 1),
+    (2, 3, 2, 9, 9, 3, 7, 1),
+    (2, 2, 3, 5, 6, 1, 1, 1),
+    (2, 3, 5, 7, 8, (1, 2), (2, 4), (2, 1)),
 ]
 
 
+def output_shape(case):
+    n, _, o, h, w, p, k, d = case
+    (ph, pw), (kh, kw), (dh, dw) = (pair if isinstance(pair, tuple) else (pair, pair)
+                                    for pair in (p, k, d))
+    return n, o, h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
+
+
 def build(case, algorithm, dtype=np.float64, threads=1, bias=True):
-    _, c, o, _, _, p = case
+    _, c, o, _, _, p, k, d = case
     with default_dtype(dtype):
-        conv = nn.Conv2d(c, o, 3, padding=p, rng=0, threads=threads, algorithm=algorithm,
-                         bias=bias)
+        conv = nn.Conv2d(c, o, k, padding=p, dilation=d, rng=0, threads=threads,
+                         algorithm=algorithm, bias=bias)
     if bias:
         conv.bias.data[...] = np.random.default_rng(1).standard_normal(o).astype(dtype)
     return conv
 
 
 def data(case, dtype=np.float64, seed=2):
-    n, c, o, h, w, p = case
+    n, c, _, h, w = case[:5]
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    g = rng.standard_normal((n, o, h + 2 * p - 2, w + 2 * p - 2)).astype(dtype)
+    g = rng.standard_normal(output_shape(case)).astype(dtype)
     return x, g
 
 
@@ -61,8 +74,12 @@ def test_equals_im2col_in_float64(case, monkeypatch):
     reference = fprop_bprop(build(case, "im2col"), x, g)
     for a, b in zip(ours, reference, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    # forward, and the transposed convolution's forward for ∂L/∂x from 16 input channels
-    assert calls["correlate"] == (2 if case[1] >= 16 else 1)
+    # forward, and the transposed convolution's forward for ∂L/∂x where its padding
+    # d (K − 1) − p is not negative (else im2col's column gradient)
+    conv = build(case, "direct")
+    transposed = all(p <= d * (k - 1)
+                     for p, k, d in zip(conv.padding, conv.kernel_size, conv.dilation))
+    assert calls["correlate"] == (2 if transposed else 1)
     assert calls["weight_gradient"] == 1
 
 
@@ -76,7 +93,7 @@ def test_against_torch(case, dtype):
     tx = torch.tensor(x, requires_grad=True)
     tw = torch.tensor(conv.weight.data, requires_grad=True)
     tb = torch.tensor(conv.bias.data, requires_grad=True)
-    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=case[5])
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=case[5], dilation=case[7])
     ty.backward(torch.tensor(g))
     tol = dict(rtol=1e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
     assert y.dtype == gx.dtype == gw.dtype == dtype
@@ -86,7 +103,7 @@ def test_against_torch(case, dtype):
     np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
 
 
-@pytest.mark.parametrize("case", CASES[:3])
+@pytest.mark.parametrize("case", CASES[:3] + CASES[7:])
 def test_finite_differences(case):
     x, _ = data(case)
     result = gradcheck.check_module(build(case, "direct"), x)
@@ -98,7 +115,7 @@ def test_lanes_and_chunks_give_one_lanes_results(monkeypatch):
     """7 samples in 3 lanes, outputs in chunks of one row: y and ∂L/∂x bit for bit as one
     lane with whole planes (each output's sum is taken in the same order), ∂L/∂W up to the
     order of its sum over lanes; a second backward pass adds."""
-    case = (7, 16, 6, 6, 5, 1)
+    case = (7, 16, 6, 6, 5, 1, 3, 1)
     x, g = data(case)
     one = build(case, "direct", threads=1)
     y1, gx1, gw1, gb1 = fprop_bprop(one, x, g)
@@ -148,7 +165,7 @@ def test_non_contiguous_input_and_gradient():
 def test_nan_reaches_the_outputs_it_touches_only():
     """The full-width rows compute positions past each row's end from the next row's
     values and drop them: a NaN input spoils exactly the outputs whose windows hold it."""
-    case = (2, 3, 5, 6, 7, 1)
+    case = (2, 3, 5, 6, 7, 1, 3, 1)
     x, _ = data(case)
     x[0, 1, 2, 6] = np.nan  # last column: its neighbour in the flat buffer is the next row
     x[1, 2, 5, 0] = np.nan
@@ -170,9 +187,26 @@ def test_auto_chooses_direct_where_winograd_does_not_pay(channels, used, monkeyp
     assert bool(calls) is used and bool(wino) is not used
     calls.clear()
     nn.Conv2d(16, 16, 3, stride=2, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
-    nn.Conv2d(16, 16, 5, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
+    nn.Conv2d(16, 16, 3, rng=0, groups=2).forward(np.ones((1, 16, 5, 5), np.float32))
     nn.Conv2d(16, 16, 3, rng=0, algorithm="im2col").forward(np.ones((1, 16, 5, 5), np.float32))
+    nn.Conv2d(32, 32, 5, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
     assert not calls
+
+
+def test_auto_takes_wide_kernels_direct_on_wide_outputs_only(monkeypatch):
+    """LeNet-5: C1 (5×5, 28 wide outputs) direct; C3 (5×5, 10 wide) im2col, and its ∂L/∂x
+    too (6 input channels: the transposed convolution would be 14 wide)."""
+    calls = count_calls(monkeypatch, direct, "forward", "backward_weights")
+    c1 = nn.Conv2d(1, 6, 5, padding=2, rng=0)
+    c1.backward(np.ones_like(c1.forward(np.ones((2, 1, 28, 28), np.float32))), input_grad=False)
+    assert calls == {"forward": 1, "backward_weights": 1}
+    calls.clear()
+    c3 = nn.Conv2d(6, 16, 5, rng=0)
+    assert c3.backward(np.ones_like(c3.forward(np.ones((2, 6, 14, 14), np.float32)))).shape == (
+        2, 6, 14, 14)
+    assert not calls
+    assert nn.Conv2d(6, 16, 5, rng=0, algorithm="direct")._direct(
+        np.ones((2, 6, 14, 14), np.float32)) is direct
 
 
 def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):
@@ -188,10 +222,9 @@ def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):
 
 
 def test_bad_geometry_is_refused():
-    for kwargs in ({"kernel_size": 5}, {"kernel_size": 3, "stride": 2},
-                   {"kernel_size": 3, "dilation": 2}, {"kernel_size": 3, "groups": 2}):
-        with pytest.raises(ValueError, match="algorithm='direct' needs a 3×3 kernel, stride 1"):
-            nn.Conv2d(2, 2, algorithm="direct", **kwargs)
+    for kwargs in ({"stride": 2}, {"groups": 2}):
+        with pytest.raises(ValueError, match="algorithm='direct' needs stride 1 and groups 1"):
+            nn.Conv2d(2, 2, 3, algorithm="direct", **kwargs)
     assert "algorithm='direct'" in repr(nn.Conv2d(2, 2, 3, algorithm="direct"))
 
 

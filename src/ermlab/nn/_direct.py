@@ -1,29 +1,35 @@
-"""3×3 stride-1 convolution by direct summation, one compiled pass per sample (Numba).
+"""Stride-1 convolution by direct summation, one compiled pass per sample (Numba).
 
-    y[n, o, p, q] = b[o] + Σ_c Σ_{i,j} W[o, c, i, j] x̃[n, c, p + i, q + j]
+    y[n, o, p, q] = b[o] + Σ_c Σ_{i,j} W[o, c, i, j] x̃[n, c, p + d_h i, q + d_w j]
 
-with x̃ the sample zero-padded by (p_h, p_w). No columns are made: each sample is copied once
-into a padded buffer, and the sum is taken there, four output channels at a time, each
-input row read once for the three taps j of a kernel row i.
+with x̃ the sample zero-padded by (p_h, p_w) and d the dilation. No columns are made: each
+sample is copied once into a padded buffer, and the sum is taken there, four output
+channels at a time (the outputs are padded to a multiple of four with zero weights),
+each input row read once for three taps j of a kernel row i (the last one or two taps
+of a row wider than a multiple of three on their own).
 
 Full-width rows (as ``Conv2d``'s full-width columns): the padded planes are read as one
-flat array, and output position t = p·W_p + q takes x̃ at t + i·W_p + j, so one loop over t
-runs over whole rows of W_p values, vectorized, instead of OH loops of OW. The W_p − OW
-positions per row past the output's edge are computed (from the next row's values) and
-dropped when the outputs are copied out; two values of slack after the last plane keep
-the last row's reads inside the buffer.
+flat array, and output position t = p·W_p + q takes x̃ at t + d_h i·W_p + d_w j, so one
+loop over t runs over whole rows of W_p values, vectorized, instead of OH loops of OW. The
+W_p − OW positions per row past the output's edge are computed (from the next row's
+values) and dropped when the outputs are copied out; (K_w − 1)·d_w values of slack after
+the last plane keep the last row's reads inside the buffer.
 
-Where it pays: 3×3 layers with few channels, where Winograd's transforms and im2col's copies
-cost as much as their GEMMs (``Conv2d``'s ``algorithm="auto"`` rule). Measured (Xeon VM,
-1 thread, batch 128, 32×32 maps, forward, paired rounds): 16→16 19.4 → 13.6 ms, 3→16
-7.5 → 3.5 ms, 16→32 42.7 → 31.4 ms against im2col. It runs in the lanes of samples of
-``Conv2d`` (``nogil``): one call per lane, so the lanes do not take turns at the GIL
-between many small NumPy calls. Its input gradient is the forward pass of the transposed
-convolution (``Conv2d._transposed``), so it runs here too; ∂L/∂W stays on the GEMMs.
+    ∂L/∂W[o, c, i, j] = Σ_n Σ_t ∂L/∂y[n, o, t] x̃[n, c, t + d_h i·W_p + d_w j]
 
-Numerics: each output is b + Σ_c Σ_i (w_i0 x_0 + w_i1 x_1 + w_i2 x_2) in that order, with
+is summed the same way (``weight_gradient``), with ∂L/∂y laid out in full-width rows whose
+extra positions are zero. ∂L/∂x is the forward pass of the transposed convolution
+(``Conv2d._transposed``), so it runs here too.
+
+Where it pays: layers with few channels, where Winograd's transforms and im2col's copies
+cost as much as their GEMMs (``Conv2d``'s ``algorithm="auto"`` rule, with the figures).
+It runs in the lanes of samples of ``Conv2d`` (``nogil``): one call per lane, so the
+lanes do not take turns at the GIL between many small NumPy calls.
+
+Numerics: each output is b + Σ_c Σ_i (w_i0 x_0 + w_i1 x_1 + w_i2 x_2 …) in that order, with
 multiply-adds fused (Numba's ``contract``), so results differ from im2col's GEMMs by
-rounding only, and are the same for any number of lanes.
+rounding only, and are the same for any number of lanes or chunks. ∂L/∂W's sums over
+positions are reductions in an order of the compiler's (see ``weight_gradient``).
 """
 
 from __future__ import annotations
@@ -41,27 +47,35 @@ _JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 ACC_BYTES = 2**18
 
 
-@njit(**_JIT)
-def correlate(x, weight, bias, y, pad_h, pad_w, lo, hi, padded, acc):  # pragma: no cover
-    """y[n] for samples n in [lo, hi) of x (N, C, H, W), with ``weight`` W laid out as
-    (C, 3, 3, O) (W[o, c, i, j] at [c, i, j, o]) and b ``bias``.
+@njit(inline="always", **_JIT)
+def _copy_sample(x, n, pad_h, pad_w, wp, plane, padded):  # pragma: no cover
+    """Sample n of x into the interior of ``padded`` (its borders stay zero)."""
+    for c in range(x.shape[1]):
+        for i in range(x.shape[2]):
+            inside = x[n, c, i]
+            row = padded[c * plane + (pad_h + i) * wp + pad_w:]
+            for j in range(x.shape[3]):
+                row[j] = inside[j]
 
-    ``padded`` is a zero array of at least C·H_p·W_p + 2 values whose borders stay zero (the
-    interior is written per sample), ``acc`` (O, chunk) scratch for the outputs of one
-    chunk of full-width positions."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    outputs, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
-    wp = width + 2 * pad_w
-    plane = (height + 2 * pad_h) * wp
+
+@njit(**_JIT)
+def correlate(x, weight, bias, y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded,
+              acc):  # pragma: no cover
+    """y[n] for samples n in [lo, hi) of x (N, C, H, W), with ``weight`` and ``bias`` in
+    ``layout``'s form: W[o, c, i, j] at [c, i, j, o], outputs padded to a multiple of four
+    with zero weights and biases (those outputs are computed and never copied out).
+
+    ``padded`` is a zero array of at least C·H_p·W_p + (K_w − 1)·d_w values whose borders
+    stay zero (the interior is written per sample), ``acc`` (O₄, chunk) scratch for the
+    outputs of one chunk of full-width positions."""
+    kh, kw, outputs = weight.shape[1], weight.shape[2], weight.shape[3]
+    wp = x.shape[3] + 2 * pad_w
+    plane = (x.shape[2] + 2 * pad_h) * wp
+    out_h, out_w = y.shape[2], y.shape[3]
     length = out_h * wp
     chunk = acc.shape[1]
     for n in range(lo, hi):
-        for c in range(channels):
-            for i in range(height):
-                inside = x[n, c, i]
-                row = padded[c * plane + (pad_h + i) * wp + pad_w:]
-                for j in range(width):
-                    row[j] = inside[j]
+        _copy_sample(x, n, pad_h, pad_w, wp, plane, padded)
         for t0 in range(0, length, chunk):
             size = min(chunk, length - t0)
             for o in range(outputs):
@@ -69,39 +83,71 @@ def correlate(x, weight, bias, y, pad_h, pad_w, lo, hi, padded, acc):  # pragma:
                 beta = bias[o]
                 for t in range(size):
                     a[t] = beta
-            for c in range(channels):
-                for i in range(3):
-                    r0 = padded[c * plane + i * wp + t0:]
-                    r1 = r0[1:]
-                    r2 = r0[2:]
+            for c in range(x.shape[1]):
+                for i in range(kh):
+                    base = c * plane + i * dil_h * wp + t0
                     w = weight[c, i]
-                    # (range(0, O − 3, 4), not range(0, O − O % 4, 4): LLVM vectorizes the loop
-                    # below 7× slower with the latter, measured)
-                    for o in range(0, outputs - 3, 4):
-                        a0 = acc[o]
-                        a1 = acc[o + 1]
-                        a2 = acc[o + 2]
-                        a3 = acc[o + 3]
-                        u0 = w[0, o]; u1 = w[1, o]; u2 = w[2, o]  # noqa: E702
-                        v0 = w[0, o + 1]; v1 = w[1, o + 1]; v2 = w[2, o + 1]  # noqa: E702
-                        s0 = w[0, o + 2]; s1 = w[1, o + 2]; s2 = w[2, o + 2]  # noqa: E702
-                        z0 = w[0, o + 3]; z1 = w[1, o + 3]; z2 = w[2, o + 3]  # noqa: E702
-                        for t in range(size):
-                            x0 = r0[t]
-                            x1 = r1[t]
-                            x2 = r2[t]
-                            a0[t] += u0 * x0 + u1 * x1 + u2 * x2
-                            a1[t] += v0 * x0 + v1 * x1 + v2 * x2
-                            a2[t] += s0 * x0 + s1 * x1 + s2 * x2
-                            a3[t] += z0 * x0 + z1 * x1 + z2 * x2
-                    for o in range(outputs - outputs % 4, outputs):
-                        a = acc[o]
-                        u0 = w[0, o]; u1 = w[1, o]; u2 = w[2, o]  # noqa: E702
-                        for t in range(size):
-                            a[t] += u0 * r0[t] + u1 * r1[t] + u2 * r2[t]
+                    # taps three at a time: each output read and written once per three
+                    for j in range(0, kw - 2, 3):
+                        r0 = padded[base + j * dil_w:]
+                        r1 = padded[base + (j + 1) * dil_w:]
+                        r2 = padded[base + (j + 2) * dil_w:]
+                        # (range(0, O₄ − 3, 4): with range(0, O₄, 4) LLVM vectorizes the
+                        # loop below 7× slower, measured)
+                        for o in range(0, outputs - 3, 4):
+                            a0 = acc[o]
+                            a1 = acc[o + 1]
+                            a2 = acc[o + 2]
+                            a3 = acc[o + 3]
+                            u0 = w[j, o]; u1 = w[j + 1, o]; u2 = w[j + 2, o]  # noqa: E702
+                            v0 = w[j, o + 1]; v1 = w[j + 1, o + 1]; v2 = w[j + 2, o + 1]  # noqa: E702
+                            s0 = w[j, o + 2]; s1 = w[j + 1, o + 2]; s2 = w[j + 2, o + 2]  # noqa: E702
+                            z0 = w[j, o + 3]; z1 = w[j + 1, o + 3]; z2 = w[j + 2, o + 3]  # noqa: E702
+                            for t in range(size):
+                                x0 = r0[t]
+                                x1 = r1[t]
+                                x2 = r2[t]
+                                a0[t] += u0 * x0 + u1 * x1 + u2 * x2
+                                a1[t] += v0 * x0 + v1 * x1 + v2 * x2
+                                a2[t] += s0 * x0 + s1 * x1 + s2 * x2
+                                a3[t] += z0 * x0 + z1 * x1 + z2 * x2
+                    j = kw - kw % 3
+                    if kw % 3 == 2:
+                        r0 = padded[base + j * dil_w:]
+                        r1 = padded[base + (j + 1) * dil_w:]
+                        for o in range(0, outputs - 3, 4):
+                            a0 = acc[o]
+                            a1 = acc[o + 1]
+                            a2 = acc[o + 2]
+                            a3 = acc[o + 3]
+                            u0 = w[j, o]; u1 = w[j + 1, o]  # noqa: E702
+                            v0 = w[j, o + 1]; v1 = w[j + 1, o + 1]  # noqa: E702
+                            s0 = w[j, o + 2]; s1 = w[j + 1, o + 2]  # noqa: E702
+                            z0 = w[j, o + 3]; z1 = w[j + 1, o + 3]  # noqa: E702
+                            for t in range(size):
+                                x0 = r0[t]
+                                x1 = r1[t]
+                                a0[t] += u0 * x0 + u1 * x1
+                                a1[t] += v0 * x0 + v1 * x1
+                                a2[t] += s0 * x0 + s1 * x1
+                                a3[t] += z0 * x0 + z1 * x1
+                    elif kw % 3 == 1:
+                        r0 = padded[base + j * dil_w:]
+                        for o in range(0, outputs - 3, 4):
+                            a0 = acc[o]
+                            a1 = acc[o + 1]
+                            a2 = acc[o + 2]
+                            a3 = acc[o + 3]
+                            u0, v0, s0, z0 = w[j, o], w[j, o + 1], w[j, o + 2], w[j, o + 3]
+                            for t in range(size):
+                                x0 = r0[t]
+                                a0[t] += u0 * x0
+                                a1[t] += v0 * x0
+                                a2[t] += s0 * x0
+                                a3[t] += z0 * x0
             first = t0 // wp
             last = min(out_h, (t0 + size + wp - 1) // wp)
-            for o in range(outputs):
+            for o in range(y.shape[1]):
                 a = acc[o]
                 for p in range(first, last):
                     begin = p * wp - t0
@@ -113,117 +159,141 @@ def correlate(x, weight, bias, y, pad_h, pad_w, lo, hi, padded, acc):  # pragma:
 
 
 @njit(**dict(_JIT, fastmath={"contract", "reassoc"}))
-def weight_gradient(x, grad_y, pad_h, pad_w, lo, hi, padded, grad, total):  # pragma: no cover
-    """total[c, i, j, o] += Σ_n Σ_{p,q} ∂L/∂y[n, o, p, q] x̃[n, c, p + i, q + j] for samples n in
-    [lo, hi), each sample's sum added on its own.
+def weight_gradient(x, grad_y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded, grad,
+                    total):  # pragma: no cover
+    """total[c, i, j, o] += Σ_n Σ_{p,q} ∂L/∂y[n, o, p, q] x̃[n, c, p + d_h i, q + d_w j] for
+    samples n in [lo, hi), each sample's sum added on its own; ``total`` (C, K_h, K_w, O₄)
+    as ``layout``'s weights.
 
-    ``padded`` as in ``correlate``; ``grad`` (O, OH·W_p) scratch for one sample's ∂L/∂y in
-    full-width rows, zero in the W_p − OW columns past each row (never written). The sums
-    over positions are reductions: ``reassoc`` lets them run in vector registers, so their
-    order of addition is the compiler's (fixed for a given build and machine)."""
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    outputs, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3]
-    wp = width + 2 * pad_w
-    plane = (height + 2 * pad_h) * wp
+    ``padded`` as in ``correlate``; ``grad`` (O₄, OH·W_p) scratch for one sample's ∂L/∂y in
+    full-width rows, zero past each row's OW values and in the padding outputs (never
+    written). The sums over positions are reductions: ``reassoc`` lets them run in vector
+    registers, so their order of addition is the compiler's (fixed for a given build and
+    machine)."""
+    kh, kw, outputs = total.shape[1], total.shape[2], total.shape[3]
+    wp = x.shape[3] + 2 * pad_w
+    plane = (x.shape[2] + 2 * pad_h) * wp
+    out_h, out_w = grad_y.shape[2], grad_y.shape[3]
     length = out_h * wp
+    zero = x.dtype.type(0)
     for n in range(lo, hi):
-        for c in range(channels):
-            for i in range(height):
-                inside = x[n, c, i]
-                row = padded[c * plane + (pad_h + i) * wp + pad_w:]
-                for j in range(width):
-                    row[j] = inside[j]
-        for o in range(outputs):
+        _copy_sample(x, n, pad_h, pad_w, wp, plane, padded)
+        for o in range(grad_y.shape[1]):
             for p in range(out_h):
                 inside = grad_y[n, o, p]
                 row = grad[o, p * wp:]
                 for q in range(out_w):
                     row[q] = inside[q]
-        for c in range(channels):
-            for i in range(3):
-                r0 = padded[c * plane + i * wp:]
-                r1 = r0[1:]
-                r2 = r0[2:]
-                for o in range(0, outputs - 3, 4):  # (see correlate)
-                    g0 = grad[o]
-                    g1 = grad[o + 1]
-                    g2 = grad[o + 2]
-                    g3 = grad[o + 3]
-                    s00 = s01 = s02 = s10 = s11 = s12 = x.dtype.type(0)
-                    s20 = s21 = s22 = s30 = s31 = s32 = x.dtype.type(0)
-                    for t in range(length):
-                        x0 = r0[t]
-                        x1 = r1[t]
-                        x2 = r2[t]
-                        s00 += g0[t] * x0
-                        s01 += g0[t] * x1
-                        s02 += g0[t] * x2
-                        s10 += g1[t] * x0
-                        s11 += g1[t] * x1
-                        s12 += g1[t] * x2
-                        s20 += g2[t] * x0
-                        s21 += g2[t] * x1
-                        s22 += g2[t] * x2
-                        s30 += g3[t] * x0
-                        s31 += g3[t] * x1
-                        s32 += g3[t] * x2
-                    out = total[c, i]
-                    out[0, o] += s00
-                    out[1, o] += s01
-                    out[2, o] += s02
-                    out[0, o + 1] += s10
-                    out[1, o + 1] += s11
-                    out[2, o + 1] += s12
-                    out[0, o + 2] += s20
-                    out[1, o + 2] += s21
-                    out[2, o + 2] += s22
-                    out[0, o + 3] += s30
-                    out[1, o + 3] += s31
-                    out[2, o + 3] += s32
-                for o in range(outputs - outputs % 4, outputs):
-                    g0 = grad[o]
-                    s00 = s01 = s02 = x.dtype.type(0)
-                    for t in range(length):
-                        s00 += g0[t] * r0[t]
-                        s01 += g0[t] * r1[t]
-                        s02 += g0[t] * r2[t]
-                    out = total[c, i]
-                    out[0, o] += s00
-                    out[1, o] += s01
-                    out[2, o] += s02
+        for c in range(x.shape[1]):
+            for i in range(kh):
+                base = c * plane + i * dil_h * wp
+                out = total[c, i]
+                for j in range(0, kw - 2, 3):
+                    r0 = padded[base + j * dil_w:]
+                    r1 = padded[base + (j + 1) * dil_w:]
+                    r2 = padded[base + (j + 2) * dil_w:]
+                    for o in range(0, outputs - 3, 4):  # (see correlate)
+                        g0 = grad[o]
+                        g1 = grad[o + 1]
+                        g2 = grad[o + 2]
+                        g3 = grad[o + 3]
+                        s00 = s01 = s02 = s10 = s11 = s12 = zero
+                        s20 = s21 = s22 = s30 = s31 = s32 = zero
+                        for t in range(length):
+                            x0 = r0[t]
+                            x1 = r1[t]
+                            x2 = r2[t]
+                            s00 += g0[t] * x0
+                            s01 += g0[t] * x1
+                            s02 += g0[t] * x2
+                            s10 += g1[t] * x0
+                            s11 += g1[t] * x1
+                            s12 += g1[t] * x2
+                            s20 += g2[t] * x0
+                            s21 += g2[t] * x1
+                            s22 += g2[t] * x2
+                            s30 += g3[t] * x0
+                            s31 += g3[t] * x1
+                            s32 += g3[t] * x2
+                        out[j, o] += s00
+                        out[j + 1, o] += s01
+                        out[j + 2, o] += s02
+                        out[j, o + 1] += s10
+                        out[j + 1, o + 1] += s11
+                        out[j + 2, o + 1] += s12
+                        out[j, o + 2] += s20
+                        out[j + 1, o + 2] += s21
+                        out[j + 2, o + 2] += s22
+                        out[j, o + 3] += s30
+                        out[j + 1, o + 3] += s31
+                        out[j + 2, o + 3] += s32
+                for j in range(kw - kw % 3, kw):  # the last one or two taps, one at a time
+                    r0 = padded[base + j * dil_w:]
+                    for o in range(0, outputs - 3, 4):
+                        g0 = grad[o]
+                        g1 = grad[o + 1]
+                        g2 = grad[o + 2]
+                        g3 = grad[o + 3]
+                        s00 = s10 = s20 = s30 = zero
+                        for t in range(length):
+                            x0 = r0[t]
+                            s00 += g0[t] * x0
+                            s10 += g1[t] * x0
+                            s20 += g2[t] * x0
+                            s30 += g3[t] * x0
+                        out[j, o] += s00
+                        out[j, o + 1] += s10
+                        out[j, o + 2] += s20
+                        out[j, o + 3] += s30
 
 
-def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int], lo: int,
-            hi: int, work: Any) -> None:
-    """y[lo:hi] of the 3×3 stride-1 correlation of x (N, C, H, W), zero-padded by
-    ``padding``, with ``weight`` in ``weight_layout`` and ``bias`` (O,), all C-contiguous.
+def layout(weight: Any, bias: Any) -> tuple[Any, Any]:
+    """W (O, C, K_h, K_w) and b (O,; None: zeros) as the kernels read them: W as
+    (C, K_h, K_w, O₄), C-contiguous, and b as (O₄,), O₄ = O rounded up to a multiple of
+    four, the extra outputs' weights and biases zero."""
+    o = weight.shape[0]
+    wide = np.zeros(weight.shape[1:] + (-(-o // 4) * 4,), dtype=weight.dtype)
+    wide[..., :o] = weight.transpose(1, 2, 3, 0)
+    padded_bias = np.zeros(wide.shape[-1], dtype=weight.dtype)
+    if bias is not None:
+        padded_bias[:o] = bias
+    return wide, padded_bias
+
+
+def _padded(x: Any, padding: tuple[int, int], kw: int, dilation: tuple[int, int],
+            work: Any) -> Any:
+    """The zero-bordered buffer of one sample's padded planes, with its slack."""
+    c, h, w = x.shape[1:]
+    size = c * (h + 2 * padding[0]) * (w + 2 * padding[1]) + (kw - 1) * dilation[1]
+    return work("direct_padded", size, (x.shape[1:], padding, kw, dilation))
+
+
+def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
+            dilation: tuple[int, int], lo: int, hi: int, work: Any) -> None:
+    """y[lo:hi] of the stride-1 correlation of x (N, C, H, W), zero-padded by ``padding``,
+    with ``weight`` and ``bias`` in ``layout``'s form, all C-contiguous.
 
     ``work(name, size, key)`` returns a reused flat work array of ``size`` values (zero
     when first made, and made again when ``key`` changes)."""
-    c, o = x.shape[1], y.shape[1]
+    outputs = weight.shape[3]
     wp = x.shape[3] + 2 * padding[1]
-    size = c * (x.shape[2] + 2 * padding[0]) * wp + 2
-    padded = work("direct_padded", size, (x.shape[1:], padding))
+    padded = _padded(x, padding, weight.shape[2], dilation, work)
     length = y.shape[2] * wp
-    chunk = max(1, min(length, max(wp, ACC_BYTES // (o * x.dtype.itemsize))))
-    acc = work("direct_acc", o * chunk, ()).reshape(o, chunk)
-    correlate(x, weight, bias, y, padding[0], padding[1], lo, hi, padded, acc)
+    chunk = max(1, min(length, max(wp, ACC_BYTES // (outputs * x.dtype.itemsize))))
+    acc = work("direct_acc", outputs * chunk, ()).reshape(outputs, chunk)
+    correlate(x, weight, bias, y, padding[0], padding[1], dilation[0], dilation[1], lo, hi,
+              padded, acc)
 
 
-def backward_weights(x: Any, grad_y: Any, padding: tuple[int, int], lo: int, hi: int,
-                     work: Any) -> Any:
-    """Σ_n ∂L/∂W over samples [lo, hi) in ``weight_layout`` (C, 3, 3, O), a new array."""
-    c, o = x.shape[1], grad_y.shape[1]
+def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tuple[int, int],
+                     dilation: tuple[int, int], lo: int, hi: int, work: Any) -> Any:
+    """Σ_n ∂L/∂W over samples [lo, hi), a new array in ``layout``'s form (C, K_h, K_w, O₄)."""
+    c, o, out_h = x.shape[1], grad_y.shape[1], grad_y.shape[2]
+    wide = -(-o // 4) * 4
     wp = x.shape[3] + 2 * padding[1]
-    padded = work("direct_padded", c * (x.shape[2] + 2 * padding[0]) * wp + 2,
-                  (x.shape[1:], padding))
-    grad = work("direct_grad", o * grad_y.shape[2] * wp, (grad_y.shape[1:], wp))
-    total = np.zeros((c, 3, 3, o), dtype=x.dtype)
-    weight_gradient(x, grad_y, padding[0], padding[1], lo, hi, padded,
-                    grad.reshape(o, grad_y.shape[2] * wp), total)
+    padded = _padded(x, padding, kernel[1], dilation, work)
+    grad = work("direct_grad", wide * out_h * wp, (grad_y.shape[1:], wp))
+    total = np.zeros((c, *kernel, wide), dtype=x.dtype)
+    weight_gradient(x, grad_y, padding[0], padding[1], dilation[0], dilation[1], lo, hi,
+                    padded, grad.reshape(wide, out_h * wp), total)
     return total
-
-
-def weight_layout(weight: Any) -> Any:
-    """W (O, C, 3, 3) as ``correlate`` reads it: (C, 3, 3, O), C-contiguous."""
-    return np.ascontiguousarray(weight.transpose(1, 2, 3, 0))

@@ -69,6 +69,14 @@ same lanes of samples. ``Conv2d(algorithm="im2col")`` keeps the path above;
 ``algorithm="winograd"`` asks for Winograd whatever the channel counts. Results differ from
 im2col's by rounding only (float64: ~1e-15 relative).
 
+Direct (``ermlab.nn._direct``): stride-1 convolutions without groups and with few channels
+(where Winograd does not pay) are summed directly, W[o, c, i, j] times the padded input, in
+one compiled pass per sample with no columns; ∂L/∂W is computed the same way, and ∂L/∂x
+as the transposed convolution's forward pass, itself direct. Each lane is one call that
+holds no GIL, so two lanes run at once (16→16 on 32×32, forward + backward: 1.6× faster on
+two lanes, im2col's lanes 1.5×). ``algorithm="direct"`` asks for it for any stride-1
+convolution without groups. Results differ from im2col's by rounding only.
+
 Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
 U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He
 uniform, U[−√(6/fan_in), √(6/fan_in)] (He et al. 2015), and a zero bias, as for ``Linear``.
@@ -123,14 +131,22 @@ BLOCK_BYTES = 4 * 2**20
 LANE_MIN_FLOPS = 32_000_000
 # How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
 # (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
-# arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), or "auto": Winograd
-# where it applies, both channel counts are at least WINOGRAD_MIN_CHANNELS and the larger
-# at least WINOGRAD_MIN_WIDEST. Measured (Xeon, 1 thread, batch 128, 3×3 padding 1,
-# forward/backward ms, im2col → Winograd, load ~1.7): 64→64 on 8×8 18.9/38.6 → 10.7/23.7,
-# 32→32 on 16×16 17.4/37.9 → 15.0/29.1, 16→32 on 32×32 45.1/99.7 → 42.2/68.0; slower:
-# 16→16 on 32×32 24.6/48.1 → 27.0/50.0 and 3→16 9.7/18.2 → 17.2/23.9 (with few channels
-# the transforms, 4× the input's size, cost more than the GEMMs save).
+# arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), "direct" (direct
+# summation, ``ermlab.nn._direct``: stride 1, no groups, the same conditions on arrays), or
+# "auto": Winograd where it applies, both channel counts are at least
+# WINOGRAD_MIN_CHANNELS and the larger at least WINOGRAD_MIN_WIDEST; else direct where it
+# applies and the kernel is at most 3 wide or the output at least DIRECT_MIN_WIDTH wide;
+# else im2col. Measured (Xeon, 1 thread, batch 128, 3×3 padding 1, forward/backward ms,
+# im2col → Winograd, load ~1.7): 64→64 on 8×8 18.9/38.6 → 10.7/23.7, 32→32 on 16×16
+# 17.4/37.9 → 15.0/29.1, 16→32 on 32×32 45.1/99.7 → 42.2/68.0; slower: 16→16 on 32×32
+# 24.6/48.1 → 27.0/50.0 and 3→16 9.7/18.2 → 17.2/23.9 (with few channels the transforms,
+# 4× the input's size, cost more than the GEMMs save). Direct there (idle, paired rounds,
+# im2col → direct): 16→16 on 32×32 24.6/46.4 → 16.4/31.4, on 16×16 7.0/15.0 → 5.5/10.7, on
+# 8×8 4.7/11.9 → 5.8/8.7; 3→32 on 32×32 (no ∂L/∂x) 17.1/15.6 → 9.8/9.2; LeNet-5's C1, 5×5
+# 1→6 on 28×28, 3.9/4.0 → 2.2/1.8; but its C3, 5×5 6→16 on 14×14 (10×10 outputs, 14-wide
+# rows of which 4 are thrown away), 3.3/9.1 → 3.5/10.0, hence DIRECT_MIN_WIDTH.
 ALGORITHMS = ("auto", "im2col", "winograd", "direct")
+DIRECT_MIN_WIDTH = 16
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_WIDEST = 32
 
@@ -292,13 +308,18 @@ class Conv2d(Module):
         self.weight = Parameter(weight, "weight", regularize=True)
         bias_data = init.zeros((out_channels,), dtype=dtype)
         self.bias = Parameter(bias_data, "bias", regularize=False) if bias else None
+        if algorithm == "winograd" and not self._winograd_geometry():
+            raise ValueError(
+                "Conv2d: algorithm='winograd' needs a 3×3 kernel, stride 1, dilation 1 and "
+                f"groups 1; got kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"dilation={self.dilation}, groups={self.groups} — use algorithm='auto'"
+            )
+        if algorithm == "direct" and not self._direct_geometry():
+            raise ValueError(
+                "Conv2d: algorithm='direct' needs stride 1 and groups 1; got "
+                f"stride={self.stride}, groups={self.groups} — use algorithm='auto'"
+            )
         if algorithm in ("winograd", "direct"):
-            if not self._winograd_geometry():
-                raise ValueError(
-                    f"Conv2d: algorithm={algorithm!r} needs a 3×3 kernel, stride 1, dilation 1 "
-                    f"and groups 1; got kernel_size={self.kernel_size}, stride={self.stride}, "
-                    f"dilation={self.dilation}, groups={self.groups} — use algorithm='auto'"
-                )
             if importlib.util.find_spec("numba") is None:
                 raise ImportError(
                     f"Conv2d: algorithm={algorithm!r} needs Numba: pip install \"ermlab[fast]\"")
@@ -326,13 +347,17 @@ class Conv2d(Module):
         channels = (self.in_channels, self.out_channels)
         return min(channels) >= WINOGRAD_MIN_CHANNELS and max(channels) >= WINOGRAD_MIN_WIDEST
 
+    def _direct_geometry(self) -> bool:
+        return self.stride == (1, 1) and self.groups == 1
+
     def _direct(self, x: Any) -> Any:
-        """``ermlab.nn._direct`` where this convolution of ``x`` uses it (3×3, stride 1,
-        dilation 1, no groups; with ``algorithm="auto"`` where Winograd does not pay, see
-        ``ALGORITHMS``), else None."""
-        if self.algorithm in ("im2col", "winograd") or not self._winograd_geometry():
+        """``ermlab.nn._direct`` where this convolution of ``x`` uses it (stride 1, no
+        groups; with ``algorithm="auto"`` only with few channels, where Winograd does not
+        pay, see ``ALGORITHMS``), else None."""
+        if self.algorithm in ("im2col", "winograd") or not self._direct_geometry():
             return None
-        if self.algorithm == "auto" and self._winograd_pays():
+        if self.algorithm == "auto" and (self._winograd_pays() or (
+                self.kernel_size[1] > 3 and self._layout(x.shape)[3] < DIRECT_MIN_WIDTH)):
             return None
         return _fused.kernels("_direct", x)
 
@@ -540,15 +565,15 @@ class Conv2d(Module):
             return self._forward_pointwise(xp, x)
         _, _, oh, ow, _ = self._layout(x.shape)
         y = xp.empty((x.shape[0], self.out_channels, oh, ow), dtype=x.dtype)
-        if self._winograd_geometry():
+        if self._direct_geometry():
             x = xp.ascontiguousarray(x)
         winograd, direct, u = self._winograd(x), self._direct(x), None
         if direct is not None:
-            weight = direct.weight_layout(self.weight.data)
-            bias = (self.bias.data if self.bias is not None
-                    else xp.zeros(self.out_channels, dtype=x.dtype))
+            weight, bias = direct.layout(self.weight.data,
+                                         None if self.bias is None else self.bias.data)
             self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: direct.forward(
-                x, weight, bias, y, self.padding, lo, hi, self._lane_work(xp, x.dtype, lane)))
+                x, weight, bias, y, self.padding, self.dilation, lo, hi,
+                self._lane_work(xp, x.dtype, lane)))
         elif winograd is not None:
             u = winograd.filter_transform(self.weight.data)
             bias = (self.bias.data if self.bias is not None
@@ -725,8 +750,8 @@ class Conv2d(Module):
         flipped kernel), or None where it does not apply.
         """
         (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation
-        if (self.stride != (1, 1) or self.groups != 1 or self.in_channels < TRANSPOSED_MIN_CHANNELS
-                or ph > dh * (kh - 1) or pw > dw * (kw - 1)):
+        if (self.stride != (1, 1) or self.groups != 1 or ph > dh * (kh - 1)
+                or pw > dw * (kw - 1)):
             return None
         xp = array_module(grad_out)
         helper = self.__dict__.get("_transposed_conv")
@@ -738,6 +763,8 @@ class Conv2d(Module):
                             algorithm=self.algorithm if self.algorithm in ("im2col", "direct")
                             else "auto").eval()
             object.__setattr__(self, "_transposed_conv", helper)
+        if self.in_channels < TRANSPOSED_MIN_CHANNELS and helper._direct(grad_out) is None:
+            return None
         helper.threads = self.threads
         helper.weight.data = xp.ascontiguousarray(
             self.weight.data.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
@@ -777,11 +804,12 @@ class Conv2d(Module):
             if self.bias is not None:
                 self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
             totals = self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: (
-                direct.backward_weights(x, grad_out, self.padding, lo, hi,
+                direct.backward_weights(x, grad_out, self.kernel_size, self.padding,
+                                        self.dilation, lo, hi,
                                         self._lane_work(xp, x.dtype, lane))))
             for part in totals[1:]:
                 totals[0] += part
-            self.weight.add_grad(totals[0].transpose(3, 0, 1, 2))
+            self.weight.add_grad(totals[0][..., :self.out_channels].transpose(3, 0, 1, 2))
         if not inputs:
             return None
         transposed = self._transposed(grad_out)

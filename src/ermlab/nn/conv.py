@@ -72,7 +72,8 @@ im2col's by rounding only (float64: ~1e-15 relative).
 Direct (``ermlab.nn._direct``): stride-1 convolutions without groups and with few channels
 (where Winograd does not pay) are summed directly, W[o, c, i, j] times the padded input, in
 one compiled pass per sample with no columns; ∂L/∂W is computed the same way, and ∂L/∂x
-as the transposed convolution's forward pass, itself direct. Each lane is one call that
+as the transposed convolution's forward pass, itself direct (from
+``TRANSPOSED_MIN_CHANNELS`` input channels; im2col's column gradient below). Each lane is one call that
 holds no GIL, so two lanes run at once (16→16 on 32×32, forward + backward: 1.6× faster on
 two lanes, im2col's lanes 1.5×). ``algorithm="direct"`` asks for it for any stride-1
 convolution without groups. Results differ from im2col's by rounding only.
@@ -750,8 +751,8 @@ class Conv2d(Module):
         flipped kernel), or None where it does not apply.
         """
         (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation
-        if (self.stride != (1, 1) or self.groups != 1 or ph > dh * (kh - 1)
-                or pw > dw * (kw - 1)):
+        if (self.stride != (1, 1) or self.groups != 1 or self.in_channels < TRANSPOSED_MIN_CHANNELS
+                or ph > dh * (kh - 1) or pw > dw * (kw - 1)):
             return None
         xp = array_module(grad_out)
         helper = self.__dict__.get("_transposed_conv")
@@ -763,8 +764,6 @@ class Conv2d(Module):
                             algorithm=self.algorithm if self.algorithm in ("im2col", "direct")
                             else "auto").eval()
             object.__setattr__(self, "_transposed_conv", helper)
-        if self.in_channels < TRANSPOSED_MIN_CHANNELS and helper._direct(grad_out) is None:
-            return None
         helper.threads = self.threads
         helper.weight.data = xp.ascontiguousarray(
             self.weight.data.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])

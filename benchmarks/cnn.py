@@ -50,7 +50,8 @@ cannot avoid, (input + output) bytes per pass, in GB/s next to a copy's bandwidt
 measured in the same run (2 × bytes per np.copyto of 64 MiB) — what bounds them.
 Convolutions marked "Winograd" run F(2×2, 3×3) (``ermlab.nn._winograd``): 2.25× fewer
 multiplications than counted above, so their "achieved" figure (the direct convolution's
-FLOPs per second, as for PyTorch) can pass the GEMM peak.
+FLOPs per second, as for PyTorch) can pass the GEMM peak. Those marked "direct" sum
+directly (``ermlab.nn._direct``), with no GEMM: their GEMM peak is what im2col could reach.
 """
 
 from __future__ import annotations
@@ -131,12 +132,32 @@ def layer_flops(module, x_shape: tuple[int, ...], y_shape: tuple[int, ...]):
     return None
 
 
-def algorithm(module) -> str:
-    """", Winograd" for a Conv2d that runs F(2×2, 3×3) on this benchmark's float32 arrays."""
-    if type(module).__name__ != "Conv2d":
+def algorithm(module, x_shape) -> str:
+    """", Winograd" or ", direct" for a Conv2d that runs F(2×2, 3×3) or direct summation on
+    float32 inputs of ``x_shape`` (None: not a Conv2d, or not run)."""
+    if type(module).__name__ != "Conv2d" or x_shape is None:
         return ""
-    probe = np.zeros((1, module.in_channels, 4, 4), np.float32)
-    return ", Winograd" if module._winograd(probe) is not None else ""
+    probe = np.zeros((1, *x_shape[1:]), np.float32)
+    if module._winograd(probe) is not None:
+        return ", Winograd"
+    return ", direct" if module._direct(probe) is not None else ""
+
+
+def input_shapes(model, step) -> dict:
+    """The input shape of each leaf module in one training step (its first call)."""
+    shapes: dict = {}
+    leaves = [m for _, m in model.named_modules() if not m._modules]
+    for module in leaves:
+        def record(x, *args, _module=module, _forward=module.forward, **kwargs):
+            shapes.setdefault(id(_module), x.shape)
+            return _forward(x, *args, **kwargs)
+        object.__setattr__(module, "forward", record)
+    try:
+        step()
+    finally:
+        for module in leaves:
+            del module.__dict__["forward"]
+    return shapes
 
 
 def gemm_gflops(m: int, k: int, n: int, repeats: int = 3) -> float:
@@ -205,8 +226,9 @@ def profile_ermlab(name: str, steps: int) -> None:
             return out
         return wrapper
 
+    shapes = input_shapes(model, step)
     for layer, module in leaves:
-        label = f"{layer} ({type(module).__name__}{algorithm(module)})"
+        label = f"{layer} ({type(module).__name__}{algorithm(module, shapes.get(id(module)))})"
         for phase in ("forward", "backward"):
             object.__setattr__(module, phase, timed((label, phase), getattr(module, phase),
                                                     module))

@@ -4,9 +4,9 @@ PyTorch, plus a profile of where ermlab's time goes.
 Run by hand (not a test):  python benchmarks/conv_layers.py [--repeats 7] [--steps 10]
                                                     [--threads N] [--no-profile]
 
-3×3 stride-1 layers with enough channels run Winograd's F(2×2, 3×3) by default
-(``Conv2d(algorithm="auto")``, with Numba); the rows marked "the same, im2col" run the
-same layer with ``algorithm="im2col"``. The profile below always shows the im2col stages.
+3×3 stride-1 layers with enough channels run Winograd's F(2×2, 3×3) by default, stride-1
+layers with fewer direct summation (``Conv2d(algorithm="auto")``, with Numba); the rows
+marked "the same, im2col" run the same layer with ``algorithm="im2col"``. The profile below always shows the im2col stages.
 
 Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 5×5 6→16,
 S4 2×2 max, and average pooling for the seeds' subsampling), the small VGG's 3×3 32→32
@@ -47,6 +47,8 @@ BATCH = 128
 CASES = [
     ("C1 conv 5x5 1->6 pad 2, 28x28", lambda: nn.Conv2d(1, 6, 5, padding=2, rng=0),
      (1, 28, 28), False, dict(kind="conv", padding=2)),
+    ("  the same, im2col", lambda: nn.Conv2d(1, 6, 5, padding=2, rng=0, algorithm="im2col"),
+     (1, 28, 28), False, dict(kind="conv", padding=2)),
     ("S2 maxpool 2x2, 6x28x28", lambda: nn.MaxPool2d(2), (6, 28, 28), True,
      dict(kind="max", kernel=2)),
     ("S2 avgpool 2x2, 6x28x28", lambda: nn.AvgPool2d(2), (6, 28, 28), True,
@@ -69,6 +71,9 @@ CASES = [
      (64, 32, 32), True, dict(kind="conv", padding=1)),
     ("conv 3x3 16->16 pad 1, 32x32 (ResNet-20)",
      lambda: nn.Conv2d(16, 16, 3, padding=1, rng=0), (16, 32, 32), True,
+     dict(kind="conv", padding=1)),
+    ("  the same, im2col",
+     lambda: nn.Conv2d(16, 16, 3, padding=1, rng=0, algorithm="im2col"), (16, 32, 32), True,
      dict(kind="conv", padding=1)),
     ("conv 3x3 16->32 s2 pad 1, 32x32 (ResNet-20)",
      lambda: nn.Conv2d(16, 32, 3, stride=2, padding=1, rng=0), (16, 32, 32), True,

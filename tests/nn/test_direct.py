@@ -120,9 +120,10 @@ def test_lanes_and_chunks_give_one_lanes_results(monkeypatch):
     one = build(case, "direct", threads=1)
     y1, gx1, gw1, gb1 = fprop_bprop(one, x, g)
     monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+    monkeypatch.setattr(conv_module, "DIRECT_LANE_MIN_FLOPS", 1)
     monkeypatch.setattr(direct, "ACC_BYTES", 1)
     three = build(case, "direct", threads=3)
-    assert len(three._lanes(np, x.shape)) == 3
+    assert len(three._lanes(np, x.shape, minimum=conv_module.DIRECT_LANE_MIN_FLOPS)) == 3
     y3, gx3, gw3, gb3 = fprop_bprop(three, x, g)
     np.testing.assert_array_equal(y3, y1)
     np.testing.assert_array_equal(gx3, gx1)
@@ -193,20 +194,35 @@ def test_auto_chooses_direct_where_winograd_does_not_pay(channels, used, monkeyp
     assert not calls
 
 
-def test_auto_takes_wide_kernels_direct_on_wide_outputs_only(monkeypatch):
-    """LeNet-5: C1 (5×5, 28 wide outputs) direct; C3 (5×5, 10 wide) im2col, and its ∂L/∂x
-    too (6 input channels: the transposed convolution would be 14 wide)."""
+def test_lenet_layers_and_the_input_gradient_below_16_channels(monkeypatch):
+    """LeNet-5's C1 and C3 (5×5) run direct; C3's ∂L/∂x (6 input channels, under
+    TRANSPOSED_MIN_CHANNELS) is im2col's column gradient, equal to im2col's own."""
     calls = count_calls(monkeypatch, direct, "forward", "backward_weights")
     c1 = nn.Conv2d(1, 6, 5, padding=2, rng=0)
     c1.backward(np.ones_like(c1.forward(np.ones((2, 1, 28, 28), np.float32))), input_grad=False)
     assert calls == {"forward": 1, "backward_weights": 1}
     calls.clear()
-    c3 = nn.Conv2d(6, 16, 5, rng=0)
-    assert c3.backward(np.ones_like(c3.forward(np.ones((2, 6, 14, 14), np.float32)))).shape == (
-        2, 6, 14, 14)
-    assert not calls
-    assert nn.Conv2d(6, 16, 5, rng=0, algorithm="direct")._direct(
-        np.ones((2, 6, 14, 14), np.float32)) is direct
+    x = np.random.default_rng(0).standard_normal((2, 6, 14, 14))
+    with default_dtype(np.float64):
+        c3, reference = nn.Conv2d(6, 16, 5, rng=0), nn.Conv2d(6, 16, 5, rng=0, algorithm="im2col")
+    g = np.random.default_rng(1).standard_normal(c3.forward(x).shape)
+    reference.forward(x)
+    np.testing.assert_array_equal(c3.backward(g), reference.backward(g))
+    assert calls == {"forward": 1, "backward_weights": 1}
+
+
+def test_small_layers_take_lanes_from_the_direct_minimum(monkeypatch):
+    """Direct lanes pay from DIRECT_LANE_MIN_FLOPS, im2col's from LANE_MIN_FLOPS."""
+    conv = nn.Conv2d(1, 6, 5, padding=2, rng=0, threads=2)
+    shape = (128, 1, 28, 28)  # 15M multiply-adds
+    assert conv._lanes(np, shape) == [(0, 128)]
+    assert conv._lanes(np, shape, minimum=conv_module.DIRECT_LANE_MIN_FLOPS) == [(0, 64),
+                                                                                 (64, 128)]
+    ranges = []
+    monkeypatch.setattr(conv, "_run_lanes", lambda r, run: ranges.append(r) or [
+        run(lo, hi, k) for k, (lo, hi) in enumerate(r)])
+    conv.forward(np.ones(shape, np.float32))
+    assert ranges == [[(0, 64), (64, 128)]]
 
 
 def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):

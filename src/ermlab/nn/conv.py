@@ -130,24 +130,28 @@ BLOCK_BYTES = 4 * 2**20
 # pool and waiting for them costs 0.10–0.13 ms (two empty lanes, 4–10 µs of it setting BLAS
 # to one thread and back).
 LANE_MIN_FLOPS = 32_000_000
+# The direct kernels (``nn._direct``) run a lane as one call that holds no GIL, so lanes
+# pay from smaller layers. Measured (2 threads, paired rounds, forward + backward, 32M →
+# 2M): LeNet-5's C1 3.65 → 2.97 ms, its C3 11.9 → 9.0 ms.
+DIRECT_LANE_MIN_FLOPS = 2_000_000
 # How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
 # (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
 # arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), "direct" (direct
 # summation, ``ermlab.nn._direct``: stride 1, no groups, the same conditions on arrays), or
 # "auto": Winograd where it applies, both channel counts are at least
 # WINOGRAD_MIN_CHANNELS and the larger at least WINOGRAD_MIN_WIDEST; else direct where it
-# applies and the kernel is at most 3 wide or the output at least DIRECT_MIN_WIDTH wide;
-# else im2col. Measured (Xeon, 1 thread, batch 128, 3×3 padding 1, forward/backward ms,
-# im2col → Winograd, load ~1.7): 64→64 on 8×8 18.9/38.6 → 10.7/23.7, 32→32 on 16×16
-# 17.4/37.9 → 15.0/29.1, 16→32 on 32×32 45.1/99.7 → 42.2/68.0; slower: 16→16 on 32×32
-# 24.6/48.1 → 27.0/50.0 and 3→16 9.7/18.2 → 17.2/23.9 (with few channels the transforms,
-# 4× the input's size, cost more than the GEMMs save). Direct there (idle, paired rounds,
-# im2col → direct): 16→16 on 32×32 24.6/46.4 → 16.4/31.4, on 16×16 7.0/15.0 → 5.5/10.7, on
-# 8×8 4.7/11.9 → 5.8/8.7; 3→32 on 32×32 (no ∂L/∂x) 17.1/15.6 → 9.8/9.2; LeNet-5's C1, 5×5
-# 1→6 on 28×28, 3.9/4.0 → 2.2/1.8; but its C3, 5×5 6→16 on 14×14 (10×10 outputs, 14-wide
-# rows of which 4 are thrown away), 3.3/9.1 → 3.5/10.0, hence DIRECT_MIN_WIDTH.
+# applies; else im2col. Measured (Xeon, 1 thread, batch 128, 3×3 padding 1,
+# forward/backward ms, im2col → Winograd, load ~1.7): 64→64 on 8×8 18.9/38.6 → 10.7/23.7,
+# 32→32 on 16×16 17.4/37.9 → 15.0/29.1, 16→32 on 32×32 45.1/99.7 → 42.2/68.0; slower:
+# 16→16 on 32×32 24.6/48.1 → 27.0/50.0 and 3→16 9.7/18.2 → 17.2/23.9 (with few channels
+# the transforms, 4× the input's size, cost more than the GEMMs save). Direct there (idle,
+# paired rounds, im2col → direct): 16→16 on 32×32 24.6/46.4 → 16.4/31.4, on 16×16
+# 7.0/15.0 → 5.5/10.7, on 8×8 4.7/11.9 → 5.8/8.7; 3→32 on 32×32 (no ∂L/∂x) 17.1/15.6 →
+# 9.8/9.2; LeNet-5's C1, 5×5 1→6 on 28×28 (no ∂L/∂x), 3.9/4.0 → 2.2/1.8, and its C3, 5×5
+# 6→16 on 14×14 (10×10 outputs in 14-wide rows; ∂L/∂x from im2col's column gradient),
+# 3.5/8.9 → 3.3/7.4 and 4.4/10.6 → 4.8/10.0. With 32 channels Winograd stays ahead:
+# 32→32 on 16×16, Winograd 16.5/29.3, direct 22.8/37.4.
 ALGORITHMS = ("auto", "im2col", "winograd", "direct")
-DIRECT_MIN_WIDTH = 16
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_WIDEST = 32
 
@@ -357,8 +361,7 @@ class Conv2d(Module):
         pay, see ``ALGORITHMS``), else None."""
         if self.algorithm in ("im2col", "winograd") or not self._direct_geometry():
             return None
-        if self.algorithm == "auto" and (self._winograd_pays() or (
-                self.kernel_size[1] > 3 and self._layout(x.shape)[3] < DIRECT_MIN_WIDTH)):
+        if self.algorithm == "auto" and self._winograd_pays():
             return None
         return _fused.kernels("_direct", x)
 
@@ -414,11 +417,13 @@ class Conv2d(Module):
             object.__setattr__(self, "_work_arrays", work)
         return work
 
-    def _lanes(self, xp: Any, x_shape: tuple[int, ...], work: float = 1.0) -> list:
+    def _lanes(self, xp: Any, x_shape: tuple[int, ...], work: float = 1.0,
+               minimum: int | None = None) -> list:
         """Contiguous ranges [lo, hi) of samples, one per lane (thread): the batch of a
         NumPy input is shared out over ``threads`` lanes (default ``ERMLAB_NUM_THREADS``
         or the CPU count), as many as give each lane at least ``LANE_MIN_FLOPS``
-        multiply-adds of forward GEMMs times ``work``. Each lane makes its own columns
+        multiply-adds of forward GEMMs times ``work`` (``minimum``, if given, instead:
+        ``DIRECT_LANE_MIN_FLOPS`` for the direct kernels). Each lane makes its own columns
         in its own work arrays and runs its own GEMMs with BLAS on one thread
         (``ermlab.threads.run_lanes``): the samples of a convolution are independent,
         and each lane's GEMMs on ~1 MiB of columns run at the speed of one core, where
@@ -431,7 +436,7 @@ class Conv2d(Module):
         _, _, oh, ow, _ = self._layout(x_shape)
         per_sample = (self.out_channels * self.in_channels // self.groups * oh * ow
                       * self.kernel_size[0] * self.kernel_size[1] * work)
-        return sample_lanes(n, threads, per_sample * n // LANE_MIN_FLOPS)
+        return sample_lanes(n, threads, per_sample * n // (minimum or LANE_MIN_FLOPS))
 
     def _run_lanes(self, ranges: list, run: Any) -> list:
         """``run(lo, hi, lane)`` for each range of ``_lanes``, the lanes at once."""
@@ -491,12 +496,13 @@ class Conv2d(Module):
         return max(1, min(n, budget // sample))
 
     def _column_blocks(self, xp: Any, x: Any, budget: int, lo: int = 0, hi: int | None = None,
-                       lane: int = 0):
+                       lane: int = 0, fill: bool = True):
         """Yield (start, stop, block, columns) for blocks of samples in [lo, hi), the
         columns of samples [start, stop) copied into one reused buffer (the lane's) as
         (n_b, G, C/G·K_h·K_w, OH·CW): each block's columns are made right before the
         GEMMs that read them, from cache, and the column matrix of the whole batch never
-        exists."""
+        exists. ``fill=False`` yields the buffer without copying the columns into it (for
+        bprop without ∂L/∂W, which only writes the column gradient there)."""
         hi = x.shape[0] if hi is None else hi
         _, _, oh, _, cw = self._layout(x.shape)
         rows = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
@@ -504,10 +510,12 @@ class Conv2d(Module):
         buffer = self._work(xp, "columns", block * rows * oh * cw, x.dtype, lane=lane)
         for start in range(lo, hi, block):
             stop = min(hi, start + block)
-            view = self._column_view(xp, self._padded_block(xp, x, start, stop, block, lane),
-                                     x.shape, stop - start)
-            cols = buffer[: view.size].reshape(view.shape)
-            cols[...] = view
+            cols = buffer[: (stop - start) * rows * oh * cw]
+            if fill:
+                view = self._column_view(
+                    xp, self._padded_block(xp, x, start, stop, block, lane), x.shape,
+                    stop - start)
+                cols.reshape(view.shape)[...] = view
             yield start, stop, block, cols.reshape(stop - start, self.groups,
                                                    rows // self.groups, oh * cw)
 
@@ -572,7 +580,8 @@ class Conv2d(Module):
         if direct is not None:
             weight, bias = direct.layout(self.weight.data,
                                          None if self.bias is None else self.bias.data)
-            self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: direct.forward(
+            ranges = self._lanes(xp, x.shape, minimum=DIRECT_LANE_MIN_FLOPS)
+            self._run_lanes(ranges, lambda lo, hi, lane: direct.forward(
                 x, weight, bias, y, self.padding, self.dilation, lo, hi,
                 self._lane_work(xp, x.dtype, lane)))
         elif winograd is not None:
@@ -802,7 +811,8 @@ class Conv2d(Module):
         if weights:
             if self.bias is not None:
                 self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
-            totals = self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: (
+            ranges = self._lanes(xp, x.shape, minimum=DIRECT_LANE_MIN_FLOPS)
+            totals = self._run_lanes(ranges, lambda lo, hi, lane: (
                 direct.backward_weights(x, grad_out, self.kernel_size, self.padding,
                                         self.dilation, lo, hi,
                                         self._lane_work(xp, x.dtype, lane))))
@@ -872,7 +882,8 @@ class Conv2d(Module):
         target = self._weight_target(lane) if weights else None
         w_t = self._weight_matrix().transpose(0, 2, 1) if grad is not None else None
         budget = BLOCK_BYTES if grad is not None else FORWARD_BLOCK_BYTES
-        for start, stop, block, cols in self._column_blocks(xp, x, budget, lo, hi, lane):
+        for start, stop, block, cols in self._column_blocks(xp, x, budget, lo, hi, lane,
+                                                            fill=weights):
             grad_cols = self._grad_columns(xp, grad_out, start, stop, block, lane)
             if weights:  # (∂L/∂W_n)ᵀ = X_n G_nᵀ: measured ~1.4× faster than G_n X_nᵀ
                 per_sample = self._work(xp, "weight", cols[..., :1].size * grad_cols.shape[2],

@@ -16,9 +16,17 @@ from ermlab.nn import _pool_kernels  # noqa: E402
 from ermlab.nn import pooling as pooling_module  # noqa: E402
 
 # (kernel, stride, padding, H, W): overlapping 3×3 stride 2 (ResNet-18's), stride 1,
-# odd sizes (2×2 without the pairwise path), disjoint 3×3, unequal sides.
+# disjoint 3×3, unequal sides; 2×2 stride 2 (its own kernels) on even sizes (the NumPy
+# path's pairwise maxima) and odd ones (the NumPy path's scan; a last row and column outside
+# every window).
 CASES = [(3, 2, 1, 9, 9), (3, 1, 1, 7, 6), (2, 2, 0, 7, 7), (3, 3, 0, 9, 9),
-         ((2, 3), (1, 2), (1, 1), 8, 7), (3, 2, 1, 10, 10)]
+         ((2, 3), (1, 2), (1, 1), 8, 7), (3, 2, 1, 10, 10), (2, 2, 0, 8, 8), (2, 2, 0, 6, 9)]
+
+
+def kernel_names(case):
+    two_by_two = case[:3] == (2, 2, 0)
+    return {"max2x2_forward", "max2x2_backward"} if two_by_two else {"max_forward",
+                                                                     "max_backward"}
 
 
 def batch(h, w, dtype, seed=0):
@@ -49,9 +57,10 @@ def run(case, dtype, threads=1, training=True):
 @pytest.mark.parametrize("case", CASES)
 def test_kernels_equal_numpy_bit_for_bit(case, dtype, threads, monkeypatch):
     monkeypatch.setattr(pooling_module, "LANE_MIN_BYTES", 1)
-    calls = count_calls(monkeypatch, _pool_kernels, "max_forward", "max_backward")
+    calls = count_calls(monkeypatch, _pool_kernels, "max_forward", "max_backward",
+                        "max2x2_forward", "max2x2_backward")
     fused = run(case, dtype, threads)
-    assert set(calls) == {"max_forward", "max_backward"}
+    assert set(calls) == kernel_names(case)
     monkeypatch.setenv("ERMLAB_FUSED", "0")
     calls.clear()
     reference = run(case, dtype, threads)
@@ -69,26 +78,35 @@ def test_evaluation_mode_keeps_no_winners(monkeypatch):
     np.testing.assert_array_equal(y, run(CASES[0], np.float32, training=False)[0])
 
 
-def test_pairwise_path_with_nan_falls_back_to_the_kernel(monkeypatch):
-    """2×2 stride-2 pooling of even sizes runs the pairwise path; a NaN sends it to the
-    scan, here the compiled one."""
-    calls = count_calls(monkeypatch, _pool_kernels, "max_forward", "max_backward")
-    fused = run((2, 2, 0, 8, 8), np.float32)
-    assert "max_forward" in calls
+def test_two_by_two_in_evaluation_mode_and_an_odd_gradient(monkeypatch):
+    """2×2 stride 2 without winners kept (evaluation), and a ∂L/∂x whose last row and
+    column lie outside every window: 0 there, written by the kernel (∂L/∂x is not zeroed
+    first)."""
+    calls = count_calls(monkeypatch, _pool_kernels, "max2x2_forward", "max2x2_backward")
+    y, _, _ = run((2, 2, 0, 7, 9), np.float32, training=False)
+    assert calls == Counter(max2x2_forward=1)
+    _, _, grad = run((2, 2, 0, 7, 9), np.float64)
+    assert not grad[:, :, 6].any() and not grad[:, :, :, 8].any()
+    assert np.count_nonzero(grad[:, :, :6, :8]) == grad.size // (7 * 9) * 3 * 4
     monkeypatch.setenv("ERMLAB_FUSED", "0")
-    for a, b in zip(fused, run((2, 2, 0, 8, 8), np.float32), strict=True):
-        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(y, run((2, 2, 0, 7, 9), np.float32, training=False)[0])
 
 
-def test_against_torch():
+@pytest.mark.parametrize("case", [(3, 2, 1, 11, 11), (2, 2, 0, 8, 8), (2, 2, 0, 7, 9)])
+def test_against_torch(case):
+    """torch's outputs and gradients, on ``batch``'s NaN, −∞ and tied windows."""
     torch = pytest.importorskip("torch", reason="torch oracle: pip install torch==2.13.0 (CPU)")
-    x = np.random.default_rng(2).standard_normal((3, 2, 11, 11))
-    pool = nn.MaxPool2d(3, 2, 1)
+    k, stride, p, h, w = case
+    x = batch(h, w, np.float64, seed=2)
+    pool = nn.MaxPool2d(k, stride, p)
     y = pool.forward(x)
     g = np.random.default_rng(3).standard_normal(y.shape)
     gx = pool.backward(g)
     tx = torch.tensor(x, requires_grad=True)
-    ty = torch.nn.functional.max_pool2d(tx, 3, 2, 1)
+    ty = torch.nn.functional.max_pool2d(tx, k, stride, p)
     ty.backward(torch.tensor(g))
     np.testing.assert_array_equal(y, ty.detach().numpy())
-    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-15, atol=1e-15)
+    if stride < k:  # overlapping windows: their gradients add up in another order
+        np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-13, atol=1e-15)
+    else:
+        np.testing.assert_array_equal(gx, tx.grad.numpy())

@@ -8,6 +8,10 @@ from best = −∞ and the first entry inside as winner, keeping an entry that i
 the best so far or is NaN. The winner is stored as the offset k = i·K_w + j, as the NumPy
 path stores it. bprop adds each ∂L/∂y to its winner's input, in K passes over the
 outputs (k = 0, 1, …), so every input receives its additions in the NumPy path's order.
+2×2 windows with stride 2 (LeNet's, VGG's) have kernels of their own, the same comparisons
+unrolled, and a bprop that writes each input once (windows do not overlap); its inputs
+that no window won get +0 where the NumPy path's masked products give g·0 (−0 for a
+negative g, NaN for a NaN g, which torch does not spread either).
 Used through ``nn._fused``; releases the GIL, so ``MaxPool2d``'s lanes of samples run at
 once.
 """
@@ -69,3 +73,52 @@ def max_backward(grad_out, winner, kernel_w, stride_h, stride_w, pad_h, pad_w, o
                     for q in range(out_w):
                         if won[p, q] == k:
                             plane[r, q * stride_w - pad_w + j] += g[p, q]
+
+
+@njit(**_JIT)
+def max2x2_forward(x, y, winner, lo, hi):  # pragma: no cover
+    """``max_forward`` for 2×2 windows with stride 2 and no padding (LeNet's, VGG's), the
+    four entries of each window compared in the same order without the scan's loops."""
+    for n in range(lo, hi):
+        for c in range(x.shape[1]):
+            for p in range(y.shape[2]):
+                top, low, out = x[n, c, 2 * p], x[n, c, 2 * p + 1], y[n, c, p]
+                for q in range(y.shape[3]):
+                    best, arg = top[2 * q], 0
+                    value = top[2 * q + 1]
+                    if value > best or value != value:
+                        best, arg = value, 1
+                    value = low[2 * q]
+                    if value > best or value != value:
+                        best, arg = value, 2
+                    value = low[2 * q + 1]
+                    if value > best or value != value:
+                        best, arg = value, 3
+                    out[q] = best
+                    if winner is not None:
+                        winner[n, c, p, q] = arg
+
+
+@njit(**_JIT)
+def max2x2_backward(grad_out, winner, grad, lo, hi):  # pragma: no cover
+    """grad[n] for samples [lo, hi) after ``max2x2_forward``: each ∂L/∂y to its window's
+    winner and 0 to the three others (so every input is written once, no zeroing first;
+    a last row or column outside every window, of an odd size, gets 0)."""
+    zero = grad.dtype.type(0)
+    height, width = grad.shape[2], grad.shape[3]
+    for n in range(lo, hi):
+        for c in range(grad.shape[1]):
+            for p in range(grad_out.shape[2]):
+                g, won = grad_out[n, c, p], winner[n, c, p]
+                top, low = grad[n, c, 2 * p], grad[n, c, 2 * p + 1]
+                for s in range(2 * grad_out.shape[3]):  # input columns, contiguous writes
+                    k, value, odd = won[s >> 1], g[s >> 1], s & 1
+                    top[s] = value if k == odd else zero
+                    low[s] = value if k == 2 + odd else zero
+                if width % 2:
+                    top[width - 1] = zero
+                    low[width - 1] = zero
+            if height % 2:
+                last = grad[n, c, height - 1]
+                for s in range(width):
+                    last[s] = zero

@@ -12,10 +12,12 @@ of the whole batch (no loop over pixels, no window copy). 2×2 max pooling with 
 even sizes (LeNet's, VGG's) is two pairwise maxima instead — along rows, then between
 rows — keeping two boolean choices for bprop (``MaxPool2d._forward_pairs``; measured at
 batch 128, 1 thread, on a loaded 2-core Xeon: 128×32×32×32 forward 21 → 13 ms, backward
-16 → 14 ms). Other max pooling, with Numba installed, scans each window once in a
-compiled pass (``nn._pool_kernels``, bit for bit the strided passes; measured 1 thread,
-3×3 stride 2 padding 1 on 128×64×32×32: forward 120 → 48 ms, backward 107 → 39 ms, torch
-~100 ms for both).
+16 → 14 ms). With Numba installed, max pooling scans each window once in a compiled pass
+instead (``nn._pool_kernels``, bit for bit the NumPy path; measured 1 thread, 3×3 stride 2
+padding 1 on 128×64×32×32: forward 120 → 48 ms, backward 107 → 39 ms, torch ~100 ms for
+both), 2×2 stride 2 by a kernel of its own (idle, paired rounds, forward/backward ms,
+pairwise maxima → kernel: 128×32×32×32 11.7/11.4 → 5.9/5.9, 128×6×28×28 1.7/1.3 →
+0.7/0.8).
 
 bprop. Max pooling routes each output gradient to the one input that won its window,
 chosen exactly as torch does (its CPU and CUDA kernels scan the window's entries inside
@@ -140,7 +142,7 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x: Any) -> Any:
         _, offsets = self._geometry(x)
-        if self._pairs(x.shape):
+        if self._pairs(x.shape) and _fused.kernels("_pool_kernels", x) is None:
             y = self._forward_pairs(x)
             if not self.training or bool(array_module(y).isfinite(y.sum())):
                 return y
@@ -221,10 +223,18 @@ class MaxPool2d(_Pool2d):
         y = numpy.empty(x.shape[:2] + (out_h, out_w), dtype=x.dtype)
         winner = (numpy.empty(y.shape, dtype=numpy.uint8 if count <= 256 else numpy.int32)
                   if self.training else None)
-        run_ranges(self._lanes(x), kernels.max_forward, x, kh, kw, sh, sw, ph, pw, y, winner)
+        if self._two_by_two():
+            run_ranges(self._lanes(x), kernels.max2x2_forward, x, y, winner)
+        else:
+            run_ranges(self._lanes(x), kernels.max_forward, x, kh, kw, sh, sw, ph, pw, y,
+                       winner)
         if self.training:
             self._winner, self._x_shape = winner, x.shape
         return y
+
+    def _two_by_two(self) -> bool:
+        """2×2 windows, stride 2, no padding: the compiled kernels' own case."""
+        return self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0)
 
     def _non_finite_winners(self, xp: Any, padded: Any, offsets: list, best: Any,
                             winner: Any) -> None:
@@ -258,6 +268,10 @@ class MaxPool2d(_Pool2d):
         kernels = _fused.kernels("_pool_kernels", grad_out)
         if kernels is not None and type(winner) is numpy.ndarray and winner.flags.c_contiguous:
             (sh, sw), (ph, pw) = self.stride, self.padding
+            if self._two_by_two():
+                grad = numpy.empty(x_shape, dtype=grad_out.dtype)
+                run_ranges(self._lanes(grad), kernels.max2x2_backward, grad_out, winner, grad)
+                return grad
             grad = numpy.zeros(x_shape, dtype=grad_out.dtype)
             run_ranges(self._lanes(grad), kernels.max_backward, grad_out, winner, kw, sh, sw, ph,
                        pw, kh * kw, grad)

@@ -4,9 +4,10 @@ PyTorch, plus a profile of where ermlab's time goes.
 Run by hand (not a test):  python benchmarks/conv_layers.py [--repeats 7] [--steps 10]
                                                     [--threads N] [--no-profile]
 
-3×3 stride-1 layers with enough channels run Winograd's F(2×2, 3×3) by default, stride-1
-layers with fewer direct summation (``Conv2d(algorithm="auto")``, with Numba); the rows
-marked "the same, im2col" run the same layer with ``algorithm="im2col"``. The profile below always shows the im2col stages.
+3×3 stride-1 layers with enough channels run Winograd's F(2×2, 3×3) by default, layers with
+fewer direct summation (``Conv2d(algorithm="auto")``, with Numba); the rows marked "the
+same, im2col" run the same layer with ``algorithm="im2col"``. The profile below always shows
+the im2col stages.
 
 Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 5×5 6→16,
 S4 2×2 max, and average pooling for the seeds' subsampling), the small VGG's 3×3 32→32

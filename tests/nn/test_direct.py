@@ -14,36 +14,42 @@ from ermlab.nn import _direct as direct  # noqa: E402
 from ermlab.nn import _winograd as winograd  # noqa: E402
 from ermlab.nn import conv as conv_module  # noqa: E402
 
-# (N, C, O, H, W, padding, kernel, dilation): outputs in fours and with a remainder (1, 3, 5,
-# 7), no padding, wide padding, a 1×1 output, one channel, 16 channels (∂L/∂x by the
-# transposed convolution, itself direct), kernels of 5 (taps three and two at a time), 7, 1
-# and 2×4, rectangular padding with dilation.
+# (N, C, O, H, W, padding, kernel, dilation, stride): outputs in fours and with a remainder
+# (1, 3, 5, 7), no padding, wide padding, a 1×1 output, one channel, 16 channels (∂L/∂x by
+# the transposed convolution, itself direct), kernels of 5 (taps three and two at a time),
+# 7, 1 and 2×4, rectangular padding with dilation; strides 2 and 3 (phase planes), even and
+# odd sizes, with dilation and a 1×1 kernel with padding.
 CASES = [
-    (3, 2, 5, 7, 6, 1, 3, 1),
-    (2, 3, 4, 5, 5, 0, 3, 1),
-    (4, 4, 3, 8, 8, 1, 3, 1),
-    (2, 1, 1, 3, 3, 0, 3, 1),
-    (2, 3, 7, 6, 9, 2, 3, 1),
-    (3, 16, 8, 6, 5, 1, 3, 1),
-    (2, 6, 16, 9, 8, 0, 5, 1),
-    (2, 1, 6, 8, 7, 2, 5, 1),
-    (2, 3, 2, 9, 9, 3, 7, 1),
-    (2, 2, 3, 5, 6, 1, 1, 1),
-    (2, 3, 5, 7, 8, (1, 2), (2, 4), (2, 1)),
+    (3, 2, 5, 7, 6, 1, 3, 1, 1),
+    (2, 3, 4, 5, 5, 0, 3, 1, 1),
+    (4, 4, 3, 8, 8, 1, 3, 1, 1),
+    (2, 1, 1, 3, 3, 0, 3, 1, 1),
+    (2, 3, 7, 6, 9, 2, 3, 1, 1),
+    (3, 16, 8, 6, 5, 1, 3, 1, 1),
+    (2, 6, 16, 9, 8, 0, 5, 1, 1),
+    (2, 1, 6, 8, 7, 2, 5, 1, 1),
+    (2, 3, 2, 9, 9, 3, 7, 1, 1),
+    (2, 2, 3, 5, 6, 1, 1, 1, 1),
+    (2, 3, 5, 7, 8, (1, 2), (2, 4), (2, 1), 1),
+    (2, 3, 5, 9, 9, 1, 3, 1, 2),
+    (2, 4, 6, 10, 7, 2, 5, 1, 2),
+    (2, 3, 4, 10, 11, 1, 3, 2, 3),
+    (2, 2, 3, 7, 8, 1, 1, 1, 2),
 ]
 
 
 def output_shape(case):
-    n, _, o, h, w, p, k, d = case
+    n, _, o, h, w, p, k, d, s = case
     (ph, pw), (kh, kw), (dh, dw) = (pair if isinstance(pair, tuple) else (pair, pair)
                                     for pair in (p, k, d))
-    return n, o, h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
+    return (n, o, (h + 2 * ph - dh * (kh - 1) - 1) // s + 1,
+            (w + 2 * pw - dw * (kw - 1) - 1) // s + 1)
 
 
 def build(case, algorithm, dtype=np.float64, threads=1, bias=True):
-    _, c, o, _, _, p, k, d = case
+    _, c, o, _, _, p, k, d, s = case
     with default_dtype(dtype):
-        conv = nn.Conv2d(c, o, k, padding=p, dilation=d, rng=0, threads=threads,
+        conv = nn.Conv2d(c, o, k, stride=s, padding=p, dilation=d, rng=0, threads=threads,
                          algorithm=algorithm, bias=bias)
     if bias:
         conv.bias.data[...] = np.random.default_rng(1).standard_normal(o).astype(dtype)
@@ -77,7 +83,7 @@ def test_equals_im2col_in_float64(case, monkeypatch):
     # forward, and the transposed convolution's forward for ∂L/∂x from 16 input channels
     # where its padding d (K − 1) − p is not negative (else im2col's column gradient)
     conv = build(case, "direct")
-    transposed = conv.in_channels >= 16 and all(
+    transposed = conv.stride == (1, 1) and conv.in_channels >= 16 and all(
         p <= d * (k - 1) for p, k, d in zip(conv.padding, conv.kernel_size, conv.dilation))
     assert calls["correlate"] == (2 if transposed else 1)
     assert calls["weight_gradient"] == 1
@@ -93,7 +99,8 @@ def test_against_torch(case, dtype):
     tx = torch.tensor(x, requires_grad=True)
     tw = torch.tensor(conv.weight.data, requires_grad=True)
     tb = torch.tensor(conv.bias.data, requires_grad=True)
-    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=case[5], dilation=case[7])
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=case[5], dilation=case[7],
+                                    stride=case[8])
     ty.backward(torch.tensor(g))
     tol = dict(rtol=1e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
     assert y.dtype == gx.dtype == gw.dtype == dtype
@@ -103,7 +110,7 @@ def test_against_torch(case, dtype):
     np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
 
 
-@pytest.mark.parametrize("case", CASES[:3] + CASES[7:])
+@pytest.mark.parametrize("case", CASES[:3] + CASES[7:11] + CASES[12:])
 def test_finite_differences(case):
     x, _ = data(case)
     result = gradcheck.check_module(build(case, "direct"), x)
@@ -115,7 +122,7 @@ def test_lanes_and_chunks_give_one_lanes_results(monkeypatch):
     """7 samples in 3 lanes, outputs in chunks of one row: y and ∂L/∂x bit for bit as one
     lane with whole planes (each output's sum is taken in the same order), ∂L/∂W up to the
     order of its sum over lanes; a second backward pass adds."""
-    case = (7, 16, 6, 6, 5, 1, 3, 1)
+    case = (7, 16, 6, 6, 5, 1, 3, 1, 1)
     x, g = data(case)
     one = build(case, "direct", threads=1)
     y1, gx1, gw1, gb1 = fprop_bprop(one, x, g)
@@ -166,7 +173,7 @@ def test_non_contiguous_input_and_gradient():
 def test_nan_reaches_the_outputs_it_touches_only():
     """The full-width rows compute positions past each row's end from the next row's
     values and drop them: a NaN input spoils exactly the outputs whose windows hold it."""
-    case = (2, 3, 5, 6, 7, 1, 3, 1)
+    case = (2, 3, 5, 6, 7, 1, 3, 1, 1)
     x, _ = data(case)
     x[0, 1, 2, 6] = np.nan  # last column: its neighbour in the flat buffer is the next row
     x[1, 2, 5, 0] = np.nan
@@ -188,6 +195,10 @@ def test_auto_chooses_direct_where_winograd_does_not_pay(channels, used, monkeyp
     assert bool(calls) is used and bool(wino) is not used
     calls.clear()
     nn.Conv2d(16, 16, 3, stride=2, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
+    assert calls == {"forward": 1}  # strided, with few channels: direct too
+    calls.clear()
+    nn.Conv2d(16, 16, 3, stride=(2, 1), rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
+    nn.Conv2d(32, 64, 3, stride=2, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
     nn.Conv2d(16, 16, 3, rng=0, groups=2).forward(np.ones((1, 16, 5, 5), np.float32))
     nn.Conv2d(16, 16, 3, rng=0, algorithm="im2col").forward(np.ones((1, 16, 5, 5), np.float32))
     nn.Conv2d(32, 32, 5, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
@@ -238,8 +249,8 @@ def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):
 
 
 def test_bad_geometry_is_refused():
-    for kwargs in ({"stride": 2}, {"groups": 2}):
-        with pytest.raises(ValueError, match="algorithm='direct' needs stride 1 and groups 1"):
+    for kwargs in ({"stride": (2, 1)}, {"groups": 2}):
+        with pytest.raises(ValueError, match="algorithm='direct' needs the same stride both"):
             nn.Conv2d(2, 2, 3, algorithm="direct", **kwargs)
     assert "algorithm='direct'" in repr(nn.Conv2d(2, 2, 3, algorithm="direct"))
 

@@ -1,25 +1,27 @@
-"""Stride-1 convolution by direct summation, one compiled pass per sample (Numba).
+"""Convolution by direct summation, one compiled pass per sample (Numba).
 
-    y[n, o, p, q] = b[o] + Σ_c Σ_{i,j} W[o, c, i, j] x̃[n, c, p + d_h i, q + d_w j]
+    y[n, o, p, q] = b[o] + Σ_c Σ_{i,j} W[o, c, i, j] x̃[n, c, S p + d_h i, S q + d_w j]
 
-with x̃ the sample zero-padded by (p_h, p_w) and d the dilation. No columns are made: each
-sample is copied once into a padded buffer, and the sum is taken there, four output
-channels at a time (the outputs are padded to a multiple of four with zero weights),
-each input row read once for three taps j of a kernel row i (the last one or two taps
-of a row wider than a multiple of three on their own).
+with x̃ the sample zero-padded by (p_h, p_w), S the stride (the same both ways) and d the
+dilation. No columns are made: each sample is copied once into a padded buffer, and the sum
+is taken there, four output channels at a time (the outputs are padded to a multiple of
+four with zero weights), each input row read once for three taps j of a kernel row i (the
+last one or two taps of a row wider than a multiple of three on their own).
 
-Full-width rows (as ``Conv2d``'s full-width columns): the padded planes are read as one
-flat array, and output position t = p·W_p + q takes x̃ at t + d_h i·W_p + d_w j, so one
-loop over t runs over whole rows of W_p values, vectorized, instead of OH loops of OW. The
-W_p − OW positions per row past the output's edge are computed (from the next row's
-values) and dropped when the outputs are copied out; (K_w − 1)·d_w values of slack after
-the last plane keep the last row's reads inside the buffer.
+Full-width rows (as ``Conv2d``'s full-width columns): for stride 1 the padded planes are
+read as one flat array, and output position t = p·W_p + q takes x̃ at t + d_h i·W_p + d_w j,
+so one loop over t runs over whole rows of W_p values, vectorized, instead of OH loops of
+OW. The W_p − OW positions per row past the output's edge are computed (from the next row's
+values) and dropped when the outputs are copied out; slack after the last plane keeps the
+last row's reads inside the buffer. A stride S is brought back to this: each padded plane
+is copied as S² phase planes (rows and columns ≡ a, b mod S), in which every tap reads at
+a fixed offset from t = p·W_h + q (``geometry``).
 
-    ∂L/∂W[o, c, i, j] = Σ_n Σ_t ∂L/∂y[n, o, t] x̃[n, c, t + d_h i·W_p + d_w j]
+    ∂L/∂W[o, c, i, j] = Σ_n Σ_t ∂L/∂y[n, o, t] x̃[n, c, t + taps[i, j]]
 
 is summed the same way (``weight_gradient``), with ∂L/∂y laid out in full-width rows whose
-extra positions are zero. ∂L/∂x is the forward pass of the transposed convolution
-(``Conv2d._transposed``), so it runs here too.
+extra positions are zero. ∂L/∂x of a stride-1 layer is the forward pass of the transposed
+convolution (``Conv2d._transposed``), so it runs here too.
 
 Where it pays: layers with few channels, where Winograd's transforms and im2col's copies
 cost as much as their GEMMs (``Conv2d``'s ``algorithm="auto"`` rule, with the figures).
@@ -48,34 +50,41 @@ ACC_BYTES = 2**18
 
 
 @njit(inline="always", **_JIT)
-def _copy_sample(x, n, pad_h, pad_w, wp, plane, padded):  # pragma: no cover
-    """Sample n of x into the interior of ``padded`` (its borders stay zero)."""
+def _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded):  # pragma: no cover
+    """Sample n of x into the interior of ``padded`` (its borders stay zero): x̃[c, r, s] at
+    phase plane (r mod S, s mod S) of channel c, row ⌊r/S⌋, column ⌊s/S⌋ (S the stride;
+    for S = 1 one plane, the padded plane itself)."""
+    phase = hh * wh
     for c in range(x.shape[1]):
         for i in range(x.shape[2]):
+            r = pad_h + i
+            base = c * stride * stride * phase + (r % stride) * stride * phase + (r // stride) * wh
             inside = x[n, c, i]
-            row = padded[c * plane + (pad_h + i) * wp + pad_w:]
-            for j in range(x.shape[3]):
-                row[j] = inside[j]
+            for b in range(stride):
+                first = (b - pad_w) % stride  # the first input column in column phase b
+                row = padded[base + b * phase + (pad_w + first) // stride:]
+                for m in range((x.shape[3] - first + stride - 1) // stride):
+                    row[m] = inside[first + m * stride]
 
 
 @njit(**_JIT)
-def correlate(x, weight, bias, y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded,
+def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padded,
               acc):  # pragma: no cover
     """y[n] for samples n in [lo, hi) of x (N, C, H, W), with ``weight`` and ``bias`` in
     ``layout``'s form: W[o, c, i, j] at [c, i, j, o], outputs padded to a multiple of four
     with zero weights and biases (those outputs are computed and never copied out).
 
-    ``padded`` is a zero array of at least C·H_p·W_p + (K_w − 1)·d_w values whose borders
-    stay zero (the interior is written per sample), ``acc`` (O₄, chunk) scratch for the
+    ``padded`` is a zero array (``geometry``'s size) whose borders stay zero (the interior
+    is written per sample, in S² phase planes of H_h × W_h), ``taps`` (K_h, K_w) where tap
+    (i, j) reads in a channel's planes (``geometry``), ``acc`` (O₄, chunk) scratch for the
     outputs of one chunk of full-width positions."""
     kh, kw, outputs = weight.shape[1], weight.shape[2], weight.shape[3]
-    wp = x.shape[3] + 2 * pad_w
-    plane = (x.shape[2] + 2 * pad_h) * wp
+    block = stride * stride * hh * wh
     out_h, out_w = y.shape[2], y.shape[3]
-    length = out_h * wp
+    length = out_h * wh
     chunk = acc.shape[1]
     for n in range(lo, hi):
-        _copy_sample(x, n, pad_h, pad_w, wp, plane, padded)
+        _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded)
         for t0 in range(0, length, chunk):
             size = min(chunk, length - t0)
             for o in range(outputs):
@@ -85,13 +94,12 @@ def correlate(x, weight, bias, y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded,
                     a[t] = beta
             for c in range(x.shape[1]):
                 for i in range(kh):
-                    base = c * plane + i * dil_h * wp + t0
-                    w = weight[c, i]
+                    base, w, at = c * block + t0, weight[c, i], taps[i]
                     # taps three at a time: each output read and written once per three
                     for j in range(0, kw - 2, 3):
-                        r0 = padded[base + j * dil_w:]
-                        r1 = padded[base + (j + 1) * dil_w:]
-                        r2 = padded[base + (j + 2) * dil_w:]
+                        r0 = padded[base + at[j]:]
+                        r1 = padded[base + at[j + 1]:]
+                        r2 = padded[base + at[j + 2]:]
                         # (range(0, O₄ − 3, 4): with range(0, O₄, 4) LLVM vectorizes the
                         # loop below 7× slower, measured)
                         for o in range(0, outputs - 3, 4):
@@ -113,8 +121,8 @@ def correlate(x, weight, bias, y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded,
                                 a3[t] += z0 * x0 + z1 * x1 + z2 * x2
                     j = kw - kw % 3
                     if kw % 3 == 2:
-                        r0 = padded[base + j * dil_w:]
-                        r1 = padded[base + (j + 1) * dil_w:]
+                        r0 = padded[base + at[j]:]
+                        r1 = padded[base + at[j + 1]:]
                         for o in range(0, outputs - 3, 4):
                             a0 = acc[o]
                             a1 = acc[o + 1]
@@ -132,7 +140,7 @@ def correlate(x, weight, bias, y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded,
                                 a2[t] += s0 * x0 + s1 * x1
                                 a3[t] += z0 * x0 + z1 * x1
                     elif kw % 3 == 1:
-                        r0 = padded[base + j * dil_w:]
+                        r0 = padded[base + at[j]:]
                         for o in range(0, outputs - 3, 4):
                             a0 = acc[o]
                             a1 = acc[o + 1]
@@ -145,12 +153,12 @@ def correlate(x, weight, bias, y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded,
                                 a1[t] += v0 * x0
                                 a2[t] += s0 * x0
                                 a3[t] += z0 * x0
-            first = t0 // wp
-            last = min(out_h, (t0 + size + wp - 1) // wp)
+            first = t0 // wh
+            last = min(out_h, (t0 + size + wh - 1) // wh)
             for o in range(y.shape[1]):
                 a = acc[o]
                 for p in range(first, last):
-                    begin = p * wp - t0
+                    begin = p * wh - t0
                     row = y[n, o, p]
                     for q in range(out_w):
                         k = begin + q
@@ -159,39 +167,37 @@ def correlate(x, weight, bias, y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded,
 
 
 @njit(**dict(_JIT, fastmath={"contract", "reassoc"}))
-def weight_gradient(x, grad_y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded, grad,
+def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padded, grad,
                     total):  # pragma: no cover
-    """total[c, i, j, o] += Σ_n Σ_{p,q} ∂L/∂y[n, o, p, q] x̃[n, c, p + d_h i, q + d_w j] for
-    samples n in [lo, hi), each sample's sum added on its own; ``total`` (C, K_h, K_w, O₄)
-    as ``layout``'s weights.
+    """total[c, i, j, o] += Σ_n Σ_{p,q} ∂L/∂y[n, o, p, q] x̃[n, c, S p + d_h i, S q + d_w j]
+    for samples n in [lo, hi), each sample's sum added on its own; ``total`` (C, K_h, K_w,
+    O₄) as ``layout``'s weights.
 
-    ``padded`` as in ``correlate``; ``grad`` (O₄, OH·W_p) scratch for one sample's ∂L/∂y in
-    full-width rows, zero past each row's OW values and in the padding outputs (never
-    written). The sums over positions are reductions: ``reassoc`` lets them run in vector
-    registers, so their order of addition is the compiler's (fixed for a given build and
-    machine)."""
+    ``padded`` and ``taps`` as in ``correlate``; ``grad`` (O₄, OH·W_h) scratch for one
+    sample's ∂L/∂y in full-width rows, zero past each row's OW values and in the padding
+    outputs (never written). The sums over positions are reductions: ``reassoc`` lets them
+    run in vector registers, so their order of addition is the compiler's (fixed for a
+    given build and machine)."""
     kh, kw, outputs = total.shape[1], total.shape[2], total.shape[3]
-    wp = x.shape[3] + 2 * pad_w
-    plane = (x.shape[2] + 2 * pad_h) * wp
+    block = stride * stride * hh * wh
     out_h, out_w = grad_y.shape[2], grad_y.shape[3]
-    length = out_h * wp
+    length = out_h * wh
     zero = x.dtype.type(0)
     for n in range(lo, hi):
-        _copy_sample(x, n, pad_h, pad_w, wp, plane, padded)
+        _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded)
         for o in range(grad_y.shape[1]):
             for p in range(out_h):
                 inside = grad_y[n, o, p]
-                row = grad[o, p * wp:]
+                row = grad[o, p * wh:]
                 for q in range(out_w):
                     row[q] = inside[q]
         for c in range(x.shape[1]):
             for i in range(kh):
-                base = c * plane + i * dil_h * wp
-                out = total[c, i]
+                base, out, at = c * block, total[c, i], taps[i]
                 for j in range(0, kw - 2, 3):
-                    r0 = padded[base + j * dil_w:]
-                    r1 = padded[base + (j + 1) * dil_w:]
-                    r2 = padded[base + (j + 2) * dil_w:]
+                    r0 = padded[base + at[j]:]
+                    r1 = padded[base + at[j + 1]:]
+                    r2 = padded[base + at[j + 2]:]
                     for o in range(0, outputs - 3, 4):  # (see correlate)
                         g0 = grad[o]
                         g1 = grad[o + 1]
@@ -228,7 +234,7 @@ def weight_gradient(x, grad_y, pad_h, pad_w, dil_h, dil_w, lo, hi, padded, grad,
                         out[j + 1, o + 3] += s31
                         out[j + 2, o + 3] += s32
                 for j in range(kw - kw % 3, kw):  # the last one or two taps, one at a time
-                    r0 = padded[base + j * dil_w:]
+                    r0 = padded[base + at[j]:]
                     for o in range(0, outputs - 3, 4):
                         g0 = grad[o]
                         g1 = grad[o + 1]
@@ -260,40 +266,57 @@ def layout(weight: Any, bias: Any) -> tuple[Any, Any]:
     return wide, padded_bias
 
 
-def _padded(x: Any, padding: tuple[int, int], kw: int, dilation: tuple[int, int],
-            work: Any) -> Any:
-    """The zero-bordered buffer of one sample's padded planes, with its slack."""
-    c, h, w = x.shape[1:]
-    size = c * (h + 2 * padding[0]) * (w + 2 * padding[1]) + (kw - 1) * dilation[1]
-    return work("direct_padded", size, (x.shape[1:], padding, kw, dilation))
+def geometry(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[int, int],
+             stride: tuple[int, int], dilation: tuple[int, int],
+             out_h: int) -> tuple[int, int, int, Any, int]:
+    """(S, H_h, W_h, taps, size) of the padded buffer for stride S (the same both ways): each
+    channel's padded plane x̃ (H_p × W_p) as S² phase planes of H_h = ⌈H_p/S⌉ × W_h = ⌈W_p/S⌉,
+    x̃[r, s] in plane (r mod S, s mod S) at (⌊r/S⌋, ⌊s/S⌋), so that output (p, q), which
+    reads x̃[S p + d_h i, S q + d_w j], reads every tap (i, j) at a fixed offset
+
+        taps[i, j] = ((d_h i mod S)·S + d_w j mod S)·H_h W_h + ⌊d_h i/S⌋·W_h + ⌊d_w j/S⌋
+
+    from position t = p·W_h + q of one flat stride-1 run (for S = 1, x̃ itself and
+    taps[i, j] = d_h i·W_p + d_w j). ``size``: C·S²·H_h·W_h values and the slack the last
+    channel's reads past the outputs of its last row need."""
+    c, h, w = x_shape[1:]
+    s = stride[0]
+    hh, wh = -(-(h + 2 * padding[0]) // s), -(-(w + 2 * padding[1]) // s)
+    rows = np.arange(kernel[0]) * dilation[0]
+    cols = np.arange(kernel[1]) * dilation[1]
+    taps = (((rows[:, None] % s) * s + cols[None, :] % s) * hh * wh
+            + (rows[:, None] // s) * wh + cols[None, :] // s).astype(np.int64)
+    block = s * s * hh * wh
+    return s, hh, wh, taps, c * block + max(0, int(taps.max()) + out_h * wh - block)
 
 
 def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
-            dilation: tuple[int, int], lo: int, hi: int, work: Any) -> None:
-    """y[lo:hi] of the stride-1 correlation of x (N, C, H, W), zero-padded by ``padding``,
-    with ``weight`` and ``bias`` in ``layout``'s form, all C-contiguous.
+            stride: tuple[int, int], dilation: tuple[int, int], lo: int, hi: int,
+            work: Any) -> None:
+    """y[lo:hi] of the correlation of x (N, C, H, W), zero-padded by ``padding``, with
+    ``weight`` and ``bias`` in ``layout``'s form, all C-contiguous; the same stride both ways.
 
     ``work(name, size, key)`` returns a reused flat work array of ``size`` values (zero
     when first made, and made again when ``key`` changes)."""
-    outputs = weight.shape[3]
-    wp = x.shape[3] + 2 * padding[1]
-    padded = _padded(x, padding, weight.shape[2], dilation, work)
-    length = y.shape[2] * wp
-    chunk = max(1, min(length, max(wp, ACC_BYTES // (outputs * x.dtype.itemsize))))
+    outputs, kernel = weight.shape[3], weight.shape[1:3]
+    s, hh, wh, taps, size = geometry(x.shape, kernel, padding, stride, dilation, y.shape[2])
+    padded = work("direct_padded", size, (x.shape[1:], padding, stride, size))
+    length = y.shape[2] * wh
+    chunk = max(1, min(length, max(wh, ACC_BYTES // (outputs * x.dtype.itemsize))))
     acc = work("direct_acc", outputs * chunk, ()).reshape(outputs, chunk)
-    correlate(x, weight, bias, y, padding[0], padding[1], dilation[0], dilation[1], lo, hi,
-              padded, acc)
+    correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, taps, lo, hi, padded, acc)
 
 
 def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tuple[int, int],
-                     dilation: tuple[int, int], lo: int, hi: int, work: Any) -> Any:
+                     stride: tuple[int, int], dilation: tuple[int, int], lo: int, hi: int,
+                     work: Any) -> Any:
     """Σ_n ∂L/∂W over samples [lo, hi), a new array in ``layout``'s form (C, K_h, K_w, O₄)."""
     c, o, out_h = x.shape[1], grad_y.shape[1], grad_y.shape[2]
     wide = -(-o // 4) * 4
-    wp = x.shape[3] + 2 * padding[1]
-    padded = _padded(x, padding, kernel[1], dilation, work)
-    grad = work("direct_grad", wide * out_h * wp, (grad_y.shape[1:], wp))
+    s, hh, wh, taps, size = geometry(x.shape, kernel, padding, stride, dilation, out_h)
+    padded = work("direct_padded", size, (x.shape[1:], padding, stride, size))
+    grad = work("direct_grad", wide * out_h * wh, (grad_y.shape[1:], wh))
     total = np.zeros((c, *kernel, wide), dtype=x.dtype)
-    weight_gradient(x, grad_y, padding[0], padding[1], dilation[0], dilation[1], lo, hi,
-                    padded, grad.reshape(wide, out_h * wp), total)
+    weight_gradient(x, grad_y, padding[0], padding[1], s, hh, wh, taps, lo, hi, padded,
+                    grad.reshape(wide, out_h * wh), total)
     return total

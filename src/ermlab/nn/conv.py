@@ -69,14 +69,15 @@ same lanes of samples. ``Conv2d(algorithm="im2col")`` keeps the path above;
 ``algorithm="winograd"`` asks for Winograd whatever the channel counts. Results differ from
 im2col's by rounding only (float64: ~1e-15 relative).
 
-Direct (``ermlab.nn._direct``): stride-1 convolutions without groups and with few channels
-(where Winograd does not pay) are summed directly, W[o, c, i, j] times the padded input, in
-one compiled pass per sample with no columns; ∂L/∂W is computed the same way, and ∂L/∂x
-as the transposed convolution's forward pass, itself direct (from
-``TRANSPOSED_MIN_CHANNELS`` input channels; im2col's column gradient below). Each lane is one call that
-holds no GIL, so two lanes run at once (16→16 on 32×32, forward + backward: 1.6× faster on
-two lanes, im2col's lanes 1.5×). ``algorithm="direct"`` asks for it for any stride-1
-convolution without groups. Results differ from im2col's by rounding only.
+Direct (``ermlab.nn._direct``): convolutions without groups and with few channels (where
+Winograd does not pay), of any kernel, dilation and stride (the same both ways), are summed
+directly, W[o, c, i, j] times the padded input, in one compiled pass per sample with no
+columns; ∂L/∂W is computed the same way, and ∂L/∂x, for stride 1 from
+``TRANSPOSED_MIN_CHANNELS`` input channels, as the transposed convolution's forward pass,
+itself direct (im2col's column gradient otherwise). Each lane is one call that holds no
+GIL, so two lanes run at once (16→16 on 32×32, forward + backward: 1.6× faster on two
+lanes, im2col's lanes 1.5×). ``algorithm="direct"`` asks for it whatever the channel
+counts. Results differ from im2col's by rounding only.
 
 Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
 U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He
@@ -137,7 +138,7 @@ DIRECT_LANE_MIN_FLOPS = 2_000_000
 # How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
 # (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
 # arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), "direct" (direct
-# summation, ``ermlab.nn._direct``: stride 1, no groups, the same conditions on arrays), or
+# summation, ``ermlab.nn._direct``: no groups, the same conditions on arrays), or
 # "auto": Winograd where it applies, both channel counts are at least
 # WINOGRAD_MIN_CHANNELS and the larger at least WINOGRAD_MIN_WIDEST; else direct where it
 # applies; else im2col. Measured (Xeon, 1 thread, batch 128, 3×3 padding 1,
@@ -321,8 +322,8 @@ class Conv2d(Module):
             )
         if algorithm == "direct" and not self._direct_geometry():
             raise ValueError(
-                "Conv2d: algorithm='direct' needs stride 1 and groups 1; got "
-                f"stride={self.stride}, groups={self.groups} — use algorithm='auto'"
+                "Conv2d: algorithm='direct' needs the same stride both ways and groups 1; "
+                f"got stride={self.stride}, groups={self.groups} — use algorithm='auto'"
             )
         if algorithm in ("winograd", "direct"):
             if importlib.util.find_spec("numba") is None:
@@ -353,7 +354,7 @@ class Conv2d(Module):
         return min(channels) >= WINOGRAD_MIN_CHANNELS and max(channels) >= WINOGRAD_MIN_WIDEST
 
     def _direct_geometry(self) -> bool:
-        return self.stride == (1, 1) and self.groups == 1
+        return self.stride[0] == self.stride[1] and self.groups == 1
 
     def _direct(self, x: Any) -> Any:
         """``ermlab.nn._direct`` where this convolution of ``x`` uses it (stride 1, no
@@ -582,7 +583,7 @@ class Conv2d(Module):
                                          None if self.bias is None else self.bias.data)
             ranges = self._lanes(xp, x.shape, minimum=DIRECT_LANE_MIN_FLOPS)
             self._run_lanes(ranges, lambda lo, hi, lane: direct.forward(
-                x, weight, bias, y, self.padding, self.dilation, lo, hi,
+                x, weight, bias, y, self.padding, self.stride, self.dilation, lo, hi,
                 self._lane_work(xp, x.dtype, lane)))
         elif winograd is not None:
             u = winograd.filter_transform(self.weight.data)
@@ -814,7 +815,7 @@ class Conv2d(Module):
             ranges = self._lanes(xp, x.shape, minimum=DIRECT_LANE_MIN_FLOPS)
             totals = self._run_lanes(ranges, lambda lo, hi, lane: (
                 direct.backward_weights(x, grad_out, self.kernel_size, self.padding,
-                                        self.dilation, lo, hi,
+                                        self.stride, self.dilation, lo, hi,
                                         self._lane_work(xp, x.dtype, lane))))
             for part in totals[1:]:
                 totals[0] += part

@@ -55,6 +55,14 @@ def _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded):  # pragma: no cove
     phase plane (r mod S, s mod S) of channel c, row ⌊r/S⌋, column ⌊s/S⌋ (S the stride;
     for S = 1 one plane, the padded plane itself)."""
     phase = hh * wh
+    if stride == 1:  # rows copied whole: a loop LLVM vectorizes (measured 20 copies per
+        for c in range(x.shape[1]):  # ResNet-20 step: ~40 ms slower through the loop below)
+            for i in range(x.shape[2]):
+                inside = x[n, c, i]
+                row = padded[c * phase + (pad_h + i) * wh + pad_w:]
+                for j in range(x.shape[3]):
+                    row[j] = inside[j]
+        return
     for c in range(x.shape[1]):
         for i in range(x.shape[2]):
             r = pad_h + i

@@ -127,10 +127,9 @@ def test_lanes_and_chunks_give_one_lanes_results(monkeypatch):
     one = build(case, "direct", threads=1)
     y1, gx1, gw1, gb1 = fprop_bprop(one, x, g)
     monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
-    monkeypatch.setattr(conv_module, "DIRECT_LANE_MIN_FLOPS", 1)
     monkeypatch.setattr(direct, "ACC_BYTES", 1)
     three = build(case, "direct", threads=3)
-    assert len(three._lanes(np, x.shape, minimum=conv_module.DIRECT_LANE_MIN_FLOPS)) == 3
+    assert len(three._lanes(np, x.shape)) == 3
     y3, gx3, gw3, gb3 = fprop_bprop(three, x, g)
     np.testing.assert_array_equal(y3, y1)
     np.testing.assert_array_equal(gx3, gx1)
@@ -220,20 +219,6 @@ def test_lenet_layers_and_the_input_gradient_below_16_channels(monkeypatch):
     reference.forward(x)
     np.testing.assert_array_equal(c3.backward(g), reference.backward(g))
     assert calls == {"forward": 1, "backward_weights": 1}
-
-
-def test_small_layers_take_lanes_from_the_direct_minimum(monkeypatch):
-    """Direct lanes pay from DIRECT_LANE_MIN_FLOPS, im2col's from LANE_MIN_FLOPS."""
-    conv = nn.Conv2d(1, 6, 5, padding=2, rng=0, threads=2)
-    shape = (128, 1, 28, 28)  # 15M multiply-adds
-    assert conv._lanes(np, shape) == [(0, 128)]
-    assert conv._lanes(np, shape, minimum=conv_module.DIRECT_LANE_MIN_FLOPS) == [(0, 64),
-                                                                                 (64, 128)]
-    ranges = []
-    monkeypatch.setattr(conv, "_run_lanes", lambda r, run: ranges.append(r) or [
-        run(lo, hi, k) for k, (lo, hi) in enumerate(r)])
-    conv.forward(np.ones(shape, np.float32))
-    assert ranges == [[(0, 64), (64, 128)]]
 
 
 def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):

@@ -131,10 +131,10 @@ BLOCK_BYTES = 4 * 2**20
 # pool and waiting for them costs 0.10–0.13 ms (two empty lanes, 4–10 µs of it setting BLAS
 # to one thread and back).
 LANE_MIN_FLOPS = 32_000_000
-# The direct kernels (``nn._direct``) run a lane as one call that holds no GIL, so lanes
-# pay from smaller layers. Measured (2 threads, paired rounds, forward + backward, 32M →
-# 2M): LeNet-5's C1 3.65 → 2.97 ms, its C3 11.9 → 9.0 ms.
-DIRECT_LANE_MIN_FLOPS = 2_000_000
+# The same holds for the direct kernels (``nn._direct``), although a lane is one call that
+# holds no GIL there: measured (2 threads, paired rounds) with lanes from 2M multiply-adds,
+# LeNet-5's C1 and C3 alone gain (3.65 → 2.97 and 11.9 → 9.0 ms forward + backward) but
+# whole training steps lose (27.6 → 28.7 and 29.3 → 31.0 ms).
 # How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
 # (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
 # arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), "direct" (direct
@@ -418,13 +418,11 @@ class Conv2d(Module):
             object.__setattr__(self, "_work_arrays", work)
         return work
 
-    def _lanes(self, xp: Any, x_shape: tuple[int, ...], work: float = 1.0,
-               minimum: int | None = None) -> list:
+    def _lanes(self, xp: Any, x_shape: tuple[int, ...], work: float = 1.0) -> list:
         """Contiguous ranges [lo, hi) of samples, one per lane (thread): the batch of a
         NumPy input is shared out over ``threads`` lanes (default ``ERMLAB_NUM_THREADS``
         or the CPU count), as many as give each lane at least ``LANE_MIN_FLOPS``
-        multiply-adds of forward GEMMs times ``work`` (``minimum``, if given, instead:
-        ``DIRECT_LANE_MIN_FLOPS`` for the direct kernels). Each lane makes its own columns
+        multiply-adds of forward GEMMs times ``work``. Each lane makes its own columns
         in its own work arrays and runs its own GEMMs with BLAS on one thread
         (``ermlab.threads.run_lanes``): the samples of a convolution are independent,
         and each lane's GEMMs on ~1 MiB of columns run at the speed of one core, where
@@ -437,7 +435,7 @@ class Conv2d(Module):
         _, _, oh, ow, _ = self._layout(x_shape)
         per_sample = (self.out_channels * self.in_channels // self.groups * oh * ow
                       * self.kernel_size[0] * self.kernel_size[1] * work)
-        return sample_lanes(n, threads, per_sample * n // (minimum or LANE_MIN_FLOPS))
+        return sample_lanes(n, threads, per_sample * n // LANE_MIN_FLOPS)
 
     def _run_lanes(self, ranges: list, run: Any) -> list:
         """``run(lo, hi, lane)`` for each range of ``_lanes``, the lanes at once."""
@@ -581,8 +579,7 @@ class Conv2d(Module):
         if direct is not None:
             weight, bias = direct.layout(self.weight.data,
                                          None if self.bias is None else self.bias.data)
-            ranges = self._lanes(xp, x.shape, minimum=DIRECT_LANE_MIN_FLOPS)
-            self._run_lanes(ranges, lambda lo, hi, lane: direct.forward(
+            self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: direct.forward(
                 x, weight, bias, y, self.padding, self.stride, self.dilation, lo, hi,
                 self._lane_work(xp, x.dtype, lane)))
         elif winograd is not None:
@@ -812,8 +809,7 @@ class Conv2d(Module):
         if weights:
             if self.bias is not None:
                 self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
-            ranges = self._lanes(xp, x.shape, minimum=DIRECT_LANE_MIN_FLOPS)
-            totals = self._run_lanes(ranges, lambda lo, hi, lane: (
+            totals = self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: (
                 direct.backward_weights(x, grad_out, self.kernel_size, self.padding,
                                         self.stride, self.dilation, lo, hi,
                                         self._lane_work(xp, x.dtype, lane))))

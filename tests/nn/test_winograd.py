@@ -6,12 +6,18 @@ import pytest
 
 pytest.importorskip("numba", reason="Winograd kernels need Numba: pip install numba")
 
+from conv_algorithms import (  # noqa: E402
+    build,
+    check_against_torch,
+    check_passes_against_im2col,
+    check_three_lanes_equal_one,
+    data,
+    fprop_bprop,
+)
 from kernel_calls import count_calls  # noqa: E402
 
 from ermlab import gradcheck, nn  # noqa: E402
-from ermlab.backend import default_dtype  # noqa: E402
 from ermlab.nn import _winograd as winograd  # noqa: E402
-from ermlab.nn import conv as conv_module  # noqa: E402
 
 # (N, C, O, H, W, padding): even and odd output sizes, no padding, wide padding, 1×1 maps
 # of a 3×3 input, one channel.
@@ -22,32 +28,6 @@ CASES = [
     (2, 1, 1, 3, 3, 0),
     (2, 3, 2, 6, 9, 2),
 ]
-
-
-def build(case, algorithm, dtype=np.float64, threads=1, bias=True):
-    _, c, o, _, _, p = case
-    with default_dtype(dtype):
-        conv = nn.Conv2d(c, o, 3, padding=p, rng=0, threads=threads, algorithm=algorithm,
-                         bias=bias)
-    if bias:
-        conv.bias.data[...] = np.random.default_rng(1).standard_normal(o).astype(dtype)
-    return conv
-
-
-def data(case, dtype=np.float64, seed=2):
-    n, c, o, h, w, p = case
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    g = rng.standard_normal((n, o, h + 2 * p - 2, w + 2 * p - 2)).astype(dtype)
-    return x, g
-
-
-def fprop_bprop(conv, x, g):
-    conv.train()
-    y = conv.forward(x)
-    conv.zero_grad()
-    gx = conv.backward(g)
-    return y, gx, conv.weight.grad.copy(), None if conv.bias is None else conv.bias.grad.copy()
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -62,21 +42,7 @@ def test_equals_im2col_in_float64(case):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES)
 def test_against_torch(case, dtype):
-    torch = pytest.importorskip("torch", reason="torch oracle: pip install torch==2.13.0 (CPU)")
-    x, g = data(case, dtype)
-    conv = build(case, "winograd", dtype)
-    y, gx, gw, gb = fprop_bprop(conv, x, g)
-    tx = torch.tensor(x, requires_grad=True)
-    tw = torch.tensor(conv.weight.data, requires_grad=True)
-    tb = torch.tensor(conv.bias.data, requires_grad=True)
-    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=case[5])
-    ty.backward(torch.tensor(g))
-    tol = dict(rtol=1e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
-    assert y.dtype == gx.dtype == gw.dtype == dtype
-    np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
-    np.testing.assert_allclose(gx, tx.grad.numpy(), **tol)
-    np.testing.assert_allclose(gw, tw.grad.numpy(), **tol)
-    np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
+    check_against_torch(case, "winograd", dtype)
 
 
 @pytest.mark.parametrize("case", CASES[:3])
@@ -88,42 +54,13 @@ def test_finite_differences(case):
 
 
 def test_lanes_and_blocks_give_one_blocks_results(monkeypatch):
-    """7 samples in 3 lanes, blocks of one sample: y and ∂L/∂x bit for bit as one lane
-    in one block (each sample's arithmetic is the same), ∂L/∂W up to the order of its sum;
-    accumulating a second backward pass adds."""
-    case = (7, 3, 4, 6, 5, 1)
-    x, g = data(case)
-    one = build(case, "winograd", threads=1)
-    y1, gx1, gw1, gb1 = fprop_bprop(one, x, g)
-    monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
-    monkeypatch.setattr(winograd, "BLOCK_BYTES", 1)
-    three = build(case, "winograd", threads=3)
-    assert len(three._lanes(np, x.shape)) == 3
-    y3, gx3, gw3, gb3 = fprop_bprop(three, x, g)
-    np.testing.assert_array_equal(y3, y1)
-    np.testing.assert_array_equal(gx3, gx1)
-    np.testing.assert_allclose(gw3, gw1, rtol=1e-13, atol=1e-13)
-    np.testing.assert_array_equal(gb3, gb1)
-    three.backward(2 * g)
-    np.testing.assert_allclose(three.weight.grad, 3 * gw1, rtol=1e-13, atol=1e-13)
+    """3 lanes, blocks of one sample, against one lane in one block."""
+    check_three_lanes_equal_one((7, 3, 4, 6, 5, 1), "winograd", monkeypatch,
+                                lambda: monkeypatch.setattr(winograd, "BLOCK_BYTES", 1))
 
 
 def test_weight_only_input_only_and_no_bias():
-    case = CASES[0]
-    x, g = data(case)
-    conv, reference = build(case, "winograd", bias=False), build(case, "im2col", bias=False)
-    for module in (conv, reference):
-        module.train()
-        module.forward(x)
-        module.zero_grad()
-    np.testing.assert_allclose(conv.forward(x), reference.forward(x), rtol=1e-12, atol=1e-12)
-    assert conv.backward(g, input_grad=False) is None
-    conv.accumulate_grad(g)
-    reference.accumulate_grad(g)
-    reference.accumulate_grad(g)
-    np.testing.assert_allclose(conv.weight.grad, reference.weight.grad, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(conv.grad_input(g), reference.grad_input(g), rtol=1e-12,
-                               atol=1e-12)
+    check_passes_against_im2col(CASES[0], "winograd")
 
 
 def test_non_contiguous_input():

@@ -357,9 +357,9 @@ class Conv2d(Module):
         return self.stride[0] == self.stride[1] and self.groups == 1
 
     def _direct(self, x: Any) -> Any:
-        """``ermlab.nn._direct`` where this convolution of ``x`` uses it (stride 1, no
-        groups; with ``algorithm="auto"`` only with few channels, where Winograd does not
-        pay, see ``ALGORITHMS``), else None."""
+        """``ermlab.nn._direct`` where this convolution of ``x`` uses it (the same stride
+        both ways, no groups; with ``algorithm="auto"`` only with few channels, where
+        Winograd does not pay, see ``ALGORITHMS``), else None."""
         if self.algorithm in ("im2col", "winograd") or not self._direct_geometry():
             return None
         if self.algorithm == "auto" and self._winograd_pays():

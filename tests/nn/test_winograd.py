@@ -74,9 +74,9 @@ def test_non_contiguous_input():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("channels, used", [((32, 32), True), ((16, 32), True),
-                                            ((32, 16), True), ((16, 16), False),
-                                            ((8, 64), False)])
+@pytest.mark.parametrize("channels, used", [((32, 32), True), ((32, 64), True),
+                                            ((16, 32), False), ((32, 16), False),
+                                            ((16, 16), False), ((8, 64), False)])
 def test_auto_chooses_winograd_from_enough_channels(channels, used, monkeypatch):
     calls = count_calls(monkeypatch, winograd, "forward")
     conv = nn.Conv2d(*channels, 3, padding=1, rng=0)

@@ -63,7 +63,7 @@ layers; ResNet-20 77 → 152 MiB).
 
 Winograd (``ermlab.nn._winograd``): 3×3 convolutions with stride 1, no dilation and no groups
 are computed by F(2×2, 3×3) (Lavin & Gray 2016) where both channel counts are large enough
-(``WINOGRAD_MIN_CHANNELS``, ``WINOGRAD_MIN_WIDEST``), on NumPy arrays with Numba installed:
+(``WINOGRAD_MIN_CHANNELS``), on NumPy arrays with Numba installed:
 2.25× fewer multiplications, and ∂L/∂x and ∂L/∂W from the same transformed tiles, with the
 same lanes of samples. ``Conv2d(algorithm="im2col")`` keeps the path above;
 ``algorithm="winograd"`` asks for Winograd whatever the channel counts. Results differ from
@@ -139,22 +139,25 @@ LANE_MIN_FLOPS = 32_000_000
 # (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
 # arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), "direct" (direct
 # summation, ``ermlab.nn._direct``: no groups, the same conditions on arrays), or
-# "auto": Winograd where it applies, both channel counts are at least
-# WINOGRAD_MIN_CHANNELS and the larger at least WINOGRAD_MIN_WIDEST; else direct where it
-# applies; else im2col. Measured (Xeon, 1 thread, batch 128, 3×3 padding 1,
-# forward/backward ms, im2col → Winograd, load ~1.7): 64→64 on 8×8 18.9/38.6 → 10.7/23.7,
-# 32→32 on 16×16 17.4/37.9 → 15.0/29.1, 16→32 on 32×32 45.1/99.7 → 42.2/68.0; slower:
+# "auto": Winograd where it applies and both channel counts are at least
+# WINOGRAD_MIN_CHANNELS; else direct where it applies; else im2col. Measured (Xeon, 1
+# thread, batch 128, 3×3 padding 1, forward/backward ms, im2col → Winograd, load ~1.7):
+# 64→64 on 8×8 18.9/38.6 → 10.7/23.7, 32→32 on 16×16 17.4/37.9 → 15.0/29.1, 16→32 on
+# 32×32 45.1/99.7 → 42.2/68.0; slower:
 # 16→16 on 32×32 24.6/48.1 → 27.0/50.0 and 3→16 9.7/18.2 → 17.2/23.9 (with few channels
 # the transforms, 4× the input's size, cost more than the GEMMs save). Direct there (idle,
 # paired rounds, im2col → direct): 16→16 on 32×32 24.6/46.4 → 16.4/31.4, on 16×16
 # 7.0/15.0 → 5.5/10.7, on 8×8 4.7/11.9 → 5.8/8.7; 3→32 on 32×32 (no ∂L/∂x) 17.1/15.6 →
 # 9.8/9.2; LeNet-5's C1, 5×5 1→6 on 28×28 (no ∂L/∂x), 3.9/4.0 → 2.2/1.8, and its C3, 5×5
 # 6→16 on 14×14 (10×10 outputs in 14-wide rows; ∂L/∂x from im2col's column gradient),
-# 3.5/8.9 → 3.3/7.4 and 4.4/10.6 → 4.8/10.0. With 32 channels Winograd stays ahead:
-# 32→32 on 16×16, Winograd 16.5/29.3, direct 22.8/37.4.
+# 3.5/8.9 → 3.3/7.4 and 4.4/10.6 → 4.8/10.0. With 16 channels on one side direct is as fast
+# as Winograd or faster (on 32×32, Winograd → direct: 16→32 33.8/60.1 → 36.3/56.6, 32→16
+# 40.3/87.9 → 38.0/67.4) and faster than im2col with stride 2 (16→32: 18.1/37.3 →
+# 14.5/29.8); with 32 on both Winograd stays ahead (32→32 on 16×16: 16.5/29.3 against
+# 22.8/37.4), and so does im2col with stride 2 (32→64 on 16×16: 15.3/27.7 against
+# 22.4/31.0).
 ALGORITHMS = ("auto", "im2col", "winograd", "direct")
-WINOGRAD_MIN_CHANNELS = 16
-WINOGRAD_MIN_WIDEST = 32
+WINOGRAD_MIN_CHANNELS = 32
 
 
 def pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:
@@ -350,8 +353,7 @@ class Conv2d(Module):
         return _fused.kernels("_winograd", x)
 
     def _winograd_pays(self) -> bool:
-        channels = (self.in_channels, self.out_channels)
-        return min(channels) >= WINOGRAD_MIN_CHANNELS and max(channels) >= WINOGRAD_MIN_WIDEST
+        return min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS
 
     def _direct_geometry(self) -> bool:
         return self.stride[0] == self.stride[1] and self.groups == 1

@@ -8,6 +8,7 @@ import numpy as np
 
 from ermlab import nn
 from ermlab.backend import default_dtype
+from ermlab.nn import conv as conv_module
 
 
 def geometry(case):
@@ -74,8 +75,6 @@ def check_three_lanes_equal_one(case, algorithm, monkeypatch, small_blocks):
     chunks as small as they go) three lanes give y and ∂L/∂x bit for bit (each sample's
     arithmetic is the same), ∂L/∂W up to the order of its sum over lanes; a second backward
     pass adds."""
-    from ermlab.nn import conv as conv_module
-
     x, g = data(case)
     assert x.shape[0] == 7
     y1, gx1, gw1, gb1 = fprop_bprop(build(case, algorithm, threads=1), x, g)

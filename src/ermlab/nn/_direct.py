@@ -266,12 +266,26 @@ def layout(weight: Any, bias: Any) -> tuple[Any, Any]:
     (C, K_h, K_w, O₄), C-contiguous, and b as (O₄,), O₄ = O rounded up to a multiple of
     four, the extra outputs' weights and biases zero."""
     o = weight.shape[0]
-    wide = np.zeros(weight.shape[1:] + (-(-o // 4) * 4,), dtype=weight.dtype)
+    wide = np.zeros(weight.shape[1:] + (_fours(o),), dtype=weight.dtype)
     wide[..., :o] = weight.transpose(1, 2, 3, 0)
     padded_bias = np.zeros(wide.shape[-1], dtype=weight.dtype)
     if bias is not None:
         padded_bias[:o] = bias
     return wide, padded_bias
+
+
+def _fours(outputs: int) -> int:
+    """O₄: ``outputs`` rounded up to a multiple of four (the kernels sum four at a time)."""
+    return -(-outputs // 4) * 4
+
+
+def _padded_sample(x: Any, kernel: tuple[int, int], padding: tuple[int, int],
+                   stride: tuple[int, int], dilation: tuple[int, int], out_h: int,
+                   work: Any) -> tuple[int, int, int, Any, Any]:
+    """(S, H_h, W_h, taps) of ``geometry`` and the lane's zero-bordered buffer of one padded
+    sample (``work``'s, so fprop and bprop share it)."""
+    s, hh, wh, taps, size = geometry(x.shape, kernel, padding, stride, dilation, out_h)
+    return s, hh, wh, taps, work("direct_padded", size, (x.shape[1:], padding, stride, size))
 
 
 def geometry(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[int, int],
@@ -306,9 +320,9 @@ def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
 
     ``work(name, size, key)`` returns a reused flat work array of ``size`` values (zero
     when first made, and made again when ``key`` changes)."""
-    outputs, kernel = weight.shape[3], weight.shape[1:3]
-    s, hh, wh, taps, size = geometry(x.shape, kernel, padding, stride, dilation, y.shape[2])
-    padded = work("direct_padded", size, (x.shape[1:], padding, stride, size))
+    outputs = weight.shape[3]
+    s, hh, wh, taps, padded = _padded_sample(x, weight.shape[1:3], padding, stride, dilation,
+                                             y.shape[2], work)
     length = y.shape[2] * wh
     chunk = max(1, min(length, max(wh, ACC_BYTES // (outputs * x.dtype.itemsize))))
     acc = work("direct_acc", outputs * chunk, ()).reshape(outputs, chunk)
@@ -320,9 +334,8 @@ def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tupl
                      work: Any) -> Any:
     """Σ_n ∂L/∂W over samples [lo, hi), a new array in ``layout``'s form (C, K_h, K_w, O₄)."""
     c, o, out_h = x.shape[1], grad_y.shape[1], grad_y.shape[2]
-    wide = -(-o // 4) * 4
-    s, hh, wh, taps, size = geometry(x.shape, kernel, padding, stride, dilation, out_h)
-    padded = work("direct_padded", size, (x.shape[1:], padding, stride, size))
+    wide = _fours(o)
+    s, hh, wh, taps, padded = _padded_sample(x, kernel, padding, stride, dilation, out_h, work)
     grad = work("direct_grad", wide * out_h * wh, (grad_y.shape[1:], wh))
     total = np.zeros((c, *kernel, wide), dtype=x.dtype)
     weight_gradient(x, grad_y, padding[0], padding[1], s, hh, wh, taps, lo, hi, padded,

@@ -6,7 +6,8 @@ with x̃ the sample zero-padded by (p_h, p_w), S the stride (the same both ways)
 dilation. No columns are made: each sample is copied once into a padded buffer, and the sum
 is taken there, four output channels at a time (the outputs are padded to a multiple of
 four with zero weights), each input row read once for three taps j of a kernel row i (the
-last one or two taps of a row wider than a multiple of three on their own).
+last one or two taps of a row wider than a multiple of three on their own), or, for 3×3
+kernels, all nine taps in one pass (``_nine_taps``).
 
 Full-width rows (as ``Conv2d``'s full-width columns): for stride 1 the padded planes are
 read as one flat array, and output position t = p·W_p + q takes x̃ at t + d_h i·W_p + d_w j,
@@ -28,7 +29,8 @@ cost as much as their GEMMs (``Conv2d``'s ``algorithm="auto"`` rule, with the fi
 It runs in the lanes of samples of ``Conv2d`` (``nogil``): one call per lane, so the
 lanes do not take turns at the GIL between many small NumPy calls.
 
-Numerics: each output is b + Σ_c Σ_i (w_i0 x_0 + w_i1 x_1 + w_i2 x_2 …) in that order, with
+Numerics: each output is b + Σ_c Σ_i (w_i0 x_0 + w_i1 x_1 + w_i2 x_2 …) in that order (3×3
+kernels: b + Σ_c, one multiply-add per tap in the order w₀₀x₀₀, w₀₁x₀₁, …, w₂₂x₂₂), with
 multiply-adds fused (Numba's ``contract``), so results differ from im2col's GEMMs by
 rounding only, and are the same for any number of lanes or chunks. ∂L/∂W's sums over
 positions are reductions in an order of the compiler's (see ``weight_gradient``).
@@ -75,6 +77,122 @@ def _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded):  # pragma: no cove
                     row[m] = inside[first + m * stride]
 
 
+@njit(inline="always", **_JIT)
+def _taps_by_rows(channels, block, t0, size, taps, weight, padded, acc):  # pragma: no cover
+    """acc[o, :size] += Σ_c Σ_{i,j} W[o, c, i, j] x̃[c, t0 + t + taps[i, j]], for any kernel:
+    kernel row by kernel row, three taps at a time (each output read and written once per
+    three taps), the last one or two taps of a row on their own."""
+    kh, kw, outputs = weight.shape[1], weight.shape[2], weight.shape[3]
+    for c in range(channels):
+        for i in range(kh):
+            base, w, at = c * block + t0, weight[c, i], taps[i]
+            # taps three at a time: each output read and written once per three
+            for j in range(0, kw - 2, 3):
+                r0 = padded[base + at[j]:]
+                r1 = padded[base + at[j + 1]:]
+                r2 = padded[base + at[j + 2]:]
+                # (range(0, O₄ − 3, 4): with range(0, O₄, 4) LLVM vectorizes the
+                # loop below 7× slower, measured)
+                for o in range(0, outputs - 3, 4):
+                    a0 = acc[o]
+                    a1 = acc[o + 1]
+                    a2 = acc[o + 2]
+                    a3 = acc[o + 3]
+                    u0 = w[j, o]; u1 = w[j + 1, o]; u2 = w[j + 2, o]  # noqa: E702
+                    v0 = w[j, o + 1]; v1 = w[j + 1, o + 1]; v2 = w[j + 2, o + 1]  # noqa: E702
+                    s0 = w[j, o + 2]; s1 = w[j + 1, o + 2]; s2 = w[j + 2, o + 2]  # noqa: E702
+                    z0 = w[j, o + 3]; z1 = w[j + 1, o + 3]; z2 = w[j + 2, o + 3]  # noqa: E702
+                    for t in range(size):
+                        x0 = r0[t]
+                        x1 = r1[t]
+                        x2 = r2[t]
+                        a0[t] += u0 * x0 + u1 * x1 + u2 * x2
+                        a1[t] += v0 * x0 + v1 * x1 + v2 * x2
+                        a2[t] += s0 * x0 + s1 * x1 + s2 * x2
+                        a3[t] += z0 * x0 + z1 * x1 + z2 * x2
+            j = kw - kw % 3
+            if kw % 3 == 2:
+                r0 = padded[base + at[j]:]
+                r1 = padded[base + at[j + 1]:]
+                for o in range(0, outputs - 3, 4):
+                    a0 = acc[o]
+                    a1 = acc[o + 1]
+                    a2 = acc[o + 2]
+                    a3 = acc[o + 3]
+                    u0 = w[j, o]; u1 = w[j + 1, o]  # noqa: E702
+                    v0 = w[j, o + 1]; v1 = w[j + 1, o + 1]  # noqa: E702
+                    s0 = w[j, o + 2]; s1 = w[j + 1, o + 2]  # noqa: E702
+                    z0 = w[j, o + 3]; z1 = w[j + 1, o + 3]  # noqa: E702
+                    for t in range(size):
+                        x0 = r0[t]
+                        x1 = r1[t]
+                        a0[t] += u0 * x0 + u1 * x1
+                        a1[t] += v0 * x0 + v1 * x1
+                        a2[t] += s0 * x0 + s1 * x1
+                        a3[t] += z0 * x0 + z1 * x1
+            elif kw % 3 == 1:
+                r0 = padded[base + at[j]:]
+                for o in range(0, outputs - 3, 4):
+                    a0 = acc[o]
+                    a1 = acc[o + 1]
+                    a2 = acc[o + 2]
+                    a3 = acc[o + 3]
+                    u0, v0, s0, z0 = w[j, o], w[j, o + 1], w[j, o + 2], w[j, o + 3]
+                    for t in range(size):
+                        x0 = r0[t]
+                        a0[t] += u0 * x0
+                        a1[t] += v0 * x0
+                        a2[t] += s0 * x0
+                        a3[t] += z0 * x0
+
+
+@njit(inline="always", **_JIT)
+def _nine_taps(channels, block, t0, size, taps, weight, padded, acc):  # pragma: no cover
+    """acc[o, :size] += Σ_c Σ_{i,j} W[o, c, i, j] x̃[c, t0 + t + taps[i, j]] for a 3×3 kernel:
+    all nine taps of four outputs in one pass over the positions, so each output is read
+    and written once per channel, not three times (as ``_taps_by_rows``), and each of its
+    values takes nine multiply-adds in a row, (((a + w₀₀x₀₀) + w₀₁x₀₁) + …) + w₂₂x₂₂.
+    Measured, 16→16 on 32×32, forward: 15.7 → 11.8 ms; two outputs per pass were no faster,
+    and 512-bit vectors (LLVM's default for this processor is 256) no faster either."""
+    outputs = weight.shape[3]
+    k0 = taps[0, 0]; k1 = taps[0, 1]; k2 = taps[0, 2]  # noqa: E702
+    k3 = taps[1, 0]; k4 = taps[1, 1]; k5 = taps[1, 2]  # noqa: E702
+    k6 = taps[2, 0]; k7 = taps[2, 1]; k8 = taps[2, 2]  # noqa: E702
+    for c in range(channels):
+        base, w = c * block + t0, weight[c]
+        r0 = padded[base + k0:]; r1 = padded[base + k1:]; r2 = padded[base + k2:]  # noqa: E702
+        r3 = padded[base + k3:]; r4 = padded[base + k4:]; r5 = padded[base + k5:]  # noqa: E702
+        r6 = padded[base + k6:]; r7 = padded[base + k7:]; r8 = padded[base + k8:]  # noqa: E702
+        for o in range(0, outputs - 3, 4):  # (see _taps_by_rows)
+            a0 = acc[o]
+            a1 = acc[o + 1]
+            a2 = acc[o + 2]
+            a3 = acc[o + 3]
+            u = w[:, :, o]
+            v = w[:, :, o + 1]
+            s = w[:, :, o + 2]
+            z = w[:, :, o + 3]
+            u0 = u[0, 0]; u1 = u[0, 1]; u2 = u[0, 2]; u3 = u[1, 0]; u4 = u[1, 1]  # noqa: E702
+            u5 = u[1, 2]; u6 = u[2, 0]; u7 = u[2, 1]; u8 = u[2, 2]  # noqa: E702
+            v0 = v[0, 0]; v1 = v[0, 1]; v2 = v[0, 2]; v3 = v[1, 0]; v4 = v[1, 1]  # noqa: E702
+            v5 = v[1, 2]; v6 = v[2, 0]; v7 = v[2, 1]; v8 = v[2, 2]  # noqa: E702
+            s0 = s[0, 0]; s1 = s[0, 1]; s2 = s[0, 2]; s3 = s[1, 0]; s4 = s[1, 1]  # noqa: E702
+            s5 = s[1, 2]; s6 = s[2, 0]; s7 = s[2, 1]; s8 = s[2, 2]  # noqa: E702
+            z0 = z[0, 0]; z1 = z[0, 1]; z2 = z[0, 2]; z3 = z[1, 0]; z4 = z[1, 1]  # noqa: E702
+            z5 = z[1, 2]; z6 = z[2, 0]; z7 = z[2, 1]; z8 = z[2, 2]  # noqa: E702
+            for t in range(size):
+                x0 = r0[t]; x1 = r1[t]; x2 = r2[t]; x3 = r3[t]; x4 = r4[t]  # noqa: E702
+                x5 = r5[t]; x6 = r6[t]; x7 = r7[t]; x8 = r8[t]  # noqa: E702
+                a0[t] = (a0[t] + u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4 + u5 * x5
+                         + u6 * x6 + u7 * x7 + u8 * x8)
+                a1[t] = (a1[t] + v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4 + v5 * x5
+                         + v6 * x6 + v7 * x7 + v8 * x8)
+                a2[t] = (a2[t] + s0 * x0 + s1 * x1 + s2 * x2 + s3 * x3 + s4 * x4 + s5 * x5
+                         + s6 * x6 + s7 * x7 + s8 * x8)
+                a3[t] = (a3[t] + z0 * x0 + z1 * x1 + z2 * x2 + z3 * x3 + z4 * x4 + z5 * x5
+                         + z6 * x6 + z7 * x7 + z8 * x8)
+
+
 @njit(**_JIT)
 def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padded,
               acc):  # pragma: no cover
@@ -100,67 +218,10 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, pa
                 beta = bias[o]
                 for t in range(size):
                     a[t] = beta
-            for c in range(x.shape[1]):
-                for i in range(kh):
-                    base, w, at = c * block + t0, weight[c, i], taps[i]
-                    # taps three at a time: each output read and written once per three
-                    for j in range(0, kw - 2, 3):
-                        r0 = padded[base + at[j]:]
-                        r1 = padded[base + at[j + 1]:]
-                        r2 = padded[base + at[j + 2]:]
-                        # (range(0, O₄ − 3, 4): with range(0, O₄, 4) LLVM vectorizes the
-                        # loop below 7× slower, measured)
-                        for o in range(0, outputs - 3, 4):
-                            a0 = acc[o]
-                            a1 = acc[o + 1]
-                            a2 = acc[o + 2]
-                            a3 = acc[o + 3]
-                            u0 = w[j, o]; u1 = w[j + 1, o]; u2 = w[j + 2, o]  # noqa: E702
-                            v0 = w[j, o + 1]; v1 = w[j + 1, o + 1]; v2 = w[j + 2, o + 1]  # noqa: E702
-                            s0 = w[j, o + 2]; s1 = w[j + 1, o + 2]; s2 = w[j + 2, o + 2]  # noqa: E702
-                            z0 = w[j, o + 3]; z1 = w[j + 1, o + 3]; z2 = w[j + 2, o + 3]  # noqa: E702
-                            for t in range(size):
-                                x0 = r0[t]
-                                x1 = r1[t]
-                                x2 = r2[t]
-                                a0[t] += u0 * x0 + u1 * x1 + u2 * x2
-                                a1[t] += v0 * x0 + v1 * x1 + v2 * x2
-                                a2[t] += s0 * x0 + s1 * x1 + s2 * x2
-                                a3[t] += z0 * x0 + z1 * x1 + z2 * x2
-                    j = kw - kw % 3
-                    if kw % 3 == 2:
-                        r0 = padded[base + at[j]:]
-                        r1 = padded[base + at[j + 1]:]
-                        for o in range(0, outputs - 3, 4):
-                            a0 = acc[o]
-                            a1 = acc[o + 1]
-                            a2 = acc[o + 2]
-                            a3 = acc[o + 3]
-                            u0 = w[j, o]; u1 = w[j + 1, o]  # noqa: E702
-                            v0 = w[j, o + 1]; v1 = w[j + 1, o + 1]  # noqa: E702
-                            s0 = w[j, o + 2]; s1 = w[j + 1, o + 2]  # noqa: E702
-                            z0 = w[j, o + 3]; z1 = w[j + 1, o + 3]  # noqa: E702
-                            for t in range(size):
-                                x0 = r0[t]
-                                x1 = r1[t]
-                                a0[t] += u0 * x0 + u1 * x1
-                                a1[t] += v0 * x0 + v1 * x1
-                                a2[t] += s0 * x0 + s1 * x1
-                                a3[t] += z0 * x0 + z1 * x1
-                    elif kw % 3 == 1:
-                        r0 = padded[base + at[j]:]
-                        for o in range(0, outputs - 3, 4):
-                            a0 = acc[o]
-                            a1 = acc[o + 1]
-                            a2 = acc[o + 2]
-                            a3 = acc[o + 3]
-                            u0, v0, s0, z0 = w[j, o], w[j, o + 1], w[j, o + 2], w[j, o + 3]
-                            for t in range(size):
-                                x0 = r0[t]
-                                a0[t] += u0 * x0
-                                a1[t] += v0 * x0
-                                a2[t] += s0 * x0
-                                a3[t] += z0 * x0
+            if kh == 3 and kw == 3:
+                _nine_taps(x.shape[1], block, t0, size, taps, weight, padded, acc)
+            else:
+                _taps_by_rows(x.shape[1], block, t0, size, taps, weight, padded, acc)
             first = t0 // wh
             last = min(out_h, (t0 + size + wh - 1) // wh)
             for o in range(y.shape[1]):

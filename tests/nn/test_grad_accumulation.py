@@ -120,3 +120,40 @@ def test_grad_is_zero_is_read_only():
     p = Parameter(np.zeros(2))
     with pytest.raises(AttributeError):
         p.grad_is_zero = True
+
+
+def test_zero_grad_clears_lazily_and_a_backward_writes_straight_into_the_array():
+    """zero_grad does not touch the array (no pass over it); the next backward overwrites
+    it, and a read before that sees zeros."""
+    with default_dtype(np.float64):
+        lin = nn.Linear(3, 2, rng=0)
+    x, g = normal(1, (4, 3)), normal(2, (4, 2))
+    lin.forward(x)
+    lin.backward(g)
+    array = lin.weight._grad
+    before = array.copy()
+    lin.zero_grad()
+    np.testing.assert_array_equal(array, before)  # not cleared yet
+    lin.backward(g)
+    np.testing.assert_allclose(array, g.T @ x, rtol=1e-13)  # overwritten, not added to
+    lin.zero_grad()
+    assert not lin.bias.grad.any()  # read: cleared then
+    assert lin.weight.grad is array
+
+
+@pytest.mark.parametrize("first", ["add_grad", "read"])
+def test_a_gradient_zeroed_lazily_is_zero_to_add_grad_and_to_the_optimizer(first):
+    """A parameter that the backward pass did not reach after zero_grad: add_grad adds to
+    zero and an optimizer step sees a zero gradient, not the last step's."""
+    from ermlab import optim
+
+    p = Parameter(np.ones(3))
+    p.grad[...] = 5.0
+    p.zero_grad()
+    if first == "add_grad":
+        p.add_grad(np.full(3, 2.0))
+        np.testing.assert_array_equal(p.grad, 2.0)
+        p.zero_grad()
+    optim.SGD([p], lr=1.0).step()
+    np.testing.assert_array_equal(p.data, 1.0)
+    np.testing.assert_array_equal(p.grad, 0.0)

@@ -13,7 +13,8 @@ class Parameter:
     Attributes:
         data: the values θ (updated in place by optimizers).
         grad: ∂L/∂θ, same shape and dtype as ``data``; modules *add* into it
-            during ``backward`` and ``zero_grad`` resets it. Whatever the caller
+            during ``backward`` and ``zero_grad`` resets it (lazily: see
+            ``zero_grad``). Whatever the caller
             does to it — ``p.grad += g``, ``p.grad[...] = g``, ``p.grad = g`` —
             is kept: the next ``backward`` adds to it (gradient accumulation).
             (A reference to ``grad`` kept from *before* ``zero_grad`` and written
@@ -27,7 +28,7 @@ class Parameter:
             write a result straight into ``grad`` instead of adding it.
     """
 
-    __slots__ = ("data", "_grad", "name", "regularize", "_grad_is_zero")
+    __slots__ = ("data", "_grad", "name", "regularize", "_grad_is_zero", "_grad_stale")
 
     def __init__(self, data: Any, name: str = "", regularize: bool = True) -> None:
         xp = array_module(data)
@@ -36,18 +37,20 @@ class Parameter:
         self.name = name
         self.regularize = regularize
         self._grad_is_zero = True
+        self._grad_stale = False  # zero by zero_grad, but the array not cleared yet
 
     @property
     def grad(self) -> Any:
         """∂L/∂θ. The array handed out may be changed in place by the caller, so the
         gradient is no longer known to be zero."""
+        self._clear_stale()
         self._grad_is_zero = False
         return self._grad
 
     @grad.setter
     def grad(self, value: Any) -> None:
         self._grad = value
-        self._grad_is_zero = False
+        self._grad_is_zero = self._grad_stale = False
 
     @property
     def grad_is_zero(self) -> bool:
@@ -66,9 +69,18 @@ class Parameter:
         return self.data.dtype
 
     def zero_grad(self) -> None:
-        """Set ``grad`` to zero (in place, so views of it stay valid)."""
-        self._grad.fill(0)
-        self._grad_is_zero = True
+        """Set ``grad`` to zero, in place (the same array), and lazily: the array is cleared
+        when ``grad`` is next read or added into. A backward pass writes its first
+        gradient straight into it (``accumulate``), so a training step never clears it:
+        one pass over θ's size saved per step (torch's ``zero_grad(set_to_none=True)``
+        saves it by dropping the array). A view of ``grad`` taken before ``zero_grad``
+        shows the old values until then; take ``p.grad`` again after ``zero_grad``."""
+        self._grad_is_zero = self._grad_stale = True
+
+    def _clear_stale(self) -> None:
+        if self._grad_stale:
+            self._grad.fill(0)
+            self._grad_stale = False
 
     def accumulate(self, op, *args, **kwargs) -> None:
         """``grad += op(*args, **kwargs)``, without a temporary when possible.
@@ -79,12 +91,13 @@ class Parameter:
         """
         if self._grad_is_zero:
             op(*args, out=self._grad, **kwargs)
-            self._grad_is_zero = False
+            self._grad_is_zero = self._grad_stale = False
         else:
             self._grad += op(*args, **kwargs)
 
     def add_grad(self, value: Any) -> None:
         """``grad += value``."""
+        self._clear_stale()
         self._grad += value
         self._grad_is_zero = False
 

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from ermlab.backend import array_module
+from ermlab.nn import _fused
+from ermlab.nn.activations import LANE_MIN_BYTES
 from ermlab.nn.module import Module
+from ermlab.threads import run_ranges
 
 
 class Add(Module):
-    """y = x₁ + x₂ + … ; each input receives the output gradient unchanged."""
+    """y = x₁ + x₂ + … ; each input receives the output gradient unchanged.
+
+    C-contiguous NumPy inputs of one dtype are added in lanes of elements on
+    ``ermlab.threads`` (``threads`` attribute; default None: ``ERMLAB_NUM_THREADS`` or the
+    CPU count; NumPy's additions release the GIL), each of at least ``LANE_MIN_BYTES`` of
+    the output, the same values as one lane (element by element, in the same order).
+    """
 
     forward_cache = ("_count",)
+    threads: int | None = None
 
     def forward(self, *inputs: Any) -> Any:
         if len(inputs) < 2:
@@ -19,9 +31,17 @@ class Add(Module):
         shapes = {tuple(x.shape) for x in inputs}
         if len(shapes) != 1:
             raise ValueError(f"Add needs inputs of one shape; got shapes {sorted(shapes)}")
-        total = inputs[0] + inputs[1]
-        for x in inputs[2:]:
-            total += x
+        first = inputs[0]
+        if all(type(x) is numpy.ndarray and x.dtype == first.dtype and x.flags.c_contiguous
+               for x in inputs):
+            total = numpy.empty_like(first)
+            flat = [x.reshape(-1) for x in inputs]
+            run_ranges(_fused.lanes(first.size, first.nbytes, self.threads, LANE_MIN_BYTES),
+                       _add, total.reshape(-1), flat)
+        else:
+            total = inputs[0] + inputs[1]
+            for x in inputs[2:]:
+                total += x
         if self.training:
             self._count = len(inputs)
         return total
@@ -29,6 +49,13 @@ class Add(Module):
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         count = self._cached("_count")
         return (grad_out,) * count if input_grad else None
+
+
+def _add(total: Any, flat: list[Any], lo: int, hi: int) -> None:
+    """total[lo:hi] = x₁[lo:hi] + x₂[lo:hi] + … (one lane)."""
+    numpy.add(flat[0][lo:hi], flat[1][lo:hi], out=total[lo:hi])
+    for x in flat[2:]:
+        total[lo:hi] += x[lo:hi]
 
 
 class Concatenate(Module):

@@ -2,13 +2,18 @@
 
 ermlab shares work out over the cores with Python threads, not with a second
 BLAS or OpenMP pool: NumPy releases the GIL inside GEMMs, copies and ufunc
-loops over more than a few hundred elements, so two threads each running NumPy
-calls keep two cores busy. Two places do it, on this one pool:
+loops over more than a few hundred elements, and the Numba kernels are compiled
+``nogil``, so two threads each running such calls keep two cores busy. These
+places do it, on this one pool:
 
 * the in-place optimizers cut a step's parameters into lanes
   (``ermlab.optim.inplace``);
 * ``Conv2d`` cuts a batch into lanes of samples, each lane making its own
-  im2col columns and running its own GEMMs (``ermlab.nn.conv``).
+  im2col columns and running its own GEMMs, or running its own direct or
+  Winograd kernels (``ermlab.nn.conv``; a Winograd lane is one compiled call,
+  its GEMMs included, through SciPy's BLAS held to one thread);
+* ``ReLU``, ``BatchNorm2d``, the pooling layers and ``Add`` cut their arrays into
+  lanes of elements or channels.
 
 While lanes run, the BLAS libraries run on one thread (``BlasOneThread``,
 restored after): the lanes are the threads, and OpenBLAS would otherwise share

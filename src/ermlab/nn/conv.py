@@ -74,10 +74,10 @@ Winograd does not pay), of any kernel, dilation and stride (the same both ways),
 directly, W[o, c, i, j] times the padded input, in one compiled pass per sample with no
 columns; ∂L/∂W is computed the same way, and ∂L/∂x, for stride 1 (any number of channels),
 as the transposed convolution's forward pass, itself direct (im2col's column gradient for
-strides > 1). Each lane is one call that holds no
-GIL, so two lanes run at once (16→16 on 32×32, forward + backward: 1.6× faster on two
-lanes, im2col's lanes 1.5×). ``algorithm="direct"`` asks for it whatever the channel
-counts. Results differ from im2col's by rounding only.
+strides > 1). Each lane is one call that holds no GIL, so two lanes run at once (16→16 on
+32×32, forward + backward: 1.6× faster on two lanes, im2col's lanes 1.5×).
+``algorithm="direct"`` asks for it whatever the channel counts. Results differ from
+im2col's by rounding only.
 
 Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
 U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He

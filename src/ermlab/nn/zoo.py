@@ -40,10 +40,16 @@ SMALL_IMAGE = 64  # below this height/width, ImageNet-style networks use their s
 
 
 def named(**parts: Module) -> Sequential:
-    """A ``Sequential`` whose children have names (``features``, ``classifier``...)."""
+    """A ``Sequential`` whose children have names (``features``, ``classifier``...).
+
+    Every network here is convolutional, so its fully connected layers run their GEMMs
+    in ermlab's lanes, as the convolutions do (``Linear``'s ``lanes``)."""
     model = Sequential()
     for name, module in parts.items():
         setattr(model, name, module)
+    for module in model.modules():
+        if isinstance(module, Linear):
+            module.lanes = True
     return model
 
 

@@ -128,17 +128,15 @@ ROW_SPLIT_MIN_COLUMNS = 256
 BLOCK_BYTES = 4 * 2**20
 # A batch is shared out over lanes of samples (threads, see Conv2d._lanes) only while each
 # lane gets at least this many multiply-adds of forward GEMMs (twice as many in a bprop
-# with ∂L/∂x). Measured (Xeon VM, 2 vCPUs, batch 128, paired rounds, load 1.2–1.4): in
-# LeNet-5 (convolutions of 15M and 31M multiply-adds per batch) lanes made the whole step
-# slower, 33.2 ms with a threshold of 4M, 30.5 with 16M, 29.6 in one lane; the small VGG's
-# and ResNet-20's convolutions (113M–302M) gain (module docstring). Handing lanes to the
-# pool and waiting for them costs 0.10–0.13 ms (two empty lanes, 4–10 µs of it setting BLAS
-# to one thread and back).
-LANE_MIN_FLOPS = 32_000_000
-# The same holds for the direct kernels (``nn._direct``), although a lane is one call that
-# holds no GIL there: measured (2 threads, paired rounds) with lanes from 2M multiply-adds,
-# LeNet-5's C1 and C3 alone gain (3.65 → 2.97 and 11.9 → 9.0 ms forward + backward) but
-# whole training steps lose (27.6 → 28.7 and 29.3 → 31.0 ms).
+# with ∂L/∂x). Handing lanes to the pool and waiting for them costs 0.10–0.13 ms (two empty
+# lanes), and a worker that has slept ~1 ms starts its lane 0.3–0.6 ms late on the Xeon VM
+# (2 vCPUs). Measured there (batch 128, whole LeNet-5 training steps at 2 threads, paired):
+# its convolutions (15M and 31M multiply-adds per batch) in lanes from 4M, 26.5 → 20.7 ms
+# against one lane (32M); 2M and 8M the same within noise. Before the zoo's Linear layers
+# ran in lanes too (``Linear``'s ``lanes``), OpenBLAS's threads, spinning on after the
+# classifier's GEMMs, took the second core and lanes made LeNet-5 slower (33.2 ms from 4M,
+# 29.6 in one lane). The small VGG's and ResNet-20's convolutions (113M–302M) gain either way.
+LANE_MIN_FLOPS = 4_000_000
 # How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
 # (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
 # arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), "direct" (direct

@@ -50,6 +50,13 @@ _JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 # so they stay in cache while every channel adds into them. Measured (16→16 on 32×32):
 # one chunk per 32×32 plane (1088 positions, 70 KiB) is faster than chunks of 256 or 544.
 ACC_BYTES = 2**18
+# Runs of positions are rounded up to a multiple of this many (the extra positions read
+# the buffer's slack or the next row, and are never copied out), so that LLVM's vector
+# loop, 8 float32 wide, leaves no scalar remainder. Measured (1 thread, batch 128, forward
+# ms, paired): LeNet-5's C3 (140 positions per sample) 1.98 → 1.76, its transposed
+# convolution for ∂L/∂x (252) 3.81 → 3.46; weight_gradient's sums gained nothing (C3 2.85 →
+# 2.81 ms) and keep their length.
+VECTOR = 8
 
 
 @njit(inline="always", **_JIT)
@@ -226,7 +233,7 @@ def _nine_taps(channels, block, t0, size, taps, weight, padded, acc):  # pragma:
 
 @njit(**_JIT)
 def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padded,
-              acc):  # pragma: no cover
+              acc, vector):  # pragma: no cover
     """y[n] for samples n in [lo, hi) of x (N, C, H, W), with ``weight`` and ``bias`` in
     ``layout``'s form: W[o, c, i, j] at [c, i, j, o], outputs padded to a multiple of four
     with zero weights and biases (those outputs are computed and never copied out).
@@ -234,7 +241,8 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, pa
     ``padded`` is a zero array (``geometry``'s size) whose borders stay zero (the interior
     is written per sample, in S² phase planes of H_h × W_h), ``taps`` (K_h, K_w) where tap
     (i, j) reads in a channel's planes (``geometry``), ``acc`` (O₄, chunk) scratch for the
-    outputs of one chunk of full-width positions."""
+    outputs of one chunk of full-width positions, ``chunk`` a multiple of ``vector``: each
+    run of positions is rounded up to one (``VECTOR``)."""
     kh, kw, outputs = weight.shape[1], weight.shape[2], weight.shape[3]
     block = stride * stride * hh * wh
     out_h, out_w = y.shape[2], y.shape[3]
@@ -244,15 +252,16 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, pa
         _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded)
         for t0 in range(0, length, chunk):
             size = min(chunk, length - t0)
+            run = min(chunk, -(-size // vector) * vector)  # (see VECTOR)
             for o in range(outputs):
                 a = acc[o]
                 beta = bias[o]
-                for t in range(size):
+                for t in range(run):
                     a[t] = beta
             if kh == 3 and kw == 3:
-                _nine_taps(x.shape[1], block, t0, size, taps, weight, padded, acc)
+                _nine_taps(x.shape[1], block, t0, run, taps, weight, padded, acc)
             else:
-                _taps_by_rows(x.shape[1], block, t0, size, taps, weight, padded, acc)
+                _taps_by_rows(x.shape[1], block, t0, run, taps, weight, padded, acc)
             first = t0 // wh
             last = min(out_h, (t0 + size + wh - 1) // wh)
             for o in range(y.shape[1]):
@@ -392,7 +401,7 @@ def geometry(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[i
 
     from position t = p·W_h + q of one flat stride-1 run (for S = 1, x̃ itself and
     taps[i, j] = d_h i·W_p + d_w j). ``size``: C·S²·H_h·W_h values and the slack the last
-    channel's reads past the outputs of its last row need."""
+    channel's reads past the outputs of its last row need, ``VECTOR`` more."""
     c, h, w = x_shape[1:]
     s = stride[0]
     hh, wh = -(-(h + 2 * padding[0]) // s), -(-(w + 2 * padding[1]) // s)
@@ -401,7 +410,7 @@ def geometry(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[i
     taps = (((rows[:, None] % s) * s + cols[None, :] % s) * hh * wh
             + (rows[:, None] // s) * wh + cols[None, :] // s).astype(np.int64)
     block = s * s * hh * wh
-    return s, hh, wh, taps, c * block + max(0, int(taps.max()) + out_h * wh - block)
+    return s, hh, wh, taps, c * block + max(0, int(taps.max()) + out_h * wh - block) + VECTOR
 
 
 def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
@@ -417,8 +426,10 @@ def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
                                              y.shape[2], work)
     length = y.shape[2] * wh
     chunk = max(1, min(length, max(wh, ACC_BYTES // (outputs * x.dtype.itemsize))))
+    chunk = -(-chunk // VECTOR) * VECTOR
     acc = work("direct_acc", outputs * chunk, ()).reshape(outputs, chunk)
-    correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, taps, lo, hi, padded, acc)
+    correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, taps, lo, hi, padded, acc,
+              VECTOR)
 
 
 def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tuple[int, int],

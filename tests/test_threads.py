@@ -1,8 +1,12 @@
 """ermlab.threads: lanes run at once on the shared pool, errors come back, BLAS is held to
 one thread only while lanes run, a worker never waits on its own pool."""
 
+import os
+import platform
 import threading
+import time
 
+import numpy as np
 import pytest
 
 from ermlab import threads
@@ -54,8 +58,8 @@ def test_lanes_asked_for_inside_a_worker_run_in_that_worker():
     def nested():
         return threads.run_lanes([threading.get_ident, threading.get_ident])
 
-    idents = threads.workers(1).submit(nested).result(timeout=10)
-    assert len(set(idents)) == 1
+    _, idents = threads.run_lanes([lambda: None, nested])
+    assert len(set(idents)) == 1 and idents[0] != threading.get_ident()
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-1"])
@@ -68,3 +72,78 @@ def test_a_bad_environment_variable_is_named(value, monkeypatch):
 def test_run_ranges_calls_work_with_its_arguments_then_each_range():
     seen = threads.run_ranges([(0, 2), (2, 5), (5, 6)], lambda tag, lo, hi: (tag, lo, hi), "x")
     assert seen == [("x", 0, 2), ("x", 2, 5), ("x", 5, 6)]
+
+
+@pytest.mark.parametrize("spin_seconds", [0.0, 0.002])
+def test_lanes_run_whether_workers_wait_awake_or_asleep(spin_seconds, monkeypatch):
+    """With SPIN_SECONDS = 0 every wait sleeps on its condition; after an idle spell longer
+    than the spin, a worker has gone to sleep and must be woken."""
+    monkeypatch.setattr(threads, "SPIN_SECONDS", spin_seconds)
+    for idle in (0.0, 0.01, 0.0):
+        threading.Event().wait(idle)
+        results = within(10, lambda: threads.run_lanes(
+            [lambda k=k: (k, threading.get_ident()) for k in range(3)]))
+        assert [k for k, _ in results] == [0, 1, 2]
+        assert len({ident for _, ident in results}) == 3
+
+
+def within(seconds, call):
+    """call() from a daemon thread: its result, or a failure (not a hung test) after
+    ``seconds``."""
+    out = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert out, f"no result within {seconds} s: a lane was never started or never reported"
+    return out[0]
+
+
+def test_two_threads_asking_for_lanes_at_once_both_get_every_result():
+    """The pool serves one caller at a time; the other runs its lanes itself."""
+    outcomes, errors = {}, []
+
+    def caller(tag):
+        try:
+            for round_ in range(50):
+                got = threads.run_lanes([lambda k=k, r=round_: (tag, r, k) for k in range(3)])
+                assert got == [(tag, round_, k) for k in range(3)]
+            outcomes[tag] = True
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    callers = [threading.Thread(target=caller, args=(tag,), daemon=True) for tag in "ab"]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(timeout=20)
+    assert not errors and outcomes == {"a": True, "b": True}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_a_pool_of_its_own():
+    threads.run_lanes([lambda: None, lambda: None])  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's workers do not exist here
+        try:
+            got = threads.run_lanes([lambda k=k: k for k in range(3)])
+            os._exit(0 if got == [0, 1, 2] else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_the_spin_wait_sees_the_counter_and_gives_up_after_its_ticks():
+    spin = pytest.importorskip("ermlab._spin", reason="needs Numba")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the spin wait is x86-64 only")
+    counter = np.zeros(8, dtype=np.int64)
+    rate = spin.ticks_per_second()
+    assert 1e8 < rate < 1e11  # a time-stamp counter in the 0.1–100 GHz range
+    start = time.perf_counter()
+    assert not spin.wait(counter, 1, int(rate * 0.005))  # never set: gives up
+    assert 0.004 < time.perf_counter() - start < 0.5
+    threading.Timer(0.01, counter.__setitem__, (0, 1)).start()
+    start = time.perf_counter()
+    assert spin.wait(counter, 1, int(rate * 5.0))  # set by another thread after 10 ms
+    assert time.perf_counter() - start < 2.0

@@ -105,6 +105,7 @@ import bisect
 import os
 import sys
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import numpy
@@ -113,8 +114,7 @@ from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.base import Optimizer
 from ermlab.threads import BlasOneThread as _BlasOneThread
-from ermlab.threads import default_threads
-from ermlab.threads import workers as _workers
+from ermlab.threads import default_threads, run_lanes
 
 FLUSH_BELOW: float | None = None  # None: the dtype's smallest normal number
 BLOCK_BYTES = 1 << 20
@@ -343,14 +343,9 @@ class InPlaceOptimizer(Optimizer):
         layout = self._layout(tasks, threads)
         lanes = [[(block, tasks[i][1], tasks[i][3], tasks[i][4]) for i, block in lane]
                  for lane in layout]
-        runs = [lane for lane in lanes[1:] if lane]
-        with _BlasOneThread():
-            futures = [_workers(len(runs)).submit(self._run_lane, run) for run in runs]
-            try:
-                self._run_lane(lanes[0])
-            finally:
-                for future in futures:
-                    future.result()
+        runs = [lanes[0]] + [lane for lane in lanes[1:] if lane]
+        with _BlasOneThread():  # (one lane too: see the module docstring)
+            run_lanes([partial(self._run_lane, run) for run in runs])
 
     def _layout(self, tasks: list[tuple], threads: int) -> list[list[tuple[int, Block]]]:
         """Blocks of the tasks' parameters in ``threads`` lanes, reused while the parameters'

@@ -147,3 +147,12 @@ def test_the_spin_wait_sees_the_counter_and_gives_up_after_its_ticks():
     start = time.perf_counter()
     assert spin.wait(counter, 1, int(rate * 5.0))  # set by another thread after 10 ms
     assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "inf"])
+def test_a_bad_spin_time_is_named(value, monkeypatch):
+    monkeypatch.setenv("ERMLAB_SPIN_SECONDS", value)
+    with pytest.raises(ValueError, match="ERMLAB_SPIN_SECONDS"):
+        threads._seconds("ERMLAB_SPIN_SECONDS", 0.002)
+    monkeypatch.setenv("ERMLAB_SPIN_SECONDS", "0.0005")
+    assert threads._seconds("ERMLAB_SPIN_SECONDS", 0.002) == 0.0005

@@ -59,9 +59,24 @@ POOL_PREFIX = "ermlab-lane"
 # code), and the caller went on 0.12 ms after the last lane ended when it slept, 0.04 ms
 # awake. Paired whole steps, the previous pool (concurrent.futures) → this one: LeNet-5
 # 0.89, 0.98, 0.94, small VGG 0.92, ResNet-20 0.94 (the machine's speed drifts; 10 ms of
-# spin measured the same). 0 turns spinning off; it is off anyway without Numba or off
-# x86-64.
-SPIN_SECONDS = 0.002
+# spin measured the same). 0 (or ERMLAB_SPIN_SECONDS=0) turns spinning off; it is off
+# anyway without Numba or off x86-64.
+def _seconds(name: str, default: float) -> float:
+    """The environment variable ``name`` as seconds ≥ 0, ``default`` where it is unset."""
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{name} must be a number of seconds ≥ 0 (0: never spin); "
+                         f"got {value!r}")
+    return seconds
+
+
+SPIN_SECONDS = _seconds("ERMLAB_SPIN_SECONDS", 0.002)
 
 _pool: _Pool | None = None
 _pool_lock = threading.Lock()

@@ -33,3 +33,29 @@ def test_non_contiguous_and_mixed_dtypes_take_numpys_path():
     y = nn.Add().forward(a, c)
     assert y.dtype == np.float64
     np.testing.assert_array_equal(y, a + c)
+
+
+def test_a_graph_sums_the_gradients_of_a_shared_value_in_lanes(monkeypatch):
+    """x feeds two boxes: its gradient is the sum of theirs (``merge.sum_of``, in lanes),
+    bit for bit NumPy's sum of the two."""
+    monkeypatch.setattr(merge, "LANE_MIN_BYTES", 64)
+    monkeypatch.setenv("ERMLAB_NUM_THREADS", "3")
+    rng = np.random.default_rng(2)
+    graph = nn.Graph(inputs=["x"])
+    graph.add("a", nn.Linear(8, 8, rng=0, dtype=np.float32), "x")
+    graph.add("b", nn.Tanh(), "x")
+    graph.add("sum", nn.Add(), ["a", "b"])
+    graph.set_output("sum")
+    x = rng.standard_normal((40, 8)).astype(np.float32)
+    g = rng.standard_normal((40, 8)).astype(np.float32)
+    graph.forward(x)
+    grad = graph.backward(g)
+    a, b = graph._modules["a"], graph._modules["b"]
+    a.forward(x)
+    b.forward(x)
+    np.testing.assert_array_equal(grad, a.backward(g) + b.backward(g))
+
+
+def test_sum_of_arrays_of_different_shapes_broadcasts_as_numpy():
+    a, b = np.ones((3, 4), np.float32), np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(merge.sum_of((a, b)), a + b)

@@ -3,7 +3,9 @@
 Each box is a Module whose inputs are named values: the graph's inputs or
 other boxes' outputs. Where a value feeds several boxes, bprop sums the
 gradients that come back to it (the multivariate chain rule), which is what
-residual and inception blocks need.
+residual and inception blocks need; the sum runs in lanes of elements as
+``Add``'s does (``merge.sum_of``; ResNet-20 at 2 threads, paired steps: 540 →
+519 ms).
 
 One module may be the module of several boxes (weight sharing, e.g. a siamese
 network): each box keeps its own forward cache (``Module.cache_state``), and
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ermlab.backend import array_module
+from ermlab.nn.merge import sum_of
 from ermlab.nn.module import Module
 
 
@@ -148,7 +151,7 @@ class Graph(Module):
                 back = (back,)
             for value, want, g in zip(inputs, wanted, back):
                 if want and g is not None:
-                    grads[value] = g if value not in grads else grads[value] + g
+                    grads[value] = g if value not in grads else sum_of((grads[value], g))
         if not input_grad:
             return None
         xp = array_module(grad_out)

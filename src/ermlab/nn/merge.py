@@ -31,17 +31,7 @@ class Add(Module):
         shapes = {tuple(x.shape) for x in inputs}
         if len(shapes) != 1:
             raise ValueError(f"Add needs inputs of one shape; got shapes {sorted(shapes)}")
-        first = inputs[0]
-        if all(type(x) is numpy.ndarray and x.dtype == first.dtype and x.flags.c_contiguous
-               for x in inputs):
-            total = numpy.empty_like(first)
-            flat = [x.reshape(-1) for x in inputs]
-            run_ranges(_fused.lanes(first.size, first.nbytes, self.threads, LANE_MIN_BYTES),
-                       _add, total.reshape(-1), flat)
-        else:
-            total = inputs[0] + inputs[1]
-            for x in inputs[2:]:
-                total += x
+        total = sum_of(inputs, self.threads)
         if self.training:
             self._count = len(inputs)
         return total
@@ -49,6 +39,26 @@ class Add(Module):
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         count = self._cached("_count")
         return (grad_out,) * count if input_grad else None
+
+
+def sum_of(inputs: Any, threads: int | None = None) -> Any:
+    """x₁ + x₂ + …, a new array: C-contiguous NumPy arrays of one shape and dtype are added
+    in lanes of elements (``threads``; None: ``ERMLAB_NUM_THREADS`` or the CPU count), each
+    of at least ``LANE_MIN_BYTES``, the same values as one lane (element by element, in
+    the same order); other arrays by NumPy's ``+``. ``Add``'s forward pass, and
+    ``Graph``'s sum of the gradients that reach a value from several boxes."""
+    first = inputs[0]
+    if all(type(x) is numpy.ndarray and x.dtype == first.dtype and x.shape == first.shape
+           and x.flags.c_contiguous for x in inputs):
+        total = numpy.empty_like(first)
+        flat = [x.reshape(-1) for x in inputs]
+        run_ranges(_fused.lanes(first.size, first.nbytes, threads, LANE_MIN_BYTES),
+                   _add, total.reshape(-1), flat)
+        return total
+    total = inputs[0] + inputs[1]
+    for x in inputs[2:]:
+        total += x
+    return total
 
 
 def _add(total: Any, flat: list[Any], lo: int, hi: int) -> None:

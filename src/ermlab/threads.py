@@ -50,17 +50,8 @@ from typing import Any
 import numpy
 
 POOL_PREFIX = "ermlab-lane"
-# How long a waiting side stays awake (spinning, without the GIL) before it sleeps: a worker
-# after its lane, waiting for the next; the calling thread after its own lane, waiting for
-# the workers'. Waking a sleeping thread goes through the kernel. Measured on the 2-vCPU
-# Xeon VM (LeNet-5 steps at 2 threads, 7 parallel regions per step, per region, median):
-# the worker started its lane 0.25 ms after the region began when it slept and 0.16 ms when
-# awake (the rest is the GIL: the caller holds it until its own lane enters compiled
-# code), and the caller went on 0.12 ms after the last lane ended when it slept, 0.04 ms
-# awake. Paired whole steps, the previous pool (concurrent.futures) → this one: LeNet-5
-# 0.89, 0.98, 0.94, small VGG 0.92, ResNet-20 0.94 (the machine's speed drifts; 10 ms of
-# spin measured the same). 0 (or ERMLAB_SPIN_SECONDS=0) turns spinning off; it is off
-# anyway without Numba or off x86-64.
+
+
 def _seconds(name: str, default: float) -> float:
     """The environment variable ``name`` as seconds ≥ 0, ``default`` where it is unset."""
     value = os.environ.get(name)
@@ -76,6 +67,17 @@ def _seconds(name: str, default: float) -> float:
     return seconds
 
 
+# How long a waiting side stays awake (spinning, without the GIL) before it sleeps: a worker
+# after its lane, waiting for the next; the calling thread after its own lane, waiting for
+# the workers'. Waking a sleeping thread goes through the kernel. Measured on the 2-vCPU
+# Xeon VM (LeNet-5 steps at 2 threads, 7 parallel regions per step, per region, median):
+# the worker started its lane 0.25 ms after the region began when it slept and 0.16 ms when
+# awake (the rest is the GIL: the caller holds it until its own lane enters compiled
+# code), and the caller went on 0.12 ms after the last lane ended when it slept, 0.04 ms
+# awake. Paired whole steps, the previous pool (concurrent.futures) → this one: LeNet-5
+# 0.89, 0.98, 0.94, small VGG 0.92, ResNet-20 0.94 (the machine's speed drifts; 10 ms of
+# spin measured the same). 0 (or ERMLAB_SPIN_SECONDS=0) turns spinning off; it is off
+# anyway without Numba or off x86-64.
 SPIN_SECONDS = _seconds("ERMLAB_SPIN_SECONDS", 0.002)
 
 _pool: _Pool | None = None

@@ -83,6 +83,32 @@ def test_lanes_and_chunks_give_one_lanes_results(monkeypatch):
                                 lambda: monkeypatch.setattr(direct, "ACC_BYTES", 1))
 
 
+def test_weights_and_input_gradient_in_one_parallel_region(monkeypatch):
+    """bprop wanting ∂L/∂W and ∂L/∂x runs both in each lane of samples: one region (both
+    lanes' ∂L/∂x the transposed convolution's, as with two regions)."""
+    from ermlab.nn import conv as conv_module
+
+    regions = []
+    real = conv_module.run_lanes
+    monkeypatch.setattr(conv_module, "run_lanes", lambda calls: regions.append(len(calls))
+                        or real(calls))
+    monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+    case = (6, 4, 5, 7, 6, 1, 3, 1, 1)
+    x, g = data(case)
+    conv, reference = build(case, "direct", threads=2), build(case, "im2col")
+    conv.forward(x)
+    regions.clear()
+    gx = conv.backward(g)
+    assert regions == [2]
+    reference.forward(x)
+    np.testing.assert_allclose(gx, reference.backward(g), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.weight.grad, reference.weight.grad, rtol=1e-12,
+                               atol=1e-12)
+    regions.clear()
+    conv.grad_input(g)  # ∂L/∂x alone: the transposed convolution's own region
+    assert regions == [2]
+
+
 def test_weight_only_input_only_and_no_bias():
     check_passes_against_im2col(CASES[5], "direct")
 

@@ -74,10 +74,11 @@ def _seconds(name: str, default: float) -> float:
 # the worker started its lane 0.25 ms after the region began when it slept and 0.16 ms when
 # awake (the rest is the GIL: the caller holds it until its own lane enters compiled
 # code), and the caller went on 0.12 ms after the last lane ended when it slept, 0.04 ms
-# awake. Paired whole steps, the previous pool (concurrent.futures) → this one: LeNet-5
-# 0.89, 0.98, 0.94, small VGG 0.92, ResNet-20 0.94 (the machine's speed drifts; 10 ms of
-# spin measured the same). 0 (or ERMLAB_SPIN_SECONDS=0) turns spinning off; it is off
-# anyway without Numba or off x86-64.
+# awake. Paired whole steps at 2 threads, the previous pool (concurrent.futures) → this
+# one, five runs of LeNet-5: 0.89, 0.98, 0.94, 1.12, 0.92 (median 0.94); small VGG 0.92,
+# 0.97; ResNet-20 0.94, 0.90 (the host's steal time reached 10–23 % during the later
+# runs; 10 ms of spin measured the same as 2). 0 (or ERMLAB_SPIN_SECONDS=0) turns
+# spinning off; it is off anyway without Numba or off x86-64.
 SPIN_SECONDS = _seconds("ERMLAB_SPIN_SECONDS", 0.002)
 
 _pool: _Pool | None = None

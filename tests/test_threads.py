@@ -156,3 +156,21 @@ def test_a_bad_spin_time_is_named(value, monkeypatch):
         threads._seconds("ERMLAB_SPIN_SECONDS", 0.002)
     monkeypatch.setenv("ERMLAB_SPIN_SECONDS", "0.0005")
     assert threads._seconds("ERMLAB_SPIN_SECONDS", 0.002) == 0.0005
+
+
+def test_lanes_still_run_where_the_spin_loop_cannot_be_had(monkeypatch):
+    """If ``ermlab._spin`` fails to import or compile, the workers sleep between lanes."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_spin(name, globals_=None, locals_=None, fromlist=(), level=0):
+        if name == "ermlab" and fromlist and "_spin" in fromlist:
+            raise RuntimeError("cannot compile")
+        return real_import(name, globals_, locals_, fromlist, level)
+
+    monkeypatch.setattr(threads, "_spin", False)  # look for it again
+    monkeypatch.setattr(builtins, "__import__", no_spin)
+    assert threads._spinner() is None
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    assert within(10, lambda: threads.run_lanes([lambda k=k: k for k in range(3)])) == [0, 1, 2]

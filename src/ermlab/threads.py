@@ -316,8 +316,9 @@ def _spinner() -> tuple[Callable[..., bool], int] | None:
             try:
                 from ermlab import _spin as spin_module
                 _spin = (spin_module.wait, spin_module.ticks_per_second())
-            except ImportError:
-                pass
+                spin_module.wait(numpy.ones(8, dtype=numpy.int64), 1, 1)  # compiled here
+            except Exception:  # no Numba, or it cannot compile the loop: sleep instead
+                _spin = None
     if _spin is None or SPIN_SECONDS <= 0:
         return None
     return _spin[0], int(_spin[1] * SPIN_SECONDS)

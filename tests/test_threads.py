@@ -174,3 +174,45 @@ def test_lanes_still_run_where_the_spin_loop_cannot_be_had(monkeypatch):
     assert threads._spinner() is None
     monkeypatch.setattr(builtins, "__import__", real_import)
     assert within(10, lambda: threads.run_lanes([lambda k=k: k for k in range(3)])) == [0, 1, 2]
+
+
+def test_rest_puts_a_spinning_worker_to_sleep_and_keeps_the_pool_quiet(monkeypatch):
+    """Before a GEMM on BLAS's own threads (``rest``): a worker spinning after its lane
+    sleeps at once (not after SPIN_SECONDS), and no wait spins for QUIET_SECONDS."""
+    if threads._spinner() is None:
+        pytest.skip("no spin wait here (needs Numba on x86-64)")
+    monkeypatch.setattr(threads, "SPIN_SECONDS", 30.0)
+    monkeypatch.setattr(threads, "QUIET_SECONDS", 0.2)
+    monkeypatch.setattr(threads, "_quiet_until", 0.0)
+    within(10, lambda: threads.run_lanes([lambda: None, lambda: None]))  # awake after
+    within(10, lambda: threads.run_lanes([lambda: None, lambda: None]))
+    worker = threads._workers(1).workers[0]
+    threading.Event().wait(0.05)
+    assert not worker.posted.sleeping  # spinning (for up to 30 s)
+    threads.rest()
+    deadline = time.perf_counter() + 5.0
+    while not worker.posted.sleeping and time.perf_counter() < deadline:
+        threading.Event().wait(0.01)
+    assert worker.posted.sleeping
+    assert threads._spinner() is None  # quiet for QUIET_SECONDS
+    threading.Event().wait(0.25)
+    assert threads._spinner() is not None
+    assert within(10, lambda: threads.run_lanes([lambda: 1, lambda: 2])) == [1, 2]
+    threads.rest()  # not left spinning for 30 s after the test
+    while not worker.posted.sleeping and time.perf_counter() < deadline + 5.0:
+        threading.Event().wait(0.01)
+
+
+def test_a_linear_layer_on_blas_threads_quiets_the_pool(monkeypatch):
+    from ermlab import nn
+
+    threads.run_lanes([lambda: None, lambda: None])  # the pool exists
+    monkeypatch.setattr(threads, "_quiet_until", 0.0)
+    layer = nn.Linear(4, 3, rng=0)  # lanes=False: BLAS's own threads
+    layer.forward(np.ones((2, 4), np.float32))
+    assert threads._quiet_until > time.perf_counter()
+    monkeypatch.setattr(threads, "_quiet_until", 0.0)
+    lanes = nn.Linear(4, 3, rng=0, lanes=True)
+    lanes.threads = 2
+    lanes.forward(np.ones((2, 4), np.float32))
+    assert threads._quiet_until == 0.0

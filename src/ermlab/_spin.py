@@ -1,7 +1,8 @@
 """Waiting awake: a compiled loop that watches a counter without the GIL (Numba, x86-64).
 
 ``wait(counter, value, ticks)`` returns True as soon as ``counter[0] == value``, or False
-once ``ticks`` time-stamp-counter ticks have gone by. Each turn of the loop runs the
+once ``ticks`` time-stamp-counter ticks have gone by or ``counter[1]`` is set (a request
+to stop spinning). Each turn of the loop runs the
 processor's ``pause`` hint (it eases the pipeline and a sibling hyperthread while
 spinning, and tells the compiler memory may have changed, so the counter is read again
 each turn). ``ticks_per_second()`` measures the time-stamp counter's rate against
@@ -43,11 +44,12 @@ def _ticks(typingctx):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True)
 def wait(counter, value, ticks):  # pragma: no cover - compiled
-    """True once counter[0] == value; False after ``ticks`` time-stamp ticks."""
+    """True once counter[0] == value; False after ``ticks`` time-stamp ticks, or as soon
+    as counter[1] is not 0 (asked to stop waiting awake)."""
     start = _ticks()
     while counter[0] != value:
         _pause()
-        if _ticks() - start > ticks:
+        if counter[1] != 0 or _ticks() - start > ticks:
             return counter[0] == value
     return True
 

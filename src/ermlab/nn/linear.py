@@ -10,7 +10,7 @@ from ermlab.backend import array_module, as_generator, resolve_dtype
 from ermlab.nn import init
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
-from ermlab.threads import BlasOneThread, default_threads, run_lanes, sample_lanes
+from ermlab.threads import BlasOneThread, default_threads, rest, run_lanes, sample_lanes
 
 # With ``lanes=True`` (see Linear) a GEMM is shared out in lanes of at least this many
 # multiply-adds each.
@@ -102,6 +102,7 @@ class Linear(Module):
         xp = array_module(x)
         lanes = self._lanes(xp, x.shape[0])
         if lanes is None:
+            rest()  # BLAS's own threads: the pool's workers stop spinning
             a = xp.matmul(x, self.weight.data.T)
         else:
             a = numpy.empty((x.shape[0], self.out_features), dtype=x.dtype)
@@ -123,6 +124,7 @@ class Linear(Module):
         x = self._cached("_x")
         lanes = self._lanes(xp, self.out_features, x.shape[0])
         if lanes is None:
+            rest()
             self.weight.accumulate(xp.matmul, grad_out.T, x)
         else:  # rows of ∂L/∂W (outputs) in lanes: each is the same sum as in one GEMM
             def weight_gradient(out=None):
@@ -152,6 +154,7 @@ class Linear(Module):
         xp = array_module(grad_out)
         lanes = self._lanes(xp, grad_out.shape[0])
         if lanes is None:
+            rest()
             return xp.matmul(grad_out, self.weight.data)
         grad = numpy.empty((grad_out.shape[0], self.in_features), dtype=grad_out.dtype)
         self._run(lanes, lambda lo, hi: numpy.matmul(grad_out[lo:hi], self.weight.data,

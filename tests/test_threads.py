@@ -203,13 +203,16 @@ def test_rest_puts_a_spinning_worker_to_sleep_and_keeps_the_pool_quiet(monkeypat
         threading.Event().wait(0.01)
 
 
-def test_a_linear_layer_on_blas_threads_quiets_the_pool(monkeypatch):
+def test_a_linear_layer_or_1x1_convolution_on_blas_threads_quiets_the_pool(monkeypatch):
     from ermlab import nn
 
     threads.run_lanes([lambda: None, lambda: None])  # the pool exists
     monkeypatch.setattr(threads, "_quiet_until", 0.0)
     layer = nn.Linear(4, 3, rng=0)  # lanes=False: BLAS's own threads
     layer.forward(np.ones((2, 4), np.float32))
+    assert threads._quiet_until > time.perf_counter()
+    monkeypatch.setattr(threads, "_quiet_until", 0.0)
+    nn.Conv2d(4, 3, 1, rng=0).forward(np.ones((2, 4, 3, 3), np.float32))  # 1×1: one GEMM
     assert threads._quiet_until > time.perf_counter()
     monkeypatch.setattr(threads, "_quiet_until", 0.0)
     lanes = nn.Linear(4, 3, rng=0, lanes=True)

@@ -96,7 +96,7 @@ from ermlab.nn import _fused, init
 from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
-from ermlab.threads import check_threads, default_threads, run_lanes, sample_lanes
+from ermlab.threads import check_threads, default_threads, rest, run_lanes, sample_lanes
 
 # bprop computes ∂L/∂x as the forward pass of the transposed convolution (see
 # Conv2d._transposed) for stride 1, no groups and at least this many input channels; for
@@ -636,6 +636,7 @@ class Conv2d(Module):
         else:
             x_s = x
         n, c, oh, ow = x_s.shape
+        rest()  # a GEMM on BLAS's own threads (see ermlab.threads.rest)
         y = xp.matmul(self.weight.data.reshape(self.out_channels, c), x_s.reshape(n, c, -1))
         if self.bias is not None:
             y += self.bias.data[:, None]
@@ -994,6 +995,7 @@ class Conv2d(Module):
         xp = array_module(grad_out)
         cols = self._cached("_cols")
         # Σ_n G[n] X[n]ᵀ: a batched GEMM, then a sum over the (small) (N, O, C) stack.
+        rest()
         per_sample = xp.matmul(grad_cols, cols.transpose(0, 2, 1))
         self.weight.accumulate(_sum_into, per_sample, self.weight.shape)
         if self.bias is not None:
@@ -1003,6 +1005,7 @@ class Conv2d(Module):
         xp = array_module(grad_cols)
         x_shape = self._cached("_x_shape")
         weight = self.weight.data.reshape(self.out_channels, self.in_channels)
+        rest()
         d_cols = xp.matmul(weight.T, grad_cols)
         n, c, h, w = x_shape
         sh, sw = self.stride

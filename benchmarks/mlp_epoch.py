@@ -300,7 +300,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", choices=("fashion-mnist", "synthetic"), default="fashion-mnist")
-    parser.add_argument("--only", nargs="*", default=["ermlab", "pytorch", "sklearn"])
+    parser.add_argument("--only", nargs="*", default=["ermlab", "pytorch", "sklearn"],
+                        choices=["ermlab", "pytorch", "sklearn"])
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="the breakdown's clock: wall, or process CPU time (steadier on a "
                         "busy machine at --threads 1)")

@@ -70,15 +70,17 @@ def _seconds(name: str, default: float) -> float:
 # How long a waiting side stays awake (spinning, without the GIL) before it sleeps: a worker
 # after its lane, waiting for the next; the calling thread after its own lane, waiting for
 # the workers'. Waking a sleeping thread goes through the kernel. Measured on the 2-vCPU
-# Xeon VM (LeNet-5 steps at 2 threads, 7 parallel regions per step, per region, median):
+# Xeon VM (LeNet-5 steps at 2 threads, 6–7 parallel regions per step, per region, median):
 # the worker started its lane 0.25 ms after the region began when it slept and 0.16 ms when
-# awake (the rest is the GIL: the caller holds it until its own lane enters compiled
-# code), and the caller went on 0.12 ms after the last lane ended when it slept, 0.04 ms
-# awake. Paired whole steps at 2 threads, the previous pool (concurrent.futures) → this
-# one, five runs of LeNet-5: 0.89, 0.98, 0.94, 1.12, 0.92 (median 0.94); small VGG 0.92,
-# 0.97; ResNet-20 0.94, 0.90 (the host's steal time reached 10–23 % during the later
-# runs; 10 ms of spin measured the same as 2). 0 (or ERMLAB_SPIN_SECONDS=0) turns
-# spinning off; it is off anyway without Numba or off x86-64.
+# awake (the rest, we take it, is the GIL: the caller holds it until its own lane enters
+# compiled code), and the caller went on 0.12 ms after the last lane ended when it slept,
+# 0.04 ms awake; ``benchmarks/pool.py`` in another run: 0.21/0.18 and 0.10/0.07 ms, whole
+# steps asleep → awake LeNet-5 0.98, small VGG 0.98, ResNet-20 0.95. Paired whole steps at
+# 2 threads, the previous pool (concurrent.futures) → this one, five runs of LeNet-5: 0.89,
+# 0.98, 0.94, 1.12, 0.92 (median 0.94); small VGG 0.92, 0.97; ResNet-20 0.94, 0.90 (the
+# host's steal time reached 10–23 % during the later runs; 10 ms of spin measured the same
+# as 2). 0 (or ERMLAB_SPIN_SECONDS=0) turns spinning off; it is off anyway without Numba
+# or off x86-64.
 SPIN_SECONDS = _seconds("ERMLAB_SPIN_SECONDS", 0.002)
 # After ``rest()`` (a GEMM on BLAS's own threads) no thread of the pool spins for this long.
 QUIET_SECONDS = 0.1
@@ -325,7 +327,9 @@ def _stop_workers() -> None:
         worker.thread.join(timeout=1.0)
 
 
-_spin: tuple[Callable[..., bool], int] | None | bool = False  # False: not looked for yet
+# (``ermlab._spin.wait``, time-stamp ticks per second); None: no spinning here; False: not
+# looked for yet
+_spin: tuple[Callable[..., bool], float] | None | bool = False
 
 
 def _spinner() -> tuple[Callable[..., bool], int] | None:

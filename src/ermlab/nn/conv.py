@@ -583,9 +583,8 @@ class Conv2d(Module):
         if direct is not None:
             weight, bias = direct.layout(self.weight.data,
                                          None if self.bias is None else self.bias.data)
-            self._run_lanes(self._lanes(xp, x.shape), lambda lo, hi, lane: direct.forward(
-                x, weight, bias, y, self.padding, self.stride, self.dilation, lo, hi,
-                self._lane_work(xp, x.dtype, lane)))
+            self._run_lanes(self._lanes(xp, x.shape),
+                            partial(self._direct_samples, direct, x, weight, bias, y))
         elif winograd is not None:
             u = winograd.filter_transform(self.weight.data)
             bias = (self.bias.data if self.bias is not None
@@ -597,6 +596,13 @@ class Conv2d(Module):
         if self.training:
             self._x, self._x_shape, self._u = x, x.shape, u
         return y
+
+    def _direct_samples(self, direct: Any, x: Any, weight: Any, bias: Any, y: Any, lo: int,
+                        hi: int, lane: int) -> None:
+        """y[lo:hi] by ``direct.forward`` (weight and bias in ``direct.layout``'s form), in
+        ``lane``'s work arrays."""
+        direct.forward(x, weight, bias, y, self.padding, self.stride, self.dilation, lo, hi,
+                       self._lane_work(array_module(x), x.dtype, lane))
 
     def _forward_samples(self, xp: Any, x: Any, y: Any, lo: int, hi: int, lane: int) -> None:
         """Samples [lo, hi) of y, a block of samples at a time, in ``lane``'s work arrays."""
@@ -832,9 +838,8 @@ class Conv2d(Module):
                                                 self.stride, self.dilation, lo, hi,
                                                 self._lane_work(xp, x.dtype, lane))
                 if both:
-                    direct.forward(grad_out, flipped, zero, grad, transposed.padding,
-                                   transposed.stride, transposed.dilation, lo, hi,
-                                   transposed._lane_work(xp, x.dtype, lane))
+                    transposed._direct_samples(direct, grad_out, flipped, zero, grad, lo, hi,
+                                               lane)
                 return total
 
             if both:

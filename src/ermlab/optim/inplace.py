@@ -69,7 +69,8 @@ little to pay where a step comes once per training step and the worker has gone
 to sleep):
 cheap rules on a mid-sized model, such as plain SGD (two passes) or SGD with
 momentum (four) over 0.5M parameters, stay in one thread, where the hand-off
-to a worker (~50 µs) costs more than it saves; parameters under
+to a worker (0.07–0.25 ms in whole steps, see ``ermlab.threads``) costs more
+than it saves; parameters under
 ``min_parallel`` (65536) elements are never cut. On a machine whose
 cores are busy with other work, extra threads only add contention: set
 ``ERMLAB_NUM_THREADS=1`` there.

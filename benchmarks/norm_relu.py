@@ -7,7 +7,10 @@ Run by hand (not a test):
 Shapes: the three stages of ResNet-20 on 32×32 (16×32×32, 32×16×16, 64×8×8 channels ×
 pixels). Per shape and variant: batch norm forward + bprop (training mode, one call each,
 as ``native_batch_norm`` + ``native_batch_norm_backward``), ReLU forward (torch:
-``relu``) and ReLU bprop (torch: ``threshold_backward``), in ms. Rounds alternate between
+``relu``) and ReLU bprop (torch: ``threshold_backward``), and batch norm then ReLU, forward
++ bprop (``bn+relu``: ermlab's ``Sequential(BatchNorm2d, ReLU)``, which runs the ReLU
+inside the batch norm's passes, ``BatchNorm2d.forward_relu``; torch's two modules under
+autograd), in ms. Rounds alternate between
 the variants so that machine load affects all alike; the best (min) and the median of
 ``--rounds`` are printed, with the load average. ``numpy``: ``ERMLAB_FUSED=0``;
 ``lanes=k``: the Numba kernels with ``threads=k`` (the 2 lanes only where each gets
@@ -43,8 +46,11 @@ def ermlab_cases(x: np.ndarray, g: np.ndarray, lanes: int | None):
         return timed
 
     relu.forward(x)
+    pair = nn.Sequential(nn.BatchNorm2d(x.shape[1]), nn.ReLU())
+    pair[0].threads = pair[1].threads = lanes or 1
     return {"bn f+b": run(lambda: (bn.forward(x), bn.backward(g))),
-            "relu f": run(lambda: relu.forward(x)), "relu b": run(lambda: relu.backward(g))}
+            "relu f": run(lambda: relu.forward(x)), "relu b": run(lambda: relu.backward(g)),
+            "bn+relu": run(lambda: (pair.forward(x), pair.backward(g)))}
 
 
 def torch_cases(x: np.ndarray, g: np.ndarray, threads: int):
@@ -65,8 +71,13 @@ def torch_cases(x: np.ndarray, g: np.ndarray, threads: int):
         xr.grad = None
         bn(xr).backward(gt)
 
+    def pair_step():
+        xr.grad = None
+        torch.relu(bn(xr)).backward(gt)
+
     return {"bn f+b": with_threads(bn_step), "relu f": with_threads(lambda: torch.relu(xt)),
-            "relu b": with_threads(lambda: torch.ops.aten.threshold_backward(gt, yt, 0))}
+            "relu b": with_threads(lambda: torch.ops.aten.threshold_backward(gt, yt, 0)),
+            "bn+relu": with_threads(pair_step)}
 
 
 def main() -> None:
@@ -96,7 +107,7 @@ def main() -> None:
                     call()
                     times[(v, k)].append(time.perf_counter() - start)
         print(f"\n{shape}  (load {os.getloadavg()[0]:.1f})")
-        for k in ("bn f+b", "relu f", "relu b"):
+        for k in ("bn f+b", "relu f", "relu b", "bn+relu"):
             cells = [f"{v} {1e3 * min(t):6.2f} ({1e3 * statistics.median(t):.2f})"
                      for v in variants if (t := times.get((v, k)))]
             print(f"  {k:<7} " + "  ".join(cells))

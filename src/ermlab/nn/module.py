@@ -93,6 +93,12 @@ class Module:
     def __call__(self, *inputs: Any) -> Any:
         return self.forward(*inputs)
 
+    def forward_relu(self, x: Any) -> Any:
+        """max(forward(x), 0) in this module's own pass, or None where it has none (the
+        default). ``Sequential`` asks it of a module followed by a ``ReLU``; a module that
+        answers also applies the ReLU's bprop, G·1_{y > 0}, in its own ``backward``."""
+        return None
+
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         """bprop: accumulate parameter gradients, then return ∂L/∂input.
 

@@ -135,7 +135,7 @@ class _BatchNorm(Module):
 
     _ranks: tuple[int, ...] = ()
     _layout = ""
-    forward_cache = ("_x", "_mean", "_inv_std", "_batch_stats")
+    forward_cache = ("_x", "_mean", "_inv_std", "_batch_stats", "_relu")
     frozen = False
     threads: int | None = None
 
@@ -186,6 +186,23 @@ class _BatchNorm(Module):
         check_float_input(self, x, self._dtype)
 
     def forward(self, x: Any) -> Any:
+        return self._forward(x, relu=False)
+
+    def forward_relu(self, x: Any) -> Any:
+        """max(BN(x), 0) — this layer and a ``ReLU`` after it — in one pass of the kernels
+        (``_norm_kernels``), bit for bit the two layers' values; None where the kernels do
+        not take x (the caller then runs the ``ReLU`` itself). ``Sequential`` calls it for
+        a batch norm followed by a ``ReLU``: the ReLU's pass over y (read y, write its
+        output) is saved, and in bprop the gradient is masked, G·1_{y > 0}, inside this
+        layer's passes, with y = a x + b recomputed from the x it keeps (its forward cache
+        is that of ``forward`` and the (a, b) of every channel; the ReLU keeps nothing)."""
+        self._check_input(x)
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        if _kernels(x3, *((self.weight.data, self.bias.data) if self.affine else ())) is None:
+            return None
+        return self._forward(x, relu=True)
+
+    def _forward(self, x: Any, relu: bool) -> Any:
         self._check_input(x)
         xp = array_module(x)
         n, c = x.shape[:2]
@@ -200,8 +217,9 @@ class _BatchNorm(Module):
                     "or call eval())"
                 )
         kernels = _kernels(x3, *((self.weight.data, self.bias.data) if self.affine else ()))
+        affine = False
         if kernels is not None:
-            mean, var, inv_std, y = self._fused_forward(kernels, x3, use_batch)
+            mean, var, inv_std, affine, y = self._fused_forward(kernels, x3, use_batch, relu)
         elif use_batch:
             mean = _channel_sums(xp, x3) / m
             var = _centred_products(xp, x3, mean)[0] / m
@@ -222,25 +240,27 @@ class _BatchNorm(Module):
                 y[block] += shift3
         if self.training:
             self._x, self._mean, self._inv_std, self._batch_stats = x3, mean, inv_std, use_batch
+            self._relu = affine if relu else False
         return y.reshape(x.shape)
 
     def _channel_lanes(self, x3: Any) -> list[tuple[int, int]]:
         """Ranges [c0, c1) of channels, one per lane (see the ``threads`` attribute)."""
         return _fused.lanes(x3.shape[1], x3.nbytes, self.threads, LANE_MIN_BYTES)
 
-    def _fused_forward(self, kernels: Any, x3: Any, use_batch: bool) -> tuple:
-        """(μ, σ², 1/√(σ² + ε), y) from ``_norm_kernels.forward``, lanes of channels."""
+    def _fused_forward(self, kernels: Any, x3: Any, use_batch: bool, relu: bool) -> tuple:
+        """(μ, σ², 1/√(σ² + ε), (a, b) per channel, y) from ``_norm_kernels.forward``
+        (``relu``: y rectified), lanes of channels."""
         c, dtype = self.num_features, x3.dtype
         if use_batch:
             mean, var = numpy.empty(c, dtype), numpy.empty(c, dtype)
         else:
             mean, var = self.running_mean.copy(), self.running_var
-        inv_std, y = numpy.empty(c, dtype), numpy.empty_like(x3)
+        inv_std, affine, y = numpy.empty(c, dtype), numpy.empty((2, c), dtype), numpy.empty_like(x3)
         weight, bias = (self.weight.data, self.bias.data) if self.affine else (None, None)
         eps, one, two_pass = dtype.type(self.eps), dtype.type(1), dtype == numpy.float64
         run_ranges(self._channel_lanes(x3), kernels.forward, x3, y, mean, var, inv_std, weight,
-                   bias, eps, one, use_batch, two_pass)
-        return mean, var, inv_std, y
+                   bias, eps, one, use_batch, two_pass, relu, affine)
+        return mean, var, inv_std, affine, y
 
     def _update_running(self, mean: Any, var: Any, m: int) -> None:
         self.num_batches_tracked += 1
@@ -274,30 +294,60 @@ class _BatchNorm(Module):
         g3 = grad_out.reshape(x3.shape)
         kernels = _kernels(x3, g3) if self._cached("_batch_stats") else None
         if kernels is None:
-            sums = self._grad_sums(grad_out)
+            grad_out = self._rectified(grad_out)
+            sums = self._grad_sums(grad_out, rectified=True)
             return self._grad_input(grad_out, sums), sums
         c, dtype = self.num_features, x3.dtype
         dot, total, grad = numpy.empty(c, dtype), numpy.empty(c, dtype), numpy.empty_like(x3)
         mean, inv_std = self._cached("_mean"), self._cached("_inv_std")
         weight = self.weight.data if self.affine else None
         m = dtype.type(x3.shape[0] * x3.shape[2])
+        relu, affine = self._relu_affine()
         run_ranges(self._channel_lanes(x3), kernels.backward, x3, g3, mean, inv_std, weight,
-                   dot, total, m, grad)
+                   dot, total, m, grad, relu, affine)
         return grad.reshape(grad_out.shape), (dot, total)
 
-    def _grad_sums(self, grad_out: Any) -> tuple[Any, Any] | None:
+    def _relu_affine(self) -> tuple[bool, Any]:
+        """(whether forward rectified y, its (a, b) per channel — zeros (2, C) if not):
+        the kernels' ``relu`` and ``affine`` arguments."""
+        affine = self._cached("_relu")
+        if affine is False:
+            return False, numpy.zeros((2, self.num_features), self._cached("_x").dtype)
+        return True, affine
+
+    def _rectified(self, grad_out: Any) -> Any:
+        """G·1_{y > 0}, the bprop of the ReLU that ``forward_relu`` applied, as ``ReLU``'s
+        NumPy path computes it (y = x·a + b recomputed as forward made it); G itself
+        otherwise."""
+        affine = self._cached("_relu")
+        if affine is False:
+            return grad_out
+        x3 = self._cached("_x")
+        c = self.num_features
+        y = x3 * affine[0].reshape(1, c, 1)
+        y += affine[1].reshape(1, c, 1)
+        return (grad_out.reshape(x3.shape) * (y > 0)).reshape(grad_out.shape)
+
+    def _grad_sums(self, grad_out: Any, rectified: bool = False) -> tuple[Any, Any] | None:
         """(Σ G (x − μ), Σ G) per channel, in one blocked pass over x and G (or
         ``_norm_kernels.grad_sums`` per lane of channels); None when neither γ, β nor a
-        batch-statistics bprop needs them."""
+        batch-statistics bprop needs them. After ``forward_relu`` G is masked first
+        (``_rectified``) unless ``rectified`` says it is already."""
         if not (self.affine or self._cached("_batch_stats")):
             return None
         x3, mean = self._cached("_x"), self._cached("_mean")
         g3 = grad_out.reshape(x3.shape)
         kernels = _kernels(x3, g3)
         if kernels is None:
+            if not rectified:
+                g3 = self._rectified(grad_out).reshape(x3.shape)
             return _centred_products(array_module(x3), x3, mean, g3)
         dot, total = numpy.empty_like(mean), numpy.empty_like(mean)
-        run_ranges(self._channel_lanes(x3), kernels.grad_sums, x3, g3, mean, dot, total)
+        relu, affine = self._relu_affine()
+        if rectified:
+            relu = False
+        run_ranges(self._channel_lanes(x3), kernels.grad_sums, x3, g3, mean, dot, total, relu,
+                   affine)
         return dot, total
 
     def _accumulate(self, sums: tuple[Any, Any] | None) -> None:

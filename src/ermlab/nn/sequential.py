@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ermlab.nn.activations import ReLU
 from ermlab.nn.module import Module
+
+# The forward-cache site of a ReLU that the module before it applied (``forward_relu``).
+_ABSORBED = ("absorbed",)
 
 
 class Sequential(Module):
@@ -18,6 +22,14 @@ class Sequential(Module):
     A module may appear several times (weight sharing): the forward cache of
     each position is kept (``cache_state``) and put back before that
     position's bprop, so the parameter gradients of all positions add up.
+
+    A ``ReLU`` right after a module that can apply it in its own pass
+    (``forward_relu``, e.g. ``BatchNorm2d`` on its compiled kernels) is run by
+    that module: the same values bit for bit, one pass over the activations
+    fewer each way (the module masks the gradient in its own bprop). Where the
+    module cannot (``forward_relu`` returns None), or either module's
+    ``forward`` is replaced on the instance (a hook, as ``summary`` sets), the
+    ReLU runs as usual.
 
     Example:
         >>> from ermlab import nn
@@ -51,24 +63,42 @@ class Sequential(Module):
         return self
 
     def forward(self, x: Any) -> Any:
-        if not self.training:
-            for module in self._modules.values():
-                x = module.forward(x)
-            return x
+        modules = list(self._modules.values())
         sites = []
-        for module in self._modules.values():
-            x = module.forward(x)
-            sites.append(module.cache_state())
-        self._sites = sites
+        depth = 0
+        while depth < len(modules):
+            module = modules[depth]
+            y = None
+            if depth + 1 < len(modules) and _fusable(module, modules[depth + 1]):
+                y = module.forward_relu(x)
+            if y is None:
+                x = module.forward(x)
+                sites.append(module.cache_state())
+                depth += 1
+            else:  # the ReLU ran inside ``module``: no cache, no bprop of its own
+                x = y
+                sites += [module.cache_state(), _ABSORBED]
+                depth += 2
+        if self.training:
+            self._sites = sites
         return x
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         sites = self._cached("_sites")
         modules = list(self._modules.values())
         for depth in range(len(modules) - 1, 0, -1):
+            if sites[depth] is _ABSORBED:
+                continue
             modules[depth].restore_cache(sites[depth])
             grad_out = modules[depth].backward(grad_out)
         if not modules:
             return grad_out if input_grad else None
         modules[0].restore_cache(sites[0])
         return modules[0].backward(grad_out, input_grad=input_grad)
+
+
+def _fusable(module: Module, following: Module) -> bool:
+    """Whether ``module`` is asked to apply ``following`` itself: a ``ReLU`` (not a subclass),
+    and neither ``forward`` replaced on the instance."""
+    return (type(following) is ReLU and "forward" not in vars(module)
+            and "forward" not in vars(following))

@@ -1,0 +1,219 @@
+"""A batch norm followed by a ReLU in a ``Sequential``: the ReLU runs inside the batch norm's
+passes (``BatchNorm2d.forward_relu``), bit for bit the two layers run one after the other.
+
+The oracle is the same model with the pair's fusion turned off (``forward_relu`` answering
+None, so ``Sequential`` calls the ReLU itself): y, ∂L/∂x, ∂L/∂γ, ∂L/∂β and the running
+statistics must be the same bits (signs of zeros included, NaN where NaN), in float32 and
+float64, with and without γ and β, in 1 and 3 lanes of channels, with ∂L/∂x and without,
+in eval mode, with frozen statistics (the NumPy bprop), for a gradient the kernels do not
+take, for a module used twice, and through a whole ResNet-20. float64 finite differences
+check the fused bprop on its own.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba", reason="Numba kernels absent: pip install 'ermlab[fast]'")
+
+from kernel_calls import count_calls  # noqa: E402
+
+from ermlab import nn  # noqa: E402
+from ermlab.gradcheck import check_module  # noqa: E402
+from ermlab.nn import _norm_kernels, _relu_kernels, normalization, zoo  # noqa: E402
+
+
+def _unfused(monkeypatch):
+    """Turn the fusion off: every batch norm answers None, as a module without it does."""
+    monkeypatch.setattr(normalization._BatchNorm, "forward_relu", lambda self, x: None)
+
+
+def _pair(c, dtype, affine=True, seed=0, threads=1):
+    bn = nn.BatchNorm2d(c, affine=affine, dtype=dtype)
+    if affine:
+        rng = np.random.default_rng(seed)
+        bn.weight.data[:] = rng.standard_normal(c)
+        bn.bias.data[:] = rng.standard_normal(c)
+    bn.threads = threads
+    relu = nn.ReLU()
+    relu.threads = threads
+    return nn.Sequential(bn, relu)
+
+
+def _data(shape, dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    x = 2 * rng.standard_normal(shape) + rng.standard_normal((1, shape[1], 1, 1))
+    return x.astype(dtype), rng.standard_normal(shape).astype(dtype)
+
+
+def _same(ours, want):
+    """The same values bit for bit, signs of zeros included, and NaN at the same places (a
+    NaN's sign and payload are the processor's choice, not the formula's)."""
+    assert ours.dtype == want.dtype and ours.shape == want.shape
+    nan = np.isnan(ours)
+    np.testing.assert_array_equal(nan, np.isnan(want))
+    assert ours[~nan].tobytes() == want[~nan].tobytes()
+
+
+def _run(model, x, g, input_grad=True):
+    model.zero_grad()
+    y = model.forward(x)
+    grad = model.backward(g, input_grad=input_grad)
+    values = [y] + ([grad] if input_grad else [])
+    values += [p.grad for p in model.parameters()]
+    values += [b for _, b in model.named_buffers()] if hasattr(model, "named_buffers") else []
+    return values
+
+
+def _both(monkeypatch, build, x, g, input_grad=True):
+    """(fused results, unfused results) of two models from ``build``."""
+    fused = _run(build(), x, g, input_grad)
+    with monkeypatch.context() as patch:
+        _unfused(patch)
+        unfused = _run(build(), x, g, input_grad)
+    return fused, unfused
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_the_pair_is_the_two_layers_bit_for_bit(monkeypatch, dtype, affine, threads,
+                                                  input_grad):
+    monkeypatch.setattr(normalization, "LANE_MIN_BYTES", 1)
+    kernels = count_calls(monkeypatch, _norm_kernels, "forward", "backward", "grad_sums")
+    relus = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
+    x, g = _data((6, 5, 4, 3), dtype)
+    fused, unfused = _both(monkeypatch, lambda: _pair(5, dtype, affine, threads=threads), x, g,
+                           input_grad)
+    assert len(fused) == len(unfused) >= 2
+    for ours, want in zip(fused, unfused):
+        _same(ours, want)
+    assert (fused[0] == 0).any() and (fused[0] > 0).any()  # the ReLU did clip
+    # fused: no ReLU kernel ran, each batch norm kernel once per lane; unfused: the ReLU's
+    lanes = min(threads, 5)
+    assert relus["forward"] == 1 and relus["backward"] == 1
+    assert kernels["forward"] == 2 * lanes
+    assert kernels["backward" if input_grad else "grad_sums"] == 2 * lanes
+
+
+def test_negative_gradients_give_the_relus_signed_zeros(monkeypatch):
+    x, g = _data((4, 3, 4, 4), np.float32, seed=2)
+    g = -np.abs(g)  # G·0 = −0 where y ≤ 0, as the ReLU's own bprop
+    fused, unfused = _both(monkeypatch, lambda: _pair(3, np.float32, affine=False), x, g)
+    pair = _pair(3, np.float32, affine=False)
+    pair.forward(x)
+    masked = pair[0]._rectified(g)
+    assert np.signbit(masked[masked == 0]).all() and (masked == 0).any()
+    for ours, want in zip(fused, unfused):
+        _same(ours, want)
+
+
+def test_nan_inputs_propagate_as_the_relu_propagates_them(monkeypatch):
+    x, g = _data((4, 3, 4, 4), np.float32, seed=3)
+    x[1, 2, 0, 0] = np.nan  # channel 2's statistics become NaN: y is NaN there
+    fused, unfused = _both(monkeypatch, lambda: _pair(3, np.float32), x, g)
+    assert np.isnan(fused[0][:, 2]).all() and not np.isnan(fused[0][:, :2]).any()
+    for ours, want in zip(fused, unfused):
+        _same(ours, want)
+
+
+def test_eval_mode_and_frozen_statistics(monkeypatch):
+    x, g = _data((5, 4, 3, 4), np.float64, seed=4)
+
+    def trained(frozen=False):
+        pair = _pair(4, np.float64, seed=5)
+        for step in range(2):
+            pair.forward(_data((5, 4, 3, 4), np.float64, seed=10 + step)[0])
+        pair[0].frozen = frozen
+        return pair
+
+    kernels = count_calls(monkeypatch, _norm_kernels, "forward", "backward")
+    relus = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
+    y = trained().eval().forward(x)
+    with monkeypatch.context() as patch:
+        _unfused(patch)
+        want = trained().eval().forward(x)
+    _same(y, want)
+    # frozen statistics: a training-mode forward on the running statistics, whose bprop
+    # (∂L/∂x = G a) is the NumPy path's, masked by ``_rectified``
+    fused, unfused = _both(monkeypatch, lambda: trained(frozen=True), x, g)
+    for ours, theirs in zip(fused, unfused):
+        _same(ours, theirs)
+    assert kernels["backward"] == 0 and relus["backward"] == 1  # the unfused pair's only
+
+
+def test_a_gradient_the_kernels_do_not_take_is_masked_by_numpy(monkeypatch):
+    kernels = count_calls(monkeypatch, _norm_kernels, "backward", "grad_sums")
+    x, g = _data((4, 3, 5, 4), np.float32, seed=6)
+    wide = np.repeat(g, 2, axis=0)[::2]  # the same values, not C-contiguous
+    pair, want = _pair(3, np.float32), _pair(3, np.float32)
+    pair.forward(x)
+    grad = pair.backward(wide)
+    # the mask by NumPy (a new, contiguous G·1_{y > 0}), whose sums the kernels take; ∂L/∂x
+    # by the NumPy path
+    assert kernels["backward"] == 0 and kernels["grad_sums"] == 1
+    want.forward(x)
+    expected = want.backward(g)  # the kernels, fused
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pair[0].weight.grad, want[0].weight.grad, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pair[0].bias.grad, want[0].bias.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_inputs_the_kernels_do_not_take_run_the_relu_itself(monkeypatch):
+    relus = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
+    x, g = _data((8, 3, 5, 4), np.float32, seed=7)
+    pair = _pair(3, np.float32)
+    assert pair[0].forward_relu(x[::2]) is None  # not C-contiguous: no fused pass
+    y = pair.forward(x[::2])
+    pair.backward(g[::2].copy())
+    assert relus["forward"] == relus["backward"] == 1
+    want = _pair(3, np.float32)
+    np.testing.assert_allclose(y, want.forward(x[::2].copy()), rtol=1e-5, atol=1e-6)
+
+
+def test_a_module_used_twice_keeps_each_sites_cache(monkeypatch):
+    x, g = _data((4, 3, 4, 5), np.float64, seed=8)
+
+    def build():
+        pair = _pair(3, np.float64, seed=9)
+        return nn.Sequential(pair[0], pair[1], pair[0], pair[1])
+
+    fused, unfused = _both(monkeypatch, build, x, g)
+    for ours, want in zip(fused, unfused):
+        _same(ours, want)
+
+
+def test_gradcheck_float64_through_the_fused_pair(monkeypatch):
+    kernels = count_calls(monkeypatch, _norm_kernels, "forward", "backward")
+    relus = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
+    x, _ = _data((4, 3, 3, 4), np.float64, seed=11)
+    result = check_module(_pair(3, np.float64, seed=12), x)
+    assert result.max_rel_error < 1e-5, result  # (1.3e-6 measured)
+    assert kernels["backward"] > 0 and relus["forward"] == relus["backward"] == 0
+
+
+def test_resnet20_is_the_same_with_and_without_the_fusion(monkeypatch):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    g = rng.standard_normal((4, 10)).astype(np.float32)
+    relus = count_calls(monkeypatch, _relu_kernels, "forward")
+    fused, unfused = _both(monkeypatch, lambda: zoo.resnet20(10, (3, 16, 16), rng=0), x, g)
+    # 19 ReLUs: stem and one per block's residual fused; the 9 after the sums are not
+    assert relus["forward"] == 9 + 19
+    for ours, want in zip(fused, unfused):
+        _same(ours, want)
+
+
+def test_a_hooked_forward_is_called_as_it_is():
+    x, g = _data((4, 3, 4, 4), np.float32, seed=14)
+    seen = []
+    for hooked in (0, 1):
+        pair = _pair(3, np.float32)
+        forward = pair[hooked].forward
+        pair[hooked].forward = lambda x, forward=forward: seen.append(hooked) or forward(x)
+        pair.forward(x)
+        pair.backward(g)
+    assert seen == [0, 1]
+    pair = _pair(3, np.float32)
+    pair.forward(x)
+    assert pair[0]._relu is not False  # (without a hook: fused)

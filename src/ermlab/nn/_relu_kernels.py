@@ -36,3 +36,14 @@ def backward(grad, y, out, lo, hi):
     for i in range(gs.size):
         g = gs[i]
         outs[i] = g if ys[i] > 0 else g * 0
+
+
+@njit(**_JIT)
+def add_forward(x1, x2, y, lo, hi):
+    """y[i] = max(x1[i] + x2[i], 0) for i in [lo, hi), as ``forward`` takes the sum: a sum
+    and the ReLU after it (``merge.Add.forward_relu``) in one pass."""
+    as_, bs, ys = x1[lo:hi], x2[lo:hi], y[lo:hi]
+    zero = y.dtype.type(0)
+    for i in range(ys.size):
+        v = as_[i] + bs[i]
+        ys[i] = v if (v > 0 or v != v) else zero

@@ -182,6 +182,19 @@ class ReLU(Module):
         return "inplace=True" if self.inplace else ""
 
 
+# The forward-cache site of a ReLU that the box before it applied (``Module.forward_relu``),
+# in ``Sequential`` and ``Graph``: it has no cache and no bprop of its own.
+ABSORBED = ("absorbed",)
+
+
+def absorbs_relu(module: Module, following: Module) -> bool:
+    """Whether a composite asks ``module`` to apply ``following`` itself
+    (``Module.forward_relu``): ``following`` a ``ReLU`` (not a subclass), and neither
+    ``forward`` replaced on the instance (a hook, as ``summary`` sets)."""
+    return (type(following) is ReLU and "forward" not in vars(module)
+            and "forward" not in vars(following))
+
+
 class LeakyReLU(Module):
     """g(a) = a for a > 0, α a otherwise (α = ``negative_slope``, torch's default 0.01)."""
 

@@ -12,6 +12,13 @@ network): each box keeps its own forward cache (``Module.cache_state``), and
 the parameter gradients of all its boxes add up. A graph input that the output
 does not depend on gets a zero gradient (as torch's autograd with
 ``materialize_grads``).
+
+A ``ReLU`` box whose input is a box that nothing else reads (and that is not the
+output) is offered to that box (``Module.forward_relu``): an ``Add`` then sums and
+rectifies in one pass, and masks the gradient in its own bprop — a residual block's
+``relu(x + F(x))``, bit for bit the two boxes' values, one pass over the sum fewer
+(``tests/nn/test_relu_fusion.py``). A box that declines, or a hooked ``forward``,
+leaves the ReLU box to run as usual.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ermlab.backend import array_module
+from ermlab.nn.activations import ABSORBED, absorbs_relu
 from ermlab.nn.merge import sum_of
 from ermlab.nn.module import Module
 
@@ -56,6 +64,7 @@ class Graph(Module):
         object.__setattr__(self, "edges", {})
         object.__setattr__(self, "output_name", output)
         object.__setattr__(self, "_order", None)
+        object.__setattr__(self, "_followers", None)
 
     def add(self, name: str, module: Module, inputs: str | Sequence[str]) -> Graph:
         """Add box ``name`` computing ``module(*inputs)``; returns the graph for chaining."""
@@ -71,11 +80,13 @@ class Graph(Module):
         self.edges[name] = [inputs] if isinstance(inputs, str) else list(inputs)
         setattr(self, name, module)
         object.__setattr__(self, "_order", None)
+        object.__setattr__(self, "_followers", None)
         return self
 
     def set_output(self, name: str) -> Graph:
         object.__setattr__(self, "output_name", name)
         object.__setattr__(self, "_order", None)
+        object.__setattr__(self, "_followers", None)
         return self
 
     def order(self) -> list[str]:
@@ -123,15 +134,44 @@ class Graph(Module):
                 f"got {len(inputs)}"
             )
         values = dict(zip(self.input_names, inputs))
-        sites = {} if self.training else None
+        sites: dict[str, Any] = {}
+        followers = self._relu_followers()
         for name in self.order():
+            if sites.get(name) is ABSORBED:  # its value was set by the box before it
+                continue
             module = self._modules[name]
-            values[name] = module.forward(*(values[i] for i in self.edges[name]))
-            if sites is not None:
-                sites[name] = module.cache_state()
-        if sites is not None:
+            args = [values[i] for i in self.edges[name]]
+            follower = followers.get(name)
+            y = None
+            if follower is not None and absorbs_relu(module, self._modules[follower]):
+                y = module.forward_relu(*args)
+            if y is None:
+                values[name] = module.forward(*args)
+            else:  # the ReLU box ran inside this one: no cache, no bprop of its own
+                values[follower] = y
+                sites[follower] = ABSORBED
+            sites[name] = module.cache_state()
+        if self.training:
             self._sites, self._inputs_like = sites, [(x.shape, x.dtype) for x in inputs]
         return values[self.output_name]
+
+    def _relu_followers(self) -> dict[str, str]:
+        """box → the ReLU box that is its only reader (and reads nothing else), for boxes
+        that are not the output: the pairs a box may run as one (``Module.forward_relu``)."""
+        order = self.order()
+        if self._followers is None:
+            readers: dict[str, list[str]] = {}
+            for name in order:
+                for value in set(self.edges[name]):
+                    readers.setdefault(value, []).append(name)
+            pairs = {}
+            for name in order:
+                only = readers.get(name, [])
+                if (len(only) == 1 and name != self.output_name
+                        and self.edges[only[0]] == [name]):
+                    pairs[name] = only[0]
+            object.__setattr__(self, "_followers", pairs)
+        return self._followers
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         sites = self._cached("_sites")
@@ -141,6 +181,9 @@ class Graph(Module):
             if grad is None:
                 continue
             inputs = self.edges[name]
+            if sites[name] is ABSORBED:  # the box before applies this ReLU's bprop
+                grads[inputs[0]] = grad
+                continue
             wanted = [i in self.edges or input_grad for i in inputs]
             module = self._modules[name]
             module.restore_cache(sites[name])

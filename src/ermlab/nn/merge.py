@@ -22,23 +22,68 @@ class Add(Module):
     the output, the same values as one lane (element by element, in the same order).
     """
 
-    forward_cache = ("_count",)
+    forward_cache = ("_count", "_y")
     threads: int | None = None
 
     def forward(self, *inputs: Any) -> Any:
+        self._check(inputs)
+        total = sum_of(inputs, self.threads)
+        if self.training:
+            self._count, self._y = len(inputs), False
+        return total
+
+    def forward_relu(self, *inputs: Any) -> Any:
+        """max(x₁ + x₂, 0) — the sum and a ``ReLU`` after it — in one pass
+        (``_relu_kernels.add_forward``, lanes of elements), bit for bit the two boxes' values;
+        None for other than two C-contiguous NumPy float inputs of one dtype or without the
+        kernels (the caller then runs the ``ReLU``). ``Graph`` calls it where the ReLU is the
+        sum's only reader (a residual block's output): the ReLU's pass over the sum is
+        saved. bprop then masks the gradient, G·1_{y > 0} (``_relu_kernels.backward``), with
+        y this output, kept as the ReLU would keep it."""
+        self._check(inputs)
+        if len(inputs) != 2 or not all(
+                type(x) is numpy.ndarray and x.dtype == inputs[0].dtype and x.flags.c_contiguous
+                for x in inputs):
+            return None
+        kernels = _fused.kernels("_relu_kernels", *inputs)
+        if kernels is None:
+            return None
+        y = numpy.empty_like(inputs[0])
+        flat = [x.reshape(-1) for x in (*inputs, y)]
+        run_ranges(self._lanes(y), kernels.add_forward, *flat)
+        if self.training:
+            self._count, self._y = 2, y
+        return y
+
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        count, y = self._cached("_count"), self._cached("_y")
+        if not input_grad:
+            return None
+        if y is not False:  # the ReLU's bprop (forward_relu)
+            grad_out = _relu_backward(grad_out, y, self._lanes(y))
+        return (grad_out,) * count
+
+    def _lanes(self, y: Any) -> list[tuple[int, int]]:
+        return _fused.lanes(y.size, y.nbytes, self.threads, LANE_MIN_BYTES)
+
+    @staticmethod
+    def _check(inputs: tuple) -> None:
         if len(inputs) < 2:
             raise ValueError(f"Add needs at least two inputs; got {len(inputs)}")
         shapes = {tuple(x.shape) for x in inputs}
         if len(shapes) != 1:
             raise ValueError(f"Add needs inputs of one shape; got shapes {sorted(shapes)}")
-        total = sum_of(inputs, self.threads)
-        if self.training:
-            self._count = len(inputs)
-        return total
 
-    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
-        count = self._cached("_count")
-        return (grad_out,) * count if input_grad else None
+
+def _relu_backward(grad_out: Any, y: Any, lanes: list[tuple[int, int]]) -> Any:
+    """G·1_{y > 0}, as ``ReLU``'s bprop computes it (its kernel where it takes G, else
+    NumPy's product with the mask)."""
+    kernels = _fused.kernels("_relu_kernels", grad_out, y)
+    if kernels is None or grad_out.shape != y.shape:
+        return array_module(y).multiply(grad_out, y > 0)
+    grad = numpy.empty_like(grad_out)
+    run_ranges(lanes, kernels.backward, grad_out.reshape(-1), y.reshape(-1), grad.reshape(-1))
+    return grad
 
 
 def sum_of(inputs: Any, threads: int | None = None) -> Any:

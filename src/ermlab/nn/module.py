@@ -93,10 +93,11 @@ class Module:
     def __call__(self, *inputs: Any) -> Any:
         return self.forward(*inputs)
 
-    def forward_relu(self, x: Any) -> Any:
-        """max(forward(x), 0) in this module's own pass, or None where it has none (the
-        default). ``Sequential`` asks it of a module followed by a ``ReLU``; a module that
-        answers also applies the ReLU's bprop, G·1_{y > 0}, in its own ``backward``."""
+    def forward_relu(self, *inputs: Any) -> Any:
+        """max(forward(*inputs), 0) in this module's own pass, or None where it has none (the
+        default). ``Sequential`` and ``Graph`` ask it of a box whose only reader is a
+        ``ReLU``; a module that answers also applies the ReLU's bprop, G·1_{y > 0}, in its
+        own ``backward``, and the ReLU is not called."""
         return None
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:

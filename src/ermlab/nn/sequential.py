@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ermlab.nn.activations import ReLU
+from ermlab.nn.activations import ABSORBED, absorbs_relu
 from ermlab.nn.module import Module
-
-# The forward-cache site of a ReLU that the module before it applied (``forward_relu``).
-_ABSORBED = ("absorbed",)
 
 
 class Sequential(Module):
@@ -69,7 +66,7 @@ class Sequential(Module):
         while depth < len(modules):
             module = modules[depth]
             y = None
-            if depth + 1 < len(modules) and _fusable(module, modules[depth + 1]):
+            if depth + 1 < len(modules) and absorbs_relu(module, modules[depth + 1]):
                 y = module.forward_relu(x)
             if y is None:
                 x = module.forward(x)
@@ -77,7 +74,7 @@ class Sequential(Module):
                 depth += 1
             else:  # the ReLU ran inside ``module``: no cache, no bprop of its own
                 x = y
-                sites += [module.cache_state(), _ABSORBED]
+                sites += [module.cache_state(), ABSORBED]
                 depth += 2
         if self.training:
             self._sites = sites
@@ -87,7 +84,7 @@ class Sequential(Module):
         sites = self._cached("_sites")
         modules = list(self._modules.values())
         for depth in range(len(modules) - 1, 0, -1):
-            if sites[depth] is _ABSORBED:
+            if sites[depth] is ABSORBED:
                 continue
             modules[depth].restore_cache(sites[depth])
             grad_out = modules[depth].backward(grad_out)
@@ -96,9 +93,3 @@ class Sequential(Module):
         modules[0].restore_cache(sites[0])
         return modules[0].backward(grad_out, input_grad=input_grad)
 
-
-def _fusable(module: Module, following: Module) -> bool:
-    """Whether ``module`` is asked to apply ``following`` itself: a ``ReLU`` (not a subclass),
-    and neither ``forward`` replaced on the instance."""
-    return (type(following) is ReLU and "forward" not in vars(module)
-            and "forward" not in vars(following))

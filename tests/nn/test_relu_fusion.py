@@ -1,8 +1,10 @@
-"""A batch norm followed by a ReLU in a ``Sequential``: the ReLU runs inside the batch norm's
-passes (``BatchNorm2d.forward_relu``), bit for bit the two layers run one after the other.
+"""A ReLU run by the box before it (``Module.forward_relu``): a batch norm followed by a ReLU
+in a ``Sequential`` (``BatchNorm2d.forward_relu``, the ReLU inside the batch norm's passes),
+and a sum whose only reader is a ReLU in a ``Graph`` (``Add.forward_relu``, a residual
+block's output), bit for bit the two boxes run one after the other.
 
-The oracle is the same model with the pair's fusion turned off (``forward_relu`` answering
-None, so ``Sequential`` calls the ReLU itself): y, ∂L/∂x, ∂L/∂γ, ∂L/∂β and the running
+The oracle is the same model with the fusion turned off (``forward_relu`` answering None,
+so the composite calls the ReLU itself): y, ∂L/∂x, ∂L/∂γ, ∂L/∂β and the running
 statistics must be the same bits (signs of zeros included, NaN where NaN), in float32 and
 float64, with and without γ and β, in 1 and 3 lanes of channels, with ∂L/∂x and without,
 in eval mode, with frozen statistics (the NumPy bprop), for a gradient the kernels do not
@@ -19,12 +21,13 @@ from kernel_calls import count_calls  # noqa: E402
 
 from ermlab import nn  # noqa: E402
 from ermlab.gradcheck import check_module  # noqa: E402
-from ermlab.nn import _norm_kernels, _relu_kernels, normalization, zoo  # noqa: E402
+from ermlab.nn import _norm_kernels, _relu_kernels, activations, merge, normalization, zoo  # noqa: E402
 
 
 def _unfused(monkeypatch):
-    """Turn the fusion off: every batch norm answers None, as a module without it does."""
+    """Turn the fusion off: batch norms and sums answer None, as a module without it does."""
     monkeypatch.setattr(normalization._BatchNorm, "forward_relu", lambda self, x: None)
+    monkeypatch.setattr(merge.Add, "forward_relu", lambda self, *inputs: None)
 
 
 def _pair(c, dtype, affine=True, seed=0, threads=1):
@@ -196,10 +199,11 @@ def test_resnet20_is_the_same_with_and_without_the_fusion(monkeypatch):
     rng = np.random.default_rng(13)
     x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
     g = rng.standard_normal((4, 10)).astype(np.float32)
-    relus = count_calls(monkeypatch, _relu_kernels, "forward")
+    relus = count_calls(monkeypatch, _relu_kernels, "forward", "add_forward")
     fused, unfused = _both(monkeypatch, lambda: zoo.resnet20(10, (3, 16, 16), rng=0), x, g)
-    # 19 ReLUs: stem and one per block's residual fused; the 9 after the sums are not
-    assert relus["forward"] == 9 + 19
+    # 19 ReLUs, all run by the box before: the stem's and one per block's residual by batch
+    # norms, the 9 after the blocks' sums by the sums; unfused, each ReLU's own
+    assert relus["forward"] == 19 and relus["add_forward"] == 9
     for ours, want in zip(fused, unfused):
         _same(ours, want)
 
@@ -210,10 +214,69 @@ def test_a_hooked_forward_is_called_as_it_is():
     for hooked in (0, 1):
         pair = _pair(3, np.float32)
         forward = pair[hooked].forward
-        pair[hooked].forward = lambda x, forward=forward: seen.append(hooked) or forward(x)
+        pair[hooked].forward = lambda x, f=forward, k=hooked: seen.append(k) or f(x)
         pair.forward(x)
         pair.backward(g)
     assert seen == [0, 1]
     pair = _pair(3, np.float32)
     pair.forward(x)
     assert pair[0]._relu is not False  # (without a hook: fused)
+
+
+def _block(dtype, threads=1, noise=False):
+    """y = relu(x + W₂ relu(W₁ x)), a residual block as a Graph (``Graph``'s example)."""
+    rng = np.random.default_rng(15)
+    g = nn.Graph(inputs="x")
+    g.add("fc1", nn.Linear(6, 6, rng=rng, dtype=dtype), "x").add("act1", nn.ReLU(), "fc1")
+    g.add("fc2", nn.Linear(6, 6, rng=rng, dtype=dtype), "act1")
+    g.add("sum", nn.Add(), ["fc2", "x"]).add("out", nn.ReLU(), "sum").set_output("out")
+    g.act1.threads = g.sum.threads = g.out.threads = threads
+    return g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_sum_and_its_relu_are_the_two_boxes_bit_for_bit(monkeypatch, dtype, threads):
+    monkeypatch.setattr(merge, "LANE_MIN_BYTES", 1)
+    monkeypatch.setattr(activations, "LANE_MIN_BYTES", 1)
+    relus = count_calls(monkeypatch, _relu_kernels, "forward", "backward", "add_forward")
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((20, 6)).astype(dtype)
+    g = rng.standard_normal((20, 6)).astype(dtype)
+    g[g < 0] *= -1 if dtype == np.float32 else 1
+    fused, unfused = _both(monkeypatch, lambda: _block(dtype, threads), x, g)
+    assert (fused[0] == 0).any() and (fused[0] > 0).any()
+    for ours, want in zip(fused, unfused):
+        _same(ours, want)
+    lanes = min(threads, 20 * 6)
+    assert relus["add_forward"] == lanes  # the fused pass, in lanes
+    # forward: act1 twice, out once (unfused); bprop: act1 and out each time (fused: out's
+    # mask inside the sum's bprop, by the same kernel), every pass in ``threads`` lanes
+    assert relus["forward"] == 3 * lanes and relus["backward"] == 4 * lanes
+
+
+def test_a_sum_read_elsewhere_or_the_output_keeps_its_relu(monkeypatch):
+    adds = count_calls(monkeypatch, _relu_kernels, "add_forward")
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    twice = _block(np.float32)
+    twice.add("also", nn.Add(), ["sum", "out"]).set_output("also")  # "sum" has two readers
+    last = nn.Graph(inputs=["a", "b"])
+    last.add("sum", nn.Add(), ["a", "b"]).set_output("sum")  # no ReLU after it
+    three = nn.Graph(inputs="x")
+    three.add("sum", nn.Add(), ["x", "x", "x"]).add("out", nn.ReLU(), "sum").set_output("out")
+    for graph, inputs in ((twice, (x,)), (last, (x, x)), (three, (x,))):
+        y = graph.forward(*inputs)
+        graph.backward(np.ones_like(y))
+    assert adds["add_forward"] == 0
+    assert merge.Add().forward_relu(x, x[:, ::-1]) is None  # not C-contiguous
+    np.testing.assert_array_equal(three.forward(x), np.maximum(3 * x, 0))
+
+
+def test_gradcheck_float64_through_the_fused_sum():
+    x = np.random.default_rng(18).standard_normal((7, 6))
+    block = _block(np.float64)
+    block.forward(x)
+    assert block.sum._y is not False  # fused
+    result = check_module(block, x)
+    assert result.max_rel_error < 1e-6, result

@@ -22,6 +22,7 @@ from kernel_calls import count_calls  # noqa: E402
 from ermlab import nn  # noqa: E402
 from ermlab.gradcheck import check_module  # noqa: E402
 from ermlab.nn import _norm_kernels, _relu_kernels, activations, merge, normalization, zoo  # noqa: E402
+from ermlab.nn import conv as conv_module  # noqa: E402
 
 
 def _unfused(monkeypatch):
@@ -280,3 +281,128 @@ def test_gradcheck_float64_through_the_fused_sum():
     assert block.sum._y is not False  # fused
     result = check_module(block, x)
     assert result.max_rel_error < 1e-6, result
+
+
+def _conv_pair(dtype, algorithm, stride=1, bias=True, threads=1, channels=(4, 6)):
+    conv = nn.Conv2d(*channels, 3, stride=stride, padding=1, bias=bias, rng=0, dtype=dtype,
+                     algorithm=algorithm)
+    if bias:
+        conv.bias.data[:] = np.random.default_rng(19).standard_normal(channels[1])
+    conv.threads = threads
+    return nn.Sequential(conv, nn.ReLU())
+
+
+def _unfused_conv(monkeypatch):
+    _unfused(monkeypatch)
+    monkeypatch.setattr(conv_module.Conv2d, "forward_relu", lambda self, x: None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("algorithm,stride,channels", [
+    ("direct", 1, (4, 6)), ("direct", 2, (4, 6)), ("winograd", 1, (4, 6)),
+    ("auto", 1, (32, 32))])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_a_convolution_and_its_relu_are_the_two_layers_bit_for_bit(
+        monkeypatch, dtype, algorithm, stride, channels, threads, input_grad):
+    monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+    relus = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((5, channels[0], 8, 7)).astype(dtype)
+    out = 4 if stride == 2 else 8
+    g = rng.standard_normal((5, channels[1], out, 7 if stride == 1 else 4)).astype(dtype)
+
+    def run(model):
+        model.zero_grad()
+        y = model.forward(x)
+        grad = model.backward(g, input_grad=input_grad)
+        return [y] + ([grad] if input_grad else []) + [p.grad for p in model.parameters()]
+
+    for bias in (True, False):
+        fused = run(_conv_pair(dtype, algorithm, stride, bias, threads, channels))
+        assert fused[0].shape == g.shape and (fused[0] == 0).any() and (fused[0] > 0).any()
+        with monkeypatch.context() as patch:
+            _unfused_conv(patch)
+            unfused = run(_conv_pair(dtype, algorithm, stride, bias, threads, channels))
+        for ours, want in zip(fused, unfused, strict=True):
+            _same(ours, want)
+    # fused: each lane rectifies its own samples (forward) and masks their G (bprop);
+    # unfused: the ReLU's own passes, in one lane here (5 samples are under its minimum)
+    lanes = min(threads, 5)
+    assert relus["forward"] == relus["backward"] == 2 * (lanes + 1)
+
+
+def test_im2col_convolutions_and_other_inputs_keep_their_relu(monkeypatch):
+    relus = count_calls(monkeypatch, _relu_kernels, "forward")
+    x = np.random.default_rng(21).standard_normal((3, 4, 6, 6)).astype(np.float32)
+    assert _conv_pair(np.float32, "im2col")[0].forward_relu(x) is None
+    pointwise = nn.Conv2d(4, 6, 1, rng=0)
+    assert pointwise.forward_relu(x) is None
+    with monkeypatch.context() as patch:
+        patch.setenv("ERMLAB_FUSED", "0")  # no kernels: no fused pass
+        assert _conv_pair(np.float32, "direct")[0].forward_relu(x) is None
+    assert relus["forward"] == 0
+    fused = _conv_pair(np.float32, "direct")
+    y = fused.forward(x[:, :, ::2, ::2])  # not contiguous: made contiguous, then fused
+    assert fused[0]._relu_y is y and relus["forward"] == 1
+
+
+def test_grad_input_alone_applies_the_relus_bprop(monkeypatch):
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((3, 4, 6, 6))
+    g = rng.standard_normal((3, 6, 6, 6))
+    for algorithm in ("direct", "winograd"):
+        pair = _conv_pair(np.float64, algorithm)
+        pair.forward(x)
+        with monkeypatch.context() as patch:
+            _unfused_conv(patch)
+            want = _conv_pair(np.float64, algorithm)
+            want.forward(x)
+        _same(pair[0].grad_input(g), want[0].grad_input(want[1].backward(g)))
+
+
+def test_gradcheck_float64_through_the_fused_convolutions():
+    x = np.random.default_rng(23).standard_normal((3, 4, 6, 5))
+    for algorithm in ("direct", "winograd"):
+        pair = _conv_pair(np.float64, algorithm)
+        pair.forward(x)
+        assert pair[0]._relu_y is not False
+        result = check_module(pair, x)
+        assert result.max_rel_error < 1e-5, (algorithm, result)  # (1.0e-6 measured)
+
+
+@pytest.mark.parametrize("build,shape", [
+    (lambda: zoo.lenet5(10, (1, 28, 28), rng=0), (1, 28, 28)),
+    (lambda: zoo.small_vgg(10, (3, 8, 8), rng=0), (3, 8, 8))])
+def test_lenet5_and_the_small_vgg_are_the_same_with_and_without_the_fusion(
+        monkeypatch, build, shape):
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((4, *shape)).astype(np.float32)
+    g = rng.standard_normal((4, 10)).astype(np.float32)
+    fused = _run(build(), x, g)
+    with monkeypatch.context() as patch:
+        _unfused_conv(patch)
+        unfused = _run(build(), x, g)
+    for ours, want in zip(fused, unfused, strict=True):
+        _same(ours, want)
+
+
+def test_per_example_gradients_see_the_relus_bprop(monkeypatch):
+    from ermlab.losses import SoftmaxCrossEntropy
+    from ermlab.privacy.per_example import per_example_gradients
+
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((5, 1, 6, 6))
+    y = rng.integers(0, 3, 5)
+
+    def build():
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=0, dtype="float64"), nn.ReLU(),
+                             nn.Flatten(), nn.Linear(144, 3, rng=1, dtype="float64"))
+
+    fused = per_example_gradients(build(), SoftmaxCrossEntropy(), x, y)
+    with monkeypatch.context() as patch:
+        _unfused_conv(patch)
+        want = per_example_gradients(build(), SoftmaxCrossEntropy(), x, y)
+    assert sorted(fused) == sorted(want)
+    for name in fused:
+        np.testing.assert_allclose(fused[name], want[name], rtol=1e-12, atol=1e-15)

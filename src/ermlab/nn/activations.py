@@ -187,6 +187,19 @@ class ReLU(Module):
 ABSORBED = ("absorbed",)
 
 
+def rectified_gradient(grad_out: Any, y: Any, threads: int | None = None) -> Any:
+    """G·1_{y > 0}, a new array, as ``ReLU``'s bprop computes it for its output y (its kernel
+    in lanes of elements where it takes G and y, else NumPy's product with the mask): the
+    bprop of a ReLU that the box before it applied (``Module.forward_relu``)."""
+    kernels = _fused.kernels("_relu_kernels", grad_out, y)
+    if kernels is None or grad_out.shape != y.shape:
+        return array_module(y).multiply(grad_out, y > 0)
+    grad = numpy.empty_like(grad_out)
+    run_ranges(_fused.lanes(y.size, y.nbytes, threads, LANE_MIN_BYTES), kernels.backward,
+               grad_out.reshape(-1), y.reshape(-1), grad.reshape(-1))
+    return grad
+
+
 def absorbs_relu(module: Module, following: Module) -> bool:
     """Whether a composite asks ``module`` to apply ``following`` itself
     (``Module.forward_relu``): ``following`` a ``ReLU`` (not a subclass), and neither

@@ -8,7 +8,7 @@ import numpy
 
 from ermlab.backend import array_module
 from ermlab.nn import _fused
-from ermlab.nn.activations import LANE_MIN_BYTES
+from ermlab.nn.activations import LANE_MIN_BYTES, rectified_gradient
 from ermlab.nn.module import Module
 from ermlab.threads import run_ranges
 
@@ -60,7 +60,7 @@ class Add(Module):
         if not input_grad:
             return None
         if y is not False:  # the ReLU's bprop (forward_relu)
-            grad_out = _relu_backward(grad_out, y, self._lanes(y))
+            grad_out = rectified_gradient(grad_out, y, self.threads)
         return (grad_out,) * count
 
     def _lanes(self, y: Any) -> list[tuple[int, int]]:
@@ -73,17 +73,6 @@ class Add(Module):
         shapes = {tuple(x.shape) for x in inputs}
         if len(shapes) != 1:
             raise ValueError(f"Add needs inputs of one shape; got shapes {sorted(shapes)}")
-
-
-def _relu_backward(grad_out: Any, y: Any, lanes: list[tuple[int, int]]) -> Any:
-    """G·1_{y > 0}, as ``ReLU``'s bprop computes it (its kernel where it takes G, else
-    NumPy's product with the mask)."""
-    kernels = _fused.kernels("_relu_kernels", grad_out, y)
-    if kernels is None or grad_out.shape != y.shape:
-        return array_module(y).multiply(grad_out, y > 0)
-    grad = numpy.empty_like(grad_out)
-    run_ranges(lanes, kernels.backward, grad_out.reshape(-1), y.reshape(-1), grad.reshape(-1))
-    return grad
 
 
 def sum_of(inputs: Any, threads: int | None = None) -> Any:

@@ -33,7 +33,10 @@ disturb far less than the wall clock (at load average 13 on 2 cores the wall-clo
 profile put LeNet's 2×2 pooling at 12 ms per step where its CPU time is ~2 ms).
 
 With profiling on (default), a separate run then times every layer's forward and
-backward pass and the optimizer step in ermlab (wall-clock timers around each call),
+backward pass and the optimizer step in ermlab (wall-clock timers around each call; with
+each layer's ``forward`` wrapped, a ReLU is no longer run inside the layer before it
+(``Module.forward_relu``), so the profile times the two apart and its step is slower than
+the timed one by the fused passes),
 and prints where the time goes next to torch.profiler's view of PyTorch's step. For
 the convolutions and fully connected layers the table gives the achieved GFLOP/s, with
 the FLOPs counted analytically (2 per multiply-add):

@@ -24,10 +24,9 @@ class Sequential(Module):
     (``forward_relu``: ``BatchNorm2d`` on its compiled kernels, ``Conv2d`` on
     Winograd or direct sums) is run by that module: the same values bit for
     bit, without the ReLU's own passes (the module masks the gradient in its
-    own bprop). Where the
-    module cannot (``forward_relu`` returns None), or either module's
-    ``forward`` is replaced on the instance (a hook, as ``summary`` sets), the
-    ReLU runs as usual.
+    own bprop). Where the module cannot (``forward_relu`` returns None), or
+    either module's ``forward`` is replaced on the instance (a hook, as
+    ``summary`` sets), the ReLU runs as usual.
 
     Example:
         >>> from ermlab import nn

@@ -83,10 +83,11 @@ A ReLU after the layer (``forward_relu``, which ``Sequential`` calls) runs in th
 and direct paths' own lanes: each lane rectifies its samples of y right after computing
 them, and in bprop masks its samples of ∂L/∂y, G·1_{y > 0}, before reading them (y kept as
 the ReLU keeps it; bit for bit the two layers). The ReLU's two parallel regions and its
-output array are saved. Measured (2 threads, batch 128, forward + bprop with the ReLU, best
-of 12 paired rounds, ms): 3→32 on 32×32 (direct) 15.2 → 13.1, 64→64 on 16×16 (Winograd)
-51.9 → 43.4, 32→32 on 32×32 73.3 → 74.6 (within noise); LeNet-5's whole step 0.95 of
-the unfused one (median of 16 paired rounds).
+output array are saved, not its passes. Measured (``benchmarks/relu_fusion.py``, 2 threads,
+batch 128, forward + bprop, ratio of the medians of 12–16 paired rounds, fused / apart):
+LeNet-5's C1 (direct) 0.86, the small VGG's 3→32 (direct) 0.95 and 1.14, its Winograd
+layers 0.98–1.07 (within noise: the ReLU is 2–3 % of such a layer); LeNet-5's whole step
+0.95 (16 paired rounds).
 
 Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
 U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He

@@ -309,6 +309,7 @@ def test_a_convolution_and_its_relu_are_the_two_layers_bit_for_bit(
     relus = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
     rng = np.random.default_rng(20)
     x = rng.standard_normal((5, channels[0], 8, 7)).astype(dtype)
+    x[4, 0, 2, 3] = np.nan  # NaN outputs stay NaN through the ReLU, fused or not
     out = 4 if stride == 2 else 8
     g = rng.standard_normal((5, channels[1], out, 7 if stride == 1 else 4)).astype(dtype)
 
@@ -321,15 +322,17 @@ def test_a_convolution_and_its_relu_are_the_two_layers_bit_for_bit(
     for bias in (True, False):
         fused = run(_conv_pair(dtype, algorithm, stride, bias, threads, channels))
         assert fused[0].shape == g.shape and (fused[0] == 0).any() and (fused[0] > 0).any()
+        assert np.isnan(fused[0][4]).any() and not np.isnan(fused[0][:4]).any()
         with monkeypatch.context() as patch:
             _unfused_conv(patch)
             unfused = run(_conv_pair(dtype, algorithm, stride, bias, threads, channels))
         for ours, want in zip(fused, unfused, strict=True):
             _same(ours, want)
-    # fused: each lane rectifies its own samples (forward) and masks their G (bprop);
-    # unfused: the ReLU's own passes, in one lane here (5 samples are under its minimum)
+    # fused: the convolution's kernels rectify y as they write it (no ReLU kernel), and each
+    # lane masks its samples' G (bprop); unfused: the ReLU's own passes, in one lane here
+    # (5 samples are under its minimum)
     lanes = min(threads, 5)
-    assert relus["forward"] == relus["backward"] == 2 * (lanes + 1)
+    assert relus["forward"] == 2 and relus["backward"] == 2 * (lanes + 1)
 
 
 def test_im2col_convolutions_and_other_inputs_keep_their_relu(monkeypatch):
@@ -344,7 +347,7 @@ def test_im2col_convolutions_and_other_inputs_keep_their_relu(monkeypatch):
     assert relus["forward"] == 0
     fused = _conv_pair(np.float32, "direct")
     y = fused.forward(x[:, :, ::2, ::2])  # not contiguous: made contiguous, then fused
-    assert fused[0]._relu_y is y and relus["forward"] == 1
+    assert fused[0]._relu_y is y and relus["forward"] == 0 and (y >= 0).all()
 
 
 def test_grad_input_alone_applies_the_relus_bprop(monkeypatch):

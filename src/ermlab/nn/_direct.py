@@ -233,7 +233,7 @@ def _nine_taps(channels, block, t0, size, taps, weight, padded, acc):  # pragma:
 
 @njit(**_JIT)
 def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padded,
-              acc, vector):  # pragma: no cover
+              acc, vector, relu):  # pragma: no cover
     """y[n] for samples n in [lo, hi) of x (N, C, H, W), with ``weight`` and ``bias`` in
     ``layout``'s form: W[o, c, i, j] at [c, i, j, o], outputs padded to a multiple of four
     with zero weights and biases (those outputs are computed and never copied out).
@@ -264,15 +264,23 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, pa
                 _taps_by_rows(x.shape[1], block, t0, run, taps, weight, padded, acc)
             first = t0 // wh
             last = min(out_h, (t0 + size + wh - 1) // wh)
+            zero = y.dtype.type(0)
             for o in range(y.shape[1]):
                 a = acc[o]
                 for p in range(first, last):
                     begin = p * wh - t0
                     row = y[n, o, p]
-                    for q in range(out_w):
-                        k = begin + q
-                        if k >= 0 and k < size:
-                            row[q] = a[k]
+                    if relu:  # max(v, 0) as _relu_kernels.forward: NaN stays, else +0
+                        for q in range(out_w):
+                            k = begin + q
+                            if k >= 0 and k < size:
+                                v = a[k]
+                                row[q] = v if (v > 0 or v != v) else zero
+                    else:
+                        for q in range(out_w):
+                            k = begin + q
+                            if k >= 0 and k < size:
+                                row[q] = a[k]
 
 
 @njit(**dict(_JIT, fastmath={"contract", "reassoc"}))
@@ -415,9 +423,11 @@ def geometry(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[i
 
 def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
             stride: tuple[int, int], dilation: tuple[int, int], lo: int, hi: int,
-            work: Any) -> None:
+            work: Any, relu: bool = False) -> None:
     """y[lo:hi] of the correlation of x (N, C, H, W), zero-padded by ``padding``, with
     ``weight`` and ``bias`` in ``layout``'s form, all C-contiguous; the same stride both ways.
+    ``relu``: max(y, 0) instead (``Conv2d.forward_relu``), as ``_relu_kernels.forward`` takes
+    it, written as the outputs are copied out of the accumulators.
 
     ``work(name, size, key)`` returns a reused flat work array of ``size`` values (zero
     when first made, and made again when ``key`` changes)."""
@@ -429,7 +439,7 @@ def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
     chunk = -(-chunk // VECTOR) * VECTOR
     acc = work("direct_acc", outputs * chunk, ()).reshape(outputs, chunk)
     correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, taps, lo, hi, padded, acc,
-              VECTOR)
+              VECTOR, relu)
 
 
 def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tuple[int, int],

@@ -302,11 +302,12 @@ def _matrix(flat, k, rows, size):  # pragma: no cover
 
 
 def forward(x: Any, u: Any, bias: Any, y: Any, padding: tuple[int, int], lo: int, hi: int,
-            work: Any) -> None:
+            work: Any, relu: bool = False) -> None:
     """y[lo:hi] of the 3×3 stride-1 correlation of x (N, C, H, W), zero-padded by
     ``padding``, with U = G w Gᵀ (16, O, C) and ``bias`` (O,): per block of samples
     V (input transform), M_ξ = U_ξ V_ξ (16 GEMMs) and y = Aᵀ M A + b, all in one compiled
-    call (``_forward_blocks``).
+    call (``_forward_blocks``). ``relu``: max(y, 0) instead (``Conv2d.forward_relu``), as
+    ``_relu_kernels.forward`` takes it, over each block's outputs right after they are made.
 
     ``work(name, size, key)`` returns a reused flat work array of ``size`` values
     (zero when first made, and made again when ``key`` changes)."""
@@ -319,7 +320,7 @@ def forward(x: Any, u: Any, bias: Any, y: Any, padding: tuple[int, int], lo: int
     m_all = work("winograd_m", 16 * (o * block * count + SKEW), ())
     with BlasOneThread():
         _forward_blocks(x, u, bias, y, padding[0], padding[1], lo, hi, tiles_h, tiles_w, block,
-                        plane, v_all, m_all)
+                        plane, v_all, m_all, relu)
 
 
 def backward(x: Any, grad_y: Any, u: Any, padding: tuple[int, int], lo: int, hi: int,
@@ -365,7 +366,7 @@ def _plane(work: Any, x_shape: tuple[int, ...], padding: tuple[int, int], tiles_
 # the lanes took turns at the GIL between the NumPy GEMMs and the transforms).
 @njit(**_JIT)
 def _forward_blocks(x, u, bias, y, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block, plane,
-                    v_all, m_all):  # pragma: no cover
+                    v_all, m_all, relu):  # pragma: no cover
     c, o = x.shape[1], y.shape[1]
     count = tiles_h * tiles_w
     for start in range(lo, hi, block):
@@ -376,6 +377,21 @@ def _forward_blocks(x, u, bias, y, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block
         for k in range(16):
             np.dot(u[k], _matrix(v_all, k, c, size), _matrix(m_all, k, o, size))
         output_transform(m, size, start, stop, tiles_w, bias, y)
+        if relu:  # the block's outputs, still in cache
+            _rectify(y, start, stop)
+
+
+@njit(inline="always", **_JIT)
+def _rectify(y, start, stop):  # pragma: no cover
+    """y[start:stop] = max(y, 0) as ``_relu_kernels.forward`` (NaN stays, else +0)."""
+    zero = y.dtype.type(0)
+    for n in range(start, stop):
+        for o in range(y.shape[1]):
+            for p in range(y.shape[2]):
+                row = y[n, o, p]
+                for q in range(row.size):
+                    v = row[q]
+                    row[q] = v if (v > 0 or v != v) else zero
 
 
 @njit(**_JIT)

@@ -80,14 +80,15 @@ strides > 1). Each lane is one call that holds no GIL, so two lanes run at once 
 im2col's by rounding only.
 
 A ReLU after the layer (``forward_relu``, which ``Sequential`` calls) runs in the Winograd
-and direct paths' own lanes: each lane rectifies its samples of y right after computing
-them, and in bprop masks its samples of ∂L/∂y, G·1_{y > 0}, before reading them (y kept as
-the ReLU keeps it; bit for bit the two layers). The ReLU's two parallel regions and its
-output array are saved, not its passes. Measured (``benchmarks/relu_fusion.py``, 2 threads,
-batch 128, forward + bprop, ratio of the medians of 12–16 paired rounds, fused / apart):
-LeNet-5's C1 (direct) 0.86, the small VGG's 3→32 (direct) 0.95 and 1.14, its Winograd
-layers 0.98–1.07 (within noise: the ReLU is 2–3 % of such a layer); LeNet-5's whole step
-0.95 (16 paired rounds).
+and direct paths' own kernels and lanes: the kernels write max(y, 0) as they write y (the
+direct sums as they copy the outputs out, Winograd over each block's outputs while they are
+in cache), and in bprop each lane masks its samples of ∂L/∂y, G·1_{y > 0}, before reading
+them (y kept as the ReLU keeps it; bit for bit the two layers). The ReLU's forward pass,
+its two parallel regions and its output array are saved. Measured
+(``benchmarks/relu_fusion.py``, batch 128, forward + bprop, ratio of the medians of 16
+paired rounds, fused / apart, 2 threads and 1): the small VGG's 3→32 (direct) 0.87 and
+0.82, its Winograd layers 0.97–1.04 (the ReLU is 2–3 % of such a layer: within noise);
+LeNet-5's whole step at 2 threads 0.95 (16 paired rounds).
 
 Where frameworks differ: torch initializes W with kaiming_uniform(a=√5), i.e.
 U[−1/√fan_in, 1/√fan_in], and the bias from the same range; here the default is He
@@ -580,30 +581,30 @@ class Conv2d(Module):
     # -- fprop --------------------------------------------------------------------
 
     def forward(self, x: Any) -> Any:
-        return self._forward(x, None)
+        return self._forward(x, False)
 
     def forward_relu(self, x: Any) -> Any:
         """max(conv(x), 0) — this layer and a ``ReLU`` after it — where the layer runs
-        Winograd or direct sums (``ALGORITHMS``): each lane rectifies its own samples right
-        after computing them (``_relu_kernels.forward``, bit for bit the ReLU's values),
-        while they are in cache, and bprop masks ∂L/∂y, G·1_{y > 0}, in the same lanes
-        before using it; y is kept, as the ReLU would keep it. None elsewhere (the caller
-        then runs the ``ReLU``). Saves the ReLU's two parallel regions and passes;
-        ``Sequential`` calls it for a convolution followed by a ``ReLU``."""
+        Winograd or direct sums (``ALGORITHMS``): their kernels write max(y, 0) as they
+        write y (as ``_relu_kernels.forward``, bit for bit the ReLU's values), and bprop
+        masks ∂L/∂y, G·1_{y > 0}, in its own lanes before using it; y is kept, as the ReLU
+        would keep it. None elsewhere (the caller then runs the ``ReLU``). Saves the ReLU's
+        forward pass and two parallel regions; ``Sequential`` calls it for a convolution
+        followed by a ``ReLU``."""
         check_spatial_input(self, x, self.in_channels, self.kernel_size, self.padding,
                             self.dilation)
         check_float_input(self, x, self.weight.dtype)
         if self._is_pointwise() or self.per_example_recorder is not None:
             return None
         xc = array_module(x).ascontiguousarray(x)
-        relu = _fused.kernels("_relu_kernels", xc)
-        if relu is None or (self._winograd(xc) is None and self._direct(xc) is None):
+        if (_fused.kernels("_relu_kernels", xc) is None
+                or (self._winograd(xc) is None and self._direct(xc) is None)):
             return None
-        return self._forward(xc, relu)
+        return self._forward(xc, True)
 
-    def _forward(self, x: Any, relu: Any) -> Any:
-        """fprop; with ``relu`` (``_relu_kernels``, Winograd and direct paths only), each lane
-        rectifies its samples of y after computing them."""
+    def _forward(self, x: Any, relu: bool) -> Any:
+        """fprop; with ``relu`` (Winograd and direct paths only), max(y, 0) written by their
+        kernels, and y kept for bprop's mask."""
         check_spatial_input(self, x, self.in_channels, self.kernel_size, self.padding,
                             self.dilation)
         check_float_input(self, x, self.weight.dtype)
@@ -620,7 +621,8 @@ class Conv2d(Module):
         if direct is not None:
             weight, bias = direct.layout(self.weight.data,
                                          None if self.bias is None else self.bias.data)
-            run = partial(self._direct_samples, direct, x, weight, bias, y)
+            run = partial(self._direct_samples, direct, x, weight, bias, y,
+                          relu=relu)
         elif winograd is not None:
             u = winograd.filter_transform(self.weight.data)
             bias = (self.bias.data if self.bias is not None
@@ -628,23 +630,21 @@ class Conv2d(Module):
 
             def run(lo: int, hi: int, lane: int) -> None:
                 winograd.forward(x, u, bias, y, self.padding, lo, hi,
-                                 self._lane_work(xp, x.dtype, lane))
+                                 self._lane_work(xp, x.dtype, lane), relu)
         else:
             run = partial(self._forward_samples, xp, x, y)
-        if relu is not None:  # (forward_relu)
-            run = partial(_then_rectify, run, relu, y.reshape(-1), y[0].size)
         self._run_lanes(self._lanes(xp, x.shape), run)
         if self.training:
             self._x, self._x_shape, self._u = x, x.shape, u
-            self._relu_y = y if relu is not None else False
+            self._relu_y = y if relu else False
         return y
 
     def _direct_samples(self, direct: Any, x: Any, weight: Any, bias: Any, y: Any, lo: int,
-                        hi: int, lane: int) -> None:
-        """y[lo:hi] by ``direct.forward`` (weight and bias in ``direct.layout``'s form), in
-        ``lane``'s work arrays."""
+                        hi: int, lane: int, relu: bool = False) -> None:
+        """y[lo:hi] (``relu``: max(y, 0)) by ``direct.forward`` (weight and bias in
+        ``direct.layout``'s form), in ``lane``'s work arrays."""
         direct.forward(x, weight, bias, y, self.padding, self.stride, self.dilation, lo, hi,
-                       self._lane_work(array_module(x), x.dtype, lane))
+                       self._lane_work(array_module(x), x.dtype, lane), relu)
 
     def _forward_samples(self, xp: Any, x: Any, y: Any, lo: int, hi: int, lane: int) -> None:
         """Samples [lo, hi) of y, a block of samples at a time, in ``lane``'s work arrays."""
@@ -1165,11 +1165,3 @@ def _rectify_samples(relu: Any, grad_out: Any, y: Any, out: Any, lo: int, hi: in
     (``_relu_kernels.backward``) in one lane."""
     per = y[0].size
     relu.backward(grad_out.reshape(-1), y.reshape(-1), out.reshape(-1), lo * per, hi * per)
-
-
-def _then_rectify(run: Any, relu: Any, flat: Any, per: int, lo: int, hi: int,
-                  lane: int) -> None:
-    """``run(lo, hi, lane)``, then y[lo:hi] = max(y[lo:hi], 0) (``_relu_kernels.forward``) on
-    the samples it wrote, ``flat`` y flattened, ``per`` values per sample."""
-    run(lo, hi, lane)
-    relu.forward(flat, flat, lo * per, hi * per)

@@ -846,11 +846,11 @@ class Conv2d(Module):
         y = self._cached("_relu_y")
         if y is False:
             return grad_out, _nothing
-        if not in_lanes or _fused.kernels("_relu_kernels", grad_out, y) is None:
+        relu = _fused.kernels("_relu_kernels", grad_out, y) if in_lanes else None
+        if relu is None:
             return rectified_gradient(grad_out, y, self.threads), _nothing
         out = xp.empty_like(grad_out)
-        return out, partial(_rectify_samples, _fused.kernels("_relu_kernels", y), grad_out, y,
-                            out)
+        return out, partial(_rectify_samples, relu, grad_out, y, out)
 
     def _backward_winograd(self, winograd: Any, grad_out: Any, weights: bool,
                            inputs: bool) -> Any:

@@ -118,3 +118,22 @@ def test_empty_batch():
     conv.zero_grad()
     assert conv.backward(np.zeros_like(y)).shape == (0, 32, 5, 5)
     assert not conv.weight.grad.any() and not conv.bias.grad.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_filter_transform_and_its_adjoint_are_g_w_gt_and_gt_m_g(dtype):
+    g = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    grad_u = rng.standard_normal((16, 5, 3)).astype(dtype)
+    u = winograd.filter_transform(w)
+    grad_w = winograd.filter_transform_adjoint(grad_u, w.shape)
+    want_u = np.einsum("ik,ockl,jl->ijoc", g, w.astype(np.float64), g).reshape(16, 5, 3)
+    want_w = np.einsum("ik,ijoc,jl->ockl", g, grad_u.astype(np.float64).reshape(4, 4, 5, 3), g)
+    assert u.dtype == grad_w.dtype == dtype and u.flags.c_contiguous
+    tol = 4 * np.finfo(dtype).eps
+    np.testing.assert_allclose(u, want_u, rtol=tol, atol=tol * 4)
+    np.testing.assert_allclose(grad_w, want_w, rtol=tol, atol=tol * 4)
+    # the adjoint: <G w Gᵀ, M> = <w, Gᵀ M G>
+    np.testing.assert_allclose(np.vdot(u.astype(np.float64), grad_u),
+                               np.vdot(w.astype(np.float64), grad_w), rtol=tol * 10)

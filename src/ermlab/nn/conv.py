@@ -944,25 +944,25 @@ class Conv2d(Module):
         kw, dw = self.kernel_size[1], self.dilation[1]
         if weights and self.bias is not None:
             self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
-        grad = None
-        if inputs:
+        grad = out = None
+        ph, pw = self.padding
+        if inputs:  # ∂L/∂x̃, padded; each lane zeroes its own samples, and crops them
             slack = (kw - 1) * dw if cw != ow else 0
-            grad = xp.zeros(n * c * hp * wp + slack, dtype=grad_out.dtype)
+            grad = xp.empty(n * c * hp * wp + slack, dtype=grad_out.dtype)
+            grad[n * c * hp * wp:] = 0
+            out = (grad[: n * c * hp * wp].reshape(n, c, hp, wp) if (ph, pw) == (0, 0)
+                   else xp.empty(x.shape, dtype=grad_out.dtype))
         ranges = self._lanes(xp, x.shape, 2.0 if inputs and weights else 1.0)
         if not inputs and self._row_split(x.shape):
             run = partial(self._weight_grad_rows, xp, grad_out, x)
         else:
             run = partial(self._backward_samples, xp, grad_out, x, grad, weights)
+            if inputs:
+                run = partial(_padded_lane, run, grad, out, (ph, pw), (hp, wp))
         for partial_sum in self._run_lanes(ranges, run)[1:]:
             if partial_sum is not None:
                 self.weight.add_grad(partial_sum.reshape(self.weight.shape))
-        if not inputs:
-            return None
-        (ph, pw), h, w = self.padding, x.shape[2], x.shape[3]
-        grad = grad[: n * c * hp * wp].reshape(n, c, hp, wp)
-        if (ph, pw) == (0, 0):
-            return grad
-        return xp.ascontiguousarray(grad[:, :, ph:ph + h, pw:pw + w])
+        return out
 
     def _weight_target(self, lane: int) -> Any:
         """Where a lane adds its Σ_n G_n X_nᵀ: ∂L/∂W itself for the first lane, a
@@ -1165,3 +1165,20 @@ def _rectify_samples(relu: Any, grad_out: Any, y: Any, out: Any, lo: int, hi: in
     (``_relu_kernels.backward``) in one lane."""
     per = y[0].size
     relu.backward(grad_out.reshape(-1), y.reshape(-1), out.reshape(-1), lo * per, hi * per)
+
+
+def _padded_lane(run: Any, grad: Any, out: Any, padding: tuple[int, int],
+                 padded: tuple[int, int], lo: int, hi: int, lane: int) -> Any:
+    """``run(lo, hi, lane)`` (``Conv2d._backward_samples``) with samples [lo, hi) of the flat
+    padded ∂L/∂x̃ ``grad`` zeroed first and, after, copied without their borders into
+    ``out`` (∂L/∂x; where there is no padding ``out`` is ``grad`` itself): both in the
+    lane, on its own samples, not once for the batch on one thread."""
+    (ph, pw), (hp, wp) = padding, padded
+    n, c, h, w = out.shape
+    per = c * hp * wp
+    grad[lo * per:hi * per] = 0
+    result = run(lo, hi, lane)
+    if (ph, pw) != (0, 0):
+        planes = grad[: n * per].reshape(n, c, hp, wp)
+        out[lo:hi] = planes[lo:hi, :, ph:ph + h, pw:pw + w]
+    return result

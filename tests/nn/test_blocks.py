@@ -90,6 +90,28 @@ def test_zero_pad_shortcut_gradcheck_and_oracle():
     assert result.max_rel_error <= TOL, result
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_zero_pad_shortcut_in_lanes_of_samples(monkeypatch, stride):
+    from ermlab.nn import blocks
+
+    monkeypatch.setattr(blocks, "LANE_MIN_BYTES", 1)
+    x = normal(7, (5, 3, 6, 7)).astype(np.float32)
+    g = normal(8, (5, 7, 6 // stride, -(-7 // stride))).astype(np.float32)
+    results = []
+    for threads in (1, 3):
+        layer = ZeroPadShortcut(3, 7, stride=stride)
+        layer.threads = threads
+        assert len(layer._lanes(x)) == threads
+        results.append((layer.forward(x), layer.backward(g)))
+    (y, grad), (y3, grad3) = results
+    want = np.zeros_like(y)
+    want[:, 2:5] = x[:, :, ::stride, ::stride]
+    want_grad = np.zeros_like(x)
+    want_grad[:, :, ::stride, ::stride] = g[:, 2:5]
+    for ours, expected in ((y, want), (y3, want), (grad, want_grad), (grad3, want_grad)):
+        np.testing.assert_array_equal(ours, expected)
+
+
 @pytest.mark.parametrize("keep", [True, False])
 def test_stochastic_depth_block_gradcheck(keep):
     block = build(BasicBlock, 2, 4, 2, survival_prob=0.7, seed=6)

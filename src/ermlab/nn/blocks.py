@@ -42,8 +42,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from ermlab.backend import array_module, as_generator
-from ermlab.nn.activations import ReLU
+from ermlab.nn import _fused
+from ermlab.nn.activations import LANE_MIN_BYTES, ReLU
 from ermlab.nn.conv import Conv2d
 from ermlab.nn.graph import Graph
 from ermlab.nn.merge import Add, Concatenate
@@ -52,6 +55,7 @@ from ermlab.nn.normalization import BatchNorm2d
 from ermlab.nn.pooling import MaxPool2d
 from ermlab.nn.sequential import Sequential
 from ermlab.nn.stochastic import GaussianNoise, StochasticDepth
+from ermlab.threads import run_ranges
 
 SHORTCUTS = ("A", "B")
 
@@ -93,9 +97,16 @@ class ZeroPadShortcut(Module):
     pads C_out/4 channels on each side when the width doubles). No parameters: "all
     shortcuts are parameter-free" (He et al. 2016, §4.2). bprop takes the matching slice
     of the gradient and scatters it back onto the subsampled positions.
+
+    On NumPy arrays both passes run in lanes of samples on ``ermlab.threads``
+    (``threads`` attribute; default None: ``ERMLAB_NUM_THREADS`` or the CPU count), each
+    of at least ``activations.LANE_MIN_BYTES`` of the output, each lane writing its own
+    samples (zeros where nothing else is written, then the copy; NumPy's copies release
+    the GIL): the same values as one lane.
     """
 
     forward_cache = ("_shape",)
+    threads: int | None = None
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
@@ -114,10 +125,16 @@ class ZeroPadShortcut(Module):
                 f"{tuple(x.shape)}"
             )
         xp = array_module(x)
-        sub = x[:, :, :: self.stride, :: self.stride]
-        n, _, h, w = sub.shape
-        y = xp.zeros((n, self.out_channels, h, w), dtype=x.dtype)
-        y[:, self.before : self.before + self.in_channels] = sub
+        s, first, last = self.stride, self.before, self.before + self.in_channels
+        h, w = x[:1, :1, ::s, ::s].shape[2:]
+        y = xp.empty((x.shape[0], self.out_channels, h, w), dtype=x.dtype)
+
+        def fill(lo: int, hi: int) -> None:
+            y[lo:hi, :first] = 0
+            y[lo:hi, last:] = 0
+            y[lo:hi, first:last] = x[lo:hi, :, ::s, ::s]
+
+        run_ranges(self._lanes(y), fill)
         if self.training:
             self._shape = x.shape
         return y
@@ -125,11 +142,22 @@ class ZeroPadShortcut(Module):
     def grad_input(self, grad_out: Any) -> Any:
         shape = self._cached("_shape")
         xp = array_module(grad_out)
-        grad = xp.zeros(shape, dtype=grad_out.dtype)
-        grad[:, :, :: self.stride, :: self.stride] = grad_out[
-            :, self.before : self.before + self.in_channels
-        ]
+        s, first, last = self.stride, self.before, self.before + self.in_channels
+        grad = xp.empty(shape, dtype=grad_out.dtype)
+
+        def fill(lo: int, hi: int) -> None:
+            if s > 1:
+                grad[lo:hi] = 0
+            grad[lo:hi, :, ::s, ::s] = grad_out[lo:hi, first:last]
+
+        run_ranges(self._lanes(grad), fill)
         return grad
+
+    def _lanes(self, out: Any) -> list[tuple[int, int]]:
+        """Ranges of samples, one per lane (one range for other than NumPy arrays)."""
+        if type(out) is not numpy.ndarray:
+            return [(0, len(out))]
+        return _fused.lanes(len(out), out.nbytes, self.threads, LANE_MIN_BYTES)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels} → {self.out_channels}, stride={self.stride}"

@@ -205,3 +205,26 @@ def test_empty_batch():
     conv.zero_grad()
     assert conv.backward(np.zeros_like(y)).shape == (0, 16, 5, 5)
     assert not conv.weight.grad.any() and not conv.bias.grad.any()
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "winograd"])
+def test_bias_gradient_in_lanes_of_channels(monkeypatch, algorithm):
+    from ermlab.nn import _conv_kernels
+    from ermlab.nn import conv as conv_module
+
+    calls = count_calls(monkeypatch, _conv_kernels, "channel_sums")
+    monkeypatch.setattr(conv_module, "BIAS_LANE_MIN_BYTES", 1)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 3, 6, 5)).astype(np.float32)
+    g = rng.standard_normal((4, 5, 6, 5)).astype(np.float32)
+    grads = []
+    for threads in (1, 3):
+        layer = nn.Conv2d(3, 5, 3, padding=1, rng=0, algorithm=algorithm)
+        layer.threads = threads
+        layer.forward(x)
+        layer.backward(g)
+        grads.append(layer.bias.grad.copy())
+    assert calls["channel_sums"] == 1 + 3
+    np.testing.assert_array_equal(grads[0], grads[1])  # the same sums, whatever the lanes
+    exact = g.astype(np.float64).sum(axis=(0, 2, 3))
+    np.testing.assert_array_max_ulp(grads[0], exact.astype(np.float32), maxulp=1)

@@ -48,3 +48,20 @@ def col2im(d_cols, grad, start, height, width, out_h, out_w, stride_h, stride_w,
                             target = plane[offset:offset + (out_w - 1) * stride_w + 1:stride_w]
                             for q in range(out_w):
                                 target[q] += values[q]
+
+
+@njit(**dict(_JIT, fastmath={"reassoc"}))
+def channel_sums(grad, out, c0, c1):  # pragma: no cover
+    """out[c] = Σ_n Σ_t grad[n, c, t] for channels [c0, c1) of (N, C, L) ``grad``, in float64:
+    each (n, c) row summed on its own (its additions in vector lanes, ``reassoc``), the
+    rows added in sample order, so a channel's sum is the same for any range of channels
+    (``Conv2d``'s ∂L/∂b in lanes of channels)."""
+    for c in range(c0, c1):
+        total = 0.0
+        for n in range(grad.shape[0]):
+            row = grad[n, c]
+            partial = 0.0
+            for i in range(row.size):
+                partial += row[i]
+            total += partial
+        out[c] = total

@@ -108,7 +108,7 @@ from ermlab.nn.activations import rectified_gradient
 from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
-from ermlab.threads import check_threads, default_threads, rest, run_lanes, sample_lanes
+from ermlab.threads import check_threads, default_threads, rest, run_lanes, run_ranges, sample_lanes
 
 # bprop computes ∂L/∂x as the forward pass of the transposed convolution (see
 # Conv2d._transposed) for stride 1, no groups and at least this many input channels; for
@@ -149,6 +149,9 @@ BLOCK_BYTES = 4 * 2**20
 # classifier's GEMMs, took the second core and lanes made LeNet-5 slower (33.2 ms from 4M,
 # 29.6 in one lane). The small VGG's and ResNet-20's convolutions (113M–302M) gain either way.
 LANE_MIN_FLOPS = 4_000_000
+# ∂L/∂b of the Winograd and direct paths is summed in lanes of channels only while each lane
+# gets at least this many bytes of ∂L/∂y (the sum is a memory-bound pass).
+BIAS_LANE_MIN_BYTES = 2**20
 # How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
 # (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
 # arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), "direct" (direct
@@ -837,6 +840,22 @@ class Conv2d(Module):
             self.weight.data.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         return helper
 
+    def _bias_grad(self, xp: Any, grad_out: Any) -> None:
+        """∂L/∂b += Σ_{n,p,q} G (no bias: nothing) for the Winograd and direct paths: by
+        ``_conv_kernels.channel_sums`` in lanes of channels where it takes G (float64 sums,
+        the same for any number of lanes), else NumPy's sum on one thread (as im2col)."""
+        if self.bias is None:
+            return
+        kernels = _fused.kernels("_conv_kernels", grad_out)
+        if kernels is None:
+            self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
+            return
+        n, c, h, w = grad_out.shape
+        sums = xp.empty(c, dtype=xp.float64)
+        run_ranges(_fused.lanes(c, grad_out.nbytes, self.threads, BIAS_LANE_MIN_BYTES),
+                   kernels.channel_sums, grad_out.reshape(n, c, h * w), sums)
+        self.bias.add_grad(sums.astype(grad_out.dtype))
+
     def _rectified(self, xp: Any, grad_out: Any, in_lanes: bool) -> tuple[Any, Any]:
         """(G̃, rectify): G̃ = G·1_{y > 0} after ``forward_relu`` (the ReLU's bprop), else G,
         C-contiguous. ``in_lanes``: G̃ is an empty array that ``rectify(lo, hi)`` fills for
@@ -870,9 +889,8 @@ class Conv2d(Module):
                                      self._lane_work(xp, x.dtype, lane), grad, weights)
 
         totals = self._run_lanes(ranges, run)
-        if weights and self.bias is not None:
-            self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
         if weights:
+            self._bias_grad(xp, grad_out)
             for part in totals[1:]:
                 totals[0] += part
             self.weight.add_grad(winograd.filter_transform_adjoint(totals[0], self.weight.shape))
@@ -913,8 +931,7 @@ class Conv2d(Module):
             for part in totals[1:]:
                 totals[0] += part
             self.weight.add_grad(totals[0][..., :self.out_channels].transpose(3, 0, 1, 2))
-            if self.bias is not None:
-                self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
+            self._bias_grad(xp, grad_out)
         if not inputs or both:
             return grad
         if transposed is not None:

@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from ermlab.nn._relu_kernels import rectify
+
 _JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 
 # The outputs of one chunk of positions take at most this many bytes (O × chunk values),
@@ -270,12 +272,11 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, pa
                 for p in range(first, last):
                     begin = p * wh - t0
                     row = y[n, o, p]
-                    if relu:  # max(v, 0) as _relu_kernels.forward: NaN stays, else +0
+                    if relu:
                         for q in range(out_w):
                             k = begin + q
                             if k >= 0 and k < size:
-                                v = a[k]
-                                row[q] = v if (v > 0 or v != v) else zero
+                                row[q] = rectify(a[k], zero)
                     else:
                         for q in range(out_w):
                             k = begin + q

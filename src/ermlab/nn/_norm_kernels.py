@@ -57,6 +57,8 @@ from __future__ import annotations
 import numpy
 from numba import njit
 
+from ermlab.nn._relu_kernels import rectify
+
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 _SUMS = dict(nogil=True, cache=True, fastmath={"reassoc"}, error_model="numpy")
 
@@ -151,8 +153,7 @@ def forward(x, y, mean, var, inv_std, weight, bias, eps, one, batch, two_pass, r
             if relu:
                 zero = x.dtype.type(0)
                 for i in range(length):
-                    v = xr[i] * a + b
-                    yr[i] = v if (v > 0 or v != v) else zero
+                    yr[i] = rectify(xr[i] * a + b, zero)
             else:
                 for i in range(length):
                     yr[i] = xr[i] * a + b

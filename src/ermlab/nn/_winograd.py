@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from ermlab.nn._relu_kernels import rectify
 from ermlab.threads import BlasOneThread
 
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
@@ -432,15 +433,14 @@ def _forward_blocks(x, u, bias, y, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block
 
 @njit(inline="always", **_JIT)
 def _rectify(y, start, stop):  # pragma: no cover
-    """y[start:stop] = max(y, 0) as ``_relu_kernels.forward`` (NaN stays, else +0)."""
+    """y[start:stop] = max(y, 0) (``_relu_kernels.rectify``)."""
     zero = y.dtype.type(0)
     for n in range(start, stop):
         for o in range(y.shape[1]):
             for p in range(y.shape[2]):
                 row = y[n, o, p]
                 for q in range(row.size):
-                    v = row[q]
-                    row[q] = v if (v > 0 or v != v) else zero
+                    row[q] = rectify(row[q], zero)
 
 
 @njit(**_JIT)

@@ -584,6 +584,7 @@ class Conv2d(Module):
     # -- fprop --------------------------------------------------------------------
 
     def forward(self, x: Any) -> Any:
+        self._check(x)
         return self._forward(x, False)
 
     def forward_relu(self, x: Any) -> Any:
@@ -594,9 +595,7 @@ class Conv2d(Module):
         would keep it. None elsewhere (the caller then runs the ``ReLU``). Saves the ReLU's
         forward pass and two parallel regions; ``Sequential`` calls it for a convolution
         followed by a ``ReLU``."""
-        check_spatial_input(self, x, self.in_channels, self.kernel_size, self.padding,
-                            self.dilation)
-        check_float_input(self, x, self.weight.dtype)
+        self._check(x)
         if self._is_pointwise() or self.per_example_recorder is not None:
             return None
         xc = array_module(x).ascontiguousarray(x)
@@ -605,12 +604,14 @@ class Conv2d(Module):
             return None
         return self._forward(xc, True)
 
-    def _forward(self, x: Any, relu: bool) -> Any:
-        """fprop; with ``relu`` (Winograd and direct paths only), max(y, 0) written by their
-        kernels, and y kept for bprop's mask."""
+    def _check(self, x: Any) -> None:
         check_spatial_input(self, x, self.in_channels, self.kernel_size, self.padding,
                             self.dilation)
         check_float_input(self, x, self.weight.dtype)
+
+    def _forward(self, x: Any, relu: bool) -> Any:
+        """fprop of a checked x; with ``relu`` (Winograd and direct paths only), max(y, 0)
+        written by their kernels, and y kept for bprop's mask."""
         xp = array_module(x)
         if self._is_pointwise():
             if self.training:

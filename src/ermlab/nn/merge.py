@@ -41,11 +41,8 @@ class Add(Module):
         saved. bprop then masks the gradient, G·1_{y > 0} (``_relu_kernels.backward``), with
         y this output, kept as the ReLU would keep it."""
         self._check(inputs)
-        if len(inputs) != 2 or not all(
-                type(x) is numpy.ndarray and x.dtype == inputs[0].dtype and x.flags.c_contiguous
-                for x in inputs):
-            return None
-        kernels = _fused.kernels("_relu_kernels", *inputs)
+        # (_fused.kernels: NumPy float arrays of one dtype, C-contiguous)
+        kernels = _fused.kernels("_relu_kernels", *inputs) if len(inputs) == 2 else None
         if kernels is None:
             return None
         y = numpy.empty_like(inputs[0])

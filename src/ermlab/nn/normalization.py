@@ -186,6 +186,7 @@ class _BatchNorm(Module):
         check_float_input(self, x, self._dtype)
 
     def forward(self, x: Any) -> Any:
+        self._check_input(x)
         return self._forward(x, relu=False)
 
     def forward_relu(self, x: Any) -> Any:
@@ -203,7 +204,7 @@ class _BatchNorm(Module):
         return self._forward(x, relu=True)
 
     def _forward(self, x: Any, relu: bool) -> Any:
-        self._check_input(x)
+        """fprop of a checked x (``relu``: on the kernels, max(y, 0))."""
         xp = array_module(x)
         n, c = x.shape[:2]
         x3 = x.reshape(n, c, -1)

@@ -70,9 +70,9 @@ def handoffs(threads_module, conv_module, linear_module, step, steps: int) -> tu
     real = threads_module.run_lanes
     marks: list = []
 
-    def timed(calls):
+    def timed(calls, blas=True):
         if len(calls) == 1 or threads_module.in_worker():
-            return real(calls)
+            return real(calls, blas)
         ends: dict = {}
 
         def wrap(k, call):
@@ -84,7 +84,7 @@ def handoffs(threads_module, conv_module, linear_module, step, steps: int) -> tu
             return run
 
         begin = time.perf_counter()
-        out = real([wrap(k, call) for k, call in enumerate(calls)])
+        out = real([wrap(k, call) for k, call in enumerate(calls)], blas)
         marks.append((ends[1, 0] - begin,
                       time.perf_counter() - max(ends[k, 1] for k in range(len(calls)))))
         return out

@@ -149,6 +149,56 @@ def test_the_spin_wait_sees_the_counter_and_gives_up_after_its_ticks():
     assert time.perf_counter() - start < 2.0
 
 
+def test_signal_then_wait_sets_first_and_returns_at_once_for_a_sleeping_waiter():
+    spin = pytest.importorskip("ermlab._spin", reason="needs Numba")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the spin wait is x86-64 only")
+    rate = spin.ticks_per_second()
+    done, counter = np.zeros(8, dtype=np.int64), np.zeros(8, dtype=np.int64)
+    assert spin.signal_then_wait(done, 4, counter, 1, int(rate * 0.005)) == 0  # gave up
+    assert done[0] == 4
+    threading.Timer(0.01, counter.__setitem__, (0, 1)).start()
+    assert spin.signal_then_wait(done, 5, counter, 1, int(rate * 5.0)) == 1
+    assert done[0] == 5
+    done[2] = 1  # the waiting side sleeps: set, and back at once to wake it
+    start = time.perf_counter()
+    assert spin.signal_then_wait(done, 6, counter, 2, int(rate * 5.0)) == 2
+    assert done[0] == 6 and time.perf_counter() - start < 1.0
+
+
+def test_a_caller_asleep_on_a_worker_lane_is_woken(monkeypatch):
+    """The caller's wait for a long lane outlasts its spin and sleeps; the worker, which
+    signals its end from the compiled wait (``signal_then_wait``), wakes it. And many
+    short regions in a row, where the two sides race, all end."""
+    monkeypatch.setattr(threads, "SPIN_SECONDS", 0.001)
+    monkeypatch.setattr(threads, "_quiet_until", 0.0)
+    for pause in (0.05, 0.0, 0.02):
+        assert within(10, lambda p=pause: threads.run_lanes(
+            [lambda: 1, lambda: threading.Event().wait(p) or 2])) == [1, 2]
+    rng = np.random.default_rng(0)
+    waits = rng.choice([0.0, 0.0, 0.0005, 0.002], size=(300, 2))
+
+    def many():
+        return [threads.run_lanes([lambda a=a: time.sleep(a) or 0, lambda b=b: time.sleep(b)
+                                   or 1]) for a, b in waits]
+    assert within(30, many) == [[0, 1]] * len(waits)
+
+
+def test_lanes_without_blas_leave_its_threads_alone():
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="comes with scikit-learn")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not blas.lib_controllers:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    with blas.limit(limits=2):
+        before = [lib.get_num_threads() for lib in blas.lib_controllers]
+        inside = threads.run_ranges([(0, 1), (1, 2)], lambda lo, hi: [
+            lib.get_num_threads() for lib in blas.lib_controllers])
+        assert inside == [before, before]
+        inside = threads.run_ranges([(0, 1), (1, 2)], lambda lo, hi: [
+            lib.get_num_threads() for lib in blas.lib_controllers], blas=True)
+        assert inside == [[1] * len(before)] * 2
+
+
 @pytest.mark.parametrize("value", ["-1", "soon", "inf"])
 def test_a_bad_spin_time_is_named(value, monkeypatch):
     monkeypatch.setenv("ERMLAB_SPIN_SECONDS", value)

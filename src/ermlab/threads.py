@@ -40,6 +40,7 @@ one after another itself.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import platform
 import threading
@@ -138,18 +139,20 @@ def sample_lanes(n: int, threads: int, worth: float) -> list[tuple[int, int]]:
     return [(n * k // lanes, n * (k + 1) // lanes) for k in range(lanes)]
 
 
-def run_lanes(calls: Sequence[Callable[[], Any]]) -> list[Any]:
+def run_lanes(calls: Sequence[Callable[[], Any]], blas: bool = True) -> list[Any]:
     """Run ``calls[0]`` in the calling thread and the others on the pool's workers, with
     BLAS on one thread; return their results in order (the first exception raised is
     re-raised once all have finished). A worker's call, or one made while another
-    thread has the pool, runs its lanes one after another in the calling thread."""
+    thread has the pool, runs its lanes one after another in the calling thread.
+    ``blas=False``: the calls run no BLAS (compiled kernels, elementwise NumPy), so BLAS's
+    thread count is left alone (setting it and restoring it costs ~5–10 µs a region)."""
     if len(calls) == 1 or in_worker():
         return [call() for call in calls]
     pool = _workers(len(calls) - 1)
     if not pool.lock.acquire(blocking=False):
         return [call() for call in calls]
     try:
-        with BlasOneThread():
+        with BlasOneThread() if blas else contextlib.nullcontext():
             used = pool.workers[:len(calls) - 1]
             for worker, call in zip(used, calls[1:], strict=True):
                 worker.post(call)
@@ -165,9 +168,11 @@ def run_lanes(calls: Sequence[Callable[[], Any]]) -> list[Any]:
     return [first] + [result for result, _ in outcomes]
 
 
-def run_ranges(ranges: Sequence[tuple[int, int]], work: Callable[..., Any], *args: Any) -> list:
-    """``work(*args, lo, hi)`` for each range [lo, hi), one lane each (``run_lanes``)."""
-    return run_lanes([lambda lo=lo, hi=hi: work(*args, lo, hi) for lo, hi in ranges])
+def run_ranges(ranges: Sequence[tuple[int, int]], work: Callable[..., Any], *args: Any,
+               blas: bool = False) -> list:
+    """``work(*args, lo, hi)`` for each range [lo, hi), one lane each (``run_lanes``); by
+    default ``work`` runs no BLAS (the layers' compiled kernels): ``blas=True`` if it does."""
+    return run_lanes([lambda lo=lo, hi=hi: work(*args, lo, hi) for lo, hi in ranges], blas)
 
 
 class BlasOneThread:
@@ -208,32 +213,56 @@ class _Signal:
     GIL held) for ``SPIN_SECONDS``, then asleep on a condition until it is set."""
 
     def __init__(self) -> None:
-        # [0] the counter, [1] set by ``rest``; a cache line of their own
+        # [0] the counter, [1] set by ``rest``, [2] set while the waiting side sleeps; a
+        # cache line of their own
         self.counter = numpy.zeros(8, dtype=numpy.int64)
         self.condition = threading.Condition(threading.Lock())
-        self.sleeping = False
+
+    @property
+    def sleeping(self) -> bool:
+        return bool(self.counter[2])
 
     def set(self, value: int) -> None:
         self.counter[1] = 0
         self.counter[0] = value
-        if self.sleeping:  # read after the write: see ``wait``
-            with self.condition:
-                self.condition.notify_all()
+        if self.counter[2]:  # read after the write: see ``wait``
+            self.wake()
 
-    def wait(self, value: int, awake: bool = True) -> None:
-        spin = _spinner() if awake else None
-        if spin is not None and spin[0](self.counter, value, spin[1]):
-            return
+    def wake(self) -> None:
         with self.condition:
-            # ``sleeping`` is set before the counter is read again, and ``set`` writes the
-            # counter before reading ``sleeping`` (both under the GIL): either this read
-            # sees the value or ``set`` sees ``sleeping`` and notifies.
-            self.sleeping = True
+            self.condition.notify_all()
+
+    def wait(self, value: int, awake: bool = True, first: tuple | None = None) -> None:
+        """Wait until the counter is ``value``. ``first``: (signal, v) to set to v before
+        waiting, in the compiled wait once the GIL is released where it waits awake
+        (``ermlab._spin.signal_then_wait``): a worker ending its lane lets the caller,
+        which waits for it awake, go on without blocking on the GIL."""
+        spin = _spinner() if awake else None
+        if spin is not None:
+            if first is None:
+                if spin[0](self.counter, value, spin[1]):
+                    return
+            else:
+                outcome = spin[2](first[0].counter, first[1], self.counter, value, spin[1])
+                if outcome == 1:
+                    return
+                if outcome == 2:  # the other side sleeps: wake it, then wait as usual
+                    first[0].wake()
+                    if spin[0](self.counter, value, spin[1]):
+                        return
+        elif first is not None:
+            first[0].set(first[1])
+        with self.condition:
+            # counter[2] is written before the lock is taken (a full fence) and the counter
+            # read again; ``set`` writes the counter before reading counter[2] (under the
+            # GIL, or after a fence in ``signal_then_wait``): either this read sees the
+            # value or the setting side sees counter[2] and wakes this one.
+            self.counter[2] = 1
             try:
                 while self.counter[0] != value:
                     self.condition.wait()
             finally:
-                self.sleeping = False
+                self.counter[2] = 0
 
 
 def rest() -> None:
@@ -276,11 +305,13 @@ class _Worker:
         return outcome
 
     def _loop(self) -> None:
-        generation, awake = 0, True
+        generation, awake, finished = 0, True, None
         while True:
             generation += 1
             idle = time.perf_counter()
-            self.posted.wait(generation, awake)
+            # The last lane's end is signalled by this wait (``_Signal.wait``'s ``first``),
+            # once this thread has let go of the GIL.
+            self.posted.wait(generation, awake, finished)
             # Wait awake next time only if this wait was short enough for it to pay: where
             # lanes come far apart (an MLP's optimizer step, once per step), a spinning
             # worker would only take a core from BLAS's own threads.
@@ -293,7 +324,7 @@ class _Worker:
                 self.outcome = (call(), None)
             except BaseException as error:  # noqa: BLE001 - handed to the caller
                 self.outcome = (None, error)
-            self.done.set(generation)
+            finished = (self.done, generation)
 
 
 class _Pool:
@@ -327,24 +358,27 @@ def _stop_workers() -> None:
         worker.thread.join(timeout=1.0)
 
 
-# (``ermlab._spin.wait``, time-stamp ticks per second); None: no spinning here; False: not
-# looked for yet
-_spin: tuple[Callable[..., bool], float] | None | bool = False
+# (``ermlab._spin.wait``, time-stamp ticks per second, ``ermlab._spin.signal_then_wait``);
+# None: no spinning here; False: not looked for yet
+_spin: tuple[Callable[..., bool], float, Callable[..., int]] | None | bool = False
 
 
-def _spinner() -> tuple[Callable[..., bool], int] | None:
-    """(``ermlab._spin.wait``, ticks in ``SPIN_SECONDS``), or None: no spinning (0
-    seconds, no Numba, or not x86-64)."""
+def _spinner() -> tuple[Callable[..., bool], int, Callable[..., int]] | None:
+    """(``ermlab._spin.wait``, ticks in ``SPIN_SECONDS``, ``ermlab._spin.signal_then_wait``),
+    or None: no spinning (0 seconds, no Numba, or not x86-64)."""
     global _spin
     if _spin is False:
         _spin = None
         if platform.machine().lower() in ("x86_64", "amd64"):
             try:
                 from ermlab import _spin as spin_module
-                _spin = (spin_module.wait, spin_module.ticks_per_second())
-                spin_module.wait(numpy.ones(8, dtype=numpy.int64), 1, 1)  # compiled here
+                counter = numpy.ones(8, dtype=numpy.int64)
+                spin_module.wait(counter, 1, 1)  # compiled here
+                spin_module.signal_then_wait(counter, 1, counter, 1, 1)
+                _spin = (spin_module.wait, spin_module.ticks_per_second(),
+                         spin_module.signal_then_wait)
             except Exception:  # no Numba, or it cannot compile the loop: sleep instead
                 _spin = None
     if _spin is None or SPIN_SECONDS <= 0 or time.perf_counter() < _quiet_until:
         return None
-    return _spin[0], int(_spin[1] * SPIN_SECONDS)
+    return _spin[0], int(_spin[1] * SPIN_SECONDS), _spin[2]

@@ -90,8 +90,8 @@ def test_weights_and_input_gradient_in_one_parallel_region(monkeypatch):
 
     regions = []
     real = conv_module.run_lanes
-    monkeypatch.setattr(conv_module, "run_lanes", lambda calls: regions.append(len(calls))
-                        or real(calls))
+    monkeypatch.setattr(conv_module, "run_lanes", lambda calls, blas=True: regions.append(
+                        len(calls)) or real(calls, blas))
     monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
     case = (6, 4, 5, 7, 6, 1, 3, 1, 1)
     x, g = data(case)

@@ -456,10 +456,12 @@ class Conv2d(Module):
                       * self.kernel_size[0] * self.kernel_size[1] * work)
         return sample_lanes(n, threads, per_sample * n // LANE_MIN_FLOPS)
 
-    def _run_lanes(self, ranges: list, run: Any) -> list:
-        """``run(lo, hi, lane)`` for each range of ``_lanes``, the lanes at once."""
+    def _run_lanes(self, ranges: list, run: Any, blas: bool = True) -> list:
+        """``run(lo, hi, lane)`` for each range of ``_lanes``, the lanes at once
+        (``blas=False``: ``run`` calls no BLAS, the direct path's kernels)."""
         self._work_dict()
-        return run_lanes([lambda k=k, r=r: run(r[0], r[1], k) for k, r in enumerate(ranges)])
+        return run_lanes([lambda k=k, r=r: run(r[0], r[1], k) for k, r in enumerate(ranges)],
+                         blas)
 
     def _padded_block(self, xp: Any, x: Any, start: int, stop: int, block: int,
                       lane: int = 0) -> Any:
@@ -637,7 +639,7 @@ class Conv2d(Module):
                                  self._lane_work(xp, x.dtype, lane), relu)
         else:
             run = partial(self._forward_samples, xp, x, y)
-        self._run_lanes(self._lanes(xp, x.shape), run)
+        self._run_lanes(self._lanes(xp, x.shape), run, blas=direct is None)
         if self.training:
             self._x, self._x_shape, self._u = x, x.shape, u
             self._relu_y = y if relu else False
@@ -928,7 +930,8 @@ class Conv2d(Module):
 
             if both:
                 transposed._work_dict()  # made before the lanes share it
-            totals = self._run_lanes(self._lanes(xp, x.shape, 2.0 if both else 1.0), run)
+            totals = self._run_lanes(self._lanes(xp, x.shape, 2.0 if both else 1.0), run,
+                                     blas=False)
             for part in totals[1:]:
                 totals[0] += part
             self.weight.add_grad(totals[0][..., :self.out_channels].transpose(3, 0, 1, 2))

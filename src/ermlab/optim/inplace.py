@@ -107,6 +107,7 @@ state arrays and its k-th scratch buffer).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -333,24 +334,26 @@ class InPlaceOptimizer(Optimizer):
         """About how many elementwise passes one update of this group's parameters makes."""
         return 10
 
-    def _task_passes(self, param: Parameter, group: dict[str, Any]) -> int:
-        """``passes(group)``, or 1 where a fused kernel updates ``param`` in one pass
-        (``fused_rule`` and ``kernels`` can run on it)."""
-        if self.fused_rule and self.kernels(param.data) is not None:
-            return 1
-        return self.passes(group)
+    def _fused(self, param: Parameter) -> bool:
+        """Whether a fused kernel updates ``param`` in one pass (``fused_rule``, and
+        ``kernels`` can run on it)."""
+        return self.fused_rule and self.kernels(param.data) is not None
 
     def _run(self, tasks: list[tuple], threads: int) -> None:
         """Run the step's blocks (laid out by ``_layout``), one lane per thread, with at
         least ``lane_work`` element-passes per lane."""
-        work = sum(task[0].data.size * self._task_passes(task[0], task[1]) for task in tasks)
+        fused = [self._fused(task[0]) for task in tasks]
+        work = sum(task[0].data.size * (1 if one else self.passes(task[1]))
+                   for task, one in zip(tasks, fused, strict=True))
         threads = max(1, min(threads, work // max(1, self.lane_work)))
         layout = self._layout(tasks, threads)
         lanes = [[(block, tasks[i][1], tasks[i][3], tasks[i][4]) for i, block in lane]
                  for lane in layout]
         runs = [lanes[0]] + [lane for lane in lanes[1:] if lane]
-        with _BlasOneThread():  # (one lane too: see the module docstring)
-            run_lanes([partial(self._run_lane, run) for run in runs])
+        # BLAS on one thread where the NumPy path runs (its ?axpy; one lane too: see the
+        # module docstring); the fused kernels run no BLAS.
+        with contextlib.nullcontext() if all(fused) else _BlasOneThread():
+            run_lanes([partial(self._run_lane, run) for run in runs], blas=False)
 
     def _layout(self, tasks: list[tuple], threads: int) -> list[list[tuple[int, Block]]]:
         """Blocks of the tasks' parameters in ``threads`` lanes, reused while the parameters'

@@ -39,6 +39,7 @@ positions are reductions in an order of the compiler's (see ``weight_gradient``)
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -398,6 +399,7 @@ def _padded_sample(x: Any, kernel: tuple[int, int], padding: tuple[int, int],
     return s, hh, wh, taps, work("direct_padded", size, (x.shape[1:], padding, stride, size))
 
 
+@lru_cache(maxsize=256)
 def geometry(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[int, int],
              stride: tuple[int, int], dilation: tuple[int, int],
              out_h: int) -> tuple[int, int, int, Any, int]:
@@ -410,7 +412,11 @@ def geometry(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[i
 
     from position t = p·W_h + q of one flat stride-1 run (for S = 1, x̃ itself and
     taps[i, j] = d_h i·W_p + d_w j). ``size``: C·S²·H_h·W_h values and the slack the last
-    channel's reads past the outputs of its last row need, ``VECTOR`` more."""
+    channel's reads past the outputs of its last row need, ``VECTOR`` more.
+
+    Cached by its (hashable) arguments, ``taps`` shared between calls (the kernels only
+    read it): every lane of every call asks for it, and computing it takes 20–35 µs of
+    Python and NumPy under the GIL, while the other lanes wait for the GIL to start."""
     c, h, w = x_shape[1:]
     s = stride[0]
     hh, wh = -(-(h + 2 * padding[0]) // s), -(-(w + 2 * padding[1]) // s)

@@ -109,6 +109,30 @@ def test_kernels_need_contiguous_numpy_arrays_of_one_float_dtype():
     assert opt.kernels(a) is None
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_turning_the_kernels_off_between_steps_takes_effect(name, monkeypatch):
+    """Each block asks ``kernels`` once and keeps the answer (``block_kernels``); setting
+    ``opt.fused`` lays the blocks out again, so the next step asks again."""
+    if optim.inplace._fused_kernels() is None:
+        pytest.skip("no fused kernels here (needs Numba)")
+    from ermlab.optim import _kernels
+
+    kernel = "sgd" if name == "SGD" else "adam"
+    calls = []
+    real = getattr(_kernels, kernel)
+    monkeypatch.setattr(_kernels, kernel, lambda *a: calls.append(1) or real(*a))
+    param = nn.Parameter(np.ones((300, 300), np.float32))
+    opt = getattr(optim, name)([param], lr=0.1)
+    opt.threads = 1
+    for fused, expected in ((True, 2), (False, 2), (True, 4)):
+        opt.fused = fused
+        for _ in range(2):
+            param.grad[...] = 1.0
+            opt.step()
+        assert len(calls) == expected, (fused, calls)
+    assert np.all(np.isfinite(param.data)) and np.all(param.data < 1)
+
+
 def test_non_contiguous_parameter_takes_the_numpy_path():
     """A parameter viewing every other column of a buffer: the ufunc path (two roundings
     in θ + (−γ)d, where the kernel fuses them), within an ulp of the fused step on a

@@ -150,7 +150,8 @@ class Adam(_AdamFamily):
         beta1, beta2 = group["betas"]
         m, v = block.state["exp_avg"], block.state["exp_avg_sq"]
         v_max = block.state["max_exp_avg_sq"] if group["amsgrad"] else None
-        kernels = self.kernels(block.data, block.grad, m, v, *[v_max] * group["amsgrad"])
+        kernels = self.block_kernels(block, block.data, block.grad, m, v,
+                                     *[v_max] * group["amsgrad"])
         if kernels is not None:  # one pass, rounded as the passes below
             cast = block.data.dtype.type
             kernels.adam(flat(block.data), flat(block.grad), flat(m), flat(v),
@@ -273,7 +274,7 @@ class Adamax(_AdamFamily):
         xp = array_module(block.data)
         beta1, beta2 = group["betas"]
         m, u = block.state["exp_avg"], block.state["exp_inf"]
-        kernels = self.kernels(block.data, block.grad, m, u)
+        kernels = self.block_kernels(block, block.data, block.grad, m, u)
         if kernels is not None:  # one pass, rounded as the passes below
             cast = block.data.dtype.type
             kernels.adamax(flat(block.data), flat(block.grad), flat(m), flat(u),
@@ -373,7 +374,7 @@ class NAdam(_AdamFamily):
         bias_correction2, grad_coef, exp_avg_coef = scalars
         beta1, beta2 = group["betas"]
         m, v = block.state["exp_avg"], block.state["exp_avg_sq"]
-        kernels = self.kernels(block.data, block.grad, m, v)
+        kernels = self.block_kernels(block, block.data, block.grad, m, v)
         if kernels is not None:  # one pass, rounded as the passes below
             cast = block.data.dtype.type
             kernels.nadam(flat(block.data), flat(block.grad), flat(m), flat(v),

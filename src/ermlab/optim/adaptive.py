@@ -101,7 +101,7 @@ class Adagrad(InPlaceOptimizer):
 
     def update_block(self, block: Block, group: dict[str, Any], clr: float) -> None:
         xp = array_module(block.data)
-        kernels = self.kernels(block.data, block.grad, block.state["sum"])
+        kernels = self.block_kernels(block, block.data, block.grad, block.state["sum"])
         if kernels is not None:  # one pass, rounded as the passes below
             cast = block.data.dtype.type
             kernels.adagrad(flat(block.data), flat(block.grad), flat(block.state["sum"]),
@@ -185,7 +185,7 @@ class Adadelta(InPlaceOptimizer):
         xp = array_module(block.data)
         rho, eps = group["rho"], group["eps"]
         square_avg, acc_delta = block.state["square_avg"], block.state["acc_delta"]
-        kernels = self.kernels(block.data, block.grad, square_avg, acc_delta)
+        kernels = self.block_kernels(block, block.data, block.grad, square_avg, acc_delta)
         if kernels is not None:  # one pass, rounded as the passes below
             cast = block.data.dtype.type
             kernels.adadelta(flat(block.data), flat(block.grad), flat(square_avg),
@@ -294,7 +294,7 @@ class RMSprop(InPlaceOptimizer):
         alpha, eps = group["alpha"], group["eps"]
         square_avg = block.state["square_avg"]
         optional = [block.state.get("grad_avg"), block.state.get("momentum_buffer")]
-        kernels = self.kernels(block.data, block.grad, square_avg,
+        kernels = self.block_kernels(block, block.data, block.grad, square_avg,
                                *[a for a in optional if a is not None])
         if kernels is not None:  # one pass, rounded as the passes below
             cast = block.data.dtype.type

@@ -56,7 +56,7 @@ class HeavyBall(InPlaceOptimizer):
     def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
         xp = array_module(block.data)
         previous = block.state["previous"]
-        kernels = self.kernels(block.data, block.grad, previous)
+        kernels = self.block_kernels(block, block.data, block.grad, previous)
         if kernels is not None:  # one pass (``optim._kernels``), rounded as the passes below
             cast = block.data.dtype.type
             kernels.heavy_ball(flat(block.data), flat(block.grad), flat(previous),
@@ -91,7 +91,7 @@ class _NesterovScheme(InPlaceOptimizer):
 
     def update_block(self, block: Block, group: dict[str, Any], coefficient: float) -> None:
         xp = array_module(block.data)
-        kernels = self.kernels(block.data, block.grad, block.state["x"])
+        kernels = self.block_kernels(block, block.data, block.grad, block.state["x"])
         if kernels is not None:  # one pass (``optim._kernels``), rounded as the passes below
             cast = block.data.dtype.type
             kernels.nesterov_scheme(flat(block.data), flat(block.grad), flat(block.state["x"]),

@@ -173,7 +173,7 @@ class SGD(InPlaceOptimizer):
         below) where the kernels can run; returns whether it ran."""
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         buf = block.state["momentum_buffer"] if mu else None
-        kernels = self.kernels(block.data, block.grad, *[buf] * bool(mu))
+        kernels = self.block_kernels(block, block.data, block.grad, *[buf] * bool(mu))
         if kernels is None:
             return False
         cast = block.data.dtype.type

@@ -50,6 +50,13 @@ def test_blas_runs_on_one_thread_inside_lanes_and_gets_its_threads_back():
         inside = threads.run_lanes([
             lambda: [lib.get_num_threads() for lib in blas.lib_controllers], lambda: None])[0]
         assert inside == [1] * len(before)
+        # lanes that run no BLAS (run_ranges' default, blas=False) leave its count alone
+        inside = threads.run_ranges([(0, 1), (1, 2)], lambda lo, hi: [
+            lib.get_num_threads() for lib in blas.lib_controllers])
+        assert inside == [before, before]
+        inside = threads.run_ranges([(0, 1), (1, 2)], lambda lo, hi: [
+            lib.get_num_threads() for lib in blas.lib_controllers], blas=True)
+        assert inside == [[1] * len(before)] * 2
         assert [lib.get_num_threads() for lib in blas.lib_controllers] == before
 
 
@@ -182,21 +189,6 @@ def test_a_caller_asleep_on_a_worker_lane_is_woken(monkeypatch):
         return [threads.run_lanes([lambda a=a: time.sleep(a) or 0, lambda b=b: time.sleep(b)
                                    or 1]) for a, b in waits]
     assert within(30, many) == [[0, 1]] * len(waits)
-
-
-def test_lanes_without_blas_leave_its_threads_alone():
-    threadpoolctl = pytest.importorskip("threadpoolctl", reason="comes with scikit-learn")
-    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
-    if not blas.lib_controllers:
-        pytest.skip("no BLAS library that threadpoolctl can control")
-    with blas.limit(limits=2):
-        before = [lib.get_num_threads() for lib in blas.lib_controllers]
-        inside = threads.run_ranges([(0, 1), (1, 2)], lambda lo, hi: [
-            lib.get_num_threads() for lib in blas.lib_controllers])
-        assert inside == [before, before]
-        inside = threads.run_ranges([(0, 1), (1, 2)], lambda lo, hi: [
-            lib.get_num_threads() for lib in blas.lib_controllers], blas=True)
-        assert inside == [[1] * len(before)] * 2
 
 
 @pytest.mark.parametrize("value", ["-1", "soon", "inf"])

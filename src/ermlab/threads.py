@@ -266,17 +266,17 @@ class _Signal:
                         return
         elif first is not None:
             first[0].set(first[1])
-        with self.condition:
-            # counter[2] is written before the lock is taken (a full fence) and the counter
-            # read again; ``set`` writes the counter before reading counter[2] (under the
-            # GIL, or after a fence in ``signal_then_wait``): either this read sees the
-            # value or the setting side sees counter[2] and wakes this one.
-            self.counter[2] = 1
-            try:
+        # counter[2] is written, then the lock taken (a full fence), then the counter read
+        # again; the setting side writes the counter, then reads counter[2] (under the
+        # GIL in ``set``, after a fence in ``signal_then_wait``): either this read sees
+        # the value or the setting side sees counter[2] and wakes this one.
+        self.counter[2] = 1
+        try:
+            with self.condition:
                 while self.counter[0] != value:
                     self.condition.wait()
-            finally:
-                self.counter[2] = 0
+        finally:
+            self.counter[2] = 0
 
 
 def rest() -> None:

@@ -46,10 +46,13 @@ def test_non_contiguous_falls_back_to_ufuncs_in_place():
     np.testing.assert_array_equal(y[:, 1::2], kept)
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_step_runs_blas_on_one_thread_and_restores_it(fused):
+@pytest.mark.parametrize("fused, options", [(False, {}), (True, {}),
+                                            (True, {"momentum": 0.9, "nesterov": "lookahead",
+                                                    "momentum_form": "classic"})])
+def test_step_runs_blas_on_one_thread_and_restores_it(fused, options):
     """The NumPy path (BLAS ?axpy) runs with BLAS on one thread, restored after; the fused
-    kernels run no BLAS and leave its thread count alone."""
+    kernels run no BLAS and leave its thread count alone. Lookahead Nesterov takes the
+    NumPy path even where the kernels could run."""
     threadpoolctl = pytest.importorskip("threadpoolctl", reason="comes with scikit-learn")
     controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
     if not controller.lib_controllers:
@@ -63,17 +66,22 @@ def test_step_runs_blas_on_one_thread_and_restores_it(fused):
 
     param = nn.Parameter(np.ones((4, 3), np.float32))
     param.add_grad(np.ones((4, 3), np.float32))
-    opt = Probe([param], lr=0.5, threads=1)
+    opt = Probe([param], lr=0.5, threads=1, **options)
     opt.fused = fused
+    numpy_path = not fused or bool(options)
     if fused and opt.kernels(param.data) is None:
         pytest.skip("no fused kernels here (needs Numba)")
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         before = [lib.get_num_threads() for lib in controller.lib_controllers]
-        opt.step()
+        if options:  # lookahead: the gradient at θ + μv comes from a closure
+            opt.step(lambda: param.grad.fill(1.0) or 0.0)
+        else:
+            opt.step()
         after = [lib.get_num_threads() for lib in controller.lib_controllers]
-    assert seen and all(n == (2 if fused else 1) for counts in seen for n in counts)
+    assert seen and all(n == (1 if numpy_path else 2) for counts in seen for n in counts)
     assert after == before
-    np.testing.assert_array_equal(param.data, np.full((4, 3), 0.5, np.float32))
+    if not options:
+        np.testing.assert_array_equal(param.data, np.full((4, 3), 0.5, np.float32))
 
 
 def test_sgd_uses_blas_rounding():

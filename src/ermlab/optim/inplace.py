@@ -349,15 +349,15 @@ class InPlaceOptimizer(Optimizer):
         """About how many elementwise passes one update of this group's parameters makes."""
         return 10
 
-    def _fused(self, param: Parameter) -> bool:
+    def _fused(self, param: Parameter, group: dict[str, Any]) -> bool:
         """Whether a fused kernel updates ``param`` in one pass (``fused_rule``, and
-        ``kernels`` can run on it)."""
+        ``kernels`` can run on it; a rule whose group takes its NumPy path says no)."""
         return self.fused_rule and self.kernels(param.data) is not None
 
     def _run(self, tasks: list[tuple], threads: int) -> None:
         """Run the step's blocks (laid out by ``_layout``), one lane per thread, with at
         least ``lane_work`` element-passes per lane."""
-        fused = [self._fused(task[0]) for task in tasks]
+        fused = [self._fused(task[0], task[1]) for task in tasks]
         work = sum(task[0].data.size * (1 if one else self.passes(task[1]))
                    for task, one in zip(tasks, fused, strict=True))
         threads = max(1, min(threads, work // max(1, self.lane_work)))

@@ -150,6 +150,11 @@ class SGD(InPlaceOptimizer):
             state["momentum_buffer"] = array_module(param.data).empty_like(param.data)
         return first
 
+    def _fused(self, param: Parameter, group: dict[str, Any]) -> bool:
+        """Lookahead Nesterov takes the NumPy path (BLAS ``?axpy``) even where the kernels
+        could run."""
+        return group["nesterov"] != "lookahead" and super()._fused(param, group)
+
     def update_block(self, block: Block, group: dict[str, Any], first: bool) -> None:
         xp = array_module(block.data)
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]

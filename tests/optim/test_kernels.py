@@ -23,6 +23,7 @@ def kernels_on(monkeypatch):
     """The kernels loaded whatever ``ERMLAB_FUSED`` says in the environment."""
     from ermlab.optim import _kernels as kernels
 
+    monkeypatch.delenv("ERMLAB_FUSED", raising=False)
     monkeypatch.setattr(inplace, "_loaded_kernels", kernels)
 
 CASES = [
@@ -152,14 +153,22 @@ def test_non_contiguous_parameter_takes_the_numpy_path():
     np.testing.assert_array_equal(base[:, 1::2], kept)
 
 
-def test_env_variable_turns_the_kernels_off(monkeypatch):
-    monkeypatch.setattr(inplace, "_loaded_kernels", None)
-    monkeypatch.setenv("ERMLAB_FUSED", "0")
+def test_env_variable_turns_the_kernels_off_at_each_call(monkeypatch):
+    """``ERMLAB_FUSED=0`` is read at each call: set after the kernels were loaded it turns
+    them off, and a first call made under it does not keep them off once it is unset
+    (as when one test sets it for itself: every later test would run the NumPy path)."""
     opt = optim.Adam([nn.Parameter(np.zeros(3, np.float32))])
-    assert opt.kernels(np.zeros(3, np.float32)) is None
-    monkeypatch.setattr(inplace, "_loaded_kernels", None)
+    z = np.zeros(3, np.float32)
+    assert opt.kernels(z) is not None
+    monkeypatch.setenv("ERMLAB_FUSED", "0")
+    assert opt.kernels(z) is None
     monkeypatch.setenv("ERMLAB_FUSED", "1")
-    assert opt.kernels(np.zeros(3, np.float32)) is not None
+    assert opt.kernels(z) is not None
+    monkeypatch.setattr(inplace, "_loaded_kernels", None)  # not imported yet
+    monkeypatch.setenv("ERMLAB_FUSED", "0")
+    assert opt.kernels(z) is None
+    monkeypatch.delenv("ERMLAB_FUSED")
+    assert opt.kernels(z) is not None
 
 
 @pytest.mark.parametrize("name", ["Adam", "NAdam", "RMSprop", "Adagrad"])

@@ -490,17 +490,19 @@ _loaded_kernels: Any = None
 
 def _fused_kernels() -> Any:
     """The ``optim._kernels`` module, imported on first use; None without Numba or with
-    ``ERMLAB_FUSED=0``."""
+    ``ERMLAB_FUSED=0`` (read at each call, as ``nn._fused`` reads it: the first call's
+    answer used to stay for the process, so a test that set it for itself turned the
+    kernels off for every later test)."""
     global _loaded_kernels
+    if os.environ.get("ERMLAB_FUSED", "1") == "0":
+        return None
     if _loaded_kernels is None:
-        _loaded_kernels = False
-        if os.environ.get("ERMLAB_FUSED", "1") != "0":
-            try:
-                from ermlab.optim import _kernels as kernels
-            except ImportError:
-                pass
-            else:
-                _loaded_kernels = kernels
+        try:
+            from ermlab.optim import _kernels as kernels
+        except ImportError:
+            _loaded_kernels = False
+        else:
+            _loaded_kernels = kernels
     return _loaded_kernels or None
 
 

@@ -46,27 +46,24 @@ def fused(on: bool) -> None:
 
 def pairs(rng: np.random.Generator) -> dict:
     """name → (model, inputs, ∂L/∂y, input_grad)."""
-    cases = {}
+    cases = {}  # name → (model, number of inputs, input shape, output shape, input_grad)
     for c, hw in ((16, 32), (32, 16), (64, 8)):
         cases[f"BatchNorm2d({c}) + ReLU, {c}×{hw}×{hw}"] = (
-            nn.Sequential(nn.BatchNorm2d(c), nn.ReLU()), (c, hw, hw), (c, hw, hw), True)
+            nn.Sequential(nn.BatchNorm2d(c), nn.ReLU()), 1, (c, hw, hw), (c, hw, hw), True)
     for c, o, hw, k, algorithm in ((3, 32, 32, 3, "direct"), (1, 6, 28, 5, "direct"),
                                    (32, 32, 32, 3, "winograd"), (64, 64, 16, 3, "winograd")):
         layer = nn.Conv2d(c, o, k, padding=k // 2, rng=0, algorithm=algorithm)
         cases[f"Conv2d {c}→{o} {k}×{k} ({algorithm}) + ReLU, {hw}×{hw}"] = (
-            nn.Sequential(layer, nn.ReLU()), (c, hw, hw), (o, hw, hw), c > 3)
+            nn.Sequential(layer, nn.ReLU()), 1, (c, hw, hw), (o, hw, hw), c > 3)
     for c, hw in ((16, 32), (32, 16), (64, 8)):
         block = nn.Graph(inputs=["a", "b"])
         block.add("sum", nn.Add(), ["a", "b"]).add("relu", nn.ReLU(), "sum").set_output("relu")
-        cases[f"Add + ReLU, {c}×{hw}×{hw}"] = (block, (c, hw, hw, "two"), (c, hw, hw), True)
-    for name, (model, shape, out, input_grad) in cases.items():
-        two = shape[-1] == "two"
-        shape = shape[:3]
-        inputs = tuple(rng.standard_normal((BATCH, *shape), dtype=np.float32)
-                       for _ in range(2 if two else 1))
-        grad = rng.standard_normal((BATCH, *out), dtype=np.float32)
-        cases[name] = (model, inputs, grad, input_grad)
-    return cases
+        cases[f"Add + ReLU, {c}×{hw}×{hw}"] = (block, 2, (c, hw, hw), (c, hw, hw), True)
+    return {name: (model,
+                   tuple(rng.standard_normal((BATCH, *shape), dtype=np.float32)
+                         for _ in range(count)),
+                   rng.standard_normal((BATCH, *out), dtype=np.float32), input_grad)
+            for name, (model, count, shape, out, input_grad) in cases.items()}
 
 
 def pair_step(model, inputs, grad, input_grad):

@@ -252,20 +252,18 @@ class _Signal:
         (``ermlab._spin.signal_then_wait``): a worker ending its lane lets the caller,
         which waits for it awake, go on without blocking on the GIL."""
         spin = _spinner() if awake else None
-        if spin is not None:
-            if first is None:
-                if spin[0](self.counter, value, spin[1]):
-                    return
-            else:
-                outcome = spin[2](first[0].counter, first[1], self.counter, value, spin[1])
-                if outcome == 1:
-                    return
-                if outcome == 2:  # the other side sleeps: wake it, then wait as usual
-                    first[0].wake()
-                    if spin[0](self.counter, value, spin[1]):
-                        return
-        elif first is not None:
+        if first is not None and spin is None:
             first[0].set(first[1])
+        elif first is not None:
+            outcome = spin[2](first[0].counter, first[1], self.counter, value, spin[1])
+            if outcome == 1:
+                return
+            if outcome == 2:  # the other side sleeps: wake it, then wait awake as usual
+                first[0].wake()
+            else:  # it waited awake for as long as it may: sleep
+                spin = None
+        if spin is not None and spin[0](self.counter, value, spin[1]):
+            return
         # counter[2] is written, then the lock taken (a full fence), then the counter read
         # again; the setting side writes the counter, then reads counter[2] (under the
         # GIL in ``set``, after a fence in ``signal_then_wait``): either this read sees
@@ -388,7 +386,7 @@ def _spinner() -> tuple[Callable[..., bool], int, Callable[..., int]] | None:
                 from ermlab import _spin as spin_module
                 counter = numpy.ones(8, dtype=numpy.int64)
                 spin_module.wait(counter, 1, 1)  # compiled here
-                spin_module.signal_then_wait(counter, 1, counter, 1, 1)
+                spin_module.signal_then_wait(counter, 1, counter, 1, 1)  # (returns at once)
                 _spin = (spin_module.wait, spin_module.ticks_per_second(),
                          spin_module.signal_then_wait)
             except Exception:  # no Numba, or it cannot compile the loop: sleep instead

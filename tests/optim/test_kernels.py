@@ -114,8 +114,6 @@ def test_kernels_need_contiguous_numpy_arrays_of_one_float_dtype():
 def test_turning_the_kernels_off_between_steps_takes_effect(name, monkeypatch):
     """Each block asks ``kernels`` once and keeps the answer (``block_kernels``); setting
     ``opt.fused`` lays the blocks out again, so the next step asks again."""
-    if optim.inplace._fused_kernels() is None:
-        pytest.skip("no fused kernels here (needs Numba)")
     from ermlab.optim import _kernels
 
     kernel = "sgd" if name == "SGD" else "adam"

@@ -433,14 +433,12 @@ def _forward_blocks(x, u, bias, y, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block
 
 @njit(inline="always", **_JIT)
 def _rectify(y, start, stop):  # pragma: no cover
-    """y[start:stop] = max(y, 0) (``_relu_kernels.rectify``)."""
+    """y[start:stop] = max(y, 0) (``_relu_kernels.rectify``), a sample's values at a time."""
     zero = y.dtype.type(0)
     for n in range(start, stop):
-        for o in range(y.shape[1]):
-            for p in range(y.shape[2]):
-                row = y[n, o, p]
-                for q in range(row.size):
-                    row[q] = rectify(row[q], zero)
+        values = y[n].reshape(y[n].size)
+        for i in range(values.size):
+            values[i] = rectify(values[i], zero)
 
 
 @njit(**_JIT)

@@ -163,14 +163,8 @@ class ReLU(Module):
         return y
 
     def grad_input(self, grad_out: Any) -> Any:
-        y = self._cached("_y")
-        kernels = _fused.kernels("_relu_kernels", grad_out, y)
-        if kernels is None or grad_out.shape != y.shape:
-            return array_module(y).multiply(grad_out, y > 0,
-                                            out=grad_out if self.inplace else None)
-        grad = grad_out if self.inplace else numpy.empty_like(grad_out)
-        self._run(kernels.backward, grad_out.reshape(-1), y.reshape(-1), grad.reshape(-1))
-        return grad
+        return rectified_gradient(grad_out, self._cached("_y"), self.threads,
+                                  out=grad_out if self.inplace else None)
 
     def _run(self, kernel: Any, *flat: Any) -> None:
         """``kernel(*flat, lo, hi)`` over lanes of elements (``ermlab.threads``), each of
@@ -187,14 +181,16 @@ class ReLU(Module):
 ABSORBED = ("absorbed",)
 
 
-def rectified_gradient(grad_out: Any, y: Any, threads: int | None = None) -> Any:
-    """G·1_{y > 0}, a new array, as ``ReLU``'s bprop computes it for its output y (its kernel
-    in lanes of elements where it takes G and y, else NumPy's product with the mask): the
-    bprop of a ReLU that the box before it applied (``Module.forward_relu``)."""
+def rectified_gradient(grad_out: Any, y: Any, threads: int | None = None,
+                       out: Any = None) -> Any:
+    """G·1_{y > 0} for a ReLU's output y, into ``out`` (None: a new array; ``ReLU(inplace)``
+    passes G itself): the kernel in lanes of elements where it takes G and y, else NumPy's
+    product with the mask. ``ReLU``'s bprop, and that of a ReLU which the box before it
+    applied (``Module.forward_relu``)."""
     kernels = _fused.kernels("_relu_kernels", grad_out, y)
     if kernels is None or grad_out.shape != y.shape:
-        return array_module(y).multiply(grad_out, y > 0)
-    grad = numpy.empty_like(grad_out)
+        return array_module(y).multiply(grad_out, y > 0, out=out)
+    grad = numpy.empty_like(grad_out) if out is None else out
     run_ranges(_fused.lanes(y.size, y.nbytes, threads, LANE_MIN_BYTES), kernels.backward,
                grad_out.reshape(-1), y.reshape(-1), grad.reshape(-1))
     return grad

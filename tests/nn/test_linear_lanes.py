@@ -35,9 +35,16 @@ def test_lanes_give_the_gemms_results(threads, dtype, monkeypatch):
         expected = run(plain, x, g)
         got = run(laned, x, g)
     assert calls and all(count == threads for count in calls)
-    tolerance = 1e-6 if dtype == np.float32 else 1e-13
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+    # Lanes sum in another order than one GEMM, and BLAS kernels differ between machines:
+    # each value within the rounding bound of its sum, 2·n·u·Σ|terms| (a second bprop
+    # doubles the gradients), where a lost or doubled sample would be off by O(1).
+    u = np.finfo(dtype).eps / 2
+    w = np.abs(plain.weight.data)
+    terms = [23 * (np.abs(x) @ w.T + np.abs(plain.bias.data)), 11 * np.abs(g) @ w,
+             2 * 37 * np.abs(g).T @ np.abs(x), 2 * 37 * np.abs(g).sum(axis=0)]
+    for a, b, bound in zip(got, expected, terms, strict=True):
+        assert a.shape == bound.shape
+        assert np.all(np.abs(a - b) <= 2 * u * bound), np.max(np.abs(a - b) / bound)
 
 
 def test_one_thread_and_no_lanes_run_one_gemm(monkeypatch):

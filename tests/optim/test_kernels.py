@@ -176,9 +176,9 @@ def test_a_fused_step_counts_one_pass_per_element_for_its_lanes(kernels_on, monk
     lanes = []
     original = inplace.InPlaceOptimizer._layout
 
-    def layout(self, tasks, threads):
+    def layout(self, tasks, threads, *args):
         lanes.append(threads)
-        return original(self, tasks, threads)
+        return original(self, tasks, threads, *args)
 
     monkeypatch.setattr(inplace.InPlaceOptimizer, "_layout", layout)
     param = nn.Parameter(np.zeros(500_000, np.float32))

@@ -20,7 +20,6 @@ from ermlab.optim.inplace import (
     InPlaceOptimizer,
     add_scaled_square_,
     axpy_,
-    flat,
     hidden_by_eps,
     lerp_,
     lerp_scalars,
@@ -144,23 +143,26 @@ class Adam(_AdamFamily):
         beta1, beta2 = group["betas"]
         return group["lr"] / (1 - beta1**t), (1 - beta2**t) ** 0.5
 
+    def fused_kernel(self, kernels: Any, group: dict[str, Any], scalars: tuple,
+                     dtype: Any) -> tuple[Any, tuple]:
+        """One pass (``optim._kernels.adam``), rounded as the passes of ``update_block``."""
+        step_size, bias_correction2_sqrt = scalars
+        beta1, beta2 = group["betas"]
+        cast = dtype.type
+        return kernels.adam, (*self.decay_scalars(group, dtype), *lerp_scalars(1 - beta1, dtype),
+                              cast(beta2), cast(1 - beta2),
+                              cast(group["eps"] * bias_correction2_sqrt),
+                              cast(-step_size * bias_correction2_sqrt))
+
+    def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return (arrays["data"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"],
+                arrays["max_exp_avg_sq"] if group["amsgrad"] else None)
+
     def update_block(self, block: Block, group: dict[str, Any], scalars: tuple) -> None:
         xp = array_module(block.data)
         step_size, bias_correction2_sqrt = scalars
         beta1, beta2 = group["betas"]
         m, v = block.state["exp_avg"], block.state["exp_avg_sq"]
-        v_max = block.state["max_exp_avg_sq"] if group["amsgrad"] else None
-        kernels = self.block_kernels(block, block.data, block.grad, m, v,
-                                     *[v_max] * group["amsgrad"])
-        if kernels is not None:  # one pass, rounded as the passes below
-            cast = block.data.dtype.type
-            kernels.adam(flat(block.data), flat(block.grad), flat(m), flat(v),
-                         None if v_max is None else flat(v_max),
-                         *self.decay_scalars(group, block.data.dtype),
-                         *lerp_scalars(1 - beta1, block.data.dtype), cast(beta2),
-                         cast(1 - beta2), cast(group["eps"] * bias_correction2_sqrt),
-                         cast(-step_size * bias_correction2_sqrt))
-            return
         g = self.decayed_grad(block, group)
         d = block.scratch(1)
         lerp_(m, g, 1 - beta1, d)
@@ -270,18 +272,22 @@ class Adamax(_AdamFamily):
         """γ/(1 − β₁ᵗ)."""
         return group["lr"] / (1 - group["betas"][0] ** state["step"])
 
+    def fused_kernel(self, kernels: Any, group: dict[str, Any], clr: float,
+                     dtype: Any) -> tuple[Any, tuple]:
+        """One pass (``optim._kernels.adamax``), rounded as the passes of ``update_block``."""
+        beta1, beta2 = group["betas"]
+        cast = dtype.type
+        return kernels.adamax, (*self.decay_scalars(group, dtype),
+                                *lerp_scalars(1 - beta1, dtype), cast(beta2),
+                                cast(group["eps"]), cast(-clr))
+
+    def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return arrays["data"], arrays["grad"], arrays["exp_avg"], arrays["exp_inf"]
+
     def update_block(self, block: Block, group: dict[str, Any], clr: float) -> None:
         xp = array_module(block.data)
         beta1, beta2 = group["betas"]
         m, u = block.state["exp_avg"], block.state["exp_inf"]
-        kernels = self.block_kernels(block, block.data, block.grad, m, u)
-        if kernels is not None:  # one pass, rounded as the passes below
-            cast = block.data.dtype.type
-            kernels.adamax(flat(block.data), flat(block.grad), flat(m), flat(u),
-                           *self.decay_scalars(group, block.data.dtype),
-                           *lerp_scalars(1 - beta1, block.data.dtype), cast(beta2),
-                           cast(group["eps"]), cast(-clr))
-            return
         g = self.decayed_grad(block, group)
         d = block.scratch(1)
         lerp_(m, g, 1 - beta1, d)
@@ -369,20 +375,24 @@ class NAdam(_AdamFamily):
         return (bias_correction2, -lr * (1.0 - mu) / (1.0 - mu_product),
                 (-lr * mu_next) / (1.0 - mu_product_next))
 
+    def fused_kernel(self, kernels: Any, group: dict[str, Any], scalars: tuple,
+                     dtype: Any) -> tuple[Any, tuple]:
+        """One pass (``optim._kernels.nadam``), rounded as the passes of ``update_block``."""
+        bias_correction2, grad_coef, exp_avg_coef = scalars
+        beta1, beta2 = group["betas"]
+        cast = dtype.type
+        return kernels.nadam, (*self.decay_scalars(group, dtype), *lerp_scalars(1 - beta1, dtype),
+                               cast(beta2), cast(1 - beta2), cast(bias_correction2),
+                               cast(group["eps"]), cast(grad_coef), cast(exp_avg_coef))
+
+    def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return arrays["data"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"]
+
     def update_block(self, block: Block, group: dict[str, Any], scalars: tuple) -> None:
         xp = array_module(block.data)
         bias_correction2, grad_coef, exp_avg_coef = scalars
         beta1, beta2 = group["betas"]
         m, v = block.state["exp_avg"], block.state["exp_avg_sq"]
-        kernels = self.block_kernels(block, block.data, block.grad, m, v)
-        if kernels is not None:  # one pass, rounded as the passes below
-            cast = block.data.dtype.type
-            kernels.nadam(flat(block.data), flat(block.grad), flat(m), flat(v),
-                          *self.decay_scalars(group, block.data.dtype),
-                          *lerp_scalars(1 - beta1, block.data.dtype), cast(beta2),
-                          cast(1 - beta2), cast(bias_correction2), cast(group["eps"]),
-                          cast(grad_coef), cast(exp_avg_coef))
-            return
         g = self.decayed_grad(block, group)
         denom, d = block.scratch(1), block.scratch(2)
         lerp_(m, g, 1 - beta1, denom)

@@ -18,7 +18,6 @@ from ermlab.optim.inplace import (
     Block,
     InPlaceOptimizer,
     add_scaled_square_,
-    flat,
     hidden_by_eps,
     lerp_,
     lerp_scalars,
@@ -99,15 +98,18 @@ class Adagrad(InPlaceOptimizer):
         """γ_t = γ / (1 + (t − 1) η)."""
         return group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
 
+    def fused_kernel(self, kernels: Any, group: dict[str, Any], clr: float,
+                     dtype: Any) -> tuple[Any, tuple]:
+        """One pass (``optim._kernels.adagrad``), rounded as the passes of ``update_block``."""
+        cast = dtype.type
+        return kernels.adagrad, (*_decay_scalars(group["weight_decay"], dtype),
+                                 cast(group["eps"]), cast(-clr))
+
+    def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return arrays["data"], arrays["grad"], arrays["sum"]
+
     def update_block(self, block: Block, group: dict[str, Any], clr: float) -> None:
         xp = array_module(block.data)
-        kernels = self.block_kernels(block, block.data, block.grad, block.state["sum"])
-        if kernels is not None:  # one pass, rounded as the passes below
-            cast = block.data.dtype.type
-            kernels.adagrad(flat(block.data), flat(block.grad), flat(block.state["sum"]),
-                            *_decay_scalars(group["weight_decay"], block.data.dtype),
-                            cast(group["eps"]), cast(-clr))
-            return
         g = _coupled_grad(block, group["weight_decay"])
         add_scaled_square_(block.state["sum"], g, 1, block.scratch(1))
         d = xp.sqrt(block.state["sum"], out=block.scratch(1))
@@ -181,18 +183,20 @@ class Adadelta(InPlaceOptimizer):
         return {"step": 0, "square_avg": xp.zeros_like(param.data),
                 "acc_delta": xp.zeros_like(param.data)}
 
+    def fused_kernel(self, kernels: Any, group: dict[str, Any], scalars: None,
+                     dtype: Any) -> tuple[Any, tuple]:
+        """One pass (``optim._kernels.adadelta``), rounded as the passes of ``update_block``."""
+        cast, rho = dtype.type, group["rho"]
+        return kernels.adadelta, (*_decay_scalars(group["weight_decay"], dtype), cast(rho),
+                                  cast(1 - rho), cast(group["eps"]), cast(-group["lr"]))
+
+    def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return arrays["data"], arrays["grad"], arrays["square_avg"], arrays["acc_delta"]
+
     def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
         xp = array_module(block.data)
         rho, eps = group["rho"], group["eps"]
         square_avg, acc_delta = block.state["square_avg"], block.state["acc_delta"]
-        kernels = self.block_kernels(block, block.data, block.grad, square_avg, acc_delta)
-        if kernels is not None:  # one pass, rounded as the passes below
-            cast = block.data.dtype.type
-            kernels.adadelta(flat(block.data), flat(block.grad), flat(square_avg),
-                             flat(acc_delta),
-                             *_decay_scalars(group["weight_decay"], block.data.dtype),
-                             cast(rho), cast(1 - rho), cast(eps), cast(-group["lr"]))
-            return
         g = _coupled_grad(block, group["weight_decay"])
         std, delta = block.scratch(1), block.scratch(2)
         square_avg *= rho
@@ -289,23 +293,25 @@ class RMSprop(InPlaceOptimizer):
             state["grad_avg"] = xp.zeros_like(param.data)
         return state
 
+    def fused_kernel(self, kernels: Any, group: dict[str, Any], scalars: None,
+                     dtype: Any) -> tuple[Any, tuple]:
+        """One pass (``optim._kernels.rmsprop``), rounded as the passes of ``update_block``."""
+        cast, alpha = dtype.type, group["alpha"]
+        return kernels.rmsprop, (*_decay_scalars(group["weight_decay"], dtype), cast(alpha),
+                                 cast(1 - alpha), *lerp_scalars(1 - alpha, dtype),
+                                 cast(group["eps"]), bool(group["eps_inside_sqrt"]),
+                                 cast(group["momentum"]), cast(-group["lr"]))
+
+    def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
+        """ḡ where the group is centered and the momentum buffer where it has momentum (the
+        state has them exactly then: ``init_state``), else None."""
+        return (arrays["data"], arrays["grad"], arrays["square_avg"], arrays.get("grad_avg"),
+                arrays.get("momentum_buffer"))
+
     def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
         xp = array_module(block.data)
         alpha, eps = group["alpha"], group["eps"]
         square_avg = block.state["square_avg"]
-        optional = [block.state.get("grad_avg"), block.state.get("momentum_buffer")]
-        kernels = self.block_kernels(block, block.data, block.grad, square_avg,
-                               *[a for a in optional if a is not None])
-        if kernels is not None:  # one pass, rounded as the passes below
-            cast = block.data.dtype.type
-            grad_avg, buf = [None if a is None else flat(a) for a in optional]
-            kernels.rmsprop(flat(block.data), flat(block.grad), flat(square_avg), grad_avg, buf,
-                            *_decay_scalars(group["weight_decay"], block.data.dtype),
-                            cast(alpha), cast(1 - alpha),
-                            *lerp_scalars(1 - alpha, block.data.dtype), cast(eps),
-                            bool(group["eps_inside_sqrt"]), cast(group["momentum"]),
-                            cast(-group["lr"]))
-            return
         g = _coupled_grad(block, group["weight_decay"])
         avg = block.scratch(1)
         square_avg *= alpha

@@ -14,7 +14,7 @@ from typing import Any
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.inplace import Block, InPlaceOptimizer, flat
+from ermlab.optim.inplace import Block, InPlaceOptimizer
 from ermlab.optim.traits import Traits
 
 
@@ -53,15 +53,17 @@ class HeavyBall(InPlaceOptimizer):
     def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
         return {"step": 0, "previous": param.data.copy()}
 
+    def fused_kernel(self, kernels: Any, group: dict[str, Any], scalars: None,
+                     dtype: Any) -> tuple[Any, tuple]:
+        """One pass (``optim._kernels.heavy_ball``), rounded as the passes of ``update_block``."""
+        return kernels.heavy_ball, (dtype.type(group["momentum"]), dtype.type(group["lr"]))
+
+    def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return arrays["data"], arrays["grad"], arrays["previous"]
+
     def update_block(self, block: Block, group: dict[str, Any], scalars: None) -> None:
         xp = array_module(block.data)
         previous = block.state["previous"]
-        kernels = self.block_kernels(block, block.data, block.grad, previous)
-        if kernels is not None:  # one pass (``optim._kernels``), rounded as the passes below
-            cast = block.data.dtype.type
-            kernels.heavy_ball(flat(block.data), flat(block.grad), flat(previous),
-                               cast(group["momentum"]), cast(group["lr"]))
-            return
         d = xp.subtract(block.data, previous, out=block.scratch(0))
         d *= group["momentum"]
         d -= xp.multiply(block.grad, group["lr"], out=block.scratch(1))
@@ -89,14 +91,17 @@ class _NesterovScheme(InPlaceOptimizer):
     def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> float:
         return self.coefficient(group, state["step"])
 
+    def fused_kernel(self, kernels: Any, group: dict[str, Any], coefficient: float,
+                     dtype: Any) -> tuple[Any, tuple]:
+        """One pass (``optim._kernels.nesterov_scheme``), rounded as the passes of
+        ``update_block``."""
+        return kernels.nesterov_scheme, (dtype.type(-group["lr"]), dtype.type(coefficient))
+
+    def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return arrays["data"], arrays["grad"], arrays["x"]
+
     def update_block(self, block: Block, group: dict[str, Any], coefficient: float) -> None:
         xp = array_module(block.data)
-        kernels = self.block_kernels(block, block.data, block.grad, block.state["x"])
-        if kernels is not None:  # one pass (``optim._kernels``), rounded as the passes below
-            cast = block.data.dtype.type
-            kernels.nesterov_scheme(flat(block.data), flat(block.grad), flat(block.state["x"]),
-                                    cast(-group["lr"]), cast(coefficient))
-            return
         x_new = xp.multiply(block.grad, -group["lr"], out=block.scratch(0))
         x_new += block.data
         d = xp.subtract(x_new, block.state["x"], out=block.scratch(1))

@@ -7,7 +7,7 @@ from typing import Any
 
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
-from ermlab.optim.inplace import FLUSH_BELOW, Block, InPlaceOptimizer, axpy_, flat
+from ermlab.optim.inplace import FLUSH_BELOW, Block, InPlaceOptimizer, axpy_
 from ermlab.optim.traits import Traits
 
 MOMENTUM_FORMS = ("torch", "classic")
@@ -150,16 +150,30 @@ class SGD(InPlaceOptimizer):
             state["momentum_buffer"] = array_module(param.data).empty_like(param.data)
         return first
 
-    def _fused(self, param: Parameter, group: dict[str, Any]) -> bool:
+    def _fused_group(self, group: dict[str, Any]) -> bool:
         """Lookahead Nesterov takes the NumPy path (BLAS ``?axpy``) even where the kernels
         could run."""
-        return group["nesterov"] != "lookahead" and super()._fused(param, group)
+        return group["nesterov"] != "lookahead" and super()._fused_group(group)
+
+    def fused_kernel(self, kernels: Any, group: dict[str, Any], first: bool,
+                     dtype: Any) -> tuple[Any, tuple]:
+        """torch's or the classic form in one pass (``optim._kernels``, rounded as the passes
+        of ``update_block``)."""
+        cast = dtype.type
+        lr, mu, wd, damp = group["lr"], group["momentum"], group["weight_decay"], group["dampening"]
+        if mu and group["momentum_form"] == "classic":
+            return kernels.sgd_classic, (cast(lr), cast(mu), cast(lr * (1 - damp)), cast(wd),
+                                         bool(wd), first, bool(group["nesterov"]))
+        return kernels.sgd, (cast(-lr), cast(mu), bool(damp), cast(1 - damp), cast(wd),
+                             bool(wd), first, bool(group["nesterov"]), cast(-lr * mu))
+
+    def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return (arrays["data"], arrays["grad"],
+                arrays["momentum_buffer"] if group["momentum"] else None)
 
     def update_block(self, block: Block, group: dict[str, Any], first: bool) -> None:
         xp = array_module(block.data)
         lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-        if group["nesterov"] != "lookahead" and self._fused_update(block, group, first):
-            return
         g = block.grad
         if wd:
             g = xp.multiply(block.data, wd, out=block.scratch(0))
@@ -172,25 +186,6 @@ class SGD(InPlaceOptimizer):
             self._torch_update(block, g, group, first)
         else:
             self._classic_update(block, g, group, first)
-
-    def _fused_update(self, block: Block, group: dict[str, Any], first: bool) -> bool:
-        """torch's or the classic form in one pass (``optim._kernels``, rounded as the passes
-        below) where the kernels can run; returns whether it ran."""
-        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-        buf = block.state["momentum_buffer"] if mu else None
-        kernels = self.block_kernels(block, block.data, block.grad, *[buf] * bool(mu))
-        if kernels is None:
-            return False
-        cast = block.data.dtype.type
-        if mu and group["momentum_form"] == "classic":
-            kernels.sgd_classic(flat(block.data), flat(block.grad), flat(buf), cast(lr),
-                                cast(mu), cast(lr * (1 - group["dampening"])), cast(wd),
-                                bool(wd), first, bool(group["nesterov"]))
-            return True
-        kernels.sgd(flat(block.data), flat(block.grad), None if buf is None else flat(buf),
-                    cast(-lr), cast(mu), bool(group["dampening"]), cast(1 - group["dampening"]),
-                    cast(wd), bool(wd), first, bool(group["nesterov"]), cast(-lr * mu))
-        return True
 
     def _torch_update(self, block, g, group, first) -> None:
         xp = array_module(block.data)

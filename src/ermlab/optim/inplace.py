@@ -397,13 +397,14 @@ class InPlaceOptimizer(Optimizer):
         least ``lane_work`` element-passes per lane."""
         arrays = _identity(tasks)
         kernels = _fused_kernels() if self.fused and self.fused_rule else None
-        calls = [self.fused_kernel(kernels, group, scalars, param.data.dtype)
-                 if kernels is not None and fits and self._fused_group(group) else None
-                 for (param, group, _, scalars, _), fits
-                 in zip(tasks, self._kernel_arrays(tasks, arrays), strict=True)]
-        work = sum(task[0].data.size * (1 if call else self.passes(task[1]))
-                   for task, call in zip(tasks, calls, strict=True))
-        threads = max(1, min(threads, work // max(1, self.lane_work)))
+        fits = self._kernel_arrays(tasks, arrays)
+        self._step_calls: dict[tuple, tuple] = {}
+        calls = [self._fused_call(kernels, task) if kernels is not None and fit else None
+                 for task, fit in zip(tasks, fits, strict=True)]
+        if threads > 1:
+            work = sum(task[0].data.size * (1 if call else self.passes(task[1]))
+                       for task, call in zip(tasks, calls, strict=True))
+            threads = max(1, min(threads, work // max(1, self.lane_work)))
         layout = self._layout(tasks, threads, arrays, kernels is not None)
         lanes = [[(block, tasks[i][1], tasks[i][3], tasks[i][4], calls[i]) for i, block in lane]
                  for lane in layout]
@@ -414,10 +415,30 @@ class InPlaceOptimizer(Optimizer):
         # over the 784-512-256-10 MLP's 0.5M parameters in two lanes, 2-vCPU VM: 1.96 ms
         # a step, 0.53 ms this way; one lane 0.57–0.63).
         runs = [lanes[0][::-1]] + [lane for lane in lanes[1:] if lane]
+        if len(runs) == 1 and all(calls):  # one lane of kernels: no pool, no BLAS to hold
+            self._run_lane(runs[0])
+            return
         # BLAS on one thread where the NumPy path runs (its ?axpy; one lane too: see the
         # module docstring); the fused kernels run no BLAS.
         with contextlib.nullcontext() if all(calls) else _BlasOneThread():
             run_lanes([partial(self._run_lane, run) for run in runs], blas=False)
+
+    def _fused_call(self, kernels: Any, task: tuple) -> tuple | None:
+        """``fused_kernel``'s answer for a task, or None where its group takes the NumPy path
+        (``_fused_group``); parameters of one group with the same ``scalars`` (all of a
+        group's, as a rule: their steps are counted together) share one answer in a step."""
+        param, group, _, scalars, _ = task
+        if not self._fused_group(group):
+            return None
+        key = (id(group), param.data.dtype, scalars)
+        memo = self._step_calls
+        try:
+            call = memo.get(key)
+        except TypeError:  # unhashable scalars: asked for this parameter alone
+            return self.fused_kernel(kernels, group, scalars, param.data.dtype)
+        if call is None:
+            call = memo[key] = self.fused_kernel(kernels, group, scalars, param.data.dtype)
+        return call
 
     def _kernel_arrays(self, tasks: list[tuple], arrays: tuple[int, ...]) -> list[bool]:
         """For each task, whether the fused kernels can run on its parameter's arrays

@@ -112,8 +112,8 @@ def test_kernels_need_contiguous_numpy_arrays_of_one_float_dtype():
 
 @pytest.mark.parametrize("name", ["SGD", "Adam"])
 def test_turning_the_kernels_off_between_steps_takes_effect(name, monkeypatch):
-    """Each block asks ``kernels`` once and keeps the answer (``block_kernels``); setting
-    ``opt.fused`` lays the blocks out again, so the next step asks again."""
+    """Whether the kernels run is asked at each step: setting ``opt.fused`` takes effect at
+    the next one (each block keeps only its arrays' flat views)."""
     from ermlab.optim import _kernels
 
     kernel = "sgd" if name == "SGD" else "adam"
@@ -188,3 +188,45 @@ def test_a_fused_step_counts_one_pass_per_element_for_its_lanes(kernels_on, monk
         opt.fused = fused
         opt.step()
     assert lanes == [1, 2]
+
+
+@pytest.mark.parametrize("name, options", [("Adam", {}), ("NAdam", {}),
+                                           ("Adagrad", {"lr_decay": 0.1})])
+def test_parameters_with_other_step_scalars_get_their_own_kernel_arguments(name, options):
+    """Parameters of one group share one ``fused_kernel`` answer in a step only where their
+    scalars are equal: a parameter whose step count differs (its bias corrections differ)
+    is updated as on its own, bit for bit the NumPy path."""
+    rng = np.random.default_rng(5)
+    start = [rng.standard_normal(n).astype(np.float32) for n in (300, 70, 301)]
+    grads = [rng.standard_normal(n).astype(np.float32) for n in (300, 70, 301)]
+    results = []
+    for fused in (True, False):
+        params = [nn.Parameter(a.copy()) for a in start]
+        opt = getattr(optim, name)(params, lr=0.1, **options)
+        opt.threads, opt.fused = 1, fused
+        for step in range(3):
+            for p, g in zip(params, grads, strict=True):
+                p.grad[...] = g * (step + 1)
+            opt.step()
+            if step == 0:
+                opt.state[params[1]]["step"] += 4  # its scalars now differ from the others'
+        results.append([p.data.copy() for p in params])
+    for fused, plain in zip(*results, strict=True):
+        np.testing.assert_array_equal(fused, plain)
+
+
+def test_setting_ermlab_fused_between_steps_takes_effect(monkeypatch):
+    """``ERMLAB_FUSED`` is read at each step: set between steps, it turns the kernels off
+    and on again."""
+    from ermlab.optim import _kernels
+
+    calls = []
+    real = _kernels.adam
+    monkeypatch.setattr(_kernels, "adam", lambda *a: calls.append(1) or real(*a))
+    param = nn.Parameter(np.ones(1000, np.float32))
+    opt = optim.Adam([param], lr=0.1, threads=1)
+    for value, expected in (("1", 1), ("0", 1), ("1", 2)):
+        monkeypatch.setenv("ERMLAB_FUSED", value)
+        param.grad[...] = 1.0
+        opt.step()
+        assert len(calls) == expected, (value, calls)

@@ -93,9 +93,9 @@ same order, rounded the same way (the ``?axpy`` ends as one fused multiply-add),
 so the results are bitwise those of the NumPy path (``tests/optim/test_kernels.py``)
 and torch-equality holds as before. The kernels release the GIL and run in the
 lanes above, on this module's threads: Numba starts no thread pool of its own.
-``kernels(*arrays)`` decides per block: CuPy arrays, non-contiguous arrays, dtypes
-other than float32/float64, ``opt.fused = False`` or ``ERMLAB_FUSED=0`` take the
-NumPy path, which stays the reference.
+CuPy arrays, non-contiguous arrays, dtypes other than float32/float64 (``kernels``
+says which arrays the kernels take), ``opt.fused = False`` or ``ERMLAB_FUSED=0``
+take the NumPy path, which stays the reference.
 
 A subclass writes the rule in two parts: ``scalars(param, group, state)``,
 called once per parameter per step after ``state["step"]`` has been
@@ -103,7 +103,15 @@ incremented by the base (bias corrections, schedules, lazily created state
 arrays), and ``update_block(block, group, scalars)``, the array rule on a
 ``Block`` (``block.data``, ``block.grad``, ``block.state[name]`` and
 ``block.scratch(k)`` are the block's parts of the parameter, its gradient, its
-state arrays and its k-th scratch buffer).
+state arrays and its k-th scratch buffer). A rule with a fused kernel
+(``fused_rule``) also writes ``fused_kernel(kernels, group, scalars, dtype)``,
+the kernel and its scalar arguments cast to the dtype, and ``fused_arrays(arrays,
+group)``, its array arguments from a block's flat views by name. The step asks the
+first once per parameter (once per group where the parameters' scalars are equal)
+and keeps each block's flat views as long as the layout, so the Python around a
+block's kernel is one call: over the 784-512-256-10 MLP's six tensors (AMD Zen 5,
+1 thread, paired runs of the old and new step) SGD went from 73 to 61 µs a step
+(its kernels alone: 44), Adam from 133 to 118, NAdam from 162 to 128.
 """
 
 from __future__ import annotations
@@ -405,7 +413,7 @@ class InPlaceOptimizer(Optimizer):
             work = sum(task[0].data.size * (1 if call else self.passes(task[1]))
                        for task, call in zip(tasks, calls, strict=True))
             threads = max(1, min(threads, work // max(1, self.lane_work)))
-        layout = self._layout(tasks, threads, arrays, kernels is not None)
+        layout = self._layout(tasks, threads, arrays)
         lanes = [[(block, tasks[i][1], tasks[i][3], tasks[i][4], calls[i]) for i, block in lane]
                  for lane in layout]
         # The calling thread runs its lane from its largest block down: its first kernel
@@ -451,13 +459,13 @@ class InPlaceOptimizer(Optimizer):
             cached = self._cached_fits = (arrays, fits, _held(tasks))
         return cached[1]
 
-    def _layout(self, tasks: list[tuple], threads: int, arrays: tuple[int, ...] | None = None,
-                kernels: bool = True) -> list[list[tuple[int, Block]]]:
+    def _layout(self, tasks: list[tuple], threads: int,
+                arrays: tuple[int, ...] | None = None) -> list[list[tuple[int, Block]]]:
         """Blocks of the tasks' parameters in ``threads`` lanes, reused while the parameters'
         arrays and state arrays stay the same objects (``arrays``, their ``_identity``; the
-        cache holds them, so their ids are not reused while it is kept), and while
-        ``fused`` and ``kernels`` (whether the fused kernels may run: ``ERMLAB_FUSED``)
-        stay the same, since each block keeps its ``Block.kernel_arrays`` answer.
+        cache holds them, so their ids are not reused while it is kept, and each block's
+        ``Block.kernel_arrays`` stay its arrays' views). Whether the kernels run
+        (``fused``, ``ERMLAB_FUSED``) is asked at each step, not kept here.
 
         The parameters, laid end to end from the smallest (so that the calling thread
         does the small ones, whose ufuncs hold the GIL), are cut into lanes of about
@@ -466,7 +474,7 @@ class InPlaceOptimizer(Optimizer):
         and every ``block_bytes`` per array; small ones, and those that are not
         C-contiguous NumPy arrays, stay whole.
         """
-        key = (threads, self.block_bytes, self.min_parallel, self.fused, kernels,
+        key = (threads, self.block_bytes, self.min_parallel,
                _identity(tasks) if arrays is None else arrays)
         cached = self._cached_layout
         if cached is not None and cached[0] == key:

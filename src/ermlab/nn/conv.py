@@ -1211,9 +1211,12 @@ WORK_ALIGN = 64  # bytes: a cache line, and one AVX-512 vector
 def _aligned_zeros(xp: Any, size: int, dtype: Any) -> Any:
     """``xp.zeros(size, dtype)`` starting on a ``WORK_ALIGN``-byte boundary. NumPy aligns to
     16 bytes; the direct kernels' accumulator rows and padded samples, read and written
-    as 64-byte vectors, then cross cache lines. Measured (1 thread, batch 128, forward,
-    best of 9, AMD Zen 5): 16→16 on 32×32 4.43 → 4.17 ms, 32→32 on 16×16 5.01 → 4.74,
-    LeNet-5's C3 1.01 → 0.92. CuPy's allocations are aligned already."""
+    as 64-byte vectors, then cross cache lines. Measured (AMD Zen 5): the direct forward
+    alone, 1 thread, batch 128, best of 9, unaligned → aligned in one process, 16→16 on
+    32×32 4.43 → 4.17 ms, 32→32 on 16×16 5.01 → 4.74, LeNet-5's C3 1.01 → 0.92 (such
+    single-kernel times move by ~10 % from one process to the next); ResNet-20 steps at
+    2 threads, trees alternating in 10 process pairs, 9 faster, median of the last 6 pairs
+    150.0 → 144.9 ms. CuPy's allocations are aligned already."""
     if xp.__name__ != "numpy":
         return xp.zeros(size, dtype=dtype)
     itemsize = xp.dtype(dtype).itemsize

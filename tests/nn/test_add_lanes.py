@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from ermlab import nn
-from ermlab.nn import merge
+from ermlab.nn import activations, merge
 
 
 @pytest.mark.parametrize("count", [2, 3])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_lanes_sum_bit_for_bit(count, threads, monkeypatch):
-    monkeypatch.setattr(merge, "LANE_MIN_BYTES", 64)  # lanes for a small array
+    monkeypatch.setattr(activations, "LANE_MIN_BYTES", 64)  # lanes for a small array
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((5, 3, 7, 11)).astype(np.float32) for _ in range(count)]
     add = nn.Add()
@@ -38,7 +38,7 @@ def test_non_contiguous_and_mixed_dtypes_take_numpys_path():
 def test_a_graph_sums_the_gradients_of_a_shared_value_in_lanes(monkeypatch):
     """x feeds two boxes: its gradient is the sum of theirs (``merge.sum_of``, in lanes),
     bit for bit NumPy's sum of the two."""
-    monkeypatch.setattr(merge, "LANE_MIN_BYTES", 64)
+    monkeypatch.setattr(activations, "LANE_MIN_BYTES", 64)
     monkeypatch.setenv("ERMLAB_NUM_THREADS", "3")
     rng = np.random.default_rng(2)
     graph = nn.Graph(inputs=["x"])

@@ -88,6 +88,9 @@ def test_fused_kernel_is_the_numpy_path_bit_for_bit(name, options, dtype):
     plain, plain_opt = run(name, options, dtype, False)
     assert fused_opt.kernels(fused[0].data) is not None  # the kernels really ran
     assert plain_opt.kernels(plain[0].data) is None
+    # ... in the step itself: each of its blocks holds the flat views its kernel took
+    assert all(type(block.flats) is dict for block in blocks(fused_opt))
+    assert not any(type(block.flats) is dict for block in blocks(plain_opt))
     for p, q in zip(fused, plain):
         np.testing.assert_array_equal(p.data, q.data, err_msg=f"{name}{options} θ")
         for key, value in plain_opt.state[q].items():
@@ -96,6 +99,11 @@ def test_fused_kernel_is_the_numpy_path_bit_for_bit(name, options, dtype):
                                               err_msg=f"{name}{options} {key}")
     start = np.random.default_rng(0).standard_normal(SHAPES[0]).astype(dtype)
     assert np.nanmax(np.abs(fused[0].data - start)) > 1e-3  # the comparison saw real updates
+
+
+def blocks(opt):
+    """The blocks of the optimizer's last step (its cached layout)."""
+    return [block for lane in opt._cached_layout[1] for _, block in lane]
 
 
 def test_kernels_need_contiguous_numpy_arrays_of_one_float_dtype():

@@ -157,7 +157,7 @@ class ReLU(Module):
             y = array_module(x).maximum(x, zeros_like(x), out=x if self.inplace else None)
         else:
             y = x if self.inplace else numpy.empty_like(x)
-            self._run(kernels.forward, x.reshape(-1), y.reshape(-1))
+            in_element_lanes(kernels.forward, self.threads, x.reshape(-1), y.reshape(-1))
         if self.training:
             self._y = y
         return y
@@ -166,12 +166,6 @@ class ReLU(Module):
         return rectified_gradient(grad_out, self._cached("_y"), self.threads,
                                   out=grad_out if self.inplace else None)
 
-    def _run(self, kernel: Any, *flat: Any) -> None:
-        """``kernel(*flat, lo, hi)`` over lanes of elements (``ermlab.threads``), each of
-        at least ``LANE_MIN_BYTES`` of the first array."""
-        run_ranges(_fused.lanes(flat[0].size, flat[0].nbytes, self.threads, LANE_MIN_BYTES),
-                   kernel, *flat)
-
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
 
@@ -179,6 +173,14 @@ class ReLU(Module):
 # The forward-cache site of a ReLU that the box before it applied (``Module.forward_relu``),
 # in ``Sequential`` and ``Graph``: it has no cache and no bprop of its own.
 ABSORBED = ("absorbed",)
+
+
+def in_element_lanes(kernel: Any, threads: int | None, first: Any, *rest: Any) -> None:
+    """``kernel(first, *rest, lo, hi)`` over lanes of elements (``ermlab.threads``; threads
+    None: ``ERMLAB_NUM_THREADS`` or the CPU count), each of at least ``LANE_MIN_BYTES`` of
+    ``first``: the ReLU's, ``Add``'s and ``sum_of``'s elementwise kernels."""
+    run_ranges(_fused.lanes(first.size, first.nbytes, threads, LANE_MIN_BYTES), kernel,
+               first, *rest)
 
 
 def rectified_gradient(grad_out: Any, y: Any, threads: int | None = None,
@@ -191,8 +193,8 @@ def rectified_gradient(grad_out: Any, y: Any, threads: int | None = None,
     if kernels is None or grad_out.shape != y.shape:
         return array_module(y).multiply(grad_out, y > 0, out=out)
     grad = numpy.empty_like(grad_out) if out is None else out
-    run_ranges(_fused.lanes(y.size, y.nbytes, threads, LANE_MIN_BYTES), kernels.backward,
-               grad_out.reshape(-1), y.reshape(-1), grad.reshape(-1))
+    in_element_lanes(kernels.backward, threads, grad_out.reshape(-1), y.reshape(-1),
+                     grad.reshape(-1))
     return grad
 
 

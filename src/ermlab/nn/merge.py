@@ -8,9 +8,8 @@ import numpy
 
 from ermlab.backend import array_module
 from ermlab.nn import _fused
-from ermlab.nn.activations import LANE_MIN_BYTES, rectified_gradient
+from ermlab.nn.activations import in_element_lanes, rectified_gradient
 from ermlab.nn.module import Module
-from ermlab.threads import run_ranges
 
 
 class Add(Module):
@@ -47,7 +46,7 @@ class Add(Module):
             return None
         y = numpy.empty_like(inputs[0])
         flat = [x.reshape(-1) for x in (*inputs, y)]
-        run_ranges(self._lanes(y), kernels.add_forward, *flat)
+        in_element_lanes(kernels.add_forward, self.threads, *flat)
         if self.training:
             self._count, self._y = 2, y
         return y
@@ -59,9 +58,6 @@ class Add(Module):
         if y is not False:  # the ReLU's bprop (forward_relu)
             grad_out = rectified_gradient(grad_out, y, self.threads)
         return (grad_out,) * count
-
-    def _lanes(self, y: Any) -> list[tuple[int, int]]:
-        return _fused.lanes(y.size, y.nbytes, self.threads, LANE_MIN_BYTES)
 
     @staticmethod
     def _check(inputs: tuple) -> None:
@@ -82,9 +78,7 @@ def sum_of(inputs: Any, threads: int | None = None) -> Any:
     if all(type(x) is numpy.ndarray and x.dtype == first.dtype and x.shape == first.shape
            and x.flags.c_contiguous for x in inputs):
         total = numpy.empty_like(first)
-        flat = [x.reshape(-1) for x in inputs]
-        run_ranges(_fused.lanes(first.size, first.nbytes, threads, LANE_MIN_BYTES),
-                   _add, total.reshape(-1), flat)
+        in_element_lanes(_add, threads, total.reshape(-1), [x.reshape(-1) for x in inputs])
         return total
     total = inputs[0] + inputs[1]
     for x in inputs[2:]:

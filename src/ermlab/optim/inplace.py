@@ -144,9 +144,15 @@ AXPY_RUN = 32  # OpenBLAS ?axpy's vector run (see ``axpy_``)
 def _splittable(param: Parameter, state: dict[str, Any]) -> bool:
     """Whether the parameter, its gradient and state arrays are C-contiguous NumPy arrays
     of one shape."""
-    arrays = [param.data, param.grad] + [v for v in state.values() if _shaped_like(v, param)]
-    return all(isinstance(a, numpy.ndarray) and a.flags.c_contiguous
-               and a.shape == param.data.shape for a in arrays)
+    return _contiguous_alike(
+        [param.data, param.grad] + [v for v in state.values() if _shaped_like(v, param)])
+
+
+def _contiguous_alike(arrays: Any) -> bool:
+    """Whether ``arrays`` are C-contiguous NumPy arrays (not CuPy) of the first's shape."""
+    shape = arrays[0].shape
+    return all(isinstance(a, numpy.ndarray) and a.shape == shape and a.flags.c_contiguous
+               for a in arrays)
 
 
 def subnormal_threshold(dtype: Any, below: float | None = None) -> float:
@@ -237,14 +243,9 @@ def _held(tasks: list[tuple]) -> list[tuple]:
 def _kernel_arrays(arrays: tuple) -> bool:
     """Whether the fused kernels can run on ``arrays``: C-contiguous float32/float64 NumPy
     arrays (not CuPy) of one shape and dtype."""
-    first = arrays[0]
-    if first.dtype not in _BLAS_AXPY:
-        return False
-    for array in arrays:
-        if (type(array) is not numpy.ndarray or array.dtype != first.dtype
-                or array.shape != first.shape or not array.flags.c_contiguous):
-            return False
-    return True
+    dtype = arrays[0].dtype
+    return (dtype in _BLAS_AXPY and _contiguous_alike(arrays)
+            and all(type(a) is numpy.ndarray and a.dtype == dtype for a in arrays))
 
 
 def _shaped_like(value: Any, param: Any) -> bool:
@@ -424,12 +425,13 @@ class InPlaceOptimizer(Optimizer):
         # over the 784-512-256-10 MLP's 0.5M parameters in two lanes, 2-vCPU VM: 1.96 ms
         # a step, 0.53 ms this way; one lane 0.57–0.63).
         runs = [lanes[0][::-1]] + [lane for lane in lanes[1:] if lane]
-        if len(runs) == 1 and all(calls):  # one lane of kernels: no pool, no BLAS to hold
+        kernels_only = all(calls)
+        if len(runs) == 1 and kernels_only:  # one lane of kernels: no pool, no BLAS to hold
             self._run_lane(runs[0])
             return
         # BLAS on one thread where the NumPy path runs (its ?axpy; one lane too: see the
         # module docstring); the fused kernels run no BLAS.
-        with contextlib.nullcontext() if all(calls) else _BlasOneThread():
+        with contextlib.nullcontext() if kernels_only else _BlasOneThread():
             run_lanes([partial(self._run_lane, run) for run in runs], blas=False)
 
     def _fused_call(self, kernels: Any, task: tuple) -> tuple | None:

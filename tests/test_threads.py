@@ -94,6 +94,21 @@ def test_lanes_run_whether_workers_wait_awake_or_asleep(spin_seconds, monkeypatc
         assert len({ident for _, ident in results}) == 3
 
 
+def test_lanes_that_wait_asleep_never_ask_for_the_spin_loop(monkeypatch):
+    """``awake=False`` (long lanes): neither the caller nor a worker waits awake, before or
+    after its lane, so Numba's spin loop is never asked for; the lanes still run at once."""
+    asked = []
+    monkeypatch.setattr(threads, "_spinner", lambda: asked.append(1))
+    barrier = threading.Barrier(3, timeout=10)
+    for _ in range(3):
+        results = within(10, lambda: threads.run_lanes(
+            [lambda k=k: (barrier.wait(), k)[1] for k in range(3)], awake=False))
+        assert results == [0, 1, 2]
+    assert asked == []
+    assert within(10, lambda: threads.run_lanes([lambda: 0, lambda: 1])) == [0, 1]
+    assert asked, "lanes that may wait awake ask for the spin loop"
+
+
 def within(seconds, call):
     """call() from a daemon thread: its result, or a failure (not a hung test) after
     ``seconds``."""

@@ -153,13 +153,17 @@ def sample_lanes(n: int, threads: int, worth: float) -> list[tuple[int, int]]:
     return [(n * k // lanes, n * (k + 1) // lanes) for k in range(lanes)]
 
 
-def run_lanes(calls: Sequence[Callable[[], Any]], blas: bool = True) -> list[Any]:
+def run_lanes(calls: Sequence[Callable[[], Any]], blas: bool = True,
+              awake: bool = True) -> list[Any]:
     """Run ``calls[0]`` in the calling thread and the others on the pool's workers, with
     BLAS on one thread; return their results in order (the first exception raised is
     re-raised once all have finished). A worker's call, or one made while another
     thread has the pool, runs its lanes one after another in the calling thread.
     ``blas=False``: the calls run no BLAS (compiled kernels, elementwise NumPy), so BLAS's
-    thread count is left alone (setting it and restoring it costs ~5–10 µs a region)."""
+    thread count is left alone (setting it and restoring it costs ~5–10 µs a region).
+    ``awake=False``: the lanes are long (milliseconds each), so neither side waits awake
+    for the other: no spinning, and Numba's spin loop is not loaded for them (a fresh
+    process's data preparation, ``Moments.of``, would pay ~0.35 s for its import)."""
     if len(calls) == 1 or in_worker():
         return [call() for call in calls]
     pool = _workers(len(calls) - 1)
@@ -169,11 +173,11 @@ def run_lanes(calls: Sequence[Callable[[], Any]], blas: bool = True) -> list[Any
         with BlasOneThread() if blas else contextlib.nullcontext():
             used = pool.workers[:len(calls) - 1]
             for worker, call in zip(used, calls[1:], strict=True):
-                worker.post(call)
+                worker.post(call, awake)
             try:
                 first = calls[0]()
             finally:
-                outcomes = [worker.finish() for worker in used]
+                outcomes = [worker.finish(awake) for worker in used]
     finally:
         pool.lock.release()
     for _, error in outcomes:
@@ -183,10 +187,11 @@ def run_lanes(calls: Sequence[Callable[[], Any]], blas: bool = True) -> list[Any
 
 
 def run_ranges(ranges: Sequence[tuple[int, int]], work: Callable[..., Any], *args: Any,
-               blas: bool = False) -> list:
+               blas: bool = False, awake: bool = True) -> list:
     """``work(*args, lo, hi)`` for each range [lo, hi), one lane each (``run_lanes``); by
     default ``work`` runs no BLAS (the layers' compiled kernels): ``blas=True`` if it does."""
-    return run_lanes([lambda lo=lo, hi=hi: work(*args, lo, hi) for lo, hi in ranges], blas)
+    return run_lanes([lambda lo=lo, hi=hi: work(*args, lo, hi) for lo, hi in ranges], blas,
+                     awake)
 
 
 class BlasOneThread:
@@ -301,23 +306,26 @@ class _Worker:
         self.posted, self.done = _Signal(), _Signal()
         self.generation = 0
         self.call: Callable[[], Any] | None = None
+        self.awake = True  # whether the call posted may be waited for awake (``run_lanes``)
         self.outcome: tuple[Any, BaseException | None] = (None, None)
         self.thread = threading.Thread(target=self._loop, name=f"{POOL_PREFIX}-{index}",
                                        daemon=True)
         self.thread.start()
 
-    def post(self, call: Callable[[], Any] | None) -> None:
+    def post(self, call: Callable[[], Any] | None, awake: bool = True) -> None:
         self.generation += 1
-        self.call = call
+        self.call, self.awake = call, awake
         self.posted.set(self.generation)
 
-    def finish(self) -> tuple[Any, BaseException | None]:
-        self.done.wait(self.generation)
+    def finish(self, awake: bool = True) -> tuple[Any, BaseException | None]:
+        self.done.wait(self.generation, awake)
         outcome, self.outcome = self.outcome, (None, None)
         return outcome
 
     def _loop(self) -> None:
-        generation, awake, finished = 0, True, None
+        # The first wait sleeps: a new worker has not been posted to yet, and the lanes that
+        # started the pool may be long ones that wait asleep (``run_lanes(awake=False)``).
+        generation, awake, finished = 0, False, None
         while True:
             generation += 1
             idle = time.perf_counter()
@@ -327,7 +335,7 @@ class _Worker:
             # Wait awake next time only if this wait was short enough for it to pay: where
             # lanes come far apart (an MLP's optimizer step, once per step), a spinning
             # worker would only take a core from BLAS's own threads.
-            awake = time.perf_counter() - idle < SPIN_SECONDS
+            awake = time.perf_counter() - idle < SPIN_SECONDS and self.awake
             call, self.call = self.call, None
             if call is None:  # stop (at exit)
                 self.done.set(generation)

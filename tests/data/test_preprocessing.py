@@ -1,12 +1,15 @@
 """Preprocessing fitted on the training split only, checked against statistics written out here."""
 
 import json
+import subprocess
+import sys
 
 import numpy
 import pytest
 
 from ermlab.data import preprocessing
 from ermlab.data.preprocessing import ChannelMean, Flatten, MeanImage, Pipeline, Standardize
+from ermlab.data.rows import Rows
 
 
 @pytest.fixture
@@ -132,6 +135,53 @@ def test_moments_equal_the_two_pass_float64_formulas(small_blocks):
                                       rtol=1e-14)
         numpy.testing.assert_allclose(pooled.variance,
                                       x.var(axis=data_axes, dtype=numpy.float64), rtol=1e-9)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # NaN data: no warning, see ``finite``
+@pytest.mark.parametrize("threads", [2, 3])
+def test_moments_in_lanes_are_the_one_thread_result_bit_for_bit(threads, small_blocks,
+                                                                monkeypatch):
+    """Blocks are summarized in lanes and merged in their order: the same bits at any number
+    of threads, over several rounds (a short last one), for an array and for ``Rows``."""
+    monkeypatch.setattr(preprocessing, "ROUND_BLOCKS", 3)
+    lanes = []
+    run_ranges = preprocessing.run_ranges
+    monkeypatch.setattr(preprocessing, "run_ranges",
+                        lambda ranges, *a, **k: lanes.append(len(ranges)) or run_ranges(
+                            ranges, *a, **k))
+    x = far_from_zero()
+    x[5, 1, 2, 3] = numpy.nan
+    x[7, 0, 1, 1], x[31, 0, 1, 1] = numpy.inf, -numpy.inf  # in other blocks: ∞ − ∞ merged
+    for data in (x, Rows(x, numpy.arange(1, len(x), 2))):
+        for mean, variance in ((False, False), (True, False), (True, True)):
+            one = preprocessing.Moments.of(data, mean, variance, threads=1)
+            lanes.clear()
+            many = preprocessing.Moments.of(data, mean, variance, threads=threads)
+            assert max(lanes) == threads and len(lanes) > 2
+            assert many.count == one.count == len(data)
+            for name in ("minimum", "maximum", "mean", "m2"):
+                if getattr(one, name) is None:
+                    assert getattr(many, name) is None
+                else:
+                    numpy.testing.assert_array_equal(getattr(many, name), getattr(one, name))
+
+
+def test_moments_in_lanes_leave_numba_unloaded():
+    """A fresh process's statistics run in lanes that wait for each other asleep: Numba's
+    spin loop, whose import costs a third of a second, is not loaded for them."""
+    code = ("import sys, numpy\n"
+            "from ermlab import threads\n"
+            "from ermlab.data import preprocessing, rows\n"
+            "rows.CHUNK_BYTES = 4096\n"
+            "x = numpy.random.default_rng(0).random((2000, 64), dtype=numpy.float32)\n"
+            "m = preprocessing.Moments.of(x, variance=True, threads=2)\n"
+            "assert len(threads._pool.workers) == 1, 'no lanes ran'\n"
+            "assert numpy.allclose(m.variance, x.var(axis=0, dtype=numpy.float64))\n"
+            "print('numba' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False"]
 
 
 @pytest.mark.parametrize("per", ["feature", "channel", "global"])

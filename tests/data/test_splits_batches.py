@@ -8,6 +8,7 @@ from ermlab.data import (
     curriculum_batches,
     curriculum_order,
     kfold_indices,
+    splits,
     train_val_test_split,
     train_validation_split,
 )
@@ -49,6 +50,67 @@ def test_split_errors():
     with pytest.raises(ValueError, match="pass stratify=False"):
         train_val_test_split([0, 0, 0, 1], validation=0.25)
     assert len(train_val_test_split([0, 0, 0, 1], 0.25, stratify=False).validation) == 1
+
+
+def labels(kind):
+    rng = numpy.random.default_rng(3)
+    return {"proportions": Y,
+            "random": rng.integers(0, 10, 10007),
+            "ties": numpy.repeat([5, 1, 9], 7),  # equal remainders: ties drawn at random
+            "sparse": rng.choice(numpy.array([3, 7, 100], numpy.uint8), 503, p=[.6, .3, .1]),
+            "pairs": numpy.repeat(numpy.arange(30), 2),
+            "bool": rng.random(401) < 0.3,
+            "many": rng.integers(0, 400, 20000)}[kind]
+
+
+@pytest.mark.parametrize("kind", ["proportions", "random", "ties", "sparse", "pairs", "bool",
+                                  "many"])
+def test_stratified_split_is_scikit_learns_part_for_part(kind):
+    """The split drawn here is ``train_test_split``'s (the oracle), in order, and the
+    two-stage split (test, then validation from the rest) is too; where it cannot
+    stratify, neither can this one."""
+    from sklearn.model_selection import train_test_split
+
+    y = labels(kind)
+    n, compared = len(y), 0
+    for seed, (validation, test) in zip(range(7), [(0.1, 0.2), (0.25, 0.0), (0.0, 0.3),
+                                                  (0.5, 0.1), (0.05, 0.05), (0.3, 0.3),
+                                                  (0.5, 0.0)]):
+        n_val, n_test = int(round(validation * n)), int(round(test * n))
+        count = n_val or n_test
+        try:
+            expected = train_test_split(numpy.arange(n), test_size=count, random_state=seed,
+                                        stratify=y)
+        except ValueError:
+            with pytest.raises(ValueError):
+                splits.stratified_shuffle_split(y, count, seed)
+            continue
+        for got, want in zip(splits.stratified_shuffle_split(y, count, seed), expected,
+                             strict=True):
+            numpy.testing.assert_array_equal(got, want)
+        try:
+            rest, parts = numpy.arange(n), {}
+            for what, size in (("test", n_test), ("validation", n_val)):
+                parts[what] = numpy.arange(0)
+                if size:
+                    rest, parts[what] = train_test_split(rest, test_size=size,
+                                                         random_state=seed, stratify=y[rest])
+        except ValueError:
+            with pytest.raises(ValueError, match="cannot stratify"):
+                train_val_test_split(y, n_val, n_test, seed)
+            continue
+        split = train_val_test_split(y, n_val, n_test, seed)
+        for got, want in zip(split, (rest, parts["validation"], parts["test"]), strict=True):
+            numpy.testing.assert_array_equal(got, numpy.sort(want))
+        compared += 1
+    assert compared >= 1
+
+
+def test_stratified_split_names_what_cannot_be_stratified():
+    with pytest.raises(ValueError, match=r"class 4 has only 1 example.*pass stratify=False"):
+        train_val_test_split([0, 0, 4, 0, 1, 1], validation=2)
+    with pytest.raises(ValueError, match=r"2 examples cannot hold one of each of 3 classes"):
+        train_val_test_split(numpy.repeat([0, 1, 2], 5), validation=2)
 
 
 def test_stratified_kfold_validates_every_example_once():

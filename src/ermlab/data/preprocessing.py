@@ -36,7 +36,8 @@ from typing import Any
 import numpy
 
 from ermlab.backend import array_module, to_numpy
-from ermlab.data.rows import Rows, row_chunks
+from ermlab.data.rows import Rows, block_ranges
+from ermlab.threads import check_threads, default_threads, run_ranges, sample_lanes
 
 
 @dataclass
@@ -63,28 +64,41 @@ class Moments:
     m2: Any = None
 
     @classmethod
-    def of(cls, x: Any, mean: bool = True, variance: bool = False) -> Moments:
+    def of(cls, x: Any, mean: bool = True, variance: bool = False,
+           threads: int | None = None) -> Moments:
         """The statistics of ``x`` (array, memory map or ``Rows``), read one block at a time:
-        minimum and maximum always, the mean when ``mean``, m2 when ``variance``."""
+        minimum and maximum always, the mean when ``mean``, m2 when ``variance``.
+
+        The blocks are read and summarized in lanes (``ermlab.threads``; ``threads``
+        defaults to ``default_threads()``), since NumPy lets go of the GIL in its gathers,
+        casts and reductions and the first read of a memory map is page faults, then
+        merged one by one in their order: the result is the same, bit for bit, at any
+        number of threads. Lanes take ``ROUND_BLOCKS`` blocks each per round, so a few
+        summaries wait for their merge at a time, and wait for each other asleep (a
+        lane takes milliseconds).
+        """
         moments = cls(0, numpy.dtype(x.dtype))
-        with numpy.errstate(invalid="ignore", over="ignore"):  # NaN/inf data: see ``finite``
-            for chunk in row_chunks(x):
-                moments._add(chunk, mean, variance)
+        ranges = block_ranges(x)
+        lanes = check_threads(threads, "Moments.of") or default_threads()
+        lanes = lanes if _on_host(x) else 1
+        per_round = lanes * ROUND_BLOCKS
+        for first in range(0, len(ranges), per_round):
+            part = ranges[first:first + per_round]
+            summaries = run_ranges(sample_lanes(len(part), lanes, len(part)), _summaries, x,
+                                   part, mean, variance, awake=False)
+            with numpy.errstate(invalid="ignore", over="ignore"):  # NaN/inf: see ``finite``
+                for summary in (each for lane in summaries for each in lane):
+                    moments._add(*summary)
         return moments
 
-    def _add(self, chunk: Any, mean: bool, variance: bool) -> None:
-        xp, k = array_module(chunk), len(chunk)
-        low, high = chunk.min(axis=0), chunk.max(axis=0)
+    def _add(self, k: int, low: Any, high: Any, mean: Any, m2: Any) -> None:
+        """Merge one block's summary (``_summary``) into these statistics."""
         if self.count:
+            xp = array_module(low)
             low, high = xp.minimum(self.minimum, low), xp.maximum(self.maximum, high)
         self.minimum, self.maximum = low, high
-        if variance:  # the block's own two-pass m2, on one float64 copy of the block
-            centred = chunk.astype(xp.float64)
-            chunk_mean = centred.sum(axis=0) / k
-            centred -= chunk_mean
-            self._merge(k, chunk_mean, xp.einsum("i...,i...->...", centred, centred))
-        elif mean:
-            self._merge(k, chunk.sum(axis=0, dtype=xp.float64) / k, None)
+        if mean is not None:
+            self._merge(k, mean, m2)
         self.count += k
 
     def _merge(self, k: int, mean: Any, m2: Any) -> None:
@@ -132,6 +146,47 @@ class Moments:
             return True
         xp = array_module(self.minimum)
         return bool(xp.isfinite(self.minimum).all() and xp.isfinite(self.maximum).all())
+
+
+ROUND_BLOCKS = 8  # blocks per lane per round of ``Moments.of``
+
+
+def _summary(chunk: Any, mean: bool, variance: bool, work: Any = None) -> tuple[Any, ...]:
+    """One block's count, minimum, maximum and, when asked for, mean and own two-pass m2
+    (computed on a float64 copy of the block, in ``work`` when given: a float64 array of
+    at least the block's size)."""
+    xp, k = array_module(chunk), len(chunk)
+    low, high = chunk.min(axis=0), chunk.max(axis=0)
+    if variance:
+        if work is None:
+            centred = chunk.astype(xp.float64)
+        else:
+            centred = work[:chunk.size].reshape(chunk.shape)
+            centred[...] = chunk
+        chunk_mean = centred.sum(axis=0) / k
+        centred -= chunk_mean
+        return k, low, high, chunk_mean, xp.einsum("i...,i...->...", centred, centred)
+    if mean:
+        return k, low, high, chunk.sum(axis=0, dtype=xp.float64) / k, None
+    return k, low, high, None, None
+
+
+def _summaries(x: Any, ranges: list[tuple[int, int]], mean: bool, variance: bool,
+               lo: int, hi: int) -> list[tuple[Any, ...]]:
+    """``_summary`` of the blocks ``ranges[lo:hi]`` of ``x``, read here (one lane's part)."""
+    work = None
+    if variance and hi > lo:
+        rows = max(stop - start for start, stop in ranges[lo:hi])
+        work = numpy.empty(rows * int(numpy.prod(x.shape[1:])), numpy.float64)
+    with numpy.errstate(invalid="ignore", over="ignore"):  # NaN/inf data: see ``finite``
+        return [_summary(x[start:stop], mean, variance, work) for start, stop in ranges[lo:hi]]
+
+
+def _on_host(x: Any) -> bool:
+    """Whether ``x`` (or the array under its ``Rows``) is a NumPy array, not a CuPy one."""
+    while isinstance(x, Rows):
+        x = x.source
+    return array_module(x) is numpy
 
 
 class Transform:

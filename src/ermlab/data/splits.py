@@ -12,7 +12,7 @@ A stratified split of integer labels is drawn here, not by scikit-learn
 ``StratifiedShuffleSplit``, so the same examples land in each part, but each
 part gathered with array operations. scikit-learn builds each part as a Python
 list of indices, 0.17 s per split of a million labels, twice in ``ermlab
-train`` on a file without a test set; ~0.04 s here. The tests hold the two
+train`` on a file without a test set; 0.06 s here. The tests hold the two
 equal, part for part.
 """
 

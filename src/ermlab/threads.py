@@ -13,7 +13,10 @@ places do it, on this one pool:
   Winograd kernels (``ermlab.nn.conv``; a Winograd lane is one compiled call,
   its GEMMs included, through SciPy's BLAS held to one thread);
 * ``ReLU``, ``BatchNorm2d``, the pooling layers and ``Add`` cut their arrays into
-  lanes of elements or channels.
+  lanes of elements or channels;
+* the data preparation's statistics (``ermlab.data.preprocessing.Moments``) read and
+  summarize blocks of rows in lanes, which wait for each other asleep
+  (``run_lanes(..., awake=False)``).
 
 While lanes run, the BLAS libraries run on one thread (``BlasOneThread``,
 restored after): the lanes are the threads, and OpenBLAS would otherwise share

@@ -57,6 +57,30 @@ threads stays on one lane: two lanes measured 57–66 µs against one lane's 58�
 torch's 39–41 (the worker needs the GIL for its own Python, and waits for it while the
 calling thread prepares its lane).
 
+Steps back to back find their arrays in the caches (this machine's L3 holds them
+all). In training, a forward and a backward pass come between two steps, and there
+(``--gap 1``: 1 ms of busy waiting, touching no memory, before each step; the
+bound's copies likewise) the arrays had left the shared L3 more often than not: the
+same Adam kernels over the MLP took 100 µs back to back and 205 µs after a 1 ms
+pause of pure Python or a 1 ms sleep, 100 µs after 0.2 ms. Two runs of
+``--gap 1`` on the Zen 5 machine above, ratio ermlab/torch at 1 thread and at 2
+(×bound, of the bound measured with the same gap, in brackets):
+
+    optimizer          1 thread                    2 threads
+    SGD                0.97 (0.84), 0.92 (0.99)    1.18 (0.64), 1.27 (0.54)
+    SGD momentum       0.64 (0.83), 0.71 (0.88)    1.02 (1.08), 0.90 (0.75)
+    SGD nesterov       0.57, 0.48                  0.80, 0.71
+    Adam               0.25 (0.69), 0.27 (0.72)    0.40 (1.35), 0.43 (0.94)
+    NAdam              0.24 (0.88), 0.24 (0.67)    0.39 (1.59), 0.37 (0.83)
+    other rules        0.17–0.38                   0.30–0.61
+
+(the first run's 2-thread bound was 57–99 GB/s, the second's 42–59: the host's
+other tenants set what a core gets from memory). Two lanes instead of one, same
+gap, alternating: Adam 0.94, NAdam 0.80, Adagrad 0.96, SGD 1.19; back to back
+Adam 0.90, NAdam 0.82, SGD 1.04. But whole epochs of the MLP benchmark's Adam
+(``mlp_epoch.py``, 6 alternating rounds) took 1.018 s with two lanes against
+1.013 s with one, as the last machine measured (1.013×), so ``lane_work`` stays.
+
 Fused kernels (Intel Xeon @ 2.80GHz, 2 cores, OpenBLAS 0.3.31 SkylakeX,
 numba 0.68.1; shared machine, load average 3–4 during the run, 7 rounds).
 ms per step; ratio = ermlab/torch (wall, CPU); ×bound at the copy bandwidth
@@ -172,18 +196,29 @@ def torch_optimizer(torch, name, options, arrays, grads):
     return getattr(torch.optim, name)(tensors, foreach=True, **options)
 
 
-def timed_steps(step, steps: int) -> tuple[float, float]:
+GAP = 0.0  # seconds of other work between timed steps (--gap)
+
+
+def timed_steps(step, steps: int, gap: float | None = None) -> tuple[float, float]:
     """Median wall seconds of one ``step()`` over ``steps`` calls (after 3 untimed), and
-    process CPU seconds per step over them."""
+    process CPU seconds per step over them (``gap``, default ``GAP``, included: it is
+    spent busy in this process). Before each step the thread spins for ``gap`` seconds,
+    touching no memory, as a training step's forward and backward pass would take that
+    long: long enough for the step's arrays to leave the caches."""
+    gap = GAP if gap is None else gap
     for _ in range(3):
         step()
     times = []
     cpu = time.process_time()
     for _ in range(steps):
+        if gap:
+            busy = time.perf_counter() + gap
+            while time.perf_counter() < busy:
+                pass
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), (time.process_time() - cpu) / steps
+    return statistics.median(times), (time.process_time() - cpu) / steps - gap
 
 
 def copy_bandwidth(n_floats: int, threads: int, repeats: int) -> float:
@@ -212,7 +247,13 @@ def main() -> None:
     parser.add_argument("--numpy-path", action="store_true",
                         help="also time ermlab's NumPy path (opt.fused = False), 1 thread")
     parser.add_argument("--only", nargs="*", help="optimizer names to time (default: all)")
+    parser.add_argument("--gap", type=float, default=0.0, metavar="MS",
+                        help="milliseconds of busy waiting before each timed step (and each "
+                        "copy of the bound): the arrays leave the caches, as between the "
+                        "steps of a training run (default 0: steps back to back)")
     args = parser.parse_args()
+    global GAP
+    GAP = args.gap / 1e3
     try:
         import torch
     except ImportError:
@@ -230,7 +271,8 @@ def main() -> None:
         kernel = "NumPy ufuncs + BLAS ?axpy (no Numba, or ERMLAB_FUSED=0)"
     print(f"one step over {len(arrays)} float32 tensors, {total:,} parameters; ermlab: "
           f"{kernel}; torch {torch.__version__ if torch else '-'} foreach=True; median of "
-          f"{args.steps} steps per round, {args.rounds} rounds alternating in order")
+          f"{args.steps} steps per round, {args.rounds} rounds alternating in order"
+          + (f"; {args.gap:g} ms busy before each step" if args.gap else ""))
     print(f"BLAS: {blas_kernel()}")
     print(f"load average before: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
           f"(shared machine: noisy)")

@@ -169,3 +169,22 @@ def test_gradient_checks_on_device(xp):
     host, device = _both(xp, run)
     assert device == host
     assert all(error < 1e-6 for error, _ in device)
+
+
+def test_preprocessing_statistics_on_device(xp, monkeypatch):
+    """``Moments`` (min, max, mean, the two-pass m2 block by block) and a ``Standardize``
+    fitted on device arrays equal the NumPy run's, bit for bit."""
+    from ermlab.data.preprocessing import Moments, Standardize
+
+    monkeypatch.setattr("ermlab.data.rows.CHUNK_BYTES", 4 * 4 * 5)  # blocks of 5 rows
+    x = RNG.standard_normal((23, 4)).astype(numpy.float32) * 3 + 1
+
+    def run(put, _):
+        moments = Moments.of(put(x), variance=True, threads=2)
+        fitted = Standardize().fit(put(x))
+        assert type(moments.m2) is type(put(x)) and type(fitted.mean_) is type(put(x))
+        return [_host(a) for a in (moments.minimum, moments.maximum, moments.mean,
+                                   moments.m2, fitted.mean_, fitted.scale_)]
+
+    for host, device in zip(*_both(xp, run), strict=True):
+        numpy.testing.assert_array_equal(device, host)

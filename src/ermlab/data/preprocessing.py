@@ -151,18 +151,15 @@ class Moments:
 ROUND_BLOCKS = 8  # blocks per lane per round of ``Moments.of``
 
 
-def _summary(chunk: Any, mean: bool, variance: bool, work: Any = None) -> tuple[Any, ...]:
+def _summary(chunk: Any, mean: bool, variance: bool, work: Any) -> tuple[Any, ...]:
     """One block's count, minimum, maximum and, when asked for, mean and own two-pass m2
-    (computed on a float64 copy of the block, in ``work`` when given: a float64 array of
-    at least the block's size)."""
+    (on a float64 copy of the block in ``work``, a float64 array of its module of at
+    least the block's size)."""
     xp, k = array_module(chunk), len(chunk)
     low, high = chunk.min(axis=0), chunk.max(axis=0)
     if variance:
-        if work is None:
-            centred = chunk.astype(xp.float64)
-        else:
-            centred = work[:chunk.size].reshape(chunk.shape)
-            centred[...] = chunk
+        centred = work[:chunk.size].reshape(chunk.shape)
+        centred[...] = chunk
         chunk_mean = centred.sum(axis=0) / k
         centred -= chunk_mean
         return k, low, high, chunk_mean, xp.einsum("i...,i...->...", centred, centred)
@@ -173,13 +170,17 @@ def _summary(chunk: Any, mean: bool, variance: bool, work: Any = None) -> tuple[
 
 def _summaries(x: Any, ranges: list[tuple[int, int]], mean: bool, variance: bool,
                lo: int, hi: int) -> list[tuple[Any, ...]]:
-    """``_summary`` of the blocks ``ranges[lo:hi]`` of ``x``, read here (one lane's part)."""
-    work = None
-    if variance and hi > lo:
-        rows = max(stop - start for start, stop in ranges[lo:hi])
-        work = numpy.empty(rows * int(numpy.prod(x.shape[1:])), numpy.float64)
+    """``_summary`` of the blocks ``ranges[lo:hi]`` of ``x``, read here (one lane's part),
+    the float64 copies in one work array (the first block is the largest)."""
+    summaries, work = [], None
     with numpy.errstate(invalid="ignore", over="ignore"):  # NaN/inf data: see ``finite``
-        return [_summary(x[start:stop], mean, variance, work) for start, stop in ranges[lo:hi]]
+        for start, stop in ranges[lo:hi]:
+            chunk = x[start:stop]
+            if variance and (work is None or work.size < chunk.size):
+                work = array_module(chunk).empty(chunk.size, numpy.float64)
+            summaries.append(_summary(chunk, mean, variance, work))
+            del chunk  # let go of this block before the next is read
+    return summaries
 
 
 def _on_host(x: Any) -> bool:

@@ -97,7 +97,7 @@ def stratified_shuffle_split(y: Any, n_test: int, seed: int) -> tuple[numpy.ndar
     ``train_test_split(..., stratify=y, random_state=seed)`` gives them.
 
     Its ``StratifiedShuffleSplit``: from ``numpy.random.RandomState(seed)``, the
-    training and then the test count of each class (``allocation``), one permutation
+    training and then the test count of each class (``_allocation``), one permutation
     of each class's examples (class by class, in sorted order; its first counts go to
     training, the next to test), then one permutation of each part.
     """
@@ -114,8 +114,8 @@ def stratified_shuffle_split(y: Any, n_test: int, seed: int) -> tuple[numpy.ndar
         raise ValueError(f"{min(n_train, n_test)} examples cannot hold one of each of "
                          f"{len(sizes)} classes")
     rng = numpy.random.RandomState(seed)
-    train_counts = allocation(sizes, n_train, rng)
-    test_counts = allocation(sizes - train_counts, n_test, rng)
+    train_counts = _allocation(sizes, n_train, rng)
+    test_counts = _allocation(sizes - train_counts, n_test, rng)
     train, test = [], []
     for start, size, k, t in zip(starts, sizes, train_counts, test_counts, strict=True):
         shuffled = order[start:start + size][rng.permutation(size)]
@@ -124,7 +124,7 @@ def stratified_shuffle_split(y: Any, n_test: int, seed: int) -> tuple[numpy.ndar
     return rng.permutation(numpy.concatenate(train)), rng.permutation(numpy.concatenate(test))
 
 
-def allocation(sizes: numpy.ndarray, draws: int, rng: numpy.random.RandomState) -> numpy.ndarray:
+def _allocation(sizes: numpy.ndarray, draws: int, rng: numpy.random.RandomState) -> numpy.ndarray:
     """How many of ``draws`` examples each class of ``sizes`` examples gets: ⌊draws·nᵢ/N⌋,
     then one more each for the classes of the largest remainders, ties drawn at random
     (scikit-learn's ``_approximate_mode``, with the same draws from ``rng``)."""

@@ -70,9 +70,9 @@ def handoffs(threads_module, conv_module, linear_module, step, steps: int) -> tu
     real = threads_module.run_lanes
     marks: list = []
 
-    def timed(calls, blas=True):
+    def timed(calls, blas=True, awake=True):
         if len(calls) == 1 or threads_module.in_worker():
-            return real(calls, blas)
+            return real(calls, blas, awake)
         ends: dict = {}
 
         def wrap(k, call):
@@ -84,7 +84,7 @@ def handoffs(threads_module, conv_module, linear_module, step, steps: int) -> tu
             return run
 
         begin = time.perf_counter()
-        out = real([wrap(k, call) for k, call in enumerate(calls)], blas)
+        out = real([wrap(k, call) for k, call in enumerate(calls)], blas, awake)
         marks.append((ends[1, 0] - begin,
                       time.perf_counter() - max(ends[k, 1] for k in range(len(calls)))))
         return out

@@ -3,7 +3,7 @@
 Run by hand (not a test):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cnn.py \
         [--repeats 5] [--steps 10] [--threads N] [--only lenet|vgg|resnet20] [--no-profile]
-        [--clock wall|cpu]
+        [--clock wall|cpu] [--batch 128]
 
 Networks (the same architecture in both frameworks, ReLU everywhere):
   * LeNet-5 on 28×28×1 (Fashion-MNIST, 60,000 training images → 469 batches/epoch):
@@ -23,6 +23,14 @@ epoch is an ESTIMATE: the median time per step over ``--repeats`` rounds of ``--
 timed steps (after 2 warm-up steps), times the number of batches in an epoch. Rounds
 alternate between the frameworks so that machine load affects both alike. The ratio
 ermlab / PyTorch is printed (< 1: ermlab faster; the goal of issue 11 is ≤ 1.0).
+``--batch`` changes the batch size (128 by default; the epoch estimate follows it).
+
+Small batches (--batch 2 to 4) show what the threads cost where the work is small: a
+convolution too small for two lanes of samples runs its GEMMs with BLAS on one thread,
+because OpenBLAS's second thread, once woken, spins on a core long after a GEMM and the
+next layers' lanes wait for it (``Conv2d._run_lanes``). Measured (2 vCPUs, ResNet-20,
+ms per step, before → after that rule): batch 2 38.7 → 9.0, batch 4 52–73 → 11–14, batch
+8 and up even; LeNet-5 and the small VGG even; PyTorch 9.1 at batch 4.
 
 On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
 when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,
@@ -288,6 +296,7 @@ def profile_torch(name: str, steps: int) -> None:
 
 
 def main() -> None:
+    global BATCH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
@@ -296,10 +305,12 @@ def main() -> None:
                         help="cpu: this process's CPU time (with --threads 1, far less "
                              "sensitive to other processes than wall time)")
     parser.add_argument("--only", choices=sorted(ONLY), default=None)
+    parser.add_argument("--batch", type=int, default=BATCH, help="batch size (default 128)")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads for both frameworks, and ermlab's lanes "
                              "(ERMLAB_NUM_THREADS; default: their own)")
     args = parser.parse_args()
+    BATCH = args.batch
     CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     import torch
 

@@ -111,6 +111,38 @@ def test_small_layers_stay_in_one_lane():
     assert conv._lanes(np, (4 * small, 3, 8, 8)) == [(0, 2 * small), (2 * small, 4 * small)]
 
 
+@pytest.mark.parametrize("batch,threads,one", [(4, 2, True), (1, 2, False), (4, 1, False),
+                                               (400, 2, True)])
+def test_one_lane_of_a_small_layer_runs_blas_on_one_thread(batch, threads, one, monkeypatch):
+    """A batch too small for two lanes runs its GEMMs with BLAS on one thread (OpenBLAS's
+    second thread would spin on a core after them, in the way of the next layers' lanes);
+    one sample, or one thread asked for, leaves BLAS's own thread count alone. Two lanes
+    (batch 400 here) run with BLAS on one thread as before."""
+    from ermlab.threads import _blas
+
+    libraries = _blas()
+    if not libraries:
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    seen = []
+    real = nn.Conv2d._forward_samples
+
+    def recording(conv, *args, **kwargs):
+        seen.append(max(lib.get_num_threads() for lib in libraries))
+        return real(conv, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Conv2d, "_forward_samples", recording)
+    conv = nn.Conv2d(3, 4, 3, padding=1, rng=0, threads=threads, algorithm="im2col")
+    x = np.random.default_rng(0).standard_normal((batch, 3, 16, 16)).astype(np.float32)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        conv.forward(x)
+        after = max(lib.get_num_threads() for lib in libraries)
+    assert seen and (set(seen) == {1}) is one
+    assert after == 2  # restored after the layer
+    assert len(conv._lanes(np, x.shape)) == (2 if batch == 400 else 1)
+
+
 @pytest.mark.parametrize("padding", [0, 1])
 def test_full_width_col2im_adds_only_into_its_own_samples(padding):
     """A lane's col2im on samples [1, 2) of 3 leaves samples 0 and 2 untouched, even with

@@ -108,7 +108,15 @@ from ermlab.nn.activations import rectified_gradient
 from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
-from ermlab.threads import check_threads, default_threads, rest, run_lanes, run_ranges, sample_lanes
+from ermlab.threads import (
+    BlasOneThread,
+    check_threads,
+    default_threads,
+    rest,
+    run_lanes,
+    run_ranges,
+    sample_lanes,
+)
 
 # bprop computes ∂L/∂x as the forward pass of the transposed convolution (see
 # Conv2d._transposed) for stride 1, no groups and at least this many input channels; for
@@ -458,10 +466,22 @@ class Conv2d(Module):
 
     def _run_lanes(self, ranges: list, run: Any, blas: bool = True) -> list:
         """``run(lo, hi, lane)`` for each range of ``_lanes``, the lanes at once
-        (``blas=False``: ``run`` calls no BLAS, the direct path's kernels)."""
+        (``blas=False``: ``run`` calls no BLAS, the direct path's kernels).
+
+        One lane of several samples, with several threads allowed, means the batch's work
+        is too small for two lanes (``_lanes``): its GEMMs run with BLAS on one thread too.
+        On its default threads, OpenBLAS wakes a second thread for them, and that thread
+        spins on a core for a long while after (OpenBLAS's thread timeout: 2²⁸ cycles),
+        where the lanes of the next layers then wait for a time slice. Measured (2 vCPUs,
+        ResNet-20, batch 4, whose one such layer is layer3.0's strided convolution): 73 →
+        14 ms a step."""
         self._work_dict()
-        return run_lanes([lambda k=k, r=r: run(r[0], r[1], k) for k, r in enumerate(ranges)],
-                         blas)
+        calls = [lambda k=k, r=r: run(r[0], r[1], k) for k, r in enumerate(ranges)]
+        if (blas and len(ranges) == 1 and ranges[0][1] - ranges[0][0] > 1
+                and (self.threads or default_threads()) > 1):
+            with BlasOneThread():
+                return [calls[0]()]
+        return run_lanes(calls, blas)
 
     def _padded_block(self, xp: Any, x: Any, start: int, stop: int, block: int,
                       lane: int = 0) -> Any:

@@ -198,7 +198,8 @@ def _nine_taps(channels, block, t0, size, taps, weight, padded, acc):  # pragma:
     and written once per channel, not three times (as ``_taps_by_rows``), and each of its
     values takes nine multiply-adds in a row, (((a + w₀₀x₀₀) + w₀₁x₀₁) + …) + w₂₂x₂₂.
     Measured, 16→16 on 32×32, forward: 15.7 → 11.8 ms; two outputs per pass were no faster,
-    and 512-bit vectors (LLVM's default for this processor is 256) no faster either.
+    and 512-bit vectors (LLVM's default for that processor was 256) no faster either. On
+    AMD Zen 5 LLVM's own choice is 512-bit vectors (``zmm`` in the loop's assembly).
 
     Four outputs at a time, all channels, then the next four: the four accumulator rows
     (4 × chunk values) stay in L1 while every channel adds into them, and the channels'

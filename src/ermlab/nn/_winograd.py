@@ -166,17 +166,23 @@ def input_transform(x, lo, hi, pad_h, pad_w, tiles_h, tiles_w, v, size,
                     plane[2 * th + 3]
                 (v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14,
                  v15) = _rows(v, c * size + base + th * tiles_w)
+                # rows: Bᵀ d, column by column; a tile's last two columns are the next
+                # tile's first two, so each column's four sums are made once and carried
+                # (the same sums as tile by tile; measured, 1 thread, batch 128 in blocks
+                # of 8 samples, paired: 32 channels on 16×16 1.39–1.40 → 1.29–1.31 ms, 64
+                # on 8×8 0.66–0.70 → 0.64–0.65; the loop stays scalar: its 16 stores a
+                # tile go to 16 rows, and LLVM does not vectorize it)
+                a2, b2 = p0[0] - p2[0], p1[0] + p2[0]
+                e2, f2 = p2[0] - p1[0], p1[0] - p3[0]
+                a3, b3 = p0[1] - p2[1], p1[1] + p2[1]
+                e3, f3 = p2[1] - p1[1], p1[1] - p3[1]
                 for t in range(tiles_w):
                     s = 2 * t
-                    # rows: Bᵀ d
-                    a0, a1, a2, a3 = (p0[s] - p2[s], p0[s + 1] - p2[s + 1],
-                                      p0[s + 2] - p2[s + 2], p0[s + 3] - p2[s + 3])
-                    b0, b1, b2, b3 = (p1[s] + p2[s], p1[s + 1] + p2[s + 1],
-                                      p1[s + 2] + p2[s + 2], p1[s + 3] + p2[s + 3])
-                    e0, e1, e2, e3 = (p2[s] - p1[s], p2[s + 1] - p1[s + 1],
-                                      p2[s + 2] - p1[s + 2], p2[s + 3] - p1[s + 3])
-                    f0, f1, f2, f3 = (p1[s] - p3[s], p1[s + 1] - p3[s + 1],
-                                      p1[s + 2] - p3[s + 2], p1[s + 3] - p3[s + 3])
+                    a0, a1, b0, b1, e0, e1, f0, f1 = a2, a3, b2, b3, e2, e3, f2, f3
+                    a2, b2 = p0[s + 2] - p2[s + 2], p1[s + 2] + p2[s + 2]
+                    e2, f2 = p2[s + 2] - p1[s + 2], p1[s + 2] - p3[s + 2]
+                    a3, b3 = p0[s + 3] - p2[s + 3], p1[s + 3] + p2[s + 3]
+                    e3, f3 = p2[s + 3] - p1[s + 3], p1[s + 3] - p3[s + 3]
                     # columns: (Bᵀ d) B
                     v0[t], v1[t], v2[t], v3[t] = a0 - a2, a1 + a2, a2 - a1, a1 - a3
                     v4[t], v5[t], v6[t], v7[t] = b0 - b2, b1 + b2, b2 - b1, b1 - b3

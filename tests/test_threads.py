@@ -260,7 +260,10 @@ def test_rest_puts_a_spinning_worker_to_sleep_and_keeps_the_pool_quiet(monkeypat
         threading.Event().wait(0.01)
 
 
-def test_a_linear_layer_or_1x1_convolution_on_blas_threads_quiets_the_pool(monkeypatch):
+def test_a_linear_layer_or_a_convolution_on_blas_threads_quiets_the_pool(monkeypatch):
+    """GEMMs on BLAS's own threads (a Linear layer without lanes, a convolution of one
+    sample) quiet the pool; a convolution of a small batch, whose one lane runs BLAS on
+    one thread, and a Linear layer in lanes leave it alone."""
     from ermlab import nn
 
     threads.run_lanes([lambda: None, lambda: None])  # the pool exists
@@ -268,9 +271,14 @@ def test_a_linear_layer_or_1x1_convolution_on_blas_threads_quiets_the_pool(monke
     layer = nn.Linear(4, 3, rng=0)  # lanes=False: BLAS's own threads
     layer.forward(np.ones((2, 4), np.float32))
     assert threads._quiet_until > time.perf_counter()
-    monkeypatch.setattr(threads, "_quiet_until", 0.0)
-    nn.Conv2d(4, 3, 1, rng=0).forward(np.ones((2, 4, 3, 3), np.float32))  # 1×1: one GEMM
-    assert threads._quiet_until > time.perf_counter()
+    for kernel in (1, 3):  # the batched-GEMM (1×1) and im2col paths
+        conv = nn.Conv2d(4, 3, kernel, rng=0, threads=2, algorithm="im2col")
+        monkeypatch.setattr(threads, "_quiet_until", 0.0)
+        conv.forward(np.ones((1, 4, 3, 3), np.float32))  # one sample: BLAS's threads
+        assert threads._quiet_until > time.perf_counter()
+        monkeypatch.setattr(threads, "_quiet_until", 0.0)
+        conv.forward(np.ones((2, 4, 3, 3), np.float32))  # one lane, BLAS on one thread
+        assert threads._quiet_until == 0.0
     monkeypatch.setattr(threads, "_quiet_until", 0.0)
     lanes = nn.Linear(4, 3, rng=0, lanes=True)
     lanes.threads = 2

@@ -287,8 +287,8 @@ class _Signal:
 
 def rest() -> None:
     """Called before BLAS runs a GEMM on its own threads (``Linear`` without lanes,
-    ``Conv2d``'s 1×1 path): the pool's workers that wait awake go to sleep now, and no
-    thread of the pool waits awake for ``QUIET_SECONDS``.
+    ``Conv2d`` on one sample or asked for one thread): the pool's workers that wait awake
+    go to sleep now, and no thread of the pool waits awake for ``QUIET_SECONDS``.
     OpenBLAS's threads spin on after a GEMM (for ~2²⁸ cycles, its ``THREAD_TIMEOUT``), so
     spinning against them only takes cores from both. Measured (LeNet-5 with its Linear
     layers on BLAS's threads, 2 threads, paired steps, sleeping → spinning pool): 1.31×

@@ -13,13 +13,15 @@ from ermlab.nn import conv as conv_module
 
 # (C, H, W, O, kernel, stride, padding, dilation, groups): full width with padding, strided
 # layout, no padding (col2im's runs end at the plane), groups, stride 2, ≥ 16 channels
-# (∂L/∂x as a transposed convolution).
+# (∂L/∂x as a transposed convolution), 1×1 (the batched-GEMM path) with stride 1 and 2.
 CASES = [
     (3, 7, 6, 4, 3, 1, 1, 1, 1),
     (4, 6, 7, 8, 3, 1, 1, 1, 2),
     (2, 7, 7, 3, (3, 2), 1, 0, (1, 2), 1),
     (4, 9, 8, 4, 3, 2, 1, 1, 1),
     (16, 5, 6, 4, 3, 1, 1, 1, 1),
+    (4, 5, 6, 6, 1, 1, 0, 1, 1),
+    (3, 7, 6, 5, 1, 2, 0, 1, 1),
 ]
 
 
@@ -109,6 +111,27 @@ def test_small_layers_stay_in_one_lane():
     small = conv_module.LANE_MIN_FLOPS // per_sample
     assert conv._lanes(np, (small, 3, 8, 8)) == [(0, small)]
     assert conv._lanes(np, (4 * small, 3, 8, 8)) == [(0, 2 * small), (2 * small, 4 * small)]
+
+
+def test_pointwise_convolutions_run_in_lanes(monkeypatch):
+    """A 1×1 convolution's batched GEMMs run in lanes of samples like the other paths' (with
+    BLAS on one thread): forward, ∂L/∂W and ∂L/∂x one parallel region each, the results
+    those of one lane (∂L/∂W summed over the samples in one place, in the same order)."""
+    regions = []
+    real = conv_module.run_lanes
+    monkeypatch.setattr(conv_module, "run_lanes", lambda calls, blas=True: regions.append(
+                        (len(calls), blas)) or real(calls, blas))
+    monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+    case = (4, 5, 6, 6, 1, 2, 0, 1, 1)
+    x = np.random.default_rng(3).standard_normal((6, 4, 5, 6))
+    one, two = build(case, 1), build(case, 2)
+    g = np.random.default_rng(4).standard_normal(one.forward(x).shape)
+    expected = run(one, x, g, True)
+    regions.clear()
+    got = run(two, x, g, True)
+    assert regions == [(2, True)] * 5  # forward, then (∂L/∂W, ∂L/∂x) twice
+    for name, a, b in zip(("y", "∂L/∂x", "∂L/∂W", "∂L/∂b"), expected, got):
+        np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-13, err_msg=name)
 
 
 @pytest.mark.parametrize("batch,threads,one", [(4, 2, True), (1, 2, False), (4, 1, False),

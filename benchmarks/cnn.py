@@ -25,12 +25,10 @@ alternate between the frameworks so that machine load affects both alike. The ra
 ermlab / PyTorch is printed (< 1: ermlab faster; the goal of issue 11 is ≤ 1.0).
 ``--batch`` changes the batch size (128 by default; the epoch estimate follows it).
 
-Small batches (--batch 2 to 4) show what the threads cost where the work is small: a
-convolution too small for two lanes of samples runs its GEMMs with BLAS on one thread,
-because OpenBLAS's second thread, once woken, spins on a core long after a GEMM and the
-next layers' lanes wait for it (``Conv2d._run_lanes``). Measured (2 vCPUs, ResNet-20,
-ms per step, before → after that rule): batch 2 38.7 → 9.0, batch 4 52–73 → 11–14, batch
-8 and up even; LeNet-5 and the small VGG even; PyTorch 9.1 at batch 4.
+Small batches show what the threads cost where the work is small (see
+``benchmarks/small_batches.py`` for the before/after of ``Conv2d._run_lanes``' rule).
+Measured here at batch 4, ermlab / PyTorch: LeNet-5 0.65, small VGG 1.29, ResNet-20 1.21
+(PyTorch 11.7 ms a step).
 
 On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
 when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,

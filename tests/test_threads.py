@@ -57,6 +57,10 @@ def test_blas_runs_on_one_thread_inside_lanes_and_gets_its_threads_back():
         inside = threads.run_ranges([(0, 1), (1, 2)], lambda lo, hi: [
             lib.get_num_threads() for lib in blas.lib_controllers], blas=True)
         assert inside == [[1] * len(before)] * 2
+        # one lane too (its GEMMs would wake BLAS's own threads), unless blas=False
+        count = [lambda: [lib.get_num_threads() for lib in blas.lib_controllers]]
+        assert threads.run_lanes(count) == [[1] * len(before)]
+        assert threads.run_lanes(count, blas=False) == [before]
         assert [lib.get_num_threads() for lib in blas.lib_controllers] == before
 
 

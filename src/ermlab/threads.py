@@ -159,15 +159,21 @@ def sample_lanes(n: int, threads: int, worth: float) -> list[tuple[int, int]]:
 def run_lanes(calls: Sequence[Callable[[], Any]], blas: bool = True,
               awake: bool = True) -> list[Any]:
     """Run ``calls[0]`` in the calling thread and the others on the pool's workers, with
-    BLAS on one thread; return their results in order (the first exception raised is
-    re-raised once all have finished). A worker's call, or one made while another
-    thread has the pool, runs its lanes one after another in the calling thread.
+    BLAS on one thread (one call too: a lane's GEMMs never wake BLAS's own threads, which
+    spin on a core after each GEMM, in the way of the next regions' lanes; a caller that
+    wants BLAS's threads, a layer of one sample, calls its work itself); return their
+    results in order (the first exception raised is re-raised once all have finished). A
+    worker's call, or one made while another thread has the pool, runs its lanes one
+    after another in the calling thread.
     ``blas=False``: the calls run no BLAS (compiled kernels, elementwise NumPy), so BLAS's
     thread count is left alone (setting it and restoring it costs ~5–10 µs a region).
     ``awake=False``: the lanes are long (milliseconds each), so neither side waits awake
     for the other: no spinning, and Numba's spin loop is not loaded for them (a fresh
     process's data preparation, ``Moments.of``, would pay ~0.35 s for its import)."""
-    if len(calls) == 1 or in_worker():
+    if len(calls) == 1:
+        with BlasOneThread() if blas else contextlib.nullcontext():
+            return [calls[0]()]
+    if in_worker():
         return [call() for call in calls]
     pool = _workers(len(calls) - 1)
     if not pool.lock.acquire(blocking=False):

@@ -114,7 +114,6 @@ from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
 from ermlab.threads import (
-    BlasOneThread,
     check_threads,
     default_threads,
     rest,
@@ -474,20 +473,20 @@ class Conv2d(Module):
         (``blas=False``: ``run`` calls no BLAS, the direct path's kernels).
 
         One lane of several samples, with several threads allowed, means the batch's work
-        is too small for two lanes (``_lanes``): its GEMMs run with BLAS on one thread too.
-        On its default threads, OpenBLAS wakes a second thread for them, and that thread
-        spins on a core for a long while after (OpenBLAS's thread timeout: 2²⁸ cycles),
-        where the lanes of the next layers then wait for a time slice. Measured (2 vCPUs,
-        ResNet-20, batch 4, whose one such layer is layer3.0's strided convolution): 73 →
-        14 ms a step. One sample (a GEMM worth BLAS's threads), or one thread asked for,
-        keeps BLAS's own threads, and the pool is told to stop spinning (``rest``)."""
+        is too small for two lanes (``_lanes``): ``run_lanes`` runs its GEMMs with BLAS on
+        one thread too. On its default threads, OpenBLAS wakes a second thread for them,
+        and that thread spins on a core for a long while after (OpenBLAS's thread timeout:
+        2²⁸ cycles), where the lanes of the next layers then wait for a time slice.
+        Measured (2 vCPUs, ResNet-20, batch 4, whose one such layer is layer3.0's strided
+        convolution): 73 → 14 ms a step (``benchmarks/small_batches.py``). One sample (a
+        GEMM worth BLAS's threads), or one thread asked for, keeps BLAS's own threads, and
+        the pool is told to stop spinning (``rest``)."""
         self._work_dict()
         calls = [lambda k=k, r=r: run(r[0], r[1], k) for k, r in enumerate(ranges)]
-        if blas and len(ranges) == 1:
-            if ranges[0][1] - ranges[0][0] > 1 and (self.threads or default_threads()) > 1:
-                with BlasOneThread():
-                    return [calls[0]()]
+        if blas and len(ranges) == 1 and (ranges[0][1] - ranges[0][0] <= 1
+                                          or (self.threads or default_threads()) == 1):
             rest()  # one sample, or one thread asked for: GEMMs on BLAS's own threads
+            return [calls[0]()]
         return run_lanes(calls, blas)
 
     def _padded_block(self, xp: Any, x: Any, start: int, stop: int, block: int,

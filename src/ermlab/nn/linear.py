@@ -10,7 +10,7 @@ from ermlab.backend import array_module, as_generator, resolve_dtype
 from ermlab.nn import init
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
-from ermlab.threads import BlasOneThread, default_threads, rest, run_lanes, sample_lanes
+from ermlab.threads import default_threads, rest, run_lanes, sample_lanes
 
 # With ``lanes=True`` (see Linear) a GEMM is shared out in lanes of at least this many
 # multiply-adds each.
@@ -176,12 +176,8 @@ class Linear(Module):
 
     @staticmethod
     def _run(lanes: list, gemm: Any) -> None:
-        """``gemm(lo, hi)`` for each lane, BLAS on one thread (one lane too)."""
-        if len(lanes) == 1:
-            with BlasOneThread():
-                gemm(*lanes[0])
-        else:
-            run_lanes([lambda lo=lo, hi=hi: gemm(lo, hi) for lo, hi in lanes])
+        """``gemm(lo, hi)`` for each lane, BLAS on one thread (one lane too, ``run_lanes``)."""
+        run_lanes([lambda lo=lo, hi=hi: gemm(lo, hi) for lo, hi in lanes])
 
     def extra_repr(self) -> str:
         return (f"{self.in_features} → {self.out_features}" + ("" if self.bias else ", bias=False")

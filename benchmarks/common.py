@@ -1,9 +1,14 @@
 """Pieces the benchmark scripts share: the PyTorch twins of ``ermlab.nn.mlp`` and of the CNNs of
-cnn.py, the BLAS in use, and a step timer."""
+cnn.py, the BLAS in use, a step timer, and this tree against a git revision in alternating
+fresh processes."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,6 +94,33 @@ def export(revision: str, folder: Path) -> str:
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return str(folder / "src")
+
+
+def child(code: str, config: dict, source: str | None) -> dict:
+    """Run ``code`` in a fresh Python with ``config`` (JSON) as its argument and ermlab from
+    ``source`` (None: the installed one); the JSON object its last line prints."""
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = source + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(config)], env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"the measurement failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def alternating(code: str, config: dict, before: str | None, rounds: int) -> dict:
+    """{"this tree": [results], REV: [results]}: ``child(code, config, …)`` ``rounds``
+    times per version, the versions alternating (``before`` None: this tree only)."""
+    versions: dict = {"this tree": None}
+    with tempfile.TemporaryDirectory() as folder:
+        if before:
+            versions[before] = export(before, Path(folder))
+        runs: dict = {name: [] for name in versions}
+        for _ in range(rounds):
+            for name, source in versions.items():
+                runs[name].append(child(code, config, source))
+    return runs
 
 
 def blas_kernel() -> str:

@@ -34,15 +34,11 @@ measured slower.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from common import export
+from common import alternating
 
 CHILD = r"""
 import json, sys, time, statistics
@@ -105,18 +101,6 @@ CASES = [
 ]
 
 
-def measure(source: str | None, args) -> dict:
-    env = dict(os.environ)
-    if source is not None:
-        env["PYTHONPATH"] = source + os.pathsep + env.get("PYTHONPATH", "")
-    config = {"cases": CASES, "repeats": args.repeats, "threads": args.threads}
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(config)], env=env,
-                          capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"the measurement failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=None, help="a git revision to compare with")
@@ -131,14 +115,9 @@ def main() -> None:
           f"{args.repeats} repeats, medians of process CPU time (wall in brackets), ms; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"BLAS: {blas_kernel()}")
-    versions = {"this tree": None}
-    with tempfile.TemporaryDirectory() as folder:
-        if args.before:
-            versions[args.before] = export(args.before, Path(folder))
-        runs: dict[str, list[dict]] = {name: [] for name in versions}
-        for _ in range(args.rounds):
-            for name, source in versions.items():
-                runs[name].append(measure(source, args))
+    config = {"cases": CASES, "repeats": args.repeats, "threads": args.threads}
+    runs = alternating(CHILD, config, args.before, args.rounds)
+    versions = list(runs)
     copy = statistics.median(r["copy"] for r in runs["this tree"])
     print(f"copy bandwidth (read + write, 16 MiB): {copy:.1f} GB/s")
     header = "".join(f"{name:>22}" for name in versions)

@@ -28,15 +28,10 @@ up to 2²⁸ cycles, and the next layers' lanes wait for a time slice.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
-from common import export
+from common import alternating, blas_kernel
 
 CHILD = r"""
 import json, statistics, sys, time
@@ -78,18 +73,6 @@ print(json.dumps(results))
 """
 
 
-def measure(source: str | None, args) -> dict:
-    env = dict(os.environ)
-    if source is not None:
-        env["PYTHONPATH"] = source + os.pathsep + env.get("PYTHONPATH", "")
-    config = {"batches": args.batches, "steps": args.steps}
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(config)], env=env,
-                          capture_output=True, text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"the measurement failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=None, help="a git revision to compare with")
@@ -97,21 +80,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
-    from common import blas_kernel
 
     print(f"float32, SGD momentum 0.9, ms per step (median of {args.steps}, median of "
           f"{args.rounds} processes); ERMLAB_NUM_THREADS="
           f"{os.environ.get('ERMLAB_NUM_THREADS', 'unset')}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"BLAS: {blas_kernel()}")
-    versions = {"this tree": None}
-    with tempfile.TemporaryDirectory() as folder:
-        if args.before:
-            versions[args.before] = export(args.before, Path(folder))
-        runs: dict[str, list[dict]] = {name: [] for name in versions}
-        for _ in range(args.rounds):
-            for name, source in versions.items():
-                runs[name].append(measure(source, args))
+    runs = alternating(CHILD, {"batches": args.batches, "steps": args.steps}, args.before,
+                       args.rounds)
+    versions = list(runs)
     header = "".join(f"{name:>14}" for name in versions)
     print(f"  {'network, batch':<36}{header}" + ("   ratio" if args.before else ""))
     for key in runs["this tree"][0]:

@@ -3,12 +3,13 @@ tree against a git revision, alternating fresh processes.
 
 Run by hand (not a test):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/small_batches.py \\
-        [--before REV] [--batches 1 4 32] [--rounds 2] [--steps 10]
+        [--before REV] [--batches 1 4 32] [--rounds 2] [--steps 10] [--networks vgg]
 
 Networks (``nn.zoo``, float32, SGD with momentum 0.9 on one fixed random batch): ResNet-20
 on 32×32×3 (option-A shortcuts: its only GEMM convolution is layer3.0's strided 3×3), and
 a bottleneck ResNet (``zoo.resnet("bottleneck", [1, 1, 1, 1])``, one block per stage) on
-64×64×3, whose 1×1 convolutions are batched GEMMs. Each process times every network at
+64×64×3, whose 1×1 convolutions are batched GEMMs, and the small VGG (``zoo.small_vgg``)
+on 32×32×3, whose 4096 → 512 head holds 8 MB of weights. Each process times every network at
 every batch size: the median of ``--steps`` steps after 3 warm-up steps, ms, wall clock,
 on the threads the environment gives (``ERMLAB_NUM_THREADS``, else every CPU). The table
 gives the median over ``--rounds`` processes per version and the ratio (this tree / REV).
@@ -23,6 +24,15 @@ runs BLAS on one thread and the 1×1 path in lanes), ms, before → after:
 
 The cause was OpenBLAS's second thread: woken for a small GEMM, it spins on a core for
 up to 2²⁸ cycles, and the next layers' lanes wait for a time slice.
+
+``--networks vgg --batches 4 8 32 128 --rounds 4 --before c314208`` (the same machine):
+before the rule that ``Linear``'s lanes share out the longer side of each result (at
+small batches, the weight's rows or columns rather than the samples), ms:
+
+    small VGG          batch 4 6.4 → 5.2, 8 8.4 → 7.5, 32 19.6 → 18.6, 128 87.6 → 70.5
+
+(at batch 128 single processes took 70 or 88–92 ms whichever the version, so that
+column moves by the luck of the draw: a run of 3 processes gave 70.0 → 92.3.)
 """
 
 from __future__ import annotations
@@ -45,9 +55,12 @@ NETWORKS = {
     "ResNet-20 32x32": (lambda: zoo.resnet20(10, (3, 32, 32), shortcut="A", rng=0), (3, 32, 32)),
     "bottleneck ResNet 64x64": (lambda: zoo.resnet("bottleneck", [1, 1, 1, 1], num_classes=10,
                                                    input_shape=(3, 64, 64), rng=0), (3, 64, 64)),
+    "small VGG 32x32": (lambda: zoo.small_vgg(10, (3, 32, 32), rng=0), (3, 32, 32)),
 }
 results = {}
 for name, (build, shape) in NETWORKS.items():
+    if config["networks"] and not any(n.lower() in name.lower() for n in config["networks"]):
+        continue
     model, loss = build(), SoftmaxCrossEntropy()
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     for batch in config["batches"]:
@@ -79,6 +92,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 32])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--networks", nargs="+", default=[],
+                        help="only the networks whose names contain one of these "
+                        "(resnet-20, bottleneck, vgg; default: all)")
     args = parser.parse_args()
 
     print(f"float32, SGD momentum 0.9, ms per step (median of {args.steps}, median of "
@@ -86,7 +102,8 @@ def main() -> None:
           f"{os.environ.get('ERMLAB_NUM_THREADS', 'unset')}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"BLAS: {blas_kernel()}")
-    runs = alternating(CHILD, {"batches": args.batches, "steps": args.steps}, args.before,
+    runs = alternating(CHILD, {"batches": args.batches, "steps": args.steps,
+                                "networks": args.networks}, args.before,
                        args.rounds)
     versions = list(runs)
     header = "".join(f"{name:>14}" for name in versions)

@@ -19,11 +19,15 @@ def run(layer, x, g):
 
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_lanes_give_the_gemms_results(threads, dtype, monkeypatch):
+@pytest.mark.parametrize("batch", [37, 5, 1])
+def test_lanes_give_the_gemms_results(threads, dtype, batch, monkeypatch):
+    """A batch of 37 shares out its rows; batches of 5 and 1, fewer than the features,
+    share out the weight's rows (forward) and columns (∂L/∂x), so each lane reads part of
+    W: as many lanes as threads however small the batch."""
     monkeypatch.setattr(linear, "LANE_MIN_MACS", 1)  # as many lanes as threads
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((37, 23)).astype(dtype)
-    g = rng.standard_normal((37, 11)).astype(dtype)
+    x = rng.standard_normal((batch, 23)).astype(dtype)
+    g = rng.standard_normal((batch, 11)).astype(dtype)
     plain = nn.Linear(23, 11, rng=0, dtype=dtype)
     laned = nn.Linear(23, 11, rng=0, dtype=dtype, lanes=True)
     laned.threads = threads
@@ -41,7 +45,7 @@ def test_lanes_give_the_gemms_results(threads, dtype, monkeypatch):
     u = np.finfo(dtype).eps / 2
     w = np.abs(plain.weight.data)
     terms = [23 * (np.abs(x) @ w.T + np.abs(plain.bias.data)), 11 * np.abs(g) @ w,
-             2 * 37 * np.abs(g).T @ np.abs(x), 2 * 37 * np.abs(g).sum(axis=0)]
+             2 * batch * np.abs(g).T @ np.abs(x), 2 * batch * np.abs(g).sum(axis=0)]
     for a, b, bound in zip(got, expected, terms, strict=True):
         assert a.shape == bound.shape
         assert np.all(np.abs(a - b) <= 2 * u * bound), np.max(np.abs(a - b) / bound)

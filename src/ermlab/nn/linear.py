@@ -53,14 +53,15 @@ class Linear(Module):
 
     ``lanes=True`` (the convolutional networks of ``nn.zoo`` set it for their heads): with
     more than one thread (``threads``, default ``ERMLAB_NUM_THREADS`` or the CPU count),
-    the GEMMs of NumPy arrays run in ermlab's lanes (``ermlab.threads``: batch rows, or
-    rows of ∂L/∂W, at least ``LANE_MIN_MACS`` multiply-adds per lane) with BLAS on one
-    thread, not on BLAS's own threads. In a network whose other layers run lanes this
-    keeps one pool of threads: OpenBLAS's threads spin on after each GEMM and take the
-    cores from the next layers' lanes (measured, small VGG at 2 threads, paired: 199 →
-    156 ms per step). Alone (an MLP) BLAS's own threads are faster (Fashion-MNIST MLP
-    epoch at 2 threads 1.71 s, in lanes 2.2 s), so it is off by default. Each row of the
-    results is computed by the same GEMM as without lanes.
+    the GEMMs of NumPy arrays run in ermlab's lanes (``ermlab.threads``: the longer side
+    of each result, batch rows or features, and rows of ∂L/∂W, at least ``LANE_MIN_MACS``
+    multiply-adds per lane) with BLAS on one thread, not on BLAS's own threads. In a
+    network whose other layers run lanes this keeps one pool of threads: OpenBLAS's
+    threads spin on after each GEMM and take the cores from the next layers' lanes
+    (measured, small VGG at 2 threads, paired: 199 → 156 ms per step). Alone (an MLP)
+    BLAS's own threads are faster (Fashion-MNIST MLP epoch at 2 threads 1.71 s, in lanes
+    2.2 s), so it is off by default. Each value of the results is the same sum as without
+    lanes, up to the rounding of BLAS's blocking.
     """
 
     forward_cache = ("_x",)
@@ -100,14 +101,15 @@ class Linear(Module):
             )
         check_float_input(self, x, self.weight.dtype)
         xp = array_module(x)
-        lanes = self._lanes(xp, x.shape[0])
+        rows, lanes = self._lanes(xp, x.shape[0], self.out_features, self.in_features)
         if lanes is None:
             rest()  # BLAS's own threads: the pool's workers stop spinning
             a = xp.matmul(x, self.weight.data.T)
         else:
             a = numpy.empty((x.shape[0], self.out_features), dtype=x.dtype)
-            self._run(lanes, lambda lo, hi: numpy.matmul(x[lo:hi], self.weight.data.T,
-                                                         out=a[lo:hi]))
+            w = self.weight.data
+            self._run(lanes, (lambda lo, hi: numpy.matmul(x[lo:hi], w.T, out=a[lo:hi])) if rows
+                      else (lambda lo, hi: numpy.matmul(x, w[lo:hi].T, out=a[:, lo:hi])))
         if self.bias is not None:
             a += self.bias.data
         if self.training:
@@ -122,7 +124,8 @@ class Linear(Module):
         if self.bias is not None:  # first, while G is still in the cache: the GEMM evicts it
             self.bias.accumulate(xp.sum, grad_out, axis=0)
         x = self._cached("_x")
-        lanes = self._lanes(xp, self.out_features, x.shape[0])
+        _, lanes = self._lanes(xp, self.out_features, self.in_features, x.shape[0],
+                               rows_only=True)
         if lanes is None:
             rest()
             self.weight.accumulate(xp.matmul, grad_out.T, x)
@@ -152,27 +155,41 @@ class Linear(Module):
 
     def grad_input(self, grad_out: Any) -> Any:
         xp = array_module(grad_out)
-        lanes = self._lanes(xp, grad_out.shape[0])
+        rows, lanes = self._lanes(xp, grad_out.shape[0], self.in_features, self.out_features)
         if lanes is None:
             rest()
             return xp.matmul(grad_out, self.weight.data)
         grad = numpy.empty((grad_out.shape[0], self.in_features), dtype=grad_out.dtype)
-        self._run(lanes, lambda lo, hi: numpy.matmul(grad_out[lo:hi], self.weight.data,
-                                                     out=grad[lo:hi]))
+        w = self.weight.data
+        self._run(lanes, (lambda lo, hi: numpy.matmul(grad_out[lo:hi], w, out=grad[lo:hi]))
+                  if rows else
+                  (lambda lo, hi: numpy.matmul(grad_out, w[:, lo:hi], out=grad[:, lo:hi])))
         return grad
 
-    def _lanes(self, xp: Any, rows: int, other: int | None = None) -> list | None:
-        """Ranges [lo, hi) of ``rows`` (batch rows, or output features for ∂L/∂W, whose
-        GEMM has ``other`` rows as its inner dimension) for the lanes of a GEMM of NumPy
-        arrays, at least ``LANE_MIN_MACS`` multiply-adds each (one lane at least); None
-        without ``lanes``, with one thread, or for CuPy: the GEMM runs as one call."""
+    def _lanes(self, xp: Any, rows: int, cols: int, inner: int,
+               rows_only: bool = False) -> tuple[bool, list | None]:
+        """(whether the lanes take rows, their ranges [lo, hi)) for a GEMM of NumPy arrays
+        whose result is ``rows`` × ``cols`` over an ``inner`` dimension, at least
+        ``LANE_MIN_MACS`` multiply-adds a lane (one lane at least); the ranges are None
+        without ``lanes``, with one thread, or for CuPy: the GEMM runs as one call.
+
+        The lanes share out the result's longer side (``rows_only``: its rows whatever the
+        shape). Each lane reads all of the other side's operand, so splitting the
+        shorter side reads the larger operand once per lane: a batch of 8 through a
+        4096 → 512 layer in lanes of samples read its 8 MB weight matrix twice, and at that
+        size a GEMM runs at the speed its operands are read. Measured (AMD EPYC Zen 5, 2
+        threads, that layer, 8 MB of other writes between calls), lanes of samples →
+        lanes of features: batch 8 forward 0.95 → 0.60 ms, ∂L/∂x 0.85–0.92 → 0.45–0.54;
+        the small VGG of ``nn.zoo`` (``benchmarks/small_batches.py --networks vgg``, 4
+        processes each) batch 4 6.4 → 5.2 ms a step, 8 8.4 → 7.5, 32 19.6 → 18.6."""
         if not self.lanes or xp is not numpy:
-            return None
+            return True, None
         threads = self.threads or default_threads()
         if threads == 1:
-            return None
-        macs = rows * self.in_features * (self.out_features if other is None else other)
-        return sample_lanes(rows, threads, macs // LANE_MIN_MACS)
+            return True, None
+        by_rows = rows_only or rows >= cols
+        return by_rows, sample_lanes(rows if by_rows else cols, threads,
+                                     rows * cols * inner // LANE_MIN_MACS)
 
     @staticmethod
     def _run(lanes: list, gemm: Any) -> None:

@@ -42,7 +42,7 @@ import numpy
 
 from ermlab.backend import array_module, as_generator
 from ermlab.nn.graph import Graph
-from ermlab.nn.linear import Linear, check_float_input
+from ermlab.nn.linear import Linear, check_float_input, weight_product
 from ermlab.nn.merge import Add
 from ermlab.nn.module import Module
 
@@ -271,7 +271,7 @@ class DropConnect(Stochastic):
         if self.per_example:
             self.linear.weight.add_grad(xp.einsum("noi,no,ni->oi", mask, grad_out, x))
         else:
-            self.linear.weight.add_grad(mask * xp.matmul(grad_out.T, x))
+            self.linear.weight.add_grad(mask * weight_product(grad_out, x))
         if self.linear.bias is not None:
             self.linear.bias.accumulate(xp.sum, grad_out, axis=0)
 

@@ -147,12 +147,15 @@ def test_auto_chooses_direct_where_winograd_does_not_pay(channels, used, monkeyp
     wino = count_calls(monkeypatch, winograd, "forward")
     conv = nn.Conv2d(*channels, 3, padding=1, rng=0)
     assert conv.algorithm == "auto"
-    conv.forward(np.ones((1, channels[0], 4, 4), np.float32))
+    conv.forward(np.ones((1, channels[0], 6, 6), np.float32))  # 36 outputs a sample
     assert bool(calls) is used and bool(wino) is not used
     calls.clear()
-    nn.Conv2d(16, 16, 3, stride=2, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
+    nn.Conv2d(16, 16, 3, stride=2, rng=0).forward(np.ones((1, 16, 13, 13), np.float32))
     assert calls == {"forward": 1}  # strided, with few channels: direct too
     calls.clear()
+    # fewer than DIRECT_MIN_POSITIONS outputs a sample (5×5): im2col
+    nn.Conv2d(16, 16, 3, padding=1, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
+    nn.Conv2d(16, 120, 5, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))  # LeNet's C5
     nn.Conv2d(16, 16, 3, stride=(2, 1), rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
     nn.Conv2d(32, 64, 3, stride=2, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
     nn.Conv2d(16, 16, 3, rng=0, groups=2).forward(np.ones((1, 16, 5, 5), np.float32))

@@ -329,6 +329,16 @@ def input_transform_adjoint(grad_v, size, lo, hi, pad_h, pad_w, tiles_h, tiles_w
 # 64→64 on 8×8 10.1/22.5 with 1 MiB, 8.2/21.3 with 128 KiB; 32→32 on 16×16 15.3/34.7 with
 # 1 MiB, 10.7/24.7 with 256 KiB; 16→16 on 32×32 within noise from 128 KiB to 2 MiB.
 BLOCK_BYTES = 2**18
+# ... but a block holds at least this many tiles per channel (of the larger count): with
+# many channels on small planes, blocks of ``BLOCK_BYTES`` hold a few tiles, and each
+# block's GEMMs, O × C outputs over so few tiles, write more than they read: bprop's
+# Σ ∂L/∂U writes all 16·O·C of them per block. Measured (AMD EPYC Zen 5, 2 threads, batch
+# 128, forward/backward ms, none → these): 512→512 on 4×4 36.5/146.1 → 17.2/31.9, 256→256
+# on 8×8 17.8/63.4 → 14.5/33.3, 512→512 on 2×2 12.5/40.2 → 8.1/13.9 (PyTorch 18.5/39.4 on
+# 4×4); 128→128 on 8×8 even in bprop, its fprop slower with 0.5 (3.9 → 4.9: V no longer
+# fits in L2), so fprop asks for fewer; 64 and 32 channels (ResNet-20): unchanged.
+FORWARD_TILES_PER_CHANNEL = 0.25
+BACKWARD_TILES_PER_CHANNEL = 0.5
 # Values between the end of one position's matrix in V (or M) and the start of the next.
 # Without it the 16 matrices lie a multiple of 4 KiB apart for many shapes, so the
 # transforms' 16 streams (one per position) fall into the same L1 cache sets and evict one
@@ -336,10 +346,14 @@ BLOCK_BYTES = 2**18
 SKEW = 16
 
 
-def _block(lo: int, hi: int, per_sample: int, itemsize: int) -> int:
-    """Samples per block of [lo, hi): at most ``BLOCK_BYTES`` of ``per_sample`` values per
-    sample (one sample at least)."""
-    return max(1, min(hi - lo, BLOCK_BYTES // max(1, per_sample * itemsize)))
+def _block(lo: int, hi: int, channels: int, count: int, itemsize: int,
+           tiles_per_channel: float) -> int:
+    """Samples per block of [lo, hi): at most ``BLOCK_BYTES`` of V (or M), 16·``channels``
+    (the larger count) × ``count`` tiles per sample, but enough samples for
+    ``tiles_per_channel`` · ``channels`` tiles (one sample at least)."""
+    by_bytes = BLOCK_BYTES // max(1, 16 * channels * count * itemsize)
+    by_tiles = -(-int(tiles_per_channel * channels) // count)
+    return max(1, min(hi - lo, max(by_bytes, by_tiles)))
 
 
 @njit(inline="always", **_JIT)
@@ -371,7 +385,7 @@ def forward(x: Any, u: Any, bias: Any, y: Any, padding: tuple[int, int], lo: int
     tiles_h, tiles_w = tiles(y.shape[2], y.shape[3])
     count = tiles_h * tiles_w
     plane = _plane(work, x.shape, padding, tiles_h, tiles_w)
-    block = _block(lo, hi, 16 * max(c, o) * count, x.dtype.itemsize)
+    block = _block(lo, hi, max(c, o), count, x.dtype.itemsize, FORWARD_TILES_PER_CHANNEL)
     v_all = work("winograd_v", 16 * (c * block * count + SKEW), ())
     m_all = work("winograd_m", 16 * (o * block * count + SKEW), ())
     with BlasOneThread():
@@ -393,7 +407,8 @@ def backward(x: Any, grad_y: Any, u: Any, padding: tuple[int, int], lo: int, hi:
     count = tiles_h * tiles_w
     plane = _plane(work, x.shape, padding, tiles_h, tiles_w)
     grad_plane = work("winograd_grad_plane", plane.size, ()).reshape(plane.shape)
-    block = _block(lo, hi, 16 * max(c, o) * count, x.dtype.itemsize)
+    block = _block(lo, hi, max(c, o), count, x.dtype.itemsize,
+                   BACKWARD_TILES_PER_CHANNEL)
     v_all = work("winograd_v", 16 * (c * block * count + SKEW), ())
     m_all = work("winograd_m", 16 * (o * block * count + SKEW), ())
     none = np.zeros((0, 0, 0), dtype=u.dtype)

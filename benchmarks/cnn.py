@@ -2,7 +2,8 @@
 
 Run by hand (not a test):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cnn.py \
-        [--repeats 5] [--steps 10] [--threads N] [--only lenet|vgg|resnet20] [--no-profile]
+        [--repeats 5] [--steps 10] [--threads N] [--only lenet|vgg|resnet20|resnet18]
+        [--no-profile]
         [--clock wall|cpu] [--batch 128]
 
 Networks (the same architecture in both frameworks, ReLU everywhere):
@@ -15,7 +16,11 @@ Networks (the same architecture in both frameworks, ReLU everywhere):
     conv 3×3 16 → BN → ReLU → 3 stages × 3 basic blocks (16, 32, 64 channels, stride 2
     at the start of stages 2 and 3; convolutions without bias, each followed by batch
     norm) with parameter-free shortcuts (option A: subsample, zero-pad the channels)
-    → global average pool → fc 10 (269,722 parameters).
+    → global average pool → fc 10 (269,722 parameters);
+  * with ``--only resnet18`` (~1 s a step): the CIFAR ResNet-18 (``zoo.resnet18`` on
+    32×32×3): conv 3×3 64 → BN → ReLU → 4 stages × 2 basic blocks (64, 128, 256, 512
+    channels; planes of 32, 16, 8, 4), 1×1 projection shortcuts with batch norm where the
+    shape changes → global average pool → fc 10 (11,173,962 parameters).
 
 One training step = forward + softmax cross-entropy + backward + SGD with momentum 0.9
 (lr 0.01) on one fixed random batch (data loading is left out of both). The time per
@@ -85,8 +90,10 @@ CASES = {
     "small VGG 32×32×3": (lambda: zoo.small_vgg(10, (3, 32, 32), rng=0), (3, 32, 32), 50_000),
     "ResNet-20 32×32×3": (lambda: zoo.resnet20(10, (3, 32, 32), shortcut="A", rng=0),
                           (3, 32, 32), 50_000),
+    "ResNet-18 32×32×3": (lambda: zoo.resnet18(10, (3, 32, 32), rng=0), (3, 32, 32), 50_000),
 }
-ONLY = {"lenet": "LeNet", "vgg": "small VGG", "resnet20": "ResNet-20"}
+ONLY = {"lenet": "LeNet", "vgg": "small VGG", "resnet20": "ResNet-20", "resnet18": "ResNet-18"}
+DEFAULT = ("LeNet", "small VGG", "ResNet-20")  # ResNet-18 (~1 s a step) only with --only
 CLOCK = [time.perf_counter]  # --clock cpu: time.process_time
 
 
@@ -327,7 +334,7 @@ def main() -> None:
     print("epoch time = median time per step × batches per epoch (an estimate from "
           f"{args.repeats} rounds × {args.steps} timed steps)")
     for name, (_, _, n_train) in CASES.items():
-        if args.only and not name.startswith(ONLY[args.only]):
+        if not name.startswith(ONLY[args.only] if args.only else DEFAULT):
             continue
         candidates = {"ermlab": ermlab_step(name)[0], "pytorch": torch_step(name)}
         times: dict[str, list[float]] = {k: [] for k in candidates}

@@ -30,6 +30,21 @@ def torch_resnet20():
     """He et al.'s CIFAR ResNet-20 with option-A shortcuts, as ``zoo.resnet20(shortcut="A")``:
     the same boxes (bias-free convolutions, batch norm, non-in-place ReLU, zero-padded
     shortcut channels split (C_out − C_in) // 2 before, the rest after)."""
+    return torch_resnet((16, 32, 64), 3, "A")
+
+
+def torch_resnet18():
+    """The CIFAR ResNet-18, as ``zoo.resnet18(10, (3, 32, 32))``: a 3×3 stem of 64 channels,
+    two basic blocks per stage (64, 128, 256, 512), option-B shortcuts (1×1 convolution and
+    batch norm where the shape changes)."""
+    return torch_resnet((64, 128, 256, 512), 2, "B")
+
+
+def torch_resnet(stages: tuple[int, ...], blocks: int, shortcut: str):
+    """A ResNet for 32×32 images: conv 3×3 → BN → ReLU, ``blocks`` basic blocks per stage of
+    ``stages`` channels (stride 2 at the start of each stage after the first), global
+    average pool, fc 10; shortcuts "A" (subsample, zero-pad the channels) or "B" (1×1
+    convolution, batch norm) where the shape changes."""
     import torch
     import torch.nn as nn
 
@@ -43,6 +58,11 @@ def torch_resnet20():
             sub = x[:, :, :: self.stride, :: self.stride]
             return nn.functional.pad(sub, (0, 0, 0, 0, self.before, self.after))
 
+    def projection(cin: int, cout: int, stride: int) -> nn.Module:
+        if shortcut == "A":
+            return ZeroPadShortcut(cin, cout, stride)
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
     class BasicBlock(nn.Module):
         def __init__(self, cin: int, cout: int, stride: int) -> None:
             super().__init__()
@@ -50,27 +70,31 @@ def torch_resnet20():
                 nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
                 nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
             )
-            self.shortcut = (ZeroPadShortcut(cin, cout, stride) if stride != 1 or cin != cout
+            self.shortcut = (projection(cin, cout, stride) if stride != 1 or cin != cout
                              else nn.Identity())
 
         def forward(self, x):
             return torch.relu(self.residual(x) + self.shortcut(x))
 
-    layers, channels = [nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
-                        nn.ReLU()], 16
-    for stage, planes in enumerate((16, 32, 64)):
-        for index in range(3):
+    channels = stages[0]
+    layers = [nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+              nn.ReLU()]
+    for stage, planes in enumerate(stages):
+        for index in range(blocks):
             layers.append(BasicBlock(channels, planes, 2 if stage and not index else 1))
             channels = planes
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10)]
     return nn.Sequential(*layers)
 
 
 def torch_cnn(name: str):
     """The PyTorch twin of benchmarks/cnn.py's network ``name`` (LeNet…, small VGG…,
-    ResNet…); the ermlab twins are ``zoo.lenet5``, ``zoo.small_vgg``, ``zoo.resnet20``."""
+    ResNet…); the ermlab twins are ``zoo.lenet5``, ``zoo.small_vgg``, ``zoo.resnet20``,
+    ``zoo.resnet18``."""
     import torch.nn as nn
 
+    if name.startswith("ResNet-18"):
+        return torch_resnet18()
     if name.startswith("ResNet"):
         return torch_resnet20()
     if name.startswith("LeNet"):

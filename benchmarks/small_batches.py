@@ -9,7 +9,10 @@ Networks (``nn.zoo``, float32, SGD with momentum 0.9 on one fixed random batch):
 on 32×32×3 (option-A shortcuts: its only GEMM convolution is layer3.0's strided 3×3), and
 a bottleneck ResNet (``zoo.resnet("bottleneck", [1, 1, 1, 1])``, one block per stage) on
 64×64×3, whose 1×1 convolutions are batched GEMMs, and the small VGG (``zoo.small_vgg``)
-on 32×32×3, whose 4096 → 512 head holds 8 MB of weights. Each process times every network at
+on 32×32×3, whose 4096 → 512 head holds 8 MB of weights, and the CIFAR ResNet-18
+(``zoo.resnet18`` on 32×32×3: 3×3 stem, stages of 64–512 channels down to 4×4 planes,
+1×1 projection shortcuts), timed only when named (``--networks resnet-18``: ~1 s a step
+at batch 128). Each process times every network at
 every batch size: the median of ``--steps`` steps after 3 warm-up steps, ms, wall clock,
 on the threads the environment gives (``ERMLAB_NUM_THREADS``, else every CPU). The table
 gives the median over ``--rounds`` processes per version and the ratio (this tree / REV).
@@ -56,10 +59,12 @@ NETWORKS = {
     "bottleneck ResNet 64x64": (lambda: zoo.resnet("bottleneck", [1, 1, 1, 1], num_classes=10,
                                                    input_shape=(3, 64, 64), rng=0), (3, 64, 64)),
     "small VGG 32x32": (lambda: zoo.small_vgg(10, (3, 32, 32), rng=0), (3, 32, 32)),
+    "ResNet-18 32x32": (lambda: zoo.resnet18(10, (3, 32, 32), rng=0), (3, 32, 32)),
 }
 results = {}
 for name, (build, shape) in NETWORKS.items():
-    if config["networks"] and not any(n.lower() in name.lower() for n in config["networks"]):
+    wanted = config["networks"] or ["resnet-20", "bottleneck", "vgg"]
+    if not any(n.lower() in name.lower() for n in wanted):
         continue
     model, loss = build(), SoftmaxCrossEntropy()
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -94,7 +99,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--networks", nargs="+", default=[],
                         help="only the networks whose names contain one of these "
-                        "(resnet-20, bottleneck, vgg; default: all)")
+                        "(resnet-20, bottleneck, vgg, resnet-18; default: all but resnet-18)")
     args = parser.parse_args()
 
     print(f"float32, SGD momentum 0.9, ms per step (median of {args.steps}, median of "

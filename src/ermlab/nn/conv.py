@@ -1064,7 +1064,7 @@ class Conv2d(Module):
                 xp.matmul(cols, grad_cols.transpose(0, 1, 3, 2), out=per_sample)
                 target.accumulate(_sum_transposed_into, per_sample, self.weight.shape)
             if grad is not None:
-                xp.matmul(w_t, grad_cols, out=cols)
+                _product(w_t, grad_cols, out=cols)
                 self._col2im(xp, cols, grad, start, stop, x.shape)
         if total is not None:
             target.accumulate(_sum_transposed_into, total[None], self.weight.shape)
@@ -1241,6 +1241,19 @@ def _matmul_into(a: Any, b: Any, shape: tuple[int, ...], out: Any = None) -> Any
         return xp.matmul(a, b).reshape(shape)
     xp.matmul(a, b, out=out.reshape(a.shape[:-1] + b.shape[-1:]))
     return out
+
+
+def _product(a: Any, b: Any, out: Any) -> Any:
+    """``matmul(a, b, out=out)``; where the inner dimension is 1 (one output channel per
+    group: depthwise convolutions' Wᵀ G_n), the outer products by ``multiply``, the same
+    values: NumPy's ``matmul`` takes that shape in an unvectorized loop of its own, not
+    BLAS (see ``nn._outer_kernels``). Measured (AMD EPYC Zen 5, 2 threads, batch 128,
+    depthwise 3×3 on 128 channels of 16×16, bprop): 30.2–30.3 → 14.7–14.8 ms (PyTorch
+    11.2)."""
+    xp = array_module(a)
+    if a.shape[-1] == 1:
+        return xp.multiply(a, b, out=out)
+    return xp.matmul(a, b, out=out)
 
 
 def _block_product(cols: Any, grad_cols: Any) -> Any:

@@ -1,8 +1,9 @@
-"""Weight gradients of convolutions with few output positions per sample (P < O, small
-planes with many channels): im2col's and the 1×1 path's one GEMM over all samples'
-positions (``conv._block_product``, ``Conv2d._pointwise_weight_product``) and Winograd's
-blocks of at least ``*_TILES_PER_CHANNEL`` tiles per channel, against a direct float64 sum,
-in lanes, and added onto a gradient that is not zero."""
+"""Convolutions with few output positions per sample (P < O, small planes with many
+channels): im2col's GEMMs once per group over all of a block's samples (``Conv2d._merged``:
+forward, ∂L/∂W by ``conv._block_product``, ∂L/∂x), the 1×1 path's ∂L/∂W as one GEMM
+(``Conv2d._pointwise_weight_product``) and Winograd's blocks of at least
+``*_TILES_PER_CHANNEL`` tiles per channel, against direct float64 sums, in lanes, and
+added onto a gradient that is not zero."""
 
 import numpy as np
 import pytest
@@ -37,6 +38,28 @@ def reference(x, g, kernel, stride, padding, groups):
     return grad
 
 
+def reference_passes(x, weight, g, stride, padding, groups):
+    """y (without bias) and ∂L/∂x by the same windows' sums, float64."""
+    n, c, h, w = x.shape
+    o, cg, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
+    oh, ow = g.shape[2:]
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    grad = np.zeros_like(padded)
+    y = np.zeros(g.shape)
+    og = o // groups
+    for k in range(groups):
+        outputs, inputs = slice(k * og, (k + 1) * og), slice(k * cg, (k + 1) * cg)
+        for i in range(kernel):
+            for j in range(kernel):
+                rows, cols = slice(i, i + stride * oh, stride), slice(j, j + stride * ow, stride)
+                y[:, outputs] += np.einsum("oc,ncpq->nopq", weight[outputs, :, i, j],
+                                           padded[:, inputs, rows, cols])
+                grad[:, inputs, rows, cols] += np.einsum("oc,nopq->ncpq",
+                                                         weight[outputs, :, i, j],
+                                                         g[:, outputs])
+    return y, grad[:, :, padding:padding + h, padding:padding + w]
+
+
 def layer(case, threads, dtype=np.float64):
     _, c, o, _, _, kernel, stride, padding, groups = case
     return nn.Conv2d(c, o, kernel, stride=stride, padding=padding, groups=groups, rng=0,
@@ -69,8 +92,11 @@ def test_weight_gradient_of_few_positions(case, threads, monkeypatch):
     g = rng.standard_normal(y.shape)
     assert y.shape[2] * y.shape[3] < o // groups  # fewer positions than outputs
     expected = reference(x, g, kernel, stride, padding, groups)
+    y_expected, gx_expected = reference_passes(x, conv.weight.data, g, stride, padding, groups)
+    np.testing.assert_allclose(y - conv.bias.data[:, None, None], y_expected, rtol=1e-12,
+                               atol=1e-12)
     conv.zero_grad()
-    conv.backward(g)
+    np.testing.assert_allclose(conv.backward(g), gx_expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(conv.weight.grad, expected, rtol=1e-12, atol=1e-12)
     conv.backward(g, input_grad=False)  # adds, with the weight-only blocks
     np.testing.assert_allclose(conv.weight.grad, 2 * expected, rtol=1e-12, atol=1e-12)

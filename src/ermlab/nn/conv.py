@@ -576,6 +576,21 @@ class Conv2d(Module):
             yield start, stop, block, cols.reshape(stop - start, self.groups,
                                                    rows // self.groups, oh * cw)
 
+    def _merged(self, x_shape: tuple[int, ...]) -> bool:
+        """Whether the im2col GEMMs run once per group over all the block's samples
+        (``_samples_merged``) rather than once per sample and group: where a sample has
+        fewer output positions than the group has outputs (small planes), whose
+        per-sample ∂L/∂W products wrote a weight-sized matrix per sample
+        (``_block_product``), and whose forward and ∂L/∂x GEMMs were P columns wide.
+        Measured (AMD EPYC Zen 5, 2 threads, batch 128, 256 → 512, 3×3 stride 2, 8×8 →
+        4×4, forward/backward ms): per sample 16.3/40.3 (its ∂L/∂W already merged) →
+        merged 13.7/34.1, PyTorch 9.0/29–36. Not for grouped convolutions with small
+        per-sample products (32 groups of 8 channels on 8×8, depthwise): the copies
+        into and out of the merged layout cost more than the many small BLAS calls
+        (6.4/11.7 → 8.0/14.5 ms)."""
+        _, _, oh, _, cw = self._layout(x_shape)
+        return oh * cw < self.out_channels // self.groups
+
     def _row_split(self, x_shape: tuple[int, ...]) -> bool:
         """Whether the columns are made as K_w shifted copies (``_shifted_blocks``)."""
         _, wp, oh, _, cw = self._layout(x_shape)
@@ -700,6 +715,7 @@ class Conv2d(Module):
         else:
             weight = self._weight_matrix()
             blocks = self._column_blocks(xp, x, FORWARD_BLOCK_BYTES, lo, hi, lane)
+        merged = not row_split and self._merged(x.shape)
         for start, stop, block, cols in blocks:
             out = self._work(xp, "output", block * o * oh * cw, x.dtype, lane=lane)
             y_cols = out[: (stop - start) * o * oh * cw].reshape(
@@ -711,6 +727,9 @@ class Conv2d(Module):
                 term = term[: y_cols.size].reshape(y_cols.shape)
                 for i in range(1, len(cols)):
                     y_cols += xp.matmul(weight[i], cols[i], out=term)
+            elif merged:
+                y_cols[...] = _samples_split(xp.matmul(weight, _samples_merged(cols)),
+                                             stop - start)
             else:
                 xp.matmul(weight, cols, out=y_cols)
             y_cols = y_cols.reshape(stop - start, o, oh, cw)[..., :ow]
@@ -1045,15 +1064,15 @@ class Conv2d(Module):
         partial ∂L/∂W (None for the first lane, which adds into ``weight.grad``)."""
         target = self._weight_target(lane) if weights else None
         w_t = self._weight_matrix().transpose(0, 2, 1) if grad is not None else None
-        _, _, oh, _, cw = self._layout(x.shape)
-        few = oh * cw < self.out_channels // self.groups  # positions per sample
-        budget = BLOCK_BYTES if grad is not None or few else FORWARD_BLOCK_BYTES
-        total = None  # with few positions: Σ_n X_n G_nᵀ of the lane's blocks, (G, R, O)
+        merged = self._merged(x.shape)
+        budget = BLOCK_BYTES if grad is not None or merged else FORWARD_BLOCK_BYTES
+        total = None  # merged: Σ_n X_n G_nᵀ of the lane's blocks, (G, R, O)
         for start, stop, block, cols in self._column_blocks(xp, x, budget, lo, hi, lane,
                                                             fill=weights):
             grad_cols = self._grad_columns(xp, grad_out, start, stop, block, lane)
-            if weights and few:
-                product = _block_product(cols, grad_cols)
+            g_all = _samples_merged(grad_cols) if merged else None
+            if weights and merged:
+                product = _block_product(_samples_merged(cols), g_all)
                 if total is None:
                     total = product
                 else:
@@ -1063,7 +1082,10 @@ class Conv2d(Module):
                                         grad_out.dtype, lane=lane).reshape(cols.shape[:3] + (-1,))
                 xp.matmul(cols, grad_cols.transpose(0, 1, 3, 2), out=per_sample)
                 target.accumulate(_sum_transposed_into, per_sample, self.weight.shape)
-            if grad is not None:
+            if grad is not None and merged:
+                cols[...] = _samples_split(_product(w_t, g_all), stop - start)
+                self._col2im(xp, cols, grad, start, stop, x.shape)
+            elif grad is not None:
                 _product(w_t, grad_cols, out=cols)
                 self._col2im(xp, cols, grad, start, stop, x.shape)
         if total is not None:
@@ -1243,7 +1265,7 @@ def _matmul_into(a: Any, b: Any, shape: tuple[int, ...], out: Any = None) -> Any
     return out
 
 
-def _product(a: Any, b: Any, out: Any) -> Any:
+def _product(a: Any, b: Any, out: Any = None) -> Any:
     """``matmul(a, b, out=out)``; where the inner dimension is 1 (one output channel per
     group: depthwise convolutions' Wᵀ G_n), the outer products by ``multiply``, the same
     values: NumPy's ``matmul`` takes that shape in an unvectorized loop of its own, not
@@ -1256,20 +1278,28 @@ def _product(a: Any, b: Any, out: Any) -> Any:
     return xp.matmul(a, b, out=out)
 
 
-def _block_product(cols: Any, grad_cols: Any) -> Any:
-    """Σ_n X_n G_nᵀ over a block, (G, R, O), as one GEMM per group whose inner dimension
-    runs over the block's samples and positions: X = [X_1 … X_n] (R × n·P) and
-    G = [G_1 … G_n] (O × n·P), laid out so by a copy of each. For the few positions P of a
-    small plane: per sample, R × O products over P terms wrote R·O values per sample to
-    sum after (measured, AMD EPYC Zen 5, 2 threads, batch 128, 256 → 512, 3×3 stride 2,
-    8×8 → 4×4, bprop 198–201 → 40–41 ms, PyTorch 29–36; 128 → 256 on 16×16 45–46 → 30–31,
-    PyTorch 42–43)."""
-    xp = array_module(cols)
-    n, g, r, p = cols.shape
-    o = grad_cols.shape[2]
-    x_all = xp.ascontiguousarray(cols.transpose(1, 2, 0, 3)).reshape(g, r, n * p)
-    g_all = xp.ascontiguousarray(grad_cols.transpose(1, 0, 3, 2)).reshape(g, n * p, o)
-    return xp.matmul(x_all, g_all)
+def _samples_merged(stack: Any) -> Any:
+    """(n, G, R, P) per-sample matrices as (G, R, n·P): each group's matrices side by side,
+    [M_1 … M_n], a copy, so one GEMM per group runs over every sample."""
+    xp = array_module(stack)
+    n, g, r, p = stack.shape
+    return xp.ascontiguousarray(stack.transpose(1, 2, 0, 3)).reshape(g, r, n * p)
+
+
+def _samples_split(merged: Any, n: int) -> Any:
+    """The inverse of ``_samples_merged``, as a view: (G, R, n·P) → (n, G, R, P)."""
+    g, r, columns = merged.shape
+    return merged.reshape(g, r, n, columns // n).transpose(2, 0, 1, 3)
+
+
+def _block_product(x_all: Any, g_all: Any) -> Any:
+    """Σ_n X_n G_nᵀ over a block, (G, R, O), from ``_samples_merged`` columns X (G, R, n·P)
+    and ∂L/∂Y G (G, O, n·P): one GEMM per group whose inner dimension runs over the block's
+    samples and positions. For the few positions P of a small plane: per sample, R × O
+    products over P terms wrote R·O values per sample to sum after (measured, AMD EPYC
+    Zen 5, 2 threads, batch 128, 256 → 512, 3×3 stride 2, 8×8 → 4×4, bprop 198–201 → 40–41
+    ms, PyTorch 29–36; 128 → 256 on 16×16 45–46 → 30–31, PyTorch 42–43)."""
+    return array_module(x_all).matmul(x_all, g_all.transpose(0, 2, 1))
 
 
 def _sum_into(stack: Any, shape: tuple[int, ...], out: Any = None) -> Any:

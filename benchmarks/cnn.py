@@ -32,8 +32,13 @@ ermlab / PyTorch is printed (< 1: ermlab faster; the goal of issue 11 is ≤ 1.0
 
 Small batches show what the threads cost where the work is small (see
 ``benchmarks/small_batches.py`` for the before/after of ``Conv2d._run_lanes``' rule).
-Measured here at batch 4, ermlab / PyTorch: LeNet-5 0.65, small VGG 1.29, ResNet-20 1.21
-(PyTorch 11.7 ms a step).
+Measured here (AMD EPYC Zen 5, 2 threads), ermlab / PyTorch, LeNet-5, small VGG,
+ResNet-20: batch 4 0.83, 0.94, 1.27; batch 8 0.95, 0.92, 1.31; batch 32 1.01–1.29
+(LeNet-5's 1.6–2.0 ms steps move with the machine), 0.91, 1.14 (an earlier run 0.94).
+The small VGG was 1.29 and 1.17 at batches 4 and 8 before ``Linear``'s lanes shared out
+the features at small batches. The CIFAR ResNet-18 at batch 128: 0.75 (994 against 1331
+ms a step; 1587 ms before the small-plane rules of ``Conv2d._merged`` and
+``_winograd.BACKWARD_TILES_PER_CHANNEL``).
 
 On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
 when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,

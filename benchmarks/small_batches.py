@@ -36,6 +36,17 @@ small batches, the weight's rows or columns rather than the samples), ms:
 
 (at batch 128 single processes took 70 or 88–92 ms whichever the version, so that
 column moves by the luck of the draw: a run of 3 processes gave 70.0 → 92.3.)
+
+The default run, ``--before c314208`` (this session's start: before the longer-side rule,
+the per-example outer products and the small-plane rules of ``Conv2d._merged`` and the
+Winograd blocks), 2 processes each; ResNet-20 again with 4:
+
+    ResNet-20          batch 1 4.7 → 4.8, 4 8.8 → 8.9, 32 36.4 → 37.2 (even)
+    bottleneck ResNet  batch 1 36.6 → 36.3, 4 98.7 → 49.3, 32 513.1 → 143.6
+    small VGG          batch 1 4.6 → 2.6, 4 7.2 → 6.8, 32 19.5 → 19.5
+
+Each network is built afresh for each batch size: the small VGG (no batch norm, SGD at
+lr 0.01 on one random batch) trained at batch 1 and then given a batch of 4 diverged.
 """
 
 from __future__ import annotations
@@ -66,9 +77,9 @@ for name, (build, shape) in NETWORKS.items():
     wanted = config["networks"] or ["resnet-20", "bottleneck", "vgg"]
     if not any(n.lower() in name.lower() for n in wanted):
         continue
-    model, loss = build(), SoftmaxCrossEntropy()
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for batch in config["batches"]:
+    for batch in config["batches"]:  # a fresh network each: one trained on another batch
+        model, loss = build(), SoftmaxCrossEntropy()  # may diverge on this one (small VGG)
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         rng = np.random.default_rng(0)
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
         y = rng.integers(0, 10, batch)

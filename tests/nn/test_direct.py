@@ -156,12 +156,23 @@ def test_auto_chooses_direct_where_winograd_does_not_pay(channels, used, monkeyp
     # fewer than DIRECT_MIN_POSITIONS outputs a sample (5×5): im2col
     nn.Conv2d(16, 16, 3, padding=1, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
     nn.Conv2d(16, 120, 5, rng=0).forward(np.ones((1, 16, 5, 5), np.float32))  # LeNet's C5
+    # dilated (no Winograd) with 128 channels: im2col
+    nn.Conv2d(128, 128, 3, padding=2, dilation=2, rng=0).forward(
+        np.ones((1, 128, 8, 8), np.float32))
     nn.Conv2d(16, 16, 3, stride=(2, 1), rng=0).forward(np.ones((1, 16, 5, 5), np.float32))
     nn.Conv2d(32, 64, 3, stride=2, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
     nn.Conv2d(16, 16, 3, rng=0, groups=2).forward(np.ones((1, 16, 5, 5), np.float32))
     nn.Conv2d(16, 16, 3, rng=0, algorithm="im2col").forward(np.ones((1, 16, 5, 5), np.float32))
     nn.Conv2d(32, 32, 5, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
     assert not calls
+
+
+@pytest.mark.parametrize("channels", [(32, 32), (64, 48)])
+def test_auto_runs_dilated_convolutions_of_up_to_64_channels_direct(channels, monkeypatch):
+    calls = count_calls(monkeypatch, direct, "forward")
+    conv = nn.Conv2d(*channels, 3, padding=2, dilation=2, rng=0)
+    conv.forward(np.ones((1, channels[0], 8, 8), np.float32))
+    assert calls == {"forward": 1}
 
 
 def test_lenet_layers_and_the_input_gradient_below_16_channels(monkeypatch):

@@ -1,7 +1,7 @@
 """Linear's weight gradient for a batch of one example: the outer product g hᵀ by
-``_outer_kernels.outer`` (NumPy's ``multiply`` without Numba), bit for bit the GEMM's
-result, with and without lanes, added onto a gradient that is not zero, and in
-DropConnect."""
+``_outer_kernels.outer`` through ``_products.matmul`` (NumPy's ``multiply`` without Numba),
+bit for bit the GEMM's result, with and without lanes, added onto a gradient that is not
+zero, and in DropConnect."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ pytest.importorskip("numba", reason="Numba kernels absent: pip install 'ermlab[f
 from kernel_calls import count_calls  # noqa: E402
 
 from ermlab import nn  # noqa: E402
-from ermlab.nn import _outer_kernels, linear, stochastic  # noqa: E402
+from ermlab.nn import _outer_kernels, _products, linear, stochastic  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -43,7 +43,7 @@ def test_the_kernel_is_what_the_gemm_gives_on_a_column_slice():
     g = rng.standard_normal((1, 9)).astype(np.float32)
     x = rng.standard_normal((1, 5)).astype(np.float32)
     out = np.full((4, 5), np.nan, np.float32)
-    linear.weight_product(g[:, 3:7], x, out=out)
+    _products.matmul(g[:, 3:7].T, x, out=out)
     np.testing.assert_array_equal(out, np.matmul(g[:, 3:7].T, x))
 
 
@@ -51,7 +51,7 @@ def test_larger_batches_still_take_the_gemm(monkeypatch):
     calls = count_calls(monkeypatch, _outer_kernels, "outer")
     rng = np.random.default_rng(2)
     g, x = rng.standard_normal((2, 6)), rng.standard_normal((2, 4))
-    np.testing.assert_allclose(linear.weight_product(g, x), g.T @ x, rtol=1e-15)
+    np.testing.assert_allclose(_products.matmul(g.T, x), g.T @ x, rtol=1e-15)
     assert calls["outer"] == 0
 
 

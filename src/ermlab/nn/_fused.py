@@ -1,5 +1,6 @@
 """Where the layers' Numba kernels (``_norm_kernels``, ``_relu_kernels``, ``_winograd``,
-``_conv_kernels``, ``_pool_kernels``, ``_outer_kernels``) run, and their lanes.
+``_conv_kernels``, ``_pool_kernels``, ``_outer_kernels`` through ``_products``) run, and
+their lanes.
 
 A layer runs its compiled kernels only on C-contiguous NumPy float32/float64 arrays of
 one dtype, with Numba importable (``pip install "ermlab[fast]"``) and ``ERMLAB_FUSED``

@@ -1,8 +1,7 @@
-"""The weight gradient of a batch of one example, Gᵀ H = g hᵀ, in one compiled pass (Numba).
+"""An outer product g hᵀ in one compiled pass (Numba), for ``nn._products.matmul``.
 
-With one example the inner dimension of ``Linear``'s GEMM ∂L/∂W = Gᵀ H is 1: an outer
-product. NumPy's ``matmul`` does not hand that shape to BLAS; it runs its own unvectorized
-loop (measured, AMD EPYC Zen 5: 512 × 784 in 365 µs, 512 × 4096 in 1.9 ms), and
+NumPy's ``matmul`` computes an outer product, (m × 1) @ (1 × n), in an unvectorized loop
+of its own (measured, AMD EPYC Zen 5: 512 × 784 in 365 µs, 512 × 4096 in 1.9 ms), and
 ``numpy.multiply`` broadcast over the two vectors took 84 µs and 87 µs. This pass takes
 14 µs and 78 µs. Each value is one product, rounded once, as in any of them: the same
 result bit for bit. Used through ``nn._fused`` (NumPy float32/float64, C-contiguous, Numba

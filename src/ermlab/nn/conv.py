@@ -108,7 +108,7 @@ from functools import partial
 from typing import Any
 
 from ermlab.backend import array_module, as_generator, resolve_dtype
-from ermlab.nn import _fused, init
+from ermlab.nn import _fused, _products, init
 from ermlab.nn.activations import rectified_gradient
 from ermlab.nn.linear import check_float_input
 from ermlab.nn.module import Module
@@ -1093,10 +1093,10 @@ class Conv2d(Module):
                 xp.matmul(cols, grad_cols.transpose(0, 1, 3, 2), out=per_sample)
                 target.accumulate(_sum_transposed_into, per_sample, self.weight.shape)
             if grad is not None and merged:
-                cols[...] = _samples_split(_product(w_t, g_all), stop - start)
+                cols[...] = _samples_split(_products.matmul(w_t, g_all), stop - start)
                 self._col2im(xp, cols, grad, start, stop, x.shape)
             elif grad is not None:
-                _product(w_t, grad_cols, out=cols)
+                _products.matmul(w_t, grad_cols, out=cols)
                 self._col2im(xp, cols, grad, start, stop, x.shape)
         if total is not None:
             target.accumulate(_sum_transposed_into, total[None], self.weight.shape)
@@ -1273,19 +1273,6 @@ def _matmul_into(a: Any, b: Any, shape: tuple[int, ...], out: Any = None) -> Any
         return xp.matmul(a, b).reshape(shape)
     xp.matmul(a, b, out=out.reshape(a.shape[:-1] + b.shape[-1:]))
     return out
-
-
-def _product(a: Any, b: Any, out: Any = None) -> Any:
-    """``matmul(a, b, out=out)``; where the inner dimension is 1 (one output channel per
-    group: depthwise convolutions' Wᵀ G_n), the outer products by ``multiply``, the same
-    values: NumPy's ``matmul`` takes that shape in an unvectorized loop of its own, not
-    BLAS (see ``nn._outer_kernels``). Measured (AMD EPYC Zen 5, 2 threads, batch 128,
-    depthwise 3×3 on 128 channels of 16×16, bprop): 30.2–30.3 → 14.7–14.8 ms (PyTorch
-    11.2)."""
-    xp = array_module(a)
-    if a.shape[-1] == 1:
-        return xp.multiply(a, b, out=out)
-    return xp.matmul(a, b, out=out)
 
 
 def _samples_merged(stack: Any) -> Any:

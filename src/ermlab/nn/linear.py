@@ -7,7 +7,7 @@ from typing import Any
 import numpy
 
 from ermlab.backend import array_module, as_generator, resolve_dtype
-from ermlab.nn import _fused, init
+from ermlab.nn import _products, init
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
 from ermlab.threads import default_threads, rest, run_lanes, sample_lanes
@@ -28,25 +28,6 @@ def check_float_input(layer: Module, x: Any, dtype: Any) -> None:
             f"{layer!r} has {dtype} parameters but got input of dtype "
             f"{got if got is not None else type(x).__name__}; {hint}"
         )
-
-
-def weight_product(grad_out: Any, x: Any, out: Any = None) -> Any:
-    """Gᵀ H for G = ``grad_out`` (N, O) and H = ``x`` (N, I), into ``out`` if given: the
-    GEMM, except for one example of NumPy arrays, whose outer product g hᵀ NumPy's
-    ``matmul`` computes in an unvectorized loop of its own, not BLAS (512 × 784: 365 µs);
-    there ``_outer_kernels.outer`` (14 µs), or ``multiply`` without Numba (84 µs). One
-    product per value: the same result bit for bit."""
-    xp = array_module(x)
-    if x.shape[0] != 1 or xp is not numpy:
-        return xp.matmul(grad_out.T, x, out=out)
-    g, h = numpy.ascontiguousarray(grad_out[0]), numpy.ascontiguousarray(x[0])
-    if out is None:
-        out = numpy.empty((g.size, h.size), dtype=numpy.result_type(g, h))
-    kernels = _fused.kernels("_outer_kernels", g, h, out)
-    if kernels is None:
-        return numpy.multiply(g[:, None], h[None, :], out=out)
-    kernels.outer(g, h, out)
-    return out
 
 
 class Linear(Module):
@@ -147,12 +128,12 @@ class Linear(Module):
                                rows_only=True)
         if lanes is None:
             rest()
-            self.weight.accumulate(weight_product, grad_out, x)
+            self.weight.accumulate(_products.matmul, grad_out.T, x)
         else:  # rows of ∂L/∂W (outputs) in lanes: each is the same sum as in one GEMM
             def weight_gradient(out=None):
                 out = numpy.empty(self.weight.shape, dtype=x.dtype) if out is None else out
-                self._run(lanes, lambda lo, hi: weight_product(grad_out[:, lo:hi], x,
-                                                               out=out[lo:hi]))
+                self._run(lanes, lambda lo, hi: _products.matmul(grad_out[:, lo:hi].T, x,
+                                                                 out=out[lo:hi]))
                 return out
             self.weight.accumulate(weight_gradient)
 

@@ -41,8 +41,9 @@ from typing import Any
 import numpy
 
 from ermlab.backend import array_module, as_generator
+from ermlab.nn import _products
 from ermlab.nn.graph import Graph
-from ermlab.nn.linear import Linear, check_float_input, weight_product
+from ermlab.nn.linear import Linear, check_float_input
 from ermlab.nn.merge import Add
 from ermlab.nn.module import Module
 
@@ -271,7 +272,7 @@ class DropConnect(Stochastic):
         if self.per_example:
             self.linear.weight.add_grad(xp.einsum("noi,no,ni->oi", mask, grad_out, x))
         else:
-            self.linear.weight.add_grad(mask * weight_product(grad_out, x))
+            self.linear.weight.add_grad(mask * _products.matmul(grad_out.T, x))
         if self.linear.bias is not None:
             self.linear.bias.accumulate(xp.sum, grad_out, axis=0)
 

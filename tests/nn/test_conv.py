@@ -161,3 +161,37 @@ def test_repr_names_the_configuration():
     text = repr(nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2, bias=False))
     assert text == ("Conv2d(4, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), "
                     "groups=2, bias=False)")
+
+
+def test_grouped_convolutions_take_full_width_by_outputs_per_group():
+    """Full-width columns are judged by O/G·(W_p − OW): 32 groups of 5 outputs on 4×4 maps
+    (160·2 = 320 over the budget, 5·2 = 10 within) run full width, and give the sums of the
+    windows (float64)."""
+    grouped = nn.Conv2d(160, 160, 3, padding=1, groups=32, rng=0, dtype=np.float64,
+                        algorithm="im2col")
+    plain = nn.Conv2d(160, 160, 3, padding=1, rng=0, dtype=np.float64, algorithm="im2col")
+    shape = (2, 160, 4, 4)
+    assert 160 * 2 > conv_module.FULL_WIDTH_BUDGET
+    assert grouped._layout(shape)[4] == 6 and plain._layout(shape)[4] == 4
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape)
+    y = grouped.forward(x)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    w = grouped.weight.data.reshape(32, 5, 5, 3, 3)
+    windows = np.stack([padded[:, :, i:i + 4, j:j + 4] for i in range(3) for j in range(3)], -1)
+    windows = windows.reshape(2, 32, 5, 4, 4, 3, 3)
+    expected = np.einsum("gocij,ngcpqij->ngopq", w, windows).reshape(2, 160, 4, 4)
+    np.testing.assert_allclose(y - grouped.bias.data[:, None, None], expected, rtol=1e-12,
+                               atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    grouped.zero_grad()
+    gx = grouped.backward(g)
+    g6 = g.reshape(2, 32, 5, 4, 4)
+    expected_w = np.einsum("ngopq,ngcpqij->gocij", g6, windows).reshape(160, 5, 3, 3)
+    np.testing.assert_allclose(grouped.weight.grad, expected_w, rtol=1e-11, atol=1e-11)
+    expected_cols = np.einsum("gocij,ngopq->ngcpqij", w, g6).reshape(2, 160, 4, 4, 3, 3)
+    expected_x = np.zeros_like(padded)
+    for i in range(3):
+        for j in range(3):
+            expected_x[:, :, i:i + 4, j:j + 4] += expected_cols[..., i, j]
+    np.testing.assert_allclose(gx, expected_x[:, :, 1:5, 1:5], rtol=1e-11, atol=1e-11)

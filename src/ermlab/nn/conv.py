@@ -129,9 +129,14 @@ from ermlab.threads import (
 # 3×3 on 32×32 3→8 5.65 → 3.78, 4→16 14.9 → 10.6, 8→16 19.0 → 13.4, 8→8 on 16×16 5.05 → 2.84;
 # LeNet-5's C3 (5×5, 6→16 on 14×14) 7.6 → 7.9 and 10.3 → 10.6 (a wash).
 TRANSPOSED_MIN_CHANNELS = 16
-# Largest O·(W_p − OW) for which the full-width column layout is used (see Conv2d._layout).
-# Measured (1 thread, batch 128): full width is faster for LeNet's C3 (64) and 3×3 convs
-# with 32–64 channels (64–128), slower for 256 channels on 4×4 maps (512) and beyond.
+# Largest O/G·(W_p − OW) for which the full-width column layout is used (see
+# Conv2d._layout): the extra GEMM work per column value it saves copying grows with the
+# outputs per group. Measured (1 thread, batch 128): full width is faster for LeNet's C3
+# (64) and 3×3 convs with 32–64 channels (64–128), slower for 256 channels on 4×4 maps
+# (512) and beyond. Grouped (AMD EPYC Zen 5, 2 threads, batch 128, 3×3, forward/backward
+# ms, O·(W_p − OW) → O/G·(W_p − OW)): 32 groups of 8 channels on 8×8 6.36/11.61 →
+# 5.04/8.85, of 16 on 4×4 6.34/13.52 → 4.99/11.62, depthwise 512 channels on 8×8
+# 12.73/25.26 → 7.33/19.69; 32 groups of 4 on 16×16 5.53/10.86 → 5.64/9.78.
 FULL_WIDTH_BUDGET = 256
 # fprop, and bprop's weight gradient where no col2im follows, work on blocks of samples
 # whose columns take at most this many bytes (one sample at least): columns that fit in
@@ -437,7 +442,8 @@ class Conv2d(Module):
         hp, wp = h + 2 * ph, w + 2 * pw
         oh = output_size(h, kh, self.stride[0], ph, dh)
         ow = output_size(w, kw, self.stride[1], pw, dw)
-        full = self.stride == (1, 1) and self.out_channels * (wp - ow) <= FULL_WIDTH_BUDGET
+        full = (self.stride == (1, 1)
+                and self.out_channels // self.groups * (wp - ow) <= FULL_WIDTH_BUDGET)
         return hp, wp, oh, ow, wp if full else ow
 
     def _work(self, xp: Any, name: str, size: int, dtype: Any, key: tuple = (),

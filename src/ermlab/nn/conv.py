@@ -136,7 +136,10 @@ TRANSPOSED_MIN_CHANNELS = 16
 # (512) and beyond. Grouped (AMD EPYC Zen 5, 2 threads, batch 128, 3×3, forward/backward
 # ms, O·(W_p − OW) → O/G·(W_p − OW)): 32 groups of 8 channels on 8×8 6.36/11.61 →
 # 5.04/8.85, of 16 on 4×4 6.34/13.52 → 4.99/11.62, depthwise 512 channels on 8×8
-# 12.73/25.26 → 7.33/19.69; 32 groups of 4 on 16×16 5.53/10.86 → 5.64/9.78.
+# 12.73/25.26 → 7.33/19.69; 32 groups of 4 on 16×16 5.53/10.86 → 5.64/9.78. Later, the
+# machine slower, both layouts interleaved in one process: 8 channels on 8×8 8.03/11.52
+# → 9.44/9.03 (fprop slower, the step faster), 16 on 4×4 7.81/13.70 → 6.13/12.18, 4 on
+# 16×16 9.96/10.30 → 9.68/10.78.
 FULL_WIDTH_BUDGET = 256
 # fprop, and bprop's weight gradient where no col2im follows, work on blocks of samples
 # whose columns take at most this many bytes (one sample at least): columns that fit in

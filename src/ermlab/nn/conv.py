@@ -1350,7 +1350,12 @@ def _sum_rows_into(stack: Any, shape: tuple[int, ...], out: Any = None) -> Any:
     o, c, kh, kw = shape
     if out is None:
         out = xp.empty(shape, dtype=stack.dtype)
-    xp.sum(stack.reshape(kh, stack.shape[1], kw, c, o), axis=1, out=out.transpose(2, 3, 1, 0))
+    # as ``_sum_transposed_into``: the sum, then one transposing copy (8 samples of 5×5
+    # 96 → 256 rows: 5.77 against 1.48 ms, the same values; weight-only bprop, 2 threads,
+    # batch 128, im2col: 5×5 64 → 64 on 16×16 32.8–34.4 → 29.4–30.9 ms, 3×3 48 → 48 on
+    # 32×32 26.1 → 23.2–23.5, 5×5 32 → 64 on 32×32 53.7 → 52.4–54.1)
+    total = stack.sum(axis=1) if stack.shape[1] > 1 else stack[:, 0]
+    out.transpose(2, 3, 1, 0)[...] = total.reshape(kh, kw, c, o)
     return out
 
 

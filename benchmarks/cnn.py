@@ -1,4 +1,4 @@
-"""Training time per step of three CNNs, float32, batch 128: ermlab vs PyTorch CPU, same run.
+"""Training time per step of CNNs, float32, batch 128: ermlab vs PyTorch CPU, same run.
 
 Run by hand (not a test):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/cnn.py \

@@ -158,7 +158,7 @@ def algorithm(module, x_shape) -> str:
     float32 inputs of ``x_shape`` (None: not a Conv2d, or not run)."""
     if type(module).__name__ != "Conv2d" or x_shape is None:
         return ""
-    probe = np.zeros((1, *x_shape[1:]), np.float32)
+    probe = np.zeros(x_shape, np.float32)  # the whole batch: Winograd depends on its size
     if module._winograd(probe) is not None:
         return ", Winograd"
     return ", direct" if module._direct(probe) is not None else ""

@@ -81,12 +81,23 @@ def test_auto_chooses_winograd_from_enough_channels(channels, used, monkeypatch)
     calls = count_calls(monkeypatch, winograd, "forward")
     conv = nn.Conv2d(*channels, 3, padding=1, rng=0)
     assert conv.algorithm == "auto"
-    conv.forward(np.ones((1, channels[0], 4, 4), np.float32))
+    conv.forward(np.ones((4, channels[0], 4, 4), np.float32))  # 64 output positions
     assert bool(calls) is used
     calls.clear()
     nn.Conv2d(32, 32, 3, stride=2, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
     nn.Conv2d(32, 32, 5, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
     assert not calls
+
+
+def test_auto_leaves_winograd_where_the_batch_has_fewer_positions_than_channels(monkeypatch):
+    """U = G w Gᵀ is made for all O·C filters at every call: with fewer output positions in
+    the batch (N·OH·OW) than channels, im2col; from as many, Winograd."""
+    calls = count_calls(monkeypatch, winograd, "forward")
+    conv = nn.Conv2d(64, 64, 3, padding=1, rng=0)
+    conv.forward(np.ones((3, 64, 4, 4), np.float32))  # 48 positions < 64
+    assert not calls
+    conv.forward(np.ones((4, 64, 4, 4), np.float32))  # 64
+    assert calls == {"forward": 1}
 
 
 def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):

@@ -204,6 +204,16 @@ WINOGRAD_MIN_CHANNELS = 32
 # 0.49/1.15 → 0.38/0.68; direct ahead from 6×6 outputs: 3×3 16→16 padded on 6×6 0.28/0.53
 # against 0.30/0.67, on 8×8 0.34/0.59 against 0.43/0.92.
 DIRECT_MIN_POSITIONS = 36
+# "auto" also leaves Winograd for im2col where the batch has fewer output positions
+# (N·OH·OW) than the larger channel count: U = G w Gᵀ and its adjoint, made at every call
+# for all O·C filters, then cost more than the GEMMs save. Measured (AMD EPYC Zen 5, 2
+# threads, 3×3 padding 1, forward/backward ms, Winograd against im2col): 512 channels on
+# 2×2 at batch 16 (64 positions) 5.29/8.89 against 1.36/4.15, on 4×4 at batch 16 (256)
+# 6.58/11.42 against 4.03/8.92; 256 on 4×4 at 16 (256) 3.53 against 3.53 in all; Winograd
+# ahead from as many positions as channels: 512 on 2×2 at 128 (512) 22.4 against 31.4, on
+# 4×4 at 64 (1024) 30.1 against 47.2, 64 on 8×8 at 4 (256) 0.34 against 0.54. VGG-16 on
+# 32×32 at batch 16, whose last three layers see 2×2 maps of 512 channels: 140–141 →
+# 107–110 ms a step (PyTorch 95–127); at batch 128 even (491 against 499).
 # ... and, for dilated convolutions (which Winograd cannot run), with up to this many
 # channels on the smaller side even where Winograd would pay by its channel count.
 # Measured (AMD EPYC Zen 5, 2 threads, batch 128, 3×3, dilation 2, forward/backward ms,
@@ -402,8 +412,11 @@ class Conv2d(Module):
         ``nn._fused``), else None."""
         if self.algorithm in ("im2col", "direct") or not self._winograd_geometry():
             return None
-        if self.algorithm == "auto" and not self._winograd_pays():
-            return None
+        if self.algorithm == "auto":
+            _, _, oh, ow, _ = self._layout(x.shape)
+            if (not self._winograd_pays()
+                    or x.shape[0] * oh * ow < max(self.in_channels, self.out_channels)):
+                return None  # few channels, or too few output positions in the batch
         return _fused.kernels("_winograd", x)
 
     def _winograd_pays(self) -> bool:

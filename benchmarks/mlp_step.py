@@ -8,7 +8,7 @@ rounds so that machine load affects both alike. Prints the median time per
 step of each and the ratio ermlab / PyTorch (< 1 means ermlab is faster).
 
 ``--batch 1`` is per-example SGD. Measured there (AMD EPYC Zen 5, 2 threads, issue 11),
-before the outer-product kernel for ∂L/∂W (``nn.linear.weight_product``; NumPy's
+before the outer-product kernel for ∂L/∂W (``nn._products.matmul``; NumPy's
 ``matmul`` computed Gᵀ H of one example in an unvectorized loop of its own): ermlab 0.67
 ms a step against PyTorch's 0.22 (3.1×); after it 0.21 ms (1.00×).
 """

@@ -112,3 +112,32 @@ def check_against_torch(case, algorithm, dtype):
     np.testing.assert_allclose(gx, tx.grad.numpy(), **tol)
     np.testing.assert_allclose(gw, tw.grad.numpy(), **tol)
     np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
+
+
+def window_sums(x, weight, g, stride=1, padding=0, groups=1):
+    """(y without bias, ∂L/∂x, ∂L/∂W) of a square-kernel convolution by its windows' sums in
+    float64, an oracle that shares no code with Conv2d: for each kernel offset (i, j),
+
+        y[n, o, p, q]  += Σ_c W[o, c, i, j] x̃[n, c, S p + i, S q + j]
+        ∂x̃[n, c, S p + i, S q + j] += Σ_o W[o, c, i, j] G[n, o, p, q]
+        ∂W[o, c, i, j]  = Σ_{n,p,q} G[n, o, p, q] x̃[n, c, S p + i, S q + j]
+
+    within each group, x̃ being x zero-padded by ``padding``."""
+    x, weight, g = (np.asarray(a, dtype=np.float64) for a in (x, weight, g))
+    h, w = x.shape[2:]
+    o, cg, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
+    oh, ow = g.shape[2:]
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    grad_x, grad_w, y = np.zeros_like(padded), np.zeros(weight.shape), np.zeros(g.shape)
+    og = o // groups
+    for k in range(groups):
+        outputs, inputs = slice(k * og, (k + 1) * og), slice(k * cg, (k + 1) * cg)
+        for i in range(kernel):
+            for j in range(kernel):
+                at = (slice(None), inputs, slice(i, i + stride * oh, stride),
+                      slice(j, j + stride * ow, stride))
+                w_ij, g_k = weight[outputs, :, i, j], g[:, outputs]
+                y[:, outputs] += np.einsum("oc,ncpq->nopq", w_ij, padded[at])
+                grad_x[at] += np.einsum("oc,nopq->ncpq", w_ij, g_k)
+                grad_w[outputs, :, i, j] = np.einsum("nopq,ncpq->oc", g_k, padded[at])
+    return y, grad_x[:, :, padding:padding + h, padding:padding + w], grad_w

@@ -7,6 +7,7 @@ added onto a gradient that is not zero."""
 
 import numpy as np
 import pytest
+from conv_algorithms import window_sums
 
 from ermlab import nn
 from ermlab.nn import conv as conv_module
@@ -20,44 +21,6 @@ CASES = [
     (7, 5, 9, 4, 4, 1, 2, 0, 1),
     (7, 3, 10, 2, 3, 1, 1, 0, 1),
 ]
-
-
-def reference(x, g, kernel, stride, padding, groups):
-    """∂L/∂W[o, c, i, j] = Σ_{n,p,q} G[n, o, p, q] x̃[n, c, S p + i, S q + j], float64."""
-    n, c = x.shape[:2]
-    o, (oh, ow) = g.shape[1], g.shape[2:]
-    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    cg, og = c // groups, o // groups
-    grad = np.zeros((o, cg, kernel, kernel))
-    for k in range(groups):
-        outputs, inputs = slice(k * og, (k + 1) * og), slice(k * cg, (k + 1) * cg)
-        for i in range(kernel):
-            for j in range(kernel):
-                window = padded[:, inputs, i:i + stride * oh:stride, j:j + stride * ow:stride]
-                grad[outputs, :, i, j] = np.einsum("nopq,ncpq->oc", g[:, outputs], window)
-    return grad
-
-
-def reference_passes(x, weight, g, stride, padding, groups):
-    """y (without bias) and ∂L/∂x by the same windows' sums, float64."""
-    n, c, h, w = x.shape
-    o, cg, kernel = weight.shape[0], weight.shape[1], weight.shape[2]
-    oh, ow = g.shape[2:]
-    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    grad = np.zeros_like(padded)
-    y = np.zeros(g.shape)
-    og = o // groups
-    for k in range(groups):
-        outputs, inputs = slice(k * og, (k + 1) * og), slice(k * cg, (k + 1) * cg)
-        for i in range(kernel):
-            for j in range(kernel):
-                rows, cols = slice(i, i + stride * oh, stride), slice(j, j + stride * ow, stride)
-                y[:, outputs] += np.einsum("oc,ncpq->nopq", weight[outputs, :, i, j],
-                                           padded[:, inputs, rows, cols])
-                grad[:, inputs, rows, cols] += np.einsum("oc,nopq->ncpq",
-                                                         weight[outputs, :, i, j],
-                                                         g[:, outputs])
-    return y, grad[:, :, padding:padding + h, padding:padding + w]
 
 
 def layer(case, threads, dtype=np.float64):
@@ -91,8 +54,8 @@ def test_weight_gradient_of_few_positions(case, threads, monkeypatch):
     y = conv.forward(x)
     g = rng.standard_normal(y.shape)
     assert y.shape[2] * y.shape[3] < o // groups  # fewer positions than outputs
-    expected = reference(x, g, kernel, stride, padding, groups)
-    y_expected, gx_expected = reference_passes(x, conv.weight.data, g, stride, padding, groups)
+    y_expected, gx_expected, expected = window_sums(x, conv.weight.data, g, stride, padding,
+                                                    groups)
     np.testing.assert_allclose(y - conv.bias.data[:, None, None], y_expected, rtol=1e-12,
                                atol=1e-12)
     conv.zero_grad()
@@ -114,7 +77,7 @@ def test_float32_few_positions_against_float64():
     conv.zero_grad()
     conv.backward(g)
     assert conv.weight.grad.dtype == np.float32
-    expected = reference(x.astype(np.float64), g.astype(np.float64), 5, 1, 0, 1)
+    expected = window_sums(x, conv.weight.data, g)[2]
     np.testing.assert_allclose(conv.weight.grad, expected, rtol=1e-4, atol=1e-4)
 
 

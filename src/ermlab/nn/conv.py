@@ -1114,14 +1114,14 @@ class Conv2d(Module):
                                         grad_out.dtype, lane=lane).reshape(cols.shape[:3] + (-1,))
                 xp.matmul(cols, grad_cols.transpose(0, 1, 3, 2), out=per_sample)
                 target.accumulate(_sum_transposed_into, per_sample, self.weight.shape)
-            if grad is not None and merged:
-                cols[...] = _samples_split(_products.matmul(w_t, g_all), stop - start)
-                self._col2im(xp, cols, grad, start, stop, x.shape)
-            elif grad is not None:
-                _products.matmul(w_t, grad_cols, out=cols)
+            if grad is not None:
+                if merged:
+                    cols[...] = _samples_split(_products.matmul(w_t, g_all), stop - start)
+                else:
+                    _products.matmul(w_t, grad_cols, out=cols)
                 self._col2im(xp, cols, grad, start, stop, x.shape)
         if total is not None:
-            target.accumulate(_reshaped_into, total, self.weight.shape)
+            target.accumulate(_sum_into, total[None], self.weight.shape)
         return None if lane == 0 or target is None else target.total
 
     def _weight_grad_rows(self, xp: Any, grad_out: Any, x: Any, lo: int, hi: int,
@@ -1219,25 +1219,28 @@ class Conv2d(Module):
 
     def _pointwise_weight_product(self, grad_cols: Any, cols: Any, out: Any = None) -> Any:
         """∂L/∂W = G Xᵀ with G = [G_1 … G_N] (O × N·P) and X = [X_1 … X_N] (C × N·P), laid
-        out so by a copy of each: one GEMM whose inner dimension runs over every sample's
-        positions, in lanes of rows of ∂L/∂W (each row the same sum for any number of
-        lanes). For the few positions P of a small plane, per-sample products (O × C over
-        P terms each) wrote N·O·C values to sum after (measured, AMD EPYC Zen 5, 2 threads,
-        batch 128, 256 → 512 stride 2 on 8×8, ∂L/∂W 7.3–7.5 → 3.1 ms, bprop 7.8–8.1 →
-        4.6–5.5; PyTorch's bprop 6.3–6.5)."""
+        out so by a copy of each (``_samples_merged``): one GEMM whose inner dimension runs
+        over every sample's positions, in lanes of rows of ∂L/∂W (each row the same sum for
+        any number of lanes; ``_run_lanes`` decides the lanes as for the samples). For the
+        few positions P of a small plane, per-sample products (O × C over P terms each)
+        wrote N·O·C values to sum after (measured, AMD EPYC Zen 5, 2 threads, batch 128,
+        256 → 512 stride 2 on 8×8, ∂L/∂W 7.3–7.5 → 3.1 ms, bprop 7.8–8.1 → 4.6–5.5;
+        PyTorch's bprop 6.3–6.5)."""
         xp = array_module(cols)
-        n, o, positions = grad_cols.shape
-        g_all = xp.ascontiguousarray(grad_cols.transpose(1, 0, 2)).reshape(o, n * positions)
-        x_all = xp.ascontiguousarray(cols.transpose(0, 2, 1)).reshape(n * positions, -1)
-        out = (xp.empty((o, x_all.shape[1]), dtype=cols.dtype) if out is None
-               else out.reshape(o, x_all.shape[1]))
-        lanes = len(self._lanes(xp, self._cached("_x_shape")))
-        if lanes == 1 and (n == 1 or (self.threads or default_threads()) == 1):
-            rest()  # as ``_run_lanes``: one sample or one thread keeps BLAS's threads
-            xp.matmul(g_all, x_all, out=out)
-        else:
-            run_lanes([lambda lo=lo, hi=hi: xp.matmul(g_all[lo:hi], x_all, out=out[lo:hi])
-                       for lo, hi in sample_lanes(o, lanes, lanes)])
+        g_all = _samples_merged(grad_cols[:, None])[0]
+        # Xᵀ laid out (N·P, C) by its own copy: as the view of X (C, N·P) the GEMM took
+        # 5–10 % longer (3.0–3.2 against 3.3–3.4 ms in the measurement above)
+        x_t = xp.ascontiguousarray(cols.transpose(0, 2, 1)).reshape(g_all.shape[1], -1)
+        out = (xp.empty((g_all.shape[0], x_t.shape[1]), dtype=cols.dtype) if out is None
+               else out.reshape(g_all.shape[0], x_t.shape[1]))
+        ranges = self._lanes(xp, self._cached("_x_shape"))
+        rows = sample_lanes(g_all.shape[0], len(ranges), len(ranges))
+
+        def run(lo: int, hi: int, lane: int) -> None:  # lane k: rows[k] of ∂L/∂W
+            first, last = rows[lane]
+            xp.matmul(g_all[first:last], x_t, out=out[first:last])
+
+        self._run_lanes(ranges, run)
         return out.reshape(self.weight.shape)
 
     def _grad_input_pointwise(self, grad_cols: Any) -> Any:
@@ -1322,14 +1325,6 @@ def _block_product(x_all: Any, g_all: Any) -> Any:
     16.6 of the 23.0 ms of a 512 → 512 stride 2 on 4×4 bprop at batch 32 (NumPy's
     reduction into a transposed output is slow): in ∂L/∂W's layout, 23.0 → 7.6 ms."""
     return array_module(x_all).matmul(g_all, x_all.transpose(0, 2, 1))
-
-
-def _reshaped_into(a: Any, shape: tuple[int, ...], out: Any = None) -> Any:
-    """``a`` as ``shape`` (into ``out`` if given); for Parameter.accumulate."""
-    if out is None:
-        return a.reshape(shape)
-    out[...] = a.reshape(shape)
-    return out
 
 
 def _sum_into(stack: Any, shape: tuple[int, ...], out: Any = None) -> Any:

@@ -100,16 +100,7 @@ class Linear(Module):
                 f"{tuple(x.shape)}" + (" — add nn.Flatten() before it" if x.ndim > 2 else "")
             )
         check_float_input(self, x, self.weight.dtype)
-        xp = array_module(x)
-        rows, lanes = self._lanes(xp, x.shape[0], self.out_features, self.in_features)
-        if lanes is None:
-            rest()  # BLAS's own threads: the pool's workers stop spinning
-            a = xp.matmul(x, self.weight.data.T)
-        else:
-            a = numpy.empty((x.shape[0], self.out_features), dtype=x.dtype)
-            w = self.weight.data
-            self._run(lanes, (lambda lo, hi: numpy.matmul(x[lo:hi], w.T, out=a[lo:hi])) if rows
-                      else (lambda lo, hi: numpy.matmul(x, w[lo:hi].T, out=a[:, lo:hi])))
+        a = self._product(x, self.weight.data.T)
         if self.bias is not None:
             a += self.bias.data
         if self.training:
@@ -123,19 +114,8 @@ class Linear(Module):
         xp = array_module(grad_out)
         if self.bias is not None:  # first, while G is still in the cache: the GEMM evicts it
             self.bias.accumulate(xp.sum, grad_out, axis=0)
-        x = self._cached("_x")
-        _, lanes = self._lanes(xp, self.out_features, self.in_features, x.shape[0],
-                               rows_only=True)
-        if lanes is None:
-            rest()
-            self.weight.accumulate(_products.matmul, grad_out.T, x)
-        else:  # rows of ∂L/∂W (outputs) in lanes: each is the same sum as in one GEMM
-            def weight_gradient(out=None):
-                out = numpy.empty(self.weight.shape, dtype=x.dtype) if out is None else out
-                self._run(lanes, lambda lo, hi: _products.matmul(grad_out[:, lo:hi].T, x,
-                                                                 out=out[lo:hi]))
-                return out
-            self.weight.accumulate(weight_gradient)
+        # rows of ∂L/∂W (outputs) in lanes: each the same sum as in one GEMM
+        self.weight.accumulate(self._product, grad_out.T, self._cached("_x"), rows_only=True)
 
     def per_example_grads(self, grad_out: Any) -> dict[str, Any]:
         """``{"weight": (N, out, in), "bias": (N, out)}``: row n of ``grad_out`` times
@@ -154,17 +134,22 @@ class Linear(Module):
         return g2 * (x2 + 1) if self.bias is not None else g2 * x2
 
     def grad_input(self, grad_out: Any) -> Any:
-        xp = array_module(grad_out)
-        rows, lanes = self._lanes(xp, grad_out.shape[0], self.in_features, self.out_features)
+        return self._product(grad_out, self.weight.data)
+
+    def _product(self, a: Any, b: Any, out: Any = None, rows_only: bool = False) -> Any:
+        """``a @ b`` (into ``out`` if given; ``nn._products.matmul``): one call on BLAS's
+        own threads, or with ``lanes`` in ermlab's lanes (``_lanes``), each a block of rows
+        or of columns of the result, BLAS on one thread."""
+        xp = array_module(a)
+        rows, lanes = self._lanes(xp, a.shape[0], b.shape[1], a.shape[1], rows_only)
         if lanes is None:
-            rest()
-            return xp.matmul(grad_out, self.weight.data)
-        grad = numpy.empty((grad_out.shape[0], self.in_features), dtype=grad_out.dtype)
-        w = self.weight.data
-        self._run(lanes, (lambda lo, hi: numpy.matmul(grad_out[lo:hi], w, out=grad[lo:hi]))
-                  if rows else
-                  (lambda lo, hi: numpy.matmul(grad_out, w[:, lo:hi], out=grad[:, lo:hi])))
-        return grad
+            rest()  # BLAS's own threads: the pool's workers stop spinning
+            return _products.matmul(a, b, out=out)
+        if out is None:
+            out = numpy.empty((a.shape[0], b.shape[1]), dtype=numpy.result_type(a, b))
+        self._run(lanes, (lambda lo, hi: _products.matmul(a[lo:hi], b, out=out[lo:hi])) if rows
+                  else (lambda lo, hi: _products.matmul(a, b[:, lo:hi], out=out[:, lo:hi])))
+        return out
 
     def _lanes(self, xp: Any, rows: int, cols: int, inner: int,
                rows_only: bool = False) -> tuple[bool, list | None]:

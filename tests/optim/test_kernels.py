@@ -238,3 +238,46 @@ def test_setting_ermlab_fused_between_steps_takes_effect(monkeypatch):
         param.grad[...] = 1.0
         opt.step()
         assert len(calls) == expected, (value, calls)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("below", [None, 1e-30, 3e-7, 0.5])
+def test_flush_kernel_is_flush_tiny_bit_for_bit(dtype, below):
+    """The kernels' flush (``_kernels.flush``, at a fused step's due steps) zeroes what
+    ``inplace.flush_tiny_`` zeroes, to +0, for the dtype's τ and for thresholds that the
+    dtype cannot hold exactly; NaN and ±∞ stay."""
+    from ermlab.optim import _kernels
+
+    tiny = np.finfo(dtype).tiny
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(1000) * 10.0 ** rng.integers(-45, 2, 1000)).astype(dtype)
+    specials = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, tiny, -tiny, tiny / 2,
+                -tiny / 4, np.nextafter(tiny, 0), 1e-30, -1e-30, 3e-7, -3e-7, 0.5, -0.5]
+    x[:len(specials)] = np.array(specials).astype(dtype)
+    if below is not None:  # values next to the threshold as the dtype holds it
+        edge = dtype(below)
+        x[-4:] = [edge, np.nextafter(edge, 0), np.nextafter(edge, 1), -edge]
+    expected = inplace.flush_tiny_(x.copy(), below)
+    got = x.copy()
+    _kernels.flush(got, got.dtype.type(inplace.subnormal_threshold(got.dtype, below)))
+    assert got.tobytes() == expected.tobytes()  # +0, not −0, and NaN's bits kept
+    assert np.sum(expected == 0) > np.sum(x == 0)  # the flush zeroed something
+
+
+def test_a_fused_step_flushes_with_the_kernel(monkeypatch):
+    """A due step of a fused rule flushes its state arrays by the kernel, each block's flat
+    view, and allocates no scratch buffer or mask for it (the NumPy flush's)."""
+    from ermlab.optim import _kernels
+
+    flushed = []
+    real = _kernels.flush
+    monkeypatch.setattr(_kernels, "flush", lambda x, t: flushed.append(x.size) or real(x, t))
+    param = nn.Parameter(np.ones((300, 300), np.float32))
+    opt = optim.Adam([param], lr=0.1, flush_every=2)
+    opt.threads = 1
+    for step in range(1, 5):
+        param.grad[...] = 1e-30
+        opt.step()
+        assert len(flushed) == 2 * (step // 2)  # m and v (ε = 1e-8 hides v) at steps 2, 4
+    assert set(flushed) == {param.data.size}
+    assert not opt._scratch and not opt._masks

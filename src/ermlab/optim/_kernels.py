@@ -245,3 +245,14 @@ def nesterov_scheme(theta, grad, x, neg_lr, coefficient):
         d = (x_new - x[i]) * coefficient
         x[i] = x_new
         theta[i] = x_new + d
+
+
+@njit(**_JIT)
+def flush(x, tiny):
+    """x[i] ← +0 where |x[i]| < ``tiny`` (``inplace.flush_tiny_``'s rule in one pass: NaN and
+    ±∞ stay), ``tiny`` in x's dtype. Every element is written back, so the loop is a select
+    and a store that LLVM vectorizes; the block is in cache, just updated by its kernel."""
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        xi = x[i]
+        x[i] = zero if abs(xi) < tiny else xi

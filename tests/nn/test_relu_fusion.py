@@ -26,8 +26,10 @@ from ermlab.nn import conv as conv_module  # noqa: E402
 
 
 def _unfused(monkeypatch):
-    """Turn the fusion off: batch norms and sums answer None, as a module without it does."""
+    """Turn the fusion off: batch norms, linear layers and sums answer None, as a module
+    without it does."""
     monkeypatch.setattr(normalization._BatchNorm, "forward_relu", lambda self, x: None)
+    monkeypatch.setattr(nn.Linear, "forward_relu", lambda self, x: None)
     monkeypatch.setattr(merge.Add, "forward_relu", lambda self, *inputs: None)
 
 
@@ -239,7 +241,8 @@ def _block(dtype, threads=1, noise=False):
 @pytest.mark.parametrize("threads", [1, 3])
 def test_a_sum_and_its_relu_are_the_two_boxes_bit_for_bit(monkeypatch, dtype, threads):
     monkeypatch.setattr(activations, "LANE_MIN_BYTES", 1)  # Add's lanes too
-    relus = count_calls(monkeypatch, _relu_kernels, "forward", "backward", "add_forward")
+    relus = count_calls(monkeypatch, _relu_kernels, "forward", "backward", "add_forward",
+                        "bias_forward", "bias_backward")
     rng = np.random.default_rng(16)
     x = rng.standard_normal((20, 6)).astype(dtype)
     g = rng.standard_normal((20, 6)).astype(dtype)
@@ -250,9 +253,11 @@ def test_a_sum_and_its_relu_are_the_two_boxes_bit_for_bit(monkeypatch, dtype, th
         _same(ours, want)
     lanes = min(threads, 20 * 6)
     assert relus["add_forward"] == lanes  # the fused pass, in lanes
-    # forward: act1 twice, out once (unfused); bprop: act1 and out each time (fused: out's
-    # mask inside the sum's bprop, by the same kernel), every pass in ``threads`` lanes
-    assert relus["forward"] == 3 * lanes and relus["backward"] == 4 * lanes
+    # forward: act1 and out, unfused (fused: act1 inside fc1's pass); bprop: act1 and out
+    # unfused, out fused (its mask inside the sum's bprop, by the same kernel), every pass in
+    # ``threads`` lanes; fc1's passes in one lane (20 × 6 values)
+    assert relus["forward"] == 2 * lanes and relus["backward"] == 3 * lanes
+    assert relus["bias_forward"] == relus["bias_backward"] == 1
 
 
 def test_a_sum_read_elsewhere_or_the_output_keeps_its_relu(monkeypatch):

@@ -44,27 +44,30 @@ def _run(x, g, inplace, threads=None):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("inplace", [False, True])
 def test_kernels_equal_the_numpy_path_bit_for_bit(monkeypatch, dtype, inplace):
-    calls = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
+    names = ("forward_in_place", "backward_in_place") if inplace else ("forward", "backward")
+    calls = count_calls(monkeypatch, _relu_kernels, *names)
     x, g = _arrays(dtype)
     y, grad = _run(x, g, inplace)
-    assert calls == {"forward": 1, "backward": 1}
+    assert calls == dict.fromkeys(names, 1)  # in place: the one-array kernels
     monkeypatch.setenv("ERMLAB_FUSED", "0")
     with np.errstate(invalid="ignore"):  # ∞·0 in the NumPy path's G·1_{y > 0}
         y_numpy, grad_numpy = _run(x, g, inplace)
-    assert calls == {"forward": 1, "backward": 1}  # the NumPy path: no kernel
+    assert calls == dict.fromkeys(names, 1)  # the NumPy path: no kernel
     np.testing.assert_array_equal(_bits(y), _bits(y_numpy))
     np.testing.assert_array_equal(_bits(grad), _bits(grad_numpy))
     assert y.dtype == grad.dtype == dtype and y.shape == grad.shape == x.shape
 
 
-def test_lanes_of_elements_equal_one_lane(monkeypatch):
-    calls = count_calls(monkeypatch, _relu_kernels, "forward", "backward")
+@pytest.mark.parametrize("inplace", [False, True])
+def test_lanes_of_elements_equal_one_lane(monkeypatch, inplace):
+    names = ("forward_in_place", "backward_in_place") if inplace else ("forward", "backward")
+    calls = count_calls(monkeypatch, _relu_kernels, *names)
     monkeypatch.setattr(activations, "LANE_MIN_BYTES", 1)
     x, g = _arrays(np.float32, shape=(5, 67))
-    y1, grad1 = _run(x, g, False, threads=1)
-    assert calls == {"forward": 1, "backward": 1}
-    y3, grad3 = _run(x, g, False, threads=3)
-    assert calls == {"forward": 4, "backward": 4}
+    y1, grad1 = _run(x, g, inplace, threads=1)
+    assert calls == dict.fromkeys(names, 1)
+    y3, grad3 = _run(x, g, inplace, threads=3)
+    assert calls == dict.fromkeys(names, 4)
     np.testing.assert_array_equal(_bits(y3), _bits(y1))
     np.testing.assert_array_equal(_bits(grad3), _bits(grad1))
 

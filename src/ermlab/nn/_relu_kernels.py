@@ -55,3 +55,62 @@ def add_forward(x1, x2, y, lo, hi):
     zero = y.dtype.type(0)
     for i in range(ys.size):
         ys[i] = rectify(as_[i] + bs[i], zero)
+
+
+@njit(**_JIT)
+def forward_in_place(x, lo, hi):
+    """x[i] ← max(x[i], 0) for i in [lo, hi): ``forward`` with y = x (``ReLU(inplace)``).
+    One array, so that LLVM vectorizes the loop: given x twice, ``forward``'s vector loop
+    finds its two arrays overlapping and runs its scalar one (128 × 512 float32: 13–14 µs
+    against 2)."""
+    xs = x[lo:hi]
+    zero = x.dtype.type(0)
+    for i in range(xs.size):
+        xs[i] = rectify(xs[i], zero)
+
+
+@njit(**_JIT)
+def bias_forward(a, b, lo, hi):
+    """a[n, j] ← max(a[n, j] + b[j], 0) in place for rows n in [lo, hi), as ``a += b`` and
+    then ``forward`` take them: a ``Linear``'s bias and the ReLU after it
+    (``Linear.forward_relu``) in one pass over its product a = x Wᵀ. (Rows taken by
+    index: ``for row in a`` left the loop unvectorized, 17 µs against 3 on 128 × 512.)"""
+    zero = a.dtype.type(0)
+    rows = a[lo:hi]
+    for n in range(rows.shape[0]):
+        row = rows[n]
+        for j in range(row.size):
+            row[j] = rectify(row[j] + b[j], zero)
+
+
+@njit(**_JIT)
+def bias_backward(grad, y, out, sums, lo, hi):
+    """out = grad·1_{y > 0} (as ``backward``) and, where ``sums`` is not None,
+    sums[j] = Σ_n out[n, j] summed as ``numpy.sum(out, axis=0)`` sums a C-contiguous array
+    (+0, then each row added in order: a column of −0 sums to +0), for columns j in
+    [lo, hi): the ReLU's bprop and a ``Linear``'s bias gradient in one pass
+    (``Linear.backward`` after ``forward_relu``)."""
+    if sums is not None:
+        ss = sums[lo:hi]
+        zero = ss.dtype.type(0)
+        for j in range(ss.size):
+            ss[j] = zero
+    for n in range(grad.shape[0]):
+        gs, ys, outs = grad[n][lo:hi], y[n][lo:hi], out[n][lo:hi]
+        for j in range(gs.size):
+            g = gs[j]
+            outs[j] = g if ys[j] > 0 else g * 0
+        if sums is not None:
+            for j in range(ss.size):
+                ss[j] += outs[j]
+
+
+@njit(**_JIT)
+def backward_in_place(grad, y, lo, hi):
+    """grad[i] ← grad[i]·1_{y[i] > 0} for i in [lo, hi): ``backward`` with out = grad
+    (``ReLU(inplace)``), vectorized where ``backward`` given grad twice is not (128 × 512
+    float32: 16 µs against 5)."""
+    gs, ys = grad[lo:hi], y[lo:hi]
+    for i in range(gs.size):
+        g = gs[i]
+        gs[i] = g if ys[i] > 0 else g * 0

@@ -157,7 +157,10 @@ class ReLU(Module):
             y = array_module(x).maximum(x, zeros_like(x), out=x if self.inplace else None)
         else:
             y = x if self.inplace else numpy.empty_like(x)
-            in_element_lanes(kernels.forward, self.threads, x.reshape(-1), y.reshape(-1))
+            if self.inplace:
+                in_element_lanes(kernels.forward_in_place, self.threads, x.reshape(-1))
+            else:
+                in_element_lanes(kernels.forward, self.threads, x.reshape(-1), y.reshape(-1))
         if self.training:
             self._y = y
         return y
@@ -192,6 +195,10 @@ def rectified_gradient(grad_out: Any, y: Any, threads: int | None = None,
     kernels = _fused.kernels("_relu_kernels", grad_out, y)
     if kernels is None or grad_out.shape != y.shape:
         return array_module(y).multiply(grad_out, y > 0, out=out)
+    if out is grad_out:
+        in_element_lanes(kernels.backward_in_place, threads, grad_out.reshape(-1),
+                         y.reshape(-1))
+        return out
     grad = numpy.empty_like(grad_out) if out is None else out
     in_element_lanes(kernels.backward, threads, grad_out.reshape(-1), y.reshape(-1),
                      grad.reshape(-1))

@@ -7,14 +7,17 @@ from typing import Any
 import numpy
 
 from ermlab.backend import array_module, as_generator, resolve_dtype
-from ermlab.nn import _products, init
+from ermlab.nn import _fused, _products, init
 from ermlab.nn.module import Module
 from ermlab.nn.parameter import Parameter
-from ermlab.threads import default_threads, rest, run_lanes, sample_lanes
+from ermlab.threads import default_threads, rest, run_lanes, run_ranges, sample_lanes
 
 # With ``lanes=True`` (see Linear) a GEMM is shared out in lanes of at least this many
 # multiply-adds each.
 LANE_MIN_MACS = 4_000_000
+# The bias-and-ReLU passes (``forward_relu``) run in lanes of at least this many bytes of
+# the layer's output: one memory-bound pass, as the ReLU's own (``activations.LANE_MIN_BYTES``).
+RELU_LANE_MIN_BYTES = 2 * 2**20
 
 
 def check_float_input(layer: Module, x: Any, dtype: Any) -> None:
@@ -51,6 +54,13 @@ class Linear(Module):
     accumulating into ``grad`` (the recorder calls ``per_example_grads`` or
     ``per_example_sq_norms``); the input gradient is unchanged.
 
+    A ``ReLU`` after the layer in a ``Sequential`` runs inside it (``forward_relu``, on the
+    compiled kernels): the bias and the ReLU in one pass over x Wᵀ, and in bprop the
+    ReLU's mask and ∂L/∂b in one pass over G, the same values bit for bit. Measured
+    (AMD Zen 5, 2 threads, paired in one process), forward and bprop of the Fashion-MNIST
+    MLP 784-512-256-10 at batch 128: 1.21 ms a step against 1.23–1.24 apart, and
+    1.26–1.29 before the in-place ReLU kernels (``_relu_kernels.forward_in_place``).
+
     ``lanes=True`` (the convolutional networks of ``nn.zoo`` set it for their heads): with
     more than one thread (``threads``, default ``ERMLAB_NUM_THREADS`` or the CPU count),
     the GEMMs of NumPy arrays run in ermlab's lanes (``ermlab.threads``: the longer side
@@ -64,7 +74,7 @@ class Linear(Module):
     lanes, up to the rounding of BLAS's blocking.
     """
 
-    forward_cache = ("_x",)
+    forward_cache = ("_x", "_relu_y")
     per_example_recorder: Any = None
     threads: int | None = None
 
@@ -94,25 +104,74 @@ class Linear(Module):
         self.bias = Parameter(bias_data, "bias", regularize=False) if bias else None
 
     def forward(self, x: Any) -> Any:
+        self._check(x)
+        a = self._product(x, self.weight.data.T)
+        if self.bias is not None:
+            a += self.bias.data
+        if self.training:
+            self._x, self._relu_y = x, False
+        return a
+
+    def forward_relu(self, x: Any) -> Any:
+        """max(b + W x, 0) — this layer and a ``ReLU`` after it — with the bias added and
+        the ReLU applied in one compiled pass over the product (``_relu_kernels``), bit for
+        bit ``a += b`` and the ReLU's values; None where the kernels do not run (no Numba,
+        CuPy; the caller then runs the ``ReLU``). ``Sequential`` calls it for a linear
+        layer followed by a ``ReLU``. y is kept, as the ReLU would keep it, and bprop
+        masks ∂L/∂y, G̃ = G·1_{y > 0}, in the same pass that sums G̃ over the batch for
+        ∂L/∂b: one pass each way instead of three, and no ReLU box called."""
+        kernels = _fused.kernels("_relu_kernels", self.weight.data)
+        if kernels is None:
+            return None
+        self._check(x)
+        a = self._product(x, self.weight.data.T)
+        if self.bias is None:
+            run_ranges(self._relu_lanes(a.size, a.nbytes), kernels.forward_in_place,
+                       a.reshape(-1))
+        else:
+            run_ranges(self._relu_lanes(len(a), a.nbytes), kernels.bias_forward, a,
+                       self.bias.data)
+        if self.training:
+            self._x, self._relu_y = x, a
+        return a
+
+    def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
+        y = self._cached("_relu_y")
+        if y is False:
+            return super().backward(grad_out, input_grad)
+        # after forward_relu: the ReLU's bprop, with Σ_n G̃_n for ∂L/∂b in its pass
+        kernels = _fused.kernels("_relu_kernels", grad_out, y)
+        if kernels is None or grad_out.shape != y.shape:  # as the ReLU's NumPy path
+            return super().backward(numpy.multiply(grad_out, y > 0), input_grad)
+        masked = numpy.empty_like(y)
+        sums = None if self.bias is None else numpy.empty(y.shape[1], dtype=y.dtype)
+        run_ranges(self._relu_lanes(y.shape[1], y.nbytes), kernels.bias_backward, grad_out, y,
+                   masked, sums)
+        self.accumulate_grad(masked, sums)
+        return self.grad_input(masked) if input_grad else None
+
+    def _check(self, x: Any) -> None:
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(
                 f"{self!r} expects input of shape (N, {self.in_features}); got "
                 f"{tuple(x.shape)}" + (" — add nn.Flatten() before it" if x.ndim > 2 else "")
             )
         check_float_input(self, x, self.weight.dtype)
-        a = self._product(x, self.weight.data.T)
-        if self.bias is not None:
-            a += self.bias.data
-        if self.training:
-            self._x = x
-        return a
 
-    def accumulate_grad(self, grad_out: Any) -> None:
+    def _relu_lanes(self, n: int, nbytes: int) -> list[tuple[int, int]]:
+        """Ranges of ``n`` rows, columns or elements for the bias-and-ReLU passes."""
+        return _fused.lanes(n, nbytes, self.threads, RELU_LANE_MIN_BYTES)
+
+    def accumulate_grad(self, grad_out: Any, bias_sums: Any = None) -> None:
+        """∂L/∂W += Gᵀ H and ∂L/∂b += Σ_n G_n (``bias_sums``: that sum, made already), or G
+        handed to the ``per_example_recorder``."""
         if self.per_example_recorder is not None:
             self.per_example_recorder.record(self, grad_out)
             return
         xp = array_module(grad_out)
-        if self.bias is not None:  # first, while G is still in the cache: the GEMM evicts it
+        if bias_sums is not None:
+            self.bias.accumulate(xp.positive, bias_sums)  # a copy, or an addition
+        elif self.bias is not None:  # first, while G is in the cache: the GEMM evicts it
             self.bias.accumulate(xp.sum, grad_out, axis=0)
         # rows of ∂L/∂W (outputs) in lanes: each the same sum as in one GEMM
         self.weight.accumulate(self._product, grad_out.T, self._cached("_x"), rows_only=True)

@@ -21,8 +21,8 @@ class Sequential(Module):
     position's bprop, so the parameter gradients of all positions add up.
 
     A ``ReLU`` right after a module that can apply it in its own pass
-    (``forward_relu``: ``BatchNorm2d`` on its compiled kernels, ``Conv2d`` on
-    Winograd or direct sums) is run by that module: the same values bit for
+    (``forward_relu``: ``Linear`` and ``BatchNorm2d`` on their compiled kernels,
+    ``Conv2d`` on Winograd or direct sums) is run by that module: the same values bit for
     bit, without the ReLU's own passes (the module masks the gradient in its
     own bprop). Where the module cannot (``forward_relu`` returns None), or
     either module's ``forward`` is replaced on the instance (a hook, as

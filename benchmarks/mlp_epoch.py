@@ -196,13 +196,16 @@ def breakdown(trainer, x, y, xt, yt, cpu: bool = False) -> dict[str, float]:
     patched = []
 
     def patch(obj, name, category):
-        patched.append((obj, name))
+        patched.append((obj, name, vars(obj).get(name)))
         setattr(obj, name, clock.wrap(getattr(obj, name), category))
 
-    for module in trainer.model:
-        category = "Linear (bias, rest)" if isinstance(module, nn.Linear) else "activations"
-        patch(module, "forward", category)
-        patch(module, "backward", category)
+    # the layers' classes, not the instances: a forward set on an instance is a hook, and a
+    # Linear with a hook leaves the ReLU after it to run apart (``activations.absorbs_relu``)
+    for cls in {type(module) for module in trainer.model}:
+        linear = issubclass(cls, nn.Linear)
+        category = "Linear (bias, fused ReLU, rest)" if linear else "activations"
+        for name in ("forward", "backward") + (("forward_relu",) if linear else ()):
+            patch(cls, name, category)
     patch(trainer.loss, "forward", "loss")
     patch(trainer.loss, "backward", "loss")
     patch(trainer.optimizer, "step", "optimizer")
@@ -213,8 +216,11 @@ def breakdown(trainer, x, y, xt, yt, cpu: bool = False) -> dict[str, float]:
         total = ermlab_epoch(trainer, TimedRows(x, clock), TimedRows(y, clock), xt, yt)[cpu]
     finally:
         np.matmul = saved_matmul
-        for obj, name in patched:
-            delattr(obj, name)
+        for obj, name, own in reversed(patched):
+            if own is None:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, own)
     clock.times["Trainer loop, callbacks"] = total - sum(clock.times.values())
     clock.times["total"] = total
     return clock.times

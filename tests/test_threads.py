@@ -288,3 +288,25 @@ def test_a_linear_layer_or_a_convolution_on_blas_threads_quiets_the_pool(monkeyp
     lanes.threads = 2
     lanes.forward(np.ones((2, 4), np.float32))
     assert threads._quiet_until == 0.0
+
+
+def test_one_range_without_blas_is_one_call_in_the_calling_thread(monkeypatch):
+    def no_pool(*args, **kwargs):
+        raise AssertionError("one range went to the pool")
+
+    monkeypatch.setattr(threads, "run_lanes", no_pool)
+    seen = []
+    assert threads.run_ranges([(2, 5)], lambda a, lo, hi: seen.append(
+        (a, lo, hi, threading.current_thread())) or lo + hi, "x") == [7]
+    assert seen == [("x", 2, 5, threading.current_thread())]
+
+
+@pytest.mark.parametrize("nbytes,threads_,lanes", [(1999, 4, 1), (2000, 4, 2), (5000, 4, 4),
+                                                   (5000, 1, 1), (5000, None, 2)])
+def test_element_lanes_need_their_bytes_whatever_the_thread_count(nbytes, threads_, lanes,
+                                                                  monkeypatch):
+    from ermlab.nn import _fused
+
+    monkeypatch.setenv("ERMLAB_NUM_THREADS", "2")
+    ranges = _fused.lanes(10, nbytes, threads_, 1000)
+    assert len(ranges) == lanes and ranges[0][0] == 0 and ranges[-1][1] == 10

@@ -198,7 +198,10 @@ def run_lanes(calls: Sequence[Callable[[], Any]], blas: bool = True,
 def run_ranges(ranges: Sequence[tuple[int, int]], work: Callable[..., Any], *args: Any,
                blas: bool = False, awake: bool = True) -> list:
     """``work(*args, lo, hi)`` for each range [lo, hi), one lane each (``run_lanes``); by
-    default ``work`` runs no BLAS (the layers' compiled kernels): ``blas=True`` if it does."""
+    default ``work`` runs no BLAS (the layers' compiled kernels): ``blas=True`` if it does.
+    One range without BLAS is one call, in the calling thread."""
+    if len(ranges) == 1 and not blas:
+        return [work(*args, *ranges[0])]
     return run_lanes([lambda lo=lo, hi=hi: work(*args, lo, hi) for lo, hi in ranges], blas,
                      awake)
 

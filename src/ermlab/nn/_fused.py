@@ -47,6 +47,8 @@ def lanes(n: int, nbytes: int, threads: int | None, lane_min_bytes: int) -> list
     """Ranges [lo, hi) of ``n`` independent items (channels, elements) holding ``nbytes``,
     one per lane: ``threads`` (None: ``ERMLAB_NUM_THREADS`` or the CPU count) at most,
     each of at least ``lane_min_bytes``."""
+    if nbytes < 2 * lane_min_bytes:  # one lane's worth: no thread count to look up
+        return [(0, n)]
     threads = threads or default_threads()
     if threads == 1:
         return [(0, n)]

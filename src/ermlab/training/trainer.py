@@ -261,7 +261,9 @@ class Trainer:
             size = float(len(index)) if w is None else float(w.sum())
             if size == 0 and self.privacy is None:  # DP-SGD steps on an empty batch too
                 continue
-            xb = x[index]
+            # numpy.take gathers rows ~15 % faster than x[index] (128 random rows of
+            # Fashion-MNIST: 28 against 33 µs), the same values
+            xb = numpy.take(x, index, axis=0) if type(x) is numpy.ndarray else x[index]
             if self.augment is not None and len(index):  # an empty DP batch: noise alone
                 xb = self.augment(xb, self.rng)
             xb, yb, w = (on_device_of(device, a) for a in (xb, y[index], w))

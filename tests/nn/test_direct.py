@@ -206,9 +206,10 @@ def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):
 
 
 def test_bad_geometry_is_refused():
-    for kwargs in ({"stride": (2, 1)}, {"groups": 2}):
+    for kwargs in ({"stride": (2, 1)}, {"groups": 2}):  # groups 2 of 4 channels: not depthwise
         with pytest.raises(ValueError, match="algorithm='direct' needs the same stride both"):
-            nn.Conv2d(2, 2, 3, algorithm="direct", **kwargs)
+            nn.Conv2d(4, 4, 3, algorithm="direct", **kwargs)
+    nn.Conv2d(4, 8, 3, stride=(2, 1), groups=4, algorithm="direct")  # depthwise: any strides
     assert "algorithm='direct'" in repr(nn.Conv2d(2, 2, 3, algorithm="direct"))
 
 

@@ -84,6 +84,14 @@ strides > 1). Each lane is one call that holds no GIL, so two lanes run at once 
 ``algorithm="direct"`` asks for it whatever the channel counts. Results differ from
 im2col's by rounding only.
 
+Depthwise (``ermlab.nn._depthwise``): a convolution with groups = in_channels (each channel
+convolved with filters of its own, M = O/C of them) is, on im2col, one 1 × K_h·K_w GEMM per
+channel and sample. ``algorithm="direct"`` (and ``auto`` up to ``DEPTHWISE_MAX_POSITIONS``
+output positions per sample) sums it directly instead: each sample's planes of a range of
+channels copied channels-last, every tap one multiply-add over the contiguous channels, in
+lanes of channels, for any kernel, stride, padding and dilation. Results differ from
+im2col's by rounding only, and do not depend on the number of lanes.
+
 A ReLU after the layer (``forward_relu``, which ``Sequential`` calls) runs in the Winograd
 and direct paths' own kernels and lanes: the kernels write max(y, 0) as they write y (the
 direct sums as they copy the outputs out, Winograd over each block's outputs while they are
@@ -175,7 +183,8 @@ BIAS_LANE_MIN_BYTES = 2**20
 # How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
 # (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
 # arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), "direct" (direct
-# summation, ``ermlab.nn._direct``: no groups, the same conditions on arrays), or
+# summation, ``ermlab.nn._direct``: no groups, the same conditions on arrays; for a
+# depthwise layer ``ermlab.nn._depthwise``), or
 # "auto": Winograd where it applies and both channel counts are at least
 # WINOGRAD_MIN_CHANNELS; else direct where it applies; else im2col. Measured (Xeon, 1
 # thread, batch 128, 3×3 padding 1, forward/backward ms, im2col → Winograd, load ~1.7):
@@ -222,6 +231,17 @@ DIRECT_MIN_POSITIONS = 36
 # 128→128 on 16×16 28.58/65.20 against 41.66/66.72: im2col (PyTorch, 64→64 on 16×16:
 # 4.75/21.73).
 DILATED_DIRECT_CHANNELS = 64
+# Depthwise convolutions (groups = in_channels) are summed directly over channels-last
+# planes (``ermlab.nn._depthwise``) by "auto" up to this many output positions per sample
+# (OH·OW), by "direct" at any size. im2col runs them as one tiny GEMM per channel and
+# sample. Measured through Conv2d (AMD EPYC Zen 5, 2 threads, batch 128, 3×3 padding 1,
+# forward + backward ms, im2col → depthwise kernels; PyTorch 2.13 2 threads, next run):
+# 512 channels on 2×2 18.3 → 1.4 (6.0), on 4×4 15.4 → 3.1 (5.4), on 8×8 29.2 → 16.0
+# (23.8); 256 on 16×16 50.9 → 35.9 (76.8), stride 2 25.1 → 16.0 (40.8); 64 on 16×16 11.4 →
+# 9.9 (11.8); 32 on 8×8 3.2 → 1.4 (0.4); 128 channels with 2 filters each on 8×8 8.3 → 5.3
+# (16.8). Above 256 even or behind: 128 on 32×32 65.0 against 65.7, 32 on 32×32 16.7
+# against 17.2 (PyTorch 151 and 24).
+DEPTHWISE_MAX_POSITIONS = 256
 
 
 def pair(value: Any, name: str, layer: str, minimum: int) -> tuple[int, int]:
@@ -387,10 +407,11 @@ class Conv2d(Module):
                 f"groups 1; got kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"dilation={self.dilation}, groups={self.groups} — use algorithm='auto'"
             )
-        if algorithm == "direct" and not self._direct_geometry():
+        if algorithm == "direct" and not (self._direct_geometry() or self._depthwise_geometry()):
             raise ValueError(
-                "Conv2d: algorithm='direct' needs the same stride both ways and groups 1; "
-                f"got stride={self.stride}, groups={self.groups} — use algorithm='auto'"
+                "Conv2d: algorithm='direct' needs the same stride both ways and groups 1, or "
+                f"groups = in_channels (depthwise); got stride={self.stride}, "
+                f"groups={self.groups} — use algorithm='auto'"
             )
         if algorithm in ("winograd", "direct"):
             if importlib.util.find_spec("numba") is None:
@@ -438,6 +459,33 @@ class Conv2d(Module):
             if (self._winograd_pays() and not dilated) or oh * ow < DIRECT_MIN_POSITIONS:
                 return None
         return _fused.kernels("_direct", x)
+
+    def _depthwise_geometry(self) -> bool:
+        return self.groups == self.in_channels > 1
+
+    def _depthwise(self, x: Any) -> Any:
+        """``ermlab.nn._depthwise`` where this convolution of ``x`` uses it (groups =
+        in_channels; with ``algorithm="auto"`` up to ``DEPTHWISE_MAX_POSITIONS`` output
+        positions per sample; its kernels take C-contiguous NumPy float32/float64
+        arrays), else None."""
+        if self.algorithm not in ("auto", "direct") or not self._depthwise_geometry():
+            return None
+        if self.algorithm == "auto":
+            _, _, oh, ow, _ = self._layout(x.shape)
+            if oh * ow > DEPTHWISE_MAX_POSITIONS:
+                return None
+        return _fused.kernels("_depthwise", x)
+
+    def _channel_lanes(self, xp: Any, x_shape: tuple[int, ...]) -> list:
+        """Ranges [c0, c1) of input channels for the depthwise kernels, one per lane (each
+        runs every sample of its channels): ``threads`` lanes at most, each with at least
+        ``LANE_MIN_FLOPS`` multiply-adds, at most one per channel."""
+        threads = self.threads or default_threads()
+        if threads == 1 or xp.__name__ != "numpy":
+            return [(0, self.in_channels)]
+        _, _, oh, ow, _ = self._layout(x_shape)
+        work = x_shape[0] * self.out_channels * oh * ow * self.kernel_size[0] * self.kernel_size[1]
+        return sample_lanes(self.in_channels, threads, work // LANE_MIN_FLOPS)
 
     def _weight_matrix(self) -> Any:
         """W as (G, O/G, C/G·K_h·K_w)."""
@@ -705,8 +753,17 @@ class Conv2d(Module):
             return self._forward_pointwise(xp, x)
         _, _, oh, ow, _ = self._layout(x.shape)
         y = xp.empty((x.shape[0], self.out_channels, oh, ow), dtype=x.dtype)
-        if self._direct_geometry():
+        if self._direct_geometry() or self._depthwise_geometry():
             x = xp.ascontiguousarray(x)
+        depthwise = self._depthwise(x)
+        if depthwise is not None:
+            run_ranges(self._channel_lanes(xp, x.shape), depthwise.forward, x,
+                       depthwise.filters(self.weight.data, self.out_channels // self.groups),
+                       None if self.bias is None else self.bias.data, y, self.stride,
+                       self.padding, self.dilation)
+            if self.training:
+                self._x, self._x_shape, self._u, self._relu_y = x, x.shape, None, False
+            return y
         winograd, direct, u = self._winograd(x), self._direct(x), None
         if direct is not None:
             weight, bias = direct.layout(self.weight.data,
@@ -806,6 +863,10 @@ class Conv2d(Module):
             grad_cols = self._pointwise_grad_columns(grad_out)
             self._accumulate_pointwise(grad_out, grad_cols)
             return self._grad_input_pointwise(grad_cols) if input_grad else None
+        depthwise = self._depthwise(self._cached("_x"))
+        if depthwise is not None:
+            return self._backward_depthwise(depthwise, grad_out, weights=True,
+                                            inputs=input_grad)
         winograd = self._winograd(self._cached("_x"))
         if winograd is not None:
             return self._backward_winograd(winograd, grad_out, weights=True, inputs=input_grad)
@@ -823,6 +884,8 @@ class Conv2d(Module):
                 self, self._rectified(array_module(grad_out), grad_out, in_lanes=False)[0])
         elif self._is_pointwise():
             self._accumulate_pointwise(grad_out, self._pointwise_grad_columns(grad_out))
+        elif (depthwise := self._depthwise(self._cached("_x"))) is not None:
+            self._backward_depthwise(depthwise, grad_out, weights=True, inputs=False)
         elif (winograd := self._winograd(self._cached("_x"))) is not None:
             self._backward_winograd(winograd, grad_out, weights=True, inputs=False)
         elif (direct := self._direct(self._cached("_x"))) is not None:
@@ -893,6 +956,9 @@ class Conv2d(Module):
     def grad_input(self, grad_out: Any) -> Any:
         if self._is_pointwise():
             return self._grad_input_pointwise(self._pointwise_grad_columns(grad_out))
+        depthwise = self._depthwise(self._cached("_x"))
+        if depthwise is not None:
+            return self._backward_depthwise(depthwise, grad_out, weights=False, inputs=True)
         winograd = self._winograd(self._cached("_x"))
         if winograd is not None:
             return self._backward_winograd(winograd, grad_out, weights=False, inputs=True)
@@ -996,6 +1062,25 @@ class Conv2d(Module):
             for part in totals[1:]:
                 totals[0] += part
             self.weight.add_grad(winograd.filter_transform_adjoint(totals[0], self.weight.shape))
+        return grad
+
+    def _backward_depthwise(self, depthwise: Any, grad_out: Any, weights: bool,
+                            inputs: bool) -> Any:
+        """bprop where fprop ran ``depthwise`` (``nn._depthwise``), in lanes of channels:
+        ∂L/∂W (added to the weight's gradient) and ∂L/∂b where ``weights``, ∂L/∂x (returned)
+        where ``inputs``."""
+        xp = array_module(grad_out)
+        x = self._cached("_x")
+        grad_out = xp.ascontiguousarray(grad_out, dtype=x.dtype)
+        multiplier = self.out_channels // self.groups
+        filters = depthwise.filters(self.weight.data, multiplier)
+        grad = xp.empty(x.shape, dtype=x.dtype) if inputs else None
+        grad_w = xp.empty_like(filters) if weights else None
+        run_ranges(self._channel_lanes(xp, x.shape), depthwise.backward, x, filters, grad_out,
+                   grad, grad_w, self.stride, self.padding, self.dilation)
+        if weights:
+            self.weight.add_grad(grad_w.transpose(3, 0, 1, 2).reshape(self.weight.shape))
+            self._bias_grad(xp, grad_out)
         return grad
 
     def _backward_direct(self, direct: Any, grad_out: Any, weights: bool, inputs: bool) -> Any:

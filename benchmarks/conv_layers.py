@@ -11,7 +11,8 @@ the im2col stages.
 
 Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 5×5 6→16,
 S4 2×2 max, and average pooling for the seeds' subsampling), the small VGG's 3×3 32→32
-on 32×32 and 64→64 on 16×16, and a VGG/ResNet-style 3×3 64→64 convolution on 32×32.
+on 32×32 and 64→64 on 16×16, a VGG/ResNet-style 3×3 64→64 convolution on 32×32, and
+depthwise 3×3 convolutions (groups = channels: 512 on 4×4, 256 with stride 2 on 16×16).
 The first convolution skips its input gradient
 (``input_grad=False``; torch: the input does not require grad). Rounds alternate between
 the two frameworks so that machine load affects both alike; medians over rounds are
@@ -81,6 +82,19 @@ CASES = [
      dict(kind="conv", padding=1, stride=2)),
     ("maxpool 3x3 s2 p1, 64x32x32", lambda: nn.MaxPool2d(3, 2, 1), (64, 32, 32), True,
      dict(kind="max", kernel=3, stride=2, padding=1)),
+    ("depthwise 3x3 512 pad 1, 4x4 (MobileNet's last)",
+     lambda: nn.Conv2d(512, 512, 3, padding=1, groups=512, rng=0), (512, 4, 4), True,
+     dict(kind="conv", padding=1, groups=512)),
+    ("  the same, im2col",
+     lambda: nn.Conv2d(512, 512, 3, padding=1, groups=512, rng=0, algorithm="im2col"),
+     (512, 4, 4), True, dict(kind="conv", padding=1, groups=512)),
+    ("depthwise 3x3 256 s2 pad 1, 16x16",
+     lambda: nn.Conv2d(256, 256, 3, stride=2, padding=1, groups=256, rng=0), (256, 16, 16),
+     True, dict(kind="conv", padding=1, stride=2, groups=256)),
+    ("  the same, im2col",
+     lambda: nn.Conv2d(256, 256, 3, stride=2, padding=1, groups=256, rng=0,
+                       algorithm="im2col"), (256, 16, 16), True,
+     dict(kind="conv", padding=1, stride=2, groups=256)),
 ]
 
 
@@ -108,7 +122,8 @@ def torch_step(layer, shape, input_grad, spec, rng):
         b = torch.from_numpy(layer.bias.data.copy()).requires_grad_()
 
         def op(t):
-            return F.conv2d(t, w, b, stride=spec.get("stride", 1), padding=spec["padding"])
+            return F.conv2d(t, w, b, stride=spec.get("stride", 1), padding=spec["padding"],
+                            groups=spec.get("groups", 1))
 
         params = [w, b]
     else:

@@ -241,7 +241,9 @@ DILATED_DIRECT_CHANNELS = 64
 # (23.8); 256 on 16×16 50.9 → 35.9 (76.8), stride 2 25.1 → 16.0 (40.8); 64 on 16×16 11.4 →
 # 9.9 (11.8); 32 on 8×8 3.2 → 1.4 (0.4); 128 channels with 2 filters each on 8×8 8.3 → 5.3
 # (16.8). Above 256 even or behind: 128 on 32×32 65.0 against 65.7, 32 on 32×32 16.7
-# against 17.2 (PyTorch 151 and 24).
+# against 17.2 (PyTorch 151 and 24). PyTorch's small planes move from process to process:
+# 512 on 4×4 took it 1.3–5.8 ms in four runs (ermlab 2.8–2.9), 1.6 in
+# ``benchmarks/conv_layers.py`` (ermlab 6.0 there, im2col 16.9).
 DEPTHWISE_MAX_POSITIONS = 256
 # Work arrays that every call writes whole before it reads them (Winograd's transformed
 # tiles V and M and its block's ∂L/∂U): kept per thread, not per layer (``Conv2d._work``),

@@ -28,15 +28,20 @@ GEMMs, the rest of Linear (bias add, bias gradient), activations, loss,
 optimizer step, zero_grad, batch gathering, validation, and the Trainer's
 own loop and callbacks (what is left of the epoch's time).
 
-Measured (issue 11; Intel Xeon @ 2.8 GHz, 2 cores shared, load average 16-18,
-so CPU seconds at ``--threads 1``): GEMMs alone 2.40 s CPU (155 GFLOP, 65
-GFLOP/s); ermlab's epoch 1.73× that (median of 3 rounds; the instrumented
-epoch 1.40×), PyTorch 1.34× ermlab's wall time. Where the instrumented epoch
-went, CPU s: GEMMs 2.01 + validation GEMMs 0.11, optimizer (Adam) 0.65,
-Linear's rest 0.17, Trainer loop 0.14, loss 0.12, activations 0.11, batch
-gathering 0.06, validation's rest 0.02. Before the ReLU, bias-gradient and
-training-mode changes of that issue: Linear's rest 0.31, Trainer loop 0.22,
-loss 0.14, activations 0.19, gathering 0.07 (0.94 s against 0.60 s).
+Measured (issue 11; AMD EPYC Zen 5, 2 cores, ``--threads 2``, wall clock). This machine
+runs in two states that last minutes, a fast one and one where memory-bound passes take
+about twice as long and GEMMs a quarter longer; ratios are only compared within a run.
+At the session start of 2026-12-01 (fast state): ermlab/GEMM 1.49 (GEMMs 0.41 s); a slow
+state 1.64–1.65. After the compiled flush of the optimizers' state, the Linear + ReLU
+fusion, the in-place ReLU kernels and the batch gather by ``numpy.take``: 1.37 in the fast
+state (ermlab 0.56 s/epoch, GEMMs alone 0.41 s; PyTorch 1.85× ermlab's time,
+scikit-learn 2.36×), 1.57–1.59 in the slow one. Where the instrumented fast epoch went:
+GEMMs 0.389 s + validation GEMMs 0.024, optimizer (Adam) 0.063, Linear's bias, fused
+ReLU and the rest 0.034, gathering 0.022 (then read by ``x[index]``), loss 0.019,
+Trainer loop 0.015, validation's rest 0.002. Adam's fused kernel is bound by its square
+roots and divisions (0.14 ns an element with its arrays in L2, 0.20 in L3), so a
+536,576-parameter step takes at least ~77 µs on one core; two lanes lose the ~40–60 µs a
+sleeping worker takes to wake.
 
 Idle-machine re-measurement (1 and 2 threads):
 
@@ -172,11 +177,13 @@ class Breakdown:
 
 
 class TimedRows:
-    """``x[index]`` timed as batch gathering; the face the Trainer reads (len, shape, dtype)."""
+    """A batch's rows timed as batch gathering, read as the Trainer reads a NumPy array's
+    (``numpy.take``); the face the Trainer reads (len, shape, dtype)."""
 
     def __init__(self, array, clock: Breakdown) -> None:
         self.array, self.shape, self.dtype = array, array.shape, array.dtype
-        self.getitem = clock.wrap(array.__getitem__, "batch gathering")
+        self.getitem = clock.wrap(lambda index: np.take(array, index, axis=0),
+                                  "batch gathering")
 
     def __len__(self) -> int:
         return len(self.array)

@@ -489,14 +489,11 @@ class Conv2d(Module):
 
     def _channel_lanes(self, xp: Any, x_shape: tuple[int, ...]) -> list:
         """Ranges [c0, c1) of input channels for the depthwise kernels, one per lane (each
-        runs every sample of its channels): ``threads`` lanes at most, each with at least
-        ``LANE_MIN_FLOPS`` multiply-adds, at most one per channel."""
-        threads = self.threads or default_threads()
-        if threads == 1 or xp.__name__ != "numpy":
-            return [(0, self.in_channels)]
-        _, _, oh, ow, _ = self._layout(x_shape)
-        work = x_shape[0] * self.out_channels * oh * ow * self.kernel_size[0] * self.kernel_size[1]
-        return sample_lanes(self.in_channels, threads, work // LANE_MIN_FLOPS)
+        runs every sample of its channels): as many as ``_lane_worth`` gives the batch, at
+        most one per channel."""
+        worth = self._lane_worth(xp, x_shape)
+        c = self.in_channels
+        return [(0, c)] if worth is None else sample_lanes(c, *worth)
 
     def _weight_matrix(self) -> Any:
         """W as (G, O/G, C/G·K_h·K_w)."""
@@ -565,13 +562,21 @@ class Conv2d(Module):
         OpenBLAS's two threads sharing each small GEMM gain little and leave the
         copies around it on one core."""
         n = x_shape[0]
+        worth = None if n == 1 else self._lane_worth(xp, x_shape, work)
+        return [(0, n)] if worth is None else sample_lanes(n, *worth)
+
+    def _lane_worth(self, xp: Any, x_shape: tuple[int, ...],
+                    work: float = 1.0) -> tuple[int, float] | None:
+        """(threads, how many lanes of at least ``LANE_MIN_FLOPS`` the batch's forward
+        multiply-adds times ``work`` make), or None for one lane: one thread (``threads``,
+        default ``ERMLAB_NUM_THREADS`` or the CPU count) or not NumPy."""
         threads = self.threads or default_threads()
-        if threads == 1 or n == 1 or xp.__name__ != "numpy":
-            return [(0, n)]
+        if threads == 1 or xp.__name__ != "numpy":
+            return None
         _, _, oh, ow, _ = self._layout(x_shape)
         per_sample = (self.out_channels * self.in_channels // self.groups * oh * ow
                       * self.kernel_size[0] * self.kernel_size[1] * work)
-        return sample_lanes(n, threads, per_sample * n // LANE_MIN_FLOPS)
+        return threads, per_sample * x_shape[0] // LANE_MIN_FLOPS
 
     def _run_lanes(self, ranges: list, run: Any, blas: bool = True) -> list:
         """``run(lo, hi, lane)`` for each range of ``_lanes``, the lanes at once

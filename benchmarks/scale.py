@@ -27,7 +27,13 @@ alternated rounds; the committed docs/images/scale.png is this run), 1 / 2
 threads: batch 32 … 1024: 0.61/0.62, 0.70/0.58, 0.81/0.79, 0.98/0.59,
 1.01/0.82, 1.10/1.12; width 256 … 4096: 0.73/0.56, 0.81/0.68, 0.81/0.79,
 0.72/0.77, 0.58/0.63 — ermlab faster everywhere but at batch ≥ 512 on one
-thread and batch 1024 on two. Regenerate it with the default (1 and 2 threads):
+thread and batch 1024 on two. On the AMD EPYC Zen 5 machine (2 cores, load average 1.4,
+3 alternated rounds, Adam; the committed docs/images/scale.png is this run, 2026-12-01,
+after the Linear + ReLU fusion), 1 / 2 threads: batch 32 … 1024: 0.43/0.44, 0.37/0.34,
+0.39/0.27, 0.44/0.37, 0.46/0.34, 0.44/0.37; width 256 … 4096: 0.47/0.40, 0.45/0.40,
+0.39/0.27, 0.36/0.34, 0.34/0.32 — ermlab 2.1–3.7× faster everywhere (NumPy's OpenBLAS
+runs these GEMMs 2–3× faster than PyTorch's MKL on this processor). Regenerate it with
+the default (1 and 2 threads):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/scale.py
 """

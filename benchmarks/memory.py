@@ -8,7 +8,9 @@ Workloads (float32, the architectures of benchmarks/mlp_epoch.py and benchmarks/
   * MLP 784-512-256-10 with Adam (lr 1e-3) on a Fashion-MNIST-sized training set
     (60,000 × 784, random values);
   * the small VGG of benchmarks/cnn.py with SGD + momentum 0.9 (lr 0.01) on a
-    CIFAR-10-sized training set (50,000 × 3 × 32 × 32, random values).
+    CIFAR-10-sized training set (50,000 × 3 × 32 × 32, random values);
+  * with ``--models resnet18``, the CIFAR ResNet-18 of ``cnn.py --only resnet18``, the same
+    way (~1 s a step at batch 128).
 
 Each (model, batch size, framework) runs in its own subprocess, so one run's peak never
 hides another's. The child imports its framework, builds the data (the same values for
@@ -46,6 +48,12 @@ more than importing ermlab), its growth is not: ~100 MiB of the fixed part is th
 optimizer step compiling the Numba kernels (``ERMLAB_FUSED=0``: the step adds 26 MiB,
 SciPy's BLAS, instead of 127), and the small VGG's per-example slope is 1.13 MiB against
 PyTorch's 1.01 (the issue measured 3.5 against 1.0 before the conv changes).
+
+CIFAR ResNet-18 (AMD EPYC Zen 5, 2 threads, ``--models resnet18 --batches 128``, 2026-12-01;
+MiB, 586 of them the data): ermlab peak 2366–2367 (8 and 16 steps: the same; the check
+says "STILL GROWING" because the RSS after the second step was below the later steps'),
+PyTorch 1908–1934: 1.22–1.24×, growths 1629 against 984–1011. Before Winograd's work
+arrays were kept per thread (``conv.THREAD_WORK``): 2681, 1.39×.
 """
 
 from __future__ import annotations
@@ -62,8 +70,8 @@ import numpy as np
 
 MIB = 2**20
 SIZES = (784, 512, 256, 10)
-ROWS = {"mlp": 60_000, "vgg": 50_000}
-SHAPES = {"mlp": (784,), "vgg": (3, 32, 32)}
+ROWS = {"mlp": 60_000, "vgg": 50_000, "resnet18": 50_000}
+SHAPES = {"mlp": (784,), "vgg": (3, 32, 32), "resnet18": (3, 32, 32)}
 
 
 def rss() -> int:
@@ -93,7 +101,8 @@ def child_ermlab(model: str, x, y, batch: int, rows: int, record) -> None:
         net = mlp(SIZES, rng=0)
         optimizer = optim.Adam(net.parameters(), lr=1e-3)
     else:
-        net = zoo.small_vgg(10, SHAPES[model], rng=0)
+        build = zoo.small_vgg if model == "vgg" else zoo.resnet18
+        net = build(10, SHAPES[model], rng=0)
         optimizer = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     trainer = Trainer(net, losses.SoftmaxCrossEntropy(), optimizer, rng=0)
 
@@ -110,14 +119,14 @@ def child_torch(model: str, x, y, batch: int, rows: int, record) -> None:
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import torch_cnn, torch_mlp
+    from common import torch_cnn, torch_mlp, torch_resnet18
 
     torch.manual_seed(0)
     if model == "mlp":
         net = torch_mlp(SIZES)
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     else:
-        net = torch_cnn("small VGG")
+        net = torch_cnn("small VGG") if model == "vgg" else torch_resnet18()
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     criterion = torch.nn.CrossEntropyLoss()
     xs, ys = torch.from_numpy(x[:rows]), torch.from_numpy(y[:rows].astype(np.int64))
@@ -201,7 +210,8 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"BLAS: {blas_kernel()}")
     for model in args.models.split(","):
-        title = "MLP 784-512-256-10, Adam" if model == "mlp" else "small VGG 32×32×3, SGD momentum"
+        title = {"mlp": "MLP 784-512-256-10, Adam", "vgg": "small VGG 32×32×3, SGD momentum",
+                 "resnet18": "CIFAR ResNet-18 32×32×3, SGD momentum"}[model]
         print(f"\n{title} ({ROWS[model]:,} examples in memory: "
               f"{ROWS[model] * np.prod(SHAPES[model]) * 4 / MIB:.0f} MiB)")
         print(f"  {'batch':>5}  {'framework':<8} {'baseline':>9} {'peak':>9} {'growth':>9}"

@@ -38,10 +38,11 @@ state (ermlab 0.56 s/epoch, GEMMs alone 0.41 s; PyTorch 1.85× ermlab's time,
 scikit-learn 2.36×), 1.57–1.59 in the slow one. Where the instrumented fast epoch went:
 GEMMs 0.389 s + validation GEMMs 0.024, optimizer (Adam) 0.063, Linear's bias, fused
 ReLU and the rest 0.034, gathering 0.022 (then read by ``x[index]``), loss 0.019,
-Trainer loop 0.015, validation's rest 0.002. Adam's fused kernel is bound by its square
-roots and divisions (0.14 ns an element with its arrays in L2, 0.20 in L3), so a
-536,576-parameter step takes at least ~77 µs on one core; two lanes lose the ~40–60 µs a
-sleeping worker takes to wake.
+Trainer loop 0.015, validation's rest 0.002. Adam's fused kernel moves 28 bytes an
+element (θ, g, m, v read, θ, m, v written) at one core's cache bandwidth: 0.15 ns an
+element with its arrays in L2 (the same without the square root and the division), 0.17
+in L3, so a 536,576-parameter step takes ~80–95 µs on one core; two lanes lose the
+~40–60 µs a sleeping worker takes to wake.
 
 Idle-machine re-measurement (1 and 2 threads):
 

@@ -44,13 +44,16 @@ def filters(weight, multiplier):
 @njit(inline="always", **_JIT)
 def _channels_last(x, n, c0, c1, pad_h, pad_w, out):  # pragma: no cover
     """out[pad_h + r, pad_w + s, k] = x[n, c0 + k, r, s] (the borders are left alone), read
-    across the channels and written along them: written across them, the stores 4·(c1 − c0)
-    bytes apart ran 6× slower (256 channels of 8×8: 4.9 against 0.8 ms for 128 samples)."""
-    for r in range(x.shape[2]):
-        for s in range(x.shape[3]):
-            dst = out[pad_h + r, pad_w + s]
-            for k in range(c1 - c0):
-                dst[k] = x[n, c0 + k, r, s]
+    across the channels, a column of the sample's (C, H·W) planes at a time, and written
+    along them: written across them, the stores 4·(c1 − c0) bytes apart ran 6× slower (256
+    channels of 8×8: 4.9 against 0.8 ms for 128 samples); read through x[n, c0 + k, r, s]
+    rather than a column view, 4×4 planes took 0.23 against 0.10 ms."""
+    w = x.shape[3]
+    planes = x[n].reshape(x.shape[1], x.shape[2] * w)[c0:c1]
+    for t in range(planes.shape[1]):
+        dst, src = out[pad_h + t // w, pad_w + t % w], planes[:, t]
+        for k in range(c1 - c0):
+            dst[k] = src[k]
 
 
 @njit(**_JIT)

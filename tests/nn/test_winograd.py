@@ -116,10 +116,11 @@ def test_bad_algorithm_is_refused():
     with pytest.raises(ValueError, match="algorithm must be one of"):
         nn.Conv2d(2, 2, 3, algorithm="fft")
     for kwargs in ({"kernel_size": 5}, {"kernel_size": 3, "stride": 2},
-                   {"kernel_size": 3, "dilation": 2}, {"kernel_size": 3, "groups": 2}):
+                   {"kernel_size": 3, "dilation": 2}):
         with pytest.raises(ValueError, match="needs a 3×3 kernel, stride 1"):
             nn.Conv2d(2, 2, algorithm="winograd", **kwargs)
     assert "algorithm='winograd'" in repr(nn.Conv2d(2, 2, 3, algorithm="winograd"))
+    nn.Conv2d(4, 6, 3, groups=2, algorithm="winograd")  # groups: one product per group
 
 
 def test_empty_batch():
@@ -148,3 +149,75 @@ def test_filter_transform_and_its_adjoint_are_g_w_gt_and_gt_m_g(dtype):
     # the adjoint: <G w Gᵀ, M> = <w, Gᵀ M G>
     np.testing.assert_allclose(np.vdot(u.astype(np.float64), grad_u),
                                np.vdot(w.astype(np.float64), grad_w), rtol=tol * 10)
+
+
+# (N, C, O, H, W, padding, groups): channel counts a group differing in and out
+GROUPED = [(3, 4, 6, 6, 5, 1, 2), (2, 8, 8, 5, 5, 0, 4), (2, 6, 9, 4, 7, 2, 3)]
+
+
+@pytest.mark.parametrize("case", GROUPED, ids=str)
+def test_grouped_convolutions_against_window_sums(case, monkeypatch):
+    from conv_algorithms import window_sums
+
+    calls = count_calls(monkeypatch, winograd, "_forward_blocks", "_backward_blocks")
+    n, c, o, h, w, p, groups = case
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((n, c, h, w))
+    conv = nn.Conv2d(c, o, 3, padding=p, groups=groups, rng=0, dtype="float64",
+                     algorithm="winograd")
+    conv.bias.data[:] = rng.standard_normal(o)
+    y = conv.forward(x)
+    g = rng.standard_normal(y.shape)
+    conv.zero_grad()
+    gx = conv.backward(g)
+    want_y, want_x, want_w = window_sums(x, conv.weight.data, g, 1, p, groups=groups)
+    np.testing.assert_allclose(y, want_y + conv.bias.data[None, :, None, None], rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(gx, want_x, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.weight.grad, want_w, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.bias.grad, g.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+    assert calls == {"_forward_blocks": 1, "_backward_blocks": 1}  # Winograd's kernels ran
+
+
+def _pair_pass(model, x, g):
+    """y, ∂L/∂x, ∂L/∂W, ∂L/∂b of a convolution followed by a ReLU."""
+    model.zero_grad()
+    y = model.forward(x)
+    return y, model.backward(g), model[0].weight.grad.copy(), model[0].bias.grad.copy()
+
+
+def test_grouped_lanes_give_one_lanes_results_and_the_relu_fuses(monkeypatch):
+    from ermlab.nn import conv as conv_module
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((7, 8, 5, 6))
+
+    def layers(threads):
+        conv = nn.Conv2d(8, 12, 3, padding=1, groups=4, rng=0, dtype="float64",
+                         algorithm="winograd", threads=threads)
+        return nn.Sequential(conv, nn.ReLU())
+
+    one = layers(1)
+    g = rng.standard_normal(one.forward(x).shape)
+    first = _pair_pass(one, x, g)
+    assert one[0]._relu_y is not False  # the ReLU ran inside the convolution
+    with monkeypatch.context() as patch:
+        patch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+        three = layers(3)
+        assert len(three[0]._lanes(np, x.shape)) == 3
+        ours = _pair_pass(three, x, g)
+    for k in (0, 1, 3):
+        np.testing.assert_array_equal(ours[k], first[k])
+    np.testing.assert_allclose(ours[2], first[2], rtol=1e-13, atol=1e-13)
+    monkeypatch.setattr(conv_module.Conv2d, "forward_relu", lambda self, x: None)
+    for a, b in zip(_pair_pass(layers(1), x, g), first, strict=True):  # the two boxes apart
+        np.testing.assert_array_equal(a, b)
+
+
+def test_auto_takes_winograd_for_groups_of_enough_channels_on_small_planes():
+    grouped = nn.Conv2d(128, 128, 3, padding=1, groups=4)  # 32 channels a group
+    assert grouped._winograd(np.zeros((8, 128, 6, 6), np.float32)) is not None  # 36
+    assert grouped._winograd(np.zeros((8, 128, 7, 7), np.float32)) is None  # 49: im2col
+    narrow = nn.Conv2d(128, 128, 3, padding=1, groups=8)  # 16 a group: im2col
+    assert narrow._winograd(np.zeros((8, 128, 4, 4), np.float32)) is None
+    assert nn.Conv2d(64, 64, 3, padding=1)._winograd(np.zeros((8, 64, 16, 16), np.float32))

@@ -19,12 +19,14 @@ product over all tiles b of a block of samples:
 
     U_ξ = (G w Gᵀ)_ξ  (O × C),   V_ξ[c, b] = (Bᵀ d_{c,b} B)_ξ,   M_ξ = U_ξ V_ξ  (O × tiles),
 
-and Y_{o,b} = Aᵀ M_{·,o,b} A. The 16 GEMMs do the arithmetic; the input transform V, the
-output transform and bias, and their adjoints are single passes compiled with Numba. A
-lane's whole loop over its blocks, GEMMs included (``np.dot`` in Numba: SciPy's BLAS, held
-to one thread), is one ``nogil`` call, so lanes run at once without taking turns at the
-GIL. bprop with ∂L/∂Y (Lavin & Gray §4.1; every step is linear, so each adjoint is the
-transposed map):
+and Y_{o,b} = Aᵀ M_{·,o,b} A. With G groups, U holds each output channel's C/G filters,
+(16, O, C/G), and each M_ξ is G products, group g's rows of U_ξ times its rows of V_ξ: the
+transforms are unchanged, as they are per channel. The 16 GEMMs do the arithmetic; the
+input transform V, the output transform and bias, and their adjoints are single passes
+compiled with Numba. A lane's whole loop over its blocks, GEMMs included (``np.dot`` in
+Numba: SciPy's BLAS, held to one thread), is one ``nogil`` call, so lanes run at once
+without taking turns at the GIL. bprop with ∂L/∂Y (Lavin & Gray §4.1; every step is
+linear, so each adjoint is the transposed map):
 
     ∂L/∂M_{·,o,b} = A (∂L/∂Y_{o,b}) Aᵀ,    ∂L/∂U_ξ = Σ_blocks ∂L/∂M_ξ V_ξᵀ,
     ∂L/∂V_ξ = U_ξᵀ ∂L/∂M_ξ,               ∂L/∂d_{c,b} = B (∂L/∂V_{·,c,b}) Bᵀ (tiles overlap
@@ -374,7 +376,7 @@ def _matrix(flat, k, rows, size):  # pragma: no cover
 def forward(x: Any, u: Any, bias: Any, y: Any, padding: tuple[int, int], lo: int, hi: int,
             work: Any, relu: bool = False) -> None:
     """y[lo:hi] of the 3×3 stride-1 correlation of x (N, C, H, W), zero-padded by
-    ``padding``, with U = G w Gᵀ (16, O, C) and ``bias`` (O,): per block of samples
+    ``padding``, with U = G w Gᵀ (16, O, C/G) and ``bias`` (O,): per block of samples
     V (input transform), M_ξ = U_ξ V_ξ (16 GEMMs) and y = Aᵀ M A + b, all in one compiled
     call (``_forward_blocks``). ``relu``: max(y, 0) instead (``Conv2d.forward_relu``), as
     ``_relu_kernels.forward`` takes it, over each block's outputs right after they are made.
@@ -396,7 +398,7 @@ def forward(x: Any, u: Any, bias: Any, y: Any, padding: tuple[int, int], lo: int
 def backward(x: Any, grad_y: Any, u: Any, padding: tuple[int, int], lo: int, hi: int,
              work: Any, grad_x: Any = None, weights: bool = True) -> Any:
     """bprop of ``forward`` for samples [lo, hi): writes ∂L/∂x of those samples into
-    ``grad_x`` (None: not wanted) and returns their Σ ∂L/∂U (16, O, C) (None if not
+    ``grad_x`` (None: not wanted) and returns their Σ ∂L/∂U (16, O, C/G) (None if not
     ``weights``), per block of samples, in one compiled call (``_backward_blocks``):
 
         ∂L/∂M = A ∂L/∂Y Aᵀ,  ∂L/∂U_ξ += ∂L/∂M_ξ V_ξᵀ,  ∂L/∂V_ξ = U_ξᵀ ∂L/∂M_ξ,
@@ -412,8 +414,9 @@ def backward(x: Any, grad_y: Any, u: Any, padding: tuple[int, int], lo: int, hi:
     v_all = work("winograd_v", 16 * (c * block * count + SKEW), ())
     m_all = work("winograd_m", 16 * (o * block * count + SKEW), ())
     none = np.zeros((0, 0, 0), dtype=u.dtype)
-    total = np.zeros((16, o, c), dtype=u.dtype) if weights else none
-    part = work("winograd_u", 16 * o * c, ()).reshape(16, o, c) if weights else none
+    cg = u.shape[2]  # input channels a group
+    total = np.zeros((16, o, cg), dtype=u.dtype) if weights else none
+    part = work("winograd_u", 16 * o * cg, ()).reshape(16, o, cg) if weights else none
     inputs = grad_x is not None
     with BlasOneThread():
         _backward_blocks(x, grad_y, u, padding[0], padding[1], lo, hi, tiles_h, tiles_w, block,
@@ -439,6 +442,9 @@ def _plane(work: Any, x_shape: tuple[int, ...], padding: tuple[int, int], tiles_
 def _forward_blocks(x, u, bias, y, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block, plane,
                     v_all, m_all, relu):  # pragma: no cover
     c, o = x.shape[1], y.shape[1]
+    cg = u.shape[2]  # input channels a group: C with no groups
+    groups = c // cg
+    og = o // groups
     count = tiles_h * tiles_w
     for start in range(lo, hi, block):
         stop = min(hi, start + block)
@@ -446,7 +452,9 @@ def _forward_blocks(x, u, bias, y, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block
         v, m = _stack(v_all, c, size), _stack(m_all, o, size)
         input_transform(x, start, stop, pad_h, pad_w, tiles_h, tiles_w, v, size, plane)
         for k in range(16):
-            np.dot(u[k], _matrix(v_all, k, c, size), _matrix(m_all, k, o, size))
+            uk, vk, mk = u[k], _matrix(v_all, k, c, size), _matrix(m_all, k, o, size)
+            for g in range(groups):  # M_ξ = U_ξ V_ξ, group by group
+                np.dot(uk[g * og:(g + 1) * og], vk[g * cg:(g + 1) * cg], mk[g * og:(g + 1) * og])
         output_transform(m, size, start, stop, tiles_w, bias, y)
         if relu:  # the block's outputs, still in cache
             _rectify(y, start, stop)
@@ -467,6 +475,9 @@ def _backward_blocks(x, grad_y, u, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block
                      grad_plane, v_all, m_all, weights, total, part, inputs,
                      grad_x):  # pragma: no cover
     c, o = x.shape[1], grad_y.shape[1]
+    cg = u.shape[2]  # input channels a group: C with no groups
+    groups = c // cg
+    og = o // groups
     count = tiles_h * tiles_w
     for start in range(lo, hi, block):
         stop = min(hi, start + block)
@@ -476,10 +487,16 @@ def _backward_blocks(x, grad_y, u, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block
         if weights:
             input_transform(x, start, stop, pad_h, pad_w, tiles_h, tiles_w, v, size, plane)
             for k in range(16):
-                np.dot(_matrix(m_all, k, o, size), _matrix(v_all, k, c, size).T, part[k])
+                vk, mk, pk = _matrix(v_all, k, c, size), _matrix(m_all, k, o, size), part[k]
+                for g in range(groups):  # ∂L/∂U_ξ = ∂L/∂M_ξ V_ξᵀ, group by group
+                    np.dot(mk[g * og:(g + 1) * og], vk[g * cg:(g + 1) * cg].T,
+                           pk[g * og:(g + 1) * og])
             total += part
         if inputs:
             for k in range(16):
-                np.dot(u[k].T, _matrix(m_all, k, o, size), _matrix(v_all, k, c, size))
+                uk, vk, mk = u[k], _matrix(v_all, k, c, size), _matrix(m_all, k, o, size)
+                for g in range(groups):  # ∂L/∂V_ξ = U_ξᵀ ∂L/∂M_ξ, group by group
+                    np.dot(uk[g * og:(g + 1) * og].T, mk[g * og:(g + 1) * og],
+                           vk[g * cg:(g + 1) * cg])
             input_transform_adjoint(v, size, start, stop, pad_h, pad_w, tiles_h, tiles_w,
                                     grad_x, grad_plane)

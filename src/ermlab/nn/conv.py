@@ -66,9 +66,10 @@ a 1024³ GEMM runs only 1.33× faster on two OpenBLAS threads than on one. Each 
 work arrays of its own, so two lanes hold twice those of one (small VGG 16 → 33 MiB, all
 layers; ResNet-20 77 → 152 MiB).
 
-Winograd (``ermlab.nn._winograd``): 3×3 convolutions with stride 1, no dilation and no groups
-are computed by F(2×2, 3×3) (Lavin & Gray 2016) where both channel counts are large enough
-(``WINOGRAD_MIN_CHANNELS``), on NumPy arrays with Numba installed:
+Winograd (``ermlab.nn._winograd``): 3×3 convolutions with stride 1 and no dilation are
+computed by F(2×2, 3×3) (Lavin & Gray 2016) where both channel counts are large enough
+(``WINOGRAD_MIN_CHANNELS``; a group's, with groups, and then only on small planes,
+``GROUPED_WINOGRAD_MAX_POSITIONS``), on NumPy arrays with Numba installed:
 2.25× fewer multiplications, and ∂L/∂x and ∂L/∂W from the same transformed tiles, with the
 same lanes of samples. ``Conv2d(algorithm="im2col")`` keeps the path above;
 ``algorithm="winograd"`` asks for Winograd whatever the channel counts. Results differ from
@@ -182,7 +183,7 @@ LANE_MIN_FLOPS = 4_000_000
 # gets at least this many bytes of ∂L/∂y (the sum is a memory-bound pass).
 BIAS_LANE_MIN_BYTES = 2**20
 # How a convolution is computed: "im2col" (columns and GEMMs, this module), "winograd"
-# (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation or groups, NumPy
+# (F(2×2, 3×3), ``ermlab.nn._winograd``: 3×3 kernels, stride 1, no dilation, NumPy
 # arrays, Numba installed and ERMLAB_FUSED not 0; elsewhere im2col), "direct" (direct
 # summation, ``ermlab.nn._direct``: no groups, the same conditions on arrays; for a
 # depthwise layer ``ermlab.nn._depthwise``), or
@@ -232,6 +233,17 @@ DIRECT_MIN_POSITIONS = 36
 # 128→128 on 16×16 28.58/65.20 against 41.66/66.72: im2col (PyTorch, 64→64 on 16×16:
 # 4.75/21.73).
 DILATED_DIRECT_CHANNELS = 64
+# Grouped 3×3 convolutions (at least WINOGRAD_MIN_CHANNELS channels a group on both sides)
+# run Winograd's F(2×2, 3×3) under "auto" up to this many output positions per sample: the
+# transforms are the dense layer's, and each of the 16 products is one GEMM per group. On
+# small planes it beats im2col's columns; from 8×8 its small GEMMs lose. Measured (AMD EPYC
+# Zen 5, 2 threads, no bias, forward + backward ms, Winograd against im2col): 1024 channels
+# in 32 groups on 2×2 at batch 32 3.2 against 7.0, on 4×4 at batch 8 2.6 against 3.4, at 32
+# 6.5 against 15.1 (PyTorch 2.3), at 128 19.4 against 46.7, on 5×5 9.1 against 13.3, on 6×6
+# 9.1 against 15.7; 2048 in 32 groups on 4×4 22.0 against 37.8; 1024 in 16 groups on 4×4 7.9
+# against 15.1; even on 7×7 (21.1 against 20.7), behind on 8×8 (29.6 against 21.4) and 16×16
+# (89.0 against 69.5).
+GROUPED_WINOGRAD_MAX_POSITIONS = 36
 # Depthwise convolutions (groups = in_channels) are summed directly over channels-last
 # planes (``ermlab.nn._depthwise``) by "auto" up to this many output positions per sample
 # (OH·OW), by "direct" at any size. im2col runs them as one tiny GEMM per channel and
@@ -414,9 +426,9 @@ class Conv2d(Module):
         self.bias = Parameter(bias_data, "bias", regularize=False) if bias else None
         if algorithm == "winograd" and not self._winograd_geometry():
             raise ValueError(
-                "Conv2d: algorithm='winograd' needs a 3×3 kernel, stride 1, dilation 1 and "
-                f"groups 1; got kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"dilation={self.dilation}, groups={self.groups} — use algorithm='auto'"
+                "Conv2d: algorithm='winograd' needs a 3×3 kernel, stride 1 and dilation 1; "
+                f"got kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"dilation={self.dilation} — use algorithm='auto'"
             )
         if algorithm == "direct" and not (self._direct_geometry() or self._depthwise_geometry()):
             raise ValueError(
@@ -436,7 +448,7 @@ class Conv2d(Module):
 
     def _winograd_geometry(self) -> bool:
         return (self.kernel_size == (3, 3) and self.stride == (1, 1)
-                and self.dilation == (1, 1) and self.groups == 1)
+                and self.dilation == (1, 1))
 
     def _winograd(self, x: Any) -> Any:
         """``ermlab.nn._winograd`` where this convolution of ``x`` uses it (see
@@ -446,13 +458,18 @@ class Conv2d(Module):
             return None
         if self.algorithm == "auto":
             _, _, oh, ow, _ = self._layout(x.shape)
-            if (not self._winograd_pays()
-                    or x.shape[0] * oh * ow < max(self.in_channels, self.out_channels)):
-                return None  # few channels, or too few output positions in the batch
+            g = self.groups
+            if (not self._winograd_pays() or x.shape[0] * oh * ow
+                    < max(self.in_channels, self.out_channels) // g
+                    or (g > 1 and oh * ow > GROUPED_WINOGRAD_MAX_POSITIONS)):
+                return None  # few channels, too few output positions, or grouped on a plane
         return _fused.kernels("_winograd", x)
 
     def _winograd_pays(self) -> bool:
-        return min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS
+        """Whether both channel counts of a group (all of them without groups) are at least
+        ``WINOGRAD_MIN_CHANNELS``."""
+        return (min(self.in_channels, self.out_channels) // self.groups
+                >= WINOGRAD_MIN_CHANNELS)
 
     def _direct_geometry(self) -> bool:
         return self.stride[0] == self.stride[1] and self.groups == 1

@@ -218,6 +218,8 @@ def test_auto_takes_winograd_for_groups_of_enough_channels_on_small_planes():
     grouped = nn.Conv2d(128, 128, 3, padding=1, groups=4)  # 32 channels a group
     assert grouped._winograd(np.zeros((8, 128, 6, 6), np.float32)) is not None  # 36
     assert grouped._winograd(np.zeros((8, 128, 7, 7), np.float32)) is None  # 49: im2col
-    narrow = nn.Conv2d(128, 128, 3, padding=1, groups=8)  # 16 a group: im2col
+    eight = nn.Conv2d(128, 128, 3, padding=1, groups=16)  # 8 a group: enough
+    assert eight._winograd(np.zeros((8, 128, 4, 4), np.float32)) is not None
+    narrow = nn.Conv2d(128, 128, 3, padding=1, groups=32)  # 4 a group: im2col
     assert narrow._winograd(np.zeros((8, 128, 4, 4), np.float32)) is None
     assert nn.Conv2d(64, 64, 3, padding=1)._winograd(np.zeros((8, 64, 16, 16), np.float32))

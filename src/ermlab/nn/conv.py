@@ -68,8 +68,8 @@ layers; ResNet-20 77 → 152 MiB).
 
 Winograd (``ermlab.nn._winograd``): 3×3 convolutions with stride 1 and no dilation are
 computed by F(2×2, 3×3) (Lavin & Gray 2016) where both channel counts are large enough
-(``WINOGRAD_MIN_CHANNELS``; a group's, with groups, and then only on small planes,
-``GROUPED_WINOGRAD_MAX_POSITIONS``), on NumPy arrays with Numba installed:
+(``WINOGRAD_MIN_CHANNELS``; with groups, ``GROUPED_WINOGRAD_MIN_CHANNELS`` a group, and
+only on small planes, ``GROUPED_WINOGRAD_MAX_POSITIONS``), on NumPy arrays with Numba:
 2.25× fewer multiplications, and ∂L/∂x and ∂L/∂W from the same transformed tiles, with the
 same lanes of samples. ``Conv2d(algorithm="im2col")`` keeps the path above;
 ``algorithm="winograd"`` asks for Winograd whatever the channel counts. Results differ from
@@ -233,17 +233,21 @@ DIRECT_MIN_POSITIONS = 36
 # 128→128 on 16×16 28.58/65.20 against 41.66/66.72: im2col (PyTorch, 64→64 on 16×16:
 # 4.75/21.73).
 DILATED_DIRECT_CHANNELS = 64
-# Grouped 3×3 convolutions (at least WINOGRAD_MIN_CHANNELS channels a group on both sides)
-# run Winograd's F(2×2, 3×3) under "auto" up to this many output positions per sample: the
-# transforms are the dense layer's, and each of the 16 products is one GEMM per group. On
-# small planes it beats im2col's columns; from 8×8 its small GEMMs lose. Measured (AMD EPYC
-# Zen 5, 2 threads, no bias, forward + backward ms, Winograd against im2col): 1024 channels
-# in 32 groups on 2×2 at batch 32 3.2 against 7.0, on 4×4 at batch 8 2.6 against 3.4, at 32
-# 6.5 against 15.1 (PyTorch 2.3), at 128 19.4 against 46.7, on 5×5 9.1 against 13.3, on 6×6
-# 9.1 against 15.7; 2048 in 32 groups on 4×4 22.0 against 37.8; 1024 in 16 groups on 4×4 7.9
-# against 15.1; even on 7×7 (21.1 against 20.7), behind on 8×8 (29.6 against 21.4) and 16×16
-# (89.0 against 69.5).
+# Grouped 3×3 convolutions (at least GROUPED_WINOGRAD_MIN_CHANNELS channels a group on both
+# sides) run Winograd's F(2×2, 3×3) under "auto" up to this many output positions per
+# sample: the transforms are the dense layer's, and each of the 16 products is one GEMM per
+# group. On small planes it beats im2col's columns; from 8×8 its small GEMMs lose. Measured
+# (AMD EPYC Zen 5, 2 threads, batch 32 unless said, no bias, forward + backward ms,
+# Winograd against im2col): 32 channels a group: 1024 channels on 2×2 3.2 against 7.0, on
+# 4×4 at batch 8 2.6 against 3.4, at 32 6.5 against 15.1 (PyTorch 2.3), at 128 19.4 against
+# 46.7, on 5×5 9.1 against 13.3, on 6×6 9.1 against 15.7, 2048 on 4×4 22.0 against 37.8;
+# 16 a group: 512 on 2×2 1.3 against 2.9, on 4×4 2.2 against 4.4, 1024 on 4×4 5.7 against
+# 8.5; 8 a group: 256 on 4×4 1.1 against 2.0 (and in 16 groups 1.1 against 2.2), on 6×6 2.0
+# against 2.6, at batch 8 0.8 against 0.9; 4 a group: 128 on 4×4 1.1 against 1.6 but on 6×6
+# 1.5 against 1.5. Even on 7×7 (32 a group: 21.1 against 20.7), behind on 8×8 (29.6 against
+# 21.4; 16 a group 8.9 against 8.3) and 16×16 (89.0 against 69.5).
 GROUPED_WINOGRAD_MAX_POSITIONS = 36
+GROUPED_WINOGRAD_MIN_CHANNELS = 8
 # Depthwise convolutions (groups = in_channels) are summed directly over channels-last
 # planes (``ermlab.nn._depthwise``) by "auto" up to this many output positions per sample
 # (OH·OW), by "direct" at any size. im2col runs them as one tiny GEMM per channel and
@@ -466,10 +470,11 @@ class Conv2d(Module):
         return _fused.kernels("_winograd", x)
 
     def _winograd_pays(self) -> bool:
-        """Whether both channel counts of a group (all of them without groups) are at least
-        ``WINOGRAD_MIN_CHANNELS``."""
-        return (min(self.in_channels, self.out_channels) // self.groups
-                >= WINOGRAD_MIN_CHANNELS)
+        """Whether both channel counts are at least ``WINOGRAD_MIN_CHANNELS``, or with groups
+        both counts of a group at least ``GROUPED_WINOGRAD_MIN_CHANNELS``."""
+        g = self.groups
+        return (min(self.in_channels, self.out_channels) // g
+                >= (WINOGRAD_MIN_CHANNELS if g == 1 else GROUPED_WINOGRAD_MIN_CHANNELS))
 
     def _direct_geometry(self) -> bool:
         return self.stride[0] == self.stride[1] and self.groups == 1

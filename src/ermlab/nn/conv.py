@@ -466,7 +466,7 @@ class Conv2d(Module):
             if (not self._winograd_pays() or x.shape[0] * oh * ow
                     < max(self.in_channels, self.out_channels) // g
                     or (g > 1 and oh * ow > GROUPED_WINOGRAD_MAX_POSITIONS)):
-                return None  # few channels, too few output positions, or grouped on a plane
+                return None  # few channels or output positions, or grouped on a larger plane
         return _fused.kernels("_winograd", x)
 
     def _winograd_pays(self) -> bool:

@@ -796,17 +796,17 @@ class Conv2d(Module):
         y = xp.empty((x.shape[0], self.out_channels, oh, ow), dtype=x.dtype)
         if self._direct_geometry() or self._depthwise_geometry():
             x = xp.ascontiguousarray(x)
-        depthwise = self._depthwise(x)
-        if depthwise is not None:
-            run_ranges(self._channel_lanes(xp, x.shape), depthwise.forward, x,
-                       depthwise.filters(self.weight.data, self.out_channels // self.groups),
-                       None if self.bias is None else self.bias.data, y, self.stride,
-                       self.padding, self.dilation)
-            if self.training:
-                self._x, self._x_shape, self._u, self._relu_y = x, x.shape, None, False
-            return y
-        winograd, direct, u = self._winograd(x), self._direct(x), None
-        if direct is not None:
+        depthwise, winograd, direct = self._depthwise(x), self._winograd(x), self._direct(x)
+        ranges, u = self._lanes(xp, x.shape), None
+        if depthwise is not None:  # lanes of channels, every sample
+            ranges = self._channel_lanes(xp, x.shape)
+            filters = depthwise.filters(self.weight.data, self.out_channels // self.groups)
+            bias = None if self.bias is None else self.bias.data
+
+            def run(lo: int, hi: int, lane: int) -> None:
+                depthwise.forward(x, filters, bias, y, self.stride, self.padding,
+                                  self.dilation, lo, hi)
+        elif direct is not None:
             weight, bias = direct.layout(self.weight.data,
                                          None if self.bias is None else self.bias.data)
             run = partial(self._direct_samples, direct, x, weight, bias, y,
@@ -821,7 +821,7 @@ class Conv2d(Module):
                                  self._lane_work(xp, x.dtype, lane), relu)
         else:
             run = partial(self._forward_samples, xp, x, y)
-        self._run_lanes(self._lanes(xp, x.shape), run, blas=direct is None)
+        self._run_lanes(ranges, run, blas=direct is None and depthwise is None)
         if self.training:
             self._x, self._x_shape, self._u = x, x.shape, u
             self._relu_y = y if relu else False

@@ -141,7 +141,8 @@ class Linear(Module):
             return super().backward(grad_out, input_grad)
         # after forward_relu: the ReLU's bprop, with Σ_n G̃_n for ∂L/∂b in its pass
         kernels = _fused.kernels("_relu_kernels", grad_out, y)
-        if kernels is None or grad_out.shape != y.shape:  # as the ReLU's NumPy path
+        if kernels is None or grad_out.shape != y.shape:  # activations.rectified_gradient's
+            # NumPy path (that module imports this one)
             return super().backward(numpy.multiply(grad_out, y > 0), input_grad)
         masked = numpy.empty_like(y)
         sums = None if self.bias is None else numpy.empty(y.shape[1], dtype=y.dtype)

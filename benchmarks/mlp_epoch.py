@@ -183,8 +183,9 @@ class TimedRows:
 
     def __init__(self, array, clock: Breakdown) -> None:
         self.array, self.shape, self.dtype = array, array.shape, array.dtype
-        self.getitem = clock.wrap(lambda index: np.take(array, index, axis=0),
-                                  "batch gathering")
+        self.getitem = clock.wrap(
+            lambda index: array[index] if isinstance(index, slice) else np.take(array, index, axis=0),
+            "batch gathering")
 
     def __len__(self) -> int:
         return len(self.array)

@@ -26,7 +26,8 @@ measured in the same run over the same working set (np.copyto from one array
 to another, together as large as the step's arrays, so that the bound of a
 rule with 9 arrays is not measured in a cache that holds 2 of them; split in
 halves over two threads for the 2-thread bound). ``lanes``: how many threads
-ermlab's 2-thread step used (``optim.inplace`` keeps cheap steps on one).
+ermlab's 2-thread step used last (``optim.inplace``: below ``lane_work`` a
+``threads.LaneTuner`` times one lane and two and keeps the faster).
 
 After each block's kernel became one prepared call (``optim.inplace``'s
 ``fused_kernel``/``fused_arrays``), on an idle AMD EPYC (Zen 5, 2 cores, 32 MiB L3
@@ -80,6 +81,23 @@ gap, alternating: Adam 0.94, NAdam 0.80, Adagrad 0.96, SGD 1.19; back to back
 Adam 0.90, NAdam 0.82, SGD 1.04. But whole epochs of the MLP benchmark's Adam
 (``mlp_epoch.py``, 6 alternating rounds) took 1.018 s with two lanes against
 1.013 s with one, as the last machine measured (1.013×), so ``lane_work`` stays.
+
+Lanes chosen by timing (``threads.LaneTuner``, 2026-12-01), on an Intel Xeon VM
+("Intel(R) Xeon(R) Processor", 2 cores, copy bandwidth 24–26 GB/s on 1 thread, 40–41
+on 2), 7 rounds; 2 threads, ms per step (lanes), ratio ermlab/torch, ×bound:
+
+    optimizer             one lane fixed (before)      timed (after)
+    SGD                   0.271 (1) 1.44  1.58         0.200 (2) 0.98  1.25
+    SGD momentum          0.380 (1) 1.03  1.39         0.246 (2) 0.79  0.95
+    SGD nesterov          0.311 (1) 0.84  1.14         0.228 (2) 0.58  0.88
+    Adam                  0.445 (1) 0.49  1.26         0.274 (2) 0.33  0.75
+    Adam amsgrad          0.518 (1) 0.54  1.23         0.337 (2) 0.37  0.72
+    other rules                                        0.29–0.42, 0.73–1.09
+
+At 1 thread every rule was 0.27–0.88× torch. Plain SGD is the close one: two lanes
+against one measured anywhere from 0.6× to even on this machine from minute to minute,
+so a probe may keep one lane (three runs of ``--only SGD``: one lane 1.48× torch's
+0.169 ms; two lanes 1.24× and 1.22×, torch taking 0.153 and 0.213 ms).
 
 Fused kernels (Intel Xeon @ 2.80GHz, 2 cores, OpenBLAS 0.3.31 SkylakeX,
 numba 0.68.1; shared machine, load average 3–4 during the run, 7 rounds).
@@ -351,7 +369,7 @@ def print_table(rows, bandwidth, total: int, numpy_path: bool) -> None:
           f"step must read and write at the copy bandwidth measured here over the same "
           f"working set (np.copyto: {_range(bandwidth, 1)} GB/s on 1 thread, "
           f"{_range(bandwidth, 2)} GB/s on 2); lanes: the threads ermlab's 2-thread step used "
-          f"(cheap rules stay on one, see optim.inplace)")
+          f"(below lane_work timed: threads.LaneTuner)")
 
 
 def subnormal_table(arrays, grads, repeats: int) -> None:

@@ -310,3 +310,42 @@ def test_element_lanes_need_their_bytes_whatever_the_thread_count(nbytes, thread
     monkeypatch.setenv("ERMLAB_NUM_THREADS", "2")
     ranges = _fused.lanes(10, nbytes, threads_, 1000)
     assert len(ranges) == lanes and ranges[0][0] == 0 and ranges[-1][1] == 10
+
+
+def tuned(tuner, key, n, seconds_of):
+    """Ask the tuner for a lane count, record ``seconds_of(lanes)`` for it, return the count."""
+    lanes = tuner.choose(key, n)
+    tuner.record(seconds_of(lanes))
+    return lanes
+
+
+@pytest.mark.parametrize("two, chosen", [(0.5, 2), (0.96, 1), (1.5, 1)])
+def test_the_lane_tuner_keeps_two_lanes_only_where_they_are_timed_faster(two, chosen):
+    tuner = threads.LaneTuner(probes=3, every=10, margin=0.95)
+    times = {1: 1.0, 2: two}
+    probe = [tuned(tuner, "step", 2, times.__getitem__) for _ in range(9)]
+    assert probe == [2, 2, 2, 2, 2, 1, 1, 1, 1]  # each count in a stretch after uncounted runs
+    assert tuner.times == {1: [1.0] * 3, 2: [two] * 3}
+    assert [tuned(tuner, "step", 2, times.__getitem__) for _ in range(10)] == [chosen] * 10
+    # after ``every`` timed runs the next probe starts
+    assert [tuned(tuner, "step", 2, times.__getitem__) for _ in range(9)] == probe
+
+
+def test_the_lane_tuner_does_not_count_each_stretchs_first_run():
+    tuner = threads.LaneTuner(probes=2, every=5)
+    runs = iter([100.0, 50.0, 1.0, 1.0, 0.1, 2.0, 2.0])  # slow wake-ups, then two lanes win
+    for _ in range(7):
+        tuner.choose("step", 2)
+        tuner.record(next(runs))
+    assert tuner.times == {2: [1.0, 1.0], 1: [2.0, 2.0]}
+    assert tuner.choose("step", 2) == 2
+
+
+def test_a_new_key_restarts_the_probe_and_one_lane_asks_nothing():
+    tuner = threads.LaneTuner(probes=1, every=100)
+    slower_two = {1: 1.0, 2: 3.0}.__getitem__
+    assert [tuned(tuner, "a", 2, slower_two) for _ in range(6)] == [2, 2, 2, 1, 1, 1]
+    assert [tuned(tuner, "b", 2, slower_two) for _ in range(5)] == [2, 2, 2, 1, 1]
+    assert tuner.choose("c", 1) == 1 and tuner.key == "b"  # n = 1: nothing to choose
+    # a run that is not recorded (a step with extra work) leaves the probe where it was
+    assert tuner.choose("d", 2) == 2 and tuner.choose("d", 2) == 2 and tuner.plan[0] == (2, False)

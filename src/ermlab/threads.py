@@ -414,3 +414,66 @@ def _spinner() -> tuple[Callable[..., bool], int, Callable[..., int]] | None:
     if _spin is None or SPIN_SECONDS <= 0 or time.perf_counter() < _quiet_until:
         return None
     return _spin[0], int(_spin[1] * SPIN_SECONDS), _spin[2]
+
+
+class LaneTuner:
+    """Chooses by timing between one lane and ``n`` for a region that recurs with the same
+    work (an optimizer's step over the same parameters): whether a second lane pays depends
+    on the machine and on what runs around the region, which no fixed threshold knows.
+
+    Measured (``benchmarks/optim_step.py`` and ``mlp_epoch.py``, 2 threads, the MLP
+    784-512-256-10's 0.5M parameters): on an AMD Zen 5 whose caches move 130 GB/s a core,
+    plain SGD's step takes ~50 µs on one lane and two lanes gained nothing; on an Intel Xeon
+    VM whose core moves ~25 GB/s the same step took 0.21 ms on one lane and 0.125 on two
+    (momentum 0.33/0.25, Adam 0.42/0.29) back to back, yet inside a training epoch, where
+    OpenBLAS's threads spin on after each GEMM (for ~0.1 s, on the core a worker would
+    take), the same two lanes made the epoch slower.
+
+    A probe times ``probes`` runs at ``n`` lanes in a row, then ``probes`` at one, each
+    stretch after runs that are not counted (two at ``n``, one at one: they wake the
+    workers and bring each lane's arrays into its core's cache; alternating the counts run
+    by run would time neither as it runs), and keeps
+    ``n`` lanes only where their median is below ``margin`` × one lane's (one lane leaves
+    the other cores to other work). The choice holds for ``every`` timed runs, then the
+    next probe starts: what runs around the region may have changed. A new ``key`` (other
+    work, another lane count) starts a probe at once. ``record`` is told the region's
+    seconds after each run that should count (a run with extra work, an optimizer's flush,
+    is not recorded and does not move the probe on). Any choice gives the same results:
+    only regions whose results do not depend on their lanes may be tuned."""
+
+    def __init__(self, probes: int = 4, every: int = 256, margin: float = 0.95) -> None:
+        self.probes, self.every, self.margin = probes, every, margin
+        self.key: Any = None
+        self.plan: list[tuple[int, bool]] = []  # the probe's runs to come: (lanes, counted)
+        self.times: dict[int, list[float]] = {}
+        self.choice = 1
+        self.left = 0  # timed runs before the next probe
+
+    def choose(self, key: Any, n: int) -> int:
+        """The lane count for the next run of the region known by ``key``: ``n`` or 1."""
+        if n <= 1:
+            return 1
+        if key != self.key:
+            self.key, self.left, self.plan = key, 0, []
+        if not self.plan and self.left <= 0:
+            # (lanes, counted): the first runs of each stretch set up the caches and wake
+            # the workers for the rest (a worker that slept long sleeps again after its
+            # first lane: ``_Worker._loop``)
+            self.plan = ([(n, False)] * 2 + [(n, True)] * self.probes
+                         + [(1, False)] + [(1, True)] * self.probes)
+            self.times = {1: [], n: []}
+        return self.plan[0][0] if self.plan else self.choice
+
+    def record(self, seconds: float) -> None:
+        """The seconds the run that ``choose`` was last asked for took."""
+        if not self.plan:
+            self.left -= 1
+            return
+        lanes, counted = self.plan.pop(0)
+        if counted:
+            self.times[lanes].append(seconds)
+        if not self.plan:
+            n = max(self.times)
+            one, several = sorted(self.times[1]), sorted(self.times[n])
+            self.choice = n if several[len(several) // 2] < self.margin * one[len(one) // 2] else 1
+            self.left = self.every

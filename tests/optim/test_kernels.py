@@ -179,8 +179,8 @@ def test_env_variable_turns_the_kernels_off_at_each_call(monkeypatch):
 
 @pytest.mark.parametrize("name", ["Adam", "NAdam", "RMSprop", "Adagrad"])
 def test_a_fused_step_counts_one_pass_per_element_for_its_lanes(kernels_on, monkeypatch, name):
-    """A fused rule is one pass: 0.5M parameters stay on one lane (two were slower), while
-    the NumPy path's passes still earn the second lane."""
+    """A fused rule is one pass: over 0.5M parameters whether a second lane pays is timed
+    (``threads.LaneTuner``), while the NumPy path's passes surely earn it."""
     lanes = []
     original = inplace.InPlaceOptimizer._layout
 
@@ -191,11 +191,15 @@ def test_a_fused_step_counts_one_pass_per_element_for_its_lanes(kernels_on, monk
     monkeypatch.setattr(inplace.InPlaceOptimizer, "_layout", layout)
     param = nn.Parameter(np.zeros(500_000, np.float32))
     param.grad = np.full(500_000, 0.5, np.float32)
+    asked = []
     for fused in (True, False):
         opt = getattr(optim, name)([param], lr=0.01, threads=2)
         opt.fused = fused
-        opt.step()
-    assert lanes == [1, 2]
+        for _ in range(8):
+            opt.step()
+        asked.append(opt._lane_tuner.key is not None)
+    assert asked == [True, False]
+    assert lanes == [2] * 6 + [1, 1] + [2] * 8  # the fused rule's probe: 2 lanes, then 1
 
 
 @pytest.mark.parametrize("name, options", [("Adam", {}), ("NAdam", {}),

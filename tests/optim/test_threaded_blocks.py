@@ -52,3 +52,38 @@ def test_threads_and_blocks_give_bitwise_identical_results(cls, options):
                 np.testing.assert_array_equal(value, other)
             else:
                 assert value == other
+
+
+@pytest.mark.parametrize("cls, options", [CASES[0], CASES[4]], ids=["SGD", "Adam"])
+def test_a_step_whose_lanes_are_timed_changes_nothing_and_flushing_steps_are_not_timed(
+        cls, options):
+    from ermlab import threads
+
+    def train(threads_):
+        rng = np.random.default_rng(0)
+        params = [nn.Parameter(rng.standard_normal(shape).astype(np.float32))
+                  for shape in [(300, 600), (600,)]]
+        opt = cls(params, threads=threads_, flush_every=4, **options)
+        opt.lane_work, opt.min_parallel = 10**9, 1024  # every step below lane_work: tuned
+        opt._lane_tuner = tuner = threads.LaneTuner(probes=1, every=3)
+        timed, lanes = [], []
+        record = tuner.record
+        tuner.record = lambda seconds: (timed.append(seconds), record(seconds))
+        grads = np.random.default_rng(1)
+        for _ in range(16):
+            for p in params:
+                p.zero_grad()
+                p.add_grad(grads.standard_normal(p.shape).astype(np.float32))
+            opt.step()
+            lanes.append(sum(1 for lane in opt._cached_layout[1] if lane))
+        return params, opt.state_dict(), lanes, timed
+
+    single, single_state, one_lane, _ = train(1)
+    split, split_state, lanes, timed = train(2)
+    assert set(one_lane) == {1} and set(lanes) == {1, 2}  # the probes ran both counts
+    assert len(timed) == 12  # steps 4, 8, 12, 16 flush: not timed
+    for a, b in zip(single, split):
+        np.testing.assert_array_equal(a.data, b.data)
+    for index, entries in single_state["state"].items():
+        for key, value in entries.items():
+            np.testing.assert_array_equal(value, split_state["state"][index][key])

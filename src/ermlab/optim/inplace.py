@@ -59,23 +59,25 @@ operations in the same order as on the whole array, so results are bitwise the
 same for any ``threads`` and ``block_bytes``. ``threads`` defaults to the
 environment variable ``ERMLAB_NUM_THREADS``, else the number of CPUs this
 process may use; ``threads=1`` (or ``opt.threads = 1``) runs everything in the
-calling thread. A step uses at most one thread per ``lane_work`` (1.5M)
-element-passes (elements × ``passes(group)``, 10 unless a rule says less; 1
-where a fused kernel below runs: measured at 0.5M parameters on 2 idle cores,
-every fused rule was 1.3–1.9× slower on two lanes than on one; with the pool's
-workers waiting awake between lanes (``ermlab.threads.SPIN_SECONDS``), steps in a
-row, two lanes against one: SGD 1.19, momentum 1.08, Adam 0.96, NAdam 0.88, too
-little to pay where a step comes once per training step and the worker has gone
-to sleep; measured again after the calling lane began with its largest block (see
-``_run``), 9 rounds of 30 steps: SGD 0.388 against 0.283 ms, momentum 0.412 against
-0.415, Adam 0.532 against 0.566; and the MLP's Adam epoch with two lanes 1.013× one):
-cheap rules on a mid-sized model, such as plain SGD (two passes) or SGD with
-momentum (four) over 0.5M parameters, stay in one thread, where the hand-off
-to a worker (0.07–0.25 ms in whole steps, see ``ermlab.threads``) costs more
-than it saves; parameters under
-``min_parallel`` (65536) elements are never cut. On a machine whose
-cores are busy with other work, extra threads only add contention: set
-``ERMLAB_NUM_THREADS=1`` there.
+calling thread. How many lanes a step takes depends on its element-passes
+(elements × ``passes(group)``: 10 unless a rule says less, 1 where a fused kernel
+below runs). From ``lane_work`` (1.5M) up, lanes surely pay: one per ``lane_work``.
+Below it, from two ``TUNED_LANE_WORK`` (65536) up, a ``threads.LaneTuner`` times the
+step on one lane and on several and keeps the faster (re-timed every 256 steps;
+steps that flush are not timed): whether the hand-off to a worker pays depends on
+the machine and on what runs around the step. Measured over the 784-512-256-10 MLP's
+0.5M parameters at 2 threads: on an AMD Zen 5 with 130 GB/s of cache bandwidth a
+core, two lanes gained little or lost (steps in a row, two lanes' time over one's:
+SGD 1.19, momentum 1.08, Adam 0.96, NAdam 0.88; plain SGD takes ~50 µs a step and the
+hand-off 0.07–0.25 ms in whole steps, see ``ermlab.threads``); on an Intel Xeon
+VM whose core moves ~25 GB/s, steps in a row took two lanes against one SGD 0.125
+against 0.21 ms, momentum 0.25 against 0.33, Adam 0.29 against 0.42, yet in a
+training epoch of that MLP, where OpenBLAS's threads spin on after every GEMM on the
+core a worker would take, Adam's two lanes took 0.60–0.70 ms against one lane's
+0.47–0.53, and the tuner kept one (epochs 1.845 against 1.844 s with one lane
+fixed). Parameters under ``min_parallel`` (65536) elements are never cut. On a
+machine whose cores are busy with other work, extra threads only add contention:
+set ``ERMLAB_NUM_THREADS=1`` there.
 
 The last pass of most rules, θ ← θ + a·d, is ``axpy_``: BLAS ``?axpy`` from
 SciPy on C-contiguous float32/float64 arrays (one pass instead of a multiply
@@ -124,6 +126,7 @@ import bisect
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -134,12 +137,13 @@ from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.base import Optimizer
 from ermlab.threads import BlasOneThread as _BlasOneThread
-from ermlab.threads import default_threads, run_lanes
+from ermlab.threads import LaneTuner, default_threads, run_lanes
 
 FLUSH_BELOW: float | None = None  # None: the dtype's smallest normal number
 BLOCK_BYTES = 1 << 20
 MIN_PARALLEL = 65536
 LANE_WORK = 1_500_000
+TUNED_LANE_WORK = 65536
 ALIGN = 64
 BLOCK_COST = 8192
 LEAD = 16384
@@ -311,7 +315,9 @@ class InPlaceOptimizer(Optimizer):
         self.threads = int(threads)
         self._scratch: dict[Parameter, list[Any]] = {}
         self._masks: dict[Parameter, Any] = {}
-        self._cached_layout: tuple | None = None
+        self._cached_layout: tuple | None = None  # the last step's (``_layout``)
+        self._layouts: dict[int, tuple] = {}  # by lane count: (key, layout, what it holds)
+        self._lane_tuner = LaneTuner()
         self._cached_fits: tuple | None = None
         self._step_calls: dict[tuple, tuple] = {}  # ``_fused_call``'s answers in this step
         super().__init__(params, defaults)
@@ -415,10 +421,16 @@ class InPlaceOptimizer(Optimizer):
         self._step_calls = {}
         calls = [self._fused_call(kernels, task) if kernels is not None and fit else None
                  for task, fit in zip(tasks, fits, strict=True)]
+        tuned = False
         if threads > 1:
             work = sum(task[0].data.size * (1 if call else self.passes(task[1]))
                        for task, call in zip(tasks, calls, strict=True))
-            threads = max(1, min(threads, work // max(1, self.lane_work)))
+            if work >= self.lane_work:  # lanes surely pay
+                threads = min(threads, work // max(1, self.lane_work))
+            else:  # they may: timed (``threads.LaneTuner``)
+                tuned = True
+                threads = self._lane_tuner.choose((arrays, threads),
+                                                  min(threads, work // TUNED_LANE_WORK))
         layout = self._layout(tasks, threads, arrays)
         lanes = [[(block, tasks[i][1], tasks[i][3], tasks[i][4], calls[i]) for i, block in lane]
                  for lane in layout]
@@ -430,13 +442,16 @@ class InPlaceOptimizer(Optimizer):
         # a step, 0.53 ms this way; one lane 0.57–0.63).
         runs = [lanes[0][::-1]] + [lane for lane in lanes[1:] if lane]
         kernels_only = all(calls)
+        start = time.perf_counter()
         if len(runs) == 1 and kernels_only:  # one lane of kernels: no pool, no BLAS to hold
             self._run_lane(runs[0])
-            return
-        # BLAS on one thread where the NumPy path runs (its ?axpy; one lane too: see the
-        # module docstring); the fused kernels run no BLAS.
-        with contextlib.nullcontext() if kernels_only else _BlasOneThread():
-            run_lanes([partial(self._run_lane, run) for run in runs], blas=False)
+        else:
+            # BLAS on one thread where the NumPy path runs (its ?axpy; one lane too: see the
+            # module docstring); the fused kernels run no BLAS.
+            with contextlib.nullcontext() if kernels_only else _BlasOneThread():
+                run_lanes([partial(self._run_lane, run) for run in runs], blas=False)
+        if tuned and not any(task[4] for task in tasks):  # a flushing step is not timed
+            self._lane_tuner.record(time.perf_counter() - start)
 
     def _fused_call(self, kernels: Any, task: tuple) -> tuple | None:
         """``fused_kernel``'s answer for a task, or None where its group takes the NumPy path
@@ -485,9 +500,12 @@ class InPlaceOptimizer(Optimizer):
         """
         key = (threads, self.block_bytes, self.min_parallel,
                _identity(tasks) if arrays is None else arrays)
-        cached = self._cached_layout
+        cached = self._layouts.get(threads)
         if cached is not None and cached[0] == key:
+            self._cached_layout = cached
             return cached[1]
+        # layouts of other arrays (a loaded state) go: they would keep those arrays alive
+        self._layouts = {t: c for t, c in self._layouts.items() if c[0][3] == key[3]}
         sizes = [task[0].data.size for task in tasks]
         total = sum(sizes) + BLOCK_COST * len(tasks)
         share = max(0, total - LEAD) // threads
@@ -514,7 +532,7 @@ class InPlaceOptimizer(Optimizer):
                 layout[lane].append((i, Block(self, param, state, slice(start, stop))))
                 start = stop
             offset += size
-        self._cached_layout = (key, layout, _held(tasks))
+        self._cached_layout = self._layouts[threads] = (key, layout, _held(tasks))
         return layout
 
     def _run_lane(self, tasks: list[tuple]) -> None:

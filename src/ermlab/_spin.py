@@ -25,6 +25,8 @@ from numba import njit
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
+
 
 @intrinsic
 def _pause(typingctx):  # pragma: no cover - compiled

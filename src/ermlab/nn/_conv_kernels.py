@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from numba import njit
 
+from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
+
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
+
 _JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
 from ermlab.nn._relu_kernels import rectify
 
 _JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")

@@ -57,6 +57,7 @@ from __future__ import annotations
 import numpy
 from numba import njit
 
+from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
 from ermlab.nn._relu_kernels import rectify
 
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")

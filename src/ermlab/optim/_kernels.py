@@ -38,6 +38,8 @@ import math
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
+
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 

@@ -184,7 +184,8 @@ class TimedRows:
     def __init__(self, array, clock: Breakdown) -> None:
         self.array, self.shape, self.dtype = array, array.shape, array.dtype
         self.getitem = clock.wrap(
-            lambda index: array[index] if isinstance(index, slice) else np.take(array, index, axis=0),
+            lambda index: (array[index] if isinstance(index, slice)
+                           else np.take(array, index, axis=0)),
             "batch gathering")
 
     def __len__(self) -> int:

@@ -148,8 +148,9 @@ def alternating(code: str, config: dict, before: str | None, rounds: int) -> dic
 
 
 def blas_kernel() -> str:
-    """NumPy's BLAS as threadpoolctl sees it (library, version, kernel, threads), and the CPU:
-    figures from machines with different kernels cannot be compared."""
+    """NumPy's BLAS as threadpoolctl sees it (library, version, kernel, threads), the CPU
+    and the vector width of ermlab's Numba kernels (``ermlab._numba_target``): figures
+    from machines with different kernels cannot be compared."""
     import platform
 
     import numpy  # noqa: F401  (loads the BLAS that threadpoolctl inspects)
@@ -168,7 +169,14 @@ def blas_kernel() -> str:
     blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
                      f"{i.get('num_threads')} threads" for i in threadpool_info()
                      if i.get("user_api") == "blas") or "no BLAS loaded"
-    return f"{blas}; CPU {cpu}"
+    try:
+        from ermlab import _numba_target
+    except ImportError:
+        vectors = "no Numba"
+    else:
+        vectors = ("512-bit (-prefer-256-bit)" if _numba_target.CONFIGURED
+                   else "Numba's choice")
+    return f"{blas}; CPU {cpu}; kernel vectors {vectors}"
 
 
 def time_per_step(step: Callable[[], None], steps: int, warmup: int = 3,

@@ -396,3 +396,59 @@ def test_one_vs_all_hinge_is_the_sum_of_scikit_learns_binary_hinges(weighted):
 def test_one_vs_all_hinge_bad_margin():
     with pytest.raises(ValueError, match="margin must be a non-negative number"):
         OneVsAllHinge(margin=-1)
+
+
+# -- the compiled softmax cross-entropy (nn._softmax_kernels) ----------------------------
+
+
+def _softmax_ce(monkeypatch, fused, scores, labels, weight):
+    monkeypatch.setenv("ERMLAB_FUSED", "1" if fused else "0")
+    loss = SoftmaxCrossEntropy()
+    value = loss.forward(scores, labels, weight)
+    return value, loss.backward(), loss._cache
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [1, 2, 3, 7, 8, 9, 10, 16, 17, 31, 100, 128, 129, 300])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_cross_entropy_kernels_equal_numpy_path_bit_for_bit(monkeypatch, dtype,
+                                                                    classes, weighted):
+    """With Numba the loss runs its compiled passes (``nn._softmax_kernels``): the value and
+    ∂L/∂s are bit for bit those of the NumPy path (``ERMLAB_FUSED=0``), for rows of 1 to 128
+    classes in NumPy's pairwise summation order, with ties for the maximum (the first is
+    the one shifted to e⁰ = 1), scores from 1e-3 to 1e4 in size and sample weights; rows
+    of more classes take the NumPy path."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(classes)
+    scale = rng.choice([1e-3, 1.0, 30.0, 1e4], size=(257, 1))
+    scores = (rng.standard_normal((257, classes)) * scale).astype(dtype)
+    scores[::4] = np.round(scores[::4] / scale[::4])  # ties for the maximum
+    labels = rng.integers(0, classes, 257)
+    weight = rng.uniform(0.0, 2.0, 257) if weighted else None
+    value, grad, cache = _softmax_ce(monkeypatch, True, scores, labels, weight)
+    want_value, want_grad, want_cache = _softmax_ce(monkeypatch, False, scores, labels, weight)
+    assert value == want_value
+    assert grad.dtype == want_grad.dtype == dtype
+    assert grad.tobytes() == want_grad.tobytes()
+    for got, want in zip(cache[:3], want_cache[:3], strict=True):  # prob, labels, 1 − f_y
+        assert got.tobytes() == want.tobytes()
+
+
+def test_softmax_cross_entropy_kernels_keep_the_boundary_checks(monkeypatch):
+    """The compiled path is taken after the checks: bad labels and non-finite scores are
+    still refused, and scores that are not C-contiguous take the NumPy path, same values."""
+    pytest.importorskip("numba")
+    monkeypatch.setenv("ERMLAB_FUSED", "1")
+    loss = SoftmaxCrossEntropy()
+    scores = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 4\)"):
+        loss.forward(scores, np.array([0, 1, 2, 3, 4, 0]))
+    bad = scores.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        loss.forward(bad, np.zeros(6, dtype=int))
+    labels = np.array([0, 1, 2, 3, 0, 1])
+    value = loss.forward(np.asfortranarray(scores), labels)  # the NumPy path
+    grad = loss.backward()
+    assert loss.forward(scores, labels) == value  # the kernels
+    assert loss.backward().tobytes() == grad.tobytes()

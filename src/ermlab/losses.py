@@ -36,6 +36,7 @@ from typing import Any
 import numpy
 
 from ermlab.backend import array_module
+from ermlab.nn import _fused
 
 
 class Loss:
@@ -100,6 +101,9 @@ class SoftmaxCrossEntropy(Loss):
     def forward(self, scores: Any, y: Any, sample_weight: Any = None) -> float:
         self._cache = None
         xp, scores, labels, scale = _classification_batch(self, scores, y, sample_weight)
+        kernels = _fused.kernels("_softmax_kernels", scores)
+        if kernels is not None and scores.shape[1] <= kernels.BLOCK:
+            return self._forward_fused(kernels, scores, labels, scale)
         n = scores.shape[0]
         rows = xp.arange(n)
         best = scores.argmax(axis=1)
@@ -118,8 +122,32 @@ class SoftmaxCrossEntropy(Loss):
         self._cache = (prob, labels, complement.astype(scores.dtype, copy=False), scale)
         return _mean(per_sample, scale)
 
+    def _forward_fused(self, kernels: Any, scores: Any, labels: Any, scale: Any) -> float:
+        """``forward``'s values in two compiled passes around NumPy's exponential and
+        ``log1p`` (``nn._softmax_kernels``), bit for bit the NumPy path's: NumPy and
+        float32/float64 scores, with Numba."""
+        n = scores.shape[0]
+        prob = numpy.empty_like(scores)
+        best = numpy.empty(n, dtype=numpy.intp)
+        top, rest, per_sample, complement = numpy.empty((4, n), dtype=scores.dtype)
+        kernels.shifted(scores, prob, best, top)
+        numpy.exp(prob, out=prob)
+        labels = numpy.ascontiguousarray(labels)
+        kernels.normalize(scores, labels, prob, best, top, rest, per_sample, complement)
+        per_sample += numpy.log1p(rest, out=rest)  # log1p(r) + (m − s_y)
+        self._cache = (prob, labels, complement, scale)
+        return _mean(per_sample, scale)
+
     def _gradient(self, prob: Any, labels: Any, complement: Any, scale: Any) -> Any:
         xp = array_module(prob)
+        kernels = _fused.kernels("_softmax_kernels", prob, complement)
+        if kernels is not None and (isinstance(scale, float) or scale.dtype == prob.dtype):
+            grad = numpy.empty_like(prob)
+            weights = None if isinstance(scale, float) else scale
+            per_row = prob.dtype.type(scale if weights is None else 0)
+            kernels.gradient(prob, numpy.ascontiguousarray(labels), complement, per_row,
+                             weights, grad)
+            return grad
         grad = prob * _rows(scale, prob.ndim)
         grad[xp.arange(len(labels)), labels] = -complement * scale
         return grad

@@ -349,3 +349,78 @@ def test_a_new_key_restarts_the_probe_and_one_lane_asks_nothing():
     assert tuner.choose("c", 1) == 1 and tuner.key == "b"  # n = 1: nothing to choose
     # a run that is not recorded (a step with extra work) leaves the probe where it was
     assert tuner.choose("d", 2) == 2 and tuner.choose("d", 2) == 2 and tuner.plan[0] == (2, False)
+
+
+# -- the first lane's kernel posts a worker's lane (threads.Handoff) ---------------------
+
+
+def _sgd_kernel_posting(handoff):
+    """The calling lane of a handoff test: plain SGD's fused kernel over 4096 elements, which
+    posts the worker's lane once it has let go of the GIL; (posted before, posted after,
+    θ)."""
+    from ermlab.optim import _kernels
+
+    f32 = np.float32
+    theta, grad = np.zeros(4096, f32), np.ones(4096, f32)
+    before = int(handoff.signal[0]) == handoff.value
+    _kernels.sgd(theta, grad, None, f32(-0.5), f32(0), False, f32(1), f32(0), False, False,
+                 False, f32(0), handoff.signal, handoff.value)
+    return before, int(handoff.signal[0]) == handoff.value, theta
+
+
+def test_a_worker_waiting_awake_gets_its_lane_from_the_first_lanes_kernel(monkeypatch):
+    """``run_lanes(..., handoff=True)``: a worker that waits awake is not posted in Python;
+    the calling lane gets a ``Handoff`` and its first compiled kernel posts the lane (the
+    worker's counter is not yet set before the kernel, set after it); the worker's lane
+    runs and its result comes back."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(threads, "SPIN_SECONDS", 1.0)  # the worker stays awake between calls
+    monkeypatch.setattr(threads, "_quiet_until", 0.0)
+    if threads._spinner() is None:
+        pytest.skip("no spin loop here (not x86-64): workers are always posted in Python")
+    outcomes = []
+    for _ in range(6):  # the first calls wake the worker; then it waits awake
+        outcomes.append(within(10, lambda: threads.run_lanes(
+            [lambda handoff: handoff if handoff is None else _sgd_kernel_posting(handoff),
+             threading.get_ident], blas=False, handoff=True)))
+    posted = [first for first, _ in outcomes if first is not None]
+    assert posted, "a worker waiting awake was never handed its lane through a kernel"
+    for before, after, theta in posted:
+        assert (before, after) == (False, True)
+        np.testing.assert_array_equal(theta, np.full(4096, -0.5, np.float32))
+    assert all(ident != threading.get_ident() for _, ident in outcomes)
+    threads.rest()
+
+
+@pytest.mark.parametrize("spin_seconds", [0.0, 1.0])
+def test_a_handoff_the_first_lane_never_uses_still_runs_the_workers_lane(spin_seconds,
+                                                                         monkeypatch):
+    """Where the first lane posts nothing (no kernel, or it failed before its kernel) the
+    worker's lane is posted after it (``Handoff.settle``): every lane runs, an error comes
+    back, and the pool serves the next call; with the spin off the first lane gets None."""
+    monkeypatch.setattr(threads, "SPIN_SECONDS", spin_seconds)
+    monkeypatch.setattr(threads, "_quiet_until", 0.0)
+    ran = []
+
+    def worker_lane():
+        ran.append(threading.get_ident())
+        return "worker"
+
+    got = []
+    for _ in range(4):
+        assert within(10, lambda: threads.run_lanes(
+            [lambda handoff: got.append(handoff) or "caller", worker_lane], blas=False,
+            handoff=True)) == ["caller", "worker"]
+
+    def fail(handoff):
+        raise RuntimeError("before any kernel")
+
+    with pytest.raises(RuntimeError, match="before any kernel"):
+        threads.run_lanes([fail, worker_lane], blas=False, handoff=True)
+    assert len(ran) == 5
+    assert within(10, lambda: threads.run_lanes([lambda: 1, lambda: 2])) == [1, 2]
+    if spin_seconds == 0.0 or threads._spinner() is None:
+        assert got == [None] * 4
+    else:
+        assert any(isinstance(h, threads.Handoff) for h in got)
+    threads.rest()

@@ -67,6 +67,18 @@ def _fence(typingctx):  # pragma: no cover - compiled
     return types.void(), codegen
 
 
+@njit(inline="always", nogil=True, cache=True)
+def publish(signal, value):  # pragma: no cover - compiled
+    """signal[0] = value, then a full fence, where ``signal`` is not None: a compiled kernel
+    that starts with this hands a worker that waits awake (``wait``) its lane once the
+    kernel's caller has let go of the GIL (``ermlab.threads.Handoff``), so the worker takes
+    the GIL at once instead of sleeping on it. The fence keeps the store ahead of the
+    kernel's own loads and stores (and of the caller's later read of signal[2])."""
+    if signal is not None:
+        signal[0] = value
+        _fence()
+
+
 @njit(nogil=True, cache=True)
 def signal_then_wait(done, done_value, counter, value, ticks):  # pragma: no cover - compiled
     """Set done[0] = done_value, then ``wait(counter, value, ticks)``: 1 if the wait saw the

@@ -63,6 +63,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy
@@ -156,8 +157,8 @@ def sample_lanes(n: int, threads: int, worth: float) -> list[tuple[int, int]]:
     return [(n * k // lanes, n * (k + 1) // lanes) for k in range(lanes)]
 
 
-def run_lanes(calls: Sequence[Callable[[], Any]], blas: bool = True,
-              awake: bool = True) -> list[Any]:
+def run_lanes(calls: Sequence[Callable[..., Any]], blas: bool = True,
+              awake: bool = True, handoff: bool = False) -> list[Any]:
     """Run ``calls[0]`` in the calling thread and the others on the pool's workers, with
     BLAS on one thread (one call too: a lane's GEMMs never wake BLAS's own threads, which
     spin on a core after each GEMM, in the way of the next regions' lanes; a caller that
@@ -169,23 +170,33 @@ def run_lanes(calls: Sequence[Callable[[], Any]], blas: bool = True,
     thread count is left alone (setting it and restoring it costs ~5–10 µs a region).
     ``awake=False``: the lanes are long (milliseconds each), so neither side waits awake
     for the other: no spinning, and Numba's spin loop is not loaded for them (a fresh
-    process's data preparation, ``Moments.of``, would pay ~0.35 s for its import)."""
+    process's data preparation, ``Moments.of``, would pay ~0.35 s for its import).
+    ``handoff=True``: ``calls[0]`` takes one argument, a ``Handoff`` or None; given a
+    ``Handoff``, its first compiled kernel posts the first worker's lane (see ``Handoff``).
+    The other calls take none."""
+    first_call = partial(calls[0], None) if handoff else calls[0]
     if len(calls) == 1:
         with BlasOneThread() if blas else contextlib.nullcontext():
-            return [calls[0]()]
+            return [first_call()]
     if in_worker():
-        return [call() for call in calls]
+        return [first_call()] + [call() for call in calls[1:]]
     pool = _workers(len(calls) - 1)
     if not pool.lock.acquire(blocking=False):
-        return [call() for call in calls]
+        return [first_call()] + [call() for call in calls[1:]]
     try:
         with BlasOneThread() if blas else contextlib.nullcontext():
             used = pool.workers[:len(calls) - 1]
+            staged = None
+            if handoff and awake and not used[0].posted.sleeping and _spinner() is not None:
+                staged = used[0].stage(calls[1])
             for worker, call in zip(used, calls[1:], strict=True):
-                worker.post(call, awake)
+                if staged is None or worker is not used[0]:
+                    worker.post(call, awake)
             try:
-                first = calls[0]()
+                first = calls[0](staged) if staged is not None else first_call()
             finally:
+                if staged is not None:
+                    staged.settle()
                 outcomes = [worker.finish(awake) for worker in used]
     finally:
         pool.lock.release()
@@ -237,6 +248,42 @@ def _blas() -> list[Any]:
         except Exception:  # pragma: no cover - threadpoolctl comes with scikit-learn
             _blas_libraries = []
     return _blas_libraries
+
+
+class Handoff:
+    """A worker's lane that the calling thread's first compiled kernel posts, where the
+    caller would post it in Python before its own lane (``run_lanes(..., handoff=True)``).
+
+    A worker waiting awake sees a post at once, but then needs the GIL for the Python that
+    leads into its own kernel, and the caller holds the GIL until its lane enters compiled
+    code: a thread that asks for a held GIL sleeps in the kernel until it is let go, and
+    waking it took tens of µs on the VMs measured. A kernel that takes ``signal`` and
+    ``value`` and starts with ``ermlab._spin.publish(signal, value)`` posts the lane once
+    the GIL is free, so the worker takes it without sleeping. Only for a worker that waits
+    awake; one asleep is posted, and woken, in Python as before.
+
+    ``signal`` and ``value``: the arguments for the kernel (the worker's posted counter and
+    the value it waits for). ``post()``: post in Python now, where the lane's first block
+    has no kernel. ``settle()`` (``run_lanes`` calls it after the caller's lane): posts the
+    lane if no kernel did (an error before it), and wakes the worker if it went to sleep
+    meanwhile (it sets signal[2] before it reads signal[0] for the last time, and the
+    kernel's fence orders its store before this read of signal[2]: one of the two sees the
+    other)."""
+
+    __slots__ = ("worker", "signal", "value")
+
+    def __init__(self, worker: _Worker, value: int) -> None:
+        self.worker, self.signal, self.value = worker, worker.posted.counter, value
+
+    def post(self) -> None:
+        if self.signal[0] != self.value:
+            self.worker.posted.set(self.value)
+
+    def settle(self) -> None:
+        if self.signal[0] != self.value:
+            self.worker.posted.set(self.value)
+        elif self.signal[2]:
+            self.worker.posted.wake()
 
 
 class _Signal:
@@ -328,6 +375,14 @@ class _Worker:
         self.generation += 1
         self.call, self.awake = call, awake
         self.posted.set(self.generation)
+
+    def stage(self, call: Callable[[], Any]) -> Handoff:
+        """Hand the worker ``call`` (to be waited for awake) without posting it: the
+        ``Handoff`` returned posts it."""
+        self.generation += 1
+        self.call, self.awake = call, True
+        self.posted.counter[1] = 0  # a stop asked by ``rest`` is over: spin for this post
+        return Handoff(self, self.generation)
 
     def finish(self, awake: bool = True) -> tuple[Any, BaseException | None]:
         self.done.wait(self.generation, awake)

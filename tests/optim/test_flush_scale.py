@@ -238,6 +238,7 @@ def test_flush_of_blocks_cut_over_threads_is_the_flush_of_the_whole(name):
         p = Parameter(np.ones((300, 400), dtype=np.float32))
         opt = getattr(optim, name)([p], threads=threads, flush_every=2, **options)
         opt.lane_work, opt.min_parallel, opt.block_bytes = 1, 1024, 64 * 1024
+        opt.fused_block_bytes = opt.block_bytes
         p.grad[...] = 1.0
         opt.step()
         ladder = (tiny * 2.0 ** np.linspace(-12, 12, p.size)).astype(np.float32)

@@ -24,6 +24,7 @@ def run(cls, options, threads, steps=6):
     opt = cls(params, threads=threads, **options)
     # Force splitting: small work per lane, small blocks, small minimum size.
     opt.lane_work, opt.min_parallel, opt.block_bytes = 1, 1024, 64 * 1024
+    opt.fused_block_bytes = opt.block_bytes
     grads = np.random.default_rng(1)
     for step in range(steps):
         for p in params:

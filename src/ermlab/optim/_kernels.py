@@ -39,6 +39,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
+from ermlab._spin import publish
 
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
@@ -83,10 +84,11 @@ def _grad(theta, grad, weight_decay, coupled):
 
 @njit(**_JIT)
 def sgd(theta, grad, buf, neg_lr, momentum, dampened, one_minus_dampening, weight_decay,
-        coupled, first, nesterov, neg_lr_momentum):
+        coupled, first, nesterov, neg_lr_momentum, signal=None, value=0):
     """torch's SGD: g = ∇θ + λθ; v ← g on the first step, else μv + (1 − τ)g;
     θ ← θ − γv, or θ − γg − γμv (Nesterov, two FMAs). Without momentum ``buf`` is
     None and θ ← θ − γg."""
+    publish(signal, value)
     if buf is None:
         for i in range(theta.size):
             g = _grad(theta[i], grad[i], weight_decay, coupled)
@@ -111,10 +113,11 @@ def sgd(theta, grad, buf, neg_lr, momentum, dampened, one_minus_dampening, weigh
 
 @njit(**_JIT)
 def adam(theta, grad, m, v, v_max, decay, weight_decay, coupled, w1, one_minus_w1, small,
-         beta2, one_minus_beta2, eps_b, step):
+         beta2, one_minus_beta2, eps_b, step, signal=None, value=0):
     """Adam (``adam.Adam.update_block``): θ ← θ·(1 − γλ) (``decay``, 1 unless
     decoupled), m ← lerp(m, g, 1 − β₁), v ← β₂v + ((1 − β₂)g)g, v_max ← max(v_max, v),
     θ ← θ + step · m/(√v + εb) (one FMA). ``v_max`` is None without AMSGrad."""
+    publish(signal, value)
     for i in range(theta.size):
         th = theta[i] * decay
         g = _grad(th, grad[i], weight_decay, coupled)
@@ -130,8 +133,9 @@ def adam(theta, grad, m, v, v_max, decay, weight_decay, coupled, w1, one_minus_w
 
 @njit(**_JIT)
 def adamax(theta, grad, m, u, decay, weight_decay, coupled, w1, one_minus_w1, small,
-           beta2, eps, step):
+           beta2, eps, step, signal=None, value=0):
     """Adamax: m ← lerp(m, g, 1 − β₁), u ← max(β₂u, |g| + ε), θ ← θ + step · m/u."""
+    publish(signal, value)
     for i in range(theta.size):
         th = theta[i] * decay
         g = _grad(th, grad[i], weight_decay, coupled)
@@ -144,8 +148,10 @@ def adamax(theta, grad, m, u, decay, weight_decay, coupled, w1, one_minus_w1, sm
 
 @njit(**_JIT)
 def nadam(theta, grad, m, v, decay, weight_decay, coupled, w1, one_minus_w1, small,
-          beta2, one_minus_beta2, bias_correction2, eps, grad_coef, exp_avg_coef):
+          beta2, one_minus_beta2, bias_correction2, eps, grad_coef, exp_avg_coef,
+          signal=None, value=0):
     """NAdam: Adam's m, v; d = √(v / (1 − β₂ᵗ)) + ε; θ ← θ + c_g·g/d, then + c_m·m/d."""
+    publish(signal, value)
     for i in range(theta.size):
         th = theta[i] * decay
         g = _grad(th, grad[i], weight_decay, coupled)
@@ -159,8 +165,9 @@ def nadam(theta, grad, m, v, decay, weight_decay, coupled, w1, one_minus_w1, sma
 
 
 @njit(**_JIT)
-def adagrad(theta, grad, total, weight_decay, coupled, eps, neg_lr):
+def adagrad(theta, grad, total, weight_decay, coupled, eps, neg_lr, signal=None, value=0):
     """Adagrad: G ← G + g·g, θ ← θ + (g/(√G + ε))·(−γ_t)."""
+    publish(signal, value)
     for i in range(theta.size):
         th = theta[i]
         g = _grad(th, grad[i], weight_decay, coupled)
@@ -171,9 +178,10 @@ def adagrad(theta, grad, total, weight_decay, coupled, eps, neg_lr):
 
 @njit(**_JIT)
 def adadelta(theta, grad, square_avg, acc_delta, weight_decay, coupled, rho, one_minus_rho,
-             eps, neg_lr):
+             eps, neg_lr, signal=None, value=0):
     """Adadelta: E[g²] ← ρE[g²] + ((1 − ρ)g)g, Δ = √(E[Δ²] + ε)/√(E[g²] + ε)·g,
     E[Δ²] ← ρE[Δ²] + ((1 − ρ)Δ)Δ, θ ← θ + Δ·(−γ)."""
+    publish(signal, value)
     for i in range(theta.size):
         th = theta[i]
         g = _grad(th, grad[i], weight_decay, coupled)
@@ -187,10 +195,12 @@ def adadelta(theta, grad, square_avg, acc_delta, weight_decay, coupled, rho, one
 
 @njit(**_JIT)
 def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha,
-            one_minus_alpha, w, one_minus_w, small, eps, eps_inside_sqrt, momentum, neg_lr):
+            one_minus_alpha, w, one_minus_w, small, eps, eps_inside_sqrt, momentum, neg_lr,
+            signal=None, value=0):
     """RMSprop: v ← αv + ((1 − α)g)g; centered: ḡ ← lerp(ḡ, g, 1 − α), v̂ = v − ḡḡ;
     d = g/(√v̂ + ε) or g/√(v̂ + ε); μ > 0: b ← μb + d, θ ← θ + b·(−γ); else θ + d·(−γ).
     ``grad_avg`` is None unless centered, ``buf`` None unless μ > 0."""
+    publish(signal, value)
     for i in range(theta.size):
         th = theta[i]
         g = _grad(th, grad[i], weight_decay, coupled)
@@ -212,9 +222,10 @@ def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha
 
 @njit(**_JIT)
 def sgd_classic(theta, grad, buf, lr, momentum, lr_dampened, weight_decay, coupled, first,
-                nesterov):
+                nesterov, signal=None, value=0):
     """SGD in the classic form (``momentum_form="classic"``): g = ∇θ + λθ;
     v ← γg on the first step, else μv + (γ(1 − τ))g; θ ← θ − v, or θ − (μv + γg)."""
+    publish(signal, value)
     for i in range(theta.size):
         th = theta[i]
         g = _grad(th, grad[i], weight_decay, coupled)
@@ -230,8 +241,9 @@ def sgd_classic(theta, grad, buf, lr, momentum, lr_dampened, weight_decay, coupl
 
 
 @njit(**_JIT)
-def heavy_ball(theta, grad, previous, momentum, lr):
+def heavy_ball(theta, grad, previous, momentum, lr, signal=None, value=0):
     """Polyak's heavy ball: d = μ(θ − θ_prev) − γg, θ_prev ← θ, θ ← θ + d."""
+    publish(signal, value)
     for i in range(theta.size):
         th = theta[i]
         d = (th - previous[i]) * momentum - grad[i] * lr
@@ -240,8 +252,9 @@ def heavy_ball(theta, grad, previous, momentum, lr):
 
 
 @njit(**_JIT)
-def nesterov_scheme(theta, grad, x, neg_lr, coefficient):
+def nesterov_scheme(theta, grad, x, neg_lr, coefficient, signal=None, value=0):
     """NAG-C / NAG-SC: x_new = (−s)g + y, y ← x_new + c(x_new − x), x ← x_new."""
+    publish(signal, value)
     for i in range(theta.size):
         x_new = grad[i] * neg_lr + theta[i]
         d = (x_new - x[i]) * coefficient

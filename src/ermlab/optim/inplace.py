@@ -137,10 +137,11 @@ from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.base import Optimizer
 from ermlab.threads import BlasOneThread as _BlasOneThread
-from ermlab.threads import LaneTuner, default_threads, run_lanes
+from ermlab.threads import Handoff, LaneTuner, default_threads, run_lanes
 
 FLUSH_BELOW: float | None = None  # None: the dtype's smallest normal number
 BLOCK_BYTES = 1 << 20
+FUSED_BLOCK_BYTES = 4 << 20
 MIN_PARALLEL = 65536
 LANE_WORK = 1_500_000
 TUNED_LANE_WORK = 65536
@@ -284,6 +285,7 @@ class InPlaceOptimizer(Optimizer):
     denominator_state: tuple[str, ...] = ()
     fused: bool = True
     block_bytes: int = BLOCK_BYTES
+    fused_block_bytes: int = FUSED_BLOCK_BYTES
     min_parallel: int = MIN_PARALLEL
     # True for rules with a fused kernel in optim._kernels (one pass per element).
     fused_rule: bool = False
@@ -431,7 +433,7 @@ class InPlaceOptimizer(Optimizer):
                 tuned = True
                 threads = self._lane_tuner.choose((arrays, threads),
                                                   min(threads, work // TUNED_LANE_WORK))
-        layout = self._layout(tasks, threads, arrays)
+        layout = self._layout(tasks, threads, arrays, all(calls))
         lanes = [[(block, tasks[i][1], tasks[i][3], tasks[i][4], calls[i]) for i, block in lane]
                  for lane in layout]
         # The calling thread runs its lane from its largest block down: its first kernel
@@ -449,7 +451,8 @@ class InPlaceOptimizer(Optimizer):
             # BLAS on one thread where the NumPy path runs (its ?axpy; one lane too: see the
             # module docstring); the fused kernels run no BLAS.
             with contextlib.nullcontext() if kernels_only else _BlasOneThread():
-                run_lanes([partial(self._run_lane, run) for run in runs], blas=False)
+                run_lanes([partial(self._run_lane, run) for run in runs], blas=False,
+                          handoff=True)
         if tuned and not any(task[4] for task in tasks):  # a flushing step is not timed
             self._lane_tuner.record(time.perf_counter() - start)
 
@@ -483,8 +486,8 @@ class InPlaceOptimizer(Optimizer):
             cached = self._cached_fits = (arrays, fits, _held(tasks))
         return cached[1]
 
-    def _layout(self, tasks: list[tuple], threads: int,
-                arrays: tuple[int, ...] | None = None) -> list[list[tuple[int, Block]]]:
+    def _layout(self, tasks: list[tuple], threads: int, arrays: tuple[int, ...] | None = None,
+                fused: bool = False) -> list[list[tuple[int, Block]]]:
         """Blocks of the tasks' parameters in ``threads`` lanes, reused while the parameters'
         arrays and state arrays stay the same objects (``arrays``, their ``_identity``; the
         cache holds them, so their ids are not reused while it is kept, and each block's
@@ -498,7 +501,8 @@ class InPlaceOptimizer(Optimizer):
         and every ``block_bytes`` per array; small ones, and those that are not
         C-contiguous NumPy arrays, stay whole.
         """
-        key = (threads, self.block_bytes, self.min_parallel,
+        block_bytes = self.fused_block_bytes if fused else self.block_bytes
+        key = (threads, block_bytes, self.min_parallel,
                _identity(tasks) if arrays is None else arrays)
         cached = self._layouts.get(threads)
         if cached is not None and cached[0] == key:
@@ -515,7 +519,7 @@ class InPlaceOptimizer(Optimizer):
         for i in sorted(range(len(tasks)), key=sizes.__getitem__):
             param, _, state, _, _ = tasks[i]
             size = sizes[i]
-            limit = max(ALIGN, self.block_bytes // param.data.itemsize)
+            limit = max(ALIGN, block_bytes // param.data.itemsize)
             if ((threads == 1 and size < 2 * limit) or size < self.min_parallel
                     or not _splittable(param, state)):
                 layout[bisect.bisect_right(bounds, offset)].append((i, Block(self, param, state)))
@@ -535,14 +539,23 @@ class InPlaceOptimizer(Optimizer):
         self._cached_layout = self._layouts[threads] = (key, layout, _held(tasks))
         return layout
 
-    def _run_lane(self, tasks: list[tuple]) -> None:
+    def _run_lane(self, tasks: list[tuple], handoff: Handoff | None = None) -> None:
         """Each block's update: the fused kernel where its parameter has a ``fused_kernel``
         call this step and the kernels can run on the block's arrays, else ``update_block``
-        (the NumPy path)."""
+        (the NumPy path). ``handoff`` (the calling thread's lane, ``threads.Handoff``):
+        the first block's kernel posts the first worker's lane once it has let go of the
+        GIL; posted here first where that block takes the NumPy path."""
         for block, group, scalars, flush, call in tasks:
             arrays = None if call is None else block.kernel_arrays()
             if arrays is None:
+                if handoff is not None:
+                    handoff.post()
+                    handoff = None
                 self.update_block(block, group, scalars)
+            elif handoff is not None:
+                call[0](*self.fused_arrays(arrays, group), *call[1], handoff.signal,
+                        handoff.value)
+                handoff = None
             else:
                 call[0](*self.fused_arrays(arrays, group), *call[1])
             for key in flush:

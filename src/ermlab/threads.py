@@ -52,6 +52,10 @@ Python, which the caller holds until its lane enters compiled code, so lanes sho
 their kernels with little Python (``nn._direct.geometry`` is cached for that; the
 optimizers' calling lane starts with its largest block). ``run_lanes(..., blas=False)``
 for lanes that run no BLAS skips setting and restoring BLAS's thread count (~5–10 µs).
+Where the calling lane starts with a compiled kernel that can post (the optimizers'
+fused kernels), ``run_lanes(..., handoff=True)`` has that kernel post the first worker's
+lane once the GIL is free (``Handoff``), so that a worker waiting awake does not sleep on
+the GIL at the start of a region either.
 """
 
 from __future__ import annotations

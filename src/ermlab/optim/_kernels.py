@@ -26,6 +26,11 @@ second thread pool. Compiled on first use per dtype and configuration
 (~0.3 s each) and cached on disk (``cache=True``: next to this file, or
 Numba's user-wide cache where that is not writable).
 
+Each rule's kernel takes ``signal`` and ``value`` last (default None: nothing to do): given
+a worker's counter, it sets it to ``value`` first, once the GIL is let go
+(``ermlab._spin.publish``), handing that worker its lane of the step
+(``ermlab.threads.Handoff``).
+
 Optional: ``pip install "ermlab[fast]"`` (Numba); without it, or for CuPy and
 non-contiguous arrays, the NumPy path runs. ``ERMLAB_FUSED=0`` turns the
 kernels off.

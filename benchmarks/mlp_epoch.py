@@ -44,6 +44,15 @@ element with its arrays in L2 (the same without the square root and the division
 in L3, so a 536,576-parameter step takes ~80–95 µs on one core; two lanes lose the
 ~40–60 µs a sleeping worker takes to wake.
 
+2026-12-02 (same machine, after the compiled softmax cross-entropy, ``nn._softmax_kernels``):
+``--threads 1`` ermlab/GEMM 1.27, 1.30, 1.34 in three runs (GEMMs alone 0.85–0.87 s; the
+loss 0.070 → 0.024–0.027 s an epoch; optimizer 0.10–0.11, Linear's rest 0.04–0.05,
+gathering and the Trainer's loop 0.025 each: together a quarter of the GEMM time, and
+ermlab's own GEMMs run ~5 % slower than the GEMM-only loop's, whose operands stay in
+cache); ``--threads 2`` 1.47–1.65 (GEMMs alone 0.49–0.51 s, the rest on one core: a second
+lane for the optimizer would wake a sleeping worker on the core OpenBLAS's thread spins
+on, and took 286–417 µs a step against one lane's 164–222).
+
 Idle-machine re-measurement (1 and 2 threads):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/mlp_epoch.py --threads 1

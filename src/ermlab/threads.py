@@ -281,13 +281,13 @@ class Handoff:
 
     def post(self) -> None:
         if self.signal[0] != self.value:
-            self.worker.posted.set(self.value)
+            self.worker.posted.set(self.value)  # wakes the worker if it sleeps
 
     def settle(self) -> None:
-        if self.signal[0] != self.value:
-            self.worker.posted.set(self.value)
-        elif self.signal[2]:
+        if self.signal[0] == self.value and self.signal[2]:
             self.worker.posted.wake()
+        else:
+            self.post()
 
 
 class _Signal:

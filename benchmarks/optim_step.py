@@ -133,6 +133,15 @@ is 1.36× torch's 2-thread step. Under a saturated machine (load 27–29) the
 same table gave 1-thread ratios 0.03–0.69 and 1.0–2.0× the bound. Settling
 the 2-thread comparison needs an idle machine (the commands above).
 
+2026-12-02, AMD EPYC Zen 5 VM (AVX-512, 2 cores, OpenBLAS SkylakeX; copy bandwidth
+94–108 GB/s on 1 thread, 74–139 on 2), 5 rounds, after the hand-off of a lane by the
+first kernel (``threads.Handoff``) and the 4 MiB blocks of fused steps: at 1 thread every
+rule ≤ 1.0× torch (SGD 0.98, momentum 0.57, Adagrad 0.18, Adam 0.21, NAdam 0.23) and
+0.82–1.20× the bound; at 2 threads every rule ≤ 1.0× torch but plain SGD, 1.22–1.55 over
+three runs (torch's two OpenMP threads 0.049–0.067 ms, ermlab 0.071–0.076 on one lane or
+two: ~20 µs of Python come before the lanes start), and ≤ 1.2× the bound but AMSGrad
+(1.29). The machine's speed moved by 20–40 % between runs minutes apart.
+
 Before the fused kernels, the NumPy path (AMD EPYC class, 2 cores, OpenBLAS
 SkylakeX kernel; the machine was heavily loaded, load average 4–7 on 2 cores,
 so absolute times are 2–5× the idle ones and the 2-thread torch column is the

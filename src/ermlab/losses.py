@@ -140,10 +140,11 @@ class SoftmaxCrossEntropy(Loss):
 
     def _gradient(self, prob: Any, labels: Any, complement: Any, scale: Any) -> Any:
         xp = array_module(prob)
-        kernels = _fused.kernels("_softmax_kernels", prob, complement)
-        if kernels is not None and (isinstance(scale, float) or scale.dtype == prob.dtype):
+        weights = None if isinstance(scale, float) else scale
+        kernels = _fused.kernels("_softmax_kernels", prob, complement,
+                                 *(() if weights is None else (weights,)))
+        if kernels is not None:
             grad = numpy.empty_like(prob)
-            weights = None if isinstance(scale, float) else scale
             per_row = prob.dtype.type(scale if weights is None else 0)
             kernels.gradient(prob, numpy.ascontiguousarray(labels), complement, per_row,
                              weights, grad)

@@ -555,19 +555,16 @@ class InPlaceOptimizer(Optimizer):
         (the NumPy path). ``handoff`` (the calling thread's lane, ``threads.Handoff``):
         the first block's kernel posts the first worker's lane once it has let go of the
         GIL; posted here first where that block takes the NumPy path."""
+        post = () if handoff is None else (handoff.signal, handoff.value)  # first kernel
         for block, group, scalars, flush, call in tasks:
             arrays = None if call is None else block.kernel_arrays()
             if arrays is None:
-                if handoff is not None:
+                if post:
                     handoff.post()
-                    handoff = None
                 self.update_block(block, group, scalars)
-            elif handoff is not None:
-                call[0](*self.fused_arrays(arrays, group), *call[1], handoff.signal,
-                        handoff.value)
-                handoff = None
             else:
-                call[0](*self.fused_arrays(arrays, group), *call[1])
+                call[0](*self.fused_arrays(arrays, group), *call[1], *post)
+            post = ()
             for key in flush:
                 value = block.state.get(key)
                 if arrays is not None and key in arrays:  # the kernels' flush, in one pass

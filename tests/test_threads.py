@@ -319,33 +319,70 @@ def tuned(tuner, key, n, seconds_of):
     return lanes
 
 
+WAKE = threads.WAKE_RUNS  # a probe's untimed runs at n lanes before its timed ones
+
+
 @pytest.mark.parametrize("two, chosen", [(0.5, 2), (0.96, 1), (1.5, 1)])
 def test_the_lane_tuner_keeps_two_lanes_only_where_they_are_timed_faster(two, chosen):
-    tuner = threads.LaneTuner(probes=3, every=10, margin=0.95)
+    tuner = threads.LaneTuner(probes=3, every=10, margin=0.95, warmup=0)
     times = {1: 1.0, 2: two}
-    probe = [tuned(tuner, "step", 2, times.__getitem__) for _ in range(9)]
-    assert probe == [2, 2, 2, 2, 2, 1, 1, 1, 1]  # each count in a stretch after uncounted runs
+    probe = [tuned(tuner, "step", 2, times.__getitem__) for _ in range(WAKE + 7)]
+    # each count in a stretch after uncounted runs
+    assert probe == [2] * (WAKE + 3) + [1] * 4
     assert tuner.times == {1: [1.0] * 3, 2: [two] * 3}
     assert [tuned(tuner, "step", 2, times.__getitem__) for _ in range(10)] == [chosen] * 10
     # after ``every`` timed runs the next probe starts
-    assert [tuned(tuner, "step", 2, times.__getitem__) for _ in range(9)] == probe
+    assert [tuned(tuner, "step", 2, times.__getitem__) for _ in range(WAKE + 7)] == probe
 
 
-def test_the_lane_tuner_does_not_count_each_stretchs_first_run():
-    tuner = threads.LaneTuner(probes=2, every=5)
-    runs = iter([100.0, 50.0, 1.0, 1.0, 0.1, 2.0, 2.0])  # slow wake-ups, then two lanes win
-    for _ in range(7):
+def test_the_lane_tuner_does_not_count_each_stretchs_first_runs():
+    tuner = threads.LaneTuner(probes=2, every=5, warmup=0)
+    # slow wake-ups, then two lanes win
+    runs = iter([100.0 / (k + 1) for k in range(WAKE)] + [1.0, 1.0, 0.1, 2.0, 2.0])
+    for _ in range(WAKE + 5):
         tuner.choose("step", 2)
         tuner.record(next(runs))
     assert tuner.times == {2: [1.0, 1.0], 1: [2.0, 2.0]}
     assert tuner.choose("step", 2) == 2
 
 
+@pytest.mark.parametrize("two, chosen", [([1.0, 9.0, 1.2, 8.0], 2), ([3.0, 1.0, 3.0, 3.0], 1)])
+def test_the_lane_tuner_compares_the_lower_middle_times(two, chosen):
+    """Of an even count of runs the lower middle one counts (noise only adds time): two slow
+    runs of four do not outvote two fast ones, and one fast run does not decide."""
+    tuner = threads.LaneTuner(probes=4, every=100, warmup=0)
+    runs = iter([5.0] * WAKE + two + [5.0, 2.0, 2.0, 2.0, 2.0])
+    for _ in range(WAKE + 9):
+        tuner.choose("step", 2)
+        tuner.record(next(runs))
+    assert tuner.times == {2: two, 1: [2.0] * 4}
+    assert tuner.choose("step", 2) == chosen
+
+
+def test_a_new_regions_first_runs_are_one_lane_and_not_timed():
+    """Its first runs are slow (new arrays faulted in, caches cold): the probe starts after
+    ``warmup`` of them, on one lane, so that they tilt no choice."""
+    tuner = threads.LaneTuner(probes=2, every=100, warmup=3)
+    runs = iter([9.0, 5.0, 3.0] + [1.0] * (WAKE + 2) + [1.0, 2.0, 2.0])
+    lanes = []
+    for _ in range(WAKE + 8):
+        lanes.append(tuner.choose("step", 2))
+        tuner.record(next(runs))
+    assert lanes == [1, 1, 1] + [2] * (WAKE + 2) + [1, 1, 1]
+    assert tuner.times == {2: [1.0, 1.0], 1: [2.0, 2.0]}
+    assert tuner.choose("step", 2) == 2
+    # another key warms up again; its probe's times are its own
+    assert [tuned(tuner, "other", 2, {1: 1.0, 2: 3.0}.__getitem__)
+            for _ in range(WAKE + 8)] == lanes
+    assert tuner.times == {2: [3.0, 3.0], 1: [1.0, 1.0]} and tuner.choose("other", 2) == 1
+
+
 def test_a_new_key_restarts_the_probe_and_one_lane_asks_nothing():
-    tuner = threads.LaneTuner(probes=1, every=100)
+    tuner = threads.LaneTuner(probes=1, every=100, warmup=0)
     slower_two = {1: 1.0, 2: 3.0}.__getitem__
-    assert [tuned(tuner, "a", 2, slower_two) for _ in range(6)] == [2, 2, 2, 1, 1, 1]
-    assert [tuned(tuner, "b", 2, slower_two) for _ in range(5)] == [2, 2, 2, 1, 1]
+    probe = [2] * (WAKE + 1) + [1, 1]
+    assert [tuned(tuner, "a", 2, slower_two) for _ in range(WAKE + 4)] == probe + [1]
+    assert [tuned(tuner, "b", 2, slower_two) for _ in range(WAKE + 3)] == probe
     assert tuner.choose("c", 1) == 1 and tuner.key == "b"  # n = 1: nothing to choose
     # a run that is not recorded (a step with extra work) leaves the probe where it was
     assert tuner.choose("d", 2) == 2 and tuner.choose("d", 2) == 2 and tuner.plan[0] == (2, False)

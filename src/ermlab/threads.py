@@ -475,6 +475,20 @@ def _spinner() -> tuple[Callable[..., bool], int, Callable[..., int]] | None:
     return _spin[0], int(_spin[1] * SPIN_SECONDS), _spin[2]
 
 
+# Runs at n lanes a probe does not time before it times them. Measured (Intel Xeon VM, 2
+# vCPUs, optimizer steps back to back over 0.5M parameters, after eight one-lane steps):
+# with two such runs the first timed runs at two lanes took 2.5–6.7 ms, then 0.2–1.5 ms,
+# where they settle at 0.11–0.30 ms: the worker's vCPU, idle while one lane ran, is run
+# again by the host only some milliseconds after it is woken.
+WAKE_RUNS = 4
+
+
+def _low_median(times: list[float]) -> float:
+    """The median of sorted ``times``, the lower of the middle two for an even count: noise
+    (another process, a page fault, a worker's first run) only ever adds time."""
+    return times[(len(times) - 1) // 2]
+
+
 class LaneTuner:
     """Chooses by timing between one lane and ``n`` for a region that recurs with the same
     work (an optimizer's step over the same parameters): whether a second lane pays depends
@@ -489,19 +503,27 @@ class LaneTuner:
     take), the same two lanes made the epoch slower.
 
     A probe times ``probes`` runs at ``n`` lanes in a row, then ``probes`` at one, each
-    stretch after runs that are not counted (two at ``n``, one at one: they wake the
-    workers and bring each lane's arrays into its core's cache; alternating the counts run
-    by run would time neither as it runs), and keeps
-    ``n`` lanes only where their median is below ``margin`` × one lane's (one lane leaves
-    the other cores to other work). The choice holds for ``every`` timed runs, then the
+    stretch after runs that are not counted (``WAKE_RUNS`` at ``n``, one at one: they wake
+    the workers and bring each lane's arrays into its core's cache; alternating the counts
+    run by run would time neither as it runs), and keeps ``n`` lanes only where their
+    median (the lower middle one of an even count) is below ``margin`` × one lane's (one
+    lane leaves the other cores to other work). The choice holds for ``every`` timed runs,
+    then the
     next probe starts: what runs around the region may have changed. A new ``key`` (other
-    work, another lane count) starts a probe at once. ``record`` is told the region's
+    work, another lane count) starts a probe after ``warmup`` runs on one lane that are not
+    counted: a region's first runs are slow (an optimizer's first steps fault its new state
+    arrays in and bring them into cache; measured on an Intel Xeon VM, 2 cores, momentum
+    SGD over 0.5M parameters: 4.4 ms, then 0.37, then 0.15–0.18 on two lanes), and a probe
+    that timed them chose one lane where two were faster (plain SGD, two lanes' runs of
+    0.21, 0.16, 0.11, 0.10 ms against one lane's 0.19, 0.16, 0.14, 0.14: equal medians;
+    steps in a row took 0.12 ms on two lanes, 0.20 on one). ``record`` is told the region's
     seconds after each run that should count (a run with extra work, an optimizer's flush,
     is not recorded and does not move the probe on). Any choice gives the same results:
     only regions whose results do not depend on their lanes may be tuned."""
 
-    def __init__(self, probes: int = 4, every: int = 256, margin: float = 0.95) -> None:
-        self.probes, self.every, self.margin = probes, every, margin
+    def __init__(self, probes: int = 4, every: int = 256, margin: float = 0.95,
+                 warmup: int = 8) -> None:
+        self.probes, self.every, self.margin, self.warmup = probes, every, margin, warmup
         self.key: Any = None
         self.plan: list[tuple[int, bool]] = []  # the probe's runs to come: (lanes, counted)
         self.times: dict[int, list[float]] = {}
@@ -512,13 +534,15 @@ class LaneTuner:
         """The lane count for the next run of the region known by ``key``: ``n`` or 1."""
         if n <= 1:
             return 1
-        if key != self.key:
-            self.key, self.left, self.plan = key, 0, []
+        if key != self.key:  # a new region: its first runs are not timed (see above)
+            self.key, self.left, self.times = key, 0, {}
+            self.plan = [(1, False)] * self.warmup
         if not self.plan and self.left <= 0:
             # (lanes, counted): the first runs of each stretch set up the caches and wake
             # the workers for the rest (a worker that slept long sleeps again after its
-            # first lane: ``_Worker._loop``)
-            self.plan = ([(n, False)] * 2 + [(n, True)] * self.probes
+            # first lane: ``_Worker._loop``; on a VM the first runs after a sleep wait for
+            # the host to run the idle vCPU again: see WAKE_RUNS)
+            self.plan = ([(n, False)] * WAKE_RUNS + [(n, True)] * self.probes
                          + [(1, False)] + [(1, True)] * self.probes)
             self.times = {1: [], n: []}
         return self.plan[0][0] if self.plan else self.choice
@@ -531,8 +555,8 @@ class LaneTuner:
         lanes, counted = self.plan.pop(0)
         if counted:
             self.times[lanes].append(seconds)
-        if not self.plan:
+        if not self.plan and self.times:  # the probe's last run (not a warm-up's)
             n = max(self.times)
             one, several = sorted(self.times[1]), sorted(self.times[n])
-            self.choice = n if several[len(several) // 2] < self.margin * one[len(one) // 2] else 1
+            self.choice = n if _low_median(several) < self.margin * _low_median(one) else 1
             self.left = self.every

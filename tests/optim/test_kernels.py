@@ -12,7 +12,7 @@ The NumPy path is the one checked against torch.optim step by step
 import numpy as np
 import pytest
 
-from ermlab import nn, optim
+from ermlab import nn, optim, threads
 from ermlab.optim import inplace
 
 pytest.importorskip("numba", reason="the fused kernels need Numba: pip install numba")
@@ -191,15 +191,18 @@ def test_a_fused_step_counts_one_pass_per_element_for_its_lanes(kernels_on, monk
     monkeypatch.setattr(inplace.InPlaceOptimizer, "_layout", layout)
     param = nn.Parameter(np.zeros(500_000, np.float32))
     param.grad = np.full(500_000, 0.5, np.float32)
+    steps = 8 + threads.WAKE_RUNS + 6  # the tuner's warm-up, then into its probe's one lane
     asked = []
     for fused in (True, False):
         opt = getattr(optim, name)([param], lr=0.01, threads=2)
+        opt.flush_every = 0  # every step timed (Adagrad's state never flushes anyway)
         opt.fused = fused
-        for _ in range(8):
+        for _ in range(steps):
             opt.step()
         asked.append(opt._lane_tuner.key is not None)
     assert asked == [True, False]
-    assert lanes == [2] * 6 + [1, 1] + [2] * 8  # the fused rule's probe: 2 lanes, then 1
+    # the fused rule's warm-up on 1 lane, then its probe: 2 lanes, then 1
+    assert lanes == [1] * 8 + [2] * (threads.WAKE_RUNS + 4) + [1, 1] + [2] * steps
 
 
 @pytest.mark.parametrize("name, options", [("Adam", {}), ("NAdam", {}),

@@ -357,13 +357,13 @@ def test_im2col_convolutions_and_other_inputs_keep_their_relu(monkeypatch):
 def test_grad_input_alone_applies_the_relus_bprop(monkeypatch):
     rng = np.random.default_rng(22)
     x = rng.standard_normal((3, 4, 6, 6))
-    g = rng.standard_normal((3, 6, 6, 6))
-    for algorithm in ("direct", "winograd"):
-        pair = _conv_pair(np.float64, algorithm)
+    for algorithm, stride in (("direct", 1), ("direct", 2), ("winograd", 1)):
+        g = rng.standard_normal((3, 6, 6 // stride, 6 // stride))
+        pair = _conv_pair(np.float64, algorithm, stride)
         pair.forward(x)
         with monkeypatch.context() as patch:
             _unfused_conv(patch)
-            want = _conv_pair(np.float64, algorithm)
+            want = _conv_pair(np.float64, algorithm, stride)
             want.forward(x)
         _same(pair[0].grad_input(g), want[0].grad_input(want[1].backward(g)))
 

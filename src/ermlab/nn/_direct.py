@@ -22,7 +22,9 @@ a fixed offset from t = p·W_h + q (``geometry``).
 
 is summed the same way (``weight_gradient``), with ∂L/∂y laid out in full-width rows whose
 extra positions are zero. ∂L/∂x of a stride-1 layer is the forward pass of the transposed
-convolution (``Conv2d._transposed``), so it runs here too.
+convolution (``Conv2d._transposed``), so it runs here too; that of a layer with stride
+S > 1 (no dilation) is S² stride-1 correlations of ∂L/∂y, one per phase of x, each with the
+kernel's taps of its phase (``strided_input_gradient``).
 
 Where it pays: layers with few channels, where Winograd's transforms and im2col's copies
 cost as much as their GEMMs (``Conv2d``'s ``algorithm="auto"`` rule, with the figures).
@@ -88,6 +90,14 @@ def _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded):  # pragma: no cove
             r = pad_h + i
             base = c * stride * stride * phase + (r % stride) * stride * phase + (r // stride) * wh
             inside = x[n, c, i]
+            if stride == 2:  # constant steps, which LLVM vectorizes (measured, 1 thread,
+                for b in range(2):  # batch 128, 16→32 on 32×32: forward and ∂L/∂W ~0.8×)
+                    first = (b - pad_w) % 2
+                    row = padded[base + b * phase + (pad_w + first) // 2:]
+                    every = inside[first:]
+                    for m in range((x.shape[3] - first + 1) // 2):
+                        row[m] = every[2 * m]
+                continue
             for b in range(stride):
                 first = (b - pad_w) % stride  # the first input column in column phase b
                 row = padded[base + b * phase + (pad_w + first) // stride:]
@@ -387,6 +397,214 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
                         out[j, o + 1] += s10
                         out[j, o + 2] += s20
                         out[j, o + 3] += s30
+
+
+@njit(inline="always", **_JIT)
+def _flat_taps(count, offsets, weights, t0, size, padded, acc):  # pragma: no cover
+    """acc[o, :size] += Σ_{j<count} weights[j, o] · padded[offsets[j] + t0 + t], taps of any
+    channels and kernel positions alike: nine at a time as ``_nine_taps`` (four outputs,
+    each read and written once per nine taps, its value taking nine multiply-adds in a
+    row), then three at a time, then one."""
+    outputs = acc.shape[0]
+    nines = count - count % 9
+    threes = nines + (count - nines) // 3 * 3
+    for o in range(0, outputs - 3, 4):  # (see _taps_by_rows)
+        a0 = acc[o]
+        a1 = acc[o + 1]
+        a2 = acc[o + 2]
+        a3 = acc[o + 3]
+        for j in range(0, nines, 9):
+            r0 = padded[offsets[j] + t0:]; r1 = padded[offsets[j + 1] + t0:]  # noqa: E702
+            r2 = padded[offsets[j + 2] + t0:]; r3 = padded[offsets[j + 3] + t0:]  # noqa: E702
+            r4 = padded[offsets[j + 4] + t0:]; r5 = padded[offsets[j + 5] + t0:]  # noqa: E702
+            r6 = padded[offsets[j + 6] + t0:]; r7 = padded[offsets[j + 7] + t0:]  # noqa: E702
+            r8 = padded[offsets[j + 8] + t0:]
+            w = weights[j:j + 9]
+            u0 = w[0, o]; u1 = w[1, o]; u2 = w[2, o]; u3 = w[3, o]; u4 = w[4, o]  # noqa: E702
+            u5 = w[5, o]; u6 = w[6, o]; u7 = w[7, o]; u8 = w[8, o]  # noqa: E702
+            v0 = w[0, o + 1]; v1 = w[1, o + 1]; v2 = w[2, o + 1]; v3 = w[3, o + 1]  # noqa: E702
+            v4 = w[4, o + 1]; v5 = w[5, o + 1]; v6 = w[6, o + 1]; v7 = w[7, o + 1]  # noqa: E702
+            v8 = w[8, o + 1]
+            s0 = w[0, o + 2]; s1 = w[1, o + 2]; s2 = w[2, o + 2]; s3 = w[3, o + 2]  # noqa: E702
+            s4 = w[4, o + 2]; s5 = w[5, o + 2]; s6 = w[6, o + 2]; s7 = w[7, o + 2]  # noqa: E702
+            s8 = w[8, o + 2]
+            z0 = w[0, o + 3]; z1 = w[1, o + 3]; z2 = w[2, o + 3]; z3 = w[3, o + 3]  # noqa: E702
+            z4 = w[4, o + 3]; z5 = w[5, o + 3]; z6 = w[6, o + 3]; z7 = w[7, o + 3]  # noqa: E702
+            z8 = w[8, o + 3]
+            for t in range(size):
+                x0 = r0[t]; x1 = r1[t]; x2 = r2[t]; x3 = r3[t]; x4 = r4[t]  # noqa: E702
+                x5 = r5[t]; x6 = r6[t]; x7 = r7[t]; x8 = r8[t]  # noqa: E702
+                a0[t] = (a0[t] + u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4 + u5 * x5
+                         + u6 * x6 + u7 * x7 + u8 * x8)
+                a1[t] = (a1[t] + v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4 + v5 * x5
+                         + v6 * x6 + v7 * x7 + v8 * x8)
+                a2[t] = (a2[t] + s0 * x0 + s1 * x1 + s2 * x2 + s3 * x3 + s4 * x4 + s5 * x5
+                         + s6 * x6 + s7 * x7 + s8 * x8)
+                a3[t] = (a3[t] + z0 * x0 + z1 * x1 + z2 * x2 + z3 * x3 + z4 * x4 + z5 * x5
+                         + z6 * x6 + z7 * x7 + z8 * x8)
+        for j in range(nines, threes, 3):
+            r0 = padded[offsets[j] + t0:]
+            r1 = padded[offsets[j + 1] + t0:]
+            r2 = padded[offsets[j + 2] + t0:]
+            u0 = weights[j, o]; u1 = weights[j + 1, o]; u2 = weights[j + 2, o]  # noqa: E702
+            v0 = weights[j, o + 1]; v1 = weights[j + 1, o + 1]  # noqa: E702
+            v2 = weights[j + 2, o + 1]
+            s0 = weights[j, o + 2]; s1 = weights[j + 1, o + 2]  # noqa: E702
+            s2 = weights[j + 2, o + 2]
+            z0 = weights[j, o + 3]; z1 = weights[j + 1, o + 3]  # noqa: E702
+            z2 = weights[j + 2, o + 3]
+            for t in range(size):
+                x0 = r0[t]
+                x1 = r1[t]
+                x2 = r2[t]
+                a0[t] = a0[t] + u0 * x0 + u1 * x1 + u2 * x2
+                a1[t] = a1[t] + v0 * x0 + v1 * x1 + v2 * x2
+                a2[t] = a2[t] + s0 * x0 + s1 * x1 + s2 * x2
+                a3[t] = a3[t] + z0 * x0 + z1 * x1 + z2 * x2
+        for j in range(threes, count):
+            r0 = padded[offsets[j] + t0:]
+            u0, v0 = weights[j, o], weights[j, o + 1]
+            s0, z0 = weights[j, o + 2], weights[j, o + 3]
+            for t in range(size):
+                x0 = r0[t]
+                a0[t] += u0 * x0
+                a1[t] += v0 * x0
+                a2[t] += s0 * x0
+                a3[t] += z0 * x0
+
+
+@njit(**_JIT)
+def strided_input_gradient(grad_y, weights, offsets, counts, grad_x, pad_h, pad_w, stride,
+                           wg, kmax, block, lo, hi, padded, acc, vector):  # pragma: no cover
+    """∂L/∂x[n] for samples n in [lo, hi) of a layer with stride S > 1 (dilation 1), by
+    phases: x̃'s positions (r, s) with r ≡ a, s ≡ b (mod S) take only the taps i ≡ a,
+    j ≡ b, K_a × K_b of them, so phase (a, b) of ∂L/∂x̃ is a stride-1 correlation of ∂L/∂y,
+    zero-padded by K_max − 1 = ⌈K/S⌉ − 1, with that sub-kernel flipped (``phases``):
+
+        ∂L/∂x̃[c, S r' + a, S s' + b] = Σ_o Σ_{k<K_a, l<K_b} W[o, c, a + S k, b + S l]
+                                                         · ∂L/∂y[o, r' − k, s' − l].
+
+    Each sample's ∂L/∂y is copied once into ``padded`` (O planes of ``block`` values,
+    H_g × W_g, their borders zero), each phase's O·K_a·K_b taps summed there in full-width
+    rows of W_g, nine at a time (``_flat_taps``: a sub-kernel of 2×2 or fewer taps, taken
+    kernel row by kernel row, would read and write each output once for every two taps),
+    and the positions inside x copied out; a phase without taps (S > K) gives zeros.
+    ``weights`` (S², taps, C₄), ``offsets`` (S², taps) and ``counts`` (S²,) as ``phases``
+    gives them; ``acc`` (C₄, chunk) scratch as ``correlate``'s."""
+    outputs, channels = grad_y.shape[1], grad_x.shape[1]
+    out_h, out_w = grad_y.shape[2], grad_y.shape[3]
+    height, width = grad_x.shape[2], grad_x.shape[3]
+    hh, wh = -(-(height + 2 * pad_h) // stride), -(-(width + 2 * pad_w) // stride)
+    length = hh * wg
+    chunk = acc.shape[1]
+    for n in range(lo, hi):
+        for o in range(outputs):
+            for p in range(out_h):
+                inside = grad_y[n, o, p]
+                row = padded[o * block + (p + kmax - 1) * wg + kmax - 1:]
+                for q in range(out_w):
+                    row[q] = inside[q]
+        for a in range(stride):
+            for b in range(stride):
+                phase = a * stride + b
+                for t0 in range(0, length, chunk):
+                    size = min(chunk, length - t0)
+                    run = min(chunk, -(-size // vector) * vector)  # (see VECTOR)
+                    for c in range(acc.shape[0]):
+                        sums = acc[c]
+                        for t in range(run):
+                            sums[t] = 0
+                    _flat_taps(counts[phase], offsets[phase], weights[phase], t0, run,
+                               padded, acc)
+                    # the phase's columns inside x: S·s' + b − p_w in [0, W)
+                    left = max(0, -(-(pad_w - b) // stride))
+                    right = min(wh, (width - 1 - b + pad_w) // stride + 1)
+                    for rp in range(t0 // wg, min(hh, (t0 + size + wg - 1) // wg)):
+                        r = stride * rp + a - pad_h
+                        if r < 0 or r >= height:
+                            continue
+                        begin = rp * wg - t0
+                        sp0 = max(left, -begin)
+                        sp1 = min(right, size - begin)
+                        if sp1 <= sp0:
+                            continue
+                        col = stride * sp0 + b - pad_w
+                        for c in range(channels):
+                            out = grad_x[n, c, r, col:]
+                            sums = acc[c, begin + sp0:]
+                            if stride == 2:  # a constant step (as _copy_sample's)
+                                for m in range(sp1 - sp0):
+                                    out[2 * m] = sums[m]
+                            else:
+                                for m in range(sp1 - sp0):
+                                    out[stride * m] = sums[m]
+
+
+def _taps_of_phase(kernel: int, phase: int, stride: int) -> int:
+    """K_a = ⌈(K − a)/S⌉: how many taps i < K are ≡ a (mod S) (0 where a ≥ K)."""
+    return max(0, -(-(kernel - phase) // stride))
+
+
+@lru_cache(maxsize=64)
+def _phase_offsets(weight_shape: tuple[int, ...], stride: int, x_shape: tuple[int, ...],
+                   padding: tuple[int, int]) -> tuple[Any, Any, int, int, int]:
+    """(offsets (S², taps), counts (S²,), W_g, K_max, block) of ``phases``; cached by the
+    geometry (the arrays are only read)."""
+    o, _, kh, kw = weight_shape
+    kmax = max(-(-kh // stride), -(-kw // stride))
+    hh = -(-(x_shape[2] + 2 * padding[0]) // stride)
+    wg = -(-(x_shape[3] + 2 * padding[1]) // stride) + kmax - 1
+    block = (hh + kmax - 1) * wg
+    most = o * kmax * kmax
+    offsets = np.zeros((stride * stride, most), dtype=np.int64)
+    counts = np.zeros(stride * stride, dtype=np.int64)
+    for a in range(stride):
+        for b in range(stride):
+            ka, kb = _taps_of_phase(kh, a, stride), _taps_of_phase(kw, b, stride)
+            rows = (kmax - ka + np.arange(ka))[:, None] * wg + kmax - kb + np.arange(kb)
+            taps = (np.arange(o)[:, None] * block + rows.reshape(1, -1)).reshape(-1)
+            offsets[a * stride + b, :taps.size] = taps
+            counts[a * stride + b] = taps.size
+    return offsets, counts, wg, kmax, block
+
+
+def phases(weight: Any, stride: int, x_shape: tuple[int, ...],
+           padding: tuple[int, int]) -> tuple[Any, Any, Any, int, int, int]:
+    """The taps of ``strided_input_gradient`` from W (O, C, K_h, K_w) for inputs of
+    ``x_shape`` padded by ``padding``: (weights (S², O·K_max², C₄), offsets, counts, W_g,
+    K_max, block). Phase (a, b) = a·S + b holds, tap j = (o·K_a + k)·K_b + l,
+    W[o, c, a + S(K_a − 1 − k), b + S(K_b − 1 − l)] at weights[phase, j, c] (the sub-kernel
+    flipped), read at offsets[phase, j] = o·block + (K_max − K_a + k)·W_g + K_max − K_b + l
+    from an output position: ∂L/∂y of channel o padded by K_max − 1, in planes of
+    H_g × W_g = (⌈H_p/S⌉ + K_max − 1) × (⌈W_p/S⌉ + K_max − 1) values."""
+    o, c, kh, kw = weight.shape
+    offsets, counts, wg, kmax, block = _phase_offsets(weight.shape, stride, tuple(x_shape),
+                                                      padding)
+    flat = np.zeros((stride * stride, offsets.shape[1], _fours(c)), dtype=weight.dtype)
+    for a in range(stride):
+        for b in range(stride):
+            ka, kb = _taps_of_phase(kh, a, stride), _taps_of_phase(kw, b, stride)
+            # W[o, c, a + S(K_a − 1 − k), b + S(K_b − 1 − l)] as [o, k, l, c]
+            sub = weight[:, :, a::stride, b::stride][:, :, ::-1, ::-1][:, :, :ka, :kb]
+            flat[a * stride + b, :o * ka * kb, :c] = sub.transpose(0, 2, 3, 1).reshape(-1, c)
+    return flat, offsets, counts, wg, kmax, block
+
+
+def backward_inputs(grad_y: Any, weights: tuple, grad_x: Any, padding: tuple[int, int],
+                    stride: int, lo: int, hi: int, work: Any) -> None:
+    """∂L/∂x[lo:hi] of a layer with stride > 1 and dilation 1 (``strided_input_gradient``),
+    ``weights`` = ``phases(W, …)``; ``work`` as ``forward``'s."""
+    flat, offsets, counts, wg, kmax, block = weights
+    hh = -(-(grad_x.shape[2] + 2 * padding[0]) // stride)
+    size = grad_y.shape[1] * block + int(offsets.max(initial=0)) % block + VECTOR
+    padded = work("direct_strided", size, (grad_y.shape[1:], grad_x.shape[1:], padding))
+    length = hh * wg
+    channels4 = flat.shape[-1]
+    chunk = max(1, min(length, max(wg, ACC_BYTES // (channels4 * grad_x.dtype.itemsize))))
+    chunk = -(-chunk // ROW_ALIGN) * ROW_ALIGN
+    acc = work("direct_acc", channels4 * chunk, ()).reshape(channels4, chunk)
+    strided_input_gradient(grad_y, flat, offsets, counts, grad_x, padding[0], padding[1],
+                           stride, wg, kmax, block, lo, hi, padded, acc, VECTOR)
 
 
 def layout(weight: Any, bias: Any) -> tuple[Any, Any]:

@@ -83,7 +83,8 @@ as the transposed convolution's forward pass, itself direct; for strides > 1 wit
 dilation phase by phase (``_direct.strided_input_gradient``: each of the S² phases of ∂L/∂x
 a stride-1 correlation of ∂L/∂y with the taps of its phase; measured, Intel Xeon VM,
 batch 128, ResNet-20's 16→32 stride-2 layer, paired against im2col's column gradient:
-bprop 0.78× at 2 threads, ∂L/∂x alone 0.77×; with dilation, the column gradient). Each lane is one call that holds no GIL, so two lanes run at once (16→16 on
+bprop 0.78× at 2 threads, ∂L/∂x alone 0.77×; with dilation, the column gradient).
+Each lane is one call that holds no GIL, so two lanes run at once (16→16 on
 32×32, forward + backward: 1.6× faster on two lanes, im2col's lanes 1.5×).
 ``algorithm="direct"`` asks for it whatever the channel counts. Results differ from
 im2col's by rounding only.

@@ -359,6 +359,19 @@ def test_the_lane_tuner_compares_the_lower_middle_times(two, chosen):
     assert tuner.choose("step", 2) == chosen
 
 
+def test_the_first_probe_is_checked_again_sooner():
+    """A key's first probe (the pool's threads starting, kernels compiling) holds for
+    ``recheck`` timed runs, the next ones for ``every``."""
+    tuner = threads.LaneTuner(probes=1, every=20, warmup=0, recheck=5)
+    probe = WAKE + 3  # runs of a probe: wake-ups, one timed at 2 lanes, one untimed and
+    faster_two = {1: 2.0, 2: 1.0}.__getitem__  # one timed at 1 lane
+    first = [tuned(tuner, "step", 2, faster_two) for _ in range(probe + 5)]
+    assert first[probe:] == [2] * 5 and tuner.plan == [] and tuner.left == 0
+    second = [tuned(tuner, "step", 2, faster_two) for _ in range(probe + 20)]
+    assert second[:probe] == first[:probe] and second[probe:] == [2] * 20
+    assert tuner.left == 0 and tuner.choose("step", 2) == 2 and tuner.plan  # the third
+
+
 def test_a_new_regions_first_runs_are_one_lane_and_not_timed():
     """Its first runs are slow (new arrays faulted in, caches cold): the probe starts after
     ``warmup`` of them, on one lane, so that they tilt no choice."""

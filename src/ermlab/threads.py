@@ -516,14 +516,22 @@ class LaneTuner:
     SGD over 0.5M parameters: 4.4 ms, then 0.37, then 0.15–0.18 on two lanes), and a probe
     that timed them chose one lane where two were faster (plain SGD, two lanes' runs of
     0.21, 0.16, 0.11, 0.10 ms against one lane's 0.19, 0.16, 0.14, 0.14: equal medians;
-    steps in a row took 0.12 ms on two lanes, 0.20 on one). ``record`` is told the region's
+    steps in a row took 0.12 ms on two lanes, 0.20 on one). The first probe of a key holds
+    for ``recheck`` timed runs only: a process's first runs at n lanes also start the pool's
+    threads and compile or load the kernels' variants for them (measured there: 9.4 and
+    4.0 ms among a first probe's runs of 0.2 ms; in ``benchmarks/optim_step.py`` a first
+    probe of momentum SGD timed two lanes at 6.4, 0.27, 0.25, 0.22 ms and one lane at
+    0.25–0.27, and kept one, where its steps in a row took 0.19 ms on two lanes, 0.28 on
+    one). ``record`` is told the region's
     seconds after each run that should count (a run with extra work, an optimizer's flush,
     is not recorded and does not move the probe on). Any choice gives the same results:
     only regions whose results do not depend on their lanes may be tuned."""
 
     def __init__(self, probes: int = 4, every: int = 256, margin: float = 0.95,
-                 warmup: int = 8) -> None:
+                 warmup: int = 8, recheck: int = 32) -> None:
         self.probes, self.every, self.margin, self.warmup = probes, every, margin, warmup
+        self.recheck = recheck
+        self.probed = False  # whether this key's first probe is done
         self.key: Any = None
         self.plan: list[tuple[int, bool]] = []  # the probe's runs to come: (lanes, counted)
         self.times: dict[int, list[float]] = {}
@@ -535,7 +543,7 @@ class LaneTuner:
         if n <= 1:
             return 1
         if key != self.key:  # a new region: its first runs are not timed (see above)
-            self.key, self.left, self.times = key, 0, {}
+            self.key, self.left, self.times, self.probed = key, 0, {}, False
             self.plan = [(1, False)] * self.warmup
         if not self.plan and self.left <= 0:
             # (lanes, counted): the first runs of each stretch set up the caches and wake
@@ -559,4 +567,5 @@ class LaneTuner:
             n = max(self.times)
             one, several = sorted(self.times[1]), sorted(self.times[n])
             self.choice = n if _low_median(several) < self.margin * _low_median(one) else 1
-            self.left = self.every
+            self.left = self.every if self.probed else min(self.every, self.recheck)
+            self.probed = True

@@ -133,6 +133,17 @@ is 1.36× torch's 2-thread step. Under a saturated machine (load 27–29) the
 same table gave 1-thread ratios 0.03–0.69 and 1.0–2.0× the bound. Settling
 the 2-thread comparison needs an idle machine (the commands above).
 
+2026-12-02 (later), Intel Xeon VM ("Intel(R) Xeon(R) Processor", AVX-512 and AMX, which
+LLVM names ``rocketlake``; 2 cores, 2 MiB of L2 each; copy bandwidth 27–29 GB/s on 1
+thread, 24–49 on 2), after the lane tuner's warm-up, wake-up runs, lower median and early
+re-check (``threads.LaneTuner``): at 1 thread every rule ≤ 1.0× torch (SGD 0.84–0.88,
+momentum 0.54, Adam 0.29–0.31, NAdam 0.33–0.35) and 0.65–0.97× the bound. At 2 threads
+the tuner had kept one lane for most rules (SGD 2.03× torch, momentum 1.06, Adam 0.43;
+×bound up to 1.67), its first probe timing the process's first two-lane runs (cold state
+arrays, the pool starting, stalls of 2.5–9 ms); now two lanes for every rule in two
+runs, all ≤ 1.0× torch (momentum 0.74–0.82, Adam 0.31–0.32, NAdam 0.35) but plain SGD
+(1.16 and 1.38: 0.14–0.19 ms against torch's 0.10–0.17), and 0.62–1.17× the bound.
+
 2026-12-02, AMD EPYC Zen 5 VM (AVX-512, 2 cores, OpenBLAS SkylakeX; copy bandwidth
 94–108 GB/s on 1 thread, 74–139 on 2), 5 rounds, after the hand-off of a lane by the
 first kernel (``threads.Handoff``) and the 4 MiB blocks of fused steps: at 1 thread every

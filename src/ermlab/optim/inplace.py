@@ -69,8 +69,9 @@ calling thread. How many lanes a step takes depends on its element-passes
 below runs). From ``lane_work`` (1.5M) up, lanes surely pay: one per ``lane_work``.
 Below it, from two ``TUNED_LANE_WORK`` (65536) up, a ``threads.LaneTuner`` times the
 step on one lane and on several and keeps the faster (after 8 steps that are not
-timed, again 32 steps later, then every 256 steps; steps that flush are not timed): whether the hand-off to a worker pays depends on
-the machine and on what runs around the step. Measured over the 784-512-256-10 MLP's
+timed, again 32 steps later, then every 256 steps; steps that flush are not timed):
+whether the hand-off to a worker pays depends on the machine and on what runs around
+the step. Measured over the 784-512-256-10 MLP's
 0.5M parameters at 2 threads: on an AMD Zen 5 with 130 GB/s of cache bandwidth a
 core, two lanes gained little or lost (steps in a row, two lanes' time over one's:
 SGD 1.19, momentum 1.08, Adam 0.96, NAdam 0.88; plain SGD takes ~50 µs a step and the

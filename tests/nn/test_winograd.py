@@ -55,8 +55,30 @@ def test_finite_differences(case):
 
 def test_lanes_and_blocks_give_one_blocks_results(monkeypatch):
     """3 lanes, blocks of one sample, against one lane in one block."""
-    check_three_lanes_equal_one((7, 3, 4, 6, 5, 1), "winograd", monkeypatch,
-                                lambda: monkeypatch.setattr(winograd, "BLOCK_BYTES", 1))
+    def one_sample_blocks():
+        monkeypatch.setattr(winograd, "BLOCK_BYTES", 1)
+        monkeypatch.setattr(winograd, "BACKWARD_BLOCK_BYTES", 1)
+
+    check_three_lanes_equal_one((7, 3, 4, 6, 5, 1), "winograd", monkeypatch, one_sample_blocks)
+
+
+def test_bprop_blocks_take_a_quarter_of_the_level_2_cache(tmp_path):
+    """The level-2 size is read as Linux describes cpu0's caches; where it cannot be read,
+    bprop's blocks keep ``BLOCK_BYTES``."""
+    for index, (level, size) in enumerate([("1", "48K"), ("1", "32K"), ("2", "2048K"),
+                                           ("3", "504M")]):
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "level").write_text(level + "\n")
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    (tmp_path / "uevent").write_text("")  # not a cache
+    assert winograd._level2_bytes(str(tmp_path)) == 2 * 2**20
+    (tmp_path / "index2" / "size").write_text("1M\n")
+    assert winograd._level2_bytes(str(tmp_path)) == 2**20
+    (tmp_path / "index2" / "size").write_text("big\n")
+    assert winograd._level2_bytes(str(tmp_path)) == 0
+    assert winograd._level2_bytes(str(tmp_path / "absent")) == 0
+    assert winograd.BACKWARD_BLOCK_BYTES == max(winograd.BLOCK_BYTES,
+                                                winograd._level2_bytes() // 4)
 
 
 def test_weight_only_input_only_and_no_bias():

@@ -40,6 +40,14 @@ the features at small batches. The CIFAR ResNet-18 at batch 128: 0.75 (994 again
 ms a step; 1587 ms before the small-plane rules of ``Conv2d._merged`` and
 ``_winograd.BACKWARD_TILES_PER_CHANNEL``).
 
+Batch 128 on an Intel Xeon VM with AMX (2 cores, 2 MiB of L2 each, LLVM's name for it
+``rocketlake``, so 256-bit kernels; 2026-12-02, 2 threads), ermlab / PyTorch over this
+session's runs: LeNet-5 0.85–1.15, small VGG 0.81–1.06, ResNet-20 1.03–1.21 (most runs
+1.08–1.15; the machine's speed moved by 15–25 % from run to run). ResNet-20's layers
+alone (forward + bprop, paired rounds, ermlab / PyTorch): 16→16 on 32×32 0.71–1.35,
+32→32 on 16×16 1.13–1.26, 64→64 on 8×8 1.13–1.16, the stem 1.24–1.57, the two stride-2
+layers 1.8–2.0 (16→32 1.42 after ∂L/∂x by phases, ``nn._direct``; 32→64, im2col, 1.99).
+
 On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
 when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,
 16×17,920 by 17,920×150, took 4.9 ms on one thread and 690 ms on two at load average 7),

@@ -3,7 +3,7 @@ tree against a git revision, alternating fresh processes.
 
 Run by hand (not a test):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/small_batches.py \\
-        [--before REV] [--batches 1 4 32] [--rounds 2] [--steps 10] [--networks vgg]
+        [--before REV] [--batches 1 4 32] [--rounds 2] [--steps 40] [--networks vgg]
 
 Networks (``nn.zoo``, float32, SGD with momentum 0.9 on one fixed random batch): ResNet-20
 on 32×32×3 (option-A shortcuts: its only GEMM convolution is layer3.0's strided 3×3), and
@@ -13,7 +13,11 @@ on 32×32×3, whose 4096 → 512 head holds 8 MB of weights, and the CIFAR ResNe
 (``zoo.resnet18`` on 32×32×3: 3×3 stem, stages of 64–512 channels down to 4×4 planes,
 1×1 projection shortcuts), timed only when named (``--networks resnet-18``: ~1 s a step
 at batch 128). Each process times every network at
-every batch size: the median of ``--steps`` steps after 3 warm-up steps, ms, wall clock,
+every batch size: the median of ``--steps`` steps after 3 warm-up steps, ms, wall clock
+(40 by default: the optimizer's lane tuner, ``threads.LaneTuner``, times its first probe
+from the 9th step on, and a process's first two-lane steps stall for milliseconds; with 10
+steps ResNet-20 at batch 4 measured 1.10–1.23× the time of a revision whose tuner probed
+from the first step, with 40 steps 0.94×),
 on the threads the environment gives (``ERMLAB_NUM_THREADS``, else every CPU). The table
 gives the median over ``--rounds`` processes per version and the ratio (this tree / REV).
 
@@ -107,7 +111,7 @@ def main() -> None:
     parser.add_argument("--before", default=None, help="a git revision to compare with")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 32])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--networks", nargs="+", default=[],
                         help="only the networks whose names contain one of these "
                         "(resnet-20, bottleneck, vgg, resnet-18; default: all but resnet-18)")

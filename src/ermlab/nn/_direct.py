@@ -7,7 +7,7 @@ dilation. No columns are made: each sample is copied once into a padded buffer, 
 is taken there, four output channels at a time (the outputs are padded to a multiple of
 four with zero weights), each input row read once for five taps j of a kernel row i, then
 three (the last one or two taps of a row on their own), or, for 3×3 kernels, all nine
-taps in one pass (``_nine_taps``).
+taps in one pass (``_flat_taps``).
 
 Full-width rows (as ``Conv2d``'s full-width columns): for stride 1 the padded planes are
 read as one flat array, and output position t = p·W_p + q takes x̃ at t + d_h i·W_p + d_w j,
@@ -54,7 +54,7 @@ _JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 
 # The outputs of one chunk of positions take at most this many bytes (O × chunk values),
 # so they stay in cache while every channel adds into them (four rows at a time, see
-# ``_nine_taps``). Measured (16→16 on 32×32): one chunk per 32×32 plane (1088 positions,
+# ``_flat_taps``). Measured (16→16 on 32×32): one chunk per 32×32 plane (1088 positions,
 # 70 KiB) is faster than chunks of 256 or 544; again with four rows at a time: 256 slower
 # (95–111 against 115–120 GFLOP/s), 1024 even.
 ACC_BYTES = 2**18
@@ -114,7 +114,7 @@ def _taps_by_rows(channels, block, t0, size, taps, weight, padded, acc):  # prag
     paired; rows as three taps and two → five at a time): LeNet-5's C3 (5×5, 6→16 on
     14×14) 4.73 → 3.61 and 2.59 → 2.08, C1 (5×5, 1→6 on 28×28) 1.91 → 1.50.
 
-    Four outputs at a time over all channels, as ``_nine_taps``. Measured (AMD Zen 5, 1
+    Four outputs at a time over all channels, as ``_flat_taps``. Measured (AMD Zen 5, 1
     thread, paired, forward ms, outputs within channels → channels within outputs): 5×5
     16→16 on 32×32, batch 128, 15.0–16.1 → 11.3–13.2; C1 0.48–0.55 → 0.42–0.46; C3
     1.05–1.07 → 1.04–1.18; a 7×7 stride-2 3→64 stem on 224×224, batch 8, 18.4–18.9 →
@@ -122,7 +122,7 @@ def _taps_by_rows(channels, block, t0, size, taps, weight, padded, acc):  # prag
     kh, kw, outputs = weight.shape[1], weight.shape[2], weight.shape[3]
     fives = kw - kw % 5
     rest = (kw - fives) % 3
-    # four outputs over all channels (see _nine_taps); (range(0, O₄ − 3, 4): with
+    # four outputs over all channels (see _flat_taps); (range(0, O₄ − 3, 4): with
     # range(0, O₄, 4) LLVM vectorized the loops over positions 7× slower, measured)
     for o in range(0, outputs - 3, 4):
         for c in range(channels):
@@ -207,71 +207,18 @@ def _taps_by_rows(channels, block, t0, size, taps, weight, padded, acc):  # prag
                         a3[t] += z0 * x0
 
 
-@njit(inline="always", **_JIT)
-def _nine_taps(channels, block, t0, size, taps, weight, padded, acc):  # pragma: no cover
-    """acc[o, :size] += Σ_c Σ_{i,j} W[o, c, i, j] x̃[c, t0 + t + taps[i, j]] for a 3×3 kernel:
-    all nine taps of four outputs in one pass over the positions, so each output is read
-    and written once per channel, not three times (as ``_taps_by_rows``), and each of its
-    values takes nine multiply-adds in a row, (((a + w₀₀x₀₀) + w₀₁x₀₁) + …) + w₂₂x₂₂.
-    Measured, 16→16 on 32×32, forward: 15.7 → 11.8 ms; two outputs per pass were no faster,
-    and 512-bit vectors (LLVM's default for that processor was 256) no faster either. On
-    AMD Zen 5 LLVM's own choice is 512-bit vectors (``zmm`` in the loop's assembly).
-
-    Four outputs at a time, all channels, then the next four: the four accumulator rows
-    (4 × chunk values) stay in L1 while every channel adds into them, and the channels'
-    planes stream through, one new cache line per run of positions. With channels outer,
-    all O₄ rows (70 KiB for 16 outputs of a 32×32 plane) were read and written from L2 once
-    per channel. Measured (AMD Zen 5, whose LLVM target uses 512-bit vectors here; 1
-    thread, batch 128, 16→16 on 32×32, paired runs): 100–111 → 106–123 GFLOP/s."""
-    outputs = weight.shape[3]
-    k0 = taps[0, 0]; k1 = taps[0, 1]; k2 = taps[0, 2]  # noqa: E702
-    k3 = taps[1, 0]; k4 = taps[1, 1]; k5 = taps[1, 2]  # noqa: E702
-    k6 = taps[2, 0]; k7 = taps[2, 1]; k8 = taps[2, 2]  # noqa: E702
-    for o in range(0, outputs - 3, 4):  # (see _taps_by_rows)
-        for c in range(channels):
-            base, w = c * block + t0, weight[c]
-            r0 = padded[base + k0:]; r1 = padded[base + k1:]; r2 = padded[base + k2:]  # noqa: E702
-            r3 = padded[base + k3:]; r4 = padded[base + k4:]; r5 = padded[base + k5:]  # noqa: E702
-            r6 = padded[base + k6:]; r7 = padded[base + k7:]; r8 = padded[base + k8:]  # noqa: E702
-            a0 = acc[o]
-            a1 = acc[o + 1]
-            a2 = acc[o + 2]
-            a3 = acc[o + 3]
-            u = w[:, :, o]
-            v = w[:, :, o + 1]
-            s = w[:, :, o + 2]
-            z = w[:, :, o + 3]
-            u0 = u[0, 0]; u1 = u[0, 1]; u2 = u[0, 2]; u3 = u[1, 0]; u4 = u[1, 1]  # noqa: E702
-            u5 = u[1, 2]; u6 = u[2, 0]; u7 = u[2, 1]; u8 = u[2, 2]  # noqa: E702
-            v0 = v[0, 0]; v1 = v[0, 1]; v2 = v[0, 2]; v3 = v[1, 0]; v4 = v[1, 1]  # noqa: E702
-            v5 = v[1, 2]; v6 = v[2, 0]; v7 = v[2, 1]; v8 = v[2, 2]  # noqa: E702
-            s0 = s[0, 0]; s1 = s[0, 1]; s2 = s[0, 2]; s3 = s[1, 0]; s4 = s[1, 1]  # noqa: E702
-            s5 = s[1, 2]; s6 = s[2, 0]; s7 = s[2, 1]; s8 = s[2, 2]  # noqa: E702
-            z0 = z[0, 0]; z1 = z[0, 1]; z2 = z[0, 2]; z3 = z[1, 0]; z4 = z[1, 1]  # noqa: E702
-            z5 = z[1, 2]; z6 = z[2, 0]; z7 = z[2, 1]; z8 = z[2, 2]  # noqa: E702
-            for t in range(size):
-                x0 = r0[t]; x1 = r1[t]; x2 = r2[t]; x3 = r3[t]; x4 = r4[t]  # noqa: E702
-                x5 = r5[t]; x6 = r6[t]; x7 = r7[t]; x8 = r8[t]  # noqa: E702
-                a0[t] = (a0[t] + u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4 + u5 * x5
-                         + u6 * x6 + u7 * x7 + u8 * x8)
-                a1[t] = (a1[t] + v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4 + v5 * x5
-                         + v6 * x6 + v7 * x7 + v8 * x8)
-                a2[t] = (a2[t] + s0 * x0 + s1 * x1 + s2 * x2 + s3 * x3 + s4 * x4 + s5 * x5
-                         + s6 * x6 + s7 * x7 + s8 * x8)
-                a3[t] = (a3[t] + z0 * x0 + z1 * x1 + z2 * x2 + z3 * x3 + z4 * x4 + z5 * x5
-                         + z6 * x6 + z7 * x7 + z8 * x8)
-
-
 @njit(**_JIT)
-def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padded,
-              acc, vector, relu):  # pragma: no cover
+def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, offsets, lo, hi,
+              padded, acc, vector, relu):  # pragma: no cover
     """y[n] for samples n in [lo, hi) of x (N, C, H, W), with ``weight`` and ``bias`` in
     ``layout``'s form: W[o, c, i, j] at [c, i, j, o], outputs padded to a multiple of four
     with zero weights and biases (those outputs are computed and never copied out).
 
     ``padded`` is a zero array (``geometry``'s size) whose borders stay zero (the interior
     is written per sample, in S² phase planes of H_h × W_h), ``taps`` (K_h, K_w) where tap
-    (i, j) reads in a channel's planes (``geometry``), ``acc`` (O₄, chunk) scratch for the
+    (i, j) reads in a channel's planes (``geometry``), for a 3×3 kernel ``offsets`` (9 C,)
+    where channel c's tap (i, j) reads in ``padded`` (``nine_offsets``; else any),
+    ``acc`` (O₄, chunk) scratch for the
     outputs of one chunk of full-width positions, ``chunk`` a multiple of ``vector``: each
     run of positions is rounded up to one (``VECTOR``)."""
     kh, kw, outputs = weight.shape[1], weight.shape[2], weight.shape[3]
@@ -289,8 +236,9 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, pa
                 beta = bias[o]
                 for t in range(run):
                     a[t] = beta
-            if kh == 3 and kw == 3:
-                _nine_taps(x.shape[1], block, t0, run, taps, weight, padded, acc)
+            if kh == 3 and kw == 3:  # (W as (9 C, O₄): channel c's taps (i, j) in turn)
+                _flat_taps(offsets.size, offsets, weight.reshape(offsets.size, outputs), t0,
+                           run, padded, acc)
             else:
                 _taps_by_rows(x.shape[1], block, t0, run, taps, weight, padded, acc)
             first = t0 // wh
@@ -326,7 +274,7 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
     run in vector registers, so their order of addition is the compiler's (fixed for a
     given build and machine).
 
-    Four outputs at a time over all channels and taps, as ``_nine_taps``: their four rows of
+    Four outputs at a time over all channels and taps, as ``_flat_taps``: their four rows of
     ∂L/∂y stay in L1 while the channels' planes stream through. Measured (as there, one
     sample's ∂L/∂y 70 KiB): 112–113 → 139–158 GFLOP/s."""
     kh, kw, outputs = total.shape[1], total.shape[2], total.shape[3]
@@ -402,9 +350,24 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
 @njit(inline="always", **_JIT)
 def _flat_taps(count, offsets, weights, t0, size, padded, acc):  # pragma: no cover
     """acc[o, :size] += Σ_{j<count} weights[j, o] · padded[offsets[j] + t0 + t], taps of any
-    channels and kernel positions alike: nine at a time as ``_nine_taps`` (four outputs,
-    each read and written once per nine taps, its value taking nine multiply-adds in a
-    row), then three at a time, then one."""
+    channels and kernel positions alike (a 3×3 kernel's nine taps of each channel in turn,
+    ``correlate``; the phases of ``strided_input_gradient``): nine at a time, then three at
+    a time, then one.
+
+    Nine taps of four outputs in one pass over the positions, so each output is read and
+    written once per nine taps (a 3×3 kernel's channel), not three times (as
+    ``_taps_by_rows``), and each of its values takes nine multiply-adds in a row,
+    (((a + w₀x₀) + w₁x₁) + …) + w₈x₈. Measured, 16→16 on 32×32, forward: 15.7 → 11.8 ms;
+    two outputs per pass were no faster, and 512-bit vectors (LLVM's default for that
+    processor was 256) no faster either. On AMD Zen 5 LLVM's own choice is 512-bit
+    vectors (``zmm`` in the loop's assembly).
+
+    Four outputs at a time, all taps, then the next four: the four accumulator rows
+    (4 × chunk values) stay in L1 while every channel adds into them, and the channels'
+    planes stream through, one new cache line per run of positions. With channels outer,
+    all O₄ rows (70 KiB for 16 outputs of a 32×32 plane) were read and written from L2 once
+    per channel. Measured (AMD Zen 5, whose LLVM target uses 512-bit vectors here; 1
+    thread, batch 128, 16→16 on 32×32, paired runs): 100–111 → 106–123 GFLOP/s."""
     outputs = acc.shape[0]
     nines = count - count % 9
     threes = nines + (count - nines) // 3 * 3
@@ -680,8 +643,22 @@ def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
     chunk = max(1, min(length, max(wh, ACC_BYTES // (outputs * x.dtype.itemsize))))
     chunk = -(-chunk // ROW_ALIGN) * ROW_ALIGN
     acc = work("direct_acc", outputs * chunk, ()).reshape(outputs, chunk)
-    correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, taps, lo, hi, padded, acc,
-              VECTOR, relu)
+    offsets = nine_offsets(x.shape, weight.shape[1:3], padding, stride, dilation, y.shape[2])
+    correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, taps, offsets, lo, hi,
+              padded, acc, VECTOR, relu)
+
+
+@lru_cache(maxsize=256)
+def nine_offsets(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[int, int],
+                 stride: tuple[int, int], dilation: tuple[int, int], out_h: int) -> Any:
+    """For a 3×3 kernel, where channel c's tap (i, j) reads in the padded sample,
+    c·S²·H_h·W_h + taps[i, j] at 9 c + 3 i + j (``geometry``; cached as it is); for
+    other kernels an empty array (``correlate`` takes their taps row by row)."""
+    s, hh, wh, taps, _ = geometry(x_shape, kernel, padding, stride, dilation, out_h)
+    if tuple(kernel) != (3, 3):
+        return np.zeros(0, dtype=np.int64)
+    channels = np.arange(x_shape[1], dtype=np.int64)[:, None] * (s * s * hh * wh)
+    return (channels + taps.reshape(1, 9)).reshape(-1)
 
 
 def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tuple[int, int],

@@ -1142,8 +1142,8 @@ class Conv2d(Module):
         stride > 1 ``direct.backward_inputs`` (by phases, ``_phased``), or im2col's column
         gradient where neither applies. Where both are wanted and ∂L/∂x is direct, each
         lane computes ∂L/∂x of its own samples right after their ∂L/∂W: one parallel
-        region, not two (paired whole steps at 2
-        threads: LeNet-5 0.97 and 0.92, ResNet-20 1.02 and 1.00; 1 thread, LeNet-5 0.97)."""
+        region, not two (paired whole steps at 2 threads: LeNet-5 0.97 and 0.92, ResNet-20
+        1.02 and 1.00; 1 thread, LeNet-5 0.97)."""
         xp = array_module(grad_out)
         x = self._cached("_x")
         grad_out, rectify = self._rectified(xp, grad_out, in_lanes=weights)

@@ -130,8 +130,8 @@ def test_weight_only_input_only_and_no_bias(case):
     check_passes_against_im2col(case, "direct")
 
 
-def test_non_contiguous_input_and_gradient():
-    case = CASES[0]
+@pytest.mark.parametrize("case", [CASES[0], CASES[-1]], ids=["stride 1", "stride 2"])
+def test_non_contiguous_input_and_gradient(case):
     x, g = data(case)
     x_view = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
     g_view = np.ascontiguousarray(g.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)

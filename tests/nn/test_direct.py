@@ -20,6 +20,7 @@ from ermlab import gradcheck, nn  # noqa: E402
 from ermlab.backend import default_dtype  # noqa: E402
 from ermlab.nn import _direct as direct  # noqa: E402
 from ermlab.nn import _winograd as winograd  # noqa: E402
+from ermlab.nn import conv as conv_module  # noqa: E402
 
 # (N, C, O, H, W, padding, kernel, dilation, stride): outputs in fours and with a remainder
 # (1, 3, 5, 7), no padding, wide padding, a 1×1 output, one channel, 16 channels (∂L/∂x by
@@ -62,10 +63,14 @@ def test_equals_im2col_in_float64(case, monkeypatch):
     for a, b in zip(ours, reference, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     # forward, and the transposed convolution's forward for ∂L/∂x of a stride-1 layer (any
-    # number of channels) where its padding d (K − 1) − p is not negative; ∂L/∂x by phases
-    # for a stride > 1 without dilation (else im2col's column gradient)
+    # number of channels) where its padding d (K − 1) − p is not negative and it would not
+    # waste TRANSPOSED_MAX_WASTE times the multiply-adds needed; ∂L/∂x by phases for a
+    # stride > 1 without dilation (else im2col's column gradient)
     conv = build(case, "direct")
-    transposed = conv.stride == (1, 1) and all(
+    (_, c, h, w), (out_h, out_w) = x.shape, g.shape[2:]
+    # the transposed convolution's multiply-adds over those ∂L/∂x needs, outputs in fours
+    waste = h * w / (out_h * out_w) * (-(-c // 4) * 4) / c
+    transposed = conv.stride == (1, 1) and waste < conv_module.TRANSPOSED_MAX_WASTE and all(
         p <= d * (k - 1) for p, k, d in zip(conv.padding, conv.kernel_size, conv.dilation))
     phased = conv.stride != (1, 1) and conv.dilation == (1, 1)
     assert calls["correlate"] == (2 if transposed else 1)
@@ -103,8 +108,6 @@ def test_lanes_and_chunks_give_one_lanes_results(case, monkeypatch):
 def test_weights_and_input_gradient_in_one_parallel_region(case, monkeypatch):
     """bprop wanting ∂L/∂W and ∂L/∂x runs both in each lane of samples: one region (both
     lanes' ∂L/∂x the transposed convolution's or the phases', as with two regions)."""
-    from ermlab.nn import conv as conv_module
-
     regions = []
     real = conv_module.run_lanes
     monkeypatch.setattr(conv_module, "run_lanes", lambda calls, blas=True: regions.append(
@@ -192,22 +195,28 @@ def test_auto_runs_dilated_convolutions_of_up_to_64_channels_direct(channels, mo
     assert calls == {"forward": 1}
 
 
-def test_lenet_layers_and_the_input_gradient_below_16_channels(monkeypatch):
-    """LeNet-5's C1 and C3 (5×5) run direct; C3's ∂L/∂x (6 input channels, under
+@pytest.mark.parametrize("channels, transposed", [(6, False), (8, True)])
+def test_lenet_layers_and_the_input_gradient_below_16_channels(monkeypatch, channels,
+                                                               transposed):
+    """LeNet-5's C1 and C3 (5×5) run direct; ∂L/∂x of a C3 of 8 input channels (under
     TRANSPOSED_MIN_CHANNELS, which direct layers do not need) is the transposed
-    convolution's forward pass, direct too, equal to im2col's column gradient to rounding."""
+    convolution's forward pass, direct too; of LeNet-5's own 6, whose transposed
+    convolution would do 1.96 × 8/6 times the multiply-adds needed
+    (TRANSPOSED_MAX_WASTE), im2col's column gradient; either equal to im2col's to
+    rounding."""
     calls = count_calls(monkeypatch, direct, "forward", "backward_weights")
     c1 = nn.Conv2d(1, 6, 5, padding=2, rng=0)
     c1.backward(np.ones_like(c1.forward(np.ones((2, 1, 28, 28), np.float32))), input_grad=False)
     assert calls == {"forward": 1, "backward_weights": 1}
     calls.clear()
-    x = np.random.default_rng(0).standard_normal((2, 6, 14, 14))
+    x = np.random.default_rng(0).standard_normal((2, channels, 14, 14))
     with default_dtype(np.float64):
-        c3, reference = nn.Conv2d(6, 16, 5, rng=0), nn.Conv2d(6, 16, 5, rng=0, algorithm="im2col")
+        c3 = nn.Conv2d(channels, 16, 5, rng=0)
+        reference = nn.Conv2d(channels, 16, 5, rng=0, algorithm="im2col")
     g = np.random.default_rng(1).standard_normal(c3.forward(x).shape)
     reference.forward(x)
     np.testing.assert_allclose(c3.backward(g), reference.backward(g), rtol=1e-12, atol=1e-13)
-    assert calls == {"forward": 2, "backward_weights": 1}
+    assert calls == {"forward": 2 if transposed else 1, "backward_weights": 1}
 
 
 def test_fused_off_takes_im2col_bit_for_bit(monkeypatch):

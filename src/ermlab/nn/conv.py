@@ -143,6 +143,16 @@ from ermlab.threads import (
 # 3×3 on 32×32 3→8 5.65 → 3.78, 4→16 14.9 → 10.6, 8→16 19.0 → 13.4, 8→8 on 16×16 5.05 → 2.84;
 # LeNet-5's C3 (5×5, 6→16 on 14×14) 7.6 → 7.9 and 10.3 → 10.6 (a wash).
 TRANSPOSED_MIN_CHANNELS = 16
+# ... but not for a direct layer whose transposed convolution would do this many times the
+# multiply-adds ∂L/∂x needs: each of the H·W input positions sums all K_h·K_w taps where
+# OH·OW·K_h·K_w products touch the outputs (a valid convolution on a small plane), times
+# the direct kernels' outputs rounded up to fours, C₄/C. Measured (Intel Xeon VM, batch
+# 128, bprop ms, paired, transposed → column gradient): LeNet-5's C3 (5×5, 6→16 on
+# 14×14: 1.96 × 8/6 = 2.61) 5.32 → 4.44 at 1 thread, 2.83 → 2.49 and 3.91 → 3.47 at 2;
+# below it, 8→16 on 14×14 (1.96) 5.97 → 5.73 and 3.15 → 3.14, 3×3 16→16 on 8×8 (1.78)
+# even, 16→8 on 10×10 (1.56) 0.88 → 1.04, 6→16 on 28×28 (1.81) 8.04 → 9.17, 16→16 on
+# 32×32 with padding 1 (1.0) 10.6 → 15.6. LeNet-5's whole step at 2 threads: 0.99–1.00×.
+TRANSPOSED_MAX_WASTE = 2.5
 # Largest O/G·(W_p − OW) for which the full-width column layout is used (see
 # Conv2d._layout): the extra GEMM work per column value it saves copying grows with the
 # outputs per group. Measured (1 thread, batch 128): full width is faster for LeNet's C3
@@ -1045,6 +1055,12 @@ class Conv2d(Module):
                 or ph > dh * (kh - 1) or pw > dw * (kw - 1)
                 or grad_out.shape[2] * grad_out.shape[3] < self.out_channels):
             return None
+        if direct:  # (see TRANSPOSED_MAX_WASTE)
+            h, w = self._cached("_x").shape[2:]
+            c = self.in_channels
+            waste = h * w / (grad_out.shape[2] * grad_out.shape[3]) * (-(-c // 4) * 4) / c
+            if waste >= TRANSPOSED_MAX_WASTE:
+                return None
         xp = array_module(grad_out)
         helper = self.__dict__.get("_transposed_conv")
         if helper is None or helper.weight.dtype != self.weight.dtype:

@@ -106,6 +106,23 @@ def _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded):  # pragma: no cove
 
 
 @njit(inline="always", **_JIT)
+def _one_tap(row, w, o, acc, size):  # pragma: no cover
+    """acc[o + k, :size] += w[o + k] · row for k < 4: one tap of four outputs (the last taps
+    of ``_taps_by_rows``' kernel rows and of ``_flat_taps``' lists)."""
+    a0 = acc[o]
+    a1 = acc[o + 1]
+    a2 = acc[o + 2]
+    a3 = acc[o + 3]
+    u0, v0, s0, z0 = w[o], w[o + 1], w[o + 2], w[o + 3]
+    for t in range(size):
+        x0 = row[t]
+        a0[t] += u0 * x0
+        a1[t] += v0 * x0
+        a2[t] += s0 * x0
+        a3[t] += z0 * x0
+
+
+@njit(inline="always", **_JIT)
 def _taps_by_rows(channels, block, t0, size, taps, weight, padded, acc):  # pragma: no cover
     """acc[o, :size] += Σ_c Σ_{i,j} W[o, c, i, j] x̃[c, t0 + t + taps[i, j]], for any kernel:
     kernel row by kernel row, five taps at a time (each output read and written once per
@@ -193,18 +210,7 @@ def _taps_by_rows(channels, block, t0, size, taps, weight, padded, acc):  # prag
                         a2[t] += s0 * x0 + s1 * x1
                         a3[t] += z0 * x0 + z1 * x1
                 elif rest == 1:
-                    r0 = padded[base + at[j]:]
-                    a0 = acc[o]
-                    a1 = acc[o + 1]
-                    a2 = acc[o + 2]
-                    a3 = acc[o + 3]
-                    u0, v0, s0, z0 = w[j, o], w[j, o + 1], w[j, o + 2], w[j, o + 3]
-                    for t in range(size):
-                        x0 = r0[t]
-                        a0[t] += u0 * x0
-                        a1[t] += v0 * x0
-                        a2[t] += s0 * x0
-                        a3[t] += z0 * x0
+                    _one_tap(padded[base + at[j]:], w[j], o, acc, size)
 
 
 @njit(**_JIT)
@@ -425,15 +431,7 @@ def _flat_taps(count, offsets, weights, t0, size, padded, acc):  # pragma: no co
                 a2[t] = a2[t] + s0 * x0 + s1 * x1 + s2 * x2
                 a3[t] = a3[t] + z0 * x0 + z1 * x1 + z2 * x2
         for j in range(threes, count):
-            r0 = padded[offsets[j] + t0:]
-            u0, v0 = weights[j, o], weights[j, o + 1]
-            s0, z0 = weights[j, o + 2], weights[j, o + 3]
-            for t in range(size):
-                x0 = r0[t]
-                a0[t] += u0 * x0
-                a1[t] += v0 * x0
-                a2[t] += s0 * x0
-                a3[t] += z0 * x0
+            _one_tap(padded[offsets[j] + t0:], weights[j], o, acc, size)
 
 
 @njit(**_JIT)
@@ -559,7 +557,9 @@ def backward_inputs(grad_y: Any, weights: tuple, grad_x: Any, padding: tuple[int
     ``weights`` = ``phases(W, …)``; ``work`` as ``forward``'s."""
     flat, offsets, counts, wg, kmax, block = weights
     hh = -(-(grad_x.shape[2] + 2 * padding[0]) // stride)
-    size = grad_y.shape[1] * block + int(offsets.max(initial=0)) % block + VECTOR
+    # the last channel's plane, then its farthest tap, (K_max − 1)·W_g + K_max − 1, and a
+    # run's rounding
+    size = grad_y.shape[1] * block + (kmax - 1) * (wg + 1) + VECTOR
     padded = work("direct_strided", size, (grad_y.shape[1:], grad_x.shape[1:], padding))
     length = hh * wg
     channels4 = flat.shape[-1]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ermlab import nn, optim, threads
-from ermlab.optim import inplace
+from ermlab.optim import inplace, prepared
 
 pytest.importorskip("numba", reason="the fused kernels need Numba: pip install numba")
 
@@ -182,13 +182,19 @@ def test_a_fused_step_counts_one_pass_per_element_for_its_lanes(kernels_on, monk
     """A fused rule is one pass: over 0.5M parameters whether a second lane pays is timed
     (``threads.LaneTuner``), while the NumPy path's passes surely earn it."""
     lanes = []
-    original = inplace.InPlaceOptimizer._layout
+    original, replay = inplace.InPlaceOptimizer._layout, prepared.PreparedStep.run
 
     def layout(self, tasks, threads, *args):
         lanes.append(threads)
         return original(self, tasks, threads, *args)
 
+    def run(self, opt, kernels):  # a replayed step runs one lane
+        done = replay(self, opt, kernels)
+        lanes.extend([1] * done)
+        return done
+
     monkeypatch.setattr(inplace.InPlaceOptimizer, "_layout", layout)
+    monkeypatch.setattr(prepared.PreparedStep, "run", run)
     param = nn.Parameter(np.zeros(500_000, np.float32))
     param.grad = np.full(500_000, 0.5, np.float32)
     steps = 8 + threads.WAKE_RUNS + 6  # the tuner's warm-up, then into its probe's one lane

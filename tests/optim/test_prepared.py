@@ -1,0 +1,230 @@
+"""A replayed step (``optim.prepared``) is the full step, bit for bit, and is refused
+wherever something it was made from has changed.
+
+Each scenario runs two optimizers from the same start: one replays, the other never
+keeps a step (``_prepare`` off), so it takes the full path every time. Parameters and
+state must stay identical, and the replays counted must be those expected (a test that
+never replayed would prove nothing).
+"""
+
+import numpy as np
+import pytest
+
+from ermlab import nn, optim, threads
+from ermlab.optim import inplace, prepared
+
+pytest.importorskip("numba", reason="steps are replayed only with the fused kernels (Numba)")
+
+SHAPES = [(23, 17), (17,), (1,)]
+
+
+@pytest.fixture(autouse=True)
+def kernels_on(monkeypatch):
+    from ermlab.optim import _kernels as kernels
+
+    monkeypatch.delenv("ERMLAB_FUSED", raising=False)
+    monkeypatch.setattr(inplace, "_loaded_kernels", kernels)
+
+
+@pytest.fixture
+def replays(monkeypatch):
+    """The answers of ``PreparedStep.run``: True for each replayed step."""
+    answers = []
+    original = prepared.PreparedStep.run
+
+    def run(self, opt, kernels):
+        answers.append(original(self, opt, kernels))
+        return answers[-1]
+
+    monkeypatch.setattr(prepared.PreparedStep, "run", run)
+    return answers
+
+
+def pair(name="SGD", **options):
+    """Two optimizers over equal parameters: the first replays, the second never does."""
+    made = []
+    for _ in range(2):
+        rng = np.random.default_rng(0)
+        params = [nn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in SHAPES]
+        opt = getattr(optim, name)(params, **options)
+        opt.threads = 1
+        made.append(opt)
+    made[1]._prepare = lambda *args: None
+    return made
+
+
+def params_of(opt):
+    return [p for group in opt.param_groups for p in group["params"]]
+
+
+def set_grads(opts, seed):
+    for opt in opts:
+        rng = np.random.default_rng(seed)
+        for p in params_of(opt):
+            p.grad[...] = rng.standard_normal(p.shape).astype(np.float32)
+
+
+def assert_same(a, b):
+    for p, q in zip(params_of(a), params_of(b), strict=True):
+        np.testing.assert_array_equal(p.data, q.data)
+        sa, sb = a.state[p], b.state[q]
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            np.testing.assert_array_equal(sa[key], sb[key], err_msg=key)
+
+
+def steps(opts, n, seed=0):
+    for k in range(n):
+        set_grads(opts, seed + k)
+        for opt in opts:
+            opt.step()
+
+
+@pytest.mark.parametrize("name, options", [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("Adam", dict(lr=0.01, amsgrad=True)),
+    ("NAdam", dict()),
+    ("Adagrad", dict(lr_decay=0.01)),
+    ("RMSprop", dict(centered=True, momentum=0.5)),
+])
+def test_replayed_steps_are_the_full_steps_bit_for_bit(replays, name, options):
+    a, b = pair(name, **options)
+    steps((a, b), 20)  # the flush at step 16 takes the full path
+    assert_same(a, b)
+    # step 1 prepares; steps 2–20 replay, but where state is flushed: step 16 and step
+    # 17 (prepared again by 16); plain SGD has no state
+    flushed = bool(a.flush_keys(a.param_groups[0], np.dtype(np.float32)))
+    assert replays == [True] * 14 + [False] + [True] * 3 if flushed else [True] * 19
+
+
+def test_a_changed_learning_rate_is_seen(replays):
+    a, b = pair("SGD", lr=0.1, momentum=0.9)
+    steps((a, b), 3)
+    for opt in (a, b):
+        opt.param_groups[0]["lr"] = 0.05
+    steps((a, b), 3, seed=3)
+    assert_same(a, b)
+    assert replays == [True, True, False, True, True]
+
+
+def test_replaced_arrays_are_seen(replays):
+    """A new ``data`` or ``grad`` array, or a loaded state, is updated, not the old one."""
+    a, b = pair("Adam", lr=0.01)
+    steps((a, b), 3)
+    for opt in (a, b):
+        first = params_of(opt)[0]
+        first.data = first.data.copy()
+        first.grad = np.ones_like(first.data)
+    for opt in (a, b):
+        opt.step()
+    assert_same(a, b)
+    steps((a, b), 2, seed=5)
+    saved = b.state_dict()
+    for opt in (a, b):
+        opt.load_state_dict(saved)
+    steps((a, b), 2, seed=9)
+    assert_same(a, b)
+    assert replays == [True, True, False, True, True, False, True]
+
+
+def test_gradients_zeroed_lazily_are_cleared_before_a_replay(replays):
+    """``zero_grad`` leaves the arrays to be cleared when next read: a replay reads each
+    gradient through ``Parameter.grad``, so momentum alone moves θ, as on the full path."""
+    a, b = pair("SGD", lr=0.1, momentum=0.9)
+    steps((a, b), 3)
+    for opt in (a, b):
+        opt.zero_grad()
+        opt.step()
+    assert_same(a, b)
+    assert replays == [True, True, True]
+    assert all(not np.any(p.grad) for p in params_of(a))
+
+
+def test_a_new_group_a_new_setting_or_kernels_turned_off_take_the_full_path(
+        replays, monkeypatch):
+    a, b = pair("SGD", lr=0.1, momentum=0.5)
+    steps((a, b), 2)
+    for opt in (a, b):
+        opt.add_param_group({"params": [nn.Parameter(np.ones(5, np.float32))], "lr": 0.2})
+    steps((a, b), 2, seed=2)
+    for opt in (a, b):
+        opt.flush_every = 0
+    steps((a, b), 2, seed=4)
+    monkeypatch.setenv("ERMLAB_FUSED", "0")
+    steps((a, b), 1, seed=6)
+    monkeypatch.delenv("ERMLAB_FUSED")
+    steps((a, b), 2, seed=7)
+    assert_same(a, b)
+    # step 2 replays; the new group: refused at step 3, replayed at 4; flush_every:
+    # refused at 5, replayed at 6; ERMLAB_FUSED=0: refused at 7 (the NumPy path keeps
+    # nothing); step 8 prepares again, step 9 replays
+    assert replays == [True, False, True, False, True, False, True]
+
+
+def test_groups_holding_values_that_could_change_in_place_are_never_replayed(replays):
+    a, b = pair("Adam", lr=0.01)
+    for opt in (a, b):
+        opt.param_groups[0]["betas"] = [0.9, 0.999]  # a list, not a tuple
+    steps((a, b), 3)
+    for opt in (a, b):
+        opt.param_groups[0]["betas"][0] = 0.5  # changed in place
+    steps((a, b), 2, seed=3)
+    assert_same(a, b)
+    assert replays == [] and a._prepared is None
+
+
+def test_a_state_array_made_in_a_replayed_step_is_updated_on_the_full_path(replays):
+    """``scalars`` may make a state array: the step goes on on the full path, so the new
+    array takes part (a rule that made one lazily at its third step)."""
+
+    class LateMomentum(optim.SGD):
+        def scalars(self, param, group, state):
+            if state["step"] == 3:
+                group["momentum"] = 0.9  # what the group's next snapshot sees
+                state["momentum_buffer"] = np.zeros_like(param.data)
+            return super().scalars(param, group, state)
+
+    made = []
+    for keep in (True, False):
+        rng = np.random.default_rng(0)
+        params = [nn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in SHAPES]
+        opt = LateMomentum(params, lr=0.1, threads=1)
+        if not keep:
+            opt._prepare = lambda *args: None
+        made.append(opt)
+    steps(made, 5)
+    assert_same(*made)
+    assert all("momentum_buffer" in made[0].state[p] for p in params_of(made[0]))
+    # steps 2–5 replayed: step 3 went on on the full path, which prepared step 4
+    assert replays == [True] * 4
+
+
+def test_with_two_threads_the_tuner_is_still_asked_and_timed(replays, monkeypatch):
+    """Replays run only where the lane tuner chose one lane, and each is recorded."""
+    recorded = []
+    original = threads.LaneTuner.record
+
+    def record(self, seconds):
+        recorded.append(seconds)
+        original(self, seconds)
+
+    monkeypatch.setattr(threads.LaneTuner, "record", record)
+    param = nn.Parameter(np.zeros(200_000, np.float32))
+    param.grad = np.full(200_000, 0.5, np.float32)
+    twin = nn.Parameter(param.data.copy())
+    twin.grad = param.grad.copy()
+    a = optim.SGD([param], lr=0.01, threads=2)
+    b = optim.SGD([twin], lr=0.01, threads=2)
+    b._prepare = lambda *args: None
+    a.flush_every = b.flush_every = 0
+    n = 8 + threads.WAKE_RUNS + 4 + 1 + 4 + 3  # warm-up, the probe, then its choice
+    for _ in range(n):
+        a.step()
+        b.step()
+    np.testing.assert_array_equal(param.data, twin.data)
+    assert len(recorded) == 2 * n  # every step, replayed or not, of both optimizers
+    # the warm-up's one lane replays (its first step prepares); the probe's two lanes are
+    # refused (the first; the others find nothing kept); its one lane prepares, then the
+    # steps on the one lane it chose replay
+    assert replays == [True] * 7 + [False] + [True] * (n - 17)

@@ -188,9 +188,9 @@ def test_a_fused_step_counts_one_pass_per_element_for_its_lanes(kernels_on, monk
         lanes.append(threads)
         return original(self, tasks, threads, *args)
 
-    def run(self, opt, kernels):  # a replayed step runs one lane
+    def run(self, opt, kernels):  # a replayed step runs the lanes it was made with
         done = replay(self, opt, kernels)
-        lanes.extend([1] * done)
+        lanes.extend([len(self.lanes)] * done)
         return done
 
     monkeypatch.setattr(inplace.InPlaceOptimizer, "_layout", layout)

@@ -200,8 +200,12 @@ def test_a_state_array_made_in_a_replayed_step_is_updated_on_the_full_path(repla
     assert replays == [True] * 4
 
 
-def test_with_two_threads_the_tuner_is_still_asked_and_timed(replays, monkeypatch):
-    """Replays run only where the lane tuner chose one lane, and each is recorded."""
+@pytest.mark.parametrize("name, options", [("SGD", dict(lr=0.01)),
+                                           ("Adam", dict(lr=0.01, amsgrad=True))])
+def test_with_two_threads_the_tuner_is_still_asked_and_timed(replays, monkeypatch, name,
+                                                             options):
+    """A replay runs only where the lane tuner chose the lanes it was made with, and each
+    is recorded; two lanes' replays are bit for bit the full steps too."""
     recorded = []
     original = threads.LaneTuner.record
 
@@ -210,12 +214,13 @@ def test_with_two_threads_the_tuner_is_still_asked_and_timed(replays, monkeypatc
         original(self, seconds)
 
     monkeypatch.setattr(threads.LaneTuner, "record", record)
-    param = nn.Parameter(np.zeros(200_000, np.float32))
-    param.grad = np.full(200_000, 0.5, np.float32)
+    rng = np.random.default_rng(3)
+    param = nn.Parameter(rng.standard_normal(200_000).astype(np.float32))
+    param.grad = rng.standard_normal(200_000).astype(np.float32)
     twin = nn.Parameter(param.data.copy())
     twin.grad = param.grad.copy()
-    a = optim.SGD([param], lr=0.01, threads=2)
-    b = optim.SGD([twin], lr=0.01, threads=2)
+    a = getattr(optim, name)([param], threads=2, **options)
+    b = getattr(optim, name)([twin], threads=2, **options)
     b._prepare = lambda *args: None
     a.flush_every = b.flush_every = 0
     n = 8 + threads.WAKE_RUNS + 4 + 1 + 4 + 3  # warm-up, the probe, then its choice
@@ -223,8 +228,10 @@ def test_with_two_threads_the_tuner_is_still_asked_and_timed(replays, monkeypatc
         a.step()
         b.step()
     np.testing.assert_array_equal(param.data, twin.data)
+    for key, value in a.state[param].items():
+        np.testing.assert_array_equal(value, b.state[twin][key], err_msg=key)
     assert len(recorded) == 2 * n  # every step, replayed or not, of both optimizers
-    # the warm-up's one lane replays (its first step prepares); the probe's two lanes are
-    # refused (the first; the others find nothing kept); its one lane prepares, then the
-    # steps on the one lane it chose replay
-    assert replays == [True] * 7 + [False] + [True] * (n - 17)
+    # the warm-up's one lane replays (its first step prepares); the probe's two lanes and
+    # its one lane are each refused at the first step (another lane count), then replay
+    two = threads.WAKE_RUNS + 4
+    assert replays == [True] * 7 + [False] + [True] * (two - 1) + [False] + [True] * (n - 17)

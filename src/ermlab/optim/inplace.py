@@ -130,7 +130,7 @@ block's kernel is one call: over the 784-512-256-10 MLP's six tensors (AMD Zen 5
 1 thread, paired runs of the old and new step) SGD went from 73 to 61 µs a step
 (its kernels alone: 44), Adam from 133 to 118, NAdam from 162 to 128. Where nothing
 those calls were made from has changed since the last step (the same arrays, state and
-hyperparameters, no flush due, one lane), ``step`` makes the last step's calls again
+hyperparameters, no flush due, the same lanes), ``step`` makes the last step's calls again
 without laying anything out (``optim.prepared``): on an AMD EPYC VM (1 thread, paired
 runs) SGD's step took 0.76× the time, Adam's 0.72×, NAdam's 0.85×.
 """
@@ -490,21 +490,24 @@ class InPlaceOptimizer(Optimizer):
             self._lane_tuner.record(time.perf_counter() - start)
         if prepare:
             self._prepared = None
-            if len(runs) == 1 and kernels_only and not flushed:
-                self._prepare(tasks, calls, layout[0][::-1], tuned)
+            if kernels_only and not flushed:
+                self._prepare(tasks, calls, [layout[0][::-1]] + [lane for lane in layout[1:]
+                                                                 if lane], tuned)
 
-    def _prepare(self, tasks: list[tuple], calls: list[tuple], run: list[tuple[int, Block]],
-                 tuned: tuple | None) -> None:
-        """Keep a step that ran every block's kernel in one lane (``run``: its blocks in
-        the order they ran, each with its task's index) for the next step to replay
+    def _prepare(self, tasks: list[tuple], calls: list[tuple],
+                 runs: list[list[tuple[int, Block]]], tuned: tuple | None) -> None:
+        """Keep a step that ran every block's kernel (``runs``: each lane's blocks in the
+        order they ran, each with its task's index) for the next step to replay
         (``optim.prepared``)."""
-        blocks = []
-        for i, block in run:
-            arrays = block.kernel_arrays()
-            if arrays is None:  # a block on the NumPy path
-                return
-            blocks.append((i, self.fused_arrays(arrays, tasks[i][1])))
-        prepared = PreparedStep(self, tasks, calls, blocks, tuned)
+        lanes = []
+        for run in runs:
+            lanes.append([])
+            for i, block in run:
+                arrays = block.kernel_arrays()
+                if arrays is None:  # a block on the NumPy path
+                    return
+                lanes[-1].append((i, self.fused_arrays(arrays, tasks[i][1])))
+        prepared = PreparedStep(self, tasks, calls, lanes, tuned)
         if prepared.usable():
             self._prepared = prepared
 

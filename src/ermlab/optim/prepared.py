@@ -9,7 +9,7 @@ plain SGD's step with its arrays in cache; in a step that has just streamed 6 MB
 the caches it took 27 µs (AMD EPYC VM, 1 thread: steps of 97 µs whose kernels alone
 took 69 µs), more than a third of the kernels' own time.
 
-Where the last step ran every block's kernel in one lane and flushed nothing, ``step``
+Where the last step ran every block's kernel and flushed nothing, ``step``
 keeps a ``PreparedStep``: each parameter with the arrays and state its blocks were made
 from, each group's hyperparameters (a copy of its values), and each block's kernel
 arrays in the order they ran. The next step replays it if, before anything is changed,
@@ -29,9 +29,11 @@ the last step's (Adam's bias corrections change every step; plain SGD's argument
 stay) and calls each block's kernel with its kept arrays: the same calls, with the
 same arguments, in the same order as ``step`` would make, so results are bit for bit
 the same. Anything else (a flushing step, a new state array, a replaced gradient, a
-changed learning rate's first step, two lanes) takes ``step``'s full path, which
-prepares the next replay. With several threads the lane tuner (``threads.LaneTuner``)
-is still asked each step and timed, and a replay runs only where it chose one lane.
+changed learning rate's first step, another lane count) takes ``step``'s full path,
+which prepares the next replay. With several threads the lane tuner
+(``threads.LaneTuner``) is still asked each step and timed, and a replay runs only where
+it chose the lane count the replay was made with; its lanes run as ``step`` runs them
+(``threads.run_lanes``, the calling thread's first kernel handing the worker its lane).
 
 Hyperparameters are compared by value: a group holding anything but numbers, strings,
 None and tuples of these (a list or an array that could change in place) is never
@@ -41,9 +43,12 @@ replayed.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import numpy
+
+from ermlab.threads import Handoff, run_lanes
 
 _PLAIN = (bool, int, float, str, type(None), numpy.number, numpy.bool_)
 
@@ -72,13 +77,14 @@ class PreparedStep:
     them and returns True, or changes nothing and returns False where ``opt.step`` must
     take its full path."""
 
-    __slots__ = ("settings", "groups", "params", "held", "calls", "blocks", "tuned")
+    __slots__ = ("settings", "groups", "params", "held", "calls", "lanes", "tuned")
 
     def __init__(self, opt: Any, tasks: list[tuple], calls: list[tuple],
-                 blocks: list[tuple[int, tuple]], tuned: tuple | None) -> None:
+                 lanes: list[list[tuple[int, tuple]]], tuned: tuple | None) -> None:
         """``tasks`` and ``calls``: the full step's, one per parameter in group order;
-        ``blocks``: (task index, kernel arrays) in the order the blocks ran; ``tuned``: the
-        lane tuner's (key, lanes) where it chose this step's one lane, else None."""
+        ``lanes``: each lane's blocks as (task index, kernel arrays) in the order they ran,
+        the calling thread's first; ``tuned``: the lane tuner's (key, lanes) where it chose
+        this step's lane count, else None."""
         self.settings = (opt.threads, opt.fused, opt.flush_every, opt.flush_below)
         groups = [group for group in opt.param_groups]
         self.groups = [(group, plain_values(group)) for group in groups]
@@ -95,7 +101,7 @@ class PreparedStep:
         for (_, _, _, scalars, _), call, (*_, k, _) in zip(tasks, calls, self.params):
             if self.calls[k] is None:
                 self.calls[k] = (scalars, call)
-        self.blocks = blocks
+        self.lanes = lanes
         self.tuned = tuned
 
     def usable(self) -> bool:
@@ -124,7 +130,7 @@ class PreparedStep:
                 return False
         if self.tuned is not None:
             key, lanes = self.tuned
-            if opt._lane_tuner.choose(key, lanes) != 1:
+            if opt._lane_tuner.choose(key, lanes) != len(self.lanes):
                 return False
         # nothing has changed: count the step and make its calls
         groups = opt.param_groups
@@ -152,12 +158,24 @@ class PreparedStep:
             return True
         self.calls = calls
         start = time.perf_counter()
-        for i, arrays in self.blocks:
-            kernel, scalars = per_param[i][1]
-            kernel(*arrays, *scalars)
+        if len(self.lanes) == 1:
+            _lane(per_param, self.lanes[0])
+        else:  # as ``InPlaceOptimizer._run``: the calling lane's first kernel posts the next
+            run_lanes([partial(_lane, per_param, blocks) for blocks in self.lanes],
+                      blas=False, handoff=True)
         if self.tuned is not None:
             opt._lane_tuner.record(time.perf_counter() - start)
         return True
+
+
+def _lane(per_param: list[tuple], blocks: list[tuple[int, tuple]],
+          handoff: Handoff | None = None) -> None:
+    """One lane's kernel calls; the first posts ``handoff`` (``threads.Handoff``)."""
+    post = () if handoff is None else (handoff.signal, handoff.value)
+    for i, arrays in blocks:
+        kernel, scalars = per_param[i][1]
+        kernel(*arrays, *scalars, *post)
+        post = ()
 
 
 def _equal(a: Any, b: Any) -> bool:

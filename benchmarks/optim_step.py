@@ -153,6 +153,23 @@ three runs (torch's two OpenMP threads 0.049–0.067 ms, ermlab 0.071–0.076 on
 two: ~20 µs of Python come before the lanes start), and ≤ 1.2× the bound but AMSGrad
 (1.29). The machine's speed moved by 20–40 % between runs minutes apart.
 
+2026-12-02 (third machine that day), AMD EPYC VM (family 25 model 17: Zen 4; AVX-512,
+2 cores; copy bandwidth 21–79 GB/s on 1 thread, 51–94 on 2: the host's other tenants),
+after replayed steps (``optim.prepared``: the last step's kernel calls made again where
+nothing they came from changed, no layout, no per-block Python; paired, 1 thread, the
+same step on the full path: SGD 0.76×, Adam 0.72×, NAdam 0.85×). Two runs: at 1 thread
+every rule ≤ 1.0× torch (SGD 0.78–0.80, momentum 0.45–0.49, Adam 0.17–0.21, NAdam
+0.23–0.28) and 0.28–1.45× the bound (the rules with a square root and a division per
+element, Adagrad, Adadelta, RMSprop, NAdam, 1.25–1.45: their kernels are not memory
+bound here); at 2 threads every rule ≤ 1.0× torch but plain SGD (1.01 where the tuner
+kept one lane, 0.085 ms against torch's 0.083; 1.41 where its probe chose two, 0.130).
+Before the replay, that machine gave plain SGD 1.60 at 2 threads (two lanes, 0.122 ms
+against 0.107) and 0.80 at 1. Steps of plain SGD in a row there, 2 threads: 77–95 µs on
+one lane (its kernels alone 64–70), 105–140 on two; the tuner's probes saw two lanes at
+57–92 µs against one lane's 58–113 and kept two in about half of them. The 2-thread
+copy is hardly faster than the 1-thread one on this machine, so a second lane has
+little to gain for a one-pass rule.
+
 Before the fused kernels, the NumPy path (AMD EPYC class, 2 cores, OpenBLAS
 SkylakeX kernel; the machine was heavily loaded, load average 4–7 on 2 cores,
 so absolute times are 2–5× the idle ones and the 2-thread torch column is the

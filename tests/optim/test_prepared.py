@@ -98,14 +98,39 @@ def test_replayed_steps_are_the_full_steps_bit_for_bit(replays, name, options):
     assert replays == [True] * 14 + [False] + [True] * 3 if flushed else [True] * 19
 
 
-def test_a_changed_learning_rate_is_seen(replays):
-    a, b = pair("SGD", lr=0.1, momentum=0.9)
+@pytest.mark.parametrize("name, options", [("SGD", dict(lr=0.1, momentum=0.9)),
+                                           ("Adam", dict(lr=0.01, amsgrad=True))])
+def test_a_learning_rate_set_at_every_step_is_seen_and_replayed(replays, name, options):
+    """A schedule sets the learning rate before each step: the group is asked again for
+    its kernel's arguments, and the step still replays."""
+    a, b = pair(name, **options)
+    for k in range(20):
+        for opt in (a, b):
+            opt.param_groups[0]["lr"] = 0.1 / (1 + k)
+        steps((a, b), 1, seed=k)
+    assert_same(a, b)
+    assert replays == [True] * 14 + [False] + [True] * 3  # the flush at step 16
+
+
+def test_hyperparameters_that_change_the_kernel_arrays(replays):
+    """Momentum turned on (its buffer made by the full step), then off (the kernel takes
+    no buffer), AMSGrad turned off: replayed where the rule can be asked again."""
+    a, b = pair("SGD", lr=0.1)
+    steps((a, b), 3)
+    for value in (0.9, 0.0):
+        for opt in (a, b):
+            opt.param_groups[0]["momentum"] = value
+        steps((a, b), 3, seed=int(10 * value))
+    assert_same(a, b)
+    # momentum on: the kernel wants a buffer not made yet (refused), then replays;
+    # off again: the buffer stays in the state, unused: replayed at once
+    assert replays == [True, True, False, True, True, True, True, True]
+    a, b = pair("Adam", lr=0.01, amsgrad=True)
     steps((a, b), 3)
     for opt in (a, b):
-        opt.param_groups[0]["lr"] = 0.05
+        opt.param_groups[0]["amsgrad"] = False
     steps((a, b), 3, seed=3)
     assert_same(a, b)
-    assert replays == [True, True, False, True, True]
 
 
 def test_replaced_arrays_are_seen(replays):

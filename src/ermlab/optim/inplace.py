@@ -499,15 +499,17 @@ class InPlaceOptimizer(Optimizer):
         """Keep a step that ran every block's kernel (``runs``: each lane's blocks in the
         order they ran, each with its task's index) for the next step to replay
         (``optim.prepared``)."""
-        lanes = []
+        lanes, flats = [], []
         for run in runs:
             lanes.append([])
+            flats.append([])
             for i, block in run:
                 arrays = block.kernel_arrays()
                 if arrays is None:  # a block on the NumPy path
                     return
                 lanes[-1].append((i, self.fused_arrays(arrays, tasks[i][1])))
-        prepared = PreparedStep(self, tasks, calls, lanes, tuned)
+                flats[-1].append(arrays)
+        prepared = PreparedStep(self, tasks, calls, lanes, flats, tuned)
         if prepared.usable():
             self._prepared = prepared
 

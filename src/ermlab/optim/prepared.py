@@ -16,11 +16,15 @@ arrays in the order they ran. The next step replays it if, before anything is ch
 
 * the optimizer's settings (``threads``, ``fused``, ``flush_every``, ``flush_below``),
   the fused kernels in use (``ERMLAB_FUSED`` is read again) and the parameter groups
-  (the same dicts, with equal values and the same parameters) are as they were;
+  (the same dicts, holding the same parameters) are as they were;
 * every parameter has the same ``data`` and ``grad`` arrays (``grad`` is read through
   the property, so a gradient that ``zero_grad`` left to be cleared is cleared), the
   same state dict holding the same arrays; and
 * no parameter with state to flush (``flush_keys``) is due for the flush this step.
+
+A group whose hyperparameters changed (a learning rate that a schedule sets at every
+step) is asked again what the full step asks of it (whether it takes the kernels, their
+array arguments, what it flushes); where it cannot be, the full step runs.
 
 Then it counts each parameter's step, asks the rule for its ``scalars`` as ``step``
 does (where that makes a state array, the step goes on on the full path), takes the
@@ -28,12 +32,12 @@ kernel's scalar arguments from ``fused_kernel`` once per group where they differ
 the last step's (Adam's bias corrections change every step; plain SGD's arguments
 stay) and calls each block's kernel with its kept arrays: the same calls, with the
 same arguments, in the same order as ``step`` would make, so results are bit for bit
-the same. Anything else (a flushing step, a new state array, a replaced gradient, a
-changed learning rate's first step, another lane count) takes ``step``'s full path,
-which prepares the next replay. With several threads the lane tuner
-(``threads.LaneTuner``) is still asked each step and timed, and a replay runs only where
-it chose the lane count the replay was made with; its lanes run as ``step`` runs them
-(``threads.run_lanes``, the calling thread's first kernel handing the worker its lane).
+the same. Anything else (a flushing step, a new state array, a replaced gradient,
+another lane count) takes ``step``'s full path, which prepares the next replay. With
+several threads the lane tuner (``threads.LaneTuner``) is still asked each step and
+timed, and a replay runs only where it chose the lane count the replay was made with;
+its lanes run as ``step`` runs them (``threads.run_lanes``, the calling thread's first
+kernel handing the worker its lane).
 
 Hyperparameters are compared by value: a group holding anything but numbers, strings,
 None and tuples of these (a list or an array that could change in place) is never
@@ -53,19 +57,23 @@ from ermlab.threads import Handoff, run_lanes
 _PLAIN = (bool, int, float, str, type(None), numpy.number, numpy.bool_)
 
 
-def plain_values(group: dict[str, Any]) -> dict[str, Any] | None:
+def plain_values(group: dict[str, Any], last: dict[str, Any] | None = None
+                 ) -> dict[str, Any] | None:
     """A copy of the group's hyperparameters (its ``params`` as a list), or None where one
-    is not a number, string, None or tuple of these (it could change in place unseen)."""
-    values = {}
+    is not a number, string, None or tuple of these (it could change in place unseen);
+    values that are the objects in ``last`` (an earlier copy) are not looked at again."""
+    values = dict(group)
+    values["params"] = list(group["params"])
+    last = {} if last is None else last
     for key, value in group.items():
-        if key == "params":
-            values[key] = list(value)
-        elif isinstance(value, _PLAIN) or (
-                type(value) is tuple and all(isinstance(v, _PLAIN) for v in value)):
-            values[key] = value
-        else:
+        if key != "params" and value is not last.get(key, _MISSING) and not (
+                isinstance(value, _PLAIN) or (
+                    type(value) is tuple and all(isinstance(v, _PLAIN) for v in value))):
             return None
     return values
+
+
+_MISSING = object()
 
 
 def _state_arrays(state: dict[str, Any]) -> tuple[int, ...]:
@@ -77,32 +85,58 @@ class PreparedStep:
     them and returns True, or changes nothing and returns False where ``opt.step`` must
     take its full path."""
 
-    __slots__ = ("settings", "groups", "params", "held", "calls", "lanes", "tuned")
+    __slots__ = ("settings", "groups", "params", "held", "calls", "lanes", "flats", "tuned")
 
     def __init__(self, opt: Any, tasks: list[tuple], calls: list[tuple],
-                 lanes: list[list[tuple[int, tuple]]], tuned: tuple | None) -> None:
+                 lanes: list[list[tuple[int, tuple]]], flats: list[list[dict[str, Any]]],
+                 tuned: tuple | None) -> None:
         """``tasks`` and ``calls``: the full step's, one per parameter in group order;
         ``lanes``: each lane's blocks as (task index, kernel arrays) in the order they ran,
-        the calling thread's first; ``tuned``: the lane tuner's (key, lanes) where it chose
-        this step's lane count, else None."""
+        the calling thread's first; ``flats``: each block's flat arrays by name
+        (``Block.kernel_arrays``), the kernel arrays' source; ``tuned``: the lane tuner's
+        (key, lanes) where it chose this step's lane count, else None."""
         self.settings = (opt.threads, opt.fused, opt.flush_every, opt.flush_below)
         groups = [group for group in opt.param_groups]
         self.groups = [(group, plain_values(group)) for group in groups]
         index = {id(group): k for k, group in enumerate(groups)}
         # per parameter: (param, its data, grad and state, the state's arrays, the state's
-        # size, its group's index, whether it has state to flush)
+        # size, its group's index)
         self.params = [(param, param.data, param.grad, state, _state_arrays(state), len(state),
-                        index[id(group)], bool(opt.flush_keys(group, param.data.dtype)))
-                       for param, group, state, _, _ in tasks]
+                        index[id(group)]) for param, group, state, _, _ in tasks]
         # what the ids above name, kept alive so that no id is reused while this is kept
         self.held = [tuple(state.values()) for _, _, state, _, _ in tasks]
         # per group: (scalars, call) of the last step's first parameter in it
         self.calls: list[tuple[Any, tuple] | None] = [None] * len(groups)
-        for (_, _, _, scalars, _), call, (*_, k, _) in zip(tasks, calls, self.params):
+        for (_, _, _, scalars, _), call, (*_, k) in zip(tasks, calls, self.params):
             if self.calls[k] is None:
                 self.calls[k] = (scalars, call)
-        self.lanes = lanes
+        self.lanes, self.flats = lanes, flats
         self.tuned = tuned
+
+    def _renew(self, opt: Any, changed: list[int]) -> bool:
+        """Take the new hyperparameters of the groups ``changed`` (a learning rate set by a
+        schedule at every step): their kernels' array arguments (``fused_arrays``, which
+        may depend on them) and scalar arguments (asked again this step), as the full step
+        would (what is flushed is asked at each due step); False where the full step must
+        run (other parameters, a group now on the NumPy path, arrays the kernel now wants
+        that are not there yet)."""
+        for k in changed:
+            group = opt.param_groups[k]
+            values = plain_values(group, self.groups[k][1])
+            if (values is None or values["params"] != self.groups[k][1]["params"]
+                    or not opt._fused_group(group)):
+                return False
+            self.groups[k] = (group, values)
+            self.calls[k] = None
+        try:
+            for lane, flats in zip(self.lanes, self.flats):
+                for b, ((i, _), arrays) in enumerate(zip(lane, flats)):
+                    k = self.params[i][6]
+                    if k in changed:
+                        lane[b] = (i, opt.fused_arrays(arrays, opt.param_groups[k]))
+        except (KeyError, TypeError):  # a state array the rule now needs, not made yet
+            return False
+        return True
 
     def usable(self) -> bool:
         """Whether every group's values could be kept (``plain_values``)."""
@@ -115,28 +149,34 @@ class PreparedStep:
                 or (opt.threads, opt.fused, opt.flush_every, opt.flush_below) != self.settings
                 or len(opt.param_groups) != len(self.groups)):
             return False
+        changed = []
         try:
-            for group, (kept, values) in zip(opt.param_groups, self.groups):
-                if group is not kept or group != values:
+            for k, (group, (kept, values)) in enumerate(zip(opt.param_groups, self.groups)):
+                if group is not kept:
                     return False
+                if group != values:
+                    changed.append(k)
         except (ValueError, TypeError):  # a value that does not compare (an array)
             return False
+        if changed and not self._renew(opt, changed):
+            return False
         every = opt.flush_every
-        states = opt.state
-        for param, data, grad, state, arrays, _, _, flushes in self.params:
+        states, groups = opt.state, opt.param_groups
+        for param, data, grad, state, arrays, _, k in self.params:
             if (param.data is not data or param.grad is not grad
-                    or states.get(param) is not state or _state_arrays(state) != arrays
-                    or (flushes and every and (state["step"] + 1) % every == 0)):
+                    or states.get(param) is not state or _state_arrays(state) != arrays):
+                return False
+            if (every and (state["step"] + 1) % every == 0
+                    and opt.flush_keys(groups[k], data.dtype)):  # due to flush its state
                 return False
         if self.tuned is not None:
             key, lanes = self.tuned
             if opt._lane_tuner.choose(key, lanes) != len(self.lanes):
                 return False
         # nothing has changed: count the step and make its calls
-        groups = opt.param_groups
         calls: list[Any] = [None] * len(groups)
         per_param, grown = [], False
-        for param, data, _, state, _, size, k, _ in self.params:
+        for param, data, _, state, _, size, k in self.params:
             state["step"] += 1
             group = groups[k]
             scalars = opt.scalars(param, group, state)
@@ -152,7 +192,7 @@ class PreparedStep:
             per_param.append((scalars, call[1]))
         if grown:  # the step, its steps counted and scalars found, on the full path
             opt._run([(param, groups[k], state, scalars, ())
-                      for (param, _, _, state, _, _, k, _), (scalars, _)
+                      for (param, _, _, state, _, _, k), (scalars, _)
                       in zip(self.params, per_param, strict=True)],
                      opt.threads, prepare=True)
             return True

@@ -139,7 +139,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -149,6 +148,7 @@ from typing import Any
 import numpy
 
 from ermlab.backend import array_module
+from ermlab.nn._fused import turned_off
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.base import Optimizer
 from ermlab.optim.prepared import PreparedStep
@@ -684,7 +684,7 @@ def _fused_kernels() -> Any:
     answer used to stay for the process, so a test that set it for itself turned the
     kernels off for every later test)."""
     global _loaded_kernels
-    if os.environ.get("ERMLAB_FUSED", "1") == "0":
+    if turned_off():
         return None
     if _loaded_kernels is None:
         try:

@@ -367,3 +367,35 @@ def test_linear_backward_values_by_hand():
     np.testing.assert_array_equal(layer.backward(g), [[31.0, 42.0]])
     np.testing.assert_array_equal(layer.weight.grad, [[1.0, -1.0], [10.0, -10.0]])
     np.testing.assert_array_equal(layer.bias.grad, [1.0, 10.0])
+
+
+def test_attributes_register_and_unregister_parameters_and_submodules():
+    """Assigning a Parameter or a Module registers it; assigning anything else to its name
+    unregisters it; plain values (a forward cache) are not registered."""
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(np.ones(2, np.float32))
+            self.inner = nn.Linear(2, 2)
+            self.cache = np.zeros(3)
+
+    holder = Holder()
+    assert holder.weight.name == "weight"
+    assert len(holder.parameters()) == 3 and holder._modules == {"inner": holder.inner}
+    holder.cache = np.ones(3)
+    assert "cache" not in holder._parameters and "cache" not in holder._modules
+    holder.weight = np.zeros(2)  # a plain array now: no longer a parameter
+    holder.inner = None
+    assert holder.parameters() == [] and holder._modules == {}
+    holder.cache = nn.Parameter(np.ones(1, np.float32))  # a cache name made a parameter
+    assert holder.parameters() == [holder.cache] and holder.cache.name == "cache"
+
+
+def test_a_module_that_skips_the_base_init_is_told_so():
+    class Forgetful(nn.Module):
+        def __init__(self):
+            self.weight = nn.Parameter(np.ones(2, np.float32))
+
+    with pytest.raises(RuntimeError, match=r"must call super\(\).__init__\(\)"):
+        Forgetful()

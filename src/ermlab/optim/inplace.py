@@ -380,17 +380,21 @@ class InPlaceOptimizer(Optimizer):
         """The rule's kernel in ``kernels`` (``optim._kernels``) and its arguments after the
         arrays for this step, rounded to ``dtype`` as the NumPy path rounds them; asked once
         per parameter per step (``scalars`` as ``update_block`` gets them), where
-        ``fused_rule`` is set and ``_fused_group`` says yes."""
+        ``fused_rule`` is set and ``_fused_group`` says yes. A function of its arguments
+        alone: a replayed step (``optim.prepared``) keeps the last step's answer where the
+        group's values and the scalars are equal."""
         raise NotImplementedError(f"{type(self).__name__} has no fused kernel")
 
     def fused_arrays(self, arrays: dict[str, Any], group: dict[str, Any]) -> tuple:
         """The kernel's array arguments, in its order, from ``arrays`` (a block's flat
         views by name, ``Block.kernel_arrays``); None for an optional array the group does
-        not use."""
+        not use. A function of its arguments alone (kept by a replayed step, and asked
+        again where the group's values change)."""
         raise NotImplementedError(f"{type(self).__name__} has no fused kernel")
 
     def scalars(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> Any:
-        """This step's per-parameter scalars (``state["step"]`` already counts this step)."""
+        """This step's per-parameter scalars (``state["step"]`` already counts this step);
+        asked at every step, replayed or not."""
         return None
 
     def update_block(self, block: Block, group: dict[str, Any], scalars: Any) -> None:

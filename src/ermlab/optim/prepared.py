@@ -96,7 +96,7 @@ class PreparedStep:
         (``Block.kernel_arrays``), the kernel arrays' source; ``tuned``: the lane tuner's
         (key, lanes) where it chose this step's lane count, else None."""
         self.settings = (opt.threads, opt.fused, opt.flush_every, opt.flush_below)
-        groups = [group for group in opt.param_groups]
+        groups = list(opt.param_groups)
         self.groups = [(group, plain_values(group)) for group in groups]
         index = {id(group): k for k, group in enumerate(groups)}
         # per parameter: (param, its data, grad and state, the state's arrays, the state's

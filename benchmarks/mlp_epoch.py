@@ -53,6 +53,19 @@ cache); ``--threads 2`` 1.47–1.65 (GEMMs alone 0.49–0.51 s, the rest on one 
 lane for the optimizer would wake a sleeping worker on the core OpenBLAS's thread spins
 on, and took 286–417 µs a step against one lane's 164–222).
 
+2026-12-02 (later), AMD EPYC Zen 4 VM (family 25 model 17; 2 cores, 1 MiB of L2 each,
+32 MiB of L3; GEMMs alone 1.33–1.44 s at 108–117 GFLOP/s), default threads, three runs:
+ermlab/GEMM 1.63–1.81 (epochs 2.16–3.06 s within one run; an instrumented epoch 1.74),
+PyTorch/ermlab 0.83–1.15 (PyTorch 1.9–2.9 s an epoch), scikit-learn/ermlab 1.46–1.62.
+The optimizer took 0.24–0.54 s of the epoch (Adam 0.43–1.2 ms a step) where steps back
+to back take 0.2 ms: after ten GEMMs of the first layer's shape Adam's step took
+0.82–0.84 ms against 0.34–0.41 with nothing between (BLAS on one thread or two alike),
+and 0.60–0.83 after reading 64 MB; transparent huge pages for every array changed
+nothing (not the TLB). The GEMMs' own traffic pushes the 8.6 MB of θ, g, m and v out of
+the caches (Zen's L3 is filled by what L2 evicts, and the GEMMs' panels pass through L2
+again and again), so the step reads them from memory. PyTorch's Adam took 0.77–0.97 s
+of its epochs there.
+
 Idle-machine re-measurement (1 and 2 threads):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/mlp_epoch.py --threads 1

@@ -352,6 +352,14 @@ class InPlaceOptimizer(Optimizer):
         self._prepared: PreparedStep | None = None  # the last step, to replay
         super().__init__(params, defaults)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """``Optimizer.load_state_dict``, forgetting what was kept for the old state (the
+        replayed step, the layouts and their blocks), so that its arrays are freed now, not
+        at the next step."""
+        self._prepared, self._cached_layout, self._cached_fits = None, None, None
+        self._layouts = {}
+        super().load_state_dict(state_dict)
+
     def scratch(self, param: Parameter, k: int = 0) -> Any:
         """The k-th reusable buffer shaped like ``param`` (contents undefined)."""
         buffers = self._scratch.setdefault(param, [])

@@ -2,7 +2,7 @@
 wherever something it was made from has changed.
 
 Each scenario runs two optimizers from the same start: one replays, the other never
-keeps a step (``_prepare`` off), so it takes the full path every time. Parameters and
+keeps a step (``replay`` off), so it takes the full path every time. Parameters and
 state must stay identical, and the replays counted must be those expected (a test that
 never replayed would prove nothing).
 """
@@ -52,7 +52,7 @@ def pair(name="SGD", **options):
         opt = getattr(optim, name)(params, **options)
         opt.threads = 1
         made.append(opt)
-    made[1]._prepare = lambda *args: None
+    made[1].replay = False
     return made
 
 
@@ -220,7 +220,7 @@ def test_a_state_array_made_in_a_replayed_step_is_updated_on_the_full_path(repla
         params = [nn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in SHAPES]
         opt = LateMomentum(params, lr=0.1, threads=1)
         if not keep:
-            opt._prepare = lambda *args: None
+            opt.replay = False
         made.append(opt)
     steps(made, 5)
     assert_same(*made)
@@ -250,7 +250,7 @@ def test_with_two_threads_the_tuner_is_still_asked_and_timed(replays, monkeypatc
     twin.grad = param.grad.copy()
     a = getattr(optim, name)([param], threads=2, **options)
     b = getattr(optim, name)([twin], threads=2, **options)
-    b._prepare = lambda *args: None
+    b.replay = False
     a.flush_every = b.flush_every = 0
     n = 8 + threads.WAKE_RUNS + 4 + 1 + 4 + 3  # warm-up, the probe, then its choice
     for _ in range(n):
@@ -282,3 +282,12 @@ def test_loading_a_state_frees_the_old_one_at_once():
     assert old() is None
     steps((a,), 2, seed=3)  # and training goes on from the loaded state
     assert a.state[params_of(a)[0]]["step"] == 5
+
+
+def test_replay_turned_off_stops_replaying_at_once(replays):
+    a, b = pair("SGD", lr=0.1, momentum=0.9)
+    steps((a, b), 3)
+    a.replay = False
+    steps((a, b), 3, seed=3)
+    assert_same(a, b)
+    assert replays == [True, True]  # steps 2 and 3; none once it is off

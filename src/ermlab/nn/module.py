@@ -73,7 +73,7 @@ class Module:
                 "before assigning attributes"
             )
         # a layer's forward cache (arrays, set at every pass) goes straight to the
-        # instance: 0.15 µs where registering took 0.56
+        # instance: 0.34 µs where registering took 0.56
         if name in parameters or name in modules or isinstance(value, (Parameter, Module)):
             parameters.pop(name, None)
             modules.pop(name, None)

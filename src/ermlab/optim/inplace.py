@@ -311,6 +311,9 @@ class InPlaceOptimizer(Optimizer):
     decaying_state: tuple[str, ...] = ()
     denominator_state: tuple[str, ...] = ()
     fused: bool = True
+    # whether a step that nothing changed since the last one replays its kernel calls
+    # (``optim.prepared``); False: every step takes the full path (same results)
+    replay: bool = True
     block_bytes: int = BLOCK_BYTES
     fused_block_bytes: int = FUSED_BLOCK_BYTES
     min_parallel: int = MIN_PARALLEL
@@ -412,7 +415,7 @@ class InPlaceOptimizer(Optimizer):
         """One update of every parameter, block by block; returns ``closure()`` if given."""
         loss = closure() if closure is not None else None
         prepared = self._prepared
-        if prepared is not None and prepared.run(self, _fused_kernels()):
+        if prepared is not None and self.replay and prepared.run(self, _fused_kernels()):
             return loss  # the last step's calls again (``optim.prepared``)
         tasks = []
         for group in self.param_groups:
@@ -460,8 +463,8 @@ class InPlaceOptimizer(Optimizer):
     def _run(self, tasks: list[tuple], threads: int, prepare: bool = False) -> None:
         """Run the step's blocks (laid out by ``_layout``), one lane per thread, with at
         least ``lane_work`` element-passes per lane; ``prepare`` (a whole step's tasks):
-        keep its calls for the next step to replay (``optim.prepared``) where it made
-        them all in one lane."""
+        keep its calls for the next step to replay (``optim.prepared``) where every block
+        took its kernel and nothing was flushed."""
         arrays = _identity(tasks)
         kernels = _fused_kernels() if self.fused and self.fused_rule else None
         fits = self._fits(tasks, arrays)
@@ -478,15 +481,15 @@ class InPlaceOptimizer(Optimizer):
                 tuned = ((arrays, threads), min(threads, work // TUNED_LANE_WORK))
                 threads = self._lane_tuner.choose(*tuned)
         layout = self._layout(tasks, threads, arrays, all(calls))
-        lanes = [[(block, tasks[i][1], tasks[i][3], tasks[i][4], calls[i]) for i, block in lane]
-                 for lane in layout]
         # The calling thread runs its lane from its largest block down: its first kernel
         # lets go of the GIL at once, so the workers start theirs, and the small blocks,
         # whose Python holds the GIL, come last. Run from the smallest up, the workers
         # waited for the GIL behind the caller's Python for 60–160 µs, at times ms (Adam
         # over the 784-512-256-10 MLP's 0.5M parameters in two lanes, 2-vCPU VM: 1.96 ms
         # a step, 0.53 ms this way; one lane 0.57–0.63).
-        runs = [lanes[0][::-1]] + [lane for lane in lanes[1:] if lane]
+        ordered = [layout[0][::-1]] + [lane for lane in layout[1:] if lane]
+        runs = [[(block, tasks[i][1], tasks[i][3], tasks[i][4], calls[i]) for i, block in lane]
+                for lane in ordered]
         kernels_only = all(calls)
         start = time.perf_counter()
         if len(runs) == 1 and kernels_only:  # one lane of kernels: no pool, no BLAS to hold
@@ -502,9 +505,8 @@ class InPlaceOptimizer(Optimizer):
             self._lane_tuner.record(time.perf_counter() - start)
         if prepare:
             self._prepared = None
-            if kernels_only and not flushed:
-                self._prepare(tasks, calls, [layout[0][::-1]] + [lane for lane in layout[1:]
-                                                                 if lane], tuned)
+            if self.replay and kernels_only and not flushed:
+                self._prepare(tasks, calls, ordered, tuned)
 
     def _prepare(self, tasks: list[tuple], calls: list[tuple],
                  runs: list[list[tuple[int, Block]]], tuned: tuple | None) -> None:

@@ -43,7 +43,11 @@ ms a step; 1587 ms before the small-plane rules of ``Conv2d._merged`` and
 Batch 128 on an Intel Xeon VM with AMX (2 cores, 2 MiB of L2 each, LLVM's name for it
 ``rocketlake``, so 256-bit kernels; 2026-12-02, 2 threads), ermlab / PyTorch over this
 session's runs: LeNet-5 0.85–1.15, small VGG 0.81–1.06, ResNet-20 1.03–1.21 (most runs
-1.08–1.15; the machine's speed moved by 15–25 % from run to run). ResNet-20's layers
+1.08–1.15; the machine's speed moved by 15–25 % from run to run). Since AMX marks it as
+a server core (``ermlab._numba_target``), 512-bit kernels (next session, two alternating
+runs each, 256 → 512 bits): ResNet-20 1.09/1.08 → 1.01/1.06, small VGG 0.90/0.86 →
+0.78/0.81, LeNet-5 0.82/0.90 → 1.07/0.91 (its 7–9 ms steps move with the machine).
+ResNet-20's layers
 alone (forward + bprop, paired rounds, ermlab / PyTorch): 16→16 on 32×32 0.71–1.35,
 32→32 on 16×16 1.13–1.26, 64→64 on 8×8 1.13–1.16, the stem 1.24–1.57, the two stride-2
 layers 1.8–2.0 (16→32 1.42 after ∂L/∂x by phases, ``nn._direct``; 32→64, im2col, 1.99).
@@ -57,10 +61,10 @@ disturb far less than the wall clock (at load average 13 on 2 cores the wall-clo
 profile put LeNet's 2×2 pooling at 12 ms per step where its CPU time is ~2 ms).
 
 With profiling on (default), a separate run then times every layer's forward and
-backward pass and the optimizer step in ermlab (wall-clock timers around each call; with
-each layer's ``forward`` wrapped, a ReLU is no longer run inside the layer before it
-(``Module.forward_relu``), so the profile times the two apart and its step is slower than
-the timed one by the fused passes),
+backward pass and the optimizer step in ermlab (wall-clock timers around each call, set on
+the layers' classes: a ReLU that runs inside the layer before it (``Module.forward_relu``)
+stays there, and that layer's row reads "forward+ReLU"; timers on the instances would turn
+that off and time ~20 ms more of separate ReLU passes in ResNet-20's step),
 and prints where the time goes next to torch.profiler's view of PyTorch's step. For
 the convolutions and fully connected layers the table gives the achieved GFLOP/s, with
 the FLOPs counted analytically (2 per multiply-add):
@@ -225,24 +229,35 @@ def _nbytes(value) -> int:
 
 def profile_ermlab(name: str, steps: int) -> None:
     """Wall-clock time of each leaf layer's forward and backward, and of the optimizer step,
-    with the achieved GFLOP/s (or GB/s) next to this run's GEMM peak (or copy bandwidth)."""
+    with the achieved GFLOP/s (or GB/s) next to this run's GEMM peak (or copy bandwidth).
+
+    The timers wrap the layers' classes, not their instances: a ``forward`` set on an
+    instance turns off the ReLU a layer runs in its own pass (``nn.activations.absorbs_relu``)
+    and would time a step that training never runs. Such a ReLU has no time of its own; its
+    layer's forward is labelled "forward+ReLU" and its bprop includes the ReLU's."""
     step, model, opt = ermlab_step(name)
     totals: dict[tuple[str, str], float] = defaultdict(float)
     work: dict[tuple[str, str], tuple[str, float]] = {}
     leaves = [(n, m) for n, m in model.named_modules() if not m._modules]
     gemm_shapes: dict[str, tuple[int, int, int]] = {}
+    labels: dict[int, tuple[str, object]] = {}
 
-    def timed(key, fn, module):
-        label, phase = key
-
-        def wrapper(*args, **kwargs):
+    def timed(phase, fn):
+        def wrapper(self, *args, **kwargs):
+            entry = labels.get(id(self))
+            if entry is None:
+                return fn(self, *args, **kwargs)
+            label, module = entry
             start = CLOCK[0]()
-            out = fn(*args, **kwargs)
+            out = fn(self, *args, **kwargs)
+            key = (label, "forward+ReLU" if phase == "forward_relu" else phase)
+            if out is None and phase == "forward_relu":  # declined: forward runs next
+                return out
             totals[key] += CLOCK[0]() - start
-            if key not in work:
+            if key not in work and phase != "step":
                 traffic = _nbytes(args) + _nbytes(out)
                 flops = None
-                if phase == "forward":
+                if phase.startswith("forward"):
                     counted = layer_flops(module, args[0].shape, out.shape)
                     if counted:
                         flops, gemm_shapes[label] = counted
@@ -258,16 +273,27 @@ def profile_ermlab(name: str, steps: int) -> None:
     shapes = input_shapes(model, step)
     for layer, module in leaves:
         label = f"{layer} ({type(module).__name__}{algorithm(module, shapes.get(id(module)))})"
-        for phase in ("forward", "backward"):
-            object.__setattr__(module, phase, timed((label, phase), getattr(module, phase),
-                                                    module))
-    object.__setattr__(opt, "step", timed(("optimizer", "SGD step"), opt.step, opt))
-    step()
-    totals.clear()
-    start = CLOCK[0]()
-    for _ in range(steps):
+        labels[id(module)] = (label, module)
+    labels[id(opt)] = ("optimizer", opt)
+    originals = {(cls, phase): (getattr(cls, phase), cls.__dict__.get(phase))
+                 for cls in {type(m) for _, m in leaves} | {type(opt)}
+                 for phase in ("forward", "forward_relu", "backward", "step")
+                 if hasattr(cls, phase)}
+    for (cls, phase), (fn, _) in originals.items():
+        setattr(cls, phase, timed(phase, fn))
+    try:
         step()
-    wall = (CLOCK[0]() - start) / steps
+        totals.clear()
+        start = CLOCK[0]()
+        for _ in range(steps):
+            step()
+        wall = (CLOCK[0]() - start) / steps
+    finally:
+        for (cls, phase), (_, own) in originals.items():
+            if own is None:
+                delattr(cls, phase)
+            else:
+                setattr(cls, phase, own)
     peaks = {shape: gemm_gflops(*shape) for shape in set(gemm_shapes.values())}
     bandwidth = copy_bandwidth()
     print(f"\n  ermlab, where the time goes ({steps} steps, ms per step; step {wall * 1e3:.1f}; "

@@ -21,6 +21,14 @@ def test_intel_server_cores_drop_the_256_bit_preference_and_keep_every_host_feat
     assert "emeraldrapids" in WIDE_CPUS and "sapphirerapids" in WIDE_CPUS
 
 
+def test_a_host_with_amx_is_a_server_core_whatever_name_llvm_gives_it():
+    # a Xeon VM with AMX that LLVM named after a desktop core
+    amx = HOST.replace("+avx2,", "+avx2,+amx-tile,+amx-bf16,")
+    assert wide_features("rocketlake", amx, {}).endswith(",-prefer-256-bit")
+    assert wide_features("rocketlake", amx, {"ERMLAB_WIDE_VECTORS": "0"}) is None
+    assert wide_features("rocketlake", HOST.replace("+avx2,", "+avx2,-amx-tile,"), {}) is None
+
+
 @pytest.mark.parametrize("cpu", ["skylake-avx512", "icelake-server", "znver4", "znver3"])
 def test_other_processors_keep_numbas_choice_unless_asked(cpu):
     assert wide_features(cpu, HOST, {}) is None

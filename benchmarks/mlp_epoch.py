@@ -66,6 +66,16 @@ the caches (Zen's L3 is filled by what L2 evicts, and the GEMMs' panels pass thr
 again and again), so the step reads them from memory. PyTorch's Adam took 0.77–0.97 s
 of its epochs there.
 
+Intel Xeon VM with AMX (LLVM's ``rocketlake``; 2 cores, 2 MiB of L2 each; 512-bit kernels,
+``ermlab._numba_target``), default threads, one run: ermlab/GEMM 1.52 (1.11 s an epoch;
+GEMMs alone 0.73 s at 213 GFLOP/s, NumPy's GEMM peaking at 330 here), PyTorch/ermlab
+1.26, scikit-learn/ermlab 2.42. Adam took 0.18 s of the epoch, 0.39 ms a step, one lane's
+speed (0.33 ms back to back; two lanes 0.20): OpenBLAS's second thread spins for ~50 ms
+after each GEMM (a 50 ms sleep after one GEMM cost the process 48 ms of CPU, and
+threadpoolctl's limit of one thread did not stop it), so a second lane shares its core.
+The Linear layers in ermlab's lanes (``lanes=True``, no BLAS threads to spin) took
+1.16–1.24 s an epoch against 1.08–1.11 on BLAS's threads (three paired epochs).
+
 Idle-machine re-measurement (1 and 2 threads):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/mlp_epoch.py --threads 1

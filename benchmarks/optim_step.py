@@ -172,6 +172,21 @@ little to gain for a one-pass rule. ``--only SGD Adam NAdam``, 1 thread, ratio t
 two runs with replayed steps against one with ``--no-replay`` between them: SGD 0.68, 0.73
 against 0.82; Adam 0.17, 0.21 against 0.21; NAdam 0.22, 0.23 against 0.24.
 
+The Intel Xeon VM with AMX again (LLVM's ``rocketlake``, 2 MiB of L2 a core), replayed
+steps, 512-bit kernels against 256 (``ERMLAB_WIDE_VECTORS=0``), one run each: the same
+within noise (the steps are memory-bound). At 1 thread every rule ≤ 1.0× torch (SGD
+0.79–0.81, Adam 0.28–0.29, NAdam 0.29–0.30) and 0.58–0.84× the bound; at 2 threads every
+rule ≤ 1.0× torch but plain SGD (1.28–2.28 over four runs: ermlab 0.13–0.19 ms on one
+lane or two, torch 0.083–0.143) and momentum SGD in one run of four (1.10–1.13 where the
+tuner kept one lane), all ≤ 1.0× the bound. Torch's two OpenMP threads each update the
+same half of every tensor at every step, which stays in that core's 2 MiB L2 (0.083 ms
+is 77 GB/s, above the 2-thread copy bandwidth of 33–44). Plain SGD in a row, paired in one
+process (µs): two lanes forced 84–107 (the worker's one block, 284,288 values, one kernel
+call), the tuner's choice 104–110, one lane 150–178, torch 88–90; over 4-value tensors
+(no work) one lane's replay takes 14 µs and two lanes' 49 (the caller waits ~23 µs in
+``Worker.finish`` for a lane that ran one tiny kernel: the worker's Python waits for the
+GIL).
+
 Before the fused kernels, the NumPy path (AMD EPYC class, 2 cores, OpenBLAS
 SkylakeX kernel; the machine was heavily loaded, load average 4–7 on 2 cores,
 so absolute times are 2–5× the idle ones and the 2-thread torch column is the

@@ -331,10 +331,15 @@ def profile_torch(name: str, steps: int) -> None:
 
     step = torch_step(name)
     step()
+    plain = time_per_step(step, steps, warmup=0, clock=CLOCK[0])
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = CLOCK[0]()
         for _ in range(steps):
             step()
-    print(f"\n  PyTorch, top operators ({steps} steps, self CPU time):")
+        profiled = (CLOCK[0]() - start) / steps
+    print(f"\n  PyTorch, top operators ({steps} steps, self CPU time; the profiler's own cost: "
+          f"{profiled * 1e3:.1f} ms a profiled step against {plain * 1e3:.1f} without, so "
+          "compare shares, not times):")
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8)
     print("    " + table.replace("\n", "\n    "))
 

@@ -20,7 +20,7 @@ the host's own features followed by ``-prefer-256-bit``, exactly what
   Emerald Rapids was measured, Sapphire and Granite Rapids share its design) and any
   processor with AMX (``+amx-tile``), which only those cores have. A VM may show its
   processor as another model: LLVM named a 2-core Xeon VM with AMX ``rocketlake`` (a
-  desktop core), and there 512 bits took 5–10 % off whole steps (``benchmarks/cnn.py``,
+  desktop core), and there 512 bits took 4–10 % off whole steps (``benchmarks/cnn.py``,
   batch 128, two alternating runs each, ms: ResNet-20 255/251 → 229/241, the small VGG
   110/112 → 101/108; its 16→16 direct convolution on 32×32, forward + backward,
   12.2 → 10.8).

@@ -474,3 +474,48 @@ def test_a_handoff_the_first_lane_never_uses_still_runs_the_workers_lane(spin_se
     else:
         assert any(isinstance(h, threads.Handoff) for h in got)
     threads.rest()
+
+
+def test_the_cpu_a_thread_runs_on_is_one_it_may_use():
+    cpu = threads._cpu()
+    if cpu is None:
+        pytest.skip("sched_getcpu is not available here")
+    assert cpu in os.sched_getaffinity(0)
+
+
+def _worker_after_a_region():
+    """The pool's first worker, once a two-lane region has run."""
+    threads.run_lanes([lambda: None, lambda: None], blas=False)
+    return threads._workers(1).workers[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux affinity calls")
+def test_a_worker_that_started_on_the_callers_cpu_is_moved_to_the_others(monkeypatch):
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs")
+    worker = _worker_after_a_region()
+    tid = worker.thread.native_id
+    here, other = sorted(allowed)[:2]
+    os.sched_setaffinity(tid, allowed)  # (the pool may have steered it in earlier tests)
+    monkeypatch.setattr(threads, "_cpu", lambda: here)
+    try:
+        worker.cpu = other  # started its last lane elsewhere: left alone
+        threads.run_lanes([lambda: None, lambda: None], blas=False)
+        assert os.sched_getaffinity(tid) == allowed
+        assert worker.cpu == here  # noted at the start of its lane (here, as patched)
+        threads.run_lanes([lambda: None, lambda: None], blas=False)
+        assert os.sched_getaffinity(tid) == allowed - {here}  # now kept off the caller's
+        assert threads.run_lanes([lambda: 1, lambda: 2], blas=False) == [1, 2]
+    finally:
+        os.sched_setaffinity(tid, allowed)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux affinity calls")
+def test_a_worker_is_not_pinned_where_the_caller_may_use_one_cpu_only(monkeypatch):
+    worker = _worker_after_a_region()
+    calls = []
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {3})
+    monkeypatch.setattr(threads.os, "sched_setaffinity", lambda *args: calls.append(args))
+    worker.steer(3)
+    assert calls == [] and worker.cpu is None

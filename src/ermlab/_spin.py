@@ -11,6 +11,13 @@ each turn). ``ticks_per_second()`` measures the time-stamp counter's rate agains
 ``signal_then_wait`` sets another counter first, once the GIL is released (a worker
 ending its lane), then waits the same way.
 
+Every ``ticks / YIELDS`` ticks of waiting (20 µs of the default 2 ms) the loop calls
+``sched_yield``, so that a thread the waiter is waiting for, should it be on the waiter's
+own CPU (see ``ermlab.threads._cpu``), runs then instead of after the waiter gives up:
+measured (Intel Xeon VM, 2 cores; two-lane steps of plain SGD over 0.5M parameters after
+pauses, both threads on one CPU) 2.2 ms a step without it, 0.23 ms with it. Where the two
+are on different CPUs, the call returns at once.
+
 Used by ``ermlab.threads``: a thread that posts work to a worker which is awake sees it
 start within a microsecond or so, where waking a sleeping thread through the kernel took
 0.1–0.35 ms on the 2-vCPU VMs measured (see ``ermlab.threads.SPIN_SECONDS``).
@@ -18,6 +25,7 @@ start within a microsecond or so, where waking a sleeping thread through the ker
 
 from __future__ import annotations
 
+import os
 import time
 
 from llvmlite import ir
@@ -26,6 +34,11 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
+
+# The waiting loop gives way (``sched_yield``) this many times over its ``ticks``; POSIX
+# only (Windows has no ``sched_yield``: there it waits as before).
+YIELDS = 100
+_CAN_YIELD = os.name == "posix"
 
 
 @intrinsic
@@ -47,15 +60,33 @@ def _ticks(typingctx):  # pragma: no cover - compiled
     return types.int64(), codegen
 
 
+@intrinsic
+def _yield(typingctx):  # pragma: no cover - compiled
+    def codegen(context, builder, signature, args):
+        give_way = ir.FunctionType(ir.IntType(32), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, give_way, "sched_yield"),
+                     [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
 @njit(nogil=True, cache=True)
 def wait(counter, value, ticks):  # pragma: no cover - compiled
     """True once counter[0] == value; False after ``ticks`` time-stamp ticks, or as soon
-    as counter[1] is not 0 (asked to stop waiting awake)."""
+    as counter[1] is not 0 (asked to stop waiting awake); ``sched_yield`` every
+    ``ticks / YIELDS`` ticks."""
     start = _ticks()
+    turn = start
+    every = ticks // YIELDS + 1
     while counter[0] != value:
         _pause()
-        if counter[1] != 0 or _ticks() - start > ticks:
+        tick = _ticks()
+        if counter[1] != 0 or tick - start > ticks:
             return counter[0] == value
+        if _CAN_YIELD:
+            if tick - turn > every:
+                _yield()
+                turn = tick
     return True
 
 

@@ -192,9 +192,9 @@ or after torch's rounds, whose OpenMP threads spin for a while), and the two sta
 each waiting awake up to 2 ms for the other: two-lane SGD steps took 2.2 ms in 10 of 16
 rounds of 30 steps after 0.3 s pauses, 75 µs in the rest. With the worker moved off the
 caller's CPU (``threads._cpu``) and the waits giving way every 20 µs (``ermlab._spin``),
-75–93 µs in all rounds, and this script at 2 threads, three runs: plain SGD 0.90, 0.91,
-0.91× torch (0.080–0.084 ms against 0.090–0.093), every rule ≤ 0.91× torch and ≤ 0.73×
-the bound; at 1 thread unchanged (≤ 0.79× torch, ≤ 0.94× the bound).
+75–93 µs in all rounds, and this script at 2 threads, four runs: plain SGD 0.83–0.91×
+torch (0.079–0.084 ms against 0.090–0.093), every rule ≤ 0.91× torch and ≤ 0.88× the
+bound; at 1 thread unchanged (≤ 0.79× torch, ≤ 0.94× the bound).
 
 Before the fused kernels, the NumPy path (AMD EPYC class, 2 cores, OpenBLAS
 SkylakeX kernel; the machine was heavily loaded, load average 4–7 on 2 cores,

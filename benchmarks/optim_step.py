@@ -17,6 +17,7 @@ these machines unset (see PERFORMANCE.md):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/optim_step.py --numpy-path
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ERMLAB_FUSED=0 python benchmarks/optim_step.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/optim_step.py --pauses 16
 
 The gradients are fixed random arrays (no model work is timed). The machine is
 shared: quote the ratios of one run, not absolute times across runs. ``bound``
@@ -192,7 +193,9 @@ or after torch's rounds, whose OpenMP threads spin for a while), and the two sta
 each waiting awake up to 2 ms for the other: two-lane SGD steps took 2.2 ms in 10 of 16
 rounds of 30 steps after 0.3 s pauses, 75 µs in the rest. With the worker moved off the
 caller's CPU (``threads._cpu``) and the waits giving way every 20 µs (``ermlab._spin``),
-75–93 µs in all rounds, and this script at 2 threads, four runs: plain SGD 0.83–0.91×
+75–93 µs in all rounds (``--pauses 16`` in the same session, the tree before against
+after: 0.075–2.22 ms a step, above 0.2 ms in 12 of 16 rounds, against 0.071–0.080),
+and this script at 2 threads, four runs: plain SGD 0.83–0.91×
 torch (0.079–0.084 ms against 0.090–0.093), every rule ≤ 0.91× torch and ≤ 0.88× the
 bound; at 1 thread unchanged (≤ 0.79× torch, ≤ 0.94× the bound).
 
@@ -303,6 +306,25 @@ def timed_steps(step, steps: int, gap: float | None = None) -> tuple[float, floa
     return statistics.median(times), (time.process_time() - cpu) / steps - gap
 
 
+def after_pauses(rounds: int, steps: int, pause: float = 0.3) -> None:
+    """Median ms of two-lane plain-SGD steps in each of ``rounds`` rounds of ``steps``, each
+    round after ``pause`` seconds asleep (the pool's worker goes to sleep, and Linux may
+    wake it on the calling thread's CPU)."""
+    rng = np.random.default_rng(0)
+    params = mlp(SIZES, rng=0, dtype=np.float32).parameters()
+    grads = [(1e-3 * rng.standard_normal(p.data.shape)).astype(np.float32) for p in params]
+    opt = ermlab_optimizer("SGD", dict(lr=1e-9), grads, 2, True)
+    opt.lane_work = 1  # two lanes, not the tuner's choice
+    for _ in range(50):
+        opt.step()
+    medians = []
+    for _ in range(rounds):
+        time.sleep(pause)
+        medians.append(timed_steps(opt.step, steps)[0])
+    print(f"plain SGD on two lanes, {steps} steps after each {pause:g} s pause, median ms per "
+          f"round: {', '.join(f'{1e3 * m:.3f}' for m in medians)}")
+
+
 def copy_bandwidth(n_floats: int, threads: int, repeats: int) -> float:
     """STREAM-like copy bandwidth, bytes/s (read + write), over ``n_floats`` float32, the
     arrays split in ``threads`` equal parts copied at once (np.copyto releases the GIL)."""
@@ -336,9 +358,16 @@ def main() -> None:
     parser.add_argument("--no-replay", action="store_true",
                         help="every ermlab step on its full path (opt.replay = False, "
                         "optim.prepared), for the figure without replayed steps")
+    parser.add_argument("--pauses", type=int, default=0, metavar="N",
+                        help="only this: N rounds of plain SGD on two lanes, each round's "
+                        "steps after a 0.3 s pause (where the pool's worker may wake on "
+                        "the calling thread's CPU: threads._cpu)")
     args = parser.parse_args()
     global GAP, REPLAY
     GAP, REPLAY = args.gap / 1e3, not args.no_replay
+    if args.pauses:
+        after_pauses(args.pauses, args.steps)
+        return
     try:
         import torch
     except ImportError:

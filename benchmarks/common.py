@@ -120,10 +120,11 @@ def export(revision: str, folder: Path) -> str:
     return str(folder / "src")
 
 
-def child(code: str, config: dict, source: str | None) -> dict:
+def child(code: str, config: dict, source: str | None, environ: dict | None = None) -> dict:
     """Run ``code`` in a fresh Python with ``config`` (JSON) as its argument and ermlab from
-    ``source`` (None: the installed one); the JSON object its last line prints."""
-    env = dict(os.environ)
+    ``source`` (None: the installed one), ``environ`` added to the environment; the JSON
+    object its last line prints."""
+    env = {**os.environ, **(environ or {})}
     if source is not None:
         env["PYTHONPATH"] = source + os.pathsep + env.get("PYTHONPATH", "")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(config)], env=env,

@@ -1,5 +1,9 @@
-"""Modules: boxes with fprop and bprop, and the containers that compose them."""
+"""Modules: boxes with fprop and bprop, and the containers that compose them.
 
+Importing it sets glibc's malloc thresholds for training steps (``ermlab._malloc``;
+``ERMLAB_MALLOC=0`` leaves them)."""
+
+from ermlab import _malloc
 from ermlab.nn import init, summary, zoo
 from ermlab.nn.activations import (
     ACTIVATIONS,
@@ -35,6 +39,8 @@ from ermlab.nn.stochastic import (
     residual_block,
     use_generator,
 )
+
+_malloc.configure()
 
 __all__ = [
     "ACTIVATIONS",

@@ -94,7 +94,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from common import blas_kernel, time_per_step, torch_cnn
+from common import blas_kernel, copy_bandwidth, time_per_step, torch_cnn
 
 from ermlab import optim
 from ermlab.losses import SoftmaxCrossEntropy
@@ -208,19 +208,6 @@ def gemm_gflops(m: int, k: int, n: int, repeats: int = 3) -> float:
     return 2 * m * k * n / best / 1e9
 
 
-def copy_bandwidth(nbytes: int = 64 * 2**20, repeats: int = 5) -> float:
-    """GB/s of np.copyto between two float32 arrays of ``nbytes`` (read + write counted)."""
-    src = np.ones(nbytes // 4, np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    best = float("inf")
-    for _ in range(repeats):
-        start = CLOCK[0]()
-        np.copyto(dst, src)
-        best = min(best, CLOCK[0]() - start)
-    return 2 * nbytes / best / 1e9
-
-
 def _nbytes(value) -> int:
     if isinstance(value, tuple):
         return sum(_nbytes(v) for v in value)
@@ -295,7 +282,7 @@ def profile_ermlab(name: str, steps: int) -> None:
             else:
                 setattr(cls, phase, own)
     peaks = {shape: gemm_gflops(*shape) for shape in set(gemm_shapes.values())}
-    bandwidth = copy_bandwidth()
+    bandwidth = copy_bandwidth(clock=CLOCK[0])
     print(f"\n  ermlab, where the time goes ({steps} steps, ms per step; step {wall * 1e3:.1f}; "
           f"GEMM peak = NumPy float32 matmul at the layer's forward GEMM shape, this run; "
           f"copy bandwidth {bandwidth:.1f} GB/s):")

@@ -190,3 +190,20 @@ def time_per_step(step: Callable[[], None], steps: int, warmup: int = 3,
     for _ in range(steps):
         step()
     return (clock() - start) / steps
+
+
+def copy_bandwidth(nbytes: int = 64 * 2**20, repeats: int = 5,
+                   clock: Callable[[], float] = time.perf_counter) -> float:
+    """GB/s of np.copyto (one thread) between two float32 arrays of ``nbytes``, read and
+    write counted: at 64 MiB, what memory gives one core beyond the caches."""
+    import numpy as np
+
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = clock()
+        np.copyto(dst, src)
+        best = min(best, clock() - start)
+    return 2 * nbytes / best / 1e9

@@ -26,7 +26,10 @@ process CPU time (the machine is shared: CPU time is the steadier figure at
 ``--threads 1``). A last, instrumented epoch says where the rest goes:
 GEMMs, the rest of Linear (bias add, bias gradient), activations, loss,
 optimizer step, zero_grad, batch gathering, validation, and the Trainer's
-own loop and callbacks (what is left of the epoch's time).
+own loop and callbacks (what is left of the epoch's time). A last line gives what Adam's
+steps would take with their arrays read from memory rather than the caches (28 bytes an
+element at the bandwidth of a 64 MiB ``np.copyto``): where the optimizer's row nears it,
+the GEMMs' traffic has pushed Adam's state out of the caches between steps.
 
 Measured (issue 11; AMD EPYC Zen 5, 2 cores, ``--threads 2``, wall clock). This machine
 runs in two states that last minutes, a fast one and one where memory-bound passes take
@@ -76,6 +79,19 @@ threadpoolctl's limit of one thread did not stop it), so a second lane shares it
 The Linear layers in ermlab's lanes (``lanes=True``, no BLAS threads to spin) took
 1.16–1.24 s an epoch against 1.08–1.11 on BLAS's threads (three paired epochs).
 
+2026-12-02, AMD EPYC Zen 5 VM again (family 26), default threads, two runs: ermlab/GEMM
+1.93 and 1.53 (median of three rounds each; rounds 1.40–2.83 as the machine's state
+moved; GEMMs alone 0.48–0.58 s), PyTorch/ermlab 1.32, scikit-learn/ermlab 1.83. Adam
+took 0.186 s of an instrumented epoch in one run, the time its 7.0 GB an epoch take at
+the 37 GB/s memory gives one core (0.189 s), and 0.096 s in the other: the state stays in
+the caches in some states of the machine and not in others. lscpu reports 32 MiB of L3,
+yet one thread summing an array read 90 GB/s up to 8 MiB, 73 at 12, 59 at 16 and 41 at
+24 (memory: 38): the VM's share of the L3 is nearer 8–12 MiB, and Adam's 8.6 MB of θ, g,
+m and v with the GEMMs' operands do not fit it. The instrumented epoch that took 0.096 s
+for Adam still spent 0.12 s on the rest (Linear's bias and ReLU passes 0.046, the
+Trainer's loop 0.026, gathering 0.026, the loss 0.020): a quarter of its 0.47 s of GEMMs
+without the optimizer at all.
+
 Idle-machine re-measurement (1 and 2 threads):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/mlp_epoch.py --threads 1
@@ -90,10 +106,12 @@ import statistics
 import time
 
 import numpy as np
-from common import blas_kernel, torch_mlp
+from common import blas_kernel, copy_bandwidth, torch_mlp
 
 SIZES = [784, 512, 256, 10]
 BATCH = 128
+# Adam's fused step reads θ, g, m and v and writes θ, m and v: 28 bytes an element (float32)
+ADAM_BYTES = 28
 
 
 def load(kind: str):
@@ -173,11 +191,15 @@ def run_ermlab(x, y, xt, yt, epochs, cpu=False):
         gemm.append(gemm_epoch(len(x), len(xt)))
         times.append(ermlab_epoch(trainer, x, y, xt, yt))
     parts = breakdown(trainer, x, y, xt, yt, cpu)
+    n_params = sum(p.data.size for p in trainer.model.parameters())
+    steps = -(-len(x) // BATCH)
     m = np.concatenate([s["exp_avg"].ravel() for s in trainer.optimizer.state.values()])
     subnormal = np.mean((m != 0) & (np.abs(m) < np.finfo(np.float32).tiny))
     accuracy = float(np.mean(trainer.predict(xt) == yt))
     return [t[0] for t in times], accuracy, {"times": times, "gemm": gemm, "parts": parts,
-                                             "subnormal": subnormal}
+                                             "subnormal": subnormal,
+                                             "adam_bytes": ADAM_BYTES * n_params * steps,
+                                             "copy": copy_bandwidth()}
 
 
 class Breakdown:
@@ -333,6 +355,11 @@ def report_ermlab(extra: dict, clock: str) -> None:
     print(f"where one instrumented epoch ({total:.2f} s {clock}) goes:")
     for name, seconds in sorted(parts.items(), key=lambda item: -item[1]):
         print(f"  {name:26s} {seconds:6.3f} s  {seconds / total:6.1%}")
+    floor = extra["adam_bytes"] / (extra["copy"] * 1e9)
+    print(f"Adam with its arrays from memory, not the caches: {extra['adam_bytes'] / 1e9:.1f} GB "
+          f"an epoch at {extra['copy']:.1f} GB/s (np.copyto of 64 MiB, one thread) = "
+          f"{floor:.3f} s; the GEMMs and that alone: ermlab/GEMM "
+          f"{(gemm_wall + floor) / gemm_wall:.2f}")
     print(f"subnormal fraction of Adam's m after training: {extra['subnormal']:.4f}")
 
 

@@ -59,6 +59,15 @@ threads stays on one lane: two lanes measured 57–66 µs against one lane's 58�
 torch's 39–41 (the worker needs the GIL for its own Python, and waits for it while the
 calling thread prepares its lane).
 
+2026-12-02, a Zen 5 VM again (after the pool's CPU steering, ``threads._cpu``): plain
+SGD at 2 threads 1.03, 1.07, 1.19 and 1.12× torch in four runs (0.058–0.077 ms against
+0.054–0.059), every other rule 0.16–0.70×. Timed inside two-lane replayed steps (2000
+steps): the worker began its lane 5–6 µs after the region did (the handoff), the
+calling thread ran its half (117,120 + 131,072 + small) in 28 µs, and the worker its
+284,288 in 45–57 µs in most runs, 27–31 µs in others, whichever CPU each was on: so
+the lane tuner mostly keeps one lane (0.058 ms), and two lanes, at best ~0.045 ms, are
+not reached.
+
 Steps back to back find their arrays in the caches (this machine's L3 holds them
 all). In training, a forward and a backward pass come between two steps, and there
 (``--gap 1``: 1 ms of busy waiting, touching no memory, before each step; the

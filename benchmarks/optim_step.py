@@ -65,8 +65,12 @@ SGD at 2 threads 1.03, 1.07, 1.19 and 1.12× torch in four runs (0.058–0.077 m
 steps): the worker began its lane 5–6 µs after the region did (the handoff), the
 calling thread ran its half (117,120 + 131,072 + small) in 28 µs, and the worker its
 284,288 in 45–57 µs in most runs, 27–31 µs in others, whichever CPU each was on: so
-the lane tuner mostly keeps one lane (0.058 ms), and two lanes, at best ~0.045 ms, are
-not reached.
+the lane tuner mostly kept one lane (0.058 ms). The calling thread then ran its small
+blocks last, and their Python held the GIL as the worker's kernel ended: the worker slept
+on the GIL. With the small blocks between the caller's two large ones
+(``InPlaceOptimizer._run``), the worker's lane took 26 µs, and three alternating runs of
+``--only SGD Adam`` gave plain SGD at 2 threads 1.38, 0.69, 1.33× torch before and 1.02,
+0.99, 0.93× after (Adam 0.27–0.29 and 0.22–0.31×).
 
 Steps back to back find their arrays in the caches (this machine's L3 holds them
 all). In training, a forward and a backward pass come between two steps, and there

@@ -12,13 +12,26 @@ so that the machine's drifting speed touches both alike. Parts:
 1. Hand-off per parallel region (LeNet-5): ``ermlab.threads.run_lanes`` is wrapped to
    time, per region, how long after the region began the worker started its lane, and
    how long after the last lane ended the caller went on; the pool asleep between lanes
-   (``SPIN_SECONDS = 0``) against awake (the default).
+   (``SPIN_SECONDS = 0``) against awake (the default). With ResNet-20 among ``--only``,
+   its regions too, by the function of the calling lane (the layer code that made it).
 2. Whole steps, pool asleep → awake, for each network.
 3. LeNet-5 with its ``Linear`` layers on BLAS's own threads (``lanes=False``, a hand-built
    network's default): asleep, awake, and awake without ``threads.rest()`` (OpenBLAS's
    threads spin after each GEMM too).
 4. The small VGG's ``Linear`` layers on BLAS's own threads against in lanes (the zoo's
    choice).
+
+Measured (AMD EPYC Zen 5 VM, 2 vCPUs, Linux's ``haltpoll`` idle driver polling 50 µs,
+2026-12-02), ResNet-20's 98 regions a step: the worker started its lane 30–100 µs after
+the region began in one run (median 89; convolutions 60–100, batch norm 37–48; 5.8 ms a
+step in all) and 52–145 µs in a slower state of the machine (10 ms a step): the caller's
+Python before its kernel (the layer's wrapper, Numba's dispatch of 10–20 arguments),
+then the worker's wait for the GIL, asleep. Handing the worker its lane from inside the
+batch-norm kernels (``threads.Handoff``, as the optimizers do) took their regions' starts
+from 48 to 39 µs and from 37 to 28: the rest is the Python on both sides of the hand-off,
+so it was not kept. Part 3 there: LeNet-5 with its ``Linear`` layers spinning on BLAS's
+threads and the pool spinning too (no ``rest()``) took 1.97× the time; part 4, the small
+VGG's heads in lanes 0.68× BLAS's threads.
 """
 
 from __future__ import annotations
@@ -64,11 +77,24 @@ def show(title: str, results: dict) -> None:
                                      for name, (t, ratio) in results.items()))
 
 
-def handoffs(threads_module, conv_module, linear_module, step, steps: int) -> tuple:
+def lane_kind(call) -> str:
+    """The function a lane's call runs (the layer's code that made it), for the table."""
+    for cell in call.__closure__ or ():
+        value = cell.cell_contents
+        value = getattr(value, "func", value)
+        if callable(value) and hasattr(value, "__qualname__"):
+            return value.__qualname__
+    return getattr(call, "__qualname__", "?")
+
+
+def handoffs(threads_module, conv_module, linear_module, step, steps: int,
+             kinds: dict | None = None) -> tuple:
     """(worker start, caller tail) medians in µs over the parallel regions of ``steps``
-    steps, and the regions per step."""
+    steps, and the regions per step; ``kinds``: filled with each kind of region's
+    (worker start, region) seconds, by the function of its calling lane (``lane_kind``)."""
     real = threads_module.run_lanes
     marks: list = []
+    kinds = {} if kinds is None else kinds
 
     def timed(calls, blas=True, awake=True):
         if len(calls) == 1 or threads_module.in_worker():
@@ -85,8 +111,9 @@ def handoffs(threads_module, conv_module, linear_module, step, steps: int) -> tu
 
         begin = time.perf_counter()
         out = real([wrap(k, call) for k, call in enumerate(calls)], blas, awake)
-        marks.append((ends[1, 0] - begin,
-                      time.perf_counter() - max(ends[k, 1] for k in range(len(calls)))))
+        end = time.perf_counter()
+        marks.append((ends[1, 0] - begin, end - max(ends[k, 1] for k in range(len(calls)))))
+        kinds.setdefault(lane_kind(calls[0]), []).append((ends[1, 0] - begin, end - begin))
         return out
 
     modules = (threads_module, conv_module, linear_module)
@@ -96,6 +123,7 @@ def handoffs(threads_module, conv_module, linear_module, step, steps: int) -> tu
         for _ in range(3):
             step()
         marks.clear()
+        kinds.clear()
         for _ in range(steps):
             step()
     finally:
@@ -138,6 +166,19 @@ def main() -> None:
               f"the caller goes on {tail:.0f} after the last lane ends "
               f"({regions:.0f} regions per step)")
     threads.SPIN_SECONDS = spin
+    if "resnet20" in args.only:
+        step, _, _ = ermlab_step(NETWORKS["resnet20"])
+        kinds: dict = {}
+        late, tail, regions = handoffs(threads, conv, linear, step, 5, kinds)
+        print(f"  ResNet-20, pool awake: the worker starts {late:.0f} after the region begins, "
+              f"the caller goes on {tail:.0f} after ({regions:.0f} regions per step); by the "
+              "calling lane's function, per step: regions, median start (µs), Σ starts, "
+              "Σ regions (ms)")
+        for kind, rows in sorted(kinds.items(), key=lambda item: -sum(r[1] for r in item[1])):
+            starts, spans = [r[0] for r in rows], [r[1] for r in rows]
+            print(f"    {kind[:48]:48s} {len(rows) / 5:4.0f} "
+                  f"{statistics.median(starts) * 1e6:7.1f} {sum(starts) / 5 * 1e3:7.2f} "
+                  f"{sum(spans) / 5 * 1e3:8.2f}")
 
     print("2. whole steps, pool asleep → awake (ratio to asleep):")
     for key in args.only:

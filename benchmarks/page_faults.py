@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 from common import blas_kernel, child
 
 CHILD = r"""
 import json, resource, statistics, sys, time
-sys.path.insert(0, "benchmarks")
+config = json.loads(sys.argv[1])
+sys.path.insert(0, config["folder"])
 import cnn
 
-config = json.loads(sys.argv[1])
 out = {}
 for name, steps in config["networks"].items():
     step = cnn.ermlab_step(name)[0]
@@ -66,7 +67,8 @@ def main() -> None:
                         default=["lenet", "vgg", "resnet20"])
     args = parser.parse_args()
     config = {"networks": {NETWORKS[n][0]: max(5, args.steps // NETWORKS[n][1])
-                           for n in args.networks}}
+                           for n in args.networks},
+              "folder": str(Path(__file__).resolve().parent)}
     settings = {"ermlab": {}, "glibc": {"ERMLAB_MALLOC": "0"}}
     runs: dict = {name: [] for name in settings}
     for _ in range(args.rounds):

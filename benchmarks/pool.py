@@ -29,9 +29,13 @@ Python before its kernel (the layer's wrapper, Numba's dispatch of 10–20 argum
 then the worker's wait for the GIL, asleep. Handing the worker its lane from inside the
 batch-norm kernels (``threads.Handoff``, as the optimizers do) took their regions' starts
 from 48 to 39 µs and from 37 to 28: the rest is the Python on both sides of the hand-off,
-so it was not kept. Part 3 there: LeNet-5 with its ``Linear`` layers spinning on BLAS's
-threads and the pool spinning too (no ``rest()``) took 1.97× the time; part 4, the small
-VGG's heads in lanes 0.68× BLAS's threads.
+so it was not kept. Nor for the convolutions: from inside Winograd's and the direct
+forward kernels the hand-off took their starts from 62–86 to 36–67 µs, but the direct
+forward's calling lane ran ~240 µs longer with it (2.42–2.48 → 2.66–2.69 ms; its kernel
+alone, one thread, 1–3 % slower compiled with the hand-off's arguments), and the step's
+regions summed to the same time (two alternating runs each). Part 3 there: LeNet-5 with
+its ``Linear`` layers spinning on BLAS's threads and the pool spinning too (no ``rest()``)
+took 1.97× the time; part 4, the small VGG's heads in lanes 0.68× BLAS's threads.
 """
 
 from __future__ import annotations

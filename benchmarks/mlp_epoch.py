@@ -90,7 +90,11 @@ yet one thread summing an array read 90 GB/s up to 8 MiB, 73 at 12, 59 at 16 and
 m and v with the GEMMs' operands do not fit it. The instrumented epoch that took 0.096 s
 for Adam still spent 0.12 s on the rest (Linear's bias and ReLU passes 0.046, the
 Trainer's loop 0.026, gathering 0.026, the loss 0.020): a quarter of its 0.47 s of GEMMs
-without the optimizer at all.
+without the optimizer at all. A third run, in a fast state, after the optimizer's calling
+lane began ending on a long kernel (``InPlaceOptimizer._run``): ermlab/GEMM 1.37–1.38
+after the first round (0.60 s an epoch, GEMMs alone 0.43 s at 361 GFLOP/s), PyTorch/ermlab
+1.98, scikit-learn/ermlab 2.42; the instrumented epoch: GEMMs 0.50 s, Adam 0.073 (0.16 ms
+a step), Linear's rest 0.036, gathering 0.023, the Trainer's loop 0.018, the loss 0.013.
 
 Idle-machine re-measurement (1 and 2 threads):
 

@@ -433,9 +433,18 @@ class InPlaceOptimizer(Optimizer):
 
     def _task(self, param: Parameter, group: dict[str, Any], state: dict[str, Any]) -> tuple:
         state["step"] += 1
-        due = bool(self.flush_every) and state["step"] % self.flush_every == 0
-        flush = self.flush_keys(group, param.data.dtype) if due else ()
-        return param, group, state, self.scalars(param, group, state), flush
+        scalars = self.scalars(param, group, state)
+        return param, group, state, scalars, self.flush_now(group, state, param.data.dtype)
+
+    def flush_now(self, group: dict[str, Any], state: dict[str, Any],
+                  dtype: Any) -> tuple[str, ...]:
+        """The state arrays that this step (``state["step"]``, counted) flushes: every
+        ``flush_every`` steps those of ``flush_keys`` that the state holds, else none. A
+        rule without such arrays (plain SGD) has nothing to flush at any step, and its
+        replayed step (``optim.prepared``) goes on through the steps due."""
+        if not (self.flush_every and state["step"] % self.flush_every == 0):
+            return ()
+        return tuple(key for key in self.flush_keys(group, dtype) if state.get(key) is not None)
 
     def flush_keys(self, group: dict[str, Any], dtype: Any) -> tuple[str, ...]:
         """The state arrays of this group's parameters that the flush may zero: the

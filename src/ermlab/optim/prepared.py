@@ -20,7 +20,7 @@ arrays in the order they ran. The next step replays it if, before anything is ch
 * every parameter has the same ``data`` and ``grad`` arrays (``grad`` is read through
   the property, so a gradient that ``zero_grad`` left to be cleared is cleared), the
   same state dict holding the same arrays; and
-* no parameter with state to flush (``flush_keys``) is due for the flush this step.
+* no parameter is due to flush state arrays it holds this step (``flush_now``).
 
 A group whose hyperparameters changed (a learning rate that a schedule sets at every
 step) is asked again what the full step asks of it (whether it takes the kernels, their
@@ -167,7 +167,8 @@ class PreparedStep:
                     or states.get(param) is not state or _state_arrays(state) != arrays):
                 return False
             if (every and (state["step"] + 1) % every == 0
-                    and opt.flush_keys(groups[k], data.dtype)):  # due to flush its state
+                    and any(state.get(key) is not None  # due to flush arrays it holds
+                            for key in opt.flush_keys(groups[k], data.dtype))):
                 return False
         if self.tuned is not None:
             key, lanes = self.tuned
@@ -191,7 +192,8 @@ class PreparedStep:
                 calls[k] = call
             per_param.append((scalars, call[1]))
         if grown:  # the step, its steps counted and scalars found, on the full path
-            opt._run([(param, groups[k], state, scalars, ())
+            opt._run([(param, groups[k], state, scalars,
+                       opt.flush_now(groups[k], state, param.data.dtype))
                       for (param, _, _, state, _, _, k), (scalars, _)
                       in zip(self.params, per_param, strict=True)],
                      opt.threads, prepare=True)

@@ -335,6 +335,24 @@ def test_the_lane_tuner_keeps_two_lanes_only_where_they_are_timed_faster(two, ch
     assert [tuned(tuner, "step", 2, times.__getitem__) for _ in range(WAKE + 7)] == probe
 
 
+def test_while_the_pool_rests_the_lane_tuner_answers_one_lane_and_counts_nothing(
+        monkeypatch):
+    """After ``rest`` (a GEMM on BLAS's own threads) one lane, whatever the probe or the
+    choice, and the runs do not move the probe on; once the rest is over, the probe goes on
+    where it was."""
+    tuner = threads.LaneTuner(probes=2, every=5, margin=0.95, warmup=0)
+    times = {1: 1.0, 2: 0.5}
+    first = [tuned(tuner, "step", 2, times.__getitem__) for _ in range(WAKE + 1)]
+    assert first == [2] * (WAKE + 1)
+    monkeypatch.setattr(threads, "_quiet_until", float("inf"))  # as ``rest`` sets it
+    assert [tuned(tuner, "step", 2, times.__getitem__) for _ in range(6)] == [1] * 6
+    assert tuner.times == {1: [], 2: [0.5]}
+    monkeypatch.setattr(threads, "_quiet_until", 0.0)
+    rest = [tuned(tuner, "step", 2, times.__getitem__) for _ in range(4)]
+    assert rest == [2, 1, 1, 1] and tuner.choice == 2
+    assert tuner.choose("step", 1) == 1 and not tuner.resting
+
+
 def test_the_lane_tuner_does_not_count_each_stretchs_first_runs():
     tuner = threads.LaneTuner(probes=2, every=5, warmup=0)
     # slow wake-ups, then two lanes win

@@ -31,8 +31,9 @@ ermlab / PyTorch is printed (< 1: ermlab faster; the goal of issue 11 is ≤ 1.0
 ``--batch`` changes the batch size (128 by default; the epoch estimate follows it).
 Both frameworks run in one process, so PyTorch's steps run with the malloc thresholds
 that importing ``ermlab.nn`` sets (``ermlab._malloc``) and fault fewer pages than in a
-process of their own: LeNet-5's PyTorch step took 6.0–10.4 ms in this session's runs
-before that module, 5.7–7.3 after (AMD EPYC Zen 5 VM); the ratios lean PyTorch's way.
+process of their own: LeNet-5's PyTorch step took 7.1–10.4 ms in three runs with
+glibc's thresholds (``ERMLAB_MALLOC=0``, or before that module), 5.7–7.3 in three with
+ermlab's (AMD EPYC Zen 5 VM, 2026-12-02); the ratios lean PyTorch's way.
 
 Small batches show what the threads cost where the work is small (see
 ``benchmarks/small_batches.py`` for the before/after of ``Conv2d._run_lanes``' rule).

@@ -591,11 +591,12 @@ class LaneTuner:
     While the pool rests (``rest``: a GEMM ran on BLAS's own threads in the last
     ``QUIET_SECONDS``, an MLP's ``Linear`` layers), the answer is one lane, and the run is
     neither timed nor counted. There a second lane wakes a sleeping worker at every step,
-    and the worker, going back to sleep when its wait runs out, takes the GIL from the
-    calling thread (CPython hands it over after 5 ms, and the calling thread then sleeps
-    until it gets it back): costs that land after the region, where no timing of the
-    region sees them. Measured (AMD EPYC Zen 5 VM, 2 threads, Fashion-MNIST MLP
-    784-512-256-10 with Adam, six alternating epochs): two lanes, which the tuner had
+    and the worker, to report its lane's end and go back to sleep, needs the GIL while the
+    calling thread runs on in Python: CPython makes the calling thread hand it over (within
+    its 5 ms switch interval), and the calling thread then sleeps until it gets it back.
+    Those costs land after the region, where no timing of the region sees them. Measured
+    (AMD EPYC Zen 5 VM, 2 threads, Fashion-MNIST MLP 784-512-256-10 with Adam, six
+    alternating epochs): two lanes, which the tuner had
     chosen, 0.70–0.91 s an epoch after the first, one lane 0.66–0.78, faster in every
     round; a profile of the two-lane epoch put ~53 µs a step in the calling thread's
     first builtin call after the step and ~40 µs in its waits on the sleeping worker.

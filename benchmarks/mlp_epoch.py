@@ -95,6 +95,9 @@ lane began ending on a long kernel (``InPlaceOptimizer._run``): ermlab/GEMM 1.37
 after the first round (0.60 s an epoch, GEMMs alone 0.43 s at 361 GFLOP/s), PyTorch/ermlab
 1.98, scikit-learn/ermlab 2.42; the instrumented epoch: GEMMs 0.50 s, Adam 0.073 (0.16 ms
 a step), Linear's rest 0.036, gathering 0.023, the Trainer's loop 0.018, the loss 0.013.
+At ``--threads 1``, two runs at the session's end: ermlab/GEMM 1.25 and 1.24 (rounds after
+the first 1.24–1.25; 0.94–0.96 s an epoch, GEMMs alone 0.76–0.77 s at 202–204 GFLOP/s,
+Adam 0.077 s), PyTorch/ermlab 2.38.
 
 Idle-machine re-measurement (1 and 2 threads):
 

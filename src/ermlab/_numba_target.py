@@ -26,6 +26,11 @@ the host's own features followed by ``-prefer-256-bit``, exactly what
   12.2 → 10.8).
 - the user set neither ``NUMBA_CPU_FEATURES`` nor ``NUMBA_CPU_NAME`` (theirs stands).
 
+AMD's Zen 5 runs 512-bit vectors on full-width units, yet ``ERMLAB_WIDE_VECTORS=1``
+measured even there (a 2-vCPU VM, ``benchmarks/cnn.py``, two alternating runs each, ms a
+step, Numba's choice → 512 bits: ResNet-20 150.4/159.9 → 152.4/156.7, the small VGG
+72.1/72.8 → 70.0/73.1, LeNet-5 4.7/4.9 → 4.6/5.3), so it keeps Numba's choice.
+
 It is a setting of the process, not of ermlab alone: Numba reads it when it first
 compiles anything, so it reaches every Numba function compiled in this process, and has
 no effect where Numba compiled something before ermlab's first kernel module was imported.

@@ -596,10 +596,10 @@ class LaneTuner:
     its 5 ms switch interval), and the calling thread then sleeps until it gets it back.
     Those costs land after the region, where no timing of the region sees them. Measured
     (AMD EPYC Zen 5 VM, 2 threads, Fashion-MNIST MLP 784-512-256-10 with Adam, six
-    alternating epochs): two lanes, which the tuner had
-    chosen, 0.70–0.91 s an epoch after the first, one lane 0.66–0.78, faster in every
-    round; a profile of the two-lane epoch put ~53 µs a step in the calling thread's
-    first builtin call after the step and ~40 µs in its waits on the sleeping worker.
+    alternating epochs): two lanes, which the tuner had chosen, 0.70–0.91 s an epoch after
+    the first, one lane 0.66–0.78, faster in every round; a profile of the two-lane epoch
+    put ~53 µs a step in the calling thread's first builtin call after the step and ~40 µs
+    in its waits on the sleeping worker.
     ``benchmarks/mlp_epoch.py --only ermlab --epochs 4``, three alternating runs, the
     median epoch before → after: 1.02 → 0.96, 0.77 → 0.66, 0.69 → 0.62 s (Adam 0.205 →
     0.128, 0.135 → 0.092, 0.086 → 0.073 s of the instrumented epoch)."""

@@ -436,13 +436,15 @@ class InPlaceOptimizer(Optimizer):
         scalars = self.scalars(param, group, state)
         return param, group, state, scalars, self.flush_now(group, state, param.data.dtype)
 
-    def flush_now(self, group: dict[str, Any], state: dict[str, Any],
-                  dtype: Any) -> tuple[str, ...]:
-        """The state arrays that this step (``state["step"]``, counted) flushes: every
-        ``flush_every`` steps those of ``flush_keys`` that the state holds, else none. A
-        rule without such arrays (plain SGD) has nothing to flush at any step, and its
-        replayed step (``optim.prepared``) goes on through the steps due."""
-        if not (self.flush_every and state["step"] % self.flush_every == 0):
+    def flush_now(self, group: dict[str, Any], state: dict[str, Any], dtype: Any,
+                  step: int | None = None) -> tuple[str, ...]:
+        """The state arrays that step ``step`` (default ``state["step"]``, this step,
+        counted) flushes: every ``flush_every`` steps those of ``flush_keys`` that the state
+        holds, else none. A rule without such arrays (plain SGD) has nothing to flush at
+        any step, and its replayed step (``optim.prepared``) goes on through the steps
+        due."""
+        step = state["step"] if step is None else step
+        if not (self.flush_every and step % self.flush_every == 0):
             return ()
         return tuple(key for key in self.flush_keys(group, dtype) if state.get(key) is not None)
 

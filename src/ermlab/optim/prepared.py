@@ -160,16 +160,13 @@ class PreparedStep:
             return False
         if changed and not self._renew(opt, changed):
             return False
-        every = opt.flush_every
         states, groups = opt.state, opt.param_groups
         for param, data, grad, state, arrays, _, k in self.params:
             if (param.data is not data or param.grad is not grad
                     or states.get(param) is not state or _state_arrays(state) != arrays):
                 return False
-            if (every and (state["step"] + 1) % every == 0
-                    and any(state.get(key) is not None  # due to flush arrays it holds
-                            for key in opt.flush_keys(groups[k], data.dtype))):
-                return False
+            if opt.flush_now(groups[k], state, data.dtype, state["step"] + 1):
+                return False  # this step would flush arrays the state holds
         if self.tuned is not None:
             key, lanes = self.tuned
             if opt._lane_tuner.choose(key, lanes) != len(self.lanes):

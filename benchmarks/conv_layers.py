@@ -11,8 +11,9 @@ the im2col stages.
 
 Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 5×5 6→16,
 S4 2×2 max, and average pooling for the seeds' subsampling), the small VGG's 3×3 32→32
-on 32×32 and 64→64 on 16×16, a VGG/ResNet-style 3×3 64→64 convolution on 32×32, and
-depthwise 3×3 convolutions (groups = channels: 512 on 4×4, 256 with stride 2 on 16×16).
+on 32×32 and 64→64 on 16×16, a VGG/ResNet-style 3×3 64→64 convolution on 32×32, the
+3×3 convolutions of ResNet-20 (``benchmarks/cnn.py``: 16→16 on 32×32, 16→32 with stride 2,
+32→32 on 16×16, 32→64 with stride 2, 64→64 on 8×8), and depthwise 3×3 convolutions (groups = channels: 512 on 4×4, 256 with stride 2 on 16×16).
 The first convolution skips its input gradient
 (``input_grad=False``; torch: the input does not require grad). Rounds alternate between
 the two frameworks so that machine load affects both alike; medians over rounds are
@@ -80,6 +81,15 @@ CASES = [
     ("conv 3x3 16->32 s2 pad 1, 32x32 (ResNet-20)",
      lambda: nn.Conv2d(16, 32, 3, stride=2, padding=1, rng=0), (16, 32, 32), True,
      dict(kind="conv", padding=1, stride=2)),
+    ("conv 3x3 32->32 pad 1, 16x16 (ResNet-20)",
+     lambda: nn.Conv2d(32, 32, 3, padding=1, rng=0), (32, 16, 16), True,
+     dict(kind="conv", padding=1)),
+    ("conv 3x3 32->64 s2 pad 1, 16x16 (ResNet-20)",
+     lambda: nn.Conv2d(32, 64, 3, stride=2, padding=1, rng=0), (32, 16, 16), True,
+     dict(kind="conv", padding=1, stride=2)),
+    ("conv 3x3 64->64 pad 1, 8x8 (ResNet-20)",
+     lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0), (64, 8, 8), True,
+     dict(kind="conv", padding=1)),
     ("maxpool 3x3 s2 p1, 64x32x32", lambda: nn.MaxPool2d(3, 2, 1), (64, 32, 32), True,
      dict(kind="max", kernel=3, stride=2, padding=1)),
     ("depthwise 3x3 512 pad 1, 4x4 (MobileNet's last)",

@@ -699,7 +699,14 @@ class Conv2d(Module):
         (n_b, G, C/G·K_h·K_w, OH·CW): each block's columns are made right before the
         GEMMs that read them, from cache, and the column matrix of the whole batch never
         exists. ``fill=False`` yields the buffer without copying the columns into it (for
-        bprop without ∂L/∂W, which only writes the column gradient there)."""
+        bprop without ∂L/∂W, which only writes the column gradient there).
+
+        The copy is NumPy's, of the strided window view. A compiled im2col reading x
+        straight (padding as zeros, no padded copy) was slower: AMD EPYC Zen 4, 1 thread,
+        batch 128, 32 → 64 with stride 2 on 16×16 (rows of 8 values), the batch's columns
+        2.2–2.6 ms through NumPy (and 0.5 for the padded copy) against 7.4 with a slice per
+        row (a slice costs as much as a short row's copy) and 4.4 with flat indices (loops
+        that did not vectorize, ~1.9 ns a value)."""
         hi = x.shape[0] if hi is None else hi
         _, _, oh, _, cw = self._layout(x.shape)
         rows = self.in_channels * self.kernel_size[0] * self.kernel_size[1]

@@ -57,6 +57,13 @@ alone (forward + bprop, paired rounds, ermlab / PyTorch): 16→16 on 32×32 0.71
 32→32 on 16×16 1.13–1.26, 64→64 on 8×8 1.13–1.16, the stem 1.24–1.57, the two stride-2
 layers 1.8–2.0 (16→32 1.42 after ∂L/∂x by phases, ``nn._direct``; 32→64, im2col, 1.99).
 
+Batch 128 on an AMD EPYC Zen 4 VM (family 25 model 17; 2 cores, 1 MiB of L2 each, 32 MiB
+of L3; 2026-12-03, 2 threads, one run each): LeNet-5 0.93 (11.4 against 12.3 ms), small
+VGG 0.95 (159 against 168), ResNet-20 0.96 (319 against 333), CIFAR ResNet-18 0.78 (2392
+against 3068). ``benchmarks/conv_layers.py`` there: 16→16 on 32×32 0.95, 16→32 stride 2
+1.14, 32→32 on 16×16 1.08, 32→64 stride 2 1.64, 64→64 on 8×8 0.97; LeNet-5's C3 1.66
+(its forward 1.8–2.3 ms on one thread against PyTorch's 0.75).
+
 On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
 when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,
 16×17,920 by 17,920×150, took 4.9 ms on one thread and 690 ms on two at load average 7),

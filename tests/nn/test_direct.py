@@ -15,6 +15,7 @@ from conv_algorithms import (  # noqa: E402
     fprop_bprop,
 )
 from kernel_calls import count_calls  # noqa: E402
+from llvmlite import binding as llvm  # noqa: E402
 
 from ermlab import gradcheck, nn  # noqa: E402
 from ermlab.backend import default_dtype  # noqa: E402
@@ -24,11 +25,12 @@ from ermlab.nn import conv as conv_module  # noqa: E402
 
 # (N, C, O, H, W, padding, kernel, dilation, stride): outputs in fours and with a remainder
 # (1, 3, 5, 7), no padding, wide padding, a 1×1 output, one channel, 16 channels (∂L/∂x by
-# the transposed convolution, itself direct), kernels of 5 (taps three and two at a time),
-# 7, 1 and 2×4, rectangular padding with dilation; strides 2 and 3 (phase planes), even and
-# odd sizes, with dilation and a 1×1 kernel with padding; ∂L/∂x by phases (stride > 1,
-# no dilation): kernels of 2 and 4 at stride 2, 2 at stride 3 (a phase without taps, whose
-# ∂L/∂x is zero), 5 at stride 3 on a rectangular plane, 16 channels at stride 2.
+# the transposed convolution, itself direct), kernels of 5 (25 taps: nine, nine, three,
+# three and one a pass), 7, 1 and 2×4, rectangular padding with dilation; strides 2 and 3
+# (phase planes), even and odd sizes, with dilation and a 1×1 kernel with padding; ∂L/∂x
+# by phases (stride > 1, no dilation): kernels of 2 and 4 at stride 2, 2 at stride 3 (a
+# phase without taps, whose ∂L/∂x is zero), 5 at stride 3 on a rectangular plane, 16
+# channels at stride 2.
 CASES = [
     (3, 2, 5, 7, 6, 1, 3, 1, 1),
     (2, 3, 4, 5, 5, 0, 3, 1, 1),
@@ -143,6 +145,35 @@ def test_non_contiguous_input_and_gradient(case):
     reference = fprop_bprop(build(case, "im2col"), x, g)
     for a, b in zip(ours, reference, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif("fma" not in llvm.get_host_cpu_features(),
+                    reason="the order of fused multiply-adds needs a processor with FMA")
+@pytest.mark.parametrize("case", [(2, 3, 5, 9, 8, 2, 5, 1, 1), (2, 2, 6, 11, 12, 1, (2, 7), 1, 2),
+                                  (1, 2, 4, 9, 10, 2, 3, 2, 1)])
+def test_forward_is_one_fused_multiply_add_per_tap_in_order(case):
+    """Each output is b, then fma(w, x, ·) for every tap in the order (c, i, j), whatever
+    the kernel (``_flat_taps``): float32 outputs equal that sequence, each step rounded
+    once (a float32 product is exact in float64, so one float64 addition rounded to float32
+    is the fused step but for double rounding, which these values never meet)."""
+    n, c, o, h, w, padding, kernel, dilation, stride = case
+    layer = nn.Conv2d(c, o, kernel, stride=stride, padding=padding, dilation=dilation, rng=3,
+                      dtype=np.float32, algorithm="direct")
+    x = np.random.default_rng(4).standard_normal((n, c, h, w)).astype(np.float32)
+    y = layer.forward(x)
+    (kh, kw), (ph, pw) = layer.kernel_size, layer.padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))).astype(np.float64)
+    weight = layer.weight.data.astype(np.float64)
+    reference = np.broadcast_to(layer.bias.data[None, :, None, None], y.shape).copy()
+    oh, ow = y.shape[2:]
+    for k in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                window = xp[:, k, i * dilation:, j * dilation:][
+                    :, :(oh - 1) * stride + 1:stride, :(ow - 1) * stride + 1:stride]
+                step = reference + weight[None, :, k, i, j, None, None] * window[:, None]
+                reference = step.astype(np.float32)
+    np.testing.assert_array_equal(y, reference)
 
 
 def test_nan_reaches_the_outputs_it_touches_only():

@@ -5,9 +5,8 @@
 with x̃ the sample zero-padded by (p_h, p_w), S the stride (the same both ways) and d the
 dilation. No columns are made: each sample is copied once into a padded buffer, and the sum
 is taken there, four output channels at a time (the outputs are padded to a multiple of
-four with zero weights), each input row read once for five taps j of a kernel row i, then
-three (the last one or two taps of a row on their own), or, for 3×3 kernels, all nine
-taps in one pass (``_flat_taps``).
+four with zero weights), the taps of every channel and kernel position in one flat list,
+nine in one pass over the positions (``_flat_taps``).
 
 Full-width rows (as ``Conv2d``'s full-width columns): for stride 1 the padded planes are
 read as one flat array, and output position t = p·W_p + q takes x̃ at t + d_h i·W_p + d_w j,
@@ -31,12 +30,11 @@ cost as much as their GEMMs (``Conv2d``'s ``algorithm="auto"`` rule, with the fi
 It runs in the lanes of samples of ``Conv2d`` (``nogil``): one call per lane, so the
 lanes do not take turns at the GIL between many small NumPy calls.
 
-Numerics: each output is b + Σ_c Σ_i (w_i0 x_0 + w_i1 x_1 + w_i2 x_2 …) in that order (five
-taps of a row: one multiply-add per tap, in order; 3×3 kernels: b + Σ_c, one multiply-add
-per tap in the order w₀₀x₀₀, w₀₁x₀₁, …, w₂₂x₂₂), with
-multiply-adds fused (Numba's ``contract``), so results differ from im2col's GEMMs by
-rounding only, and are the same for any number of lanes or chunks. ∂L/∂W's sums over
-positions are reductions in an order of the compiler's (see ``weight_gradient``).
+Numerics: each output is b followed by one fused multiply-add per tap (Numba's
+``contract``), channel by channel, each channel's taps in the order w₀₀x₀₀, w₀₁x₀₁, …,
+so results differ from im2col's GEMMs by rounding only, and are the same for any number
+of lanes or chunks. ∂L/∂W's sums over positions are reductions in an order of the
+compiler's (see ``weight_gradient``).
 """
 
 from __future__ import annotations
@@ -108,7 +106,7 @@ def _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded):  # pragma: no cove
 @njit(inline="always", **_JIT)
 def _one_tap(row, w, o, acc, size):  # pragma: no cover
     """acc[o + k, :size] += w[o + k] · row for k < 4: one tap of four outputs (the last taps
-    of ``_taps_by_rows``' kernel rows and of ``_flat_taps``' lists)."""
+    of ``_flat_taps``' lists)."""
     a0 = acc[o]
     a1 = acc[o + 1]
     a2 = acc[o + 2]
@@ -122,113 +120,19 @@ def _one_tap(row, w, o, acc, size):  # pragma: no cover
         a3[t] += z0 * x0
 
 
-@njit(inline="always", **_JIT)
-def _taps_by_rows(channels, block, t0, size, taps, weight, padded, acc):  # pragma: no cover
-    """acc[o, :size] += Σ_c Σ_{i,j} W[o, c, i, j] x̃[c, t0 + t + taps[i, j]], for any kernel:
-    kernel row by kernel row, five taps at a time (each output read and written once per
-    five taps, its value taking five multiply-adds in a row), then three at a time, the
-    last one or two taps of a row on their own. Measured (1 thread, batch 128, forward ms,
-    paired; rows as three taps and two → five at a time): LeNet-5's C3 (5×5, 6→16 on
-    14×14) 4.73 → 3.61 and 2.59 → 2.08, C1 (5×5, 1→6 on 28×28) 1.91 → 1.50.
-
-    Four outputs at a time over all channels, as ``_flat_taps``. Measured (AMD Zen 5, 1
-    thread, paired, forward ms, outputs within channels → channels within outputs): 5×5
-    16→16 on 32×32, batch 128, 15.0–16.1 → 11.3–13.2; C1 0.48–0.55 → 0.42–0.46; C3
-    1.05–1.07 → 1.04–1.18; a 7×7 stride-2 3→64 stem on 224×224, batch 8, 18.4–18.9 →
-    15.9–17.5."""
-    kh, kw, outputs = weight.shape[1], weight.shape[2], weight.shape[3]
-    fives = kw - kw % 5
-    rest = (kw - fives) % 3
-    # four outputs over all channels (see _flat_taps); (range(0, O₄ − 3, 4): with
-    # range(0, O₄, 4) LLVM vectorized the loops over positions 7× slower, measured)
-    for o in range(0, outputs - 3, 4):
-        for c in range(channels):
-            for i in range(kh):
-                base, w, at = c * block + t0, weight[c, i], taps[i]
-                for j in range(0, fives, 5):
-                    r0 = padded[base + at[j]:]
-                    r1 = padded[base + at[j + 1]:]
-                    r2 = padded[base + at[j + 2]:]
-                    r3 = padded[base + at[j + 3]:]
-                    r4 = padded[base + at[j + 4]:]
-                    a0 = acc[o]
-                    a1 = acc[o + 1]
-                    a2 = acc[o + 2]
-                    a3 = acc[o + 3]
-                    u = w[j:j + 5, o]
-                    v = w[j:j + 5, o + 1]
-                    s = w[j:j + 5, o + 2]
-                    z = w[j:j + 5, o + 3]
-                    u0 = u[0]; u1 = u[1]; u2 = u[2]; u3 = u[3]; u4 = u[4]  # noqa: E702
-                    v0 = v[0]; v1 = v[1]; v2 = v[2]; v3 = v[3]; v4 = v[4]  # noqa: E702
-                    s0 = s[0]; s1 = s[1]; s2 = s[2]; s3 = s[3]; s4 = s[4]  # noqa: E702
-                    z0 = z[0]; z1 = z[1]; z2 = z[2]; z3 = z[3]; z4 = z[4]  # noqa: E702
-                    for t in range(size):
-                        x0 = r0[t]; x1 = r1[t]; x2 = r2[t]; x3 = r3[t]; x4 = r4[t]  # noqa: E702
-                        a0[t] = a0[t] + u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3 + u4 * x4
-                        a1[t] = a1[t] + v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4
-                        a2[t] = a2[t] + s0 * x0 + s1 * x1 + s2 * x2 + s3 * x3 + s4 * x4
-                        a3[t] = a3[t] + z0 * x0 + z1 * x1 + z2 * x2 + z3 * x3 + z4 * x4
-                # taps three at a time: each output read and written once per three
-                for j in range(fives, kw - 2, 3):
-                    r0 = padded[base + at[j]:]
-                    r1 = padded[base + at[j + 1]:]
-                    r2 = padded[base + at[j + 2]:]
-                    a0 = acc[o]
-                    a1 = acc[o + 1]
-                    a2 = acc[o + 2]
-                    a3 = acc[o + 3]
-                    u0 = w[j, o]; u1 = w[j + 1, o]; u2 = w[j + 2, o]  # noqa: E702
-                    v0 = w[j, o + 1]; v1 = w[j + 1, o + 1]; v2 = w[j + 2, o + 1]  # noqa: E702
-                    s0 = w[j, o + 2]; s1 = w[j + 1, o + 2]; s2 = w[j + 2, o + 2]  # noqa: E702
-                    z0 = w[j, o + 3]; z1 = w[j + 1, o + 3]; z2 = w[j + 2, o + 3]  # noqa: E702
-                    for t in range(size):
-                        x0 = r0[t]
-                        x1 = r1[t]
-                        x2 = r2[t]
-                        a0[t] += u0 * x0 + u1 * x1 + u2 * x2
-                        a1[t] += v0 * x0 + v1 * x1 + v2 * x2
-                        a2[t] += s0 * x0 + s1 * x1 + s2 * x2
-                        a3[t] += z0 * x0 + z1 * x1 + z2 * x2
-                j = kw - rest
-                if rest == 2:
-                    r0 = padded[base + at[j]:]
-                    r1 = padded[base + at[j + 1]:]
-                    a0 = acc[o]
-                    a1 = acc[o + 1]
-                    a2 = acc[o + 2]
-                    a3 = acc[o + 3]
-                    u0 = w[j, o]; u1 = w[j + 1, o]  # noqa: E702
-                    v0 = w[j, o + 1]; v1 = w[j + 1, o + 1]  # noqa: E702
-                    s0 = w[j, o + 2]; s1 = w[j + 1, o + 2]  # noqa: E702
-                    z0 = w[j, o + 3]; z1 = w[j + 1, o + 3]  # noqa: E702
-                    for t in range(size):
-                        x0 = r0[t]
-                        x1 = r1[t]
-                        a0[t] += u0 * x0 + u1 * x1
-                        a1[t] += v0 * x0 + v1 * x1
-                        a2[t] += s0 * x0 + s1 * x1
-                        a3[t] += z0 * x0 + z1 * x1
-                elif rest == 1:
-                    _one_tap(padded[base + at[j]:], w[j], o, acc, size)
-
-
 @njit(**_JIT)
-def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, offsets, lo, hi,
-              padded, acc, vector, relu):  # pragma: no cover
+def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, offsets, lo, hi, padded,
+              acc, vector, relu):  # pragma: no cover
     """y[n] for samples n in [lo, hi) of x (N, C, H, W), with ``weight`` and ``bias`` in
     ``layout``'s form: W[o, c, i, j] at [c, i, j, o], outputs padded to a multiple of four
     with zero weights and biases (those outputs are computed and never copied out).
 
     ``padded`` is a zero array (``geometry``'s size) whose borders stay zero (the interior
-    is written per sample, in S² phase planes of H_h × W_h), ``taps`` (K_h, K_w) where tap
-    (i, j) reads in a channel's planes (``geometry``), for a 3×3 kernel ``offsets`` (9 C,)
-    where channel c's tap (i, j) reads in ``padded`` (``nine_offsets``; else any),
-    ``acc`` (O₄, chunk) scratch for the
-    outputs of one chunk of full-width positions, ``chunk`` a multiple of ``vector``: each
-    run of positions is rounded up to one (``VECTOR``)."""
-    kh, kw, outputs = weight.shape[1], weight.shape[2], weight.shape[3]
-    block = stride * stride * hh * wh
+    is written per sample, in S² phase planes of H_h × W_h), ``offsets`` (C K_h K_w,) where
+    channel c's tap (i, j) reads in ``padded`` (``tap_offsets``), ``acc`` (O₄, chunk)
+    scratch for the outputs of one chunk of full-width positions, ``chunk`` a multiple of
+    ``vector``: each run of positions is rounded up to one (``VECTOR``)."""
+    outputs = weight.shape[3]
     out_h, out_w = y.shape[2], y.shape[3]
     length = out_h * wh
     chunk = acc.shape[1]
@@ -242,11 +146,9 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, taps, offsets, l
                 beta = bias[o]
                 for t in range(run):
                     a[t] = beta
-            if kh == 3 and kw == 3:  # (W as (9 C, O₄): channel c's taps (i, j) in turn)
-                _flat_taps(offsets.size, offsets, weight.reshape(offsets.size, outputs), t0,
-                           run, padded, acc)
-            else:
-                _taps_by_rows(x.shape[1], block, t0, run, taps, weight, padded, acc)
+            # W as (C K_h K_w, O₄): channel c's taps (i, j) in turn
+            _flat_taps(offsets.size, offsets, weight.reshape(offsets.size, outputs), t0, run,
+                       padded, acc)
             first = t0 // wh
             last = min(out_h, (t0 + size + wh - 1) // wh)
             zero = y.dtype.type(0)
@@ -274,9 +176,10 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
     for samples n in [lo, hi), each sample's sum added on its own; ``total`` (C, K_h, K_w,
     O₄) as ``layout``'s weights.
 
-    ``padded`` and ``taps`` as in ``correlate``; ``grad`` (O₄, OH·W_h) scratch for one
-    sample's ∂L/∂y in full-width rows, zero past each row's OW values and in the padding
-    outputs (never written). The sums over positions are reductions: ``reassoc`` lets them
+    ``padded`` as in ``correlate``, ``taps`` (K_h, K_w) where tap (i, j) reads in a
+    channel's planes (``geometry``); ``grad`` (O₄, OH·W_h) scratch for one sample's ∂L/∂y in
+    full-width rows, zero past each row's OW values and in the padding outputs (never
+    written). The sums over positions are reductions: ``reassoc`` lets them
     run in vector registers, so their order of addition is the compiler's (fixed for a
     given build and machine).
 
@@ -296,7 +199,7 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
                 row = grad[o, p * wh:]
                 for q in range(out_w):
                     row[q] = inside[q]
-        for o in range(0, outputs - 3, 4):  # (see correlate)
+        for o in range(0, outputs - 3, 4):  # (see _flat_taps)
             g0 = grad[o]
             g1 = grad[o + 1]
             g2 = grad[o + 2]
@@ -356,17 +259,28 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
 @njit(inline="always", **_JIT)
 def _flat_taps(count, offsets, weights, t0, size, padded, acc):  # pragma: no cover
     """acc[o, :size] += Σ_{j<count} weights[j, o] · padded[offsets[j] + t0 + t], taps of any
-    channels and kernel positions alike (a 3×3 kernel's nine taps of each channel in turn,
+    channels and kernel positions alike (every channel's K_h·K_w taps in turn,
     ``correlate``; the phases of ``strided_input_gradient``): nine at a time, then three at
     a time, then one.
 
     Nine taps of four outputs in one pass over the positions, so each output is read and
-    written once per nine taps (a 3×3 kernel's channel), not three times (as
-    ``_taps_by_rows``), and each of its values takes nine multiply-adds in a row,
-    (((a + w₀x₀) + w₁x₁) + …) + w₈x₈. Measured, 16→16 on 32×32, forward: 15.7 → 11.8 ms;
-    two outputs per pass were no faster, and 512-bit vectors (LLVM's default for that
-    processor was 256) no faster either. On AMD Zen 5 LLVM's own choice is 512-bit
-    vectors (``zmm`` in the loop's assembly).
+    written once per nine taps, and each of its values takes nine multiply-adds in a row,
+    (((a + w₀x₀) + w₁x₁) + …) + w₈x₈: one fused multiply-add per tap in the list's order,
+    however the list is cut. Measured, 16→16 on 32×32, forward, against a 3×3 kernel's
+    rows of three taps a pass: 15.7 → 11.8 ms; two outputs per pass were no faster, and
+    512-bit vectors (LLVM's default for that processor was 256) no faster either. On AMD
+    Zen 5 LLVM's own choice is 512-bit vectors (``zmm`` in the loop's assembly).
+
+    Other kernels took their taps kernel row by kernel row (five a pass, then three, the
+    last one or two on their own; the threes and twos summed their products before adding
+    them, so not one multiply-add per tap) until measured against this list (AMD EPYC Zen
+    4, 1 thread, process CPU time, five paired rounds, forward ms, rows → list): LeNet-5's
+    C1 (5×5 1→6 on 28×28, batch 128) 0.93 → 0.80, C3 (5×5 6→16 on 14×14) 1.98 → 1.97, its
+    transposed convolution for ∂L/∂x (5×5 16→6 on 10×10, padding 4) 3.42 → 3.20, 5×5 16→16
+    on 32×32 23.3 → 23.1, a 7×7 3→64 on 56×56 (batch 16) 22.6 → 17.1; an ImageNet stem,
+    7×7 3→64 with stride 2 on 224×224 (batch 8, three alternating processes) 38.2–38.6 →
+    32.0–34.1. LeNet-5's whole step stayed within the machine's noise (0.90–0.94 → 0.89–0.96
+    of PyTorch's).
 
     Four outputs at a time, all taps, then the next four: the four accumulator rows
     (4 × chunk values) stay in L1 while every channel adds into them, and the channels'
@@ -377,7 +291,9 @@ def _flat_taps(count, offsets, weights, t0, size, padded, acc):  # pragma: no co
     outputs = acc.shape[0]
     nines = count - count % 9
     threes = nines + (count - nines) // 3 * 3
-    for o in range(0, outputs - 3, 4):  # (see _taps_by_rows)
+    # (range(0, O₄ − 3, 4): with range(0, O₄, 4) LLVM vectorized the loops over positions
+    # 7× slower, measured)
+    for o in range(0, outputs - 3, 4):
         a0 = acc[o]
         a1 = acc[o + 1]
         a2 = acc[o + 2]
@@ -637,28 +553,25 @@ def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
     ``work(name, size, key)`` returns a reused flat work array of ``size`` values (zero
     when first made, and made again when ``key`` changes)."""
     outputs = weight.shape[3]
-    s, hh, wh, taps, padded = _padded_sample(x, weight.shape[1:3], padding, stride, dilation,
-                                             y.shape[2], work)
+    s, hh, wh, _, padded = _padded_sample(x, weight.shape[1:3], padding, stride, dilation,
+                                          y.shape[2], work)
     length = y.shape[2] * wh
     chunk = max(1, min(length, max(wh, ACC_BYTES // (outputs * x.dtype.itemsize))))
     chunk = -(-chunk // ROW_ALIGN) * ROW_ALIGN
     acc = work("direct_acc", outputs * chunk, ()).reshape(outputs, chunk)
-    offsets = nine_offsets(x.shape, weight.shape[1:3], padding, stride, dilation, y.shape[2])
-    correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, taps, offsets, lo, hi,
-              padded, acc, VECTOR, relu)
+    offsets = tap_offsets(x.shape, weight.shape[1:3], padding, stride, dilation, y.shape[2])
+    correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, offsets, lo, hi, padded,
+              acc, VECTOR, relu)
 
 
 @lru_cache(maxsize=256)
-def nine_offsets(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[int, int],
-                 stride: tuple[int, int], dilation: tuple[int, int], out_h: int) -> Any:
-    """For a 3×3 kernel, where channel c's tap (i, j) reads in the padded sample,
-    c·S²·H_h·W_h + taps[i, j] at 9 c + 3 i + j (``geometry``; cached as it is); for
-    other kernels an empty array (``correlate`` takes their taps row by row)."""
+def tap_offsets(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[int, int],
+                stride: tuple[int, int], dilation: tuple[int, int], out_h: int) -> Any:
+    """Where channel c's tap (i, j) reads in the padded sample, c·S²·H_h·W_h + taps[i, j],
+    at (c K_h + i) K_w + j (``geometry``; cached as it is)."""
     s, hh, wh, taps, _ = geometry(x_shape, kernel, padding, stride, dilation, out_h)
-    if tuple(kernel) != (3, 3):
-        return np.zeros(0, dtype=np.int64)
     channels = np.arange(x_shape[1], dtype=np.int64)[:, None] * (s * s * hh * wh)
-    return (channels + taps.reshape(1, 9)).reshape(-1)
+    return (channels + taps.reshape(1, -1)).reshape(-1)
 
 
 def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tuple[int, int],

@@ -269,18 +269,23 @@ def _flat_taps(count, offsets, weights, t0, size, padded, acc):  # pragma: no co
     however the list is cut. Measured, 16→16 on 32×32, forward, against a 3×3 kernel's
     rows of three taps a pass: 15.7 → 11.8 ms; two outputs per pass were no faster, and
     512-bit vectors (LLVM's default for that processor was 256) no faster either. On AMD
-    Zen 5 LLVM's own choice is 512-bit vectors (``zmm`` in the loop's assembly).
+    Zen 5 and Zen 4 LLVM's own choice is 512-bit vectors (``zmm`` in the loop's assembly;
+    the nine-tap loop: ten loads, 36 multiply-adds, half of them taking their broadcast
+    weight from the stack, and four stores per 16 positions).
 
     Other kernels took their taps kernel row by kernel row (five a pass, then three, the
     last one or two on their own; the threes and twos summed their products before adding
     them, so not one multiply-add per tap) until measured against this list (AMD EPYC Zen
-    4, 1 thread, process CPU time, five paired rounds, forward ms, rows → list): LeNet-5's
-    C1 (5×5 1→6 on 28×28, batch 128) 0.93 → 0.80, C3 (5×5 6→16 on 14×14) 1.98 → 1.97, its
-    transposed convolution for ∂L/∂x (5×5 16→6 on 10×10, padding 4) 3.42 → 3.20, 5×5 16→16
-    on 32×32 23.3 → 23.1, a 7×7 3→64 on 56×56 (batch 16) 22.6 → 17.1; an ImageNet stem,
-    7×7 3→64 with stride 2 on 224×224 (batch 8, three alternating processes) 38.2–38.6 →
-    32.0–34.1. LeNet-5's whole step stayed within the machine's noise (0.90–0.94 → 0.89–0.96
-    of PyTorch's).
+    4, 1 thread, process CPU time, five paired rounds, forward ms, rows → list, the pairs'
+    ratios in brackets): LeNet-5's C1 (5×5 1→6 on 28×28, batch 128) 0.93 → 0.80
+    (0.85–1.02), C3 (5×5 6→16 on 14×14) 1.98 → 1.97 (0.81–1.22), its transposed
+    convolution for ∂L/∂x (5×5 16→6 on 10×10, padding 4) 3.42 → 3.20 (0.89–1.07), 5×5
+    16→16 on 32×32 23.3 → 23.1 (0.95–1.05), a 7×7 3→64 on 56×56 (batch 16) 22.6 → 17.1
+    (0.73–0.77); an ImageNet stem, 7×7 3→64 with stride 2 on 224×224 (batch 8, three
+    alternating processes), 38.2–38.6 → 32.0–34.1. LeNet-5's whole step stayed within the
+    machine's noise (0.90–0.94 → 0.89–0.96 of PyTorch's). On small planes the passes are
+    short (C3: 9 vector iterations of 16 positions), and its multiply-adds ran at ~58 % of
+    the rate of the 16→16 3×3 layer on 32×32 (68 iterations a pass).
 
     Four outputs at a time, all taps, then the next four: the four accumulator rows
     (4 × chunk values) stay in L1 while every channel adds into them, and the channels'

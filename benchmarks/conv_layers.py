@@ -2,7 +2,7 @@
 PyTorch, plus a profile of where ermlab's time goes.
 
 Run by hand (not a test):  python benchmarks/conv_layers.py [--repeats 7] [--steps 10]
-                                                    [--threads N] [--no-profile]
+                                                    [--threads N] [--no-profile] [--only TEXT]
 
 3×3 stride-1 layers with enough channels run Winograd's F(2×2, 3×3) by default, layers with
 fewer direct summation (``Conv2d(algorithm="auto")``, with Numba); the rows marked "the
@@ -162,7 +162,24 @@ def median_time(step, steps: int) -> tuple[float, float]:
     return (time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps
 
 
-def compare(repeats: int, steps: int) -> None:
+def selected(only: str | None) -> list:
+    """The cases whose name holds ``only`` (any case), each with its "the same, …" rows;
+    all of them for None."""
+    if only is None:
+        return CASES
+    chosen, keep = [], False
+    for case in CASES:
+        if not case[0].startswith("  "):  # a layer, not a variant of the one above
+            keep = only.lower() in case[0].lower()
+        if keep:
+            chosen.append(case)
+    if not chosen:
+        raise SystemExit(f"--only {only!r} matches no case; the cases: "
+                         + "; ".join(c[0] for c in CASES if not c[0].startswith("  ")))
+    return chosen
+
+
+def compare(cases: list, repeats: int, steps: int) -> None:
     import torch
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; batch {BATCH}, "
@@ -171,7 +188,7 @@ def compare(repeats: int, steps: int) -> None:
     print(f"BLAS: {blas_kernel()}")
     print(f"{'layer':40s} {'ermlab':>9s} {'torch':>9s} {'ratio':>7s} {'CPU ms':>9s} "
           f"{'torch':>9s} {'ratio':>7s}")
-    for name, factory, shape, input_grad, spec in CASES:
+    for name, factory, shape, input_grad, spec in cases:
         rng = np.random.default_rng(0)
         ours = ermlab_step(factory, shape, input_grad, rng)
         theirs = torch_step(factory(), shape, input_grad, spec, rng)
@@ -270,7 +287,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for OpenBLAS and torch, and ermlab's lanes "
                              "(ERMLAB_NUM_THREADS; default: leave as they are)")
+    parser.add_argument("--only", default=None, metavar="TEXT",
+                        help="only the layers whose name holds TEXT (e.g. 'ResNet-20', "
+                             "'s2', 'C3'), with their im2col rows")
     args = parser.parse_args()
+    cases = selected(args.only)
     if args.threads is not None:
         import torch
         from threadpoolctl import threadpool_limits
@@ -278,9 +299,9 @@ def main() -> None:
         os.environ["ERMLAB_NUM_THREADS"] = str(args.threads)  # ermlab's lanes (ermlab.threads)
         threadpool_limits(args.threads)
         torch.set_num_threads(args.threads)
-    compare(args.repeats, args.steps)
+    compare(cases, args.repeats, args.steps)
     if not args.no_profile:
-        for name, factory, shape, input_grad, spec in CASES:
+        for name, factory, shape, input_grad, spec in cases:
             if spec["kind"] == "conv":
                 profile_conv(name, factory, shape, input_grad, args.repeats)
 

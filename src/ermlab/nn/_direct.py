@@ -286,11 +286,12 @@ def _flat_taps(count, offsets, weights, t0, size, padded, acc):  # pragma: no co
     machine's noise (0.90–0.94 → 0.89–0.96 of PyTorch's). On small planes the passes are
     short (C3: 9 vector iterations of 16 positions), and its multiply-adds ran at ~58 % of
     the rate of the 16→16 3×3 layer on 32×32 (68 iterations a pass). For six outputs
-    (C1; C3's ∂L/∂x, whose transposed convolution has C3's six inputs as outputs) a last
-    pass of two outputs, bit for bit the same sums without the two padding outputs of a
-    second pass of four, was no faster (C1 forward 0.87–1.15 → 0.93–1.09 ms, that ∂L/∂x
-    2.98–4.37 → 3.04–3.45; three alternating processes): a pass's nine loads of x̃ and its
-    stores, not its multiply-adds alone, set its pace. Nor did 256-bit vectors change
+    (C1; the transposed convolution of C3's ∂L/∂x, 16→6, which ``Conv2d`` leaves for the
+    column gradient, ``conv.TRANSPOSED_MAX_WASTE``) a last pass of two outputs, bit for bit
+    the same sums without the two padding outputs of a second pass of four, was no faster
+    (C1 forward 0.87–1.15 → 0.93–1.09 ms, the 16→6 one 2.98–4.37 → 3.04–3.45; three
+    alternating processes): a pass's nine loads of x̃ and its stores, not its multiply-adds
+    alone, set its pace. Nor did 256-bit vectors change
     these loops' times on Zen 4.
 
     Four outputs at a time, all taps, then the next four: the four accumulator rows

@@ -165,12 +165,11 @@ def test_forward_is_one_fused_multiply_add_per_tap_in_order(case):
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))).astype(np.float64)
     weight = layer.weight.data.astype(np.float64)
     reference = np.broadcast_to(layer.bias.data[None, :, None, None], y.shape).copy()
-    oh, ow = y.shape[2:]
     for k in range(c):
         for i in range(kh):
             for j in range(kw):
-                window = xp[:, k, i * dilation:, j * dilation:][
-                    :, :(oh - 1) * stride + 1:stride, :(ow - 1) * stride + 1:stride]
+                window = xp[conv_module.kernel_offset_slice(i, j, y.shape[2:], layer.stride,
+                                                            layer.dilation)][:, k]
                 step = reference + weight[None, :, k, i, j, None, None] * window[:, None]
                 reference = step.astype(np.float32)
     np.testing.assert_array_equal(y, reference)

@@ -105,6 +105,47 @@ def test_lanes_and_chunks_give_one_lanes_results(case, monkeypatch):
                                 lambda: monkeypatch.setattr(direct, "ACC_BYTES", 1))
 
 
+# LeNet-5's C3 (no padding), padding, stride 2 (phase planes), dilation; 7 samples
+@pytest.mark.parametrize("case", [(7, 6, 16, 14, 14, 0, 5, 1, 1), (7, 3, 5, 7, 6, 1, 3, 1, 1),
+                                  (7, 3, 6, 9, 8, 1, 3, 1, 2), (7, 2, 5, 9, 10, 2, 3, 2, 1)],
+                         ids=["C3", "padding", "stride 2", "dilation 2"])
+@pytest.mark.parametrize("group", [2, 3, 7])
+def test_samples_side_by_side_equal_one_at_a_time(case, group, monkeypatch):
+    """G samples summed in one run (``GROUP_BELOW``; groups of 2, 2, 2, 1 or 3, 3, 1 or one
+    of 7, each lane's last group shorter): y, with and without the fused ReLU, and ∂L/∂x bit
+    for bit against one sample a run, ∂L/∂W up to rounding; twice, so a pass after a
+    shorter group finds its buffers' borders zero."""
+    x, g = data(case)
+    results = {}
+    for size in (1, group):
+        monkeypatch.setattr(direct, "group_size", lambda positions, size=size: size)
+        conv = build(case, "direct")
+        results[size] = [fprop_bprop(conv, x, g) for _ in range(2)]
+        results[size].append((conv.forward_relu(x),))
+        assert np.count_nonzero(results[size][-1][0]) < results[size][-1][0].size
+    for ones, groups in zip(results[1], results[group], strict=True):
+        for a, b in zip(ones[:2], groups[:2], strict=True):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(ones[2:], groups[2:], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(results[group][0][0], results[group][1][0])
+
+
+def test_short_planes_run_samples_side_by_side(monkeypatch):
+    """LeNet-5's C3 (140 full-width positions a sample) sums several samples a run, C1
+    (28 × 32) one: both kernels are called with that G."""
+    groups = []
+    for name in ("correlate", "weight_gradient"):
+        real = getattr(direct, name)
+        monkeypatch.setattr(direct, name, lambda *args, _real=real: groups.append(args[-1])
+                            or _real(*args))
+    c3, c1 = (5, 6, 16, 14, 14, 0, 5, 1, 1), (5, 1, 6, 28, 28, 2, 5, 1, 1)
+    for case in (c3, c1):
+        fprop_bprop(build(case, "direct", dtype=np.float32), *data(case, np.float32))
+    assert groups[0] == groups[1] == direct.GROUP_POSITIONS // 140 > 1
+    assert groups[2:] == [1, 1]
+
+
 @pytest.mark.parametrize("case", [(6, 4, 5, 7, 6, 1, 3, 1, 1), (6, 4, 5, 9, 8, 1, 3, 1, 2)],
                          ids=["transposed convolution", "phases"])
 def test_weights_and_input_gradient_in_one_parallel_region(case, monkeypatch):

@@ -105,45 +105,54 @@ def test_lanes_and_chunks_give_one_lanes_results(case, monkeypatch):
                                 lambda: monkeypatch.setattr(direct, "ACC_BYTES", 1))
 
 
-# LeNet-5's C3 (no padding), padding, stride 2 (phase planes), dilation; 7 samples
+# LeNet-5's C3 (no padding), padding, dilation; 7 samples
 @pytest.mark.parametrize("case", [(7, 6, 16, 14, 14, 0, 5, 1, 1), (7, 3, 5, 7, 6, 1, 3, 1, 1),
-                                  (7, 3, 6, 9, 8, 1, 3, 1, 2), (7, 2, 5, 9, 10, 2, 3, 2, 1)],
-                         ids=["C3", "padding", "stride 2", "dilation 2"])
+                                  (7, 2, 5, 9, 10, 2, 3, 2, 1)],
+                         ids=["C3", "padding", "dilation 2"])
 @pytest.mark.parametrize("group", [2, 3, 7])
-def test_samples_side_by_side_equal_one_at_a_time(case, group, monkeypatch):
-    """G samples summed in one run (``GROUP_BELOW``; groups of 2, 2, 2, 1 or 3, 3, 1 or one
-    of 7, each lane's last group shorter): y, with and without the fused ReLU, and ∂L/∂x bit
-    for bit against one sample a run, ∂L/∂W up to rounding; twice, so a pass after a
-    shorter group finds its buffers' borders zero."""
+def test_weight_gradient_of_samples_side_by_side(case, group, monkeypatch):
+    """∂L/∂W with G samples a run (``GROUP_POSITIONS``; groups of 2, 2, 2, 1 or 3, 3, 1 or
+    one of 7) equals one sample a run's; then, after a pass with a NaN at the start of the
+    sample that sat second in its group, a pass of one sample, whose runs read past it into
+    the second sample's first values (in C3, unpadded): its ∂L/∂W is clean."""
+    calls = []
+    real = direct.weight_gradient
+    monkeypatch.setattr(direct, "weight_gradient",
+                        lambda *args: calls.append(args[-1]) or real(*args))
     x, g = data(case)
-    results = {}
+    dirty = x.copy()
+    dirty[(len(x) // group - 1) * group + 1, 0, 0, 0] = np.nan
+    grads = {}
     for size in (1, group):
-        monkeypatch.setattr(direct, "group_size", lambda positions, size=size: size)
+        hp, wp = (side + 2 * case[5] for side in case[3:5])
+        monkeypatch.setattr(direct, "GROUP_POSITIONS", size * hp * wp)
         conv = build(case, "direct")
-        results[size] = [fprop_bprop(conv, x, g) for _ in range(2)]
-        results[size].append((conv.forward_relu(x),))
-        assert np.count_nonzero(results[size][-1][0]) < results[size][-1][0].size
-    for ones, groups in zip(results[1], results[group], strict=True):
-        for a, b in zip(ones[:2], groups[:2], strict=True):
-            np.testing.assert_array_equal(a, b)
-        for a, b in zip(ones[2:], groups[2:], strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
-    np.testing.assert_array_equal(results[group][0][0], results[group][1][0])
+        grads[size] = fprop_bprop(conv, x, g)[2:]
+        fprop_bprop(conv, dirty, g)
+        assert np.isnan(conv.weight.grad).any()
+        grads[size] += fprop_bprop(conv, x[6:], g[6:])[2:]
+        assert calls[-1] == size
+    for a, b in zip(grads[1], grads[group], strict=True):
+        assert np.isfinite(b).all()
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 
 
-def test_short_planes_run_samples_side_by_side(monkeypatch):
-    """LeNet-5's C3 (140 full-width positions a sample) sums several samples a run, C1
-    (28 × 32) one: both kernels are called with that G."""
+def test_short_planes_sum_samples_side_by_side():
+    """LeNet-5's C3 (140 full-width positions a sample) sums several samples in one run of
+    its ∂L/∂W, C1 (28 × 32) one; both equal im2col's in float64."""
     groups = []
-    for name in ("correlate", "weight_gradient"):
-        real = getattr(direct, name)
-        monkeypatch.setattr(direct, name, lambda *args, _real=real: groups.append(args[-1])
-                            or _real(*args))
-    c3, c1 = (5, 6, 16, 14, 14, 0, 5, 1, 1), (5, 1, 6, 28, 28, 2, 5, 1, 1)
-    for case in (c3, c1):
-        fprop_bprop(build(case, "direct", dtype=np.float32), *data(case, np.float32))
-    assert groups[0] == groups[1] == direct.GROUP_POSITIONS // 140 > 1
-    assert groups[2:] == [1, 1]
+    real = direct.weight_gradient
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(direct, "weight_gradient",
+                      lambda *args: groups.append(args[-1]) or real(*args))
+        for case in ((9, 6, 16, 14, 14, 0, 5, 1, 1), (9, 1, 6, 28, 28, 2, 5, 1, 1)):
+            x, g = data(case)
+            ours = fprop_bprop(build(case, "direct"), x, g)
+            reference = fprop_bprop(build(case, "im2col"), x, g)
+            for a, b in zip(ours, reference, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert groups == [direct.GROUP_POSITIONS // 196, 1]
+    assert groups[0] > 1
 
 
 @pytest.mark.parametrize("case", [(6, 4, 5, 7, 6, 1, 3, 1, 1), (6, 4, 5, 9, 8, 1, 3, 1, 2)],

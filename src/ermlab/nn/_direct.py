@@ -67,52 +67,42 @@ VECTOR = 8
 # in float32, so that in a 64-byte aligned work array (``Conv2d._work``) every row starts
 # on a cache line (see ``conv._aligned_zeros`` for the measured gain).
 ROW_ALIGN = 16
-# Short planes, samples side by side: where one sample's run of full-width positions
-# (OH·W_h) is shorter than GROUP_BELOW, G = ⌊GROUP_POSITIONS / (OH·W_h)⌋ samples are laid
-# out interleaved, value (c, r, s) of sample g at index·G + g (``_copy_sample``), and summed
-# in one run G times as long: every tap's offset is G times its own, so each sample's
-# positions read only its own values, and each output takes the same multiply-adds in the
-# same order as on its own (bit for bit). A pass's fixed costs (its 36 weights, its
-# reductions' horizontal sums in ``weight_gradient``) are paid once for G samples. Measured
-# (AMD EPYC Zen 4, 1 thread, batch 128, LeNet-5's C3, 5×5 6→16 on 14×14, whose 140
-# positions make 9 vector iterations a pass, process CPU time, ms, one sample a run → G
-# samples): forward 2.0–2.5 → 1.3–1.9 with G = 14 or 16 (the interleaving copies in and out
-# 0.15–0.3 ms each), ∂L/∂W 2.1–2.9 → 1.2–1.7; G = 8 gained less (forward 2.1–2.2 → 1.9–2.0),
-# G = 32 nothing in the forward pass (its four accumulator rows, 72 KiB, leave L1).
+# ∂L/∂W of short planes sums G samples in one run (``weight_gradient``): stride 1, fewer
+# than GROUP_BELOW full-width positions a sample, G = ⌊GROUP_POSITIONS / (H_p·W_p)⌋ (at
+# least 1), the samples' padded planes one after the other in each channel. A run of one
+# sample's 140 positions (LeNet-5's C3, 10 rows of 14) is 9 vector iterations, and its
+# twelve sums' horizontal additions and remainder cost as much again; the rows between
+# the samples' outputs (4 of every 14 in C3) are summed against zeros. Measured (AMD EPYC
+# Zen 4, 1 thread, batch 128, process CPU time, medians of 60 calls alternating with one
+# sample a run, ms): C3 1.99–2.84 → 1.58–2.31 with G = 4 (800 positions; G = 3 gained as
+# much, G = 7 less, 2.01 → 1.67, and G = 10 nothing: the four rows of ∂L/∂y leave L1), a
+# 3×3 16→16 on 8×8 padded 0.94–1.96 → 0.72–1.38 (G = 8); with 16×16 outputs, 3→16 (G = 2)
+# and C1 (896 positions a sample, G = 1) as before. Samples side by side value by value
+# (no wasted rows, but scattered copies in and out) gained as much on C3 and lost a third
+# on 3→16; for the forward pass neither paid (C3 ~6 %).
 GROUP_BELOW = 512
-GROUP_POSITIONS = 2048
+GROUP_POSITIONS = 800
 
 
 @njit(inline="always", **_JIT)
-def _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded, group, g):  # pragma: no cover
+def _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded, channel):  # pragma: no cover
     """Sample n of x into the interior of ``padded`` (its borders stay zero): x̃[c, r, s] at
     phase plane (r mod S, s mod S) of channel c, row ⌊r/S⌋, column ⌊s/S⌋ (S the stride;
-    for S = 1 one plane, the padded plane itself); with ``group`` G > 1 samples side by
-    side, at that index · G + g (``GROUP_BELOW``)."""
+    for S = 1 one plane, the padded plane itself), channel c's planes from c · ``channel``
+    (S²·H_h·W_h, or G times that for G samples side by side, ``weight_gradient``)."""
     phase = hh * wh
-    if group > 1:
-        for c in range(x.shape[1]):
-            for i in range(x.shape[2]):
-                r = pad_h + i
-                base = c * stride * stride * phase + (r % stride) * stride * phase
-                base += (r // stride) * wh
-                inside = x[n, c, i]
-                for j in range(x.shape[3]):
-                    s = pad_w + j
-                    padded[(base + (s % stride) * phase + s // stride) * group + g] = inside[j]
-        return
     if stride == 1:  # rows copied whole: a loop LLVM vectorizes (measured 20 copies per
         for c in range(x.shape[1]):  # ResNet-20 step: ~40 ms slower through the loop below)
             for i in range(x.shape[2]):
                 inside = x[n, c, i]
-                row = padded[c * phase + (pad_h + i) * wh + pad_w:]
+                row = padded[c * channel + (pad_h + i) * wh + pad_w:]
                 for j in range(x.shape[3]):
                     row[j] = inside[j]
         return
     for c in range(x.shape[1]):
         for i in range(x.shape[2]):
             r = pad_h + i
-            base = c * stride * stride * phase + (r % stride) * stride * phase + (r // stride) * wh
+            base = c * channel + (r % stride) * stride * phase + (r // stride) * wh
             inside = x[n, c, i]
             if stride == 2:  # constant steps, which LLVM vectorizes (measured, 1 thread,
                 for b in range(2):  # batch 128, 16→32 on 32×32: forward and ∂L/∂W ~0.8×)
@@ -146,57 +136,24 @@ def _one_tap(row, w, o, acc, size):  # pragma: no cover
         a3[t] += z0 * x0
 
 
-@njit(inline="always", **_JIT)
-def _copy_group(x, n0, count, group, pad_h, pad_w, stride, hh, wh, padded):  # pragma: no cover
-    """Samples n0 … n0 + count − 1 of x into ``padded`` side by side (``_copy_sample``),
-    ``count`` ≤ G = ``group``. A last group shorter than G moves every value, so the buffer
-    is zeroed first (its borders in that layout), and by the caller after (those of G's)."""
-    if count < group:
-        padded[:] = 0
-    for g in range(count):
-        _copy_sample(x, n0 + g, pad_h, pad_w, stride, hh, wh, padded, count, g)
-
-
-@njit(inline="always", **_JIT)
-def _copy_row(a, begin, step, row, size, relu, zero):  # pragma: no cover
-    """row[q] = a[begin + q·step] (``relu``: max(·, 0)) where that index is in [0, size):
-    one row of outputs out of the accumulators of a chunk of ``size`` positions."""
-    if relu:
-        for q in range(row.size):
-            k = begin + q * step
-            if k >= 0 and k < size:
-                row[q] = rectify(a[k], zero)
-    else:
-        for q in range(row.size):
-            k = begin + q * step
-            if k >= 0 and k < size:
-                row[q] = a[k]
-
-
 @njit(**_JIT)
 def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, offsets, lo, hi, padded,
-              acc, vector, relu, group):  # pragma: no cover
+              acc, vector, relu):  # pragma: no cover
     """y[n] for samples n in [lo, hi) of x (N, C, H, W), with ``weight`` and ``bias`` in
     ``layout``'s form: W[o, c, i, j] at [c, i, j, o], outputs padded to a multiple of four
     with zero weights and biases (those outputs are computed and never copied out).
 
-    ``padded`` is a zero array (``geometry``'s size, times ``group``) whose borders stay
-    zero (the interior is written per group of samples, in S² phase planes of H_h × W_h,
-    ``group`` samples side by side, ``GROUP_BELOW``), ``offsets`` (C K_h K_w,) where
-    channel c's tap (i, j) reads in one sample's planes (``tap_offsets``), ``acc`` (O₄,
-    chunk) scratch for the outputs of one chunk of full-width positions, ``chunk`` a
-    multiple of ``vector``: each run of positions is rounded up to one (``VECTOR``)."""
+    ``padded`` is a zero array (``geometry``'s size) whose borders stay zero (the interior
+    is written per sample, in S² phase planes of H_h × W_h), ``offsets`` (C K_h K_w,) where
+    channel c's tap (i, j) reads in ``padded`` (``tap_offsets``), ``acc`` (O₄, chunk)
+    scratch for the outputs of one chunk of full-width positions, ``chunk`` a multiple of
+    ``vector``: each run of positions is rounded up to one (``VECTOR``)."""
     outputs = weight.shape[3]
-    out_h = y.shape[2]
+    out_h, out_w = y.shape[2], y.shape[3]
+    length = out_h * wh
     chunk = acc.shape[1]
-    flat = weight.reshape(offsets.size, outputs)  # channel c's taps (i, j) in turn
-    zero = y.dtype.type(0)
-    for n0 in range(lo, hi, group):
-        count = min(group, hi - n0)
-        _copy_group(x, n0, count, group, pad_h, pad_w, stride, hh, wh, padded)
-        taps = offsets if count == 1 else offsets * count
-        span = wh * count  # the positions of one row of outputs, all samples of the group
-        length = out_h * span
+    for n in range(lo, hi):
+        _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded, stride * stride * hh * wh)
         for t0 in range(0, length, chunk):
             size = min(chunk, length - t0)
             run = min(chunk, -(-size // vector) * vector)  # (see VECTOR)
@@ -205,60 +162,67 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, offsets, lo, hi,
                 beta = bias[o]
                 for t in range(run):
                     a[t] = beta
-            _flat_taps(offsets.size, taps, flat, t0, run, padded, acc)
-            first = t0 // span
-            last = min(out_h, (t0 + size + span - 1) // span)
-            for g in range(count):
-                for o in range(y.shape[1]):
-                    a = acc[o]
-                    for p in range(first, last):
-                        begin = p * span + g - t0
-                        if count == 1:  # (a step of one, known: LLVM's vector loop)
-                            _copy_row(a, begin, 1, y[n0, o, p], size, relu, zero)
-                        else:
-                            _copy_row(a, begin, count, y[n0 + g, o, p], size, relu, zero)
-        if count < group:
-            padded[:] = 0
+            # W as (C K_h K_w, O₄): channel c's taps (i, j) in turn
+            _flat_taps(offsets.size, offsets, weight.reshape(offsets.size, outputs), t0, run,
+                       padded, acc)
+            first = t0 // wh
+            last = min(out_h, (t0 + size + wh - 1) // wh)
+            zero = y.dtype.type(0)
+            for o in range(y.shape[1]):
+                a = acc[o]
+                for p in range(first, last):
+                    begin = p * wh - t0
+                    row = y[n, o, p]
+                    if relu:
+                        for q in range(out_w):
+                            k = begin + q
+                            if k >= 0 and k < size:
+                                row[q] = rectify(a[k], zero)
+                    else:
+                        for q in range(out_w):
+                            k = begin + q
+                            if k >= 0 and k < size:
+                                row[q] = a[k]
 
 
 @njit(**dict(_JIT, fastmath={"contract", "reassoc"}))
 def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padded, grad,
                     total, group):  # pragma: no cover
     """total[c, i, j, o] += Σ_n Σ_{p,q} ∂L/∂y[n, o, p, q] x̃[n, c, S p + d_h i, S q + d_w j]
-    for samples n in [lo, hi), each group of ``group`` samples' sum added on its own;
-    ``total`` (C, K_h, K_w, O₄) as ``layout``'s weights.
+    for samples n in [lo, hi), the sums of each group of ``group`` samples added on their
+    own; ``total`` (C, K_h, K_w, O₄) as ``layout``'s weights.
 
-    ``padded`` as in ``correlate``, ``taps`` (K_h, K_w) where tap (i, j) reads in a
-    channel's planes (``geometry``); ``grad`` (O₄, OH·W_h·G) scratch for one group's ∂L/∂y
-    in full-width rows, its samples side by side as in ``padded``, zero past each row's OW
-    values and in the padding outputs (never written). The sums over positions are
-    reductions: ``reassoc`` lets them run in vector registers, so their order of addition
-    is the compiler's (fixed for a given build and machine).
+    ``padded`` as in ``correlate`` but for G = ``group`` samples side by side: channel c's
+    planes of sample n₀ + g at (c G + g)·S²·H_h·W_h, so that one run over the positions
+    t = g·S²·H_h·W_h + p·W_h + q sums them all (``GROUP_BELOW``); ``taps`` (K_h, K_w) where
+    tap (i, j) reads in a channel's planes (``geometry``); ``grad`` (O₄, G·S²·H_h·W_h)
+    scratch for the group's ∂L/∂y at those positions, zero at every other position (past
+    each row's OW values, the rows below OH, the padding outputs: never written). The sums
+    over positions are reductions: ``reassoc`` lets them run in vector registers, so their
+    order of addition is the compiler's (fixed for a given build and machine).
 
     Four outputs at a time over all channels and taps, as ``_flat_taps``: their four rows of
     ∂L/∂y stay in L1 while the channels' planes stream through. Measured (as there, one
     sample's ∂L/∂y 70 KiB): 112–113 → 139–158 GFLOP/s."""
     kh, kw, outputs = total.shape[1], total.shape[2], total.shape[3]
     block = stride * stride * hh * wh
+    channel = group * block
     out_h, out_w = grad_y.shape[2], grad_y.shape[3]
     zero = x.dtype.type(0)
     for n0 in range(lo, hi, group):
         count = min(group, hi - n0)
-        _copy_group(x, n0, count, group, pad_h, pad_w, stride, hh, wh, padded)
-        if count < group:  # (as ``_copy_group``'s buffer)
-            grad[:] = 0
-        length = out_h * wh * count
         for g in range(count):
+            _copy_sample(x, n0 + g, pad_h, pad_w, stride, hh, wh, padded[g * block:], channel)
             for o in range(grad_y.shape[1]):
                 for p in range(out_h):
                     inside = grad_y[n0 + g, o, p]
-                    row = grad[o, p * wh * count + g:]
-                    if count == 1:  # (a step of one, known: LLVM's vector loop)
-                        for q in range(out_w):
-                            row[q] = inside[q]
-                    else:
-                        for q in range(out_w):
-                            row[q * count] = inside[q]
+                    row = grad[o, g * block + p * wh:]
+                    for q in range(out_w):
+                        row[q] = inside[q]
+        if count < group:  # the last sample's runs read into the next one's planes: zeros,
+            for c in range(x.shape[1]):  # not an earlier group's values (NaN times 0)
+                padded[c * channel + count * block:c * channel + (count + 1) * block] = 0
+        length = (count - 1) * block + out_h * wh
         for o in range(0, outputs - 3, 4):  # (see _flat_taps)
             g0 = grad[o]
             g1 = grad[o + 1]
@@ -266,11 +230,11 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
             g3 = grad[o + 3]
             for c in range(x.shape[1]):
                 for i in range(kh):
-                    base, out, at = c * block, total[c, i], taps[i]
+                    base, out, at = c * channel, total[c, i], taps[i]
                     for j in range(0, kw - 2, 3):
-                        r0 = padded[(base + at[j]) * count:]
-                        r1 = padded[(base + at[j + 1]) * count:]
-                        r2 = padded[(base + at[j + 2]) * count:]
+                        r0 = padded[base + at[j]:]
+                        r1 = padded[base + at[j + 1]:]
+                        r2 = padded[base + at[j + 2]:]
                         s00 = s01 = s02 = s10 = s11 = s12 = zero
                         s20 = s21 = s22 = s30 = s31 = s32 = zero
                         for t in range(length):
@@ -302,7 +266,7 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
                         out[j + 1, o + 3] += s31
                         out[j + 2, o + 3] += s32
                     for j in range(kw - kw % 3, kw):  # the last one or two taps, one at a time
-                        r0 = padded[(base + at[j]) * count:]
+                        r0 = padded[base + at[j]:]
                         s00 = s10 = s20 = s30 = zero
                         for t in range(length):
                             x0 = r0[t]
@@ -314,9 +278,6 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
                         out[j, o + 1] += s10
                         out[j, o + 2] += s20
                         out[j, o + 3] += s30
-        if count < group:
-            padded[:] = 0
-            grad[:] = 0
 
 
 @njit(inline="always", **_JIT)
@@ -579,22 +540,13 @@ def _fours(outputs: int) -> int:
     return -(-outputs // 4) * 4
 
 
-def group_size(positions: int) -> int:
-    """G: how many samples one run of positions sums side by side, for ``positions``
-    (OH·W_h) a sample (``GROUP_BELOW``)."""
-    return 1 if positions >= GROUP_BELOW else max(1, GROUP_POSITIONS // positions)
-
-
 def _padded_sample(x: Any, kernel: tuple[int, int], padding: tuple[int, int],
                    stride: tuple[int, int], dilation: tuple[int, int], out_h: int,
-                   work: Any) -> tuple[int, int, int, Any, int, Any]:
-    """(S, H_h, W_h, taps) of ``geometry``, G (``group_size``) and the lane's zero-bordered
-    buffer of G padded samples side by side (``work``'s, so fprop and bprop share it)."""
+                   work: Any) -> tuple[int, int, int, Any, Any]:
+    """(S, H_h, W_h, taps) of ``geometry`` and the lane's zero-bordered buffer of one padded
+    sample (``work``'s, so fprop and bprop share it)."""
     s, hh, wh, taps, size = geometry(x.shape, kernel, padding, stride, dilation, out_h)
-    group = group_size(out_h * wh)
-    size = (size - VECTOR) * group + VECTOR  # (a run's rounding reads past them all once)
-    return s, hh, wh, taps, group, work("direct_padded", size,
-                                        (x.shape[1:], padding, stride, size))
+    return s, hh, wh, taps, work("direct_padded", size, (x.shape[1:], padding, stride, size))
 
 
 @lru_cache(maxsize=256)
@@ -637,15 +589,15 @@ def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
     ``work(name, size, key)`` returns a reused flat work array of ``size`` values (zero
     when first made, and made again when ``key`` changes)."""
     outputs = weight.shape[3]
-    s, hh, wh, _, group, padded = _padded_sample(x, weight.shape[1:3], padding, stride,
-                                                 dilation, y.shape[2], work)
-    length = y.shape[2] * wh * group
+    s, hh, wh, _, padded = _padded_sample(x, weight.shape[1:3], padding, stride, dilation,
+                                          y.shape[2], work)
+    length = y.shape[2] * wh
     chunk = max(1, min(length, max(wh, ACC_BYTES // (outputs * x.dtype.itemsize))))
     chunk = -(-chunk // ROW_ALIGN) * ROW_ALIGN
     acc = work("direct_acc", outputs * chunk, ()).reshape(outputs, chunk)
     offsets = tap_offsets(x.shape, weight.shape[1:3], padding, stride, dilation, y.shape[2])
     correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, offsets, lo, hi, padded,
-              acc, VECTOR, relu, group)
+              acc, VECTOR, relu)
 
 
 @lru_cache(maxsize=256)
@@ -664,10 +616,17 @@ def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tupl
     """Σ_n ∂L/∂W over samples [lo, hi), a new array in ``layout``'s form (C, K_h, K_w, O₄)."""
     c, o, out_h = x.shape[1], grad_y.shape[1], grad_y.shape[2]
     wide = _fours(o)
-    s, hh, wh, taps, group, padded = _padded_sample(x, kernel, padding, stride, dilation,
-                                                    out_h, work)
-    grad = work("direct_grad", wide * out_h * wh * group, (grad_y.shape[1:], wh, group))
+    s, hh, wh, taps, size = geometry(x.shape, kernel, padding, stride, dilation, out_h)
+    block = s * s * hh * wh
+    group = 1 if s > 1 or out_h * wh >= GROUP_BELOW else max(1, GROUP_POSITIONS // block)
+    if group == 1:  # the forward pass's buffer
+        padded = _padded_sample(x, kernel, padding, stride, dilation, out_h, work)[-1]
+    else:  # G samples' planes side by side in each channel
+        size += c * (group - 1) * block
+        padded = work("direct_grouped", size, (x.shape[1:], padding, stride, size))
+    length = (group - 1) * block + out_h * wh
+    grad = work("direct_grad", wide * length, (grad_y.shape[1:], wh, group))
     total = np.zeros((c, *kernel, wide), dtype=x.dtype)
     weight_gradient(x, grad_y, padding[0], padding[1], s, hh, wh, taps, lo, hi, padded,
-                    grad.reshape(wide, out_h * wh * group), total, group)
+                    grad.reshape(wide, length), total, group)
     return total

@@ -20,7 +20,8 @@ a fixed offset from t = p·W_h + q (``geometry``).
     ∂L/∂W[o, c, i, j] = Σ_n Σ_t ∂L/∂y[n, o, t] x̃[n, c, t + taps[i, j]]
 
 is summed the same way (``weight_gradient``), with ∂L/∂y laid out in full-width rows whose
-extra positions are zero. ∂L/∂x of a stride-1 layer is the forward pass of the transposed
+extra positions are zero; on short planes several samples' planes follow one another in
+one run (``GROUP_BELOW``). ∂L/∂x of a stride-1 layer is the forward pass of the transposed
 convolution (``Conv2d._transposed``), so it runs here too; that of a layer with stride
 S > 1 (no dilation) is S² stride-1 correlations of ∂L/∂y, one per phase of x, each with the
 kernel's taps of its phase (``strided_input_gradient``).

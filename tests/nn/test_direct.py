@@ -155,11 +155,14 @@ def test_short_planes_sum_samples_side_by_side():
     assert groups[0] > 1
 
 
-@pytest.mark.parametrize("case", [(6, 4, 5, 7, 6, 1, 3, 1, 1), (6, 4, 5, 9, 8, 1, 3, 1, 2)],
-                         ids=["transposed convolution", "phases"])
+@pytest.mark.parametrize("case", [(6, 4, 5, 7, 6, 1, 3, 1, 1), (6, 4, 5, 9, 8, 1, 3, 1, 2),
+                                  (6, 6, 16, 14, 14, 0, 5, 1, 1)],
+                         ids=["transposed convolution", "phases", "column gradient"])
 def test_weights_and_input_gradient_in_one_parallel_region(case, monkeypatch):
     """bprop wanting ∂L/∂W and ∂L/∂x runs both in each lane of samples: one region (both
-    lanes' ∂L/∂x the transposed convolution's or the phases', as with two regions)."""
+    lanes' ∂L/∂x the transposed convolution's, the phases' or, for LeNet-5's C3, whose
+    transposed convolution would waste ``TRANSPOSED_MAX_WASTE``, im2col's column
+    gradient, as with two regions)."""
     regions = []
     real = conv_module.run_lanes
     monkeypatch.setattr(conv_module, "run_lanes", lambda calls, blas=True: regions.append(

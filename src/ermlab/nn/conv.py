@@ -1163,18 +1163,24 @@ class Conv2d(Module):
         Σ_n ∂L/∂W (``direct.backward_weights``), added up when all are done; ∂L/∂x is the
         forward pass of the transposed convolution (``_transposed``, itself direct), for a
         stride > 1 ``direct.backward_inputs`` (by phases, ``_phased``), or im2col's column
-        gradient where neither applies. Where both are wanted and ∂L/∂x is direct, each
-        lane computes ∂L/∂x of its own samples right after their ∂L/∂W: one parallel
-        region, not two (paired whole steps at 2 threads: LeNet-5 0.97 and 0.92, ResNet-20
-        1.02 and 1.00; 1 thread, LeNet-5 0.97)."""
+        gradient where neither applies. Where both are wanted, each lane computes ∂L/∂x of
+        its own samples right after their ∂L/∂W: one parallel region, not two (paired
+        whole steps at 2 threads, ∂L/∂x direct: LeNet-5 0.97 and 0.92, ResNet-20 1.02 and
+        1.00; 1 thread, LeNet-5 0.97; by the column gradient, LeNet-5's C3: see
+        ``benchmarks/cnn.py``)."""
         xp = array_module(grad_out)
         x = self._cached("_x")
         grad_out, rectify = self._rectified(xp, grad_out, in_lanes=weights)
         strided = inputs and self._phased()
         transposed = self._transposed(grad_out, direct=True) if inputs and not strided else None
-        both = weights and (strided or (transposed is not None
-                                        and transposed._direct(grad_out) is not None))
-        grad = xp.empty(x.shape, dtype=grad_out.dtype) if both or strided else None
+        columns = inputs and not strided and transposed is None
+        both = weights and (strided or columns or (transposed is not None
+                                                   and transposed._direct(grad_out) is not None))
+        grad = None
+        if columns and weights:  # the column gradient's GEMMs in the same lanes
+            inputs_of, grad = self._column_input_gradient(xp, grad_out, weights=False)
+        elif both or strided:
+            grad = xp.empty(x.shape, dtype=grad_out.dtype)
         if strided:
             phased = direct.phases(self.weight.data, self.stride[0], x.shape, self.padding)
 
@@ -1182,7 +1188,7 @@ class Conv2d(Module):
                 direct.backward_inputs(grad_out, phased, grad, self.padding, self.stride[0],
                                        lo, hi, self._lane_work(xp, x.dtype, lane))
 
-        elif both:  # ∂L/∂x of the same samples in the same lane: one parallel region
+        elif both and not columns:  # ∂L/∂x of the same samples in the same lane
             flipped, zero = direct.layout(transposed.weight.data, None)
 
             def inputs_of(lo: int, hi: int, lane: int) -> None:
@@ -1198,10 +1204,10 @@ class Conv2d(Module):
                     inputs_of(lo, hi, lane)
                 return total
 
-            if both and not strided:
+            if both and transposed is not None:
                 transposed._work_dict()  # made before the lanes share it
             totals = self._run_lanes(self._lanes(xp, x.shape, 2.0 if both else 1.0), run,
-                                     blas=False)
+                                     blas=columns)
             for part in totals[1:]:
                 totals[0] += part
             self.weight.add_grad(totals[0][..., :self.out_channels].transpose(3, 0, 1, 2))
@@ -1232,30 +1238,38 @@ class Conv2d(Module):
         """
         xp = array_module(grad_out)
         x = self._cached("_x")
-        n, c = x.shape[:2]
-        hp, wp, _, ow, cw = self._layout(x.shape)
-        kw, dw = self.kernel_size[1], self.dilation[1]
         if weights and self.bias is not None:
             self.bias.accumulate(xp.sum, grad_out, axis=(0, 2, 3))
-        grad = out = None
-        ph, pw = self.padding
-        if inputs:  # ∂L/∂x̃, padded; each lane zeroes its own samples, and crops them
-            slack = (kw - 1) * dw if cw != ow else 0
-            grad = xp.empty(n * c * hp * wp + slack, dtype=grad_out.dtype)
-            grad[n * c * hp * wp:] = 0
-            out = (grad[: n * c * hp * wp].reshape(n, c, hp, wp) if (ph, pw) == (0, 0)
-                   else xp.empty(x.shape, dtype=grad_out.dtype))
         ranges = self._lanes(xp, x.shape, 2.0 if inputs and weights else 1.0)
-        if not inputs and self._row_split(x.shape):
+        out = None
+        if inputs:
+            run, out = self._column_input_gradient(xp, grad_out, weights)
+        elif self._row_split(x.shape):
             run = partial(self._weight_grad_rows, xp, grad_out, x)
         else:
-            run = partial(self._backward_samples, xp, grad_out, x, grad, weights)
-            if inputs:
-                run = partial(_padded_lane, run, grad, out, (ph, pw), (hp, wp))
+            run = partial(self._backward_samples, xp, grad_out, x, None, weights)
         for partial_sum in self._run_lanes(ranges, run)[1:]:
             if partial_sum is not None:
                 self.weight.add_grad(partial_sum.reshape(self.weight.shape))
         return out
+
+    def _column_input_gradient(self, xp: Any, grad_out: Any, weights: bool) -> tuple[Any, Any]:
+        """(run, ∂L/∂x): ``run(lo, hi, lane)`` writes ∂L/∂x of samples [lo, hi) by the
+        column gradient and col2im (``_backward_samples``, with their ∂L/∂W where
+        ``weights``) into ∂L/∂x̃, padded, whose samples each lane zeroes first and crops
+        after (``_padded_lane``); ∂L/∂x is ∂L/∂x̃ itself where there is no padding."""
+        x = self._cached("_x")
+        n, c = x.shape[:2]
+        hp, wp, _, ow, cw = self._layout(x.shape)
+        kw, dw = self.kernel_size[1], self.dilation[1]
+        ph, pw = self.padding
+        slack = (kw - 1) * dw if cw != ow else 0
+        grad = xp.empty(n * c * hp * wp + slack, dtype=grad_out.dtype)
+        grad[n * c * hp * wp:] = 0
+        out = (grad[: n * c * hp * wp].reshape(n, c, hp, wp) if (ph, pw) == (0, 0)
+               else xp.empty(x.shape, dtype=grad_out.dtype))
+        run = partial(self._backward_samples, xp, grad_out, x, grad, weights)
+        return partial(_padded_lane, run, grad, out, (ph, pw), (hp, wp)), out
 
     def _weight_target(self, lane: int) -> Any:
         """Where a lane adds its Σ_n G_n X_nᵀ: ∂L/∂W itself for the first lane, a

@@ -62,7 +62,12 @@ of L3; 2026-12-03, 2 threads, one run each): LeNet-5 0.93 (11.4 against 12.3 ms)
 VGG 0.95 (159 against 168), ResNet-20 0.96 (319 against 333), CIFAR ResNet-18 0.78 (2392
 against 3068). ``benchmarks/conv_layers.py`` there: 16→16 on 32×32 0.95, 16→32 stride 2
 1.14, 32→32 on 16×16 1.08, 32→64 stride 2 1.64, 64→64 on 8×8 0.97; LeNet-5's C3 1.66
-(its forward 1.8–2.3 ms on one thread against PyTorch's 0.75).
+(its forward 1.8–2.3 ms on one thread against PyTorch's 0.75). A later session there
+found LeNet-5 at 1.00–1.01 and ResNet-20 at 0.99 in some runs (small VGG 0.85); after C3's
+∂L/∂W summed four samples a run (``nn._direct.GROUP_POSITIONS``) and its ∂L/∂x (the
+column gradient) ran in the lanes of its ∂L/∂W, one parallel region (``Conv2d``'s
+``_backward_direct``), LeNet-5 in three alternating pairs of runs 0.92, 0.92, 1.00 →
+0.87, 0.84, 0.94 (C3's backward 40 % of ermlab's step before, 35 % after the first change).
 
 On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
 when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,

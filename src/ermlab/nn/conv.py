@@ -152,6 +152,8 @@ TRANSPOSED_MIN_CHANNELS = 16
 # below it, 8→16 on 14×14 (1.96) 5.97 → 5.73 and 3.15 → 3.14, 3×3 16→16 on 8×8 (1.78)
 # even, 16→8 on 10×10 (1.56) 0.88 → 1.04, 6→16 on 28×28 (1.81) 8.04 → 9.17, 16→16 on
 # 32×32 with padding 1 (1.0) 10.6 → 15.6. LeNet-5's whole step at 2 threads: 0.99–1.00×.
+# (Those column gradients ran in a parallel region of their own; since they run in the
+# lanes of ∂L/∂W, ``Conv2d._backward_direct``, C3's bprop at 2 threads took 0.91× the time.)
 TRANSPOSED_MAX_WASTE = 2.5
 # Largest O/G·(W_p − OW) for which the full-width column layout is used (see
 # Conv2d._layout): the extra GEMM work per column value it saves copying grows with the

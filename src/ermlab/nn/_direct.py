@@ -90,7 +90,7 @@ def _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded, channel):  # pragma
     """Sample n of x into the interior of ``padded`` (its borders stay zero): x̃[c, r, s] at
     phase plane (r mod S, s mod S) of channel c, row ⌊r/S⌋, column ⌊s/S⌋ (S the stride;
     for S = 1 one plane, the padded plane itself), channel c's planes from c · ``channel``
-    (S²·H_h·W_h, or G times that for G samples side by side, ``weight_gradient``)."""
+    (S²·H_h·W_h, or G times that for G samples one after the other, ``weight_gradient``)."""
     phase = hh * wh
     if stride == 1:  # rows copied whole: a loop LLVM vectorizes (measured 20 copies per
         for c in range(x.shape[1]):  # ResNet-20 step: ~40 ms slower through the loop below)
@@ -193,7 +193,7 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
     for samples n in [lo, hi), the sums of each group of ``group`` samples added on their
     own; ``total`` (C, K_h, K_w, O₄) as ``layout``'s weights.
 
-    ``padded`` as in ``correlate`` but for G = ``group`` samples side by side: channel c's
+    ``padded`` as in ``correlate`` but for G = ``group`` samples one after the other: channel c's
     planes of sample n₀ + g at (c G + g)·S²·H_h·W_h, so that one run over the positions
     t = g·S²·H_h·W_h + p·W_h + q sums them all (``GROUP_BELOW``); ``taps`` (K_h, K_w) where
     tap (i, j) reads in a channel's planes (``geometry``); ``grad`` (O₄, G·S²·H_h·W_h)
@@ -316,8 +316,7 @@ def _flat_taps(count, offsets, weights, t0, size, padded, acc):  # pragma: no co
     the same sums without the two padding outputs of a second pass of four, was no faster
     (C1 forward 0.87–1.15 → 0.93–1.09 ms, the 16→6 one 2.98–4.37 → 3.04–3.45; three
     alternating processes): a pass's nine loads of x̃ and its stores, not its multiply-adds
-    alone, set its pace. Nor did 256-bit vectors change
-    these loops' times on Zen 4.
+    alone, set its pace. Nor did 256-bit vectors change these loops' times on Zen 4.
 
     Four outputs at a time, all taps, then the next four: the four accumulator rows
     (4 × chunk values) stay in L1 while every channel adds into them, and the channels'
@@ -622,7 +621,7 @@ def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tupl
     group = 1 if s > 1 or out_h * wh >= GROUP_BELOW else max(1, GROUP_POSITIONS // block)
     if group == 1:  # the forward pass's buffer
         padded = _padded_sample(x, kernel, padding, stride, dilation, out_h, work)[-1]
-    else:  # G samples' planes side by side in each channel
+    else:  # G samples' planes one after the other in each channel
         size += c * (group - 1) * block
         padded = work("direct_grouped", size, (x.shape[1:], padding, stride, size))
     length = (group - 1) * block + out_h * wh

@@ -1168,16 +1168,17 @@ class Conv2d(Module):
         gradient where neither applies. Where both are wanted, each lane computes ∂L/∂x of
         its own samples right after their ∂L/∂W: one parallel region, not two (paired
         whole steps at 2 threads, ∂L/∂x direct: LeNet-5 0.97 and 0.92, ResNet-20 1.02 and
-        1.00; 1 thread, LeNet-5 0.97; by the column gradient, LeNet-5's C3: see
-        ``benchmarks/cnn.py``)."""
+        1.00; 1 thread, LeNet-5 0.97; by the column gradient, LeNet-5's C3 bprop alone,
+        300 calls alternating in one process, 0.91–0.92 at 2 threads, 0.97 at 1)."""
         xp = array_module(grad_out)
         x = self._cached("_x")
         grad_out, rectify = self._rectified(xp, grad_out, in_lanes=weights)
         strided = inputs and self._phased()
         transposed = self._transposed(grad_out, direct=True) if inputs and not strided else None
         columns = inputs and not strided and transposed is None
-        both = weights and (strided or columns or (transposed is not None
-                                                   and transposed._direct(grad_out) is not None))
+        # ∂L/∂x the transposed convolution's forward pass by direct sums
+        transposed_direct = transposed is not None and transposed._direct(grad_out) is not None
+        both = weights and (strided or columns or transposed_direct)
         grad = None
         if columns and weights:  # the column gradient's GEMMs in the same lanes
             inputs_of, grad = self._column_input_gradient(xp, grad_out, weights=False)
@@ -1190,7 +1191,7 @@ class Conv2d(Module):
                 direct.backward_inputs(grad_out, phased, grad, self.padding, self.stride[0],
                                        lo, hi, self._lane_work(xp, x.dtype, lane))
 
-        elif both and not columns:  # ∂L/∂x of the same samples in the same lane
+        elif both and transposed_direct:  # ∂L/∂x of the same samples in the same lane
             flipped, zero = direct.layout(transposed.weight.data, None)
 
             def inputs_of(lo: int, hi: int, lane: int) -> None:
@@ -1206,7 +1207,7 @@ class Conv2d(Module):
                     inputs_of(lo, hi, lane)
                 return total
 
-            if both and transposed is not None:
+            if both and transposed_direct:
                 transposed._work_dict()  # made before the lanes share it
             totals = self._run_lanes(self._lanes(xp, x.shape, 2.0 if both else 1.0), run,
                                      blas=columns)

@@ -18,9 +18,11 @@ from ermlab.nn import pooling as pooling_module  # noqa: E402
 # (kernel, stride, padding, H, W): overlapping 3×3 stride 2 (ResNet-18's), stride 1,
 # disjoint 3×3, unequal sides; 2×2 stride 2 (its own kernels) on even sizes (the NumPy
 # path's pairwise maxima) and odd ones (the NumPy path's scan; a last row and column outside
-# every window).
+# every window); rows long enough for the scan's vector loops and their remainders (37
+# and 35 outputs a row at stride 1, 20 at stride 2, 13 at stride 3).
 CASES = [(3, 2, 1, 9, 9), (3, 1, 1, 7, 6), (2, 2, 0, 7, 7), (3, 3, 0, 9, 9),
-         ((2, 3), (1, 2), (1, 1), 8, 7), (3, 2, 1, 10, 10), (2, 2, 0, 8, 8), (2, 2, 0, 6, 9)]
+         ((2, 3), (1, 2), (1, 1), 8, 7), (3, 2, 1, 10, 10), (2, 2, 0, 8, 8), (2, 2, 0, 6, 9),
+         (3, 1, 1, 9, 37), ((3, 5), 1, (1, 2), 6, 35), (3, 2, 1, 7, 40), (4, 3, 1, 8, 40)]
 
 
 def kernel_names(case):

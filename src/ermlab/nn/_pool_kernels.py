@@ -2,12 +2,24 @@
 of ``pooling.MaxPool2d`` (outputs, winners and, for finite ∂L/∂y, ∂L/∂x).
 
 The NumPy path takes K_h·K_w strided passes over the padded batch (a running maximum and
-a running winner), then fixes windows with a NaN or only −∞; each window here is scanned
-once, as torch's kernels do: over its entries inside the input in row-major (i, j) order,
+a running winner), then fixes windows with a NaN or only −∞. Each window here is scanned
+as torch's kernels scan it: over its entries inside the input in row-major (i, j) order,
 from best = −∞ and the first entry inside as winner, keeping an entry that is greater than
 the best so far or is NaN. The winner is stored as the offset k = i·K_w + j, as the NumPy
 path stores it. bprop adds each ∂L/∂y to its winner's input, in K passes over the
 outputs (k = 0, 1, …), so every input receives its additions in the NumPy path's order.
+
+The scan runs a plane at a time, tap by tap over every output at once: the plane is
+copied, padded with −∞, into S_h·S_w phase planes (rows ≡ a mod S_h, columns ≡ b mod S_w),
+where tap (i, j) of output t = p·W_h + q lies at t plus a fixed offset, so each tap is one
+loop over the plane's full-width rows with a select per output instead of a branch, which
+the compiler vectorizes (``max_forward``; bprop the same way, ``max_backward``). Measured
+(AMD EPYC Zen 4, 1 thread, kernels alone, ms, forward/backward, the window-at-a-time scan
+with its branches → these): 3×3 stride 1 padding 1 on 32×96×32×32 (an inception module's
+pooling branch) 92.6/47.8 → 8.0/8.1, on 32×480×8×8 20.8/13.7 → 3.9/4.9; 3×3 stride 2
+padding 1 on 128×64×32×32 50.4/30.0 → 14.5/15.7, on 128×64×56×56 (ResNet-18's stem)
+185/107 → 53/59, on 32×240×16×16 14.1/9.1 → 7.0/7.3.
+
 2×2 windows with stride 2 (LeNet's, VGG's) have kernels of their own, the same comparisons
 unrolled, and a bprop that writes each input once (windows do not overlap); its inputs
 that no window won get +0 where the NumPy path's masked products give g·0 (−0 for a
@@ -26,14 +38,76 @@ from ermlab import _numba_target  # noqa: F401 - the vector width, before a kern
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 
-def _inside(offset, stride, size, count):  # pragma: no cover
-    """[q₀, q₁): the outputs q < ``count`` whose entry q·stride + offset lies in [0, size)."""
-    first = max(0, -(offset // stride))  # ⌈−offset / stride⌉
-    last = min(count, (size - 1 - offset) // stride + 1)
-    return first, max(first, last)
+@njit(inline="always", **_JIT)
+def _planes(height, width, kernel_w, stride_h, stride_w, pad_h, pad_w):
+    """(H_h, W_h, size): the padded plane (H + 2p_h) × (W + 2p_w) as S_h·S_w phase planes of
+    H_h × W_h (rows ≡ a mod S_h and columns ≡ b mod S_w, one after the other), and the
+    values a work array for them takes, with slack after the last for the taps of the
+    last full-width row."""
+    hh = -(-(height + 2 * pad_h) // stride_h)
+    wh = -(-(width + 2 * pad_w) // stride_w)
+    return hh, wh, stride_h * stride_w * hh * wh + (kernel_w - 1) // stride_w + wh
 
 
-_inside = njit(inline="always", **_JIT)(_inside)
+@njit(inline="always", **_JIT)
+def _tap_offset(i, j, stride_h, stride_w, hh, wh):
+    """Where tap (i, j) of output t = p·W_h + q reads in the phase planes: t + this."""
+    return ((i % stride_h) * stride_w + j % stride_w) * hh * wh + (i // stride_h) * wh \
+        + j // stride_w
+
+
+@njit(inline="always", **_JIT)
+def _to_planes(plane, pad_h, pad_w, stride_h, stride_w, hh, wh, planes):
+    """The input plane (H, W) into the interior of ``planes`` (phase planes, ``_planes``)."""
+    for r_in in range(plane.shape[0]):
+        r = r_in + pad_h
+        base = ((r % stride_h) * stride_w) * hh * wh + (r // stride_h) * wh
+        row = plane[r_in]
+        if stride_w == 1:
+            target = planes[base + pad_w:]
+            for s in range(plane.shape[1]):
+                target[s] = row[s]
+            continue
+        for b in range(stride_w):
+            first = (b - pad_w) % stride_w  # the first input column in column phase b
+            target = planes[base + b * hh * wh + (pad_w + first) // stride_w:]
+            source = row[first:]
+            if stride_w == 2:
+                for m in range((plane.shape[1] - first + 1) // 2):
+                    target[m] = source[2 * m]
+            else:
+                for m in range((plane.shape[1] - first + stride_w - 1) // stride_w):
+                    target[m] = source[m * stride_w]
+
+
+@njit(inline="always", **_JIT)
+def _from_planes(planes, pad_h, pad_w, stride_h, stride_w, hh, wh, plane):
+    """The interior of ``planes`` back into the plane (H, W): ``_to_planes`` reversed."""
+    for r_in in range(plane.shape[0]):
+        r = r_in + pad_h
+        base = ((r % stride_h) * stride_w) * hh * wh + (r // stride_h) * wh
+        row = plane[r_in]
+        if stride_w == 1:
+            source = planes[base + pad_w:]
+            for s in range(plane.shape[1]):
+                row[s] = source[s]
+            continue
+        for b in range(stride_w):
+            first = (b - pad_w) % stride_w
+            source = planes[base + b * hh * wh + (pad_w + first) // stride_w:]
+            target = row[first:]
+            if stride_w == 2:
+                for m in range((plane.shape[1] - first + 1) // 2):
+                    target[2 * m] = source[m]
+            else:
+                for m in range((plane.shape[1] - first + stride_w - 1) // stride_w):
+                    target[m * stride_w] = source[m]
+
+
+@njit(inline="always", **_JIT)
+def _first_inside(p, q, kernel_w, stride_h, stride_w, pad_h, pad_w):
+    """k = i₀·K_w + j₀ of window (p, q)'s first entry inside the input."""
+    return max(0, pad_h - stride_h * p) * kernel_w + max(0, pad_w - stride_w * q)
 
 
 @njit(**_JIT)
@@ -41,96 +115,93 @@ def max_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, winn
                 hi):  # pragma: no cover
     """y[n] and (unless ``winner`` is None) winner[n] for samples n in [lo, hi).
 
-    A row of outputs at a time, tap by tap in row-major (i, j) order: each tap updates the
-    running best and winner of every output whose entry (i, j) lies inside the input, in
-    one loop over those outputs without branches (a select per output), which the compiler
-    vectorizes; per output that is the scan of the module docstring, entry by entry. The
-    winner starts at −1 and takes the first entry inside."""
+    One plane at a time, padded with −∞ and laid out as phase planes (``_planes``), so that
+    tap (i, j) of every output reads at a fixed offset from t = p·W_h + q: each tap, in
+    row-major (i, j) order, is one loop over all full-width positions t of the plane,
+    without branches (a select per position), which the compiler vectorizes; the W_h − OW
+    positions past each row's last output are computed and dropped. Per output that is the
+    scan of the module docstring: a −∞ of the padding is never greater than the best so far
+    nor NaN, so it changes nothing, and a winner still −1 at the end (a window of −∞ only)
+    becomes the window's first entry inside."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_h, out_w = y.shape[2], y.shape[3]
     lowest = -x.dtype.type(1) / x.dtype.type(0)
-    arg = np.empty(out_w, dtype=np.int32)
+    hh, wh, size = _planes(height, width, kernel_w, stride_h, stride_w, pad_h, pad_w)
+    planes = np.full(size, lowest, dtype=x.dtype)
+    length = out_h * wh
+    best = np.empty(length, dtype=x.dtype)
+    arg = np.empty(length, dtype=np.int32)
     for n in range(lo, hi):
         for c in range(channels):
-            plane, out = x[n, c], y[n, c]
+            _to_planes(x[n, c], pad_h, pad_w, stride_h, stride_w, hh, wh, planes)
+            for t in range(length):
+                best[t] = lowest
+            if winner is not None:
+                for t in range(length):
+                    arg[t] = -1
+            for i in range(kernel_h):
+                for j in range(kernel_w):
+                    k = i * kernel_w + j
+                    source = planes[_tap_offset(i, j, stride_h, stride_w, hh, wh):]
+                    if winner is None:
+                        for t in range(length):
+                            value, b = source[t], best[t]
+                            best[t] = value if (value > b) | (value != value) else b
+                    else:
+                        for t in range(length):
+                            value, b, a = source[t], best[t], arg[t]
+                            take = (value > b) | (value != value)
+                            best[t] = value if take else b
+                            arg[t] = k if take else a
+            out = y[n, c]
             for p in range(out_h):
-                best = out[p]
+                row, at = out[p], best[p * wh:]
                 for q in range(out_w):
-                    best[q] = lowest
-                    arg[q] = -1
-                top = p * stride_h - pad_h
-                for i in range(kernel_h):
-                    r = top + i
-                    if r < 0 or r >= height:
-                        continue
-                    row = plane[r]
-                    for j in range(kernel_w):
-                        k = i * kernel_w + j
-                        offset = j - pad_w
-                        q0, q1 = _inside(offset, stride_w, width, out_w)
-                        # views from q₀, indexed from 0 (indices the compiler knows are not
-                        # negative: no wraparound test, so the loops vectorize)
-                        source, b_row, a_row = row[q0 * stride_w + offset:], best[q0:], arg[q0:]
-                        if winner is None:
-                            if stride_w == 1:
-                                for t in range(q1 - q0):
-                                    value, b = source[t], b_row[t]
-                                    b_row[t] = value if (value > b) | (value != value) else b
-                            else:
-                                for t in range(q1 - q0):
-                                    value, b = source[2 * t] if stride_w == 2 else source[t * stride_w], b_row[t]
-                                    b_row[t] = value if (value > b) | (value != value) else b
-                        elif stride_w == 1:
-                            for t in range(q1 - q0):
-                                value, b, a = source[t], b_row[t], a_row[t]
-                                a = k if a < 0 else a
-                                take = (value > b) | (value != value)
-                                b_row[t] = value if take else b
-                                a_row[t] = k if take else a
-                        else:
-                            for t in range(q1 - q0):
-                                value, b, a = source[2 * t] if stride_w == 2 else source[t * stride_w], b_row[t], a_row[t]
-                                a = k if a < 0 else a
-                                take = (value > b) | (value != value)
-                                b_row[t] = value if take else b
-                                a_row[t] = k if take else a
+                    row[q] = at[q]
                 if winner is not None:
-                    won = winner[n, c, p]
+                    won, at_arg = winner[n, c, p], arg[p * wh:]
                     for q in range(out_w):
-                        won[q] = arg[q]
+                        a = at_arg[q]
+                        won[q] = a if a >= 0 else _first_inside(
+                            p, q, kernel_w, stride_h, stride_w, pad_h, pad_w)
 
 
 @njit(**_JIT)
 def max_backward(grad_out, winner, kernel_w, stride_h, stride_w, pad_h, pad_w, offsets, grad,
                  lo, hi):  # pragma: no cover
-    """grad[n] (zeroed by the caller) += ∂L/∂y routed to the winners, samples [lo, hi);
-    the offsets k = 0 … ``offsets`` − 1 in turn, each over the outputs whose entry k lies
-    inside the input, row by row: every such entry gets g where k won and +0 where it did
-    not, a select instead of a branch (the loop vectorizes). Adding +0 changes no value
-    here: ∂L/∂x starts at +0 and a sum of floats from +0 is never −0, the one value +0
-    would change."""
+    """grad[n] = ∂L/∂y routed to the winners, samples [lo, hi) (every value written); the
+    offsets k = 0 … ``offsets`` − 1 in turn, each one loop over the plane's
+    full-width positions t = p·W_h + q into ∂L/∂x̃ laid out as ``max_forward``'s phase
+    planes: every position's entry k gets g where k won and +0 where it did not (and at
+    the positions past each row's outputs, whose g is 0 and winner −1), a select instead
+    of a branch, so the loop vectorizes; then the interior is copied out. Every input gets
+    its additions in the order of the module docstring; the +0 change no value, since
+    ∂L/∂x̃ starts at +0 and a sum of floats from +0 is never −0, the one value +0 would
+    change."""
     channels, out_h, out_w = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
     height, width = grad.shape[2], grad.shape[3]
     zero = grad.dtype.type(0)
+    hh, wh, size = _planes(height, width, kernel_w, stride_h, stride_w, pad_h, pad_w)
+    planes = np.empty(size, dtype=grad.dtype)
+    length = out_h * wh
+    flat_g = np.zeros(length, dtype=grad.dtype)  # past each row's outputs: 0, winner −1
+    flat_won = np.full(length, -1, dtype=np.int32)
     for n in range(lo, hi):
         for c in range(channels):
-            plane, g, won = grad[n, c], grad_out[n, c], winner[n, c]
+            for p in range(out_h):
+                g, won = grad_out[n, c, p], winner[n, c, p]
+                to_g, to_won = flat_g[p * wh:], flat_won[p * wh:]
+                for q in range(out_w):
+                    to_g[q] = g[q]
+                    to_won[q] = won[q]
+            for t in range(size):
+                planes[t] = zero
             for k in range(offsets):
-                i, j = k // kernel_w, k % kernel_w
-                offset = j - pad_w
-                q0, q1 = _inside(offset, stride_w, width, out_w)
-                for p in range(out_h):
-                    r = p * stride_h - pad_h + i
-                    if r < 0 or r >= height:
-                        continue
-                    target = plane[r, q0 * stride_w + offset:]
-                    gp, wp = g[p, q0:], won[p, q0:]
-                    if stride_w == 1:
-                        for t in range(q1 - q0):
-                            target[t] += gp[t] if wp[t] == k else zero
-                    else:
-                        for t in range(q1 - q0):
-                            target[2 * t if stride_w == 2 else t * stride_w] += gp[t] if wp[t] == k else zero
+                target = planes[_tap_offset(k // kernel_w, k % kernel_w, stride_h, stride_w,
+                                            hh, wh):]
+                for t in range(length):
+                    target[t] += flat_g[t] if flat_won[t] == k else zero
+            _from_planes(planes, pad_h, pad_w, stride_h, stride_w, hh, wh, grad[n, c])
 
 
 @njit(**_JIT)

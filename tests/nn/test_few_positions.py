@@ -1,7 +1,8 @@
 """Convolutions with few output positions per sample (P < O, small planes with many
 channels): im2col's GEMMs once per group over all of a block's samples (``Conv2d._merged``:
 forward, ∂L/∂W by ``conv._block_product``, ∂L/∂x), the 1×1 path's ∂L/∂W as one GEMM
-(``Conv2d._pointwise_weight_product``) and Winograd's blocks of at least
+(``Conv2d._pointwise_weight_product``), its forward and ∂L/∂x too (``Conv2d._merged_product``)
+and Winograd's blocks of at least
 ``*_TILES_PER_CHANNEL`` tiles per channel, against direct float64 sums, in lanes, and
 added onto a gradient that is not zero."""
 
@@ -127,3 +128,35 @@ def test_input_gradient_of_a_one_position_plane(algorithm, monkeypatch):
     assert result.passed(), result
     assert calls["transposed"] == 0
     assert (direct_calls["forward"] > 0) is (algorithm == "direct")
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("size,stride,merged", [(4, 2, True), (3, 1, True), (4, 1, False)])
+def test_pointwise_forward_and_input_gradient_of_few_positions(size, stride, merged, threads,
+                                                               monkeypatch):
+    """The 1×1 path's forward and ∂L/∂x as one GEMM over every sample's positions below
+    ``POINTWISE_MERGED_BELOW`` positions a sample (2×2 and 3×3 outputs here, with the
+    threshold at 16 → 5), one GEMM per sample from it: both against direct float64 sums,
+    in three lanes of rows as in one."""
+    monkeypatch.setattr(conv_module, "LANE_MIN_FLOPS", 1)
+    monkeypatch.setattr(conv_module, "POINTWISE_MERGED_BELOW", 10)
+    calls = []
+    product = conv_module.Conv2d._merged_product
+    monkeypatch.setattr(conv_module.Conv2d, "_merged_product", lambda self, *args, **kw: (
+        calls.append(args[2].shape) or product(self, *args, **kw)))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 5, size, size))
+    conv = nn.Conv2d(5, 9, 1, stride=stride, rng=0, threads=threads, algorithm="im2col",
+                     dtype=np.float64)
+    conv.bias.data[...] = rng.standard_normal(9)
+    y = conv.forward(x)
+    g = rng.standard_normal(y.shape)
+    conv.zero_grad()
+    grad_x = conv.backward(g)
+    y_expected, gx_expected, expected = window_sums(x, conv.weight.data, g, stride, 0, 1)
+    np.testing.assert_allclose(y - conv.bias.data[:, None, None], y_expected, rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(grad_x, gx_expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.weight.grad, expected, rtol=1e-12, atol=1e-12)
+    positions = y.shape[2] * y.shape[3]
+    assert calls == ([(7, 5, positions), (7, 9, positions)] if merged else [])

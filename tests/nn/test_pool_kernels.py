@@ -112,3 +112,52 @@ def test_against_torch(case):
         np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-13, atol=1e-15)
     else:
         np.testing.assert_array_equal(gx, tx.grad.numpy())
+
+
+def run_average(case, dtype, threads=1, training=True):
+    k, s, p, h, w = case
+    pool = nn.AvgPool2d(k, s, p)
+    pool.threads = threads
+    pool.train(training)
+    x = batch(h, w, dtype)
+    y = pool.forward(x)
+    g = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+    return y, pool.backward(g)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_average_kernels_equal_numpy_bit_for_bit(case, dtype, threads, monkeypatch):
+    """AvgPool2d's compiled passes: the NumPy path's sums (padding zeros, NaN and −∞
+    included) and shares, added where windows overlap and written where they do not;
+    windows that tile the input (2×2 stride 2 on even sizes here) stay with NumPy."""
+    monkeypatch.setattr(pooling_module, "LANE_MIN_BYTES", 1)
+    calls = count_calls(monkeypatch, _pool_kernels, "avg_forward", "avg_backward")
+    fused = run_average(case, dtype, threads)
+    tiles = case[0] == case[1] and case[2] == 0 and case[3] % case[0] == case[4] % case[0] == 0
+    assert set(calls) == (set() if tiles else {"avg_forward", "avg_backward"})
+    monkeypatch.setenv("ERMLAB_FUSED", "0")
+    calls.clear()
+    reference = run_average(case, dtype, threads)
+    assert not calls
+    for a, b in zip(fused, reference, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", [(3, 2, 1, 11, 11), (3, 1, 1, 9, 37), (2, 2, 0, 7, 9)])
+def test_average_against_torch(case):
+    torch = pytest.importorskip("torch", reason="torch oracle: pip install torch==2.13.0 (CPU)")
+    k, stride, p, h, w = case
+    x = np.random.default_rng(2).standard_normal((3, 4, h, w))
+    pool = nn.AvgPool2d(k, stride, p)
+    pool.train()
+    y = pool.forward(x)
+    g = np.random.default_rng(3).standard_normal(y.shape)
+    gx = pool.backward(g)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.avg_pool2d(tx, k, stride, p)
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-13, atol=1e-15)

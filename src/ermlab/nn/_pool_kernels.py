@@ -205,6 +205,73 @@ def max_backward(grad_out, winner, kernel_w, stride_h, stride_w, pad_h, pad_w, o
 
 
 @njit(**_JIT)
+def avg_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, scale, y, lo,
+                hi):  # pragma: no cover
+    """y[n] = (Σ_{i,j} x̃ at tap (i, j)) · ``scale`` (1/(K_h·K_w) in x's dtype) for samples
+    n in [lo, hi), x̃ zero-padded: the NumPy path's sum (the first tap's values, then each
+    tap's added in row-major order, padding zeros included) and product, one loop over a
+    plane's full-width positions per tap as in ``max_forward``."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w = y.shape[2], y.shape[3]
+    hh, wh, size = _planes(height, width, kernel_w, stride_h, stride_w, pad_h, pad_w)
+    planes = np.zeros(size, dtype=x.dtype)
+    length = out_h * wh
+    total = np.empty(length, dtype=x.dtype)
+    for n in range(lo, hi):
+        for c in range(channels):
+            _to_planes(x[n, c], pad_h, pad_w, stride_h, stride_w, hh, wh, planes)
+            first = planes[_tap_offset(0, 0, stride_h, stride_w, hh, wh):]
+            for t in range(length):
+                total[t] = first[t]
+            for k in range(1, kernel_h * kernel_w):
+                source = planes[_tap_offset(k // kernel_w, k % kernel_w, stride_h, stride_w,
+                                            hh, wh):]
+                for t in range(length):
+                    total[t] += source[t]
+            out = y[n, c]
+            for p in range(out_h):
+                row, at = out[p], total[p * wh:]
+                for q in range(out_w):
+                    row[q] = at[q] * scale
+
+
+@njit(**_JIT)
+def avg_backward(grad_out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, scale, grad,
+                 lo, hi):  # pragma: no cover
+    """grad[n] (every value written) for samples n in [lo, hi): the share g·``scale`` of each
+    output to every entry of its window, as the NumPy path gives it (its ``_scatter``): tap
+    by tap in row-major order, added where windows overlap and written where they do not
+    (stride ≥ kernel both ways: each entry in one window at most), over ∂L/∂x̃ laid out as
+    ``max_forward``'s phase planes, then the interior copied out."""
+    channels, out_h, out_w = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    height, width = grad.shape[2], grad.shape[3]
+    zero = grad.dtype.type(0)
+    disjoint = stride_h >= kernel_h and stride_w >= kernel_w
+    hh, wh, size = _planes(height, width, kernel_w, stride_h, stride_w, pad_h, pad_w)
+    planes = np.empty(size, dtype=grad.dtype)
+    length = out_h * wh
+    share = np.zeros(length, dtype=grad.dtype)  # past each row's outputs: 0
+    for n in range(lo, hi):
+        for c in range(channels):
+            for p in range(out_h):
+                g, to = grad_out[n, c, p], share[p * wh:]
+                for q in range(out_w):
+                    to[q] = g[q] * scale
+            for t in range(size):
+                planes[t] = zero
+            for k in range(kernel_h * kernel_w):
+                target = planes[_tap_offset(k // kernel_w, k % kernel_w, stride_h, stride_w,
+                                            hh, wh):]
+                if disjoint:
+                    for t in range(length):
+                        target[t] = share[t]
+                else:
+                    for t in range(length):
+                        target[t] += share[t]
+            _from_planes(planes, pad_h, pad_w, stride_h, stride_w, hh, wh, grad[n, c])
+
+
+@njit(**_JIT)
 def max2x2_forward(x, y, winner, lo, hi):  # pragma: no cover
     """``max_forward`` for 2×2 windows with stride 2 and no padding (LeNet's, VGG's), the
     four entries of each window compared in the same order without the scan's loops."""

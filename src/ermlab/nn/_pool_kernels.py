@@ -13,7 +13,9 @@ The scan runs a plane at a time, tap by tap over every output at once: the plane
 copied, padded with −∞, into S_h·S_w phase planes (rows ≡ a mod S_h, columns ≡ b mod S_w),
 where tap (i, j) of output t = p·W_h + q lies at t plus a fixed offset, so each tap is one
 loop over the plane's full-width rows with a select per output instead of a branch, which
-the compiler vectorizes (``max_forward``; bprop the same way, ``max_backward``). Measured
+the compiler vectorizes (``max_forward``; bprop the same way, ``max_backward``, or for
+strides and small planes one scalar pass over the outputs in reverse order,
+``max_backward_scatter``: ``pooling.PLANES_MIN_OUTPUTS``). Measured
 (AMD EPYC Zen 4, 1 thread, kernels alone, ms, forward/backward, the window-at-a-time scan
 with its branches → these): 3×3 stride 1 padding 1 on 32×96×32×32 (an inception module's
 pooling branch) 92.6/47.8 → 8.0/8.1, on 32×480×8×8 20.8/13.7 → 3.9/4.9; 3×3 stride 2
@@ -202,6 +204,30 @@ def max_backward(grad_out, winner, kernel_w, stride_h, stride_w, pad_h, pad_w, o
                 for t in range(length):
                     target[t] += flat_g[t] if flat_won[t] == k else zero
             _from_planes(planes, pad_h, pad_w, stride_h, stride_w, hh, wh, grad[n, c])
+
+
+@njit(**_JIT)
+def max_backward_scatter(grad_out, winner, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                         grad, lo, hi):  # pragma: no cover
+    """grad[n] (zeroed here) += each ∂L/∂y at its winner, samples [lo, hi): one pass over
+    the outputs in reverse row-major order. An input's windows (p, q) hold it at offset
+    k = (r + p_h − S_h p)·K_w + (s + p_w − S_w q), which grows as p, then q, falls: so
+    every input receives its additions in the order of k, as in ``max_backward``."""
+    zero = grad.dtype.type(0)
+    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
+    for n in range(lo, hi):
+        for c in range(grad_out.shape[1]):
+            plane, g, won = grad[n, c], grad_out[n, c], winner[n, c]
+            for r in range(plane.shape[0]):
+                row = plane[r]
+                for s in range(plane.shape[1]):
+                    row[s] = zero
+            for p in range(out_h - 1, -1, -1):
+                top, gp, wp = p * stride_h - pad_h, g[p], won[p]
+                for q in range(out_w - 1, -1, -1):
+                    k = wp[q]
+                    i = k // kernel_w
+                    plane[top + i, q * stride_w - pad_w + k - i * kernel_w] += gp[q]
 
 
 @njit(**_JIT)

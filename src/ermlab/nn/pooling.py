@@ -54,6 +54,13 @@ from ermlab.threads import run_ranges
 # 128×6×28×28 (2.3 MiB) 0.62×, 128×16×10×10 (0.8 MiB) 0.94×; whole training steps: LeNet-5
 # 0.96×, small VGG 0.98×. At load 3.3 (no free core) two lanes gained nothing (1.01–1.10×).
 LANE_MIN_BYTES = 2**20
+# Max pooling's compiled bprop takes its K_h·K_w vector passes over a plane
+# (``_pool_kernels.max_backward``) for stride 1 and at least this many outputs per plane,
+# else one scalar pass over the outputs (``max_backward_scatter``), the same sums.
+# Measured (AMD EPYC Zen 4, 1 thread, 3×3 padding 1, ms, passes → scatter): stride 1 on
+# 32×96×32×32 5.2 → 12.3, on 32×480×8×8 4.4 → 4.5, on 32×256×4×4 1.9 → 0.9; stride 2 on
+# 32×240×16×16 5.6 → 2.2, on 128×64×32×32 16.4 → 12.0, on 128×64×56×56 54 → 45.
+PLANES_MIN_OUTPUTS = 64
 
 
 class _Pool2d(Module):
@@ -277,8 +284,12 @@ class MaxPool2d(_Pool2d):
                 run_ranges(self._lanes(grad), kernels.max2x2_backward, grad_out, winner, grad)
                 return grad
             grad = numpy.empty(x_shape, dtype=grad_out.dtype)  # every value written
-            run_ranges(self._lanes(grad), kernels.max_backward, grad_out, winner, kw, sh, sw, ph,
-                       pw, kh * kw, grad)
+            if (sh, sw) == (1, 1) and grad_out.shape[2] * grad_out.shape[3] >= PLANES_MIN_OUTPUTS:
+                run_ranges(self._lanes(grad), kernels.max_backward, grad_out, winner, kw, sh, sw,
+                           ph, pw, kh * kw, grad)
+            else:
+                run_ranges(self._lanes(grad), kernels.max_backward_scatter, grad_out, winner, kw,
+                           sh, sw, ph, pw, grad)
             return grad
         out_hw = grad_out.shape[2:]
         pieces = (

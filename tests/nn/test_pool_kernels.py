@@ -31,9 +31,10 @@ def kernel_names(case):
     (kh, kw), (sh, sw), (ph, pw) = (v if isinstance(v, tuple) else (v, v) for v in case[:3])
     h, w = case[3:]
     outputs = ((h + 2 * ph - kh) // sh + 1) * ((w + 2 * pw - kw) // sw + 1)
-    outputs = outputs if (sh, sw) == (1, 1) else 0
-    passes = outputs >= pooling_module.PLANES_MIN_OUTPUTS
-    return {"max_forward", "max_backward" if passes else "max_backward_scatter"}
+    forward = outputs >= pooling_module.FORWARD_PLANES_MIN_OUTPUTS
+    passes = (sh, sw) == (1, 1) and outputs >= pooling_module.PLANES_MIN_OUTPUTS
+    return {"max_forward" if forward else "max_forward_windows",
+            "max_backward" if passes else "max_backward_scatter"}
 
 
 def batch(h, w, dtype, seed=0):
@@ -64,8 +65,9 @@ def run(case, dtype, threads=1, training=True):
 @pytest.mark.parametrize("case", CASES)
 def test_kernels_equal_numpy_bit_for_bit(case, dtype, threads, monkeypatch):
     monkeypatch.setattr(pooling_module, "LANE_MIN_BYTES", 1)
-    calls = count_calls(monkeypatch, _pool_kernels, "max_forward", "max_backward",
-                        "max_backward_scatter", "max2x2_forward", "max2x2_backward")
+    calls = count_calls(monkeypatch, _pool_kernels, "max_forward", "max_forward_windows",
+                        "max_backward", "max_backward_scatter", "max2x2_forward",
+                        "max2x2_backward")
     fused = run(case, dtype, threads)
     assert set(calls) == kernel_names(case)
     monkeypatch.setenv("ERMLAB_FUSED", "0")
@@ -77,12 +79,15 @@ def test_kernels_equal_numpy_bit_for_bit(case, dtype, threads, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_evaluation_mode_keeps_no_winners(monkeypatch):
-    calls = count_calls(monkeypatch, _pool_kernels, "max_forward", "max_backward")
-    y, _, _ = run(CASES[0], np.float32, training=False)
-    assert calls == Counter(max_forward=1)
+@pytest.mark.parametrize("case,scan", [(CASES[0], "max_forward"),
+                                       (CASES[3], "max_forward_windows")])
+def test_evaluation_mode_keeps_no_winners(case, scan, monkeypatch):
+    calls = count_calls(monkeypatch, _pool_kernels, "max_forward", "max_forward_windows",
+                        "max_backward")
+    y, _, _ = run(case, np.float32, training=False)
+    assert calls == Counter({scan: 1})
     monkeypatch.setenv("ERMLAB_FUSED", "0")
-    np.testing.assert_array_equal(y, run(CASES[0], np.float32, training=False)[0])
+    np.testing.assert_array_equal(y, run(case, np.float32, training=False)[0])
 
 
 def test_two_by_two_in_evaluation_mode_and_an_odd_gradient(monkeypatch):

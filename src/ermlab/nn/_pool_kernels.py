@@ -15,7 +15,8 @@ where tap (i, j) of output t = p·W_h + q lies at t plus a fixed offset, so each
 loop over the plane's full-width rows with a select per output instead of a branch, which
 the compiler vectorizes (``max_forward``; bprop the same way, ``max_backward``, or for
 strides and small planes one scalar pass over the outputs in reverse order,
-``max_backward_scatter``: ``pooling.PLANES_MIN_OUTPUTS``). Measured
+``max_backward_scatter``: ``pooling.PLANES_MIN_OUTPUTS``; planes of few outputs are
+scanned a window at a time, ``max_forward_windows``). Measured
 (AMD EPYC Zen 4, 1 thread, kernels alone, ms, forward/backward, the window-at-a-time scan
 with its branches → these): 3×3 stride 1 padding 1 on 32×96×32×32 (an inception module's
 pooling branch) 92.6/47.8 → 8.0/8.1, on 32×480×8×8 20.8/13.7 → 3.9/4.9; 3×3 stride 2
@@ -166,6 +167,42 @@ def max_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, winn
                         a = at_arg[q]
                         won[q] = a if a >= 0 else _first_inside(
                             p, q, kernel_w, stride_h, stride_w, pad_h, pad_w)
+
+
+@njit(**_JIT)
+def max_forward_windows(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, winner, lo,
+                hi):  # pragma: no cover
+    """``max_forward`` a window at a time, scanned entry by entry with its branches: for
+    planes of few outputs, where a pass per tap over a plane's phase planes costs more than
+    it saves (``pooling.PLANES_MIN_OUTPUTS``)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w = y.shape[2], y.shape[3]
+    lowest = -x.dtype.type(1) / x.dtype.type(0)
+    for n in range(lo, hi):
+        for c in range(channels):
+            plane, out = x[n, c], y[n, c]
+            for p in range(out_h):
+                top = p * stride_h - pad_h
+                for q in range(out_w):
+                    left = q * stride_w - pad_w
+                    best, arg = lowest, -1
+                    for i in range(kernel_h):
+                        r = top + i
+                        if r < 0 or r >= height:
+                            continue
+                        row = plane[r]
+                        for j in range(kernel_w):
+                            s = left + j
+                            if s < 0 or s >= width:
+                                continue
+                            value = row[s]
+                            if arg < 0:
+                                arg = i * kernel_w + j
+                            if value > best or value != value:
+                                best, arg = value, i * kernel_w + j
+                    out[p, q] = best
+                    if winner is not None:
+                        winner[n, c, p, q] = arg
 
 
 @njit(**_JIT)

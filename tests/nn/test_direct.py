@@ -137,6 +137,34 @@ def test_weight_gradient_of_samples_side_by_side(case, group, monkeypatch):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", [(7, 6, 16, 14, 14, 0, 5, 1, 1), (7, 3, 5, 7, 6, 1, 3, 1, 1),
+                                  (7, 2, 5, 9, 10, 2, 3, 2, 1)],
+                         ids=["C3", "padding", "dilation 2"])
+@pytest.mark.parametrize("group", [2, 3, 7])
+def test_forward_of_samples_one_after_the_other(case, group, monkeypatch):
+    """The forward pass (and the transposed convolution's, ∂L/∂x, where it runs) with G
+    samples a run equals one sample a run's bit for bit, ReLU fused or not; the pass
+    before it leaves NaN in every slot, and five samples leave the last group short
+    (2, 2, 1 / 3, 2 / 5 of 7): its unused slots reach no output."""
+    calls = []
+    real = direct.correlate
+    monkeypatch.setattr(direct, "correlate", lambda *args: calls.append(args[-1]) or real(*args))
+    x, g = data(case)
+    results = {}
+    hp, wp = (side + 2 * case[5] for side in case[3:5])
+    for size in (1, group):
+        monkeypatch.setattr(direct, "GROUP_POSITIONS", size * hp * wp)
+        conv = build(case, "direct")
+        fprop_bprop(conv, np.full_like(x, np.nan), g)
+        calls.clear()
+        results[size] = fprop_bprop(conv, x[:5], g[:5])[:2]
+        results[size] += (conv.forward_relu(x[:5]),)
+        assert calls[0] == size
+    for a, b in zip(results[1], results[group], strict=True):
+        assert np.isfinite(b).all()
+        np.testing.assert_array_equal(b, a)
+
+
 def test_short_planes_sum_samples_side_by_side():
     """LeNet-5's C3 (140 full-width positions a sample) sums several samples in one run of
     its ∂L/∂W, C1 (28 × 32) one; both equal im2col's in float64."""

@@ -21,8 +21,9 @@ a fixed offset from t = p·W_h + q (``geometry``).
 
 is summed the same way (``weight_gradient``), with ∂L/∂y laid out in full-width rows whose
 extra positions are zero; on short planes several samples' planes follow one another in
-one run (``GROUP_BELOW``). ∂L/∂x of a stride-1 layer is the forward pass of the transposed
-convolution (``Conv2d._transposed``), so it runs here too; that of a layer with stride
+one run (``GROUP_BELOW``), in the forward pass as in this sum. ∂L/∂x of a stride-1 layer
+is the forward pass of the transposed convolution (``Conv2d._transposed``), so it runs
+here too; that of a layer with stride
 S > 1 (no dilation) is S² stride-1 correlations of ∂L/∂y, one per phase of x, each with the
 kernel's taps of its phase (``strided_input_gradient``).
 
@@ -68,9 +69,11 @@ VECTOR = 8
 # in float32, so that in a 64-byte aligned work array (``Conv2d._work``) every row starts
 # on a cache line (see ``conv._aligned_zeros`` for the measured gain).
 ROW_ALIGN = 16
-# ∂L/∂W of short planes sums G samples in one run (``weight_gradient``): stride 1, fewer
-# than GROUP_BELOW full-width positions a sample, G = ⌊GROUP_POSITIONS / (H_p·W_p)⌋ (at
-# least 1), the samples' padded planes one after the other in each channel. A run of one
+# ∂L/∂W of short planes sums G samples in one run (``weight_gradient``), and the forward
+# pass computes them in one run (``correlate``, so the transposed convolution of ∂L/∂x
+# too): stride 1, fewer than GROUP_BELOW full-width positions a sample, G =
+# ⌊GROUP_POSITIONS / (H_p·W_p)⌋ (at least 1), the samples' padded planes one after the
+# other in each channel. A run of one
 # sample's 140 positions (LeNet-5's C3, 10 rows of 14) is 9 vector iterations, and its
 # twelve sums' horizontal additions and remainder cost as much again; the rows between
 # the samples' outputs (4 of every 14 in C3) are summed against zeros. Measured (AMD EPYC
@@ -80,7 +83,11 @@ ROW_ALIGN = 16
 # 3×3 16→16 on 8×8 padded 0.94–1.96 → 0.72–1.38 (G = 8); with 16×16 outputs, 3→16 (G = 2)
 # and C1 (896 positions a sample, G = 1) as before. Samples side by side value by value
 # (no wasted rows, but scattered copies in and out) gained as much on C3 and lost a third
-# on 3→16; for the forward pass neither paid (C3 ~6 %).
+# on 3→16; for the forward pass neither paid on C3 (~6 %). On 8×8 planes the forward's
+# passes are shorter still (80 positions, 5 vector iterations): G samples one after the
+# other, paired in one process (1 thread, batch 128, forward/backward ms, one sample a
+# run → G): 3×3 16→32 padded 2.03/3.61 → 1.61/3.11, 16→16 1.00/1.74 → 0.85/1.54, 32→32
+# 4.98/8.46 → 3.49/7.00; C3 1.66/3.82 → 1.67/3.78, 16×16 planes (3→16, 8→16) even.
 GROUP_BELOW = 512
 GROUP_POSITIONS = 800
 
@@ -139,22 +146,31 @@ def _one_tap(row, w, o, acc, size):  # pragma: no cover
 
 @njit(**_JIT)
 def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, offsets, lo, hi, padded,
-              acc, vector, relu):  # pragma: no cover
+              acc, vector, relu, group):  # pragma: no cover
     """y[n] for samples n in [lo, hi) of x (N, C, H, W), with ``weight`` and ``bias`` in
     ``layout``'s form: W[o, c, i, j] at [c, i, j, o], outputs padded to a multiple of four
     with zero weights and biases (those outputs are computed and never copied out).
 
-    ``padded`` is a zero array (``geometry``'s size) whose borders stay zero (the interior
-    is written per sample, in S² phase planes of H_h × W_h), ``offsets`` (C K_h K_w,) where
-    channel c's tap (i, j) reads in ``padded`` (``tap_offsets``), ``acc`` (O₄, chunk)
-    scratch for the outputs of one chunk of full-width positions, ``chunk`` a multiple of
-    ``vector``: each run of positions is rounded up to one (``VECTOR``)."""
+    ``padded`` is a zero array (``geometry``'s size, with room for ``group`` samples) whose
+    borders stay zero (the interior is written per sample, in S² phase planes of
+    H_h × W_h), G = ``group`` samples' planes one after the other in each channel as in
+    ``weight_gradient``, so that one run over t = g·S²·H_h·W_h + p·W_h + q computes them
+    all (``GROUP_BELOW``; the positions between samples are computed and dropped);
+    ``offsets`` (C K_h K_w,) where channel c's tap (i, j) reads in ``padded``
+    (``tap_offsets``), ``acc`` (O₄, chunk) scratch for the outputs of one chunk of
+    full-width positions, ``chunk`` a multiple of ``vector``: each run of positions is
+    rounded up to one (``VECTOR``). Each output is the same sum for any G."""
     outputs = weight.shape[3]
     out_h, out_w = y.shape[2], y.shape[3]
-    length = out_h * wh
+    block = stride * stride * hh * wh
     chunk = acc.shape[1]
-    for n in range(lo, hi):
-        _copy_sample(x, n, pad_h, pad_w, stride, hh, wh, padded, stride * stride * hh * wh)
+    zero = y.dtype.type(0)
+    for n0 in range(lo, hi, group):
+        count = min(group, hi - n0)
+        for g in range(count):
+            _copy_sample(x, n0 + g, pad_h, pad_w, stride, hh, wh, padded[g * block:],
+                         group * block)
+        length = (count - 1) * block + out_h * wh
         for t0 in range(0, length, chunk):
             size = min(chunk, length - t0)
             run = min(chunk, -(-size // vector) * vector)  # (see VECTOR)
@@ -166,24 +182,25 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, offsets, lo, hi,
             # W as (C K_h K_w, O₄): channel c's taps (i, j) in turn
             _flat_taps(offsets.size, offsets, weight.reshape(offsets.size, outputs), t0, run,
                        padded, acc)
-            first = t0 // wh
-            last = min(out_h, (t0 + size + wh - 1) // wh)
-            zero = y.dtype.type(0)
-            for o in range(y.shape[1]):
-                a = acc[o]
-                for p in range(first, last):
-                    begin = p * wh - t0
-                    row = y[n, o, p]
-                    if relu:
-                        for q in range(out_w):
-                            k = begin + q
-                            if k >= 0 and k < size:
-                                row[q] = rectify(a[k], zero)
-                    else:
-                        for q in range(out_w):
-                            k = begin + q
-                            if k >= 0 and k < size:
-                                row[q] = a[k]
+            for g in range(count):
+                start = g * block - t0  # sample g's first output in acc
+                first = max(0, -start // wh)
+                last = min(out_h, (size - start + wh - 1) // wh)
+                for o in range(y.shape[1]):
+                    a = acc[o]
+                    for p in range(first, last):
+                        begin = start + p * wh
+                        row = y[n0 + g, o, p]
+                        if relu:
+                            for q in range(out_w):
+                                k = begin + q
+                                if k >= 0 and k < size:
+                                    row[q] = rectify(a[k], zero)
+                        else:
+                            for q in range(out_w):
+                                k = begin + q
+                                if k >= 0 and k < size:
+                                    row[q] = a[k]
 
 
 @njit(**dict(_JIT, fastmath={"contract", "reassoc"}))
@@ -588,25 +605,39 @@ def forward(x: Any, weight: Any, bias: Any, y: Any, padding: tuple[int, int],
 
     ``work(name, size, key)`` returns a reused flat work array of ``size`` values (zero
     when first made, and made again when ``key`` changes)."""
-    outputs = weight.shape[3]
-    s, hh, wh, _, padded = _padded_sample(x, weight.shape[1:3], padding, stride, dilation,
-                                          y.shape[2], work)
-    length = y.shape[2] * wh
+    outputs, kernel, out_h = weight.shape[3], weight.shape[1:3], y.shape[2]
+    s, hh, wh, _, size = geometry(x.shape, kernel, padding, stride, dilation, out_h)
+    group = _group(s, hh, wh, out_h)
+    if group == 1:
+        padded = _padded_sample(x, kernel, padding, stride, dilation, out_h, work)[-1]
+    else:  # G samples' planes one after the other in each channel (``weight_gradient``'s)
+        size += x.shape[1] * (group - 1) * s * s * hh * wh
+        padded = work("direct_grouped", size, (x.shape[1:], padding, stride, size))
+    length = (group - 1) * s * s * hh * wh + out_h * wh
     chunk = max(1, min(length, max(wh, ACC_BYTES // (outputs * x.dtype.itemsize))))
     chunk = -(-chunk // ROW_ALIGN) * ROW_ALIGN
     acc = work("direct_acc", outputs * chunk, ()).reshape(outputs, chunk)
-    offsets = tap_offsets(x.shape, weight.shape[1:3], padding, stride, dilation, y.shape[2])
+    offsets = tap_offsets(x.shape, kernel, padding, stride, dilation, out_h, group)
     correlate(x, weight, bias, y, padding[0], padding[1], s, hh, wh, offsets, lo, hi, padded,
-              acc, VECTOR, relu)
+              acc, VECTOR, relu, group)
+
+
+def _group(stride: int, hh: int, wh: int, out_h: int) -> int:
+    """G, the samples summed in one run (``GROUP_BELOW``)."""
+    if stride > 1 or out_h * wh >= GROUP_BELOW:
+        return 1
+    return max(1, GROUP_POSITIONS // (stride * stride * hh * wh))
 
 
 @lru_cache(maxsize=256)
 def tap_offsets(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tuple[int, int],
-                stride: tuple[int, int], dilation: tuple[int, int], out_h: int) -> Any:
-    """Where channel c's tap (i, j) reads in the padded sample, c·S²·H_h·W_h + taps[i, j],
-    at (c K_h + i) K_w + j (``geometry``; cached as it is)."""
+                stride: tuple[int, int], dilation: tuple[int, int], out_h: int,
+                group: int = 1) -> Any:
+    """Where channel c's tap (i, j) reads in the padded samples, c·G·S²·H_h·W_h + taps[i, j]
+    (G = ``group`` samples' planes in each channel), at (c K_h + i) K_w + j (``geometry``;
+    cached as it is)."""
     s, hh, wh, taps, _ = geometry(x_shape, kernel, padding, stride, dilation, out_h)
-    channels = np.arange(x_shape[1], dtype=np.int64)[:, None] * (s * s * hh * wh)
+    channels = np.arange(x_shape[1], dtype=np.int64)[:, None] * (group * s * s * hh * wh)
     return (channels + taps.reshape(1, -1)).reshape(-1)
 
 
@@ -618,7 +649,7 @@ def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tupl
     wide = _fours(o)
     s, hh, wh, taps, size = geometry(x.shape, kernel, padding, stride, dilation, out_h)
     block = s * s * hh * wh
-    group = 1 if s > 1 or out_h * wh >= GROUP_BELOW else max(1, GROUP_POSITIONS // block)
+    group = _group(s, hh, wh, out_h)
     if group == 1:  # the forward pass's buffer
         padded = _padded_sample(x, kernel, padding, stride, dilation, out_h, work)[-1]
     else:  # G samples' planes one after the other in each channel

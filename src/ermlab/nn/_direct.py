@@ -23,9 +23,9 @@ is summed the same way (``weight_gradient``), with ∂L/∂y laid out in full-wi
 extra positions are zero; on short planes several samples' planes follow one another in
 one run (``GROUP_BELOW``), in the forward pass as in this sum. ∂L/∂x of a stride-1 layer
 is the forward pass of the transposed convolution (``Conv2d._transposed``), so it runs
-here too; that of a layer with stride
-S > 1 (no dilation) is S² stride-1 correlations of ∂L/∂y, one per phase of x, each with the
-kernel's taps of its phase (``strided_input_gradient``).
+here too; that of a layer with stride S > 1 (no dilation) is S² stride-1 correlations of
+∂L/∂y, one per phase of x, each with the kernel's taps of its phase
+(``strided_input_gradient``).
 
 Where it pays: layers with few channels, where Winograd's transforms and im2col's copies
 cost as much as their GEMMs (``Conv2d``'s ``algorithm="auto"`` rule, with the figures).

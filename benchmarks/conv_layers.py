@@ -13,8 +13,11 @@ Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 
 S4 2×2 max, and average pooling for the seeds' subsampling), the small VGG's 3×3 32→32
 on 32×32 and 64→64 on 16×16, a VGG/ResNet-style 3×3 64→64 convolution on 32×32, the
 3×3 convolutions of ResNet-20 (``benchmarks/cnn.py``: 16→16 on 32×32, 16→32 with stride 2,
-32→32 on 16×16, 32→64 with stride 2, 64→64 on 8×8), and depthwise 3×3 convolutions
-(groups = channels: 512 on 4×4, 256 with stride 2 on 16×16). The first convolution skips
+32→32 on 16×16, 32→64 with stride 2, 64→64 on 8×8), 3×3 max pooling with stride 2
+(ResNet-18's stem) and stride 1 (an inception module's pooling branch), 3×3 average
+pooling with stride 2, ResNeXt's last 1×1 shortcut (1024→2048 with stride 2 on 4×4: 2×2
+outputs a sample), and depthwise 3×3 convolutions (groups = channels: 512 on 4×4, 256
+with stride 2 on 16×16). The first convolution skips
 its input gradient (``input_grad=False``; torch: the input does not require grad). Rounds
 alternate between the two frameworks so that machine load affects both alike; medians
 over rounds are printed with the ratio ermlab / PyTorch (< 1 means ermlab is faster).

@@ -15,10 +15,10 @@ batch 128, 1 thread, on a loaded 2-core Xeon: 128×32×32×32 forward 21 → 13 
 16 → 14 ms). With Numba installed, max pooling runs compiled passes instead
 (``nn._pool_kernels``, bit for bit the NumPy path; measured 2 threads, forward/backward
 ms, against torch 2.13's: 3×3 stride 2 padding 1 on 128×64×32×32 13.5/9.6 against
-35.4/9.9, stride 1 on 32×96×32×32 4.2/6.5 against 43.7/2.9), 2×2 stride 2 by a kernel of
-its own (idle, paired rounds, forward/backward ms,
-pairwise maxima → kernel: 128×32×32×32 11.7/11.4 → 5.9/5.9, 128×6×28×28 1.7/1.3 →
-0.7/0.8).
+35.4/9.9, stride 1 on 32×96×32×32 4.2/6.5 against 43.7/2.9; the machine's noise moves
+single runs by up to 2×), 2×2 stride 2 by a kernel of its own (idle, paired rounds,
+forward/backward ms, pairwise maxima → kernel: 128×32×32×32 11.7/11.4 → 5.9/5.9,
+128×6×28×28 1.7/1.3 → 0.7/0.8).
 
 bprop. Max pooling routes each output gradient to the one input that won its window,
 chosen exactly as torch does (its CPU and CUDA kernels scan the window's entries inside

@@ -47,9 +47,10 @@ def batch(h, w, dtype, seed=0):
     return x
 
 
-def run(case, dtype, threads=1, training=True):
+def run(case, dtype, threads=1, training=True, layer=nn.MaxPool2d):
+    """y, the winners (max pooling) and ∂L/∂x of one pass on ``batch``."""
     k, s, p, h, w = case
-    pool = nn.MaxPool2d(k, s, p)
+    pool = layer(k, s, p)
     pool.threads = threads
     pool.train(training)
     x = batch(h, w, dtype)
@@ -57,26 +58,36 @@ def run(case, dtype, threads=1, training=True):
     if not training:
         return y, None, None
     g = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
-    return y, pool._winner.copy(), pool.backward(g)
+    winner = pool._winner.copy() if layer is nn.MaxPool2d else None
+    return y, winner, pool.backward(g)
+
+
+def check_compiled_equal_numpy(case, dtype, threads, monkeypatch, layer, kernels, names):
+    """One pass in lanes of one sample through the compiled ``kernels`` (those called:
+    ``names``) and through the NumPy path (``ERMLAB_FUSED=0``, no kernel): equal bit for
+    bit, dtypes included."""
+    monkeypatch.setattr(pooling_module, "LANE_MIN_BYTES", 1)
+    calls = count_calls(monkeypatch, _pool_kernels, *kernels)
+    fused = run(case, dtype, threads, layer=layer)
+    assert set(calls) == names
+    monkeypatch.setenv("ERMLAB_FUSED", "0")
+    calls.clear()
+    reference = run(case, dtype, threads, layer=layer)
+    assert not calls
+    for a, b in zip(fused, reference, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES)
 def test_kernels_equal_numpy_bit_for_bit(case, dtype, threads, monkeypatch):
-    monkeypatch.setattr(pooling_module, "LANE_MIN_BYTES", 1)
-    calls = count_calls(monkeypatch, _pool_kernels, "max_forward", "max_forward_windows",
-                        "max_backward", "max_backward_scatter", "max2x2_forward",
-                        "max2x2_backward")
-    fused = run(case, dtype, threads)
-    assert set(calls) == kernel_names(case)
-    monkeypatch.setenv("ERMLAB_FUSED", "0")
-    calls.clear()
-    reference = run(case, dtype, threads)
-    assert not calls
-    for a, b in zip(fused, reference, strict=True):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
+    check_compiled_equal_numpy(case, dtype, threads, monkeypatch, nn.MaxPool2d, (
+        "max_forward", "max_forward_windows", "max_backward", "max_backward_scatter",
+        "max2x2_forward", "max2x2_backward"), kernel_names(case))
 
 
 @pytest.mark.parametrize("case,scan", [(CASES[0], "max_forward"),
@@ -110,29 +121,26 @@ def test_against_torch(case):
     torch = pytest.importorskip("torch", reason="torch oracle: pip install torch==2.13.0 (CPU)")
     k, stride, p, h, w = case
     x = batch(h, w, np.float64, seed=2)
-    pool = nn.MaxPool2d(k, stride, p)
+    (y, gx), (ty, tgx) = against_torch(torch, nn.MaxPool2d, "max_pool2d", case, x)
+    np.testing.assert_array_equal(y, ty)
+    if stride < k:  # overlapping windows: their gradients add up in another order
+        np.testing.assert_allclose(gx, tgx, rtol=1e-13, atol=1e-15)
+    else:
+        np.testing.assert_array_equal(gx, tgx)
+
+
+def against_torch(torch, layer, function, case, x):
+    """(y, ∂L/∂x) of ``layer`` and of torch's ``function`` with the same window, on x."""
+    k, stride, p = case[:3]
+    pool = layer(k, stride, p)
+    pool.train()
     y = pool.forward(x)
     g = np.random.default_rng(3).standard_normal(y.shape)
     gx = pool.backward(g)
     tx = torch.tensor(x, requires_grad=True)
-    ty = torch.nn.functional.max_pool2d(tx, k, stride, p)
+    ty = getattr(torch.nn.functional, function)(tx, k, stride, p)
     ty.backward(torch.tensor(g))
-    np.testing.assert_array_equal(y, ty.detach().numpy())
-    if stride < k:  # overlapping windows: their gradients add up in another order
-        np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-13, atol=1e-15)
-    else:
-        np.testing.assert_array_equal(gx, tx.grad.numpy())
-
-
-def run_average(case, dtype, threads=1, training=True):
-    k, s, p, h, w = case
-    pool = nn.AvgPool2d(k, s, p)
-    pool.threads = threads
-    pool.train(training)
-    x = batch(h, w, dtype)
-    y = pool.forward(x)
-    g = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
-    return y, pool.backward(g)
+    return (y, gx), (ty.detach().numpy(), tx.grad.numpy())
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -142,32 +150,16 @@ def test_average_kernels_equal_numpy_bit_for_bit(case, dtype, threads, monkeypat
     """AvgPool2d's compiled passes: the NumPy path's sums (padding zeros, NaN and −∞
     included) and shares, added where windows overlap and written where they do not;
     windows that tile the input (2×2 stride 2 on even sizes here) stay with NumPy."""
-    monkeypatch.setattr(pooling_module, "LANE_MIN_BYTES", 1)
-    calls = count_calls(monkeypatch, _pool_kernels, "avg_forward", "avg_backward")
-    fused = run_average(case, dtype, threads)
     tiles = case[0] == case[1] and case[2] == 0 and case[3] % case[0] == case[4] % case[0] == 0
-    assert set(calls) == (set() if tiles else {"avg_forward", "avg_backward"})
-    monkeypatch.setenv("ERMLAB_FUSED", "0")
-    calls.clear()
-    reference = run_average(case, dtype, threads)
-    assert not calls
-    for a, b in zip(fused, reference, strict=True):
-        assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a, b)
+    check_compiled_equal_numpy(case, dtype, threads, monkeypatch, nn.AvgPool2d,
+                               ("avg_forward", "avg_backward"),
+                               set() if tiles else {"avg_forward", "avg_backward"})
 
 
 @pytest.mark.parametrize("case", [(3, 2, 1, 11, 11), (3, 1, 1, 9, 37), (2, 2, 0, 7, 9)])
 def test_average_against_torch(case):
     torch = pytest.importorskip("torch", reason="torch oracle: pip install torch==2.13.0 (CPU)")
-    k, stride, p, h, w = case
-    x = np.random.default_rng(2).standard_normal((3, 4, h, w))
-    pool = nn.AvgPool2d(k, stride, p)
-    pool.train()
-    y = pool.forward(x)
-    g = np.random.default_rng(3).standard_normal(y.shape)
-    gx = pool.backward(g)
-    tx = torch.tensor(x, requires_grad=True)
-    ty = torch.nn.functional.avg_pool2d(tx, k, stride, p)
-    ty.backward(torch.tensor(g))
-    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-13, atol=1e-15)
-    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-13, atol=1e-15)
+    x = np.random.default_rng(2).standard_normal((3, 4, *case[3:]))
+    for ours, theirs in zip(*against_torch(torch, nn.AvgPool2d, "avg_pool2d", case, x),
+                            strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-13, atol=1e-15)

@@ -60,51 +60,41 @@ def _tap_offset(i, j, stride_h, stride_w, hh, wh):
 
 
 @njit(inline="always", **_JIT)
-def _to_planes(plane, pad_h, pad_w, stride_h, stride_w, hh, wh, planes):
-    """The input plane (H, W) into the interior of ``planes`` (phase planes, ``_planes``)."""
+def _copy_planes(plane, pad_h, pad_w, stride_h, stride_w, hh, wh, planes, into):
+    """The plane (H, W) into the interior of ``planes`` (phase planes, ``_planes``) where
+    ``into``, else that interior back into the plane: row r of x̃ lies in row phase
+    r mod S_h, input columns ≡ b − p_w (mod S_w) in column phase b, each a run of
+    contiguous values there (constant steps, which the compiler vectorizes, for S_w ≤ 2)."""
+    width = plane.shape[1]
     for r_in in range(plane.shape[0]):
         r = r_in + pad_h
         base = ((r % stride_h) * stride_w) * hh * wh + (r // stride_h) * wh
         row = plane[r_in]
-        if stride_w == 1:
-            target = planes[base + pad_w:]
-            for s in range(plane.shape[1]):
-                target[s] = row[s]
-            continue
         for b in range(stride_w):
             first = (b - pad_w) % stride_w  # the first input column in column phase b
-            target = planes[base + b * hh * wh + (pad_w + first) // stride_w:]
-            source = row[first:]
-            if stride_w == 2:
-                for m in range((plane.shape[1] - first + 1) // 2):
-                    target[m] = source[2 * m]
+            at = planes[base + b * hh * wh + (pad_w + first) // stride_w:]
+            values = row[first:]
+            count = (width - first + stride_w - 1) // stride_w
+            if stride_w == 1:
+                if into:
+                    for m in range(count):
+                        at[m] = values[m]
+                else:
+                    for m in range(count):
+                        values[m] = at[m]
+            elif stride_w == 2:
+                if into:
+                    for m in range(count):
+                        at[m] = values[2 * m]
+                else:
+                    for m in range(count):
+                        values[2 * m] = at[m]
+            elif into:
+                for m in range(count):
+                    at[m] = values[m * stride_w]
             else:
-                for m in range((plane.shape[1] - first + stride_w - 1) // stride_w):
-                    target[m] = source[m * stride_w]
-
-
-@njit(inline="always", **_JIT)
-def _from_planes(planes, pad_h, pad_w, stride_h, stride_w, hh, wh, plane):
-    """The interior of ``planes`` back into the plane (H, W): ``_to_planes`` reversed."""
-    for r_in in range(plane.shape[0]):
-        r = r_in + pad_h
-        base = ((r % stride_h) * stride_w) * hh * wh + (r // stride_h) * wh
-        row = plane[r_in]
-        if stride_w == 1:
-            source = planes[base + pad_w:]
-            for s in range(plane.shape[1]):
-                row[s] = source[s]
-            continue
-        for b in range(stride_w):
-            first = (b - pad_w) % stride_w
-            source = planes[base + b * hh * wh + (pad_w + first) // stride_w:]
-            target = row[first:]
-            if stride_w == 2:
-                for m in range((plane.shape[1] - first + 1) // 2):
-                    target[2 * m] = source[m]
-            else:
-                for m in range((plane.shape[1] - first + stride_w - 1) // stride_w):
-                    target[m * stride_w] = source[m]
+                for m in range(count):
+                    values[m * stride_w] = at[m]
 
 
 @njit(inline="always", **_JIT)
@@ -136,7 +126,7 @@ def max_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, winn
     arg = np.empty(length, dtype=np.int32)
     for n in range(lo, hi):
         for c in range(channels):
-            _to_planes(x[n, c], pad_h, pad_w, stride_h, stride_w, hh, wh, planes)
+            _copy_planes(x[n, c], pad_h, pad_w, stride_h, stride_w, hh, wh, planes, True)
             for t in range(length):
                 best[t] = lowest
             if winner is not None:
@@ -170,11 +160,11 @@ def max_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, winn
 
 
 @njit(**_JIT)
-def max_forward_windows(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, winner, lo,
-                hi):  # pragma: no cover
+def max_forward_windows(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, y, winner,
+                        lo, hi):  # pragma: no cover
     """``max_forward`` a window at a time, scanned entry by entry with its branches: for
     planes of few outputs, where a pass per tap over a plane's phase planes costs more than
-    it saves (``pooling.PLANES_MIN_OUTPUTS``)."""
+    it saves (``pooling.FORWARD_PLANES_MIN_OUTPUTS``)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_h, out_w = y.shape[2], y.shape[3]
     lowest = -x.dtype.type(1) / x.dtype.type(0)
@@ -240,7 +230,7 @@ def max_backward(grad_out, winner, kernel_w, stride_h, stride_w, pad_h, pad_w, o
                                             hh, wh):]
                 for t in range(length):
                     target[t] += flat_g[t] if flat_won[t] == k else zero
-            _from_planes(planes, pad_h, pad_w, stride_h, stride_w, hh, wh, grad[n, c])
+            _copy_planes(grad[n, c], pad_h, pad_w, stride_h, stride_w, hh, wh, planes, False)
 
 
 @njit(**_JIT)
@@ -282,10 +272,9 @@ def avg_forward(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, scale, 
     total = np.empty(length, dtype=x.dtype)
     for n in range(lo, hi):
         for c in range(channels):
-            _to_planes(x[n, c], pad_h, pad_w, stride_h, stride_w, hh, wh, planes)
-            first = planes[_tap_offset(0, 0, stride_h, stride_w, hh, wh):]
-            for t in range(length):
-                total[t] = first[t]
+            _copy_planes(x[n, c], pad_h, pad_w, stride_h, stride_w, hh, wh, planes, True)
+            for t in range(length):  # tap (0, 0): offset 0
+                total[t] = planes[t]
             for k in range(1, kernel_h * kernel_w):
                 source = planes[_tap_offset(k // kernel_w, k % kernel_w, stride_h, stride_w,
                                             hh, wh):]
@@ -331,7 +320,7 @@ def avg_backward(grad_out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                 else:
                     for t in range(length):
                         target[t] += share[t]
-            _from_planes(planes, pad_h, pad_w, stride_h, stride_w, hh, wh, grad[n, c])
+            _copy_planes(grad[n, c], pad_h, pad_w, stride_h, stride_w, hh, wh, planes, False)
 
 
 @njit(**_JIT)

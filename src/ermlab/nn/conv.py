@@ -948,17 +948,24 @@ class Conv2d(Module):
         n, _, positions = stack.shape
         merged = _samples_merged(stack[:, None])[0]
         out = xp.empty((matrix.shape[0], n * positions), dtype=stack.dtype)
+        self._rows_in_lanes(xp, matrix, merged, out, x_shape, bias)
+        return xp.ascontiguousarray(_samples_split(out[None], n)[:, 0])
+
+    def _rows_in_lanes(self, xp: Any, a: Any, b: Any, out: Any, x_shape: tuple[int, ...],
+                       bias: Parameter | None = None) -> None:
+        """out = a b (+ the bias, one value a row) in lanes of rows of ``out``, as many as
+        ``_lanes`` gives a batch of ``x_shape``: each row the same sum for any number of
+        lanes."""
         ranges = self._lanes(xp, x_shape)
-        rows = sample_lanes(matrix.shape[0], len(ranges), len(ranges))
+        rows = sample_lanes(a.shape[0], len(ranges), len(ranges))
 
         def run(lo: int, hi: int, lane: int) -> None:  # lane k: rows[k] of the result
             first, last = rows[lane]
-            xp.matmul(matrix[first:last], merged, out=out[first:last])
+            xp.matmul(a[first:last], b, out=out[first:last])
             if bias is not None:
                 out[first:last] += bias.data[first:last, None]
 
         self._run_lanes(ranges, run)
-        return xp.ascontiguousarray(_samples_split(out[None], n)[:, 0])
 
     # -- bprop --------------------------------------------------------------------
 
@@ -1465,14 +1472,7 @@ class Conv2d(Module):
         x_t = xp.ascontiguousarray(cols.transpose(0, 2, 1)).reshape(g_all.shape[1], -1)
         out = (xp.empty((g_all.shape[0], x_t.shape[1]), dtype=cols.dtype) if out is None
                else out.reshape(g_all.shape[0], x_t.shape[1]))
-        ranges = self._lanes(xp, self._cached("_x_shape"))
-        rows = sample_lanes(g_all.shape[0], len(ranges), len(ranges))
-
-        def run(lo: int, hi: int, lane: int) -> None:  # lane k: rows[k] of ∂L/∂W
-            first, last = rows[lane]
-            xp.matmul(g_all[first:last], x_t, out=out[first:last])
-
-        self._run_lanes(ranges, run)
+        self._rows_in_lanes(xp, g_all, x_t, out, self._cached("_x_shape"))
         return out.reshape(self.weight.shape)
 
     def _grad_input_pointwise(self, grad_cols: Any) -> Any:

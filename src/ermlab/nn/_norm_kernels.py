@@ -160,14 +160,21 @@ def forward(x, y, mean, var, inv_std, weight, bias, eps, one, batch, two_pass, r
                     yr[i] = xr[i] * a + b
 
 
-@njit(inline="always", **_JIT)
-def _rectified(xr, gr, a, b, row):
-    """row[i] = G[i]·1_{y[i] > 0} with y = x·a + b recomputed as ``forward`` made it (the
-    same IEEE operations on the same values), as ``_relu_kernels.backward`` takes it."""
-    zero = xr.dtype.type(0)  # (a literal 0 would make g·0 a float64)
-    for i in range(xr.size):
-        g = gr[i]
-        row[i] = g if xr[i] * a + b > 0 else g * zero
+@njit(**_SUMS)
+def _centred_dot_rectified(row, grad, mu, a, b):
+    """``_centred_dot`` of G·1_{y > 0} in place of G, y = x·a + b recomputed as ``forward``
+    made it (the same IEEE operations on the same values, so the same mask), as
+    ``_relu_kernels.backward`` takes it: in the same loop, no row of it written."""
+    zero = row.dtype.type(0)  # (a literal 0 would make g·0 a float64)
+    dot = 0.0
+    total = 0.0
+    for i in range(row.size):
+        g = grad[i]
+        x = row[i]
+        g = g if x * a + b > 0 else g * zero
+        dot += g * (x - mu)
+        total += g
+    return dot, total
 
 
 @njit(**_JIT)
@@ -180,19 +187,25 @@ def grad_sums(x, grad, mean, dot, total, relu, affine, c0, c1):
 
 @njit(**_JIT)
 def _grad_sums(x, grad, mean, dot, total, relu, affine, c0, c1):
-    """``grad_sums`` (called by ``backward`` too): with ``relu`` each row of G·1_{y > 0} is
-    made in a scratch row (in L1 cache for the sums' look)."""
+    """``grad_sums`` (called by ``backward`` too). With ``relu`` the mask is taken in the
+    sums' loop (``_centred_dot_rectified``). It was a scratch row of G·1_{y > 0} that
+    the sums then read, and a G that was either that row or a row of ``grad`` had no one
+    layout, so neither loop vectorized (bit for bit the same sums; AMD EPYC Zen 4, one
+    ``backward`` call on 128 samples, float32, µs, before → after, without / with the
+    ReLU: 64 channels of 4 values 113/258 → 60/78, 64 of 16 134/221 → 78/116, 32 of 64
+    113/168 → 102/117, 8 of 1024 348/443 → 349/374)."""
     width = c1 - c0
     dots = numpy.zeros(width)
     totals = numpy.zeros(width)
-    row = numpy.empty(x.shape[2], x.dtype)
     for k in range(x.shape[0]):
         for j in range(width):
-            g = grad[k, c0 + j]
+            c = c0 + j
+            mu = numpy.float64(mean[c])
             if relu:
-                _rectified(x[k, c0 + j], g, affine[0, c0 + j], affine[1, c0 + j], row)
-                g = row
-            d, t = _centred_dot(x[k, c0 + j], g, numpy.float64(mean[c0 + j]))
+                d, t = _centred_dot_rectified(x[k, c], grad[k, c], mu, affine[0, c],
+                                              affine[1, c])
+            else:
+                d, t = _centred_dot(x[k, c], grad[k, c], mu)
             dots[j] += d
             totals[j] += t
     for j in range(width):

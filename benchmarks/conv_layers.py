@@ -13,7 +13,8 @@ Cases: LeNet-5's layers on 28×28 inputs (C1 5×5 1→6 'same', S2 2×2 max, C3 
 S4 2×2 max, and average pooling for the seeds' subsampling), the small VGG's 3×3 32→32
 on 32×32 and 64→64 on 16×16, a VGG/ResNet-style 3×3 64→64 convolution on 32×32, the
 3×3 convolutions of ResNet-20 (``benchmarks/cnn.py``: 16→16 on 32×32, 16→32 with stride 2,
-32→32 on 16×16, 32→64 with stride 2, 64→64 on 8×8), 3×3 max pooling with stride 2
+32→32 on 16×16, 32→64 with stride 2, 64→64 on 8×8), a narrow layer on a small plane (16→32
+on 8×8, VGG-11-BN at 1/8 width: Winograd under "auto", and direct), 3×3 max pooling with stride 2
 (ResNet-18's stem) and stride 1 (an inception module's pooling branch), 3×3 average
 pooling with stride 2, ResNeXt's last 1×1 shortcut (1024→2048 with stride 2 on 4×4: 2×2
 outputs a sample), and depthwise 3×3 convolutions (groups = channels: 512 on 4×4, 256
@@ -92,6 +93,12 @@ CASES = [
      dict(kind="conv", padding=1, stride=2)),
     ("conv 3x3 64->64 pad 1, 8x8 (ResNet-20)",
      lambda: nn.Conv2d(64, 64, 3, padding=1, rng=0), (64, 8, 8), True,
+     dict(kind="conv", padding=1)),
+    ("conv 3x3 16->32 pad 1, 8x8 (VGG-11-BN at 1/8 width)",
+     lambda: nn.Conv2d(16, 32, 3, padding=1, rng=0), (16, 8, 8), True,
+     dict(kind="conv", padding=1)),
+    ("  the same, direct",
+     lambda: nn.Conv2d(16, 32, 3, padding=1, rng=0, algorithm="direct"), (16, 8, 8), True,
      dict(kind="conv", padding=1)),
     ("maxpool 3x3 s2 p1, 64x32x32", lambda: nn.MaxPool2d(3, 2, 1), (64, 32, 32), True,
      dict(kind="max", kernel=3, stride=2, padding=1)),

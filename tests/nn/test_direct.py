@@ -278,7 +278,9 @@ def test_auto_chooses_direct_where_winograd_does_not_pay(channels, used, monkeyp
     wino = count_calls(monkeypatch, winograd, "forward")
     conv = nn.Conv2d(*channels, 3, padding=1, rng=0)
     assert conv.algorithm == "auto"
-    conv.forward(np.ones((2, channels[0], 6, 6), np.float32))  # 36 outputs a sample
+    # 289 outputs a sample: above WINOGRAD_NARROW_MAX_POSITIONS, where 16 channels take
+    # Winograd (``test_winograd``); from DIRECT_MIN_POSITIONS (36) direct takes the rest
+    conv.forward(np.ones((2, channels[0], 17, 17), np.float32))
     assert bool(calls) is used and bool(wino) is not used
     calls.clear()
     nn.Conv2d(16, 16, 3, stride=2, rng=0).forward(np.ones((1, 16, 13, 13), np.float32))

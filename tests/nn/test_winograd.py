@@ -96,14 +96,16 @@ def test_non_contiguous_input():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("channels, used", [((32, 32), True), ((32, 64), True),
-                                            ((16, 32), False), ((32, 16), False),
-                                            ((16, 16), False), ((8, 64), False)])
-def test_auto_chooses_winograd_from_enough_channels(channels, used, monkeypatch):
+@pytest.mark.parametrize("channels, size, used", [
+    ((32, 32), 4, True), ((32, 64), 4, True), ((32, 32), 17, True),
+    # 16 channels: on planes of up to WINOGRAD_NARROW_MAX_POSITIONS (256) outputs only
+    ((16, 32), 4, True), ((32, 16), 4, True), ((16, 16), 4, True),
+    ((16, 32), 17, False), ((16, 16), 17, False), ((8, 64), 4, False)])
+def test_auto_chooses_winograd_from_enough_channels(channels, size, used, monkeypatch):
     calls = count_calls(monkeypatch, winograd, "forward")
     conv = nn.Conv2d(*channels, 3, padding=1, rng=0)
     assert conv.algorithm == "auto"
-    conv.forward(np.ones((4, channels[0], 4, 4), np.float32))  # 64 output positions
+    conv.forward(np.ones((4, channels[0], size, size), np.float32))  # 64 or 1156 positions
     assert bool(calls) is used
     calls.clear()
     nn.Conv2d(32, 32, 3, stride=2, rng=0).forward(np.ones((1, 32, 5, 5), np.float32))
@@ -234,6 +236,32 @@ def test_grouped_lanes_give_one_lanes_results_and_the_relu_fuses(monkeypatch):
     monkeypatch.setattr(conv_module.Conv2d, "forward_relu", lambda self, x: None)
     for a, b in zip(_pair_pass(layers(1), x, g), first, strict=True):  # the two boxes apart
         np.testing.assert_array_equal(a, b)
+
+
+def test_auto_takes_winograd_for_16_channels_on_small_planes_only():
+    def path(c, o, size, stride=1):
+        conv = nn.Conv2d(c, o, 3, padding=1, stride=stride)
+        x = np.zeros((8, c, size, size), np.float32)
+        taken = [conv._winograd(x) is not None, conv._direct(x) is not None]
+        assert sum(taken) <= 1  # fprop and bprop ask in different orders: one path only
+        return "winograd" if taken[0] else "direct" if taken[1] else "im2col"
+
+    assert path(16, 32, 8) == path(32, 16, 16) == path(16, 16, 4) == "winograd"
+    assert path(16, 16, 32) == path(16, 32, 17) == "direct"  # 17×17: 289 positions
+    assert path(8, 32, 8) == "direct"  # 8 channels: not enough
+    assert path(16, 32, 16, stride=2) == "direct"  # strided: no Winograd; direct as before
+    assert path(32, 64, 16, stride=2) == "im2col"
+    rng = np.random.default_rng(0)  # and it trains: fprop and bprop as im2col's
+    x = rng.standard_normal((4, 16, 8, 8))
+    g = rng.standard_normal((4, 32, 8, 8))
+    grads = []
+    for algorithm in ("auto", "im2col"):
+        conv = nn.Conv2d(16, 32, 3, padding=1, rng=1, dtype=np.float64, algorithm=algorithm)
+        conv.train()
+        y = conv.forward(x)
+        grads.append((y, conv.backward(g), conv.weight.grad.copy(), conv.bias.grad.copy()))
+    for ours, reference in zip(*grads, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
 
 
 def test_auto_takes_winograd_for_groups_of_enough_channels_on_small_planes():

@@ -68,8 +68,9 @@ layers; ResNet-20 77 → 152 MiB).
 
 Winograd (``ermlab.nn._winograd``): 3×3 convolutions with stride 1 and no dilation are
 computed by F(2×2, 3×3) (Lavin & Gray 2016) where both channel counts are large enough
-(``WINOGRAD_MIN_CHANNELS``; with groups, ``GROUPED_WINOGRAD_MIN_CHANNELS`` a group, and
-only on small planes, ``GROUPED_WINOGRAD_MAX_POSITIONS``), on NumPy arrays with Numba:
+(``WINOGRAD_MIN_CHANNELS``, or ``WINOGRAD_NARROW_CHANNELS`` on small planes; with groups,
+``GROUPED_WINOGRAD_MIN_CHANNELS`` a group, and only on small planes,
+``GROUPED_WINOGRAD_MAX_POSITIONS``), on NumPy arrays with Numba:
 2.25× fewer multiplications, and ∂L/∂x and ∂L/∂W from the same transformed tiles, with the
 same lanes of samples. ``Conv2d(algorithm="im2col")`` keeps the path above;
 ``algorithm="winograd"`` asks for Winograd whatever the channel counts. Results differ from
@@ -233,6 +234,18 @@ POINTWISE_MERGED_BELOW = 16
 # 22.4/31.0).
 ALGORITHMS = ("auto", "im2col", "winograd", "direct")
 WINOGRAD_MIN_CHANNELS = 32
+# ... and, without groups, at least WINOGRAD_NARROW_CHANNELS on both sides suffice on planes
+# of at most WINOGRAD_NARROW_MAX_POSITIONS outputs a sample, where direct summation's rows are
+# short. Measured (AMD EPYC Zen 4, 2 threads, forward + backward, Winograd over direct, the
+# median of 15 alternating rounds' ratios; batch 128 unless said): 16→32 on 4×4 0.51 (batch
+# 32 0.57), on 7×7 0.78, on 8×8 0.74 (0.80), on 14×14 0.81, on 16×16 0.81 (0.85); 32→16 on
+# 8×8 0.89 (0.91), on 16×16 0.83; 16→64 on 8×8 0.65 (0.75); 24→24 on 16×16 0.80; 16→16 on
+# 4×4 0.80 (0.78), on 8×8 0.90–0.96 (0.89–0.99), on 14×14 0.95, on 16×16 0.91–1.05 (0.97–1.05).
+# On 28×28 and 32×32 direct keeps 16→16 (1.13, 1.18) and 32→16 (1.10), Winograd would gain
+# 16→32 (0.87, 0.89–0.91) and 16→64 (0.75): left to direct; with 8 channels direct (8→16 on
+# 16×16 1.18; 8→32 on 8×8 0.91–0.93, left).
+WINOGRAD_NARROW_CHANNELS = 16
+WINOGRAD_NARROW_MAX_POSITIONS = 256
 # "auto" takes the direct path only for at least this many output positions per sample
 # (OH·OW): on smaller planes its loops over a row of positions are too short, and im2col
 # is faster. Measured (AMD EPYC Zen 5, 2 threads, batch 128, forward/backward ms, direct →
@@ -490,18 +503,26 @@ class Conv2d(Module):
         if self.algorithm == "auto":
             _, _, oh, ow, _ = self._layout(x.shape)
             g = self.groups
-            if (not self._winograd_pays() or x.shape[0] * oh * ow
+            if (not self._winograd_pays(oh * ow) or x.shape[0] * oh * ow
                     < max(self.in_channels, self.out_channels) // g
                     or (g > 1 and oh * ow > GROUPED_WINOGRAD_MAX_POSITIONS)):
                 return None  # few channels or output positions, or grouped on a larger plane
         return _fused.kernels("_winograd", x)
 
-    def _winograd_pays(self) -> bool:
+    def _winograd_pays(self, positions: int | None = None) -> bool:
         """Whether both channel counts are at least ``WINOGRAD_MIN_CHANNELS``, or with groups
-        both counts of a group at least ``GROUPED_WINOGRAD_MIN_CHANNELS``."""
+        both counts of a group at least ``GROUPED_WINOGRAD_MIN_CHANNELS``; given the output
+        positions a sample (``positions``), without groups, also where both are at least
+        ``WINOGRAD_NARROW_CHANNELS`` on planes of up to ``WINOGRAD_NARROW_MAX_POSITIONS``.
+        (``_direct`` asks without positions: the channel counts alone say whether direct
+        summation or im2col runs the layers Winograd cannot, strided ones.)"""
         g = self.groups
-        return (min(self.in_channels, self.out_channels) // g
-                >= (WINOGRAD_MIN_CHANNELS if g == 1 else GROUPED_WINOGRAD_MIN_CHANNELS))
+        smaller = min(self.in_channels, self.out_channels) // g
+        if g > 1:
+            return smaller >= GROUPED_WINOGRAD_MIN_CHANNELS
+        return smaller >= WINOGRAD_MIN_CHANNELS or (
+            positions is not None and smaller >= WINOGRAD_NARROW_CHANNELS
+            and positions <= WINOGRAD_NARROW_MAX_POSITIONS)
 
     def _direct_geometry(self) -> bool:
         return self.stride[0] == self.stride[1] and self.groups == 1
@@ -516,7 +537,8 @@ class Conv2d(Module):
             _, _, oh, ow, _ = self._layout(x.shape)
             dilated = (self.dilation != (1, 1)  # Winograd cannot run it
                        and min(self.in_channels, self.out_channels) <= DILATED_DIRECT_CHANNELS)
-            if (self._winograd_pays() and not dilated) or oh * ow < DIRECT_MIN_POSITIONS:
+            if ((self._winograd_pays() and not dilated) or oh * ow < DIRECT_MIN_POSITIONS
+                    or self._winograd(x) is not None):  # (16 channels on a small plane)
                 return None
         return _fused.kernels("_direct", x)
 

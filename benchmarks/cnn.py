@@ -68,6 +68,10 @@ found LeNet-5 at 1.00–1.01 and ResNet-20 at 0.99 in some runs (small VGG 0.85)
 column gradient) ran in the lanes of its ∂L/∂W, one parallel region (``Conv2d``'s
 ``_backward_direct``), LeNet-5 in three alternating pairs of runs 0.92, 0.92, 1.00 →
 0.87, 0.84, 0.94 (C3's backward 40 % of ermlab's step before, 35 % after the first change).
+2026-12-03 (a later session, same VM, after the batch norm's masked sums vectorized and
+16-channel layers on small planes took Winograd): LeNet-5 0.88, small VGG 0.64, ResNet-20
+0.92 (301 against 326 ms); at batch 32 ResNet-20's stride-2 layers 1.18 (16→32) and 1.67
+(32→64) and 64→64 on 8×8 1.28 (paired rounds, forward + bprop).
 
 On a shared, loaded machine pass ``--threads 1``: OpenBLAS's multithreaded GEMM stalls
 when the cores are oversubscribed (the weight-gradient GEMM of LeNet-5's second layer,

@@ -271,7 +271,8 @@ def test_nan_reaches_the_outputs_it_touches_only():
 
 
 @pytest.mark.parametrize("channels, used", [((16, 16), True), ((3, 16), True), ((8, 64), True),
-                                            ((16, 32), True), ((32, 16), True),
+                                            ((16, 31), True), ((32, 16), True),
+                                            ((16, 32), False),  # twice the outputs: Winograd
                                             ((32, 32), False), ((64, 32), False)])
 def test_auto_chooses_direct_where_winograd_does_not_pay(channels, used, monkeypatch):
     calls = count_calls(monkeypatch, direct, "forward")

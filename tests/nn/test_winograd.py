@@ -100,7 +100,8 @@ def test_non_contiguous_input():
     ((32, 32), 4, True), ((32, 64), 4, True), ((32, 32), 17, True),
     # 16 channels: on planes of up to WINOGRAD_NARROW_MAX_POSITIONS (256) outputs only
     ((16, 32), 4, True), ((32, 16), 4, True), ((16, 16), 4, True),
-    ((16, 32), 17, False), ((16, 16), 17, False), ((8, 64), 4, False)])
+    ((16, 16), 17, False), ((32, 16), 17, False), ((8, 64), 4, False),
+    ((16, 32), 17, True)])  # ... or with twice as many outputs
 def test_auto_chooses_winograd_from_enough_channels(channels, size, used, monkeypatch):
     calls = count_calls(monkeypatch, winograd, "forward")
     conv = nn.Conv2d(*channels, 3, padding=1, rng=0)
@@ -247,7 +248,9 @@ def test_auto_takes_winograd_for_16_channels_on_small_planes_only():
         return "winograd" if taken[0] else "direct" if taken[1] else "im2col"
 
     assert path(16, 32, 8) == path(32, 16, 16) == path(16, 16, 4) == "winograd"
-    assert path(16, 16, 32) == path(16, 32, 17) == "direct"  # 17×17: 289 positions
+    # 17×17: 289 positions; there only with twice as many outputs
+    assert path(16, 16, 17) == path(32, 16, 17) == path(24, 47, 17) == "direct"
+    assert path(16, 32, 17) == path(24, 48, 32) == "winograd"
     assert path(8, 32, 8) == "direct"  # 8 channels: not enough
     assert path(16, 32, 16, stride=2) == "direct"  # strided: no Winograd; direct as before
     assert path(32, 64, 16, stride=2) == "im2col"

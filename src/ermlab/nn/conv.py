@@ -234,16 +234,17 @@ POINTWISE_MERGED_BELOW = 16
 # 22.4/31.0).
 ALGORITHMS = ("auto", "im2col", "winograd", "direct")
 WINOGRAD_MIN_CHANNELS = 32
-# ... and, without groups, at least WINOGRAD_NARROW_CHANNELS on both sides suffice on planes
-# of at most WINOGRAD_NARROW_MAX_POSITIONS outputs a sample, where direct summation's rows are
-# short. Measured (AMD EPYC Zen 4, 2 threads, forward + backward, Winograd over direct, the
-# median of 15 alternating rounds' ratios; batch 128 unless said): 16→32 on 4×4 0.51 (batch
-# 32 0.57), on 7×7 0.78, on 8×8 0.74 (0.80), on 14×14 0.81, on 16×16 0.81 (0.85); 32→16 on
-# 8×8 0.89 (0.91), on 16×16 0.83; 16→64 on 8×8 0.65 (0.75); 24→24 on 16×16 0.80; 16→16 on
-# 4×4 0.80 (0.78), on 8×8 0.90–0.96 (0.89–0.99), on 14×14 0.95, on 16×16 0.91–1.05 (0.97–1.05).
-# On 28×28 and 32×32 direct keeps 16→16 (1.13, 1.18) and 32→16 (1.10), Winograd would gain
-# 16→32 (0.87, 0.89–0.91) and 16→64 (0.75): left to direct; with 8 channels direct (8→16 on
-# 16×16 1.18; 8→32 on 8×8 0.91–0.93, left).
+# ... and, without groups, at least WINOGRAD_NARROW_CHANNELS on both sides suffice on planes of at
+# most WINOGRAD_NARROW_MAX_POSITIONS outputs a sample, where direct summation's rows are short, or
+# with at least twice as many outputs as inputs. Measured (AMD EPYC Zen 4, 2 threads, forward +
+# backward, Winograd over direct, the median of 15 alternating rounds' ratios; batch 128 unless
+# said): 16→32 on 4×4 0.51 (batch 32 0.57), on 7×7 0.78, on 8×8 0.74 (0.80), on 14×14 0.81, on 16×16
+# 0.81 (0.85); 32→16 on 8×8 0.89 (0.91), on 16×16 0.83; 16→64 on 8×8 0.65 (0.75); 24→24 on 16×16
+# 0.80; 16→16 on 4×4 0.80 (0.78), on 8×8 0.90–0.96 (0.89–0.99), on 14×14 0.95, on 16×16 0.91–1.05
+# (0.97–1.05). On larger planes also where the outputs are at least twice the inputs: 16→32 on 28×28
+# 0.87–0.91, on 32×32 0.78–0.91 (batch 32 0.89), 16→48 0.84, 16→64 0.75 (0.78), 24→48 0.76 (0.77),
+# 20→40 on 24×24 0.80; there direct keeps 16→16 (on 28×28 1.13, on 32×32 1.18) and 32→16 (1.10).
+# With 8 channels direct (8→16 on 16×16 1.18; 8→32 on 8×8 0.91–0.93, left).
 WINOGRAD_NARROW_CHANNELS = 16
 WINOGRAD_NARROW_MAX_POSITIONS = 256
 # "auto" takes the direct path only for at least this many output positions per sample
@@ -513,7 +514,8 @@ class Conv2d(Module):
         """Whether both channel counts are at least ``WINOGRAD_MIN_CHANNELS``, or with groups
         both counts of a group at least ``GROUPED_WINOGRAD_MIN_CHANNELS``; given the output
         positions a sample (``positions``), without groups, also where both are at least
-        ``WINOGRAD_NARROW_CHANNELS`` on planes of up to ``WINOGRAD_NARROW_MAX_POSITIONS``.
+        ``WINOGRAD_NARROW_CHANNELS`` on planes of up to ``WINOGRAD_NARROW_MAX_POSITIONS`` or
+        with at least twice as many output channels as input channels.
         (``_direct`` asks without positions: the channel counts alone say whether direct
         summation or im2col runs the layers Winograd cannot, strided ones.)"""
         g = self.groups
@@ -522,7 +524,8 @@ class Conv2d(Module):
             return smaller >= GROUPED_WINOGRAD_MIN_CHANNELS
         return smaller >= WINOGRAD_MIN_CHANNELS or (
             positions is not None and smaller >= WINOGRAD_NARROW_CHANNELS
-            and positions <= WINOGRAD_NARROW_MAX_POSITIONS)
+            and (positions <= WINOGRAD_NARROW_MAX_POSITIONS
+                 or self.out_channels >= 2 * self.in_channels))
 
     def _direct_geometry(self) -> bool:
         return self.stride[0] == self.stride[1] and self.groups == 1

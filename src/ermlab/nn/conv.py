@@ -68,9 +68,9 @@ layers; ResNet-20 77 → 152 MiB).
 
 Winograd (``ermlab.nn._winograd``): 3×3 convolutions with stride 1 and no dilation are
 computed by F(2×2, 3×3) (Lavin & Gray 2016) where both channel counts are large enough
-(``WINOGRAD_MIN_CHANNELS``, or ``WINOGRAD_NARROW_CHANNELS`` on small planes; with groups,
-``GROUPED_WINOGRAD_MIN_CHANNELS`` a group, and only on small planes,
-``GROUPED_WINOGRAD_MAX_POSITIONS``), on NumPy arrays with Numba:
+(``WINOGRAD_MIN_CHANNELS``, or ``WINOGRAD_NARROW_CHANNELS`` on small planes or with twice
+as many outputs as inputs; with groups, ``GROUPED_WINOGRAD_MIN_CHANNELS`` a group, and only
+on small planes, ``GROUPED_WINOGRAD_MAX_POSITIONS``), on NumPy arrays with Numba:
 2.25× fewer multiplications, and ∂L/∂x and ∂L/∂W from the same transformed tiles, with the
 same lanes of samples. ``Conv2d(algorithm="im2col")`` keeps the path above;
 ``algorithm="winograd"`` asks for Winograd whatever the channel counts. Results differ from
@@ -216,7 +216,8 @@ POINTWISE_MERGED_BELOW = 16
 # summation, ``ermlab.nn._direct``: no groups, the same conditions on arrays; for a
 # depthwise layer ``ermlab.nn._depthwise``), or
 # "auto": Winograd where it applies and both channel counts are at least
-# WINOGRAD_MIN_CHANNELS; else direct where it applies; else im2col. Measured (Xeon, 1
+# WINOGRAD_MIN_CHANNELS (or WINOGRAD_NARROW_CHANNELS, below); else direct where it applies;
+# else im2col. Measured (Xeon, 1
 # thread, batch 128, 3×3 padding 1, forward/backward ms, im2col → Winograd, load ~1.7):
 # 64→64 on 8×8 18.9/38.6 → 10.7/23.7, 32→32 on 16×16 17.4/37.9 → 15.0/29.1, 16→32 on
 # 32×32 45.1/99.7 → 42.2/68.0; slower:
@@ -541,7 +542,7 @@ class Conv2d(Module):
             dilated = (self.dilation != (1, 1)  # Winograd cannot run it
                        and min(self.in_channels, self.out_channels) <= DILATED_DIRECT_CHANNELS)
             if ((self._winograd_pays() and not dilated) or oh * ow < DIRECT_MIN_POSITIONS
-                    or self._winograd(x) is not None):  # (16 channels on a small plane)
+                    or self._winograd(x) is not None):  # (``_winograd_pays``' narrow rule)
                 return None
         return _fused.kernels("_direct", x)
 

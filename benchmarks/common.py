@@ -148,6 +148,21 @@ def alternating(code: str, config: dict, before: str | None, rounds: int) -> dic
     return runs
 
 
+def limit_threads(threads: int | None) -> None:
+    """Both frameworks on ``threads`` threads (None: leave them as installed): ermlab's lanes
+    and optimizers (``ERMLAB_NUM_THREADS``, read when ermlab first asks), the BLAS
+    libraries (threadpoolctl) and torch's intra-op threads."""
+    if threads is None:
+        return
+    os.environ["ERMLAB_NUM_THREADS"] = str(threads)
+    import torch
+    from scipy.linalg import blas  # noqa: F401 - SciPy's BLAS loaded, so that it is limited too
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    torch.set_num_threads(threads)
+
+
 def blas_kernel() -> str:
     """NumPy's BLAS as threadpoolctl sees it (library, version, kernel, threads), the CPU
     and the vector width of ermlab's Numba kernels (``ermlab._numba_target``): figures

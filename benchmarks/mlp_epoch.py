@@ -113,7 +113,7 @@ import statistics
 import time
 
 import numpy as np
-from common import blas_kernel, copy_bandwidth, torch_mlp
+from common import blas_kernel, copy_bandwidth, limit_threads, torch_mlp
 
 SIZES = [784, 512, 256, 10]
 BATCH = 128
@@ -390,15 +390,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS, torch and ermlab optimizer threads (default: as installed)")
     args = parser.parse_args()
-    if args.threads is not None:
-        os.environ["ERMLAB_NUM_THREADS"] = str(args.threads)
     import sklearn
     import torch
-    from threadpoolctl import threadpool_limits
 
-    if args.threads is not None:
-        threadpool_limits(args.threads)
-        torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     x, y, xt, yt = load(args.data)
     runners = {"ermlab": run_ermlab, "pytorch": run_torch, "sklearn": run_sklearn}
     results = {name: runners[name](x, y, xt, yt, args.epochs) for name in args.only

@@ -40,13 +40,14 @@ stepped in turn one step at a time had measured VGG-11-BN at 0.96–1.05.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import blas_kernel
+from common import blas_kernel, limit_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "nn"))
 
@@ -123,16 +124,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS, torch and ermlab threads (default: as installed)")
     args = parser.parse_args()
-    import os
-
-    if args.threads is not None:
-        os.environ["ERMLAB_NUM_THREADS"] = str(args.threads)
+    limit_threads(args.threads)
     import torch
-    from threadpoolctl import threadpool_limits
 
-    if args.threads is not None:
-        threadpool_limits(args.threads)
-        torch.set_num_threads(args.threads)
     table = cases()
     names = args.only or list(table)
     unknown = sorted(set(names) - set(table))

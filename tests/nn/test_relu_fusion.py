@@ -332,11 +332,14 @@ def test_a_convolution_and_its_relu_are_the_two_layers_bit_for_bit(
             unfused = run(_conv_pair(dtype, algorithm, stride, bias, threads, channels))
         for ours, want in zip(fused, unfused, strict=True):
             _same(ours, want)
-    # fused: the convolution's kernels rectify y as they write it (no ReLU kernel), and each
-    # lane masks its samples' G (bprop); unfused: the ReLU's own passes, in one lane here
-    # (5 samples are under its minimum)
-    lanes = min(threads, 5)
-    assert relus["forward"] == 2 and relus["backward"] == 2 * (lanes + 1)
+    # fused: the convolution's kernels rectify y as they write it (no ReLU kernel); in bprop
+    # Winograd's kernels take G·1_{y > 0} as they read G (no ReLU kernel either), and so do
+    # direct's ∂L/∂W and ∂L/∂b where ∂L/∂x is not wanted; else direct's lanes mask their
+    # samples' G; unfused: the ReLU's own passes, in one lane here (5 samples are under its
+    # minimum)
+    winograd = algorithm == "winograd" or channels == (32, 32)
+    fused_masks = 0 if winograd or not input_grad else min(threads, 5)
+    assert relus["forward"] == 2 and relus["backward"] == 2 * (fused_masks + 1)
 
 
 def test_im2col_convolutions_and_other_inputs_keep_their_relu(monkeypatch):

@@ -16,6 +16,7 @@ C-contiguous, Numba installed, ``ERMLAB_FUSED`` not 0); releases the GIL for the
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
@@ -53,17 +54,40 @@ def col2im(d_cols, grad, start, height, width, out_h, out_w, stride_h, stride_w,
 
 
 @njit(**dict(_JIT, fastmath={"reassoc"}))
+def _row_sum(row):  # pragma: no cover
+    """Σ row in float64, its additions in vector lanes (``reassoc``)."""
+    partial = 0.0
+    for i in range(row.size):
+        partial += row[i]
+    return partial
+
+
+@njit(**_JIT)
 def channel_sums(grad, out, c0, c1):  # pragma: no cover
     """out[c] = Σ_n Σ_t grad[n, c, t] for channels [c0, c1) of (N, C, L) ``grad``, in float64:
-    each (n, c) row summed on its own (its additions in vector lanes, ``reassoc``), the
-    rows added in sample order, so a channel's sum is the same for any range of channels
-    (``Conv2d``'s ∂L/∂b in lanes of channels)."""
+    each (n, c) row summed on its own (``_row_sum``), the rows added in sample order, so a
+    channel's sum is the same for any range of channels (``Conv2d``'s ∂L/∂b in lanes of
+    channels)."""
     for c in range(c0, c1):
         total = 0.0
         for n in range(grad.shape[0]):
-            row = grad[n, c]
-            partial = 0.0
+            total += _row_sum(grad[n, c])
+        out[c] = total
+
+
+@njit(**_JIT)
+def masked_channel_sums(grad, y, out, c0, c1):  # pragma: no cover
+    """``channel_sums`` of G·1_{y > 0} (``y``: the output of a ReLU, as ``grad``), each row
+    masked into a scratch row (``_relu_kernels.masked``) that ``_row_sum`` then sums: the
+    same values summed by the same function, so the same sums as ``channel_sums`` of the
+    masked array, which is never made."""
+    row = np.empty(grad.shape[2], grad.dtype)
+    zero = grad.dtype.type(0)
+    for c in range(c0, c1):
+        total = 0.0
+        for n in range(grad.shape[0]):
+            g, r = grad[n, c], y[n, c]
             for i in range(row.size):
-                partial += row[i]
-            total += partial
+                row[i] = g[i] if r[i] > 0 else g[i] * zero
+            total += _row_sum(row)
         out[c] = total

@@ -205,7 +205,7 @@ def correlate(x, weight, bias, y, pad_h, pad_w, stride, hh, wh, offsets, lo, hi,
 
 @njit(**dict(_JIT, fastmath={"contract", "reassoc"}))
 def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padded, grad,
-                    total, group):  # pragma: no cover
+                    total, group, y, relu):  # pragma: no cover
     """total[c, i, j, o] += Σ_n Σ_{p,q} ∂L/∂y[n, o, p, q] x̃[n, c, S p + d_h i, S q + d_w j]
     for samples n in [lo, hi), the sums of each group of ``group`` samples added on their
     own; ``total`` (C, K_h, K_w, O₄) as ``layout``'s weights.
@@ -215,7 +215,9 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
     t = g·S²·H_h·W_h + p·W_h + q sums them all (``GROUP_BELOW``); ``taps`` (K_h, K_w) where
     tap (i, j) reads in a channel's planes (``geometry``); ``grad`` (O₄, G·S²·H_h·W_h)
     scratch for the group's ∂L/∂y at those positions, zero at every other position (past
-    each row's OW values, the rows below OH, the padding outputs: never written). The sums
+    each row's OW values, the rows below OH, the padding outputs: never written); with
+    ``relu``, ∂L/∂y is G·1_{y > 0} (the bprop of the ReLU the forward pass applied, ``y`` its
+    output), masked as it is copied there, the values of ``_relu_kernels.masked``. The sums
     over positions are reductions: ``reassoc`` lets them run in vector registers, so their
     order of addition is the compiler's (fixed for a given build and machine).
 
@@ -235,8 +237,13 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
                 for p in range(out_h):
                     inside = grad_y[n0 + g, o, p]
                     row = grad[o, g * block + p * wh:]
-                    for q in range(out_w):
-                        row[q] = inside[q]
+                    if relu:
+                        rectified = y[n0 + g, o, p]
+                        for q in range(out_w):
+                            row[q] = inside[q] if rectified[q] > 0 else inside[q] * zero
+                    else:
+                        for q in range(out_w):
+                            row[q] = inside[q]
         if count < group:  # the last sample's runs read into the next one's planes: zeros,
             for c in range(x.shape[1]):  # not an earlier group's values (NaN times 0)
                 padded[c * channel + count * block:c * channel + (count + 1) * block] = 0
@@ -643,8 +650,10 @@ def tap_offsets(x_shape: tuple[int, ...], kernel: tuple[int, int], padding: tupl
 
 def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tuple[int, int],
                      stride: tuple[int, int], dilation: tuple[int, int], lo: int, hi: int,
-                     work: Any) -> Any:
-    """Σ_n ∂L/∂W over samples [lo, hi), a new array in ``layout``'s form (C, K_h, K_w, O₄)."""
+                     work: Any, y: Any = None) -> Any:
+    """Σ_n ∂L/∂W over samples [lo, hi), a new array in ``layout``'s form (C, K_h, K_w, O₄);
+    given ``y``, the output of a forward pass with its ReLU, ``grad_y`` is ∂L/∂max(y, 0) and
+    the ReLU's bprop is taken as it is read (``weight_gradient``)."""
     c, o, out_h = x.shape[1], grad_y.shape[1], grad_y.shape[2]
     wide = _fours(o)
     s, hh, wh, taps, size = geometry(x.shape, kernel, padding, stride, dilation, out_h)
@@ -659,5 +668,6 @@ def backward_weights(x: Any, grad_y: Any, kernel: tuple[int, int], padding: tupl
     grad = work("direct_grad", wide * length, (grad_y.shape[1:], wh, group))
     total = np.zeros((c, *kernel, wide), dtype=x.dtype)
     weight_gradient(x, grad_y, padding[0], padding[1], s, hh, wh, taps, lo, hi, padded,
-                    grad.reshape(wide, length), total, group)
+                    grad.reshape(wide, length), total, group,
+                    np.zeros((0, 0, 0, 0), dtype=x.dtype) if y is None else y, y is not None)
     return total

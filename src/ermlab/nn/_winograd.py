@@ -283,10 +283,20 @@ def output_transform(m, size, lo, hi, tiles_w, bias, y):  # pragma: no cover
                             bottom[s + 1] = q1 - q2 - q3 + beta
 
 
+@njit(inline="always", **_JIT)
+def _masked(g, y, zero):  # pragma: no cover
+    """G·1_{y > 0} as ``_relu_kernels.masked`` takes it (g where y > 0, else g·0: ±0, or NaN
+    for g = ±∞, NaN), in the dtype (``zero`` its 0)."""
+    return g if y > 0 else g * zero
+
+
 @njit(**_JIT)
-def output_transform_adjoint(grad_y, lo, hi, tiles_w, grad_m, size):  # pragma: no cover
+def output_transform_adjoint(grad_y, lo, hi, tiles_w, grad_m, size, y,
+                             relu):  # pragma: no cover
     """∂L/∂M[·, o·size + (n − lo)·T + t] = A (∂L/∂Y tile) Aᵀ for samples n in [lo, hi),
-    outputs past an odd OH or OW counting as 0."""
+    outputs past an odd OH or OW counting as 0. With ``relu``, ∂L/∂Y is G·1_{y > 0} (the
+    bprop of the ReLU that ``forward`` applied, y its output), taken as each value is read
+    (``_masked``) instead of from an array of it."""
     outputs, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3]
     tiles_h = (out_h + 1) // 2
     count = tiles_h * tiles_w
@@ -301,6 +311,8 @@ def output_transform_adjoint(grad_y, lo, hi, tiles_w, grad_m, size):  # pragma: 
                 top = grad_y[n, o, r]
                 full = r + 1 < out_h
                 bottom = grad_y[n, o, r + 1] if full else top
+                y_top = y[n, o, r] if relu else top
+                y_bottom = y[n, o, r + 1] if relu and full else y_top
                 for t in range(tiles_w):
                     s = 2 * t
                     wide = s + 1 < out_w
@@ -308,6 +320,14 @@ def output_transform_adjoint(grad_y, lo, hi, tiles_w, grad_m, size):  # pragma: 
                     g01 = top[s + 1] if wide else zero
                     g10 = bottom[s] if full else zero
                     g11 = bottom[s + 1] if (full and wide) else zero
+                    if relu:
+                        g00 = _masked(g00, y_top[s], zero)
+                        if wide:
+                            g01 = _masked(g01, y_top[s + 1], zero)
+                        if full:
+                            g10 = _masked(g10, y_bottom[s], zero)
+                        if full and wide:
+                            g11 = _masked(g11, y_bottom[s + 1], zero)
                     # rows: A g → (g0, g0 + g1, g0 − g1, −g1) per column
                     a0, a1 = g00, g01
                     b0, b1 = g00 + g10, g01 + g11
@@ -474,10 +494,12 @@ def forward(x: Any, u: Any, bias: Any, y: Any, padding: tuple[int, int], lo: int
 
 
 def backward(x: Any, grad_y: Any, u: Any, padding: tuple[int, int], lo: int, hi: int,
-             work: Any, grad_x: Any = None, weights: bool = True) -> Any:
+             work: Any, grad_x: Any = None, weights: bool = True, y: Any = None) -> Any:
     """bprop of ``forward`` for samples [lo, hi): writes ∂L/∂x of those samples into
     ``grad_x`` (None: not wanted) and returns their Σ ∂L/∂U (16, O, C/G) (None if not
-    ``weights``), per block of samples, in one compiled call (``_backward_blocks``):
+    ``weights``), per block of samples, in one compiled call (``_backward_blocks``); given
+    ``y``, the output of a ``forward`` with ``relu``, ``grad_y`` is ∂L/∂max(y, 0) and the
+    ReLU's bprop is taken as it is read (``output_transform_adjoint``):
 
         ∂L/∂M = A ∂L/∂Y Aᵀ,  ∂L/∂U_ξ += ∂L/∂M_ξ V_ξᵀ,  ∂L/∂V_ξ = U_ξᵀ ∂L/∂M_ξ,
         ∂L/∂d = B ∂L/∂V Bᵀ  (overlapping tiles added).
@@ -496,10 +518,12 @@ def backward(x: Any, grad_y: Any, u: Any, padding: tuple[int, int], lo: int, hi:
     total = np.zeros((16, o, cg), dtype=u.dtype) if weights else none
     part = work("winograd_u", 16 * o * cg, ()).reshape(16, o, cg) if weights else none
     inputs = grad_x is not None
+    nothing = np.zeros((0, 0, 0, 0), dtype=u.dtype)
     with BlasOneThread():
         _backward_blocks(x, grad_y, u, padding[0], padding[1], lo, hi, tiles_h, tiles_w, block,
                          plane, grad_plane, v_all, m_all, weights, total, part, inputs,
-                         grad_x if inputs else np.zeros((0, 0, 0, 0), dtype=u.dtype))
+                         grad_x if inputs else nothing, nothing if y is None else y,
+                         y is not None)
     return total if weights else None
 
 
@@ -562,7 +586,7 @@ def _add_into(total, part):  # pragma: no cover
 @njit(**_JIT)
 def _backward_blocks(x, grad_y, u, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block, plane,
                      grad_plane, v_all, m_all, weights, total, part, inputs,
-                     grad_x):  # pragma: no cover
+                     grad_x, y, relu):  # pragma: no cover
     c, o = x.shape[1], grad_y.shape[1]
     cg = u.shape[2]  # input channels a group: C with no groups
     groups = c // cg
@@ -572,7 +596,7 @@ def _backward_blocks(x, grad_y, u, pad_h, pad_w, lo, hi, tiles_h, tiles_w, block
         stop = min(hi, start + block)
         size = (stop - start) * count
         v, grad_m = _stack(v_all, c, size), _stack(m_all, o, size)
-        output_transform_adjoint(grad_y, start, stop, tiles_w, grad_m, size)
+        output_transform_adjoint(grad_y, start, stop, tiles_w, grad_m, size, y, relu)
         if weights:
             input_transform(x, start, stop, pad_h, pad_w, tiles_h, tiles_w, v, size, plane)
             for k in range(16):

@@ -101,9 +101,10 @@ im2col's by rounding only, and do not depend on the number of lanes.
 A ReLU after the layer (``forward_relu``, which ``Sequential`` calls) runs in the Winograd
 and direct paths' own kernels and lanes: the kernels write max(y, 0) as they write y (the
 direct sums as they copy the outputs out, Winograd over each block's outputs while they are
-in cache), and in bprop each lane masks its samples of ∂L/∂y, G·1_{y > 0}, before reading
-them (y kept as the ReLU keeps it; bit for bit the two layers). The ReLU's forward pass,
-its two parallel regions and its output array are saved. Measured
+in cache), and in bprop Winograd's kernels (and direct's ∂L/∂W where ∂L/∂x is not wanted)
+take ∂L/∂y·1_{y > 0} as they read ∂L/∂y, elsewhere each lane masks its samples of ∂L/∂y
+before reading them (y kept as the ReLU keeps it; bit for bit the two layers). The ReLU's
+forward pass, its two parallel regions and its output array are saved. Measured
 (``benchmarks/relu_fusion.py``, batch 128, forward + bprop, ratio of the medians of 16
 paired rounds, fused / apart, 2 threads and 1): the small VGG's 3→32 (direct) 0.87 and
 0.82, its Winograd layers 0.97–1.04 (the ReLU is 2–3 % of such a layer: within noise);
@@ -831,7 +832,8 @@ class Conv2d(Module):
         """max(conv(x), 0) — this layer and a ``ReLU`` after it — where the layer runs
         Winograd or direct sums (``ALGORITHMS``): their kernels write max(y, 0) as they
         write y (as ``_relu_kernels.forward``, bit for bit the ReLU's values), and bprop
-        masks ∂L/∂y, G·1_{y > 0}, in its own lanes before using it; y is kept, as the ReLU
+        takes ∂L/∂y·1_{y > 0} in its own kernels or lanes (``_relu_in_kernels``,
+        ``_rectified``); y is kept, as the ReLU
         would keep it. None elsewhere (the caller then runs the ``ReLU``). Saves the ReLU's
         forward pass and two parallel regions; ``Sequential`` calls it for a convolution
         followed by a ``ReLU``."""
@@ -1160,10 +1162,12 @@ class Conv2d(Module):
             self.weight.data.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         return helper
 
-    def _bias_grad(self, xp: Any, grad_out: Any) -> None:
+    def _bias_grad(self, xp: Any, grad_out: Any, relu_y: Any = None) -> None:
         """∂L/∂b += Σ_{n,p,q} G (no bias: nothing) for the Winograd and direct paths: by
         ``_conv_kernels.channel_sums`` in lanes of channels where it takes G (float64 sums,
-        the same for any number of lanes), else NumPy's sum on one thread (as im2col)."""
+        the same for any number of lanes), else NumPy's sum on one thread (as im2col).
+        Given ``relu_y`` (where the kernels take it: see ``_backward_winograd``), of
+        G·1_{y > 0}, by ``_conv_kernels.masked_channel_sums``: the same sums."""
         if self.bias is None:
             return
         kernels = _fused.kernels("_conv_kernels", grad_out)
@@ -1172,8 +1176,12 @@ class Conv2d(Module):
             return
         n, c, h, w = grad_out.shape
         sums = xp.empty(c, dtype=xp.float64)
-        run_ranges(_fused.lanes(c, grad_out.nbytes, self.threads, BIAS_LANE_MIN_BYTES),
-                   kernels.channel_sums, grad_out.reshape(n, c, h * w), sums)
+        lanes = _fused.lanes(c, grad_out.nbytes, self.threads, BIAS_LANE_MIN_BYTES)
+        if relu_y is None:
+            run_ranges(lanes, kernels.channel_sums, grad_out.reshape(n, c, h * w), sums)
+        else:
+            run_ranges(lanes, kernels.masked_channel_sums, grad_out.reshape(n, c, h * w),
+                       relu_y.reshape(n, c, h * w), sums)
         self.bias.add_grad(sums.astype(grad_out.dtype))
 
     def _rectified(self, xp: Any, grad_out: Any, in_lanes: bool) -> tuple[Any, Any]:
@@ -1191,14 +1199,37 @@ class Conv2d(Module):
         out = xp.empty_like(grad_out)
         return out, partial(_rectify_samples, relu, grad_out, y, out)
 
+    def _relu_in_kernels(self, grad_out: Any) -> Any:
+        """y, the output of ``forward_relu``, where bprop's kernels take the ReLU's bprop,
+        G·1_{y > 0}, as they read G (Winograd's, and direct's ∂L/∂W; ``_bias_grad`` by
+        ``_conv_kernels.masked_channel_sums``); None where there is no ReLU or no compiled
+        kernels (then ``_rectified`` makes the masked array)."""
+        y = self._cached("_relu_y")
+        if y is False or _fused.kernels("_conv_kernels", grad_out, y) is None:
+            return None
+        return y
+
     def _backward_winograd(self, winograd: Any, grad_out: Any, weights: bool,
                            inputs: bool) -> Any:
         """bprop by ``winograd`` (``nn._winograd``; the lanes as in ``_backward_columns``): each
         lane writes ∂L/∂x of its own samples and returns its Σ ∂L/∂U, and
-        ∂L/∂W += Gᵀ (Σ_lanes ∂L/∂U) G."""
+        ∂L/∂W += Gᵀ (Σ_lanes ∂L/∂U) G.
+
+        After ``forward_relu`` the kernels take the ReLU's bprop, G·1_{y > 0}, as they read
+        G (``_winograd.output_transform_adjoint``, ``_conv_kernels.masked_channel_sums``):
+        that array, the size of the layer's output, is never made, one pass over it and its
+        memory saved. The same values as the ReLU's bprop, so the same results. Measured
+        (the small VGG, batch 1024, with direct's first layer masking as it reads G too,
+        ``_backward_direct``): the peak of a step's allocations 879 → 751 MiB (its 32→32
+        layer on 32×32 held G, G̃ and ∂L/∂x of 128 MiB each; its first layer G and G̃), the
+        resident peak 1074 → 948 MiB; paired steps 0.95 at batch 512, 0.99 at 128."""
         xp = array_module(grad_out)
         x = self._cached("_x")
-        grad_out, rectify = self._rectified(xp, grad_out, in_lanes=True)
+        grad_out = xp.ascontiguousarray(grad_out)
+        relu_y = self._relu_in_kernels(grad_out)
+        rectify = _nothing
+        if relu_y is None:
+            grad_out, rectify = self._rectified(xp, grad_out, in_lanes=True)
         grad = xp.empty(x.shape, dtype=grad_out.dtype) if inputs else None
         u = self._cached("_u")  # U = G w Gᵀ of fprop, not transformed again
         ranges = self._lanes(xp, x.shape, 2.0 if inputs and weights else 1.0)
@@ -1206,11 +1237,12 @@ class Conv2d(Module):
         def run(lo: int, hi: int, lane: int) -> Any:
             rectify(lo, hi)
             return winograd.backward(x, grad_out, u, self.padding, lo, hi,
-                                     self._lane_work(xp, x.dtype, lane), grad, weights)
+                                     self._lane_work(xp, x.dtype, lane), grad, weights,
+                                     relu_y)
 
         totals = self._run_lanes(ranges, run)
         if weights:
-            self._bias_grad(xp, grad_out)
+            self._bias_grad(xp, grad_out, relu_y)
             for part in totals[1:]:
                 totals[0] += part
             self.weight.add_grad(winograd.filter_transform_adjoint(totals[0], self.weight.shape))
@@ -1247,7 +1279,12 @@ class Conv2d(Module):
         300 calls alternating in one process, 0.91–0.92 at 2 threads, 0.97 at 1)."""
         xp = array_module(grad_out)
         x = self._cached("_x")
-        grad_out, rectify = self._rectified(xp, grad_out, in_lanes=weights)
+        grad_out = xp.ascontiguousarray(grad_out)
+        # only ∂L/∂W and ∂L/∂b wanted: their kernels take the mask (see _relu_in_kernels)
+        relu_y = self._relu_in_kernels(grad_out) if weights and not inputs else None
+        rectify = _nothing
+        if relu_y is None:
+            grad_out, rectify = self._rectified(xp, grad_out, in_lanes=weights)
         strided = inputs and self._phased()
         transposed = self._transposed(grad_out, direct=True) if inputs and not strided else None
         columns = inputs and not strided and transposed is None
@@ -1277,7 +1314,7 @@ class Conv2d(Module):
                 rectify(lo, hi)
                 total = direct.backward_weights(x, grad_out, self.kernel_size, self.padding,
                                                 self.stride, self.dilation, lo, hi,
-                                                self._lane_work(xp, x.dtype, lane))
+                                                self._lane_work(xp, x.dtype, lane), relu_y)
                 if both:
                     inputs_of(lo, hi, lane)
                 return total
@@ -1289,7 +1326,7 @@ class Conv2d(Module):
             for part in totals[1:]:
                 totals[0] += part
             self.weight.add_grad(totals[0][..., :self.out_channels].transpose(3, 0, 1, 2))
-            self._bias_grad(xp, grad_out)
+            self._bias_grad(xp, grad_out, relu_y)
         elif strided:
             self._run_lanes(self._lanes(xp, x.shape), inputs_of, blas=False)
         if not inputs or both or strided:

@@ -5,6 +5,8 @@ separate modules that hold the same values; the PyTorch comparisons are in
 test_weight_sharing_torch.py. See ``ermlab.nn.module`` for the forward-cache contract.
 """
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -208,6 +210,53 @@ def test_a_forward_without_backward_leaves_nothing_behind():
     np.testing.assert_array_equal(got[0], expected[0])
     for key in expected[1]:
         np.testing.assert_array_equal(got[1][key], expected[1][key])
+
+
+class _Probe(Module):
+    """Identity that records, as its forward runs, which of ``watched`` (weak references to
+    arrays) are still alive."""
+
+    def __init__(self):
+        super().__init__()
+        self.watched, self.alive = [], []
+
+    def forward(self, x):
+        self.alive.append([ref() is not None for ref in self.watched])
+        return x
+
+    def grad_input(self, grad_out):
+        return grad_out
+
+
+@pytest.mark.parametrize("container", ["sequential", "graph", "stochastic_depth"])
+def test_a_training_forward_lets_the_last_passes_caches_go_as_it_runs(container):
+    """The second training pass's forward does not hold the first pass's caches: by the time
+    it reaches its last box, the first pass's cached arrays of the boxes before are gone
+    (each container drops its snapshots as it starts; they used to stay until its end, the
+    two passes' caches held at once: the small VGG's peak at batch 1024 ~165 MiB higher)."""
+    first, second, probe = nn.Linear(3, 5, rng=0), nn.Linear(5, 4, rng=1), _Probe()
+    if container == "sequential":
+        model = nn.Sequential(first, nn.Tanh(), second, probe)
+    elif container == "graph":
+        model = nn.Graph(inputs="x")
+        model.add("a", first, "x").add("t", nn.Tanh(), "a").add("b", second, "t")
+        model.add("p", probe, "b").set_output("p")
+    else:
+        model = stochastic.StochasticDepth(nn.Sequential(first, nn.Tanh(), second, probe),
+                                           survival_prob=1.0)
+    x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    g = np.ones((6, 4), dtype=np.float32)
+    model.forward(x)
+    model.backward(g)
+    probe.watched = [weakref.ref(second._x)]  # the Tanh's output of the first pass
+    model.forward(x + 1)
+    assert probe.alive[-1] == [False]
+    model.zero_grad()
+    model.backward(g)  # the second pass's caches are all there
+    twin = nn.Sequential(nn.Linear(3, 5, rng=0), nn.Tanh(), nn.Linear(5, 4, rng=1))
+    twin.forward(x + 1)
+    twin.backward(g)
+    np.testing.assert_array_equal(first.weight.grad, twin[0].weight.grad)
 
 
 def test_reading_an_undeclared_cache_entry_is_a_clear_error():

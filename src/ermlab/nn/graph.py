@@ -133,6 +133,8 @@ class Graph(Module):
                 f"Graph expects {len(self.input_names)} inputs {self.input_names}; "
                 f"got {len(inputs)}"
             )
+        if self.training:
+            self._sites = None  # the last pass's caches go as this pass's replace them
         values = dict(zip(self.input_names, inputs))
         sites: dict[str, Any] = {}
         followers = self._relu_followers()

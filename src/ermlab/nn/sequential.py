@@ -60,6 +60,8 @@ class Sequential(Module):
         return self
 
     def forward(self, x: Any) -> Any:
+        if self.training:
+            self._sites = None  # the last pass's caches go as this pass's replace them
         modules = list(self._modules.values())
         sites = []
         depth = 0

@@ -417,8 +417,8 @@ class StochasticDepth(Stochastic):
         key = tuple(tuple(x.shape) for x in inputs)
         self._inputs_like = [(x.shape, x.dtype) for x in inputs]
         self._dropped = self.mode == "batch" and not bool(keep)
+        self._scale = self._branch_cache = None  # the last pass's go as this pass's come
         if self._dropped:
-            self._scale = self._branch_cache = None
             return array_module(first).zeros(self._output_shape(key, inputs), dtype=first.dtype)
         y = self.branch.forward(*inputs)
         self._branch_cache = self.branch.cache_state()

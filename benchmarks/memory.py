@@ -54,6 +54,21 @@ MiB, 586 of them the data): ermlab peak 2366–2367 (8 and 16 steps: the same; t
 says "STILL GROWING" because the RSS after the second step was below the later steps'),
 PyTorch 1908–1934: 1.22–1.24×, growths 1629 against 984–1011. Before Winograd's work
 arrays were kept per thread (``conv.THREAD_WORK``): 2681, 1.39×.
+
+AMD EPYC Zen 4, 2 threads, ``--steps 4``, 2026-12-03 (MiB), after three changes: caches
+let go as bprop passes them and as the next forward starts (``ermlab.nn.module``), the
+fused ReLU's bprop taken inside Winograd's and direct's ∂L/∂W kernels (no masked copy of
+∂L/∂y: ``Conv2d._relu_in_kernels``), and the thread pool's workers no longer holding their
+last lane (its arrays) until the next one:
+
+    small VGG  batch 64/128/256/512/1024  ermlab 837/871/945/1145/1404
+                                          PyTorch 1007/1089/1174/1360/1658: 0.80–0.85×
+               growth ≈ 146.8 + 0.602/example (PyTorch 107.1 + 0.662); before the
+               changes, at 256/512/1024: 1059/1252/1711 against 1166/1369/1688 (1.01×
+               at 1024), 0.856/example
+    ResNet-18  batch 128: 1728 against 1884 (0.92×; 1971, 1.06×, before);
+               batch 1024: 5895 against 5728 (1.03×)
+    MLP        0.71–0.72× at every batch (unchanged: its caches are small)
 """
 
 from __future__ import annotations

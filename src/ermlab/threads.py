@@ -441,6 +441,9 @@ class _Worker:
                 self.outcome = (call(), None)
             except BaseException as error:  # noqa: BLE001 - handed to the caller
                 self.outcome = (None, error)
+            # not kept while waiting for the next post: the call's closure holds its
+            # region's arrays (the last bprop's ∂L/∂y and caches, kept into the next step)
+            call = None
             finished = (self.done, generation)
 
 

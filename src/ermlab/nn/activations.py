@@ -377,7 +377,9 @@ class Maxout(Module):
         n = grad_out.shape[0]
         grad_z = xp.zeros((n, self.out_features, self.pieces), dtype=grad_out.dtype)
         xp.put_along_axis(grad_z, winner, grad_out[..., None], axis=2)
-        return self.linear.backward(grad_z.reshape(n, -1), input_grad=input_grad)
+        grad = self.linear.backward(grad_z.reshape(n, -1), input_grad=input_grad)
+        self.linear.release_cache()  # (see Module: a call site's cache serves one bprop)
+        return grad
 
     def extra_repr(self) -> str:
         return f"{self.linear.in_features} → {self.out_features}, pieces={self.pieces}"

@@ -177,6 +177,7 @@ class Graph(Module):
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         sites = self._cached("_sites")
+        self._sites = None  # each box's cache let go once its bprop is done (see Module)
         grads: dict[str, Any] = {self.output_name: grad_out}
         for name in reversed(self.order()):
             grad = grads.pop(name, None)
@@ -189,7 +190,10 @@ class Graph(Module):
             wanted = [i in self.edges or input_grad for i in inputs]
             module = self._modules[name]
             module.restore_cache(sites[name])
+            sites[name] = None
             back = module.backward(grad, input_grad=any(wanted))
+            module.release_cache()
+            del grad
             if back is None:  # no input needs a gradient (input_grad=False upstream)
                 continue
             if len(inputs) == 1:

@@ -33,12 +33,19 @@ its own forward cache. So one module may be called at several places — twice
 in one Sequential, in two boxes of a Graph, inside two different containers,
 nested to any depth: each call site keeps its own cache, bprop adds the
 parameter gradients of all sites, ∂L/∂θ = Σ_sites ∂L/∂θ|_site, and a shared
-parameter is listed once by ``parameters()``. A forward pass without a backward
-leaves nothing behind: the next forward replaces every snapshot. A container lets its
-snapshots of the last pass go as its training-mode forward starts, each module's own
-cache going as that module's forward binds the new one: the two passes' caches are never
-held whole at once (the small VGG of ``benchmarks/memory.py`` at batch 1024 held both
-through each forward, its peak ~165 MiB higher).
+parameter is listed once by ``parameters()``.
+
+Caches are let go as soon as nothing needs them, as PyTorch frees a node's saved tensors.
+A container's bprop lets each call site's cache go once that site's bprop is done (its
+snapshot, and the callee's binding: ``release_cache``), so the caches of the boxes bprop
+has passed are freed while it runs on; a container's forward pass therefore serves one
+backward (a second is a clear error: run forward again). A forward pass without a
+backward leaves nothing behind either: a container drops its snapshots of the last pass
+as its training-mode forward starts, each module's own cache going as that module's
+forward binds the new one, so two passes' caches are never held whole at once. Measured
+(``benchmarks/memory.py``, 2 threads): the small VGG at batch 1024 peaked at 1712 MiB
+with every cache kept to the end of the next forward, the CIFAR ResNet-18 at batch 128
+at 1971 MiB; see the benchmark's docstring for the figures after.
 """
 
 from __future__ import annotations
@@ -133,6 +140,11 @@ class Module:
         """Bind the forward cache back to ``state``, a value of ``cache_state()``."""
         self.__dict__.update(zip(self.forward_cache, state))
 
+    def release_cache(self) -> None:
+        """Let the forward cache go (each name bound to None, as before any forward): what
+        a container does once a call site's bprop is done (see the module docstring)."""
+        self.__dict__.update(dict.fromkeys(self.forward_cache))
+
     def _cached(self, name: str) -> Any:
         """The value ``forward`` cached under ``name``; a clear error when there is none.
 
@@ -149,7 +161,8 @@ class Module:
         if value is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward called without a forward pass in training "
-                "mode: call model.train() and forward(x) before backward(grad)"
+                "mode, or a second time after one (a container's forward pass serves one "
+                "backward): call model.train() and forward(x) before each backward(grad)"
             )
         return value
 

@@ -84,14 +84,16 @@ class Sequential(Module):
 
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         sites = self._cached("_sites")
+        self._sites = None  # each box's cache let go once its bprop is done (see Module)
         modules = list(self._modules.values())
-        for depth in range(len(modules) - 1, 0, -1):
+        for depth in range(len(modules) - 1, -1, -1):
             if sites[depth] is ABSORBED:
                 continue
-            modules[depth].restore_cache(sites[depth])
-            grad_out = modules[depth].backward(grad_out)
-        if not modules:
-            return grad_out if input_grad else None
-        modules[0].restore_cache(sites[0])
-        return modules[0].backward(grad_out, input_grad=input_grad)
+            module = modules[depth]
+            module.restore_cache(sites[depth])
+            sites[depth] = None
+            grad_out = (module.backward(grad_out) if depth else
+                        module.backward(grad_out, input_grad=input_grad))
+            module.release_cache()
+        return grad_out if modules or input_grad else None
 

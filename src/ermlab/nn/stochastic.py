@@ -447,7 +447,10 @@ class StochasticDepth(Stochastic):
             grads = tuple(xp.zeros(s, dtype=d) for s, d in self._cached("_inputs_like"))
             return grads[0] if len(grads) == 1 else grads
         self.branch.restore_cache(self._cached("_branch_cache"))
-        return self.branch.backward(grad_out * self._cached("_scale"), input_grad=input_grad)
+        self._branch_cache = None  # let go once the branch's bprop is done (see Module)
+        grad = self.branch.backward(grad_out * self._cached("_scale"), input_grad=input_grad)
+        self.branch.release_cache()
+        return grad
 
     def extra_repr(self) -> str:
         extra = "" if self.mode == "batch" else f", mode={self.mode!r}"

@@ -133,7 +133,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not implement grad_input")
 
     def cache_state(self) -> tuple:
-        """The forward cache: the values of the attributes named in ``forward_cache``."""
+        """The forward cache: the values of the attributes named in ``forward_cache``. A
+        container's serves one backward, as its forward pass does: its bprop lets the
+        callees' caches go (see the module docstring)."""
         return tuple(map(self.__dict__.get, self.forward_cache))
 
     def restore_cache(self, state: tuple) -> None:

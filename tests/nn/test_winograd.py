@@ -18,6 +18,7 @@ from kernel_calls import count_calls  # noqa: E402
 
 from ermlab import gradcheck, nn  # noqa: E402
 from ermlab.nn import _winograd as winograd  # noqa: E402
+from ermlab.nn import conv as conv_module  # noqa: E402
 
 # (N, C, O, H, W, padding): even and odd output sizes, no padding, wide padding, 1×1 maps
 # of a 3×3 input, one channel.
@@ -174,6 +175,29 @@ def test_filter_transform_and_its_adjoint_are_g_w_gt_and_gt_m_g(dtype):
     # the adjoint: <G w Gᵀ, M> = <w, Gᵀ M G>
     np.testing.assert_allclose(np.vdot(u.astype(np.float64), grad_u),
                                np.vdot(w.astype(np.float64), grad_w), rtol=tol * 10)
+    # in lanes of output channels (one of them a single channel): the same values
+    for lanes in ([(0, 2), (2, 5)], [(0, 4), (4, 5)], [(0, 1), (1, 3), (3, 5)]):
+        np.testing.assert_array_equal(winograd.filter_transform(w, lanes), u)
+        np.testing.assert_array_equal(
+            winograd.filter_transform_adjoint(grad_u, w.shape, lanes), grad_w)
+
+
+def test_a_layer_s_filter_transforms_in_lanes_give_the_same_step(monkeypatch):
+    """``TRANSFORM_LANE_MIN_BYTES``: a layer's transforms in lanes of output channels (at
+    1 byte a lane, two lanes here) leave its outputs and gradients bit for bit."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 32, 6, 6)).astype(np.float32)
+    g = rng.standard_normal((3, 40, 6, 6)).astype(np.float32)
+    results = []
+    for minimum in (2**40, 1):
+        monkeypatch.setattr(conv_module, "TRANSFORM_LANE_MIN_BYTES", minimum)
+        conv = nn.Conv2d(32, 40, 3, padding=1, rng=0, algorithm="winograd")
+        conv.threads = 2
+        assert len(conv._transform_lanes()) == (1 if minimum > 1 else 2)
+        conv.zero_grad()
+        results.append((conv.forward(x), conv.backward(g), conv.weight.grad.copy()))
+    for ours, want in zip(results[1], results[0], strict=True):
+        np.testing.assert_array_equal(ours, want)
 
 
 # (N, C, O, H, W, padding, groups): channel counts a group differing in and out

@@ -200,6 +200,9 @@ LANE_MIN_FLOPS = 4_000_000
 # ∂L/∂b of the Winograd and direct paths is summed in lanes of channels only while each lane
 # gets at least this many bytes of ∂L/∂y (the sum is a memory-bound pass).
 BIAS_LANE_MIN_BYTES = 2**20
+# Winograd's filter transform U = G w Gᵀ (every forward) and its adjoint (every bprop) run
+# in lanes of output channels only while each lane gets at least this many bytes of w.
+TRANSFORM_LANE_MIN_BYTES = 2**20
 # The 1×1 path's forward and ∂L/∂x run as one GEMM over all samples (``Conv2d._merged_product``)
 # below this many positions per sample, one GEMM per sample from it (∂L/∂W merges below as
 # many positions as output channels, ``Conv2d._accumulate_pointwise``). Per sample, a GEMM
@@ -879,7 +882,7 @@ class Conv2d(Module):
             run = partial(self._direct_samples, direct, x, weight, bias, y,
                           relu=relu)
         elif winograd is not None:
-            u = winograd.filter_transform(self.weight.data)
+            u = winograd.filter_transform(self.weight.data, self._transform_lanes())
             bias = (self.bias.data if self.bias is not None
                     else xp.zeros(self.out_channels, dtype=x.dtype))
 
@@ -1199,6 +1202,12 @@ class Conv2d(Module):
         out = xp.empty_like(grad_out)
         return out, partial(_rectify_samples, relu, grad_out, y, out)
 
+    def _transform_lanes(self) -> list[tuple[int, int]]:
+        """Lanes of output channels for Winograd's filter transforms
+        (``TRANSFORM_LANE_MIN_BYTES``)."""
+        return _fused.lanes(self.out_channels, self.weight.data.nbytes, self.threads,
+                            TRANSFORM_LANE_MIN_BYTES)
+
     def _relu_in_kernels(self, grad_out: Any) -> Any:
         """y, the output of ``forward_relu``, where bprop's kernels take the ReLU's bprop,
         G·1_{y > 0}, as they read G (Winograd's, and direct's ∂L/∂W; ``_bias_grad`` by
@@ -1245,7 +1254,8 @@ class Conv2d(Module):
             self._bias_grad(xp, grad_out, relu_y)
             for part in totals[1:]:
                 totals[0] += part
-            self.weight.add_grad(winograd.filter_transform_adjoint(totals[0], self.weight.shape))
+            self.weight.add_grad(winograd.filter_transform_adjoint(
+                totals[0], self.weight.shape, self._transform_lanes()))
         return grad
 
     def _backward_depthwise(self, depthwise: Any, grad_out: Any, weights: bool,

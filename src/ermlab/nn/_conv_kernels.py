@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
+from ermlab.nn._relu_kernels import masked
 
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
@@ -88,6 +89,6 @@ def masked_channel_sums(grad, y, out, c0, c1):  # pragma: no cover
         for n in range(grad.shape[0]):
             g, r = grad[n, c], y[n, c]
             for i in range(row.size):
-                row[i] = g[i] if r[i] > 0 else g[i] * zero
+                row[i] = masked(g[i], r[i], zero)
             total += _row_sum(row)
         out[c] = total

@@ -48,7 +48,7 @@ import numpy as np
 from numba import njit
 
 from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
-from ermlab.nn._relu_kernels import rectify
+from ermlab.nn._relu_kernels import masked, rectify
 
 _JIT = dict(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 
@@ -217,7 +217,7 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
     scratch for the group's ∂L/∂y at those positions, zero at every other position (past
     each row's OW values, the rows below OH, the padding outputs: never written); with
     ``relu``, ∂L/∂y is G·1_{y > 0} (the bprop of the ReLU the forward pass applied, ``y`` its
-    output), masked as it is copied there, the values of ``_relu_kernels.masked``. The sums
+    output), masked as it is copied there (``_relu_kernels.masked``). The sums
     over positions are reductions: ``reassoc`` lets them run in vector registers, so their
     order of addition is the compiler's (fixed for a given build and machine).
 
@@ -240,7 +240,7 @@ def weight_gradient(x, grad_y, pad_h, pad_w, stride, hh, wh, taps, lo, hi, padde
                     if relu:
                         rectified = y[n0 + g, o, p]
                         for q in range(out_w):
-                            row[q] = inside[q] if rectified[q] > 0 else inside[q] * zero
+                            row[q] = masked(inside[q], rectified[q], zero)
                     else:
                         for q in range(out_w):
                             row[q] = inside[q]

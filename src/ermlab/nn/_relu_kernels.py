@@ -32,10 +32,12 @@ def rectify(v, zero):
 
 
 @njit(inline="always", **_JIT)
-def masked(g, y):
-    """G·1_{y > 0} as the ReLU's bprop takes it: g where y > 0, else g·0 (±0, or NaN for
-    g = ±∞, NaN). Inlined into ``backward``, ``backward_in_place`` and ``bias_backward``."""
-    return g if y > 0 else g * 0
+def masked(g, y, zero):
+    """G·1_{y > 0} as the ReLU's bprop takes it: g where y > 0, else g·``zero`` (±0, or NaN
+    for g = ±∞, NaN; ``zero`` the array's 0, so that the value keeps its dtype). Inlined
+    into ``backward``, ``backward_in_place``, ``bias_backward``, and the Winograd, direct
+    and bias-sum kernels that take the ReLU's bprop as they read G (``Conv2d``)."""
+    return g if y > 0 else g * zero
 
 
 @njit(**_JIT)
@@ -51,8 +53,9 @@ def forward(x, y, lo, hi):
 def backward(grad, y, out, lo, hi):
     """out[i] = grad[i]·1_{y[i] > 0} for i in [lo, hi); ``out`` may be ``grad``."""
     gs, ys, outs = grad[lo:hi], y[lo:hi], out[lo:hi]
+    zero = grad.dtype.type(0)
     for i in range(gs.size):
-        outs[i] = masked(gs[i], ys[i])
+        outs[i] = masked(gs[i], ys[i], zero)
 
 
 @njit(**_JIT)
@@ -103,10 +106,11 @@ def bias_backward(grad, y, out, sums, lo, hi):
         zero = ss.dtype.type(0)
         for j in range(ss.size):
             ss[j] = zero
+    zero = grad.dtype.type(0)
     for n in range(grad.shape[0]):
         gs, ys, outs = grad[n][lo:hi], y[n][lo:hi], out[n][lo:hi]
         for j in range(gs.size):
-            outs[j] = masked(gs[j], ys[j])
+            outs[j] = masked(gs[j], ys[j], zero)
         if sums is not None:
             for j in range(ss.size):
                 ss[j] += outs[j]
@@ -118,5 +122,6 @@ def backward_in_place(grad, y, lo, hi):
     (``ReLU(inplace)``), vectorized where ``backward`` given grad twice is not (128 × 512
     float32: 16 µs against 5)."""
     gs, ys = grad[lo:hi], y[lo:hi]
+    zero = grad.dtype.type(0)
     for i in range(gs.size):
-        gs[i] = masked(gs[i], ys[i])
+        gs[i] = masked(gs[i], ys[i], zero)

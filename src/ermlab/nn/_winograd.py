@@ -56,7 +56,7 @@ import numpy as np
 from numba import njit
 
 from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
-from ermlab.nn._relu_kernels import rectify
+from ermlab.nn._relu_kernels import masked, rectify
 from ermlab.threads import BlasOneThread, run_ranges
 
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
@@ -304,20 +304,13 @@ def output_transform(m, size, lo, hi, tiles_w, bias, y):  # pragma: no cover
                             bottom[s + 1] = q1 - q2 - q3 + beta
 
 
-@njit(inline="always", **_JIT)
-def _masked(g, y, zero):  # pragma: no cover
-    """G·1_{y > 0} as ``_relu_kernels.masked`` takes it (g where y > 0, else g·0: ±0, or NaN
-    for g = ±∞, NaN), in the dtype (``zero`` its 0)."""
-    return g if y > 0 else g * zero
-
-
 @njit(**_JIT)
 def output_transform_adjoint(grad_y, lo, hi, tiles_w, grad_m, size, y,
                              relu):  # pragma: no cover
     """∂L/∂M[·, o·size + (n − lo)·T + t] = A (∂L/∂Y tile) Aᵀ for samples n in [lo, hi),
     outputs past an odd OH or OW counting as 0. With ``relu``, ∂L/∂Y is G·1_{y > 0} (the
     bprop of the ReLU that ``forward`` applied, y its output), taken as each value is read
-    (``_masked``) instead of from an array of it."""
+    (``_relu_kernels.masked``) instead of from an array of it."""
     outputs, out_h, out_w = grad_y.shape[1], grad_y.shape[2], grad_y.shape[3]
     tiles_h = (out_h + 1) // 2
     count = tiles_h * tiles_w
@@ -342,13 +335,13 @@ def output_transform_adjoint(grad_y, lo, hi, tiles_w, grad_m, size, y,
                     g10 = bottom[s] if full else zero
                     g11 = bottom[s + 1] if (full and wide) else zero
                     if relu:
-                        g00 = _masked(g00, y_top[s], zero)
+                        g00 = masked(g00, y_top[s], zero)
                         if wide:
-                            g01 = _masked(g01, y_top[s + 1], zero)
+                            g01 = masked(g01, y_top[s + 1], zero)
                         if full:
-                            g10 = _masked(g10, y_bottom[s], zero)
+                            g10 = masked(g10, y_bottom[s], zero)
                         if full and wide:
-                            g11 = _masked(g11, y_bottom[s + 1], zero)
+                            g11 = masked(g11, y_bottom[s + 1], zero)
                     # rows: A g → (g0, g0 + g1, g0 − g1, −g1) per column
                     a0, a1 = g00, g01
                     b0, b1 = g00 + g10, g01 + g11

@@ -835,11 +835,10 @@ class Conv2d(Module):
         """max(conv(x), 0) — this layer and a ``ReLU`` after it — where the layer runs
         Winograd or direct sums (``ALGORITHMS``): their kernels write max(y, 0) as they
         write y (as ``_relu_kernels.forward``, bit for bit the ReLU's values), and bprop
-        takes ∂L/∂y·1_{y > 0} in its own kernels or lanes (``_relu_in_kernels``,
-        ``_rectified``); y is kept, as the ReLU
-        would keep it. None elsewhere (the caller then runs the ``ReLU``). Saves the ReLU's
-        forward pass and two parallel regions; ``Sequential`` calls it for a convolution
-        followed by a ``ReLU``."""
+        takes ∂L/∂y·1_{y > 0} in its own kernels or lanes (``_rectifier``); y is kept, as
+        the ReLU would keep it. None elsewhere (the caller then runs the ``ReLU``). Saves
+        the ReLU's forward pass and two parallel regions; ``Sequential`` calls it for a
+        convolution followed by a ``ReLU``."""
         self._check(x)
         if self._is_pointwise() or self.per_example_recorder is not None:
             return None
@@ -1169,7 +1168,7 @@ class Conv2d(Module):
         """∂L/∂b += Σ_{n,p,q} G (no bias: nothing) for the Winograd and direct paths: by
         ``_conv_kernels.channel_sums`` in lanes of channels where it takes G (float64 sums,
         the same for any number of lanes), else NumPy's sum on one thread (as im2col).
-        Given ``relu_y`` (where the kernels take it: see ``_backward_winograd``), of
+        Given ``relu_y`` (where the kernels take it: see ``_rectifier``), of
         G·1_{y > 0}, by ``_conv_kernels.masked_channel_sums``: the same sums."""
         if self.bias is None:
             return
@@ -1208,15 +1207,18 @@ class Conv2d(Module):
         return _fused.lanes(self.out_channels, self.weight.data.nbytes, self.threads,
                             TRANSFORM_LANE_MIN_BYTES)
 
-    def _relu_in_kernels(self, grad_out: Any) -> Any:
-        """y, the output of ``forward_relu``, where bprop's kernels take the ReLU's bprop,
-        G·1_{y > 0}, as they read G (Winograd's, and direct's ∂L/∂W; ``_bias_grad`` by
-        ``_conv_kernels.masked_channel_sums``); None where there is no ReLU or no compiled
-        kernels (then ``_rectified`` makes the masked array)."""
-        y = self._cached("_relu_y")
-        if y is False or _fused.kernels("_conv_kernels", grad_out, y) is None:
-            return None
-        return y
+    def _rectifier(self, xp: Any, grad_out: Any, in_kernels: bool,
+                   in_lanes: bool) -> tuple[Any, Any, Any]:
+        """(G, rectify, y) for bprop after ``forward_relu``: with ``in_kernels``, where there
+        is a ReLU and compiled kernels, G itself and y, its output, for the kernels to take
+        G·1_{y > 0} as they read G (Winograd's, direct's ∂L/∂W, and ``_bias_grad`` by
+        ``_conv_kernels.masked_channel_sums``: no masked array of the output's size made);
+        otherwise ``_rectified``'s G̃ and ``rectify``, and None."""
+        grad_out = xp.ascontiguousarray(grad_out)
+        y = self._cached("_relu_y") if in_kernels else False
+        if y is not False and _fused.kernels("_conv_kernels", grad_out, y) is not None:
+            return grad_out, _nothing, y
+        return (*self._rectified(xp, grad_out, in_lanes), None)
 
     def _backward_winograd(self, winograd: Any, grad_out: Any, weights: bool,
                            inputs: bool) -> Any:
@@ -1234,11 +1236,7 @@ class Conv2d(Module):
         resident peak 1074 → 948 MiB; paired steps 0.95 at batch 512, 0.99 at 128."""
         xp = array_module(grad_out)
         x = self._cached("_x")
-        grad_out = xp.ascontiguousarray(grad_out)
-        relu_y = self._relu_in_kernels(grad_out)
-        rectify = _nothing
-        if relu_y is None:
-            grad_out, rectify = self._rectified(xp, grad_out, in_lanes=True)
+        grad_out, rectify, relu_y = self._rectifier(xp, grad_out, True, in_lanes=True)
         grad = xp.empty(x.shape, dtype=grad_out.dtype) if inputs else None
         u = self._cached("_u")  # U = G w Gᵀ of fprop, not transformed again
         ranges = self._lanes(xp, x.shape, 2.0 if inputs and weights else 1.0)
@@ -1289,12 +1287,9 @@ class Conv2d(Module):
         300 calls alternating in one process, 0.91–0.92 at 2 threads, 0.97 at 1)."""
         xp = array_module(grad_out)
         x = self._cached("_x")
-        grad_out = xp.ascontiguousarray(grad_out)
-        # only ∂L/∂W and ∂L/∂b wanted: their kernels take the mask (see _relu_in_kernels)
-        relu_y = self._relu_in_kernels(grad_out) if weights and not inputs else None
-        rectify = _nothing
-        if relu_y is None:
-            grad_out, rectify = self._rectified(xp, grad_out, in_lanes=weights)
+        # only ∂L/∂W and ∂L/∂b wanted: their kernels take the mask
+        grad_out, rectify, relu_y = self._rectifier(xp, grad_out, weights and not inputs,
+                                                    in_lanes=weights)
         strided = inputs and self._phased()
         transposed = self._transposed(grad_out, direct=True) if inputs and not strided else None
         columns = inputs and not strided and transposed is None

@@ -58,7 +58,7 @@ import numpy
 from numba import njit
 
 from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
-from ermlab.nn._relu_kernels import rectify
+from ermlab.nn._relu_kernels import masked, rectify
 
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 _SUMS = dict(nogil=True, cache=True, fastmath={"reassoc"}, error_model="numpy")
@@ -169,9 +169,8 @@ def _centred_dot_rectified(row, grad, mu, a, b):
     dot = 0.0
     total = 0.0
     for i in range(row.size):
-        g = grad[i]
         x = row[i]
-        g = g if x * a + b > 0 else g * zero
+        g = masked(grad[i], x * a + b, zero)
         dot += g * (x - mu)
         total += g
     return dot, total
@@ -247,8 +246,7 @@ def backward(x, grad, mean, inv_std, weight, dot, total, m, out, relu, affine, c
                 sb = affine[1, c0 + j]
                 zero = x.dtype.type(0)
                 for i in range(x.shape[2]):
-                    g = gr[i]
-                    g = g if xr[i] * sa + sb > 0 else g * zero
+                    g = masked(gr[i], xr[i] * sa + sb, zero)
                     outr[i] = g * a + ((xr[i] - mu) * b + o)
             else:
                 for i in range(x.shape[2]):

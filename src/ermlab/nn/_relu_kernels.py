@@ -35,8 +35,9 @@ def rectify(v, zero):
 def masked(g, y, zero):
     """G·1_{y > 0} as the ReLU's bprop takes it: g where y > 0, else g·``zero`` (±0, or NaN
     for g = ±∞, NaN; ``zero`` the array's 0, so that the value keeps its dtype). Inlined
-    into ``backward``, ``backward_in_place``, ``bias_backward``, and the Winograd, direct
-    and bias-sum kernels that take the ReLU's bprop as they read G (``Conv2d``)."""
+    into ``backward``, ``backward_in_place``, ``bias_backward``, and the batch norm's,
+    Winograd's, direct's and the bias sums' kernels that take the ReLU's bprop as they read
+    G (``BatchNorm2d``, ``Conv2d``)."""
     return g if y > 0 else g * zero
 
 

@@ -102,6 +102,38 @@ def test_replayed_steps_are_the_full_steps_bit_for_bit(replays, name, options):
     assert replays == ([True] * 14 + [False] + [True] * 3 if flushed else [True] * 19)
 
 
+@pytest.mark.parametrize("name, options", [
+    ("SGD", dict(lr=0.1, momentum=0.9)),
+    ("Adam", dict(lr=0.01)),
+    ("Adagrad", dict()),
+    ("Adadelta", dict()),
+])
+def test_a_group_of_float32_and_float64_parameters_replays_each_with_its_own_kernel(
+        replays, name, options):
+    """One group, both dtypes: a replay calls each parameter's kernel for its own dtype
+    (one call per group was made for the group's first parameter: the float64 one then
+    failed in Numba's typing, or was rounded as float32)."""
+    made = []
+    for _ in range(2):
+        rng = np.random.default_rng(0)
+        params = [nn.Parameter(rng.standard_normal(8).astype(dtype))
+                  for dtype in (np.float32, np.float64, np.float32)]
+        opt = getattr(optim, name)(params, **options)
+        opt.threads = 1
+        made.append(opt)
+    made[1].replay = False
+    a, b = made
+    for k in range(6):
+        for opt in (a, b):
+            rng = np.random.default_rng(k)
+            for p in params_of(opt):
+                p.grad[...] = rng.standard_normal(p.shape).astype(p.dtype)
+            opt.step()
+    assert_same(a, b)
+    assert [p.dtype for p in params_of(a)] == [np.float32, np.float64, np.float32]
+    assert replays == [True] * 5
+
+
 @pytest.mark.parametrize("name, options", [("SGD", dict(lr=0.1, momentum=0.9)),
                                            ("Adam", dict(lr=0.01, amsgrad=True))])
 def test_a_learning_rate_set_at_every_step_is_seen_and_replayed(replays, name, options):

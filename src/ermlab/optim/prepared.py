@@ -28,7 +28,7 @@ array arguments, what it flushes); where it cannot be, the full step runs.
 
 Then it counts each parameter's step, asks the rule for its ``scalars`` as ``step``
 does (where that makes a state array, the step goes on on the full path), takes the
-kernel's scalar arguments from ``fused_kernel`` once per group where they differ from
+kernel's scalar arguments from ``fused_kernel`` once per group and dtype where they differ from
 the last step's (Adam's bias corrections change every step; plain SGD's arguments
 stay) and calls each block's kernel with its kept arrays: the same calls, with the
 same arguments, in the same order as ``step`` would make, so results are bit for bit
@@ -105,11 +105,11 @@ class PreparedStep:
                         index[id(group)]) for param, group, state, _, _ in tasks]
         # what the ids above name, kept alive so that no id is reused while this is kept
         self.held = [tuple(state.values()) for _, _, state, _, _ in tasks]
-        # per group: (scalars, call) of the last step's first parameter in it
-        self.calls: list[tuple[Any, tuple] | None] = [None] * len(groups)
-        for (_, _, _, scalars, _), call, (*_, k) in zip(tasks, calls, self.params):
-            if self.calls[k] is None:
-                self.calls[k] = (scalars, call)
+        # per group and dtype: (scalars, call) of the last step's first such parameter (a
+        # kernel and its scalar arguments are those of one dtype)
+        self.calls: dict[tuple[int, Any], tuple[Any, tuple]] = {}
+        for (param, _, _, scalars, _), call, (*_, k) in zip(tasks, calls, self.params):
+            self.calls.setdefault((k, param.data.dtype), (scalars, call))
         self.lanes, self.flats = lanes, flats
         self.tuned = tuned
 
@@ -127,7 +127,7 @@ class PreparedStep:
                     or not opt._fused_group(group)):
                 return False
             self.groups[k] = (group, values)
-            self.calls[k] = None
+        self.calls = {key: call for key, call in self.calls.items() if key[0] not in changed}
         try:
             for lane, flats in zip(self.lanes, self.flats):
                 for b, ((i, _), arrays) in enumerate(zip(lane, flats)):
@@ -172,21 +172,22 @@ class PreparedStep:
             if opt._lane_tuner.choose(key, lanes) != len(self.lanes):
                 return False
         # nothing has changed: count the step and make its calls
-        calls: list[Any] = [None] * len(groups)
+        calls: dict[tuple[int, Any], tuple[Any, tuple]] = {}
         per_param, grown = [], False
         for param, data, _, state, _, size, k in self.params:
             state["step"] += 1
             group = groups[k]
             scalars = opt.scalars(param, group, state)
             grown = grown or len(state) != size  # a state array made now (``scalars``)
-            call = calls[k]
-            if call is None or not _equal(call[0], scalars):  # a group's first, or others
-                last = self.calls[k]
+            key = (k, data.dtype)
+            call = calls.get(key)
+            if call is None or not _equal(call[0], scalars):  # the first of its kind, or others
+                last = self.calls.get(key)
                 if last is not None and _equal(last[0], scalars):
                     call = last
                 else:
                     call = (scalars, opt.fused_kernel(kernels, group, scalars, data.dtype))
-                calls[k] = call
+                calls[key] = call
             per_param.append((scalars, call[1]))
         if grown:  # the step, its steps counted and scalars found, on the full path
             opt._run([(param, groups[k], state, scalars,

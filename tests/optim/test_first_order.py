@@ -379,6 +379,15 @@ BAD = [
     (optim.NAdam, dict(momentum_decay=-1), "momentum_decay"),
     (optim.Adam, dict(flush_every=-1), "flush_every"),
     (optim.Adam, dict(lr=float("nan")), "lr"),
+    (optim.SGD, dict(lr=float("inf")), "finite"),
+    (optim.SGD, dict(lr=0.1, momentum=0.9, dampening=float("nan")), "dampening"),
+    (optim.SGD, dict(lr=0.1, momentum=0.9, dampening=1.5), "dampening"),
+    (optim.SGD, dict(lr=0.1, momentum=0.9, dampening=-0.5), "dampening"),
+    (optim.Adam, dict(betas=0.9), "betas"),
+    (optim.Adam, dict(betas=(0.9,)), "betas"),
+    (optim.NAdam, dict(betas="ab"), "betas"),
+    (optim.Adam, dict(weight_decay=float("inf")), "weight_decay"),
+    (optim.Adagrad, dict(eps=float("inf")), "eps"),
 ]
 
 
@@ -387,6 +396,21 @@ BAD = [
 def test_bad_hyperparameters_raise(cls, options, word):
     with pytest.raises(ValueError, match=word):
         cls([Parameter(np.zeros(3))], **options)
+
+
+def test_a_parameter_twice_in_one_group_raises():
+    """It would be updated twice a step (torch only warns); across groups it was refused."""
+    p, q = Parameter(np.zeros(2)), Parameter(np.zeros(2))
+    with pytest.raises(ValueError, match="twice in one parameter group"):
+        optim.Adam([p, q, p])
+    with pytest.raises(ValueError, match="twice in one parameter group"):
+        optim.SGD([{"params": [q]}, {"params": [p, p], "lr": 0.1}], lr=0.1)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        optim.SGD([{"params": [p]}, {"params": [q, p]}], lr=0.1)
+    opt = optim.SGD([p, q], lr=0.5)
+    p.grad[...] = 1.0
+    opt.step()
+    np.testing.assert_array_equal(p.data, [-0.5, -0.5])  # once, not twice
 
 
 def test_bad_group_option_raises():

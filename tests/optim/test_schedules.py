@@ -172,6 +172,8 @@ BAD = [
     (lambda o: S.SequentialLR(o, [S.StepLR(o, 3), S.StepLR(o, 4)], milestones=[5, 5]),
      "milestone"),
     (lambda o: S.ChainedScheduler([]), "at least one"),
+    (lambda o: S.StepLR(o, 3, gamma=float("inf")), "gamma"),
+    (lambda o: S.ExponentialLR(o, gamma=float("nan")), "gamma"),
     (lambda o: S.ChainedScheduler([S.StepLR(o, 3), S.StepLR(optimizer(), 3)]), "optimizer"),
 ]
 

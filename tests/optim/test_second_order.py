@@ -164,12 +164,18 @@ def test_bfgs_solves_quadratic_like_the_exact_inverse():
 # -- L-BFGS -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mixed", [False, True], ids=["float64", "float32-and-float64"])
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
-def test_lbfgs_state_dict_round_trip(line_search_fn):
+def test_lbfgs_state_dict_round_trip(line_search_fn, mixed):
+    """Resumed from its state, bit for bit; with a float32 and a float64 parameter the
+    flat vectors are float64 and come back as float64 (they were cast to the first
+    parameter's float32)."""
     x0 = np.array([-1.2, 1.0] * 3)
 
     def build():
         params = split_params(x0.copy(), 4)
+        if mixed:
+            params[0] = Parameter(params[0].data.astype(np.float32))
         opt = LBFGS(params, lr=0.5 if line_search_fn is None else 1,
                     max_iter=4, history_size=3, line_search_fn=line_search_fn)
         return opt, *make_closure(params, rosenbrock)
@@ -189,6 +195,7 @@ def test_lbfgs_state_dict_round_trip(line_search_fn):
         p.data[...] = x_saved[offset:offset + p.size].reshape(p.shape)
         offset += p.size
     opt2.load_state_dict(saved)
+    assert opt2.global_state()["d"].dtype == np.float64
     for _ in range(3):
         opt2.step(closure2)
     np.testing.assert_array_equal(flat2(), flat())
@@ -267,6 +274,13 @@ def test_quasi_newton_option_errors():
         LBFGS([p], line_search_fn="armijo")
     with pytest.raises(ValueError, match="history_size"):
         LBFGS([p], history_size=0)
+    with pytest.raises(ValueError, match="history_size must be an integer"):
+        LBFGS([p], history_size=2.5)  # the history grew without bound
+    for key in ("max_iter", "max_eval"):
+        with pytest.raises(ValueError, match=f"{key} must be an integer"):
+            LBFGS([p], **{key: 3.0})
+        with pytest.raises(ValueError, match=f"{key} must be an integer"):
+            BFGS([p], **{key: True})
     with pytest.raises(ValueError, match="max_iter"):
         BFGS([p], max_iter=0)
     with pytest.raises(ValueError, match="damping"):

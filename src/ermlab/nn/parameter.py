@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
+
+import numpy
 
 from ermlab.backend import array_module
 
@@ -31,6 +34,11 @@ class Parameter:
     __slots__ = ("data", "_grad", "name", "regularize", "_grad_is_zero", "_grad_stale")
 
     def __init__(self, data: Any, name: str = "", regularize: bool = True) -> None:
+        """``data``: a floating-point array (NumPy or CuPy), updated in place. A NumPy
+        scalar, Python number or nested list becomes an array of its own (an optimizer
+        could not update a scalar in place); integer, boolean and complex values are
+        refused."""
+        data = _floating_array(data, name)
         xp = array_module(data)
         self.data = data
         self._grad = xp.zeros_like(data)
@@ -49,6 +57,18 @@ class Parameter:
 
     @grad.setter
     def grad(self, value: Any) -> None:
+        if value is None:
+            raise TypeError(
+                f"Parameter {self.name!r}: grad cannot be None; ermlab keeps one gradient array "
+                "per parameter (zero_grad() clears it; to freeze a parameter, leave it out of "
+                "the optimizer)")
+        if (getattr(value, "shape", None) != self.data.shape
+                or getattr(value, "dtype", None) != self.data.dtype):
+            raise ValueError(
+                f"Parameter {self.name!r}: grad must be an array of the parameter's shape "
+                f"{tuple(self.data.shape)} and dtype {self.data.dtype}; got "
+                f"{type(value).__name__} of shape {getattr(value, 'shape', None)} and dtype "
+                f"{getattr(value, 'dtype', None)}")
         self._grad = value
         self._grad_is_zero = self._grad_stale = False
 
@@ -106,3 +126,19 @@ class Parameter:
             f"Parameter(name={self.name!r}, shape={tuple(self.data.shape)}, "
             f"dtype={self.data.dtype}, regularize={self.regularize})"
         )
+
+
+def _floating_array(data: Any, name: str) -> Any:
+    """``data`` as a floating-point array (see ``Parameter.__init__``)."""
+    xp = array_module(data)
+    if not isinstance(data, xp.ndarray):
+        if not isinstance(data, (numbers.Number, numpy.generic, list, tuple)):
+            raise TypeError(f"Parameter {name!r} takes an array of floating-point values; "
+                            f"got {type(data).__name__}")
+        data = xp.asarray(data)
+    if data.dtype.kind != "f":
+        raise TypeError(
+            f"Parameter {name!r}: values of dtype {data.dtype} cannot be trained (updates "
+            "would be rounded away or refused); pass floating-point values, e.g. "
+            "data.astype(numpy.float32)")
+    return data

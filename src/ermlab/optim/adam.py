@@ -27,6 +27,11 @@ from ermlab.optim.inplace import (
 from ermlab.optim.traits import Traits
 
 
+def _pair(betas: Any) -> Any:
+    """(β₁, β₂) as a tuple; anything not a sequence is left for ``require_betas`` to name."""
+    return tuple(betas) if isinstance(betas, Iterable) and not isinstance(betas, str) else betas
+
+
 class _AdamFamily(InPlaceOptimizer):
     """Shared checks and the weight-decay step of the Adam family."""
 
@@ -127,7 +132,7 @@ class Adam(_AdamFamily):
         flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        defaults = dict(lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults, flush_every, flush_below, threads)
 
@@ -260,7 +265,7 @@ class Adamax(_AdamFamily):
         flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        defaults = dict(lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults, flush_every, flush_below, threads)
 
     def init_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, Any]:
@@ -347,7 +352,7 @@ class NAdam(_AdamFamily):
         flush_below: float | None = FLUSH_BELOW,
         threads: int | None = None,
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        defaults = dict(lr=lr, betas=_pair(betas), eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay,
                         decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults, flush_every, flush_below, threads)

@@ -4,9 +4,14 @@ The shape is torch.optim's, so that code and habits carry over:
 
 * ``params`` is an iterable of Parameters or of dicts ``{"params": [...], **options}``
   (param groups, each with its own hyperparameters);
-* ``step(closure=None)`` applies one update to every parameter that has a
-  gradient; ``closure`` re-evaluates the loss (needed by L-BFGS and line
-  searches) and its value is returned;
+* ``step(closure=None)`` applies one update to every parameter, with its gradient as
+  it stands (zero where nothing was accumulated since ``zero_grad``); ``closure``
+  re-evaluates the loss (needed by L-BFGS and line searches) and its value is returned.
+  Where torch differs: its ``zero_grad()`` sets gradients to None and its step skips
+  those parameters, so a parameter that no backward reached is left alone there, while
+  here a rule with state (momentum, Adam's moments, weight decay) still moves it, as torch
+  does after ``zero_grad(set_to_none=False)``. A parameter is frozen by leaving it out of
+  the optimizer (``Parameter.grad`` cannot be None);
 * ``state_dict()`` / ``load_state_dict()`` save and restore hyperparameters and
   per-parameter state, parameters referred to by their position.
 
@@ -18,6 +23,7 @@ Parameters only, never modules.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -60,6 +66,10 @@ class Optimizer:
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in params):
             raise ValueError("a parameter appears in more than one parameter group")
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError(f"{type(self).__name__}: a parameter appears twice in one "
+                             "parameter group (it would be updated twice a step); pass each "
+                             "once, e.g. model.parameters(), which lists a shared one once")
         unknown = set(group) - set(self.defaults) - {"params"}
         if unknown:
             raise ValueError(
@@ -75,8 +85,9 @@ class Optimizer:
     def validate(self, group: dict[str, Any]) -> None:
         """Raise ``ValueError`` for hyperparameters out of range (subclasses extend)."""
         lr = group.get("lr")
-        if lr is None or not lr >= 0:
-            raise ValueError(f"{type(self).__name__} needs a learning rate lr ≥ 0; got {lr}")
+        if lr is None or not 0 <= lr < math.inf:
+            raise ValueError(f"{type(self).__name__} needs a finite learning rate lr ≥ 0; "
+                             f"got {lr}")
 
     def zero_grad(self) -> None:
         for group in self.param_groups:

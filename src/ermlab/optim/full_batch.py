@@ -102,7 +102,9 @@ class FullBatchOptimizer(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        dtype = self._params[0].dtype
+        # the flat vectors' dtype: that of the concatenated parameters (float64 where
+        # float32 and float64 ones are mixed), not the first parameter's
+        dtype = self.xp.result_type(*(p.dtype for p in self._params))
         for state in self.state.values():
             for key, value in state.items():
                 state[key] = _to_xp_tree(value, self.xp, dtype)

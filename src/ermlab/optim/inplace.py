@@ -139,6 +139,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import math
+import numbers
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -683,9 +685,11 @@ class InPlaceOptimizer(Optimizer):
     # -- hyperparameter checks shared by the subclasses --------------------------
 
     def require_nonnegative(self, group: dict[str, Any], *keys: str) -> None:
+        """Each ``group[key]`` finite and ≥ 0."""
         for key in keys:
-            if not group[key] >= 0:
-                raise ValueError(f"{type(self).__name__} {key} must be ≥ 0; got {group[key]}")
+            if not 0 <= group[key] < math.inf:
+                raise ValueError(
+                    f"{type(self).__name__} {key} must be finite and ≥ 0; got {group[key]}")
 
     def require_unit_interval(self, group: dict[str, Any], *keys: str) -> None:
         """Each ``group[key]`` in [0, 1) (a decay rate or momentum)."""
@@ -697,7 +701,8 @@ class InPlaceOptimizer(Optimizer):
 
     def require_betas(self, group: dict[str, Any]) -> None:
         betas = group["betas"]
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas)):
             raise ValueError(
                 f"{type(self).__name__} betas must be two numbers in [0, 1), e.g. (0.9, 0.999); "
                 f"got {betas}"

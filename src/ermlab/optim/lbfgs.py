@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ermlab.optim.quasi_newton import QuasiNewton
+from ermlab.optim.quasi_newton import QuasiNewton, require_count
 from ermlab.optim.traits import Traits
 
 
@@ -93,8 +93,7 @@ class LBFGS(QuasiNewton):
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
-        if not group["history_size"] >= 1:
-            raise ValueError(f"LBFGS history_size must be ≥ 1; got {group['history_size']}")
+        require_count("LBFGS", "history_size", group["history_size"])
 
     def first_direction(self, state: dict[str, Any], grad: Any) -> Any:
         state.update(old_dirs=[], old_stps=[], ro=[], H_diag=1.0)

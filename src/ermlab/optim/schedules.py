@@ -635,7 +635,7 @@ def _check_int(name: str, key: str, value: Any, low: int) -> None:
 
 
 def _check_gamma(name: str, gamma: float) -> None:
-    if not gamma > 0:
+    if not 0 < gamma < math.inf:
         raise ValueError(f"{name} gamma must be > 0 (0.1 divides the rate by 10); got {gamma}")
 
 

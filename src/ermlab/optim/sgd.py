@@ -94,6 +94,9 @@ class SGD(InPlaceOptimizer):
         super().validate(group)
         self.require_unit_interval(group, "momentum")
         self.require_nonnegative(group, "weight_decay")
+        if not 0 <= group["dampening"] <= 1:
+            raise ValueError(f"SGD dampening must be in [0, 1] (the velocity takes (1 − dampening) "
+                             f"of each gradient); got {group['dampening']}")
         if group["momentum_form"] not in MOMENTUM_FORMS:
             raise ValueError(
                 f"SGD momentum_form must be one of {MOMENTUM_FORMS}; got {group['momentum_form']!r}"

@@ -200,3 +200,19 @@ def test_clip_grad_value_matches_torch():
     optim.clip_grad_value_([p], 1.5)
     torch.nn.utils.clip_grad_value_([q], 1.5)
     np.testing.assert_array_equal(p.grad, q.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight", [0.1, 0.3, 0.49999999999, 0.5, 0.63, 0.6123456789, 0.9])
+def test_lerp_is_torchs_bit_for_bit(dtype, weight):
+    """``inplace.lerp_`` and the fused kernels' form of it (the Adam family's first moment,
+    centred RMSprop's mean) round as torch's ``lerp_``: for w ≥ ½ one FMA,
+    end + (w − 1)(end − start), with w − 1 from w rounded to the dtype (two roundings,
+    end − (end − start)(1 − w), were an ulp away in both dtypes)."""
+    from ermlab.optim.inplace import lerp_
+
+    rng = np.random.default_rng(7)
+    start, end = (rng.standard_normal(1037).astype(dtype) for _ in range(2))
+    ours = lerp_(start.copy(), end, weight, np.empty_like(start))
+    theirs = torch.from_numpy(start.copy()).lerp_(torch.from_numpy(end), weight).numpy()
+    np.testing.assert_array_equal(ours, theirs)

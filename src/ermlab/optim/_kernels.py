@@ -70,13 +70,13 @@ def _maximum(a, b):
 
 
 @njit(inline="always", **_JIT)
-def _lerp(start, end, weight, one_minus_weight, small):
-    """``inplace.lerp_``: start + w(end − start) for |w| < ½ (one FMA), else
-    end − (end − start)(1 − w)."""
+def _lerp(start, end, weight, weight_minus_one, small):
+    """``inplace.lerp_``, as torch's vector kernel: start + w(end − start) for |w| < ½,
+    else end + (w − 1)(end − start), each one FMA."""
     t = end - start
     if small:
         return fma(weight, t, start)
-    return end - t * one_minus_weight
+    return fma(weight_minus_one, t, end)
 
 
 @njit(inline="always", **_JIT)
@@ -117,7 +117,7 @@ def sgd(theta, grad, buf, neg_lr, momentum, dampened, one_minus_dampening, weigh
 
 
 @njit(**_JIT)
-def adam(theta, grad, m, v, v_max, decay, weight_decay, coupled, w1, one_minus_w1, small,
+def adam(theta, grad, m, v, v_max, decay, weight_decay, coupled, w1, w1_minus_one, small,
          beta2, one_minus_beta2, eps_b, step, signal=None, value=0):
     """Adam (``adam.Adam.update_block``): θ ← θ·(1 − γλ) (``decay``, 1 unless
     decoupled), m ← lerp(m, g, 1 − β₁), v ← β₂v + ((1 − β₂)g)g, v_max ← max(v_max, v),
@@ -126,7 +126,7 @@ def adam(theta, grad, m, v, v_max, decay, weight_decay, coupled, w1, one_minus_w
     for i in range(theta.size):
         th = theta[i] * decay
         g = _grad(th, grad[i], weight_decay, coupled)
-        mi = _lerp(m[i], g, w1, one_minus_w1, small)
+        mi = _lerp(m[i], g, w1, w1_minus_one, small)
         m[i] = mi
         vi = v[i] * beta2 + g * one_minus_beta2 * g
         v[i] = vi
@@ -137,14 +137,14 @@ def adam(theta, grad, m, v, v_max, decay, weight_decay, coupled, w1, one_minus_w
 
 
 @njit(**_JIT)
-def adamax(theta, grad, m, u, decay, weight_decay, coupled, w1, one_minus_w1, small,
+def adamax(theta, grad, m, u, decay, weight_decay, coupled, w1, w1_minus_one, small,
            beta2, eps, step, signal=None, value=0):
     """Adamax: m ← lerp(m, g, 1 − β₁), u ← max(β₂u, |g| + ε), θ ← θ + step · m/u."""
     publish(signal, value)
     for i in range(theta.size):
         th = theta[i] * decay
         g = _grad(th, grad[i], weight_decay, coupled)
-        mi = _lerp(m[i], g, w1, one_minus_w1, small)
+        mi = _lerp(m[i], g, w1, w1_minus_one, small)
         m[i] = mi
         ui = _maximum(u[i] * beta2, abs(g) + eps)
         u[i] = ui
@@ -152,7 +152,7 @@ def adamax(theta, grad, m, u, decay, weight_decay, coupled, w1, one_minus_w1, sm
 
 
 @njit(**_JIT)
-def nadam(theta, grad, m, v, decay, weight_decay, coupled, w1, one_minus_w1, small,
+def nadam(theta, grad, m, v, decay, weight_decay, coupled, w1, w1_minus_one, small,
           beta2, one_minus_beta2, bias_correction2, eps, grad_coef, exp_avg_coef,
           signal=None, value=0):
     """NAdam: Adam's m, v; d = √(v / (1 − β₂ᵗ)) + ε; θ ← θ + c_g·g/d, then + c_m·m/d."""
@@ -160,7 +160,7 @@ def nadam(theta, grad, m, v, decay, weight_decay, coupled, w1, one_minus_w1, sma
     for i in range(theta.size):
         th = theta[i] * decay
         g = _grad(th, grad[i], weight_decay, coupled)
-        mi = _lerp(m[i], g, w1, one_minus_w1, small)
+        mi = _lerp(m[i], g, w1, w1_minus_one, small)
         m[i] = mi
         vi = v[i] * beta2 + g * one_minus_beta2 * g
         v[i] = vi
@@ -200,7 +200,7 @@ def adadelta(theta, grad, square_avg, acc_delta, weight_decay, coupled, rho, one
 
 @njit(**_JIT)
 def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha,
-            one_minus_alpha, w, one_minus_w, small, eps, eps_inside_sqrt, momentum, neg_lr,
+            one_minus_alpha, w, w_minus_one, small, eps, eps_inside_sqrt, momentum, neg_lr,
             signal=None, value=0):
     """RMSprop: v ← αv + ((1 − α)g)g; centered: ḡ ← lerp(ḡ, g, 1 − α), v̂ = v − ḡḡ;
     d = g/(√v̂ + ε) or g/√(v̂ + ε); μ > 0: b ← μb + d, θ ← θ + b·(−γ); else θ + d·(−γ).
@@ -212,7 +212,7 @@ def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha
         sa = square_avg[i] * alpha + g * one_minus_alpha * g
         square_avg[i] = sa
         if grad_avg is not None:
-            ga = _lerp(grad_avg[i], g, w, one_minus_w, small)
+            ga = _lerp(grad_avg[i], g, w, w_minus_one, small)
             grad_avg[i] = ga
             sa = sa - ga * ga
         if eps_inside_sqrt:

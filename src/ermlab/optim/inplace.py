@@ -795,25 +795,30 @@ def flat(array: Any) -> Any:
 
 
 def lerp_scalars(weight: float, dtype: Any) -> tuple[Any, Any, bool]:
-    """``lerp_``'s scalars for a fused kernel: w and 1 − w rounded to ``dtype`` as NumPy
-    rounds them, and whether |w| < ½ (the form of ``lerp_``)."""
+    """``lerp_``'s scalars, as torch's kernel makes them: w rounded to ``dtype``, w − 1
+    computed in ``dtype`` from that w (exact for ½ ≤ w ≤ 2), and whether |w| < ½ (the form
+    of ``lerp_``), asked of the rounded w."""
     cast = numpy.dtype(dtype).type
-    return cast(weight), cast(1 - weight), abs(weight) < 0.5
+    w = cast(weight)
+    return w, w - cast(1), bool(abs(w) < 0.5)
 
 
 def lerp_(start: Any, end: Any, weight: float, tmp: Any) -> Any:
     """``start ← start + weight (end − start)`` in place, rounded as torch's ``lerp_``.
 
-    torch evaluates ``start + w (end − start)`` for |w| < 0.5 and
-    ``end − (end − start)(1 − w)`` otherwise; ``tmp`` is a buffer shaped like ``start``.
+    torch's vector kernel (ATen's ``lerp_vec``) evaluates ``start + w (end − start)`` for
+    |w| < ½ and ``end + (w − 1)(end − start)`` otherwise, each as one fused multiply-add;
+    here each is ``axpy_`` (BLAS ``?axpy``, one rounding, on C-contiguous NumPy arrays), the
+    second after copying ``end`` into ``start``. ``tmp`` is a buffer shaped like ``start``.
     """
     xp = array_module(start)
+    w, w_minus_one, small = lerp_scalars(weight, start.dtype)
     xp.subtract(end, start, out=tmp)
-    if abs(weight) < 0.5:
-        axpy_(start, weight, tmp, tmp)
+    if small:
+        axpy_(start, w, tmp, tmp)
     else:
-        tmp *= 1 - weight
-        xp.subtract(end, tmp, out=start)
+        start[...] = end
+        axpy_(start, w_minus_one, tmp, tmp)
     return start
 
 

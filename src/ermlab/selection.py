@@ -29,6 +29,17 @@ whose training diverges (``DivergenceGuard`` raises at the first non-finite
 loss) or fails with another ``ValueError`` gets a NaN score and its error
 message in the table; it never wins.
 
+A trial's config may also name a learning-rate ``schedule`` (the spec of
+``ermlab train --schedule``, e.g. ``"cosine"`` or ``"exponential:0.9"``), in
+``base`` or as a searched parameter.
+
+With ``preprocessing`` (an unfitted ``ermlab.data.preprocessing`` transform,
+e.g. ``MeanImage()`` or ``Standardize()``), the data are raw inputs and each
+split fits its own copy of the preprocessing on its training rows only, then
+applies it to its training and validation rows — as scikit-learn's
+``Pipeline`` inside ``GridSearchCV`` — so no statistic of a validation fold
+leaks into training.
+
 Differences from scikit-learn's ``GridSearchCV``: there is no refit on the
 full data (``best_config`` is returned for you to train), and the early-
 stopping monitor of each trial is its own validation split.
@@ -189,14 +200,15 @@ def _train_and_score(config, x_train, y_train, x_val, y_val, seed, scoring, n_ou
     """Train on flat float arrays; (score, epochs run)."""
     from ermlab.training import DivergenceGuard
 
-    full = configs.validate(config)
+    full = _validate(config)
     scoring = _scoring(full, scoring)
     if n_outputs is None:
         n_outputs = _n_outputs(full, y_train, y_val)
     seed = seed if isinstance(seed, numpy.random.SeedSequence) else numpy.random.SeedSequence(seed)
     init_rng, fit_rng = (numpy.random.default_rng(s) for s in _children(seed, 2))
-    trainer = configs.build(full, x_train.shape[1], n_outputs, rng=init_rng,
+    trainer = configs.build(_training(full), x_train.shape[1], n_outputs, rng=init_rng,
                             early_stopping=True, callbacks=[DivergenceGuard(raise_error=True)])
+    trainer.callbacks.extend(_schedule_callbacks(full, trainer.optimizer))
     trainer.fit(x_train, y_train, epochs=full["epochs"], batch_size=full["batch_size"],
                 validation_data=(x_val, y_val), rng=fit_rng)
     scores = trainer.predict_scores(x_val)
@@ -227,7 +239,8 @@ def grid_search(
             the test split is never touched).
         **options: ``base`` (config shared by all trials), ``validation_data``,
             ``validation_fraction`` (0.2), ``cv`` (K folds instead of a hold-out split),
-            ``scoring``, ``n_jobs`` (1; −1 for all cores), ``seed`` (0). See ``search``.
+            ``preprocessing`` (fitted per split), ``scoring``, ``n_jobs`` (1; −1 for all
+            cores), ``seed`` (0). See ``search``.
 
     Example:
         >>> result = grid_search({"lr": [1e-3, 1e-1]}, (x, y), base={"epochs": 20})
@@ -294,15 +307,21 @@ def search(
     scoring: str | None = None,
     n_jobs: int = 1,
     seed: int = 0,
+    preprocessing: Any = None,
 ) -> SearchResult:
     """Train each candidate (``{**base, **candidate}``) and tabulate the scores.
 
     Args:
         candidates: parameter dicts, e.g. from ``ParameterGrid``.
         data: ``(x, y)`` or an ``ermlab.data.Dataset`` (training split).
-        base: config entries shared by all trials (see ``ermlab.config``).
+        base: config entries shared by all trials (see ``ermlab.config``; also
+            ``schedule``, a learning-rate schedule spec of ``ermlab train``).
         validation_data: explicit ``(x_val, y_val)``; else ``cv`` folds, else a
             stratified hold-out of ``validation_fraction`` of ``data``.
+        preprocessing: an unfitted transform (``fit``/``transform``, e.g.
+            ``ermlab.data.preprocessing.MeanImage()``) for raw ``data``: a copy is
+            fitted on each split's training rows and applied to its training and
+            validation rows. Each trial applies it again to its split's rows.
         scoring: ``accuracy`` or ``neg_loss``; default by the loss.
         n_jobs: worker processes (1: in this process; −1: one per core).
         seed: root of the splits, the samples and every trial's seeds.
@@ -311,14 +330,18 @@ def search(
     trials = [{**base, **candidate} for candidate in candidates]
     if not trials:
         raise ValueError("the search has no candidates")
-    fulls = [configs.validate(trial) for trial in trials]
+    fulls = [_validate(trial) for trial in trials]
     scorings = {_scoring(full, scoring) for full in fulls}
     classification = {full["loss"] in configs.CLASSIFICATION_LOSSES for full in fulls}
     if len(classification) > 1:
         raise ValueError("a search cannot mix classification and regression losses")
     classify = classification.pop()
-    x, y = _data(data, classify)
-    problem = _problem(x, y, classify, validation_data, validation_fraction, cv, seed, scoring)
+    flat = preprocessing is None
+    x, y = _data(data, classify, flat)
+    problem = _problem(x, y, classify, validation_data, validation_fraction, cv, seed, scoring,
+                       flat)
+    if not flat:
+        problem = _fitted(problem, preprocessing)
     seeds = _children(numpy.random.SeedSequence(seed), len(trials))
     jobs = _n_jobs(n_jobs, len(trials))
     if jobs == 1:
@@ -350,6 +373,25 @@ class _Problem:
     splits: tuple[tuple[numpy.ndarray, numpy.ndarray], ...]
     n_outputs: int
     scoring: str | None
+    preprocessings: tuple[Any, ...] = ()
+
+
+def _fitted(problem: _Problem, preprocessing: Any) -> _Problem:
+    """``problem`` with one copy of ``preprocessing`` per split, fitted on its training rows."""
+    import copy
+    from dataclasses import replace
+
+    fitted = tuple(copy.deepcopy(preprocessing).fit(problem.x[train])
+                   for train, _ in problem.splits)
+    return replace(problem, preprocessings=fitted)
+
+
+def _rows(problem: _Problem, k: int, index: numpy.ndarray) -> numpy.ndarray:
+    """The rows ``index`` of split ``k``, through that split's preprocessing, as flat floats."""
+    x = problem.x[index]
+    if problem.preprocessings:
+        x = to_numpy(problem.preprocessings[k].transform(x))
+    return numpy.asarray(x).reshape(len(x), -1).astype(resolve_dtype(), copy=False)
 
 
 def _trial(problem: _Problem, config: dict[str, Any],
@@ -360,10 +402,12 @@ def _trial(problem: _Problem, config: dict[str, Any],
     start = time.perf_counter()
     scores, epochs, error = [], [], ""
     with threadpool_limits(limits=1), numpy.errstate(over="ignore", invalid="ignore"):
-        for (train, val), fold_seed in zip(problem.splits, _children(seed, len(problem.splits))):
+        fold_seeds = _children(seed, len(problem.splits))
+        for k, ((train, val), fold_seed) in enumerate(zip(problem.splits, fold_seeds)):
             try:
                 score, epoch = _train_and_score(
-                    config, problem.x[train], problem.y[train], problem.x[val], problem.y[val],
+                    config, _rows(problem, k, train), problem.y[train],
+                    _rows(problem, k, val), problem.y[val],
                     fold_seed, problem.scoring, problem.n_outputs)
             except (ValueError, FloatingPointError, OverflowError) as failure:
                 score, epoch, error = math.nan, math.nan, f"{type(failure).__name__}: {failure}"
@@ -378,7 +422,7 @@ def _trial(problem: _Problem, config: dict[str, Any],
 
 
 def _problem(x, y, classify, validation_data, validation_fraction, cv, seed,
-             scoring) -> _Problem:
+             scoring, flat=True) -> _Problem:
     from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
     n = len(x)
@@ -386,7 +430,7 @@ def _problem(x, y, classify, validation_data, validation_fraction, cv, seed,
     if validation_data is not None:
         if cv is not None:
             raise ValueError("pass either validation_data or cv, not both")
-        x_val, y_val = _data(validation_data, classify)
+        x_val, y_val = _data(validation_data, classify, flat)
         if x_val.shape[1:] != x.shape[1:]:
             raise ValueError(f"validation_data has inputs of shape {x_val.shape[1:]}; "
                              f"the training data {x.shape[1:]}")
@@ -409,7 +453,9 @@ def _problem(x, y, classify, validation_data, validation_fraction, cv, seed,
     return _Problem(x, y, splits, n_outputs, scoring)
 
 
-def _data(data: Any, classify: bool) -> tuple[numpy.ndarray, numpy.ndarray]:
+def _data(data: Any, classify: bool, flat: bool = True) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """``(x, y)`` as arrays: ``x`` flattened to float rows when ``flat`` (else as given, for a
+    preprocessing), ``y`` integer labels or float targets."""
     if hasattr(data, "x_train") and hasattr(data, "y_train"):
         x, y = data.x_train, data.y_train
     elif isinstance(data, (tuple, list)) and len(data) == 2:
@@ -418,7 +464,8 @@ def _data(data: Any, classify: bool) -> tuple[numpy.ndarray, numpy.ndarray]:
         raise ValueError(
             f"data must be (x, y) or an ermlab.data.Dataset; got {type(data).__name__}")
     x = numpy.asarray(to_numpy(x))
-    x = x.reshape(len(x), -1).astype(resolve_dtype(), copy=False)
+    if flat:
+        x = x.reshape(len(x), -1).astype(resolve_dtype(), copy=False)
     y = numpy.asarray(to_numpy(y))
     if len(x) != len(y):
         raise ValueError(f"x and y have different lengths: {len(x)} and {len(y)}")
@@ -429,6 +476,44 @@ def _data(data: Any, classify: bool) -> tuple[numpy.ndarray, numpy.ndarray]:
                              "sklearn.preprocessing.LabelEncoder)")
         return x, y.astype(numpy.int64, copy=False)
     return x, y.astype(resolve_dtype(), copy=False)
+
+
+def _validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The full config of a trial: ``ermlab.config``'s keys checked and filled in, and a
+    ``schedule`` checked (kept only when given)."""
+    full = configs.validate(_training(config))
+    if "schedule" in config:
+        full["schedule"] = config["schedule"]
+        from ermlab.nn.parameter import Parameter
+
+        probe = configs.build_optimizer(_training(full), [Parameter(numpy.zeros(1))])
+        _schedule_callbacks(full, probe)
+    return full
+
+
+def _training(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key != "schedule"}
+
+
+def _schedule_callbacks(config: Mapping[str, Any], optimizer: Any) -> list[Any]:
+    """The callbacks of ``config``'s learning-rate ``schedule``, as ``ermlab train`` builds
+    them (``ermlab.run``): a ``LearningRateScheduler`` or ``ReduceLROnPlateau``; none for
+    ``"none"`` or no schedule."""
+    from ermlab import run
+    from ermlab.training import LearningRateScheduler, ReduceLROnPlateau
+
+    if config.get("schedule") is None:
+        return []
+    if not isinstance(config["schedule"], str):
+        raise ValueError(f"config 'schedule' is a spec such as 'cosine' or 'exponential:0.9'; "
+                         f"got {config['schedule']!r}")
+    schedule = run._schedule(dict(config), optimizer)
+    if schedule is None:
+        return []
+    if schedule == "plateau":
+        factor, patience = run._schedule_args(config["schedule"], [0.1, 5])
+        return [ReduceLROnPlateau("val_loss", factor=factor, patience=int(patience))]
+    return [LearningRateScheduler(*schedule)]
 
 
 def _children(seed: numpy.random.SeedSequence, n: int) -> list[numpy.random.SeedSequence]:

@@ -26,10 +26,17 @@ def add_commands(commands) -> None:
                           metavar="N", help="attack only the first N examples (default all)")
     evaluate.set_defaults(run=run_evaluate)
 
-    predict = commands.add_parser("predict", help="predict classes for new data")
+    predict = commands.add_parser(
+        "predict", help="predict classes for new data",
+        description="Predict classes for new data: a CSV of index, label, class, then one "
+                    "column per class: p_CLASS, the softmax probabilities, for a cross-entropy "
+                    "model; score_CLASS, the raw margins f(x), for a hinge (SVM) model, whose "
+                    "scores are not probabilities.")
     predict.add_argument("run_dir", metavar="RUN", help="a run directory from `ermlab train`")
     predict.add_argument("data", metavar="DATA",
-                         help=".npy or .npz (key x or x_test) array, or .csv of feature columns")
+                         help=".npy or .npz (key x or x_test) array, or .csv of feature columns "
+                              "(UTF-8); images (N, C, H, W), or (N, H, W) for one channel, or "
+                              "flattened (N, C·H·W)")
     predict.add_argument("--output", "-o", help="write a CSV here instead of standard output")
     predict.add_argument("--checkpoint", choices=("best", "last"), default="best",
                          help="best validation loss (default) or the last epoch's weights")
@@ -99,23 +106,64 @@ def read_inputs(path: str) -> numpy.ndarray:
     if not file.is_file():
         raise FileNotFoundError(f"no data file at {file}")
     suffix = file.suffix.lower()
-    if suffix == ".npy":
-        return numpy.load(file, allow_pickle=False)
-    if suffix == ".npz":
-        with numpy.load(file, allow_pickle=False) as archive:
-            for key in ("x", "x_test"):
-                if key in archive:
-                    return archive[key]
-            raise ValueError(f"{file} has no array named x or x_test (it has {archive.files})")
+    if suffix in (".npy", ".npz"):
+        return _read_array(file)
     if suffix == ".csv":
-        rows = list(csv.reader(file.open()))
-        if rows and not _numeric(rows[0]):
-            rows = rows[1:]  # a header
-        try:
-            return numpy.array([[float(cell) for cell in row] for row in rows if row])
-        except ValueError as error:
-            raise ValueError(f"{file}: every cell must be a number ({error})") from None
+        return _read_csv(file)
     raise ValueError(f"{file}: use a .npy, .npz or .csv file")
+
+
+def _read_array(file: Path) -> numpy.ndarray:
+    """The array of a .npy file, or of key ``x`` or ``x_test`` of a .npz file; a file numpy
+    cannot read is one error naming it."""
+    import zipfile
+
+    try:
+        if file.suffix.lower() == ".npy":
+            return numpy.load(file, allow_pickle=False)
+        with numpy.load(file, allow_pickle=False) as archive:
+            key = next((key for key in ("x", "x_test") if key in archive), None)
+            if key is None:
+                raise LookupError(archive.files)
+            return archive[key]
+    except LookupError as missing:
+        raise ValueError(f"{file} has no array named x or x_test (it has "
+                         f"{missing.args[0]})") from None
+    except ValueError as error:
+        if "Object arrays" in str(error):
+            raise ValueError(f"{file} holds an array of Python objects, which ermlab never "
+                             "loads (no pickle): save an array of numbers, e.g. "
+                             "numpy.save(path, x.astype('float32'))") from None
+        if "pickled data" in str(error):
+            raise ValueError(f"{file} is not a {file.suffix} array file (numpy would have to "
+                             "unpickle it, which ermlab never does): save the array with "
+                             "numpy.save or numpy.savez") from None
+        raise ValueError(f"{file} is not a valid {file.suffix} array file ({error}); save it "
+                         "again with numpy.save or numpy.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{file} is not a valid {file.suffix} array file ({error}); save it "
+                         "again with numpy.save or numpy.savez") from None
+
+
+def _read_csv(file: Path) -> numpy.ndarray:
+    """Rows of numbers from a UTF-8 .csv file; a first row that is not numbers is a header."""
+    try:
+        with file.open(encoding="utf-8", newline="") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{file} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                         f"offset {error.start}): save the CSV as UTF-8") from None
+    if rows and not _numeric(rows[0]):
+        rows = rows[1:]  # a header
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        short = next(i for i, row in enumerate(rows) if len(row) != len(rows[0]))
+        raise ValueError(f"{file}: rows have different numbers of cells ({len(rows[0])} in "
+                         f"the first, {len(rows[short])} in data row {short + 1})")
+    try:
+        return numpy.array([[float(cell) for cell in row] for row in rows])
+    except ValueError as error:
+        raise ValueError(f"{file}: every cell must be a number ({error})") from None
 
 
 def _numeric(row: list[str]) -> bool:
@@ -131,12 +179,17 @@ def run_predict(args: argparse.Namespace) -> int:
     from ermlab import run as runs
     from ermlab.training.checkpoint import atomic_write_bytes
 
+    if args.output and Path(args.output).is_dir():
+        raise ValueError(f"--output {args.output} is a directory; name a file, e.g. "
+                         f"{Path(args.output) / 'predictions.csv'}")
     restored = runs.restore(args.run_dir, args.checkpoint)
     inputs = restored.inputs
     x = read_inputs(args.data)
     shape = inputs.shape
     if x.ndim == 2 and len(shape) > 1 and x.shape[1] == int(numpy.prod(shape)):
         x = x.reshape((len(x), *shape))
+    if len(shape) == 3 and shape[0] == 1 and tuple(x.shape[1:]) == tuple(shape[1:]):
+        x = x[:, None]  # (N, H, W) images for a one-channel model
     if tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"{args.data}: the model takes inputs of shape (N, "
                          f"{', '.join(map(str, shape))}); got {tuple(x.shape)}")
@@ -149,17 +202,25 @@ def run_predict(args: argparse.Namespace) -> int:
     inputs.warn_if_far(x, str(args.data))
     scores = restored.trainer.predict_scores(restored.preprocessor.transform(x))
     runs.check_finite(scores, f"the model's scores for {args.data}")
-    shifted = numpy.exp(scores - scores.max(axis=1, keepdims=True))
-    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-    labels = probabilities.argmax(axis=1)
+    columns, values = _class_columns(restored.config, scores)
+    labels = scores.argmax(axis=1)
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     names = inputs.class_names
-    writer.writerow(["index", "label", "class", *(f"p_{n}" for n in names)])
-    for i, (label, p) in enumerate(zip(labels, probabilities)):
+    writer.writerow(["index", "label", "class", *(f"{columns}_{n}" for n in names)])
+    for i, (label, p) in enumerate(zip(labels, values)):
         writer.writerow([i, int(label), names[label], *(f"{v:.6f}" for v in p)])
     if args.output:
         atomic_write_bytes(args.output, text.getvalue().encode(), durable=False)
     else:
         sys.stdout.write(text.getvalue())
     return 0
+
+
+def _class_columns(config: dict, scores: numpy.ndarray) -> tuple[str, numpy.ndarray]:
+    """("p", softmax probabilities) for a cross-entropy model; ("score", the margins) for a
+    hinge model, whose scores estimate no probability (Crammer & Singer 2001)."""
+    if config.get("loss", "cross_entropy") != "cross_entropy":
+        return "score", scores
+    shifted = numpy.exp(scores - scores.max(axis=1, keepdims=True))
+    return "p", shifted / shifted.sum(axis=1, keepdims=True)

@@ -90,7 +90,9 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None) -> numpy.ndarray:
 
 
 def write_idx(path: str | os.PathLike, array: Any, compress: bool | None = None) -> None:
-    """Write ``array`` as an IDX file, gzip-compressed when ``compress`` (default: ``.gz`` name)."""
+    """Write ``array`` as an IDX file, gzip-compressed when ``compress`` (default: ``.gz`` name).
+
+    The file is replaced atomically (``atomic_write_bytes``)."""
     array = numpy.asarray(array)
     native = array.dtype.newbyteorder("=")
     if native not in _CODES:
@@ -101,5 +103,6 @@ def write_idx(path: str | os.PathLike, array: Any, compress: bool | None = None)
     payload = header + numpy.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
     if compress if compress is not None else os.fspath(path).endswith(".gz"):
         payload = gzip.compress(payload, mtime=0)
-    with open(path, "wb") as handle:
-        handle.write(payload)
+    from ermlab.training.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, payload)  # all at once: a failure leaves the old file intact

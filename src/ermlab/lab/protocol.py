@@ -321,8 +321,11 @@ class Study:
                     "epochs": {p.problem_name: self._epochs(p) for p in self.problems},
                     "problems": {p.problem_name: p.spec() for p in self.problems},
                     "tuning": tuning}
+        from ermlab.training.checkpoint import atomic_write_bytes
+
         path = Path(self.root) / "study.json"
-        path.write_text(json.dumps(results.plain(document), indent=1, allow_nan=False))
+        text = json.dumps(results.plain(document), indent=1, allow_nan=False)
+        atomic_write_bytes(path, text.encode("utf-8"))  # a crash leaves the old study.json
         return path
 
     @classmethod

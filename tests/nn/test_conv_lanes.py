@@ -11,9 +11,13 @@ from ermlab import nn
 from ermlab.backend import default_dtype
 from ermlab.nn import conv as conv_module
 
-# (C, H, W, O, kernel, stride, padding, dilation, groups): full width with padding, strided
-# layout, no padding (col2im's runs end at the plane), groups, stride 2, ≥ 16 channels
-# (∂L/∂x as a transposed convolution), 1×1 (the batched-GEMM path) with stride 1 and 2.
+# (C, H, W, O, kernel, stride, padding, dilation, groups[, algorithm]): full width with
+# padding, strided layout, no padding (col2im's runs end at the plane), groups, stride 2,
+# ≥ 16 channels (∂L/∂x as a transposed convolution), 1×1 (the batched-GEMM path) with stride
+# 1 and 2; one output channel a group (a depthwise layer on im2col, and a one-channel head):
+# a lane's one-sample blocks summed ∂L/∂W into a view of their reused work array, which the
+# next block overwrote; 1×1 on few positions (one GEMM over the samples, in lanes of rows)
+# with one output or one input channel: fewer rows than lanes, an IndexError.
 CASES = [
     (3, 7, 6, 4, 3, 1, 1, 1, 1),
     (4, 6, 7, 8, 3, 1, 1, 1, 2),
@@ -22,14 +26,18 @@ CASES = [
     (16, 5, 6, 4, 3, 1, 1, 1, 1),
     (4, 5, 6, 6, 1, 1, 0, 1, 1),
     (3, 7, 6, 5, 1, 2, 0, 1, 1),
+    (4, 6, 7, 4, 3, 1, 1, 1, 4, "im2col"),
+    (3, 5, 6, 1, 3, 1, 1, 1, 1),
+    (4, 3, 3, 1, 1, 1, 0, 1, 1),
+    (1, 2, 3, 5, 1, 1, 0, 1, 1),
 ]
 
 
 def build(case, threads):
-    c, h, w, o, k, s, p, d, groups = case
+    c, h, w, o, k, s, p, d, groups, *algorithm = case
     with default_dtype(np.float64):
         conv = nn.Conv2d(c, o, k, stride=s, padding=p, dilation=d, groups=groups, rng=0,
-                         threads=threads)
+                         threads=threads, algorithm=algorithm[0] if algorithm else "auto")
     conv.bias.data[...] = np.random.default_rng(1).standard_normal(o)
     return conv
 

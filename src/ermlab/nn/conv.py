@@ -988,6 +988,7 @@ class Conv2d(Module):
         lanes."""
         ranges = self._lanes(xp, x_shape)
         rows = sample_lanes(a.shape[0], len(ranges), len(ranges))
+        ranges = ranges[:len(rows)]  # no more lanes than rows (one output or input channel)
 
         def run(lo: int, hi: int, lane: int) -> None:  # lane k: rows[k] of the result
             first, last = rows[lane]
@@ -1641,15 +1642,18 @@ def _sum_into(stack: Any, shape: tuple[int, ...], out: Any = None) -> Any:
 
 def _sum_transposed_into(stack: Any, shape: tuple[int, ...], out: Any = None) -> Any:
     """Σ_n stack[n] for a stack (N, G, R, O) of transposed (G, O, R) matrices, as
-    ``shape``; for Parameter.accumulate."""
-    xp = array_module(stack)
+    ``shape``; for Parameter.accumulate. Without ``out``, a new array: never a view of
+    ``stack`` (a lane's reused work array, which its next block overwrites)."""
     g, r, o = stack.shape[1:]
     # the sum into a contiguous array, then one transposing copy: NumPy's sum straight into
     # the transposed ∂L/∂W was 2–5× slower (7 samples of 2400 × 256: 3.0 against 1.3 ms;
     # 16 of 288 × 64, ResNet-20's layer3.0: 0.16 against 0.03 ms)
     total = stack.sum(axis=0) if stack.shape[0] > 1 else stack[0]
     if out is None:
-        return xp.ascontiguousarray(total.transpose(0, 2, 1)).reshape(shape)
+        # a copy even where the transpose is contiguous already (O/G or R is 1: a depthwise
+        # layer); ascontiguousarray returned the view of a one-sample block's work array,
+        # and _LaneSum.accumulate kept it, so the lane's next block overwrote its sum
+        return total.transpose(0, 2, 1).copy().reshape(shape)
     out.reshape(g, o, r)[...] = total.transpose(0, 2, 1)
     return out
 

@@ -33,8 +33,17 @@ import numpy
 
 from ermlab.backend import array_module, as_generator, on_device_of, to_numpy
 from ermlab.data.loader import batches
+from ermlab.losses import (
+    MulticlassHinge,
+    NegativeLogLikelihood,
+    OneVsAllHinge,
+    SoftmaxCrossEntropy,
+)
 from ermlab.training import metrics
-from ermlab.training.callbacks.base import Callback
+from ermlab.training.callbacks.base import Callback, check_callbacks
+
+# losses whose targets are class indices: whole-number float labels are taken as integers
+INDEX_LOSSES = (SoftmaxCrossEntropy, NegativeLogLikelihood, MulticlassHinge, OneVsAllHinge)
 
 
 class Trainer:
@@ -90,7 +99,7 @@ class Trainer:
     ) -> None:
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.regularizer = regularizer
-        self.callbacks = _in_order(callbacks)
+        self.callbacks = _in_order(check_callbacks(callbacks, "Trainer callbacks"))
         self.params = model.parameters()
         self.rng = (as_generator(rng) if rng is not None
                     else numpy.random.default_rng(as_generator(None).integers(2**63)))
@@ -176,7 +185,11 @@ class Trainer:
         """Train for up to ``epochs`` more epochs; returns the history of all epochs so far.
 
         Args:
-            x, y: training inputs and targets (same length).
+            x, y: training inputs and targets (same length), arrays (NumPy, CuPy);
+                ``x`` of the model's dtype (float32 by default: lists and float64 arrays
+                are refused, not converted). Labels of a loss that takes class
+                indices (softmax cross-entropy, NLL, hinge) may be whole-number floats;
+                they are used as integers, and accuracy is logged.
             epochs: epochs to run in this call (a resumed run continues from its epoch).
             batch_size: mini-batch size; 1 is per-example SGD, None the full batch.
             validation_data: ``(x_val, y_val)`` evaluated after every epoch (``val_*`` logs).
@@ -186,7 +199,9 @@ class Trainer:
             rng: replaces the shuffling generator (a Generator or a seed).
             resume_from: a checkpoint (``save`` / ``ModelCheckpoint``) to continue from.
         """
+        _check_arrays(x=x, y=y)
         n = _check_lengths(x, y, sample_weight)
+        y = _class_indices(self.loss, y)
         if int(epochs) != epochs or epochs < 0:
             raise ValueError(f"epochs must be an integer ≥ 0; got {epochs}")
         if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
@@ -202,7 +217,7 @@ class Trainer:
             self.privacy.begin_fit(self, n, epochs, batch_size, sample_weight)
         self.stop_training, self.stop_reason = False, None
         self._modules = None
-        self.callbacks = _in_order(self.callbacks)
+        self.callbacks = _in_order(check_callbacks(self.callbacks, "Trainer callbacks"))
         steps = (self.strategy.steps_per_epoch(n, batch_size) if self.strategy is not None
                  else math.ceil(n / (n if batch_size is None else min(batch_size, n))))
         self._notify("on_train_begin", {"epochs": epochs, "initial_epoch": self.epoch,
@@ -282,13 +297,21 @@ class Trainer:
     # -- inference -------------------------------------------------------------------
 
     def predict_scores(self, x: Any, batch_size: int = 1024) -> numpy.ndarray:
-        """Model outputs in evaluation mode, in batches; the model's mode is restored after."""
+        """Model outputs in evaluation mode, in batches; the model's mode is restored after.
+
+        No examples give no scores: an array of 0 rows, of the shape and dtype the model
+        gives one example (an all-zero one, forwarded for them).
+        """
+        _check_arrays(x=x)
         was_training = self.model.training
         self.model.eval()
         device = self.params[0].data if self.params else None
         try:
             parts = [to_numpy(self.model.forward(on_device_of(device, x[i:i + batch_size])))
                      for i in range(0, len(x), batch_size)]
+            if not parts:
+                zero = array_module(x).zeros((1, *x.shape[1:]), dtype=x.dtype)
+                parts = [to_numpy(self.model.forward(on_device_of(device, zero)))[:0]]
         finally:
             self.model.train(was_training)
         return numpy.concatenate(parts)
@@ -299,14 +322,17 @@ class Trainer:
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 1024, sample_weight: Any = None,
                  top_k: Sequence[int] | None = None) -> dict[str, float]:
-        """Loss (unregularized), and for integer labels accuracy and top-k accuracies.
+        """Loss (unregularized), and for class labels accuracy and top-k accuracies.
+
+        Class labels are integer labels, and whole-number float labels of a loss that
+        takes class indices (as in ``fit``).
 
         Returns ``{"loss", "accuracy", "top_{k}_accuracy" for k in top_k}``
         (``top_k`` defaults to the trainer's). The loss is NaN when the scores
         are not finite.
         """
         _check_lengths(x, y, sample_weight)
-        scores, y = self.predict_scores(x, batch_size), to_numpy(y)
+        scores, y = self.predict_scores(x, batch_size), _class_indices(self.loss, to_numpy(y))
         weight = None if sample_weight is None else to_numpy(sample_weight)
         finite = bool(numpy.isfinite(scores).all())
         results = {"loss": float(self.loss.forward(scores, y, sample_weight=weight))
@@ -399,6 +425,25 @@ def _labels(scores: numpy.ndarray) -> numpy.ndarray:
     if scores.ndim == 1 or scores.shape[1] == 1:
         return (scores.reshape(-1) > 0).astype(numpy.int64)
     return scores.argmax(axis=1)
+
+
+def _class_indices(loss: Any, y: Any) -> Any:
+    """``y`` as int64 when ``loss`` takes class indices and ``y`` holds whole-number floats in
+    [0, 2³¹); other labels unchanged (the loss refuses 6.5 or −1.0 with its own message)."""
+    if not isinstance(loss, INDEX_LOSSES) or y.dtype.kind != "f":
+        return y
+    xp = array_module(y)
+    whole = bool(((y >= 0) & (y < 2**31) & (y == xp.floor(y))).all())
+    return y.astype(xp.int64) if whole else y
+
+
+def _check_arrays(**arrays: Any) -> None:
+    """Refuse lists and other non-arrays, with what to do (the Trainer converts nothing)."""
+    for name, array in arrays.items():
+        if not (hasattr(array, "shape") and hasattr(array, "dtype")):
+            dtype = ", dtype=numpy.float32" if name == "x" else ""
+            raise TypeError(f"{name} must be an array (NumPy or CuPy); got "
+                            f"{type(array).__name__}. Convert it: numpy.asarray({name}{dtype})")
 
 
 def _check_lengths(x: Any, y: Any, sample_weight: Any) -> int:

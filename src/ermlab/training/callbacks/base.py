@@ -71,3 +71,30 @@ def improved(value: float, best: float | None, mode: str, min_delta: float) -> b
     if best is None:
         return True
     return (best - value if mode == "min" else value - best) > min_delta
+
+
+EVENTS = ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end")
+
+
+def check_callbacks(callbacks: Any, owner: str) -> list[Callback]:
+    """``callbacks`` as a list, after checking that it is a sequence of callbacks: ``Callback``
+    instances or objects with at least one event method (``on_epoch_end``, ...).
+
+    Raises a ``TypeError`` naming ``owner`` (where the callbacks were given) for anything
+    else: a lone callback, a string, a number in the list.
+    """
+    if isinstance(callbacks, (Callback, str, bytes)) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"{owner} must be a list of callbacks; got {callbacks!r}. Wrap a "
+                        "single callback in a list: [callback]")
+    callbacks = list(callbacks)
+    for i, callback in enumerate(callbacks):
+        if isinstance(callback, type):
+            raise TypeError(f"{owner}[{i}] is the class {callback.__name__}, not a callback; "
+                            f"pass an instance: {callback.__name__}(...)")
+        if not (isinstance(callback, Callback)
+                or any(callable(getattr(callback, event, None)) for event in EVENTS)):
+            raise TypeError(
+                f"{owner}[{i}] is not a callback: got {callback!r} ({type(callback).__name__}). "
+                f"A callback subclasses ermlab.training.Callback or has at least one of the "
+                f"methods {', '.join(EVENTS)}")
+    return callbacks

@@ -73,7 +73,7 @@ def test_validate_normalizes_and_classifies():
     [
         ([("lr", 0.1)], "a config is a dict"),
         ({"hiden": [8]}, r"unknown config key\(s\) \['hiden'\]"),
-        ({"momentum": 0.9}, "options of optimizer 'adam'"),  # Adam has no momentum
+        ({"momentum": 0.9}, r"'momentum' is an option of optimizer .*sgd, not of 'adam'"),
         ({"optimizer": "lbfgs"}, "closure the Trainer does not drive"),
         ({"hidden": [8, 0]}, "positive layer widths"),
         ({"hidden": [1.5]}, "positive layer widths"),

@@ -89,7 +89,9 @@ crash at any moment (``kill -9`` included):
 * Temporaries of interrupted writes are removed by the next run.
 
 What ``--resume`` may change (``RESUMABLE``): the epoch budget and early
-stopping (``epochs``, ``patience``, ``min_delta``), ``batch_size``, the
+stopping (``epochs``, ``patience``, ``min_delta``; ``epochs`` not where the
+schedule plans the learning rate over them — ``cosine``, and ``step`` or
+``multistep`` without explicit sizes), ``batch_size``, the
 regularization (``l1``, ``l2``, ``max_norm``), ``augment``, and the
 optimizer's hyperparameters (``lr``, ``momentum``, ``betas``, ...; applied
 over the restored optimizer state; ``lr`` only when no closed-form schedule
@@ -140,6 +142,11 @@ STALE_FILES = (HISTORY_FILE, METRICS_FILE, LAST, BEST, "loss.png", "accuracy.png
 # Keys --resume may change besides the optimizer's hyperparameters (see the module docstring).
 RESUMABLE = ("epochs", "patience", "min_delta", "batch_size", "l1", "l2", "max_norm", "augment")
 STOPPING = ("epochs", "patience", "min_delta")
+# The MLP's architecture keys (``ermlab.config``) and the flags that set them.
+MLP_FLAGS = {"hidden": "--hidden", "activation": "--activation",
+             "weight_init": "--set weight_init", "dropout": "--dropout",
+             "batch_norm": "--batch-norm"}
+MLP_KEYS = tuple(MLP_FLAGS)
 FILE_SUFFIXES = (".npz", ".csv")
 # ermlab.distributed strategies by name: their options (besides workers) and defaults.
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -160,8 +167,13 @@ PRIVACY_KEYS = ("dp", *PRIVACY_DEFAULTS)
 STRATEGY_OPTIMIZERS = {"downpour": "adagrad", "hogwild": "sgd"}
 
 
-def resolve(config: dict[str, Any]) -> dict[str, Any]:
-    """The full run configuration: defaults filled in, every value checked."""
+def resolve(config: dict[str, Any], saved: bool = False) -> dict[str, Any]:
+    """The full run configuration: defaults filled in, every value checked.
+
+    A key of the MLP's architecture (``MLP_KEYS``) that the model does not use is refused;
+    in a ``saved`` configuration (``config.json`` of a run directory, where earlier
+    versions recorded such keys and ignored them) it is reset to its default instead.
+    """
     full = {**RUN_DEFAULTS, **config}
     if full.get("model") == "linear":
         _linear_model(config, full)
@@ -170,6 +182,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     full.update(training_config.validate(training_part(full),
                                          also_known=[*RUN_DEFAULTS, *STRATEGY_KEYS,
                                                      *PRIVACY_KEYS]))
+    _check_model_keys(full, saved)
     _check_run_keys(full)
     _check_strategy_keys(full)
     _check_privacy_keys(full)
@@ -197,6 +210,27 @@ def _linear_model(config: dict[str, Any], full: dict[str, Any]) -> None:
         raise ValueError(f"--model linear has no hidden layers; leave out --hidden "
                          f"{config['hidden']!r} (or use --model mlp)")
     full["hidden"] = []
+
+
+def _check_model_keys(full: dict[str, Any], saved: bool) -> None:
+    """Refuse (or, ``saved``, reset) the MLP keys the model does not use: all of them for a
+    model-zoo network, which the command builds as published; dropout and batch norm (which
+    follow hidden activations) for a model without hidden layers."""
+    name = full["model"]
+    if name == "mlp" and full["hidden"]:
+        return
+    keys = ("dropout", "batch_norm") if name in ("mlp", "linear") else MLP_KEYS
+    unused = [key for key in keys if full[key] != training_config.DEFAULTS[key]]
+    if saved or not unused:
+        full.update({key: training_config.DEFAULTS[key] for key in unused})
+        return
+    flags = ", ".join(MLP_FLAGS[key] for key in unused)
+    if name in ("mlp", "linear"):
+        raise ValueError(f"--model {name} has no hidden layers, so {flags} (applied after "
+                         "each hidden activation) would do nothing: leave out "
+                         f"{flags}, or give --hidden WIDTHS with --model mlp")
+    raise ValueError(f"--model {name} is built as published and does not use {flags} (options "
+                     f"of --model mlp): leave out {flags}")
 
 
 def _check_features(full: dict[str, Any]) -> None:
@@ -630,8 +664,14 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
     rng = numpy.random.default_rng(config["seed"])
     training = training_part(config)
     n_classes = len(data.class_names)
-    model = build_model(config, _model_input_shape(config, data.preprocessor, data.image_shape),
-                        n_classes, rng)
+    input_shape = _model_input_shape(config, data.preprocessor, data.image_shape)
+    batch = config["batch_size"] or len(data.x_train)  # full batch: every training example
+    model = build_model({**config, "batch_size": batch}, input_shape, n_classes, rng)
+    if not _is_mlp(config):  # the MLP's estimate came before its parameters were drawn
+        training_config.check_memory(
+            training_config.model_memory(model, input_shape, batch),
+            f"--model {config['model']} at batch size {batch}",
+            "use a smaller --batch-size or a smaller model")
     optimizer = training_config.build_optimizer(training, model.parameters())
     callbacks = list(callbacks)
     if config["patience"] is not None:
@@ -703,6 +743,17 @@ def _schedule_args(spec: str, defaults: list[float]) -> list[float]:
     return values + defaults[len(values):]
 
 
+def schedule_uses_epochs(spec: str | None) -> bool:
+    """Whether schedule ``spec`` plans the learning rate over the run's ``epochs``: cosine
+    (T_max), and step and multistep without explicit sizes (epochs // 3, epochs // 2)."""
+    name, *args = str(spec or "none").split(":")
+    if name == "cosine":
+        return True
+    if name in ("step", "multistep"):
+        return not (args and args[0].strip())
+    return False
+
+
 def _schedule(config: dict[str, Any], optimizer: Any) -> Any:
     """(scheduler, interval) for the config's ``schedule`` spec, "plateau", or None."""
     from ermlab.optim import schedules
@@ -764,7 +815,7 @@ def load_config(directory: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error})") from None
-    return resolve(config)
+    return resolve(config, saved=True)
 
 
 def save_preprocessor(directory: Path, preprocessor: Any, inputs: Inputs | None = None) -> None:
@@ -951,9 +1002,10 @@ def plan_resume(directory: str | Path, overrides: dict[str, Any]) -> Resume:
         raise ValueError(f"--resume cannot change {', '.join(changed) or 'distributed'}: the run "
                          f"was trained with distributed={saved.get('distributed')} and its "
                          "checkpoints hold that strategy's state; start a new run instead")
-    kind = str(overrides.get("optimizer", saved["optimizer"])).strip().lower()
-    if kind != saved["optimizer"]:  # before merging: the two optimizers' options differ
-        config, changed = saved, ["optimizer"]
+    kinds = {"model": overrides.get("model", saved["model"]),
+             "optimizer": str(overrides.get("optimizer", saved["optimizer"])).strip().lower()}
+    if any(kinds[key] != saved[key] for key in kinds):  # before merging: their keys differ
+        config, changed = saved, [key for key in kinds if kinds[key] != saved[key]]
     else:
         config = resolve({**saved, **overrides})
         changed = sorted(key for key in config if config[key] != saved.get(key))
@@ -966,11 +1018,18 @@ def plan_resume(directory: str | Path, overrides: dict[str, Any]) -> Resume:
             f"--resume cannot change {', '.join(fixed)}: they define the model, the data or the "
             f"optimizer; start a new run instead (a resume may change {', '.join(RESUMABLE)} "
             "and the optimizer's hyperparameters such as --lr)")
+    checkpoint, notes = resume_point(directory)
+    if checkpoint is not None and "epochs" in changed and schedule_uses_epochs(saved["schedule"]):
+        raise ValueError(
+            f"--resume cannot change epochs ({saved['epochs']} → {config['epochs']}): schedule "
+            f"{saved['schedule']!r} plans the learning rate over the run's {saved['epochs']} "
+            f"epochs; start a new run with --epochs {config['epochs']} instead (runs whose "
+            "schedule does not depend on the epochs — none, plateau, exponential, step:S or "
+            "multistep:M1+M2 with explicit sizes — may change them)")
     closed_form = str(saved["schedule"] or "none").split(":")[0] not in ("none", "plateau")
     if "lr" in changed and closed_form:
         raise ValueError(f"--resume cannot change lr: schedule {saved['schedule']!r} sets the "
                          "learning rate every epoch")
-    checkpoint, notes = resume_point(directory)
     asked = any(key in overrides for key in STOPPING)
     return Resume(config, saved, checkpoint, asked, notes)
 
@@ -999,7 +1058,11 @@ def continue_training(trainer: Any, plan: Resume) -> str | None:
                     "--patience or --min-delta to train it further")
         stopper.update(wait=0, stopped_epoch=0)
     if trainer.epoch >= plan.config["epochs"]:
-        return f"the run has done its {plan.config['epochs']} epochs; give --epochs to train on"
+        done = trainer.epoch
+        budget = ("" if done == plan.config["epochs"]
+                  else f", at least the {plan.config['epochs']} of --epochs")
+        return (f"the run has done {done} epoch{'s' if done > 1 else ''}{budget}; give --epochs "
+                f"above {done} to train on")
     return None
 
 

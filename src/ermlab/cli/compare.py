@@ -70,16 +70,17 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
+    sizes: dict[str, int] = {}
     try:
         results = comparison.compare(
             args.dataset, args.data_path, args.features, methods, args.train_size,
             args.test_size, args.epochs, args.patience, args.batch_size, hidden, args.lr,
             args.l2, args.seed, report=lambda line: print(line, flush=True),
-            on_model=None if output is None else _templates(output))
+            on_model=_on_model(sizes, output))
     except ImportError as error:  # one line: how to install scikit-image
         raise ValueError(str(error)) from None
-    title = (f"{args.dataset}: {args.train_size or 'all'} training images, "
-             f"{args.test_size or 'all'} test images, seed {args.seed}")
+    title = (f"{args.dataset}: {_size(sizes, 'train', args.train_size)} training images, "
+             f"{_size(sizes, 'test', args.test_size)} test images, seed {args.seed}")
     text = comparison.table(results, title)
     print(text, end="")
     if output is not None:
@@ -95,6 +96,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"written: {output}/table.md, results.json, polar.png"
               + (", templates.png" if "pixels-softmax" in methods else ""))
     return 0
+
+
+def _size(sizes: dict[str, int], split: str, asked: int | None) -> str:
+    """How many images of ``split`` the methods used (--train-size and --test-size larger
+    than the dataset take all of it), or what was asked when no method ran."""
+    return str(sizes.get(split, asked or "all"))
+
+
+def _on_model(sizes: dict[str, int], output: Path | None):
+    """Note the sizes of the split each method saw; with ``output``, draw the templates."""
+    draw = None if output is None else _templates(output)
+
+    def seen(method, trainer, split) -> None:
+        sizes.update(train=len(split.y_train) + len(split.y_val), test=len(split.y_test))
+        if draw is not None:
+            draw(method, trainer, split)
+
+    return seen
 
 
 def _templates(output: Path):

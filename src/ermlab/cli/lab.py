@@ -14,6 +14,7 @@ picture subcommands come from ``ermlab.cli.lab_report`` (``add_commands(subcomma
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ermlab.cli import lab_report
 
@@ -118,6 +119,11 @@ def list_problems(args: argparse.Namespace) -> int:
 def summary(args: argparse.Namespace) -> int:
     from ermlab.lab import metrics, results
 
+    for folder in args.baselines:  # before reading anything: a mistyped path is named
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--baselines folder {folder} does not exist (or is not a "
+                                    "folder); give the folder of DeepOBS's result files or of "
+                                    "`ermlab lab run --out`")
     records = results.load_all(args.results)
     for folder in args.baselines:
         records += results.load_all(folder)

@@ -1,6 +1,7 @@
 """``ermlab train``: train a network from flags and/or a TOML file, recording a run directory.
 
-Precedence: explicit flags > ``--config FILE.toml`` > defaults (``ermlab.run``).
+Precedence: explicit flags > ``--set KEY=VALUE`` > ``--config FILE.toml`` > defaults
+(``ermlab.run``).
 ``--resume RUN`` continues a run from its newest checkpoint, bit for bit, and may change
 the settings listed in ``ermlab.run`` (epochs, patience, lr, ...).
 """
@@ -78,7 +79,9 @@ def add_commands(commands) -> None:
     private.add_argument("--accountant", choices=("rdp", "pld"), default=None,
                          help=_HELP["accountant"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other config key, e.g. --set betas=[0.9,0.99] (JSON values)")
+                        help="any other config key, e.g. --set betas=[0.9,0.99] (JSON values); "
+                             "over --config, under a key's own flag (--set epochs=5 --epochs 9 "
+                             "trains 9)")
     parser.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/…)")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in directory RUN")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the result")
@@ -155,7 +158,16 @@ _HELP = {
 
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given: ``--config``, overridden by ``--set``, overridden by flags."""
     config = _read_toml(args.config) if args.config else {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE; got {item!r}")
+        try:
+            config[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key.strip()] = value
     flags = [*FLAGS, "batch_norm", "verify", "distributed", *STRATEGY_FLAGS, "dp",
              *PRIVACY_FLAGS, "accountant"]
     config.update({flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None})
@@ -165,14 +177,6 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.patience is not None:
         config["patience"] = None if args.patience == "none" else _integer(
             "--patience", args.patience)
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes KEY=VALUE; got {item!r}")
-        try:
-            config[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            config[key.strip()] = value
     return config
 
 
@@ -298,6 +302,9 @@ def run(args: argparse.Namespace) -> int:
     plan = None
     if args.resume:
         directory = Path(args.resume)
+        if args.output is not None and Path(args.output).resolve() != directory.resolve():
+            raise ValueError(f"--resume continues the run in its own directory {directory}; "
+                             f"leave out --output {args.output}")
         plan = runs.plan_resume(directory, _config_from_args(args))
         for note in plan.notes:
             runs.warn(note)

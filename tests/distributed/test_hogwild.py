@@ -114,6 +114,19 @@ def test_one_worker_is_sequential_sgd_exactly(loss):
     assert hw.stats_["conflicts"] == 0 and hw.stats_["writes"] == 3 * x.nnz
 
 
+def test_a_feature_twice_in_a_row_counts_as_their_sum():
+    """A CSR row holding feature 0 twice (a duplicate entry, as COO data assembled by hand
+    gives): the margin summed both, but ``w[e] -= step`` kept one write. Now the entries
+    are summed first, as the matrix means, and the caller's matrix is left alone."""
+    x = scipy_sparse.csr_matrix((numpy.array([1.0, 1.0]), numpy.array([0, 0]),
+                                 numpy.array([0, 2])), shape=(1, 2))
+    summed = scipy_sparse.csr_matrix(numpy.array([[2.0, 0.0]]))
+    fit = lambda m: Hogwild(1, lr=1.0, epochs=1, loss="hinge").fit(m, [1]).coef_  # noqa: E731
+    numpy.testing.assert_array_equal(fit(x), fit(summed))
+    numpy.testing.assert_array_equal(fit(x), [2.0, 0.0])
+    assert x.nnz == 2 and list(x.indices) == [0, 0]
+
+
 def test_one_worker_model_is_sequential_sgd_exactly():
     rng = numpy.random.default_rng(1)
     x = rng.standard_normal((40, 5)).astype(numpy.float32)

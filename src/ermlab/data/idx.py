@@ -17,6 +17,7 @@ recognised by its own magic bytes (0x1F 0x8B), not by the file name.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -72,7 +73,7 @@ def parse_idx(raw: bytes, name: str = "<bytes>", ndim: int | None = None) -> num
         raise ValueError(f"{name}: truncated IDX header ({len(data)} bytes, needs {header})")
     shape = struct.unpack(f">{dims}I", data[4:header])
     dtype = IDX_TYPES[code]
-    expected = header + int(numpy.prod(shape, dtype=numpy.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no wrap-around
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "has trailing bytes"
         raise ValueError(

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy
 
-from ermlab.backend import array_module, to_numpy
+from ermlab.backend import array_module, resolve_dtype, to_numpy
 from ermlab.data.rows import Rows, block_ranges
 from ermlab.threads import check_threads, default_threads, run_ranges, sample_lanes
 
@@ -266,6 +266,13 @@ class Transform:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
 
 
+def _floating(x: Any, xp: Any) -> Any:
+    """``x`` itself when floating point, else (integer or boolean pixels) converted to the
+    default float dtype: the statistics cast to an integer dtype were rounded, and the
+    subtraction wrapped around (uint8 pixels minus their mean)."""
+    return x if x.dtype.kind in "fc" else x.astype(resolve_dtype())
+
+
 class MeanImage(Transform):
     """Subtract the mean training image: x ← x − (1/N) Σₙ x_train[n] (one mean per pixel)."""
 
@@ -278,6 +285,7 @@ class MeanImage(Transform):
         self.mean_ = moments.mean
 
     def _transform(self, x, xp):
+        x = _floating(x, xp)
         return x - xp.asarray(self.mean_, dtype=x.dtype)
 
 
@@ -297,6 +305,7 @@ class ChannelMean(Transform):
         self.mean_ = moments.pooled(_feature_axes(self.input_shape_, "channel")).mean
 
     def _transform(self, x, xp):
+        x = _floating(x, xp)
         return x - _broadcast(xp.asarray(self.mean_, dtype=x.dtype), x, "channel")
 
 
@@ -333,6 +342,7 @@ class Standardize(Transform):
         self.scale_ = xp.where(scale < 10 * numpy.finfo(kind).eps, 1.0, scale)
 
     def _transform(self, x, xp):
+        x = _floating(x, xp)
         mean = _broadcast(xp.asarray(self.mean_, dtype=x.dtype), x, self.per)
         scale = _broadcast(xp.asarray(self.scale_, dtype=x.dtype), x, self.per)
         return (x - mean) / scale

@@ -55,7 +55,9 @@ def check_labels(y: Any, what: str = "labels") -> numpy.ndarray:
     if y.ndim != 1:
         raise ValueError(f"{what} must be 1-D (one class index per example); got shape {y.shape}")
     if y.dtype.kind == "f":
-        bad = numpy.flatnonzero(~numpy.isfinite(y) | (y != numpy.round(y)))
+        # beyond 2⁶², the conversion to int64 below would wrap around
+        bad = numpy.flatnonzero(~numpy.isfinite(y) | (y != numpy.round(y))
+                                | (numpy.abs(y) >= 2.0**62))
         if bad.size:
             raise ValueError(f"{what} must be integers (class indices); got {y[bad[0]]} at "
                              f"index {bad[0]}")
@@ -231,8 +233,8 @@ def load_csv(
                 if any(cell.strip() for cell in row)]
     if not rows:
         raise ValueError(f"{path}: the file is empty")
-    if header is None:
-        header = not all(_is_number(cell) for cell in rows[0][1])
+    if header is None:  # a cell that is not a number; an empty cell is a missing value
+        header = any(cell.strip() and not _is_number(cell) for cell in rows[0][1])
     columns = [c.strip() for c in rows[0][1]] if header else None
     rows = rows[1:] if header else rows
     if not rows:

@@ -219,7 +219,7 @@ class Hogwild(Strategy):
         csr, targets = _check_sparse_problem(x, y)
         dtype = csr.dtype
         counts = numpy.bincount(csr.indices, minlength=csr.shape[1])
-        with numpy.errstate(divide="ignore"):
+        with numpy.errstate(divide="ignore", invalid="ignore"):  # unused features: 0/0
             reg = numpy.where(counts > 0, 2.0 * self.l2 / counts, 0.0).astype(dtype)
         arrays = {"w": numpy.zeros(csr.shape[1], dtype), "data": csr.data,
                   "indices": csr.indices, "indptr": csr.indptr, "y": targets, "reg": reg}
@@ -736,6 +736,9 @@ def _check_sparse_problem(x: Any, y: Any) -> tuple[Any, numpy.ndarray]:
         csr = scipy.sparse.csr_matrix(dense)
     if csr.dtype not in (numpy.float32, numpy.float64):
         csr = csr.astype(numpy.float32)
+    if not csr.has_canonical_format:  # a feature twice in a row: one entry, their sum
+        csr = csr.copy()  # (the caller's matrix left as it is)
+        csr.sum_duplicates()
     if not numpy.isfinite(csr.data).all():
         raise ValueError("x has NaN or infinite entries; clean the data before fitting")
     y = numpy.asarray(y).reshape(-1)

@@ -47,6 +47,24 @@ def test_edges_and_calibration():
     assert epsilon(sigma * 0.98, 0.01, 300, 1e-5) > 2.0
 
 
+def test_pld_calibration_searches_from_the_rdp_sigma():
+    """The PLD search started at σ = 10⁻³, where a PLD needs billions of grid points: a
+    MemoryError (38 GiB at q = 0.01, T = 300). It starts from RDP's σ now (~12 s here)."""
+    sigma = calibrate_noise(1.0, 1e-5, 0.01, 10, accountant="pld")
+    assert epsilon(sigma, 0.01, 10, 1e-5, accountant="pld") == pytest.approx(1.0, rel=1e-3)
+    assert epsilon(sigma * 0.98, 0.01, 10, 1e-5, accountant="pld") > 1.0
+    assert sigma < calibrate_noise(1.0, 1e-5, 0.01, 10)  # PLD's bound is the tighter
+
+
+@pytest.mark.parametrize("steps", [-100, 2.7, True, "10"])
+def test_steps_that_are_not_a_count_are_refused(steps):
+    """−100 gave ε = 0, 2.7 was taken as 2."""
+    with pytest.raises(ValueError, match="steps must be an integer ≥ 0"):
+        epsilon(1.0, 0.01, steps, 1e-5)
+    with pytest.raises(ValueError, match="steps must be an integer ≥ 0"):
+        calibrate_noise(1.0, 1e-5, 0.01, steps)
+
+
 def test_missing_dp_accounting_is_a_one_line_import_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "dp_accounting", None)
     with pytest.raises(ImportError, match=r'pip install "ermlab\[privacy\]"') as error:

@@ -10,7 +10,14 @@ multiplier σ). T steps are its T-fold composition. The accountant turns
   to (ε, δ) with the conversion of Balle et al. 2020 (the one Opacus's
   ``RDPAccountant`` uses too), at the best of the orders α in ``orders`` (default:
   dp_accounting's). RDP_1 is computed once per (σ, q, orders) by dp-accounting's
-  ``RdpAccountant`` and kept, so the ε of every epoch costs only the conversion;
+  ``RdpAccountant`` and kept, so the ε of every epoch costs only the conversion.
+  Against Opacus's ``RDPAccountant``: equal at integer orders (to rounding); at
+  fractional orders dp-accounting's series for the sampled Gaussian's RDP
+  overestimates it (it bounds the terms of alternating sign by their magnitudes), so
+  its ε is the larger, never the smaller: by under 10⁻³ relative at σ ≥ 1, q ≤ 0.01,
+  by 3.7 % at σ = 0.7, q = 0.05, T = 2000, δ = 10⁻⁶ (44.6 against 43.0), by more at
+  large q·T and small σ. Conservative, so no privacy is over-claimed; what it costs is
+  noise (``calibrate_noise`` then picks a larger σ than Opacus would);
 * ``"pld"``: privacy loss distributions (Koskela et al. 2020; Doroshenko et al. 2022),
   tighter, slower.
 
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +74,7 @@ def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: floa
     Example:
         >>> epsilon(1.1, 256 / 60000, 60 * 235, 1e-5)     # ≈ 2.6 (Abadi et al.'s MNIST setting)
     """
+    steps = _check_steps(steps)
     if steps == 0:
         return 0.0
     if noise_multiplier == 0:
@@ -92,10 +101,31 @@ def _rdp_per_step(noise_multiplier: float, sample_rate: float,
 def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int,
                     accountant: str = "rdp") -> float:
     """The smallest noise multiplier σ whose ``steps`` steps spend at most ``target_epsilon``
-    (dp_accounting's ``calibrate_dp_mechanism``, a bracketed root search)."""
+    (dp_accounting's ``calibrate_dp_mechanism``, a bracketed root search).
+
+    The search for ``"pld"`` starts from RDP's σ (PLD's bound is the tighter, so its σ is
+    at most RDP's) and half of it, halved again while that still meets the target: a
+    PLD at a tiny σ, where a search from 10⁻³ would start, needs a grid of billions of
+    points (38 GiB at q = 0.01, T = 300)."""
     dpa = _dp_accounting()
+    steps = _check_steps(steps)
+    if check_accountant(accountant) == "rdp":
+        bracket = dpa.LowerEndpointAndGuess(1e-3, 1.0)
+    else:
+        guess = calibrate_noise(target_epsilon, delta, sample_rate, steps, "rdp")
+        lower = guess / 2
+        while (lower > guess / 64
+               and epsilon(lower, sample_rate, steps, delta, accountant) <= target_epsilon):
+            lower /= 2
+        bracket = dpa.LowerEndpointAndGuess(lower, guess)
     return float(dpa.calibrate_dp_mechanism(
         lambda: _fresh(accountant, None),
         lambda sigma: _event(sigma, sample_rate, steps),
-        target_epsilon, delta,
-        bracket_interval=dpa.LowerEndpointAndGuess(1e-3, 1.0), tol=1e-4))
+        target_epsilon, delta, bracket_interval=bracket, tol=1e-4))
+
+
+def _check_steps(steps: Any) -> int:
+    """``steps`` as an int, or a ValueError: a count of DP-SGD steps (an integer ≥ 0)."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps must be an integer ≥ 0 (DP-SGD steps taken); got {steps!r}")
+    return int(steps)

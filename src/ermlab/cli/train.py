@@ -367,7 +367,7 @@ def _finish(trainer, data, directory: Path, config, seconds: float, say) -> int:
     atomic_write_bytes(directory / runs.METRICS_FILE,
                        (json.dumps(metrics, indent=2) + "\n").encode())
     plot_history(trainer.history, directory, best_epoch=tested_epoch if which == "best" else None)
-    if config["model"] == "linear" and not config["features"] and len(data.image_shape) == 3:
+    if config["model"] == "linear" and not config["features"] and len(data.image_shape) in (2, 3):
         from ermlab.features.templates import linear_weight, save_templates
 
         save_templates(linear_weight(trainer.model), data.image_shape,

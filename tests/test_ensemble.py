@@ -118,3 +118,14 @@ def test_bad_arguments():
         SnapshotEnsemble(0)
     with pytest.raises(ValueError, match="no snapshots yet"):
         SnapshotEnsemble(2).ensemble(model(0))
+
+
+def test_snapshot_ensemble_refuses_a_last_below_one():
+    """``snapshots[-0:]`` is every snapshot: last=0 must be refused, not read as "all"."""
+    snapshot = SnapshotEnsemble(1)
+    snapshot.snapshots = [model(s).state_dict() for s in range(3)]
+    for last in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"last must be an integer ≥ 1 .*3 snapshots"):
+            snapshot.ensemble(model(0), last=last)
+    assert len(snapshot.ensemble(model(0), last=1)) == 1
+    assert len(snapshot.ensemble(model(0), last=5)) == 3

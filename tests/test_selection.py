@@ -66,6 +66,56 @@ def test_parallel_search_gives_the_sequential_table(xor_data):
     assert [r["mean_score"] for r in other.table] != [r["mean_score"] for r in sequential.table]
 
 
+def test_a_searched_epochs_keeps_its_value_beside_the_epochs_trained():
+    """Early stopping (patience 1) ends both trials long before 40 epochs: the table's
+    ``epochs`` is the searched budget, ``epochs_trained`` what was run."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(120, 8, n_informative=5, n_classes=3, random_state=0)
+    base = {"hidden": [8], "batch_size": 32, "patience": 1, "lr": 0.05}
+    result = selection.grid_search({"epochs": [40, 60]}, (x, y), base=base)
+    assert [row["epochs"] for row in result.table] == [40, 60]
+    assert all(1 <= row["epochs_trained"] < 40 for row in result.table)
+    assert result.best_params == {"epochs": result.best_config["epochs"]}
+    assert result.best_params["epochs"] in (40, 60)
+
+
+def test_no_parameter_can_be_shadowed_by_a_result_column(blobs_data):
+    """Every row is ``trial``, the parameters, then ``RESULT_COLUMNS`` and split scores; no
+    config key takes one of those names, and a parameter named like one is refused."""
+    from ermlab import config
+
+    names = {*config.DEFAULTS, "schedule",
+             *(key for name in config.optimizers() for key in config.optimizer_options(name))}
+    assert not names & set(selection.RESULT_COLUMNS)
+    assert not [name for name in names if name.startswith("split")]
+    result = selection.search([{"lr": 0.1}], blobs_data, base={**FAST, "epochs": 1}, cv=2)
+    assert list(result.table[0]) == ["trial", "lr", "mean_score", "std_score", "split0_score",
+                                     "split1_score", "epochs_trained", "fit_time", "error"]
+    for name in ("fit_time", "error", "trial", "split3_score"):
+        with pytest.raises(ValueError, match=rf"\['{name}'\] have the name of a result column"):
+            selection.search([{name: 1}], blobs_data, base={**FAST, "epochs": 1})
+
+
+def test_a_list_of_grids_reports_the_winners_own_parameters(blobs_data, tmp_path):
+    """As scikit-learn's ``best_params_``: the winner's keys only; the table and CSV have a
+    column per key of any grid, empty where a trial's grid lacks it."""
+    space = [{"lr": [0.1]}, {"optimizer": ["sgd"], "momentum": [0.0], "lr": [1e-6]}]
+    base = {"epochs": 5, "hidden": [8], "batch_size": 16, "patience": 5}
+    result = selection.grid_search(space, blobs_data, base=base, seed=0)
+    assert result.best_index == 0
+    assert result.best_params == {"lr": 0.1}
+    assert result.candidates == [{"lr": 0.1}, {"lr": 1e-6, "momentum": 0.0, "optimizer": "sgd"}]
+    assert result.table[0]["momentum"] is None and result.table[1]["momentum"] == 0.0
+    path = tmp_path / "search.csv"
+    result.to_csv(path)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:4] == ["trial", "lr", "momentum", "optimizer"]
+    assert (rows[0]["momentum"], rows[0]["optimizer"]) == ("", "")
+    assert (rows[1]["momentum"], rows[1]["optimizer"]) == ("0.0", "sgd")
+
+
 def test_trials_have_independent_seeds(blobs_data):
     """Two identical candidates get different seeds (spawned), so different results."""
     result = selection.search([{"lr": 1e-3}, {"lr": 1e-3}], blobs_data,
@@ -121,8 +171,8 @@ def test_csv_has_one_row_per_trial(xor_search, tmp_path):
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(xor_search.table) == 4
-    assert list(rows[0]) == ["trial", "hidden", "lr", "mean_score", "std_score", "epochs",
-                             "fit_time", "error"]
+    assert list(rows[0]) == ["trial", "hidden", "lr", "mean_score", "std_score",
+                             "epochs_trained", "fit_time", "error"]
     for row, expected in zip(rows, xor_search.table):
         assert json.loads(row["hidden"]) == expected["hidden"]
         assert float(row["lr"]) == expected["lr"]

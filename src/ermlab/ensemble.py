@@ -169,10 +169,17 @@ class SnapshotEnsemble(Callback):
             self.snapshots.append(trainer.model.state_dict())
 
     def ensemble(self, model: Module, last: int | None = None, **kwargs: Any) -> Ensemble:
-        """The Ensemble of the last ``last`` snapshots (all by default) on copies of ``model``."""
+        """The Ensemble of the last ``last`` snapshots (all by default) on copies of ``model``.
+
+        ``last`` is an integer ≥ 1; one above the number of snapshots takes them all.
+        """
         if not self.snapshots:
             raise ValueError("SnapshotEnsemble has no snapshots yet: train for at least "
                              f"{self.cycle_epochs} epochs (one cycle)")
+        if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
+            raise ValueError(f"SnapshotEnsemble.ensemble last must be an integer ≥ 1 (how many "
+                             f"of the {len(self.snapshots)} snapshots, most recent first, to "
+                             f"average; None for all); got {last!r}")
         chosen = self.snapshots if last is None else self.snapshots[-last:]
         return Ensemble.from_snapshots(model, chosen, **kwargs)
 

@@ -16,12 +16,13 @@ splitting; ermlab does the training.
 
 Randomness: trial i (and its fold k) draws its initialization and mini-batch
 order from ``SeedSequence(seed).spawn(n_trials)[i].spawn(K)[k]``, so a trial's
-result depends on its configuration and ``seed`` only — not on ``n_jobs`` nor on
-the other trials. Trials run single-threaded (BLAS limited to one thread by
-``threadpoolctl``) in the main process or in ``n_jobs`` worker processes
-(joblib's loky backend: no ``if __name__ == "__main__"`` guard needed, large
-arrays shared by memory mapping), so sequential and parallel searches give the
-same table.
+result depends on its configuration, its position i in the list of candidates
+and ``seed`` — not on ``n_jobs`` nor on the other candidates' values (but
+adding or removing a candidate before it changes its seed). Trials run
+single-threaded (BLAS limited to one thread by ``threadpoolctl``) in the main
+process or in ``n_jobs`` worker processes (joblib's loky backend: no
+``if __name__ == "__main__"`` guard needed, large arrays shared by memory
+mapping), so sequential and parallel searches give the same table.
 
 Scores are "higher is better": ``accuracy`` (classification losses) or
 ``neg_loss`` = −(validation loss, unregularized) for regression losses. A trial
@@ -52,6 +53,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +65,9 @@ from ermlab import config as configs
 from ermlab.backend import resolve_dtype, to_numpy
 
 SCORINGS = ("accuracy", "neg_loss")
+# The columns of a search table besides the searched parameters (and ``split{k}_score``):
+# no parameter may take one of these names.
+RESULT_COLUMNS = ("trial", "mean_score", "std_score", "epochs_trained", "fit_time", "error")
 
 
 # -- distributions -----------------------------------------------------------
@@ -129,10 +134,15 @@ def parse_space(space: Mapping[str, Any]) -> dict[str, Any]:
 class SearchResult:
     """One row per trial (``table``) and the winner.
 
-    Row keys: ``trial``, the searched parameters, ``mean_score``, ``std_score``,
-    ``split{k}_score`` per validation split, ``epochs`` (mean epochs trained),
-    ``fit_time`` (seconds, all splits) and ``error`` (empty unless it failed).
-    ``best_config`` is the full config (base settings included) of the best row.
+    Row keys: ``trial``, the searched parameters (every key of every candidate;
+    None where a candidate lacks it, as with a list of grids), ``mean_score``,
+    ``std_score``, ``split{k}_score`` per validation split (with more than one),
+    ``epochs_trained`` (epochs actually trained, after early stopping, mean over
+    the splits; a searched ``epochs`` keeps its own column), ``fit_time``
+    (seconds, all splits) and ``error`` (empty unless it failed). No parameter
+    may be named like these result columns (``RESULT_COLUMNS``).
+    ``candidates`` holds each trial's own parameters, ``best_config`` the full
+    config (base settings included) of the best row.
     """
 
     table: list[dict[str, Any]]
@@ -140,6 +150,7 @@ class SearchResult:
     best_config: dict[str, Any]
     scoring: str
     params: list[str] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def best_score(self) -> float:
@@ -147,7 +158,8 @@ class SearchResult:
 
     @property
     def best_params(self) -> dict[str, Any]:
-        return {key: self.table[self.best_index][key] for key in self.params}
+        """The winning candidate's own parameters (as scikit-learn's ``best_params_``)."""
+        return dict(self.candidates[self.best_index])
 
     @property
     def split_scores(self) -> list[float]:
@@ -156,7 +168,8 @@ class SearchResult:
         return [row[key] for key in row if key.startswith("split") and key.endswith("_score")]
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write the table; lists and tuples (e.g. ``hidden``) as JSON, like ``[128, 64]``.
+        """Write the table; lists and tuples (e.g. ``hidden``) as JSON, like ``[128, 64]``,
+        and None (a parameter the trial's candidate lacks) as an empty cell.
 
         The file is replaced all at once: a failure leaves the previous one intact.
         """
@@ -324,12 +337,15 @@ def search(
             validation rows. Each trial applies it again to its split's rows.
         scoring: ``accuracy`` or ``neg_loss``; default by the loss.
         n_jobs: worker processes (1: in this process; −1: one per core).
-        seed: root of the splits, the samples and every trial's seeds.
+        seed: root of the splits, the samples and every trial's seeds (trial i's
+            by its position i in ``candidates``; see the module docstring).
     """
     base = dict(base or {})
     trials = [{**base, **candidate} for candidate in candidates]
     if not trials:
         raise ValueError("the search has no candidates")
+    keys = list(dict.fromkeys(key for candidate in candidates for key in candidate))
+    _check_names(keys)
     fulls = [_validate(trial) for trial in trials]
     scorings = {_scoring(full, scoring) for full in fulls}
     classification = {full["loss"] in configs.CLASSIFICATION_LOSSES for full in fulls}
@@ -351,16 +367,16 @@ def search(
 
         outcomes = Parallel(n_jobs=jobs, backend="loky")(
             delayed(_trial)(problem, trial, s) for trial, s in zip(trials, seeds))
-    keys = list(dict.fromkeys(key for candidate in candidates for key in candidate))
+    own = [{key: _plain(value) for key, value in candidate.items()} for candidate in candidates]
     table = [
-        {"trial": i, **{key: _plain(candidate.get(key)) for key in keys}, **outcome}
-        for i, (candidate, outcome) in enumerate(zip(candidates, outcomes))
+        {"trial": i, **{key: params.get(key) for key in keys}, **outcome}
+        for i, (params, outcome) in enumerate(zip(own, outcomes))
     ]
     finite = [i for i, row in enumerate(table) if math.isfinite(row["mean_score"])]
     if not finite:
         raise ValueError(f"every trial failed; the first: {table[0]['error']}")
     best = max(finite, key=lambda i: table[i]["mean_score"])
-    return SearchResult(table, best, fulls[best], scorings.pop(), keys)
+    return SearchResult(table, best, fulls[best], scorings.pop(), keys, own)
 
 
 # -- trials, in this process or a worker -------------------------------------
@@ -396,7 +412,7 @@ def _rows(problem: _Problem, k: int, index: numpy.ndarray) -> numpy.ndarray:
 
 def _trial(problem: _Problem, config: dict[str, Any],
            seed: numpy.random.SeedSequence) -> dict[str, Any]:
-    """Train ``config`` on every split; mean/std of the scores, epochs, time, error."""
+    """Train ``config`` on every split; mean/std of the scores, epochs trained, time, error."""
     from threadpoolctl import threadpool_limits
 
     start = time.perf_counter()
@@ -416,7 +432,7 @@ def _trial(problem: _Problem, config: dict[str, Any],
     outcome = {"mean_score": float(numpy.mean(scores)), "std_score": float(numpy.std(scores))}
     if len(scores) > 1:
         outcome.update({f"split{k}_score": s for k, s in enumerate(scores)})
-    outcome.update({"epochs": float(numpy.mean(epochs)),
+    outcome.update({"epochs_trained": float(numpy.mean(epochs)),
                     "fit_time": time.perf_counter() - start, "error": error})
     return outcome
 
@@ -546,6 +562,16 @@ def _n_jobs(n_jobs: int, n_trials: int) -> int:
 
 
 # -- space checks and cells --------------------------------------------------
+
+
+def _check_names(keys: Sequence[str]) -> None:
+    """Refuse parameter names that a result column of the table would shadow."""
+    taken = [key for key in keys
+             if key in RESULT_COLUMNS or re.fullmatch(r"split\d+_score", str(key))]
+    if taken:
+        raise ValueError(f"searched parameter(s) {taken} have the name of a result column of "
+                         f"the search table ({', '.join(RESULT_COLUMNS)}, split{{k}}_score); "
+                         "rename them")
 
 
 def _check_space_type(space: Any) -> Mapping[str, Any]:

@@ -153,3 +153,16 @@ def test_from_problem_trains_the_seeds_relu4_net_from_theta0():
     assert values[1] == pytest.approx(scene.loss_at(scene.theta1)) and values[1] < values[0]
     with pytest.raises(ValueError, match="2-D test function"):
         landscape.from_problem("beale")
+
+
+def test_evaluation_restores_each_modules_training_mode():
+    x, y = data()
+    model = small_model(1)
+    model.train()
+    model[0].eval()  # a mixed model: the convolution frozen, the rest training
+    before = [m.training for m in model.modules()]
+    theta = [p.data.copy() for p in model.parameters()]
+    scene = landscape.scene(model, losses.get("cross_entropy"), x, y, theta)
+    value = scene.loss_at(theta)
+    assert [m.training for m in model.modules()] == before == [True, False, True, True, True]
+    assert value == pytest.approx(direct_loss(small_model(0), theta, x, y), rel=1e-5)

@@ -147,3 +147,35 @@ def test_bad_protocols_are_one_clear_error_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="problem names must differ"):
         protocol.Study([problem, problem], root=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_shorter_study_into_a_longer_ones_folder_scores_its_own_epochs(tmp_path, capsys):
+    """The 3-epoch files stay, but tuning, seeds, summary and report read 1 epoch of them:
+    exactly what a fresh 1-epoch study finds."""
+    from ermlab.cli import main
+
+    problem = problems.get("rosenbrock", steps_per_epoch=20)
+    plan = protocol.Protocol(optimizers=["sgd", "adam"], trials=3, lr_range=(1e-4, 3e-3),
+                             seeds=2)
+    protocol.Study([problem], plan, root=tmp_path / "both", n_jobs=1, epochs=3).run()
+    reused = protocol.Study([problem], plan, root=tmp_path / "both", n_jobs=1, epochs=1)
+    fresh = protocol.Study([problem], plan, root=tmp_path / "fresh", n_jobs=1, epochs=1)
+    lines, fresh_lines = reused.run(), fresh.run()
+    kept = results.load_all(tmp_path / "both")
+    assert {r["num_epochs"] for r in kept if not r["diverged"]} == {3}  # not rerun, not cut
+    assert reused.tuning() == fresh.tuning()
+    study = results.load_study(tmp_path / "both")
+    assert study["tuning"] == results.load_study(tmp_path / "fresh")["tuning"]
+    assert study["epochs"] == {"rosenbrock": 1}
+    for a, b in zip(reused.final_records(reused.tuning()), fresh.final_records(fresh.tuning())):
+        for key in ("train_losses", "test_losses", "minibatch_train_losses", "trajectory",
+                    "num_epochs", "diverged"):
+            assert a[key] == b[key], key
+    assert lines == fresh_lines
+    read = results.load_all(tmp_path / "both", epochs=results.study_epochs(tmp_path / "both"))
+    assert {r["num_epochs"] for r in read} == {1} and len(read) == 8
+    capsys.readouterr()
+    assert main(["lab", "summary", str(tmp_path / "both")]) == 0
+    reused_summary = capsys.readouterr().out
+    assert main(["lab", "summary", str(tmp_path / "fresh")]) == 0
+    assert reused_summary == capsys.readouterr().out

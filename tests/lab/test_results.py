@@ -90,3 +90,31 @@ def test_merge_unites_trees_and_keeps_the_longer_run(tmp_path):
     merged = {r["random_seed"]: r["num_epochs"] for r in results.load_all(target)}
     assert merged == {0: 2, 1: 4, 2: 1}
     assert counts == {"copied": 4, "kept": 1}
+
+
+def test_truncate_keeps_the_first_epochs_of_every_curve_and_step(tmp_path):
+    record = make_record(epochs=3, diverged=True, cpu_time=2.0,
+                         minibatch_train_losses=[float(k) for k in range(6)],
+                         trajectory=[[float(k), 0.0] for k in range(7)])
+    record["test_losses"][3] = math.inf  # diverged in its third epoch
+    path = results.save(record, tmp_path)
+    cut = results.load(path, epochs=1)
+    assert cut["num_epochs"] == 1 and results.validate(cut)
+    assert cut["train_losses"] == [2.0, 1.5]
+    assert cut["valid_accuracies"] == record["valid_accuracies"][:2]
+    assert cut["train_times"] == [0.0, 0.1]
+    assert cut["minibatch_train_losses"] == [0.0, 1.0]  # 2 steps per epoch
+    assert cut["trajectory"] == [[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]  # θ₀, then each step
+    assert cut["diverged"] is False  # the first epoch ended finite
+    assert math.isnan(cut["wall_time"]) and math.isnan(cut["cpu_time"])  # whole-run clocks
+    assert results.load(path, epochs=3)["diverged"] is True
+    assert results.load(path, epochs=5)["num_epochs"] == 3
+    assert results.load_all(tmp_path, epochs={"relu4": 2})[0]["num_epochs"] == 2
+    assert results.load_all(tmp_path, epochs={"other": 2})[0]["num_epochs"] == 3
+
+
+def test_truncate_refuses_steps_that_are_not_whole_epochs():
+    record = make_record(epochs=2, minibatch_train_losses=[1.0] * 5)
+    with pytest.raises(ValueError, match="5 minibatch_train_losses steps in 2 epochs are not "
+                                         "whole epochs"):
+        results.truncate(record, 1, "run.json")

@@ -80,3 +80,25 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         tr.paths("rosen", ["sgd"], 3)
     with pytest.raises(ValueError, match="name the file"):
         tr.animate("beale", tr.paths("beale", ["sgd"], 2), tmp_path / "x.png")
+
+
+def test_a_step_that_raises_arithmetic_error_ends_the_path_in_nan():
+    class Overflowing:
+        """Gradient descent whose third step overflows, as Python floats do (``x ** 2``)."""
+
+        def __init__(self, params):
+            self.theta, self.steps = params[0], 0
+
+        def zero_grad(self):
+            pass
+
+        def step(self, closure):
+            closure()
+            self.steps += 1
+            if self.steps == 3:
+                raise OverflowError("(34, 'Numerical result out of range')")
+            self.theta.data -= 0.1 * self.theta.grad
+
+    points, values = tr.path("quadratic", Overflowing, 5)
+    assert numpy.isfinite(points[:3]).all() and numpy.isnan(points[3:]).all()
+    assert numpy.isfinite(values[:3]).all() and numpy.isnan(values[3:]).all()

@@ -1,6 +1,7 @@
 """`ermlab lab trajectories | boundary | table`: files written, wall time printed, errors in
 one line."""
 
+import numpy
 from PIL import Image
 
 from ermlab.cli import main
@@ -34,3 +35,18 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert "--hidden is a comma-separated list" in capsys.readouterr().err
     assert main(["lab", "landscape", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_paths_off_unbounded_functions_end_in_nan_with_exit_0(tmp_path, capsys):
+    """BFGS on the saddle and strong-Wolfe L-BFGS on the monkey saddle run to ±∞; the line
+    search's float arithmetic used to raise (ZeroDivisionError, OverflowError)."""
+    from ermlab.lab import trajectories as tr
+
+    for function, spec in (("saddle", "bfgs"),
+                           ("monkey_saddle", "lbfgs:line_search_fn=strong_wolfe")):
+        assert main(["lab", "trajectories", "--function", function, "--optimizers", spec,
+                     "--steps", "20", "--output", str(tmp_path), "--no-progress"]) == 0
+        assert (tmp_path / f"{function}.png").is_file()
+        points, values = tr.path(function, tr.optimizer(spec), 20)
+        assert numpy.isfinite(points[:2]).all()  # it moves before it leaves the numbers
+        assert numpy.isnan(points[-1]).all() and numpy.isnan(values[-1])

@@ -79,7 +79,8 @@ def add_problems(subcommands) -> None:
 
 def add_summary(subcommands) -> None:
     parser = subcommands.add_parser("summary", help="metrics of a results folder")
-    parser.add_argument("results", help="the folder `ermlab lab run --out` wrote")
+    parser.add_argument("results", help="the folder `ermlab lab run --out` wrote (its runs "
+                        "are read at the epochs of its study.json)")
     parser.add_argument("--baselines", action="append", default=[], metavar="FOLDER",
                         help="also summarize these folders (e.g. DeepOBS's published result "
                              "files: their optimizers appear as deepobs-sgd, deepobs-adam ...); "
@@ -124,7 +125,7 @@ def summary(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--baselines folder {folder} does not exist (or is not a "
                                     "folder); give the folder of DeepOBS's result files or of "
                                     "`ermlab lab run --out`")
-    records = results.load_all(args.results)
+    records = results.load_all(args.results, epochs=results.study_epochs(args.results))
     for folder in args.baselines:
         records += results.load_all(folder)
     for line in metrics.summary_lines(records, target=args.target):

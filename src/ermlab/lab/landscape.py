@@ -84,7 +84,8 @@ class Scene:
 
     Attributes:
         parameters: the model's Parameters (their ``data`` is moved and restored).
-        evaluate: ``() -> float``, the loss of the model as its parameters stand.
+        evaluate: ``() -> float``, the loss of the model as its parameters stand, in
+            evaluation mode (each module's training/evaluation mode is restored after).
         theta0: initial weights (copies), for the interpolation slice.
         theta1: trained weights (copies), the centre of the random slices.
     """
@@ -154,11 +155,16 @@ def scene(model: Any, loss: Any, x: Any, y: Any, theta0: Sequence[numpy.ndarray]
                              f"{[tuple(p.shape) for p in parameters]}")
 
     def evaluate() -> float:
+        modes = [(module, module.training) for module in model.modules()]
         model.eval()
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            total += float(loss.forward(model.forward(xb), yb)) * len(xb)
+        try:
+            total = 0.0
+            for start in range(0, len(x), batch_size):
+                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                total += float(loss.forward(model.forward(xb), yb)) * len(xb)
+        finally:  # each module's training/evaluation mode, as before
+            for module, training in modes:
+                object.__setattr__(module, "training", training)  # as Module.train sets it
         return total / len(x)
 
     return Scene(parameters, evaluate, [numpy.array(w, copy=True) for w in theta0],

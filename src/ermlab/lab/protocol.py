@@ -22,8 +22,14 @@ which stops them); each finished run is one JSON file (``ermlab.lab.results``)
 written atomically, so an interrupted study keeps every finished run and a
 rerun skips them. A run whose file has fewer epochs than asked for is rerun
 from the start with the longer budget: its seed reproduces the earlier epochs,
-so the file is extended. The study's choices (the settings tried, the scores,
-the best setting) go to ``ROOT/study.json``.
+so the file is extended. A run whose file has more epochs than asked for (a
+shorter study into the folder of a longer one) is not rerun: the same seed
+makes its first epochs the shorter run, so the study reads the file cut to its
+budget (``results.truncate``) — scores, seeds and summary are those of the
+requested epochs, and the file keeps its longer curves. The study's choices
+(the settings tried, the scores, the best setting, the epochs) go to
+``ROOT/study.json``; ``results.study_epochs`` reads the epochs back for the
+report and ``ermlab lab summary``.
 
 Where this differs from DeepOBS: DeepOBS's baselines tune the learning rate on a
 36-point log grid from 1e-5 to 1e2, pick the best final performance and rerun it
@@ -287,7 +293,8 @@ class Study:
                 settings = self.protocol.settings(problem.problem_name, optimizer)
                 jobs = [Job(problem, optimizer, tuple(s.items()), 0, self._epochs(problem),
                             str(self.root)) for s in settings]
-                scores = [metrics.tuning_score(results.load(job.path)) for job in jobs]
+                scores = [metrics.tuning_score(results.load(job.path, job.epochs))
+                          for job in jobs]
                 best = int(numpy.argmax(numpy.nan_to_num(scores, nan=-numpy.inf)))
                 chosen.setdefault(problem.problem_name, {})[optimizer] = {
                     "settings": settings, "scores": scores, "best": settings[best],
@@ -314,7 +321,7 @@ class Study:
         return metrics.summary_lines(self.final_records(tuning))
 
     def final_records(self, tuning: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        return [results.load(job.path) for job in self.seed_jobs(tuning)]
+        return [results.load(job.path, job.epochs) for job in self.seed_jobs(tuning)]
 
     def write(self, tuning: dict[str, dict[str, Any]]) -> Path:
         document = {"format": STUDY_FORMAT, "protocol": asdict(self.protocol),

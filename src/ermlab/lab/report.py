@@ -107,7 +107,7 @@ def build(results_dir: str | Path, output: str | Path | None = None,
     from ermlab.lab import results
 
     results_dir = Path(results_dir)
-    records = results.load_all(results_dir)
+    records = results.load_all(results_dir, epochs=results.study_epochs(results_dir))
     if not records:
         raise ValueError(f"{results_dir} holds no run files; run `ermlab lab run --out "
                          f"{results_dir}` first")

@@ -40,7 +40,9 @@ Files are written atomically (a temporary file renamed over the target), so a
 run interrupted by Ctrl-C leaves either no file or the previous complete one;
 a file therefore always stands for finished epochs. ``load_all`` reads a tree
 back, ``merge`` unites trees (the run with more epochs wins a clash), and a run
-is extended by training it further and saving it again under the same name.
+is extended by training it further and saving it again under the same name. A
+run with more epochs than a study asks for is read cut to them (``truncate``):
+its seed fixes every step, so its first epochs are the shorter run.
 
 Where DeepOBS differs: its file names carry a time stamp, so a rerun adds a
 file; here the name is the run's identity, so a rerun finds and skips it.
@@ -142,8 +144,9 @@ def save(record: Mapping[str, Any], root: str | os.PathLike) -> Path:
     return path
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
-    """One run record (NaN where the file has null in a curve)."""
+def load(path: str | os.PathLike, epochs: int | None = None) -> dict[str, Any]:
+    """One run record (NaN where the file has null in a curve); with ``epochs``, as it
+    stood after that many epochs (``truncate``)."""
     path = Path(path)
     try:
         record = json.loads(path.read_text())
@@ -161,6 +164,46 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     for key in ("wall_time", "cpu_time"):
         if key in record and record[key] is None:
             record[key] = math.nan
+    return record if epochs is None else truncate(record, epochs, str(path))
+
+
+def truncate(record: Mapping[str, Any], epochs: int,
+             origin: str = "run record") -> dict[str, Any]:
+    """``record`` cut to its first ``epochs`` epochs (unchanged when it has no more).
+
+    A run's seed fixes its every step, so a run of E epochs is the first E epochs of a
+    longer run of the same setting and seed: the curves keep E + 1 values, the steps
+    (``minibatch_train_losses``, ``trajectory``) the first E × steps-per-epoch, and
+    ``diverged`` holds only if a kept value is not finite (a run stops at the first
+    epoch that ends off the finite numbers, so a cut one never diverged). ``wall_time``
+    and ``cpu_time`` cover the whole run and cannot be cut: they become NaN (not
+    recorded); ``train_times`` still gives the training time of the kept epochs.
+    """
+    record = dict(record)
+    total = record["num_epochs"]
+    if epochs >= total:
+        return record
+    if epochs < 0:
+        raise ValueError(f"{origin}: epochs must be ≥ 0; got {epochs}")
+    for key in ("minibatch_train_losses", "trajectory"):
+        if key not in record:
+            continue
+        first = 1 if key == "trajectory" else 0  # the trajectory starts with θ₀
+        steps = len(record[key]) - first
+        if steps % total:
+            raise ValueError(f"{origin}: {steps} {key} steps in {total} epochs are not whole "
+                             f"epochs, so the run cannot be cut to {epochs} epochs; delete "
+                             "the file and rerun that run")
+        record[key] = record[key][:first + epochs * (steps // total)]
+    for key in (*CURVES, *ACCURACY_CURVES, "train_times"):
+        if key in record:
+            record[key] = record[key][:epochs + 1]
+    record["num_epochs"] = epochs
+    record["diverged"] = bool(record["diverged"]) and not all(
+        v is not None and math.isfinite(v) for key in CURVES for v in record[key])
+    record["wall_time"] = math.nan
+    if "cpu_time" in record:
+        record["cpu_time"] = math.nan
     return record
 
 
@@ -174,11 +217,14 @@ def run_files(root: str | os.PathLike) -> list[Path]:
 
 
 def load_all(root: str | os.PathLike, problem: str | None = None,
-             optimizer: str | None = None) -> list[dict[str, Any]]:
+             optimizer: str | None = None,
+             epochs: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """Every run record under ``root`` (optionally of one problem and/or optimizer).
 
     ``root`` may also hold DeepOBS result files (``ermlab.lab.deepobs``), read as lab runs
     of the optimizers ``deepobs-sgd``, ``deepobs-momentum``, ``deepobs-adam`` ...
+    ``epochs`` (problem → epochs, e.g. ``study_epochs(root)``) cuts those problems' runs
+    to that budget (``truncate``).
     """
     from ermlab.lab import deepobs
 
@@ -189,9 +235,20 @@ def load_all(root: str | os.PathLike, problem: str | None = None,
         if optimizer is not None and path.parts[-3] not in (optimizer, *deepobs.FOLDERS):
             continue
         record = load(path)
+        if epochs is not None and record["testproblem"] in epochs:
+            record = truncate(record, int(epochs[record["testproblem"]]), str(path))
         if optimizer is None or record["optimizer_name"] == optimizer:
             records.append(record)
     return records
+
+
+def study_epochs(root: str | os.PathLike) -> dict[str, int] | None:
+    """Per problem, the epochs of the study last run into ``root`` (``study.json``); None
+    when ``root`` holds no study. Its files may hold more epochs, from an earlier, longer
+    study: ``load_all(root, epochs=study_epochs(root))`` reads what the study scored."""
+    if not (Path(root) / "study.json").is_file():
+        return None
+    return {problem: int(n) for problem, n in load_study(root).get("epochs", {}).items()}
 
 
 def load_study(root: str | os.PathLike) -> dict[str, Any]:
@@ -210,7 +267,9 @@ def load_study(root: str | os.PathLike) -> dict[str, Any]:
 
 
 def is_complete(path: str | os.PathLike, epochs: int) -> bool:
-    """True when a valid run file with at least ``epochs`` epochs (or a diverged one) exists."""
+    """True when a valid run file with at least ``epochs`` epochs (or a diverged one) exists.
+
+    A longer file counts: it is read cut to ``epochs`` (``load(path, epochs)``)."""
     try:
         record = load(path)
     except (OSError, ValueError):

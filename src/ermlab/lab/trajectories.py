@@ -95,7 +95,10 @@ def path(function: str, make_optimizer: Callable[[list[Parameter]], Any], steps:
          seed: int = 0) -> tuple[numpy.ndarray, numpy.ndarray]:
     """The iterates θ₀ … θ_steps of one optimizer on ``function`` and f at each.
 
-    A path that leaves the finite numbers stops there (the rest is NaN).
+    A path that leaves the finite numbers stops there (the rest is NaN): an iterate
+    that is not finite, or a step that raises ``ArithmeticError`` (overflow, division
+    by zero in the optimizer's float arithmetic), ends it — as on ``saddle`` and
+    ``monkey_saddle``, which are unbounded below.
     """
     test = _test_function(function)
     f = test.function
@@ -115,8 +118,11 @@ def path(function: str, make_optimizer: Callable[[list[Parameter]], Any], steps:
     points = numpy.full((steps + 1, 2), numpy.nan)
     points[0] = theta.data
     for k in range(1, steps + 1):
-        with numpy.errstate(over="ignore", invalid="ignore"):
-            opt.step(closure)
+        try:
+            with numpy.errstate(over="ignore", invalid="ignore"):
+                opt.step(closure)
+        except ArithmeticError:  # Python-float overflow or division by zero: off the numbers
+            break
         if not numpy.isfinite(theta.data).all():
             break
         points[k] = theta.data

@@ -39,22 +39,28 @@ def cubic_interpolate(
         x = x2 − (x2 − x1) (g2 + d₂ − d₁) / (g2 − g1 + 2 d₂),
 
     clipped to ``bounds`` (default: the interval between x1 and x2). When
-    d₁² < g1 g2 the cubic has no minimizer and the midpoint of the bounds is
-    returned.
+    d₁² < g1 g2 the cubic has no minimizer, and when it cannot be computed in
+    floating point (x1 = x2, a zero denominator, d₁² beyond the largest float:
+    on functions unbounded below; Python floats raise there, where tensors give inf
+    or NaN), the midpoint of the bounds is returned: bisection keeps the search
+    going. Every result that was computable is unchanged (torch's).
     """
     if bounds is not None:
         xmin_bound, xmax_bound = bounds
     else:
         xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
-    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
-    d2_square = d1**2 - g1 * g2
-    if d2_square >= 0:
-        d2 = math.sqrt(d2_square)
-        if x1 <= x2:
-            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
-        else:
-            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
-        return min(max(min_pos, xmin_bound), xmax_bound)
+    try:
+        d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+        d2_square = d1**2 - g1 * g2
+        if d2_square >= 0:
+            d2 = math.sqrt(d2_square)
+            if x1 <= x2:
+                min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+            else:
+                min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+            return min(max(min_pos, xmin_bound), xmax_bound)
+    except (ZeroDivisionError, OverflowError):  # x1 = x2, a zero denominator, d₁² > max float
+        pass
     return (xmin_bound + xmax_bound) / 2.0
 
 

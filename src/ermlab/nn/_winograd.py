@@ -56,8 +56,12 @@ import numpy as np
 from numba import njit
 
 from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
+from ermlab._numba_cache import drop_stale
+from ermlab.nn import _relu_kernels
 from ermlab.nn._relu_kernels import masked, rectify
 from ermlab.threads import BlasOneThread, run_ranges
+
+drop_stale(__file__, _relu_kernels.__file__)  # kernels below inline its functions
 
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 

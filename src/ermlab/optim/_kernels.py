@@ -43,8 +43,14 @@ import math
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ermlab import _numba_target  # noqa: F401 - the vector width, before a kernel compiles
+from ermlab import (
+    _numba_target,  # noqa: F401 - the vector width, before a kernel compiles
+    _spin,
+)
+from ermlab._numba_cache import drop_stale
 from ermlab._spin import publish
+
+drop_stale(__file__, _spin.__file__)  # kernels below compile in its publish
 
 _JIT = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 

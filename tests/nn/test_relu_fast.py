@@ -1,7 +1,8 @@
 """ReLU's fast paths: max(a, 0) against a cached array of zeros, and ``inplace=True``.
 
-Oracles: the plain NumPy formulas max(a, 0) and g·1[a > 0] (bit for bit: the
-same ufuncs on the same values), torch's relu for the edge values, and an
+Oracles: the plain NumPy formulas max(a, 0) and g·1[not max(a, 0) ≤ 0] (bit for bit:
+the same ufuncs on the same values; a NaN passes g, as torch's), torch's relu and its
+bprop for the edge values, and an
 identical MLP built without in-place ReLUs.
 """
 
@@ -24,7 +25,7 @@ def _batch(dtype, shape=(7, 33), seed=0):
 @pytest.mark.parametrize("inplace", [False, True])
 def test_relu_equals_the_formula_bit_for_bit(dtype, inplace):
     x, g = _batch(dtype), np.random.default_rng(1).standard_normal((7, 33)).astype(dtype)
-    want_y, want_g = np.maximum(x, 0), g * (np.maximum(x, 0) > 0)
+    want_y, want_g = np.maximum(x, 0), g * ~(np.maximum(x, 0) <= 0)
     relu = nn.ReLU(inplace=inplace)
     x_in, g_in = x.copy(), g.copy()
     y = relu.forward(x_in)
@@ -42,9 +43,15 @@ def test_relu_equals_the_formula_bit_for_bit(dtype, inplace):
 def test_relu_matches_torch_at_the_edges():
     torch = pytest.importorskip("torch", reason="PyTorch oracle absent: pip install torch (CPU)")
     x = _batch(np.float32)
-    ours = nn.ReLU().forward(x.copy())
-    theirs = torch.relu(torch.from_numpy(x)).numpy()
-    np.testing.assert_array_equal(ours, theirs)  # −0.0 == 0.0; NaN stays NaN
+    relu = nn.ReLU()
+    ours = relu.forward(x.copy())
+    t = torch.from_numpy(x.copy()).requires_grad_()
+    theirs = torch.relu(t)
+    np.testing.assert_array_equal(ours, theirs.detach().numpy())  # −0.0 == 0.0; NaN stays NaN
+    g = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    theirs.backward(torch.from_numpy(g))
+    # where relu(x) is NaN torch passes g (its bprop zeroes y ≤ 0); it was 0 here
+    np.testing.assert_array_equal(relu.backward(g), t.grad.numpy())
 
 
 def test_zeros_like_views_one_buffer_that_stays_zero():

@@ -2,7 +2,8 @@
 
     fprop   y = max(x, 0):  x where x > 0 or x is NaN (NaN propagates, as torch's relu
             and ``numpy.maximum``), else +0 (never −0)
-    bprop   ∂L/∂x = G·1_{y > 0}:  G where y > 0, else G·0 (±0, or NaN for G = ±∞, NaN)
+    bprop   ∂L/∂x = G·1_{y > 0}:  G where y > 0, else G·0 (±0, or NaN for G = ±∞, NaN);
+            where y is NaN, G (torch's threshold_backward: 0 where y ≤ 0, else G)
 
 The NumPy path reads an array of zeros beside x (``numpy.maximum(x, zeros)``) and, in
 bprop, writes a boolean mask before multiplying; each kernel here reads its inputs once
@@ -33,12 +34,13 @@ def rectify(v, zero):
 
 @njit(inline="always", **_JIT)
 def masked(g, y, zero):
-    """G·1_{y > 0} as the ReLU's bprop takes it: g where y > 0, else g·``zero`` (±0, or NaN
-    for g = ±∞, NaN; ``zero`` the array's 0, so that the value keeps its dtype). Inlined
-    into ``backward``, ``backward_in_place``, ``bias_backward``, and the batch norm's,
-    Winograd's, direct's and the bias sums' kernels that take the ReLU's bprop as they read
-    G (``BatchNorm2d``, ``Conv2d``)."""
-    return g if y > 0 else g * zero
+    """G·1_{y > 0} as the ReLU's bprop takes it: g·``zero`` where y ≤ 0 (±0, or NaN for
+    g = ±∞, NaN; ``zero`` the array's 0, so that the value keeps its dtype), else g — a NaN
+    y passes g, as torch's ``threshold_backward`` does. Inlined into ``backward``,
+    ``backward_in_place``, ``bias_backward``, and the batch norm's, Winograd's, direct's
+    and the bias sums' kernels that take the ReLU's bprop as they read G
+    (``BatchNorm2d``, ``Conv2d``)."""
+    return g * zero if y <= 0 else g
 
 
 @njit(**_JIT)

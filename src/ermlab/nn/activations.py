@@ -121,7 +121,8 @@ _ZEROS: dict[tuple[str, str], Any] = {}
 
 
 class ReLU(Module):
-    """g(a) = max(0, a);  g'(a) = 1_{a > 0} (0 at a = 0, as torch).
+    """g(a) = max(0, a);  g'(a) = 1_{a > 0} (0 at a = 0, as torch; where g(a) is NaN,
+    bprop passes ∂L/∂h, as torch's does).
 
     ``inplace=True`` (torch's ``nn.ReLU(inplace=True)``) writes g(a) over its input
     and, in bprop, ∂L/∂a = ∂L/∂h ⊙ g'(a) over the incoming gradient, instead of
@@ -194,7 +195,7 @@ def rectified_gradient(grad_out: Any, y: Any, threads: int | None = None,
     applied (``Module.forward_relu``)."""
     kernels = _fused.kernels("_relu_kernels", grad_out, y)
     if kernels is None or grad_out.shape != y.shape:
-        return array_module(y).multiply(grad_out, y > 0, out=out)
+        return array_module(y).multiply(grad_out, ~(y <= 0), out=out)  # a NaN y passes G
     if out is grad_out:
         in_element_lanes(kernels.backward_in_place, threads, grad_out.reshape(-1),
                          y.reshape(-1))

@@ -143,7 +143,7 @@ class Linear(Module):
         kernels = _fused.kernels("_relu_kernels", grad_out, y)
         if kernels is None or grad_out.shape != y.shape:  # activations.rectified_gradient's
             # NumPy path (that module imports this one)
-            return super().backward(numpy.multiply(grad_out, y > 0), input_grad)
+            return super().backward(numpy.multiply(grad_out, ~(y <= 0)), input_grad)
         masked = numpy.empty_like(y)
         sums = None if self.bias is None else numpy.empty(y.shape[1], dtype=y.dtype)
         run_ranges(self._relu_lanes(y.shape[1], y.nbytes), kernels.bias_backward, grad_out, y,

@@ -327,7 +327,7 @@ class _BatchNorm(Module):
         c = self.num_features
         y = x3 * affine[0].reshape(1, c, 1)
         y += affine[1].reshape(1, c, 1)
-        return (grad_out.reshape(x3.shape) * (y > 0)).reshape(grad_out.shape)
+        return (grad_out.reshape(x3.shape) * ~(y <= 0)).reshape(grad_out.shape)
 
     def _grad_sums(self, grad_out: Any, rectified: bool = False) -> tuple[Any, Any] | None:
         """(Σ G (x − μ), Σ G) per channel, in one blocked pass over x and G (or

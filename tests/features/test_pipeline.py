@@ -60,10 +60,23 @@ def test_save_load_round_trip_without_pickle(colour_images, tmp_path):
     ("hsv-hist:ten", "bins is an integer"),
     ("hsv-hist:10:rgb", "channels are some of h, s, v"),
     ("equalize", "computes no features"),
+    ("hog,", "an empty step in 'hog,'"),  # was "unknown step ''"
+    (",hog", "an empty step"),
+    ("hog,,hsv-hist", "an empty step"),
+    ("hog:4_0", "cell is an integer; got '4_0'"),  # int() read 40
+    ("hog:+4", "cell is an integer; got '\\+4'"),
+    ("hog:\uff14", "cell is an integer"),  # a full-width digit four
 ])
 def test_bad_specs_are_one_clear_error(spec, message):
     with pytest.raises(ValueError, match=message):
         parse(spec)
+
+
+def test_transform_takes_a_list_of_images_as_fit_does(colour_images):
+    """fit took a list; transform failed with "'list' object has no attribute 'shape'"."""
+    pipeline = parse("hog:4:2,hsv-hist").fit(list(colour_images))
+    numpy.testing.assert_array_equal(pipeline.transform(list(colour_images)),
+                                     pipeline.transform(colour_images))
 
 
 def test_bad_images_are_one_clear_error(colour_images):

@@ -25,6 +25,7 @@ Spec: comma-separated steps, each ``name[:arg[:arg...]]`` (``STEP_ARGS``):
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,11 @@ def parse(spec: str, seed: int = 0) -> FeaturePipeline:
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"features: give a comma-separated list of steps such as "
                          f"'hog,hsv-hist:10' (steps: {', '.join(STEPS)}); got {spec!r}")
-    steps = [_parse_step(part.strip(), seed) for part in spec.split(",")]
-    return FeaturePipeline(steps)
+    parts = [part.strip() for part in spec.split(",")]
+    if not all(parts):
+        raise ValueError(f"features: an empty step in {spec!r} (a comma at an end, or two "
+                         "together); write the steps between commas, e.g. 'hog,hsv-hist:10'")
+    return FeaturePipeline([_parse_step(part, seed) for part in parts])
 
 
 def _parse_step(text: str, seed: int) -> FeatureStep:
@@ -82,11 +86,10 @@ def _parse_step(text: str, seed: int) -> FeatureStep:
         if key in TEXT_ARGS:
             options[key] = value
             continue
-        try:
-            options[key] = int(value)
-        except ValueError:
+        if not re.fullmatch(r"[0-9]+", value.strip()):  # int() takes '4_0', '+4' and ４
             raise ValueError(f"features: {name}'s {key} is an integer; got {value!r} in "
-                             f"{text!r}") from None
+                             f"{text!r}")
+        options[key] = int(value)
     return STEPS[name](**options)
 
 
@@ -140,6 +143,10 @@ class FeaturePipeline(Transform):
 
     def fit_transform(self, x: Any) -> numpy.ndarray:
         return self.fit(x).transform(x)
+
+    def transform(self, x: Any) -> numpy.ndarray:
+        """The features of images ``x``: an array, or a list of images as ``fit`` takes."""
+        return super().transform(x if hasattr(x, "shape") else numpy.asarray(x))
 
     def _transform(self, x: Any, xp: Any) -> numpy.ndarray:
         from tqdm import tqdm

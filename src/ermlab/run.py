@@ -665,7 +665,7 @@ def _model_builder(name: str) -> Any:
 def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> Any:
     """The Trainer of this run, with early stopping, the schedule and ``callbacks``."""
     from ermlab.data import transforms
-    from ermlab.training import EarlyStopping, LearningRateScheduler, ReduceLROnPlateau, Trainer
+    from ermlab.training import EarlyStopping, Trainer
 
     rng = numpy.random.default_rng(config["seed"])
     training = training_part(config)
@@ -683,12 +683,7 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
     if config["patience"] is not None:
         callbacks.insert(0, EarlyStopping("val_loss", patience=config["patience"],
                                           min_delta=config["min_delta"]))
-    schedule = _schedule(config, optimizer)
-    if schedule == "plateau":
-        factor, patience = _schedule_args(config["schedule"], [0.1, 5])
-        callbacks.append(ReduceLROnPlateau("val_loss", factor=factor, patience=int(patience)))
-    elif schedule is not None:
-        callbacks.append(LearningRateScheduler(*schedule))
+    callbacks.extend(schedule_callbacks(config, optimizer))
     augment = None
     if config["augment"]:
         spec = config["augment"]
@@ -736,6 +731,20 @@ def build_model(config: dict[str, Any], input_shape: tuple[int, ...], n_classes:
 
 def _images(x: Any, data: Data) -> numpy.ndarray:
     return numpy.asarray(x).reshape((len(x), *data.image_shape))
+
+
+def schedule_callbacks(config: dict[str, Any], optimizer: Any) -> list[Any]:
+    """The callbacks of ``config``'s learning-rate ``schedule`` over ``optimizer``: a
+    ``ReduceLROnPlateau`` on the validation loss for ``plateau[:FACTOR[:PATIENCE]]``, a
+    ``LearningRateScheduler`` for a closed-form schedule, none for ``none`` (``ermlab
+    train``'s, and each trial's of ``ermlab search``)."""
+    from ermlab.training import LearningRateScheduler, ReduceLROnPlateau
+
+    schedule = _schedule(config, optimizer)
+    if schedule == "plateau":
+        factor, patience = _schedule_args(config["schedule"], [0.1, 5])
+        return [ReduceLROnPlateau("val_loss", factor=factor, patience=int(patience))]
+    return [] if schedule is None else [LearningRateScheduler(*schedule)]
 
 
 def _schedule_args(spec: str, defaults: list[float]) -> list[float]:

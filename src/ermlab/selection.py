@@ -513,23 +513,15 @@ def _training(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _schedule_callbacks(config: Mapping[str, Any], optimizer: Any) -> list[Any]:
     """The callbacks of ``config``'s learning-rate ``schedule``, as ``ermlab train`` builds
-    them (``ermlab.run``): a ``LearningRateScheduler`` or ``ReduceLROnPlateau``; none for
-    ``"none"`` or no schedule."""
+    them (``ermlab.run.schedule_callbacks``); none without a schedule."""
     from ermlab import run
-    from ermlab.training import LearningRateScheduler, ReduceLROnPlateau
 
     if config.get("schedule") is None:
         return []
     if not isinstance(config["schedule"], str):
         raise ValueError(f"config 'schedule' is a spec such as 'cosine' or 'exponential:0.9'; "
                          f"got {config['schedule']!r}")
-    schedule = run._schedule(dict(config), optimizer)
-    if schedule is None:
-        return []
-    if schedule == "plateau":
-        factor, patience = run._schedule_args(config["schedule"], [0.1, 5])
-        return [ReduceLROnPlateau("val_loss", factor=factor, patience=int(patience))]
-    return [LearningRateScheduler(*schedule)]
+    return run.schedule_callbacks(dict(config), optimizer)
 
 
 def _children(seed: numpy.random.SeedSequence, n: int) -> list[numpy.random.SeedSequence]:

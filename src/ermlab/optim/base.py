@@ -24,12 +24,20 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from ermlab.backend import array_module, to_numpy
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.traits import Traits
+
+
+def check_integer(name: str, key: str, value: Any, low: int) -> None:
+    """A ValueError unless ``value`` is an integer (any ``numbers.Integral``, not a bool)
+    ≥ ``low``: the counts of optimizers and schedules (iterations, history, step sizes)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} {key} must be an integer ≥ {low}; got {value!r}")
 
 
 class Optimizer:

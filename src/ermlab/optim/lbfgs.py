@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ermlab.optim.quasi_newton import QuasiNewton, require_count
+from ermlab.optim.base import check_integer
+from ermlab.optim.quasi_newton import QuasiNewton
 from ermlab.optim.traits import Traits
 
 
@@ -93,7 +94,7 @@ class LBFGS(QuasiNewton):
 
     def validate(self, group: dict[str, Any]) -> None:
         super().validate(group)
-        require_count("LBFGS", "history_size", group["history_size"])
+        check_integer("LBFGS", "history_size", group["history_size"], 1)
 
     def first_direction(self, state: dict[str, Any], grad: Any) -> Any:
         state.update(old_dirs=[], old_stps=[], ro=[], H_diag=1.0)

@@ -14,18 +14,12 @@ its stopping rules and its state keys (``func_evals``, ``n_iter``, ``d``, ``t``,
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
+from ermlab.optim.base import check_integer
 from ermlab.optim.full_batch import FullBatchOptimizer
 from ermlab.optim.line_search import strong_wolfe
-
-
-def require_count(name: str, key: str, value: Any) -> None:
-    """``value`` an integer ≥ 1 (a count of iterations, evaluations or stored pairs)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} {key} must be an integer ≥ 1; got {value!r}")
 
 
 class QuasiNewton(FullBatchOptimizer):
@@ -37,7 +31,7 @@ class QuasiNewton(FullBatchOptimizer):
         super().validate(group)
         name = type(self).__name__
         for key in ("max_iter", "max_eval"):
-            require_count(name, key, group[key])
+            check_integer(name, key, group[key], 1)
         for key in ("tolerance_grad", "tolerance_change"):
             if not group[key] >= 0:
                 raise ValueError(f"{name} {key} must be ≥ 0; got {group[key]}")

@@ -49,6 +49,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
+from ermlab.optim.base import check_integer
+
 
 class LRScheduler:
     """Base: ``step()`` sets t ← t + 1 and ``group["lr"]`` ← α_t for every param group.
@@ -139,7 +141,7 @@ class ConstantLR(LRScheduler):
     def __init__(self, optimizer: Any, factor: float = 1.0 / 3, total_iters: int = 5) -> None:
         if not 0 < factor <= 1:
             raise ValueError(f"ConstantLR factor must be in (0, 1]; got {factor}")
-        _check_int("ConstantLR", "total_iters", total_iters, 0)
+        check_integer("ConstantLR", "total_iters", total_iters, 0)
         self.factor = factor
         self.total_iters = total_iters
         super().__init__(optimizer)
@@ -179,7 +181,7 @@ class LinearLR(LRScheduler):
             raise ValueError(f"LinearLR start_factor must be in (0, 1]; got {start_factor}")
         if not 0 <= end_factor <= 1:
             raise ValueError(f"LinearLR end_factor must be in [0, 1]; got {end_factor}")
-        _check_int("LinearLR", "total_iters", total_iters, 1)
+        check_integer("LinearLR", "total_iters", total_iters, 1)
         self.start_factor = start_factor
         self.end_factor = end_factor
         self.total_iters = total_iters
@@ -208,7 +210,7 @@ class StepLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1) -> None:
-        _check_int("StepLR", "step_size", step_size, 1)
+        check_integer("StepLR", "step_size", step_size, 1)
         _check_gamma("StepLR", gamma)
         self.step_size = step_size
         self.gamma = gamma
@@ -293,7 +295,7 @@ class InverseTimeLR(LRScheduler):
     def __init__(self, optimizer: Any, decay: float, constant_steps: int = 0) -> None:
         if not decay >= 0:
             raise ValueError(f"InverseTimeLR decay must be ≥ 0; got {decay}")
-        _check_int("InverseTimeLR", "constant_steps", constant_steps, 0)
+        check_integer("InverseTimeLR", "constant_steps", constant_steps, 0)
         self.decay = decay
         self.constant_steps = constant_steps
         super().__init__(optimizer)
@@ -331,7 +333,7 @@ class CosineAnnealingLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0) -> None:
-        _check_int("CosineAnnealingLR", "T_max", T_max, 1)
+        check_integer("CosineAnnealingLR", "T_max", T_max, 1)
         if not eta_min >= 0:
             raise ValueError(f"CosineAnnealingLR eta_min must be ≥ 0; got {eta_min}")
         self.T_max = T_max
@@ -378,8 +380,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     """
 
     def __init__(self, optimizer: Any, T_0: int, T_mult: int = 1, eta_min: float = 0.0) -> None:
-        _check_int("CosineAnnealingWarmRestarts", "T_0", T_0, 1)
-        _check_int("CosineAnnealingWarmRestarts", "T_mult", T_mult, 1)
+        check_integer("CosineAnnealingWarmRestarts", "T_0", T_0, 1)
+        check_integer("CosineAnnealingWarmRestarts", "T_mult", T_mult, 1)
         if not eta_min >= 0:
             raise ValueError(f"CosineAnnealingWarmRestarts eta_min must be ≥ 0; got {eta_min}")
         self.T_0 = self.T_i = T_0
@@ -439,8 +441,8 @@ class ReduceLROnPlateau(LRScheduler):
                 f"ReduceLROnPlateau threshold_mode must be 'rel' or 'abs'; got {threshold_mode!r}")
         if not 0 <= factor < 1:
             raise ValueError(f"ReduceLROnPlateau factor must be in [0, 1); got {factor}")
-        _check_int("ReduceLROnPlateau", "patience", patience, 0)
-        _check_int("ReduceLROnPlateau", "cooldown", cooldown, 0)
+        check_integer("ReduceLROnPlateau", "patience", patience, 0)
+        check_integer("ReduceLROnPlateau", "cooldown", cooldown, 0)
         n_groups = len(optimizer.param_groups)
         if isinstance(min_lr, (list, tuple)):
             if len(min_lr) != n_groups:
@@ -629,11 +631,6 @@ def _check_optimizer(optimizer: Any) -> None:
                         f"{type(optimizer).__name__}")
 
 
-def _check_int(name: str, key: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} {key} must be an integer ≥ {low}; got {value!r}")
-
-
 def _check_gamma(name: str, gamma: float) -> None:
     if not 0 < gamma < math.inf:
         raise ValueError(f"{name} gamma must be > 0 (0.1 divides the rate by 10); got {gamma}")
@@ -642,7 +639,7 @@ def _check_gamma(name: str, gamma: float) -> None:
 def _check_milestones(name: str, milestones: Sequence[int]) -> list[int]:
     milestones = list(milestones)
     for m in milestones:
-        _check_int(name, "milestones", m, 1)
+        check_integer(name, "milestones", m, 1)
     if milestones != sorted(milestones):
         raise ValueError(f"{name} milestones must be increasing; got {milestones}")
     return milestones

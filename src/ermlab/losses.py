@@ -178,7 +178,7 @@ class NegativeLogLikelihood(Loss):
                 "Pass softmax outputs, or use SoftmaxCrossEntropy on the raw scores"
             )
         n, c = prob.shape
-        labels = _check_labels(xp, y, n, c)
+        labels = check_labels(xp, y, n, c)
         scale = _sample_scale(xp, sample_weight, n, prob.dtype)
         picked = prob[xp.arange(n), labels]
         per_sample = xp.log(picked)
@@ -388,7 +388,7 @@ def _classification_batch(loss: Loss, scores: Any, y: Any, sample_weight: Any) -
     """(xp, scores, labels, scale) of a classification loss's batch, checked at the boundary."""
     xp, scores = _check_scores(scores, loss, classes=True)
     n, c = scores.shape
-    return xp, scores, _check_labels(xp, y, n, c), _sample_scale(xp, sample_weight, n,
+    return xp, scores, check_labels(xp, y, n, c), _sample_scale(xp, sample_weight, n,
                                                                   scores.dtype)
 
 
@@ -428,7 +428,7 @@ def _check_finite(xp: Any, array: Any, what: str) -> None:
     )
 
 
-def _check_labels(xp: Any, y: Any, n: int, c: int) -> Any:
+def check_labels(xp: Any, y: Any, n: int, c: int) -> Any:
     """``y`` as an (N,) array of integer class indices in [0, C)."""
     labels = xp.asarray(y)
     expected = f"labels must be integers in [0, {c})"
@@ -452,8 +452,19 @@ def _check_labels(xp: Any, y: Any, n: int, c: int) -> Any:
         raise ValueError(f"{expected}; got dtype {labels.dtype}. Convert with labels.astype(int)")
     if bool(bad.any()):
         where, value = _first(bad, labels)
-        raise ValueError(f"{expected}; got {value} at index {where}")
+        raise LabelError(expected, value, int(where))
     return labels.astype(xp.intp, copy=False)
+
+
+class LabelError(ValueError):
+    """A class label outside [0, C) (or not a whole number): ``value`` at row ``where`` of the
+    labels given, which a caller holding a batch of a larger set can renumber (the Trainer
+    names the row of the whole ``y``)."""
+
+    def __init__(self, expected: str, value: str, where: int, name: str = "") -> None:
+        self.expected, self.value, self.where, self.name = expected, value, where, name
+        prefix = f"{name}: " if name else ""
+        super().__init__(f"{prefix}{expected}; got {value} at index {where}")
 
 
 def _check_targets(xp: Any, y: Any, scores: Any, loss: Loss) -> Any:

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from training_helpers import make_trainer, weights_equal
+from training_helpers import Scripted, Snapshots, make_trainer, weights_equal
 
 from ermlab import optim
 from ermlab.optim.schedules import CosineAnnealingLR, StepLR
@@ -158,3 +158,41 @@ def test_a_mismatched_callback_state_is_named(data, tmp_path):
     other = make_trainer(callbacks=[Strict("a")])
     other.fit(x, y, epochs=1, resume_from=path)
     assert other.callbacks[0].value == 1
+
+
+def _stopping_run(snapshots):
+    """A run whose scripted val_loss is best at epoch 4 of 8: EarlyStopping (patience 10)
+    restores epoch 4's weights whenever a fit ends after it."""
+    trainer = make_trainer(optimizer=adam, seed=3, rng=5)
+    trainer.callbacks = [Scripted("val_loss", [5, 4, 3, 1, 2, 3, 4, 5]),
+                         EarlyStopping(patience=10), snapshots]
+    return trainer
+
+
+def test_save_after_early_stopping_restored_the_best_weights_resumes_as_one_run(data,
+                                                                                tmp_path):
+    """fit(6) restores epoch 4's weights; save(); resume for 2 more epochs trains on from
+    epoch 6's weights (those its optimizer state and shuffling belong to), as fit(8) does."""
+    x, y, _, _ = data
+    straight_snapshots, resumed_snapshots = Snapshots(), Snapshots()
+    straight = _stopping_run(straight_snapshots)
+    straight.fit(x, y, epochs=8, batch_size=16)
+    first = _stopping_run(Snapshots())
+    first.fit(x, y, epochs=6, batch_size=16)
+    assert weights_equal(first.model.state_dict(), straight_snapshots.weights[4])
+    first.save(tmp_path / "ckpt.safetensors")
+    resumed = _stopping_run(resumed_snapshots)
+    resumed.fit(x, y, epochs=2, batch_size=16, resume_from=tmp_path / "ckpt.safetensors")
+    for epoch in (7, 8):
+        assert weights_equal(resumed_snapshots.weights[epoch], straight_snapshots.weights[epoch])
+    assert_identical(resumed, straight)  # both end on epoch 4's weights
+
+
+def test_a_second_fit_after_early_stopping_trains_on_from_the_last_epoch(data):
+    x, y, _, _ = data
+    straight_snapshots, twice_snapshots = Snapshots(), Snapshots()
+    _stopping_run(straight_snapshots).fit(x, y, epochs=8, batch_size=16)
+    twice = _stopping_run(twice_snapshots)
+    twice.fit(x, y, epochs=6, batch_size=16)
+    twice.fit(x, y, epochs=2, batch_size=16)
+    assert weights_equal(twice_snapshots.weights[8], straight_snapshots.weights[8])

@@ -339,12 +339,22 @@ def batch_of(row, n, batch_size, seed, epoch):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+class PoisonAtStart(Callback):
+    """Writes NaN into x once training has begun (fit refuses a NaN it is given)."""
+
+    def __init__(self, x, row):
+        self.x, self.row = x, row
+
+    def on_train_begin(self, trainer, logs):
+        self.x[self.row] = np.nan
+
+
 def test_divergence_guard_names_the_epoch_and_batch_of_a_nan_input(data, tmp_path):
     x, y, _, _ = data
     x = x.copy()
-    x[37, 2] = np.nan
     guard = DivergenceGuard()
-    trainer = make_trainer([guard, JSONLogger(tmp_path / "h.json")], rng=11)
+    trainer = make_trainer([PoisonAtStart(x, 37), guard, JSONLogger(tmp_path / "h.json")],
+                           rng=11)
     trainer.fit(x, y, epochs=5, batch_size=10)
     batch = batch_of(37, len(x), 10, seed=11, epoch=1)
     assert guard.message.startswith(f"training diverged: loss nan at epoch 1, batch {batch} "
@@ -398,8 +408,7 @@ def test_divergence_guard_stops_a_run_with_a_huge_learning_rate(data):
 def test_without_a_guard_a_diverged_run_still_finishes(data):
     x, y, xv, yv = data
     x = x.copy()
-    x[0] = np.nan
-    trainer = make_trainer()
+    trainer = make_trainer([PoisonAtStart(x, 0)])
     trainer.fit(x, y, epochs=2, validation_data=(xv, yv))
     assert math.isnan(trainer.history["loss"][0]) and trainer.epoch == 2
 

@@ -34,10 +34,12 @@ import numpy
 from ermlab.backend import array_module, as_generator, on_device_of, to_numpy
 from ermlab.data.loader import batches
 from ermlab.losses import (
+    LabelError,
     MulticlassHinge,
     NegativeLogLikelihood,
     OneVsAllHinge,
     SoftmaxCrossEntropy,
+    check_labels,
 )
 from ermlab.training import metrics
 from ermlab.training.callbacks.base import Callback, check_callbacks
@@ -116,6 +118,8 @@ class Trainer:
         self.stop_reason: str | None = None
         self.pending_callback_states: dict[str, Any] = {}
         self.last_scores: Any = None
+        self._rate: Any = None  # the learning rate of the epoch's last update
+        self._unchecked_labels: list[tuple[str, Any]] = []  # checked against the first scores
         self._modules: list[Any] | None = None  # the model's modules, for _training_mode
         self.strategy = strategy
         if strategy is not None:
@@ -150,6 +154,16 @@ class Trainer:
         self.model.backward(self.loss.backward(), input_grad=False)
         self.apply_update()
         return value
+
+    def _check_class_labels(self, scores: Any) -> None:
+        """Every label of the fit in [0, C), C the columns of a batch's ``scores``: once."""
+        classes = scores.shape[1] if scores.ndim == 2 else 1
+        labels, self._unchecked_labels = self._unchecked_labels, []
+        for name, y in labels:
+            try:
+                check_labels(array_module(y), y, len(y), classes)
+            except LabelError as error:
+                raise LabelError(error.expected, error.value, error.where, name) from None
 
     def _training_mode(self) -> None:
         """``model.train()``, skipped while every module is in training mode already (a flag
@@ -192,16 +206,26 @@ class Trainer:
                 they are used as integers, and accuracy is logged.
             epochs: epochs to run in this call (a resumed run continues from its epoch).
             batch_size: mini-batch size; 1 is per-example SGD, None the full batch.
-            validation_data: ``(x_val, y_val)`` evaluated after every epoch (``val_*`` logs).
+            validation_data: ``(x_val, y_val)`` evaluated after every epoch (``val_*`` logs);
+                checked, as ``x`` and ``y`` are, before the first update.
             sample_weight: one non-negative weight per training example; each
                 batch minimizes its weighted mean loss (batches of zero total weight
                 are skipped).
             rng: replaces the shuffling generator (a Generator or a seed).
             resume_from: a checkpoint (``save`` / ``ModelCheckpoint``) to continue from.
+
+        Before any update ``x`` and ``validation_data``'s inputs are checked for NaN and
+        infinite values (a pass in blocks of rows, ~1 % of an MLP's epoch). For a loss that
+        takes class indices, the labels of ``y`` and ``validation_data`` are checked against
+        the model's number of outputs C once the first batch has told C (a bad label in the
+        first batch stops it before its update), each bad one named by its row in ``y``.
         """
         _check_arrays(x=x, y=y)
         n = _check_lengths(x, y, sample_weight)
         y = _class_indices(self.loss, y)
+        if validation_data is not None:
+            validation_data = _check_validation(validation_data, x, self.loss)
+        _check_finite(x, "x")
         if int(epochs) != epochs or epochs < 0:
             raise ValueError(f"epochs must be an integer ≥ 0; got {epochs}")
         if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
@@ -213,6 +237,10 @@ class Trainer:
             self.rng = as_generator(rng)
         if resume_from is not None:
             self.resume(resume_from)
+        self._unchecked_labels = (
+            [("y", y)] + ([] if validation_data is None
+                          else [("validation_data's y_val", validation_data[1])])
+            if isinstance(self.loss, INDEX_LOSSES) else [])
         if self.privacy is not None:
             self.privacy.begin_fit(self, n, epochs, batch_size, sample_weight)
         self.stop_training, self.stop_reason = False, None
@@ -256,7 +284,9 @@ class Trainer:
         if classify:
             logs["accuracy"] = hits / weight if weight else math.nan
         if "lr" in getattr(self.optimizer, "param_groups", [{}])[0]:
-            logs["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            # the rate of the epoch's last update (a per-update schedule has set the next one)
+            rate = self.optimizer.param_groups[0]["lr"] if self._rate is None else self._rate
+            logs["lr"] = float(rate)
         if self.strategy is not None:
             logs.update(self.strategy.epoch_logs(self))
         if self.privacy is not None:
@@ -268,6 +298,8 @@ class Trainer:
                     steps: int, epoch: int, classify: bool) -> tuple[float, float, float]:
         """The epoch's mini-batches: (Σ loss·size, Σ size, Σ hits)."""
         total = weight = hits = 0.0
+        groups = getattr(self.optimizer, "param_groups", None)
+        self._rate = None
         order = (self.privacy.batches(len(x), self.rng) if self.privacy is not None
                  else batches(len(x), batch_size, shuffle=True, rng=self.rng))
         device = self.params[0].data if self.params else None  # host batches go to its device
@@ -284,7 +316,15 @@ class Trainer:
             xb, yb, w = (on_device_of(device, a) for a in (xb, y[index], w))
             if self.adversary is not None and len(index):
                 xb = self.adversary(self.model, xb, yb, rng=self.rng, loss=self.loss)
-            value = self.train_step(xb, yb, w)
+            if groups:
+                self._rate = groups[0].get("lr")
+            try:
+                value = self.train_step(xb, yb, w)
+            except LabelError as error:  # in a batch: named by its row of y
+                raise LabelError(error.expected, error.value, int(index[error.where]), "y"
+                                 ) from None
+            if self._unchecked_labels and len(index):  # scores of rows (DP's may be empty)
+                self._check_class_labels(self.last_scores)
             total, weight = total + value * size, weight + size
             if classify:
                 hits += _hits(self.last_scores, yb, w)
@@ -444,6 +484,46 @@ def _check_arrays(**arrays: Any) -> None:
             dtype = ", dtype=numpy.float32" if name == "x" else ""
             raise TypeError(f"{name} must be an array (NumPy or CuPy); got "
                             f"{type(array).__name__}. Convert it: numpy.asarray({name}{dtype})")
+
+
+def _check_validation(data: Any, x: Any, loss: Any) -> tuple[Any, Any]:
+    """``validation_data`` as ``(x_val, y_val)``: arrays of equal length, rows shaped and typed
+    as ``x``'s, finite; whole-number float labels as integers (as ``fit`` takes ``y``)."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"validation_data must be a pair (x_val, y_val); got "
+                        f"{type(data).__name__}"
+                        + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
+    x_val, y_val = data
+    for name, array in (("validation_data's x_val", x_val), ("validation_data's y_val", y_val)):
+        if not (hasattr(array, "shape") and hasattr(array, "dtype")):
+            raise TypeError(f"{name} must be an array (NumPy or CuPy); got "
+                            f"{type(array).__name__}")
+    if len(x_val) != len(y_val):
+        raise ValueError(f"validation_data's x_val and y_val have different lengths: "
+                         f"{len(x_val)} and {len(y_val)}")
+    if tuple(x_val.shape[1:]) != tuple(x.shape[1:]) or x_val.dtype != x.dtype:
+        raise ValueError(f"validation_data's x_val has rows of shape {tuple(x_val.shape[1:])} "
+                         f"and dtype {x_val.dtype}; x has {tuple(x.shape[1:])} and {x.dtype}. "
+                         "Prepare both the same way")
+    _check_finite(x_val, "validation_data's x_val")
+    return x_val, _class_indices(loss, y_val)
+
+
+def _check_finite(x: Any, name: str, block: int = 1 << 18) -> None:
+    """A ValueError naming the first row of ``x`` with a NaN or infinite value: read in blocks
+    of about ``block`` values (no copy of ``x``; a memory map is read once)."""
+    if getattr(x, "dtype", None) is None or numpy.dtype(x.dtype).kind not in "fc":
+        return
+    xp = array_module(x)
+    width = max(1, math.prod(x.shape[1:]))
+    rows = max(1, block // width)
+    for start in range(0, len(x), rows):
+        part = x[start:start + rows]
+        if not bool(xp.isfinite(part).all()):
+            bad = ~xp.isfinite(part.reshape(len(part), -1)).all(axis=1)
+            row = start + int(to_numpy(bad).argmax())
+            raise ValueError(f"{name} has NaN or infinite values (first in row {row}); "
+                             "remove or impute those rows before training")
 
 
 def _check_lengths(x: Any, y: Any, sample_weight: Any) -> int:

@@ -58,10 +58,16 @@ def monitored(callback: Callback, logs: dict[str, Any], monitor: str) -> float:
     return float(logs[monitor])
 
 
-def check_mode(owner: str, mode: str) -> None:
+def resolve_mode(owner: str, mode: str, monitor: str) -> str:
+    """"min" or "max" for ``mode``; "auto" is "max" for a monitor ending in "accuracy"
+    (accuracy, val_accuracy, val_top_5_accuracy) and "min" for anything else (a loss), as
+    Keras's "auto" reads the name."""
+    if mode == "auto":
+        return "max" if str(monitor).endswith("accuracy") else "min"
     if mode not in ("min", "max"):
-        raise ValueError(f"{owner} mode must be 'min' (a loss) or 'max' (an accuracy); "
-                         f"got {mode!r}")
+        raise ValueError(f"{owner} mode must be 'min' (a loss), 'max' (an accuracy) or 'auto' "
+                         f"(from the monitor's name); got {mode!r}")
+    return mode
 
 
 def improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:

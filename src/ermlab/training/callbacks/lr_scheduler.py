@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ermlab.training.callbacks.base import Callback, monitored
+from ermlab.training.callbacks.base import Callback, monitored, resolve_mode
 
 INTERVALS = ("update", "epoch")
 
@@ -70,10 +70,14 @@ class ReduceLROnPlateau(Callback):
     Args:
         monitor: a key of the epoch logs (default "val_loss").
         **options: ``mode``, ``factor``, ``patience``, ``threshold``,
-            ``threshold_mode``, ``cooldown``, ``min_lr``, ``eps`` of the scheduler.
+            ``threshold_mode``, ``cooldown``, ``min_lr``, ``eps`` of the scheduler;
+            ``mode`` may also be "auto" (the default here, as in Keras; torch's
+            scheduler defaults to "min"): "max" for a monitor ending in "accuracy",
+            else "min".
     """
 
     def __init__(self, monitor: str = "val_loss", **options: Any) -> None:
+        options["mode"] = resolve_mode("ReduceLROnPlateau", options.get("mode", "auto"), monitor)
         self.monitor, self.options = monitor, options
         self.scheduler: Any = None
         self._pending: dict[str, Any] | None = None  # a state loaded before the first fit

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ermlab.training.callbacks.base import Callback, check_mode, improved, monitored
+from ermlab.training.callbacks.base import Callback, improved, monitored, resolve_mode
 from ermlab.training.checkpoint import save_checkpoint
 
 
@@ -25,7 +25,8 @@ class ModelCheckpoint(Callback):
 
     Args:
         directory: where to write (created if needed).
-        monitor, mode, min_delta: what "best" means (default "val_loss", "min", 0).
+        monitor, mode, min_delta: what "best" means (default "val_loss", "auto", 0; "auto":
+            "max" for a monitor ending in "accuracy", else "min").
         save_best: keep ``best.safetensors`` (default True).
         every: also keep one file per ``every`` epochs; None (default) for none.
         save_last: keep ``last.safetensors`` (default True).
@@ -34,10 +35,10 @@ class ModelCheckpoint(Callback):
 
     order = 100
 
-    def __init__(self, directory: str | Path, monitor: str = "val_loss", mode: str = "min",
+    def __init__(self, directory: str | Path, monitor: str = "val_loss", mode: str = "auto",
                  save_best: bool = True, every: int | None = None, save_last: bool = True,
                  min_delta: float = 0.0, extra: dict[str, Any] | None = None) -> None:
-        check_mode("ModelCheckpoint", mode)
+        mode = resolve_mode("ModelCheckpoint", mode, monitor)
         if every is not None and (int(every) != every or every < 1):
             raise ValueError(f"ModelCheckpoint every must be an integer ≥ 1 or None; got {every}")
         self.directory = Path(directory)

@@ -79,7 +79,8 @@ class ProgressBar(Callback):
             return
         self._total += logs["loss"] * logs["size"]
         self._count += logs["size"]
-        self._bar.set_postfix_str(f"loss={self._total / self._count:.4f}", refresh=False)
+        if self._count:  # DP-SGD's Poisson batches may be empty
+            self._bar.set_postfix_str(f"loss={self._total / self._count:.4f}", refresh=False)
         self._bar.update(1)
 
     def on_epoch_end(self, trainer: Any, logs: dict[str, Any]) -> None:

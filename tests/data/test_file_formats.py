@@ -155,3 +155,12 @@ def test_cifar_truncated_batch_and_archive_and_bad_label(tmp_path, small_cifar):
         cifar.read_cifar10(tmp_path / "partial.tar.gz")
     with pytest.raises(FileNotFoundError):
         cifar.read_cifar10(tmp_path / "absent.tar.gz")
+
+
+def test_a_header_cut_inside_its_first_four_bytes_is_named_truncated():
+    """Three bytes of a valid start were reported as a bad magic number."""
+    with pytest.raises(ValueError, match=r"x\.idx: truncated IDX header \(3 bytes, needs at "
+                                         r"least 4\)"):
+        parse_idx(b"\x00\x00\x08", "x.idx")
+    with pytest.raises(ValueError, match="not an IDX file.*bad magic"):
+        parse_idx(b"\x00\x01\x08", "x.idx")

@@ -187,12 +187,14 @@ def test_moments_in_lanes_leave_numba_unloaded():
 @pytest.mark.parametrize("per", ["feature", "channel", "global"])
 def test_standardize_fitted_in_blocks_equals_the_whole_array_formulas(per, small_blocks):
     x = far_from_zero()
-    x[:, 0, 0, 0] = 7.0  # a constant feature: σ below 10·ε becomes 1
+    x[:, 0, 0, 0] = 7.0  # a constant feature: its σ becomes 1
     axes = {"feature": (0,), "channel": (0, 2, 3), "global": (0, 1, 2, 3)}[per]
     fitted = Standardize(per=per).fit(x)
     mean = x.mean(axis=axes, dtype=numpy.float64)
-    scale = numpy.sqrt(x.var(axis=axes, dtype=numpy.float64))
-    scale = numpy.where(scale < 10 * numpy.finfo(numpy.float32).eps, 1.0, scale)
+    variance = x.var(axis=axes, dtype=numpy.float64)
+    n, eps = x.size // mean.size, numpy.finfo(numpy.float64).eps
+    scale = numpy.where(variance <= n * eps * variance + (n * mean * eps) ** 2, 1.0,
+                        numpy.sqrt(variance))
     numpy.testing.assert_allclose(fitted.mean_, mean, rtol=1e-14)
     numpy.testing.assert_allclose(fitted.scale_, scale, rtol=1e-9)
     assert fitted.scale_.dtype == numpy.float64
@@ -246,3 +248,22 @@ def test_a_step_after_a_value_changing_step_is_fitted_on_its_output(small_blocks
                                   numpy.sqrt(centred.var(dtype=numpy.float64)), rtol=1e-9)
     assert pipeline.per_batch and pipeline.needs == "variance"
     assert not Pipeline([MeanImage(), preprocessing.Transform()]).per_batch
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_standardize_calls_constant_what_scikit_learn_does(dtype):
+    """scikit-learn's relative rule, σ² ≤ n·ε·σ² + (n·μ·ε)²: a float32 feature of σ = 10⁻⁶ is
+    scaled (σ < 10·ε of the dtype left it unscaled), a large-mean feature whose spread is
+    rounding is not. The oracle is ``StandardScaler`` at scales from 10⁻⁸ to 10³."""
+    from sklearn.preprocessing import StandardScaler
+
+    rng = numpy.random.default_rng(5)
+    sigma = numpy.array([1e-8, 1e-6, 1e-4, 1.0, 1e3, 0.0, 0.0, 1e-12, 1e-6])
+    mean = numpy.array([0.0, 0.0, 5.0, -3.0, 1e4, 7.25, 1e4 + 0.1, 1e4, 1e3])
+    x = (rng.standard_normal((1000, len(sigma))) * sigma + mean).astype(dtype)
+    ours, theirs = Standardize().fit(x), StandardScaler().fit(x)
+    constant = theirs.scale_ == 1.0
+    numpy.testing.assert_array_equal(ours.scale_ == 1.0, constant)
+    assert constant[5:8].all() and not constant[:5].any()
+    numpy.testing.assert_allclose(ours.scale_, theirs.scale_, rtol=1e-6)
+    numpy.testing.assert_allclose(ours.transform(x), theirs.transform(x), rtol=1e-4, atol=1e-4)

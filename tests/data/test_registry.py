@@ -10,7 +10,7 @@ import numpy
 import pytest
 
 from ermlab import data
-from ermlab.data import sources
+from ermlab.data import sources, toy
 from ermlab.data.datasets import Dataset
 
 
@@ -97,3 +97,43 @@ def test_bundled_and_toy_sets_keep_their_interface():
     assert spirals.x_train.shape == (150, 2) and spirals.num_classes == 2
     assert {"digits", "fashion-mnist", "mnist", "cifar10", "moons", "npz", "csv"} <= set(
         data.names())
+
+
+def test_cifar10_from_a_folder_without_its_files_names_them(tmp_path):
+    """An empty folder was told to pass --no-verify, which only failed next."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "data_batch_1.bin").write_bytes(bytes(3073))
+    for folder, missing in ((tmp_path / "empty", "data_batch_1.bin, data_batch_2.bin"),
+                            (tmp_path / "partial", "missing: data_batch_2.bin")):
+        for verify in (True, False):
+            with pytest.raises(FileNotFoundError, match=r"holds neither cifar-10-binary.tar.gz "
+                                                        r"nor the extracted batch files "
+                                                        rf"\(.*{missing}") as error:
+                data.load("cifar10", path=folder, verify=verify)
+            assert "--no-verify" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["two_spirals", "moons", "circles"])
+@pytest.mark.parametrize("n", [1, 7, 400])
+def test_two_class_toy_problems_have_n_points(name, n):
+    """n // 2 points a class lost one point for odd n; now ⌊n/2⌋ of class 0, ⌈n/2⌉ of class 1,
+    as scikit-learn's ``make_moons`` divides them."""
+    from sklearn.datasets import make_moons
+
+    x, y = toy.TOY_PROBLEMS[name](n, rng=0)
+    assert x.shape == (n, 2) and y.shape == (n,)
+    numpy.testing.assert_array_equal(numpy.bincount(y, minlength=2),
+                                     numpy.bincount(make_moons(n)[1], minlength=2))
+
+
+def test_two_spirals_radius_is_the_square_root_of_a_uniform_draw():
+    """The docstring: t = √u, u ~ U[0.0025, 1), so P(t ≤ r) = (r² − 0.0025)/0.9975 (it said t
+    uniform in (0.05, 1], whose median is 0.525, not 0.707)."""
+    from scipy import stats
+
+    x, _ = toy.two_spirals(4000, rng=1)
+    radius = numpy.hypot(x[:, 0], x[:, 1])
+    assert radius.min() >= 0.05 - 1e-6 and radius.max() < 1 + 1e-6
+    cdf = lambda r: numpy.clip((r**2 - 0.0025) / 0.9975, 0, 1)  # noqa: E731
+    assert stats.kstest(radius, cdf).pvalue > 0.01

@@ -1,5 +1,7 @@
 """Stratified, reproducible splits; k-fold; batches that visit every example once; curricula."""
 
+import math
+
 import numpy
 import pytest
 
@@ -167,3 +169,61 @@ def test_impossible_stratified_folds_name_the_python_and_command_line_fix():
     with pytest.raises(ValueError, match=r"pass stratify=False \(command line: "
                                          r"--validation-fraction\)"):
         train_validation_split(numpy.zeros((11, 2)), y, validation=0.1)
+
+
+def test_a_fraction_counts_as_scikit_learns_test_size():
+    """⌈f·n⌉, as ``train_test_split(test_size=f)``: the same examples, part for part (it was
+    round(f·n), one fewer for n = 10, f = 0.25). Both parts: two draws of ⌈f·n⌉ each."""
+    from sklearn.model_selection import train_test_split
+
+    rng = numpy.random.default_rng(11)
+    for trial in range(60):
+        n = int(rng.integers(20, 300))
+        y = rng.integers(0, 3, n)
+        y[:6] = [0, 0, 1, 1, 2, 2]
+        f = float(rng.choice([0.1, 0.15, 0.25, 0.3, 0.33, 0.45]))
+        stratify = trial % 2 == 0
+        train, held = train_test_split(numpy.arange(n), test_size=f, random_state=trial,
+                                       stratify=y if stratify else None)
+        for got, part in ((train_val_test_split(y, f, 0, trial, stratify), "validation"),
+                          (train_val_test_split(y, 0, f, trial, stratify), "test")):
+            numpy.testing.assert_array_equal(got.train, numpy.sort(train))
+            numpy.testing.assert_array_equal(getattr(got, part), numpy.sort(held))
+        both = train_val_test_split(y, f / 2, 0.2, trial, stratify)
+        rest, test = train_test_split(numpy.arange(n), test_size=0.2, random_state=trial,
+                                      stratify=y if stratify else None)
+        rest, validation = train_test_split(rest, test_size=math.ceil(f / 2 * n),
+                                            random_state=trial,
+                                            stratify=y[rest] if stratify else None)
+        for got, want in zip(both, (rest, validation, test), strict=True):
+            numpy.testing.assert_array_equal(got, numpy.sort(want))
+
+
+def test_split_errors_advise_the_change_that_helps():
+    y = numpy.arange(1000) % 5
+    with pytest.raises(ValueError, match=r"use a smaller validation fraction \(it leaves 1 of "
+                                         r"1000 examples for 5 classes\)"):
+        train_val_test_split(y, 0.999)
+    with pytest.raises(ValueError, match="use a larger validation fraction"):
+        train_val_test_split(y, 0.002)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=rf"validation must be a fraction in \[0, 1\) or a "
+                                             rf"whole count; got {bad}"):
+            train_val_test_split(y, bad)
+    with pytest.raises(ValueError, match="test must be a fraction"):
+        train_val_test_split(y, 0.1, float("nan"))
+    with pytest.raises(ValueError, match=r"larger test fraction or pass stratify=False \(or "
+                                         r"give the data a test set of its own\)") as error:
+        train_val_test_split(y, 0.0, 0.002)
+    assert ".npz" not in str(error.value)  # a CSV has no x_test
+
+
+def test_stratified_kfold_refuses_a_class_smaller_than_k():
+    """scikit-learn only warns, and the class is missing from k − 1 of the folds."""
+    with pytest.raises(ValueError, match=r"class 1 has 1 example\(s\), and each class needs at "
+                                         r"least 3; no k ≥ 2 puts it in every fold"):
+        kfold_indices(numpy.array([0] * 10 + [1]), 3)
+    with pytest.raises(ValueError, match=r"class 7 has 2 example\(s\), and each class needs at "
+                                         r"least 3; pass stratify=False or a smaller k"):
+        kfold_indices(numpy.array([3] * 10 + [7] * 2), 3)
+    assert len(kfold_indices(numpy.array([0] * 10 + [1]), 3, stratify=False)) == 3

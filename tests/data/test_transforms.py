@@ -135,21 +135,39 @@ def test_integer_translation_shifts_pixels_exactly():
     np.testing.assert_allclose(out, expected, atol=1e-12)
 
 
-def test_scale_crop_matches_scipy():
-    x = images()
+def test_scale_crop_resizes_whole_pixel_windows_as_torch():
+    """The window (round(h/s), round(w/s)) at whole-pixel offsets, resized by torch's
+    bilinear ``interpolate`` (the oracle), as torchvision's ``RandomResizedCrop``."""
+    torch = pytest.importorskip("torch")
+    x = images(shape=(40, 3, 9, 12))
     lo, hi, size = 0.9, 1.6, (7, 8)
     out = T.RandomScaleCrop(size=size, scale=(lo, hi))(x, 5)
     g = np.random.default_rng(5)
     s = g.uniform(lo, hi, len(x))
-    top = g.uniform(0, 1, len(x)) * (s * 9 - 7)
-    left = g.uniform(0, 1, len(x)) * (s * 12 - 8)
-    rows, cols = np.meshgrid(np.arange(7), np.arange(8), indexing="ij")
+    rows, cols = np.clip(np.round(7 / s), 1, 9).astype(int), np.clip(np.round(8 / s), 1, 12)
+    cols = cols.astype(int)
+    top, left = g.integers(0, 9 - rows + 1), g.integers(0, 12 - cols + 1)
+    assert len(set(zip(rows, cols))) > 3  # windows smaller and larger than the output
     for n in range(len(x)):
-        # output pixel r covers scaled coordinate top + r + ½, i.e. input (top + r + ½)/s − ½
-        coords = [(top[n] + rows + 0.5) / s[n] - 0.5, (left[n] + cols + 0.5) / s[n] - 0.5]
-        for ch in range(3):
-            expected = ndimage.map_coordinates(x[n, ch], coords, order=1, mode="grid-constant")
-            np.testing.assert_allclose(out[n, ch], expected, rtol=1e-10, atol=1e-10)
+        window = torch.from_numpy(x[n:n + 1, :, top[n]:top[n] + rows[n],
+                                    left[n]:left[n] + cols[n]].copy())
+        expected = torch.nn.functional.interpolate(window, size=size, mode="bilinear",
+                                                   align_corners=False)[0].numpy()
+        np.testing.assert_allclose(out[n], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_scale_one_gives_exact_crops_at_every_offset():
+    """s = 1: Krizhevsky's random crops, the input's pixels exactly (the window's offset was
+    drawn continuously, and bilinear interpolation blurred every output)."""
+    x = images(shape=(400, 1, 7, 6), dtype=np.float32)
+    out = T.RandomScaleCrop(size=(4, 4), scale=1.0)(x, 3)
+    offsets = []
+    for o, image in zip(out, x):
+        found = [(i, j) for i in range(4) for j in range(3)
+                 if np.array_equal(o, image[:, i:i + 4, j:j + 4])]
+        assert len(found) == 1
+        offsets += found
+    assert set(offsets) == {(i, j) for i in range(4) for j in range(3)}
 
 
 def test_radial_distortion_matches_scipy():
@@ -303,6 +321,11 @@ def test_parse_takes_a_list_of_items_as_toml_and_json_write_them():
     ("flip:1:2", r"usage: flip\[:P\]"),
     ("pca", "needs the training images"),
     ("contrast:1.2:0.8", "lower ≤ upper"),
+    ("crop:2.7", r"bad augmentation 'crop:2\.7': the padding is a whole number of pixels"),
+    ("crop:0.9", "the padding is a whole number of pixels"),
+    ("crop:+4", "the padding is a whole number of pixels"),
+    ("flip,scale:0.5:1", r"bad augmentation 'scale:0\.5:1' in 'flip,scale:0\.5:1'.*the lower "
+                         "scale must be ≥ 1"),
 ])
 def test_parse_rejects_bad_specs(spec, message):
     with pytest.raises(ValueError, match=message):

@@ -205,3 +205,43 @@ def test_npy_folder_and_mmap_errors(tmp_path):
     numpy.savez(tmp_path / "obj.npz", x=numpy.array([{"a": 1}], dtype=object), y=[0])
     with pytest.raises(ValueError, match="not a readable .npz archive of plain arrays"):
         data.load(str(tmp_path / "obj.npz"), mmap_mode="r")
+
+
+def test_a_csv_with_a_byte_order_mark_finds_its_label_column(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; read without ``utf-8-sig`` it made
+    the first header cell '\\ufefflabel', and the last column silently became the labels."""
+    labels, f1, f2 = Y % 3, numpy.round(X[:, 0], 3), Y
+    path = tmp_path / "bom.csv"
+    with open(path, "w", encoding="utf-8-sig") as handle:
+        handle.write("label,f1,f2\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(labels, f1, f2)))
+    for dataset in (data.load(path, test_fraction=0), data.load(path, label="label",
+                                                                test_fraction=0)):
+        numpy.testing.assert_array_equal(dataset.y_train, labels)
+        numpy.testing.assert_allclose(dataset.x_train, numpy.stack([f1, f2], 1), rtol=1e-6)
+        assert "label column 'label'" in dataset.description
+
+
+def test_a_csv_that_is_not_utf8_is_named_with_the_byte_and_the_fix(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("caf\xe9,b,label\n1,2,0\n3,4,1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.csv: not UTF-8 text: byte 3 \(line 1\) is "
+                                         r"0xE9; save the file as UTF-8"):
+        data.load(path)
+
+
+def test_a_csv_of_labels_alone_is_refused_at_load(tmp_path):
+    """It loaded as x of shape (N, 0), and training failed in a reduction's minimum."""
+    path = tmp_path / "labels.csv"
+    path.write_text("label\n" + "".join(f"{v}\n" for v in Y))
+    with pytest.raises(ValueError, match=r"labels\.csv: the only column, 'label', is the "
+                                         "label column"):
+        data.load(path)
+    with pytest.raises(ValueError, match=r"x examples have no features \(shape \(40, 0\)\)"):
+        data.load_arrays(numpy.zeros((40, 0)), Y)
+
+
+def test_uint64_labels_beyond_int64_are_named_as_the_file_has_them():
+    """2⁶³ wrapped to −2⁶³ in the cast to int64 and the error named that label."""
+    y = numpy.array([1, 0, 2**63, 1], dtype=numpy.uint64)
+    with pytest.raises(ValueError, match="got 9223372036854775808 at index 2"):
+        data.load_arrays(numpy.zeros((4, 2)), y, test_fraction=0)

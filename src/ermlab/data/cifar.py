@@ -91,10 +91,23 @@ def archive_members(raw: bytes, name: str = "<bytes>") -> dict[str, bytes]:
     return files
 
 
+def missing_batches(path: str | os.PathLike) -> list[str]:
+    """The batch files not in the folder ``path`` (directly or in ``cifar-10-batches-bin/``);
+    none when ``path`` is a file (an archive)."""
+    path = Path(path)
+    if path.is_file():
+        return []
+    folder = _batch_folder(path)
+    return [batch for batch in (*TRAIN_BATCHES, TEST_BATCH) if not (folder / batch).is_file()]
+
+
+def _batch_folder(path: Path) -> Path:
+    return path / "cifar-10-batches-bin" if (path / "cifar-10-batches-bin").is_dir() else path
+
+
 def _read_members(path: Path) -> dict[str, bytes]:
     if path.is_dir():
-        folder = path / "cifar-10-batches-bin" if (path / "cifar-10-batches-bin").is_dir() else path
-        return {p.name: p.read_bytes() for p in folder.iterdir()
+        return {p.name: p.read_bytes() for p in _batch_folder(path).iterdir()
                 if p.name in {*TRAIN_BATCHES, TEST_BATCH, META}}
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")

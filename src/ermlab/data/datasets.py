@@ -95,6 +95,12 @@ def _cifar10(path: Any = None, download: bool = True, verify: bool = True,
              mirror: str | None = None, dtype: Any = None) -> Dataset:
     """CIFAR-10, binary version: 50,000 + 10,000 images (3, 32, 32) in 10 classes."""
     if path is not None and not sources.available("cifar10", path):
+        missing = cifar.missing_batches(path)
+        if missing:
+            raise FileNotFoundError(
+                f"cifar10: {path} holds neither cifar-10-binary.tar.gz nor the extracted batch "
+                f"files (missing: {', '.join(missing)}); put the archive there, or leave out path "
+                "(command line: --data-path) to download it")
         if verify:
             raise FileNotFoundError(
                 f"cifar10: cifar-10-binary.tar.gz not found in {path}; extracted .bin files "

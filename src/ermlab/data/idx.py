@@ -57,11 +57,13 @@ def parse_idx(raw: bytes, name: str = "<bytes>", ndim: int | None = None) -> num
     images, 1 for labels); a file with another number is an error.
     """
     data = gunzip(raw, name)
-    if len(data) < 4 or data[:2] != b"\x00\x00":
+    if not data or data[:2] != b"\x00\x00"[:len(data)]:
         raise ValueError(
             f"{name}: not an IDX file (bad magic {data[:4].hex() or 'empty'}; an IDX file "
             "starts with two zero bytes, a type code and the number of dimensions)"
         )
+    if len(data) < 4:  # the magic's start, cut short
+        raise ValueError(f"{name}: truncated IDX header ({len(data)} bytes, needs at least 4)")
     code, dims = data[2], data[3]
     if code not in IDX_TYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_TYPES)

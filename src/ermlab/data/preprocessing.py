@@ -315,9 +315,16 @@ class Standardize(Transform):
     ``per`` chooses what shares one (μ, σ): ``"feature"`` (every pixel its own,
     as scikit-learn's ``StandardScaler``), ``"channel"`` (one per channel, as
     torchvision's ``Normalize`` with dataset statistics) or ``"global"`` (one
-    for all). σ is the population standard deviation (ddof = 0); a σ below
-    10·ε (a constant feature, e.g. an always-black border pixel) is replaced by
-    1, so such features are centred but not divided by zero (as scikit-learn).
+    for all). σ is the population standard deviation (ddof = 0). A feature
+    whose variance is within the rounding error of its float64 two-pass
+    computation over n values,
+
+        σ² ≤ n·ε·σ² + (n·|μ|·ε)²      (ε of float64; Chan, Golub & LeVeque 1983),
+
+    is constant (e.g. an always-black border pixel): its σ is replaced by 1, so
+    it is centred but not divided by zero. This is scikit-learn's
+    ``StandardScaler`` rule (``_is_constant_feature``): relative to the
+    feature's mean, so a small σ is scaled unless it is the mean's rounding.
     """
 
     name = "standardize"
@@ -337,9 +344,9 @@ class Standardize(Transform):
         pooled = moments.pooled(_feature_axes(self.input_shape_, self.per))
         xp = array_module(pooled.mean)
         self.mean_ = pooled.mean
-        scale = xp.sqrt(pooled.variance)
-        kind = moments.dtype if moments.dtype.kind == "f" else numpy.float64
-        self.scale_ = xp.where(scale < 10 * numpy.finfo(kind).eps, 1.0, scale)
+        variance, n, eps = pooled.variance, pooled.count, numpy.finfo(numpy.float64).eps
+        constant = variance <= n * eps * variance + (n * pooled.mean * eps) ** 2
+        self.scale_ = xp.where(constant, 1.0, xp.sqrt(variance))
 
     def _transform(self, x, xp):
         x = _floating(x, xp)

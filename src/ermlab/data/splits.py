@@ -18,6 +18,7 @@ equal, part for part.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy
@@ -50,19 +51,24 @@ def train_val_test_split(
     """Indices of a shuffled train/validation/test split of ``len(y)`` examples.
 
     ``validation`` and ``test`` are fractions of the whole set (or absolute
-    counts when ≥ 1). With ``stratify`` each part keeps the class proportions
-    of ``y``; every class then needs at least one example per stratified part.
-    Each index array is sorted.
+    counts when ≥ 1). A fraction f of n examples is ⌈f·n⌉ of them, as
+    scikit-learn's ``train_test_split(test_size=f)`` counts its test part. The
+    test part is drawn first, from all n examples, then the validation part
+    from the rest, each as ``train_test_split(rest, test_size=count,
+    random_state=seed, stratify=y[rest])`` draws it. So with one part (the
+    other 0) the split is ``train_test_split(..., test_size=f)``'s; with both
+    it is those two draws, of ⌈f_test·n⌉ and ⌈f_validation·n⌉ examples (not
+    scikit-learn's ⌈f·(n − n_test)⌉ for a second call given a fraction). With
+    ``stratify`` each part keeps the class proportions of ``y``; every class
+    then needs at least one example per stratified part. Each index array is
+    sorted.
     """
     from sklearn.model_selection import train_test_split
 
     y = numpy.asarray(y)
     n = len(y)
-    sizes = {"validation": validation, "test": test}
-    for what, size in sizes.items():
-        if size < 0 or (size >= 1 and size != int(size)):
-            raise ValueError(f"{what} must be a fraction in [0, 1) or a whole count; got {size}")
-    counts = {what: int(round(size * n)) if size < 1 else int(size) for what, size in sizes.items()}
+    counts = {what: _count(size, n, what) for what, size in (("validation", validation),
+                                                            ("test", test))}
     if counts["validation"] + counts["test"] >= n:
         raise ValueError(f"validation ({counts['validation']}) and test ({counts['test']}) leave "
                          f"no training examples out of {n}")
@@ -81,13 +87,33 @@ def train_val_test_split(
                     rest, test_size=counts[what], random_state=state,
                     stratify=y[rest] if stratify else None)
         except ValueError as error:
-            flag = {"validation": "--validation-fraction",
-                    "test": "x_test and y_test in the .npz file"}[what]
             raise ValueError(
                 f"cannot stratify the {what} split ({error}): every class needs an example in "
-                f"each part; use a larger {what} fraction or pass stratify=False (command "
-                f"line: {flag})") from None
+                f"each part; {_stratify_advice(y[rest], counts[what], what)}") from None
     return Split(numpy.sort(rest), numpy.sort(parts["validation"]), numpy.sort(parts["test"]))
+
+
+def _count(size: Any, n: int, what: str) -> int:
+    """The number of examples a fraction (⌈size·n⌉, scikit-learn's rule) or a count asks for."""
+    if not numpy.isfinite(size) or size < 0 or (size >= 1 and size != int(size)):
+        raise ValueError(f"{what} must be a fraction in [0, 1) or a whole count; got {size}")
+    return math.ceil(size * n) if size < 1 else int(size)
+
+
+def _stratify_advice(y: numpy.ndarray, held: int, what: str) -> str:
+    """What to change when ``held`` of the labels ``y`` cannot be drawn stratified: the side
+    with fewer examples than classes, or (a class of one example) stratification."""
+    classes = len(numpy.unique(y))
+    hint = {"validation": "command line: --validation-fraction",
+            "test": "or give the data a test set of its own"}[what]
+    if held < classes:
+        change = f"use a larger {what} fraction or "
+    elif len(y) - held < classes:
+        change = (f"use a smaller {what} fraction (it leaves {len(y) - held} of {len(y)} "
+                  f"examples for {classes} classes) or ")
+    else:
+        change = ""
+    return f"{change}pass stratify=False ({hint})"
 
 
 def stratified_shuffle_split(y: Any, n_test: int, seed: int) -> tuple[numpy.ndarray,
@@ -159,13 +185,24 @@ def kfold_indices(
     """``k`` pairs ``(train, validation)`` of index arrays; each example validates exactly once.
 
     Stratified k-fold (``StratifiedKFold``) keeps the class proportions in
-    every fold; it needs every class to have at least ``k`` examples.
+    every fold; it needs every class to have at least ``k`` examples (a class
+    with fewer would be missing from some folds: refused, where scikit-learn
+    only warns).
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
     y = numpy.asarray(y)
     if not 2 <= k <= len(y):
         raise ValueError(f"k must be in [2, {len(y)}] for {len(y)} examples; got {k}")
+    if stratify:
+        classes, sizes = numpy.unique(y, return_counts=True)
+        small = sizes.argmin()
+        if sizes[small] < k:
+            fix = ("pass stratify=False or a smaller k (command line: a smaller cv in [search])"
+                   if sizes[small] >= 2 else "no k ≥ 2 puts it in every fold: pass stratify=False")
+            raise ValueError(f"cannot make {k} stratified folds: class {classes[small]} has "
+                             f"{sizes[small]} example(s), and each class needs at least {k}; "
+                             f"{fix}")
     options = {"n_splits": k, "shuffle": shuffle,
                "random_state": random_state(seed) if shuffle else None}
     splitter = StratifiedKFold(**options) if stratify else KFold(**options)

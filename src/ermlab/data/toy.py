@@ -16,17 +16,19 @@ from ermlab.backend import as_generator, resolve_dtype
 def two_spirals(
     n: int = 400, noise: float = 0.0, turns: float = 1.75, rng: Any = None, dtype: Any = None
 ) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """Two interleaved spirals (Lang & Witbrock 1988), n/2 points each.
+    """Two interleaved spirals (Lang & Witbrock 1988), ⌊n/2⌋ and ⌈n/2⌉ points.
 
-    Class c ∈ {0, 1}: r = t, angle = 2π·turns·t + cπ, for t uniform in (0.05, 1].
+    Class c ∈ {0, 1}: r = t, angle = 2π·turns·t + cπ, with t = √u for u
+    uniform in [0.0025, 1): t in [0.05, 1) with density 2t/0.9975, so (the
+    arm's length element growing about ∝ t) points are spread about evenly
+    along each arm.
     """
     rng = as_generator(rng)
-    half = n // 2
-    t = numpy.sqrt(rng.uniform(0.0025, 1.0, size=(2, half)))
-    angle = 2 * numpy.pi * turns * t + numpy.array([[0.0], [numpy.pi]])
-    x = numpy.stack([t * numpy.cos(angle), t * numpy.sin(angle)], axis=-1).reshape(-1, 2)
+    y = _two_classes(n)
+    t = numpy.sqrt(rng.uniform(0.0025, 1.0, size=n))
+    angle = 2 * numpy.pi * turns * t + numpy.pi * y
+    x = numpy.stack([t * numpy.cos(angle), t * numpy.sin(angle)], axis=-1)
     x += noise * rng.standard_normal(x.shape)
-    y = numpy.repeat(numpy.arange(2), half)
     return _shuffled(x, y, rng, dtype)
 
 
@@ -44,27 +46,29 @@ def xor(
 def moons(
     n: int = 400, noise: float = 0.1, rng: Any = None, dtype: Any = None
 ) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """Two interleaving half circles (as scikit-learn's ``make_moons``)."""
+    """Two interleaving half circles (as scikit-learn's ``make_moons``), ⌊n/2⌋ and ⌈n/2⌉
+    points."""
     rng = as_generator(rng)
-    half = n // 2
-    angle = rng.uniform(0, numpy.pi, size=(2, half))
-    upper = numpy.stack([numpy.cos(angle[0]), numpy.sin(angle[0])], axis=-1)
-    lower = numpy.stack([1 - numpy.cos(angle[1]), 0.5 - numpy.sin(angle[1])], axis=-1)
-    x = numpy.concatenate([upper, lower]) + noise * rng.standard_normal((2 * half, 2))
-    return _shuffled(x, numpy.repeat(numpy.arange(2), half), rng, dtype)
+    y = _two_classes(n)
+    angle = rng.uniform(0, numpy.pi, size=n)
+    upper = numpy.stack([numpy.cos(angle), numpy.sin(angle)], axis=-1)
+    lower = numpy.stack([1 - numpy.cos(angle), 0.5 - numpy.sin(angle)], axis=-1)
+    x = numpy.where(y[:, None] == 0, upper, lower) + noise * rng.standard_normal((n, 2))
+    return _shuffled(x, y, rng, dtype)
 
 
 def circles(
     n: int = 400, noise: float = 0.05, factor: float = 0.5, rng: Any = None, dtype: Any = None
 ) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """A small circle (class 1, radius ``factor``) inside a large one (class 0, radius 1)."""
+    """A small circle (class 1, radius ``factor``, ⌈n/2⌉ points) inside a large one (class 0,
+    radius 1, ⌊n/2⌋ points)."""
     rng = as_generator(rng)
-    half = n // 2
-    angle = rng.uniform(0, 2 * numpy.pi, size=(2, half))
-    radius = numpy.array([[1.0], [factor]])
+    y = _two_classes(n)
+    angle = rng.uniform(0, 2 * numpy.pi, size=n)
+    radius = numpy.where(y == 0, 1.0, factor)
     x = numpy.stack([radius * numpy.cos(angle), radius * numpy.sin(angle)], axis=-1)
-    x = x.reshape(-1, 2) + noise * rng.standard_normal((2 * half, 2))
-    return _shuffled(x, numpy.repeat(numpy.arange(2), half), rng, dtype)
+    x += noise * rng.standard_normal((n, 2))
+    return _shuffled(x, y, rng, dtype)
 
 
 def blobs(
@@ -85,6 +89,12 @@ TOY_PROBLEMS = {
     "circles": circles,
     "blobs": blobs,
 }
+
+
+def _two_classes(n):
+    """Labels of n points in order: ⌊n/2⌋ of class 0, then ⌈n/2⌉ of class 1 (as scikit-learn's
+    ``make_moons`` and ``make_circles`` divide them)."""
+    return numpy.repeat(numpy.arange(2), [n // 2, n - n // 2])
 
 
 def _cast(x, y, dtype):

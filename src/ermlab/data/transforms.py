@@ -32,6 +32,7 @@ builds a ``Compose`` from a short spec (see ``parse``).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -211,13 +212,19 @@ def _warp(x: Any, inverse: numpy.ndarray, shift: numpy.ndarray, size: Any, fill:
 
 
 class RandomScaleCrop(Transform):
-    """Scale each image by s ~ U[scale] (bilinear), then crop a random (h, w) window.
+    """Scale each image by s ~ U[scale], then crop a random (h, w) window: in the input, a
+    window of whole pixels resized (bilinear) to (h, w).
 
-    The scaled image has size (s·H, s·W); the window's offsets are uniform
-    over the positions that keep it inside the scaled image. With ``size``
+    Per image the window is (h', w') = (round(h/s), round(w/s)) input pixels
+    (at most (H, W)), its top-left corner (i, j) uniform over the whole-pixel
+    positions inside, i ~ U{0, …, H − h'}, j ~ U{0, …, W − w'}, as
+    torchvision's ``RandomResizedCrop`` chooses its windows. It is resized as
+    torch's bilinear ``interpolate`` (``align_corners=False``): output row r
+    samples window row (r + ½)·h'/h − ½, clamped to the window. With ``size``
     smaller than the input and s ≥ 1 this is the scale jittering of Simonyan &
-    Zisserman (2015); with s = 1 and ``size`` < input, Krizhevsky et al.'s
-    (2012) random 224 crops of 256 images. Needs min(scale)·H ≥ h.
+    Zisserman (2015); with s = 1, h' = h and the output is an exact crop of
+    the input: Krizhevsky et al.'s (2012) random 224 crops of 256 images.
+    Needs min(scale)·H ≥ h, so scale ≥ 1 when ``size`` is None (the input's).
     """
 
     def __init__(
@@ -228,6 +235,12 @@ class RandomScaleCrop(Transform):
         self.size, self.scale, self.fill = size, _pair(scale, "RandomScaleCrop scale"), fill
         if self.scale[0] <= 0:
             raise ValueError(f"RandomScaleCrop scale must be > 0; got {scale!r}")
+        if size is None and self.scale[0] < 1:
+            raise ValueError(
+                f"RandomScaleCrop scale {scale!r}: an image scaled by {self.scale[0]} is smaller "
+                "than the crop, the image's own size (size=None); the lower scale must be ≥ 1, "
+                "or give a smaller size"
+            )
 
     def apply(self, x: Any, generator: numpy.random.Generator) -> Any:
         n, height, width = x.shape[:3]
@@ -238,13 +251,22 @@ class RandomScaleCrop(Transform):
                 f"smaller than the crop {(h, w)}; raise the lower scale"
             )
         s = generator.uniform(*self.scale, size=n)
-        # Window centre in scaled pixels, uniform so the window stays inside; in input pixels
-        # (centred) it is (centre − scaled size/2) / s.
-        top = generator.uniform(0, 1, size=n) * (s * height - h) + h / 2
-        left = generator.uniform(0, 1, size=n) * (s * width - w) + w / 2
-        shift = numpy.stack([(top - s * height / 2) / s, (left - s * width / 2) / s], axis=1)
-        inverse = numpy.eye(2)[None] / s[:, None, None]
-        return _warp(x, inverse, shift, (h, w), self.fill)
+        rows = numpy.clip(numpy.round(h / s), 1, height).astype(numpy.int64)  # (h', w')
+        cols = numpy.clip(numpy.round(w / s), 1, width).astype(numpy.int64)
+        top = generator.integers(0, height - rows + 1)
+        left = generator.integers(0, width - cols + 1)
+        at_rows = numpy.broadcast_to(_resized(top, rows, h)[:, :, None], (n, h, w))
+        at_cols = numpy.broadcast_to(_resized(left, cols, w)[:, None, :], (n, h, w))
+        xp = array_module(x)
+        return _bilinear(x, xp.asarray(at_rows), xp.asarray(at_cols), self.fill)
+
+
+def _resized(start: numpy.ndarray, length: numpy.ndarray, size: int) -> numpy.ndarray:
+    """Input coordinates (n, size) of ``size`` output pixels resizing the windows
+    [start, start + length) as torch's bilinear ``interpolate(align_corners=False)``:
+    output r samples (r + ½)·length/size − ½ past ``start``, clamped to the window."""
+    within = (numpy.arange(size) + 0.5) * (length[:, None] / size) - 0.5
+    return start[:, None] + numpy.clip(within, 0, length[:, None] - 1)
 
 
 class RandomAffine(Transform):
@@ -558,8 +580,10 @@ def parse(spec: str | Sequence[str], layout: str = "NCHW", data: Any = None) -> 
     """Build a ``Compose`` from a command-line spec such as ``"crop:4,flip,rotate:10"``.
 
     Items are separated by commas, arguments by colons; every argument has a
-    default. A list of items (``["crop:4", "flip"]``, as a TOML file or
-    ``--set augment=[...]`` writes it) is the same as the items joined by commas.
+    default. Crop's padding is a whole number of pixels, and ``scale`` crops
+    windows of the image's size, so its LO is ≥ 1. A list of items
+    (``["crop:4", "flip"]``, as a TOML file or ``--set augment=[...]`` writes
+    it) is the same as the items joined by commas.
     Names: crop[:PADDING], flip[:P], scale[:LO:HI], translate[:FRACTION],
     rotate[:DEGREES], shear[:DEGREES], stretch[:LO:HI], distort[:K],
     brightness[:DELTA], contrast[:LO:HI], pca[:STD] (fitted on ``data``, the
@@ -574,6 +598,8 @@ def parse(spec: str | Sequence[str], layout: str = "NCHW", data: Any = None) -> 
             usage = ", ".join(text for _, text in table.values())
             raise ValueError(f"unknown augmentation {name!r} in {spec!r}; choose from {usage}")
         try:
+            if name == "crop" and not all(re.fullmatch(r"[0-9]+", a.strip()) for a in args):
+                raise ValueError("the padding is a whole number of pixels (digits 0-9)")
             values = [float(a) for a in args]
             if name == "pca":
                 if data is None:
@@ -582,8 +608,9 @@ def parse(spec: str | Sequence[str], layout: str = "NCHW", data: Any = None) -> 
             else:
                 transform = table[name][0](*values)
         except (TypeError, ValueError) as error:
+            where = "" if item == spec.strip() else f" in {spec!r}"
             raise ValueError(
-                f"bad augmentation {item!r}: {error} (usage: {table[name][1]})"
+                f"bad augmentation {item!r}{where}: {error} (usage: {table[name][1]})"
             ) from None
         transform.layout = _check_layout(layout)
         transforms.append(transform)

@@ -20,7 +20,9 @@ train`` loads files this way.
 * ``load_csv(path, label=...)`` — one example a row, numeric features; the
   label column by name or index (default: the column named ``label`` if the
   header has one, else the last column). A header is detected when the first
-  row holds a cell that is not a number (or say ``header=True/False``).
+  row holds a cell that is not a number (or say ``header=True/False``). The
+  file is read as UTF-8, a leading byte-order mark skipped (``utf-8-sig``, as
+  Excel's "CSV UTF-8" writes it); it needs a feature column besides the labels.
 
 ``ermlab.data.load`` dispatches here for a path ending in ``.npz``/``.csv``
 (``load("my.csv", label="y")``) or for the names ``"npz"``/``"csv"`` with
@@ -31,6 +33,7 @@ indices); integral floats such as ``3.0`` are accepted.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import struct
 import zipfile
@@ -65,6 +68,11 @@ def check_labels(y: Any, what: str = "labels") -> numpy.ndarray:
         first = y.flat[0] if y.size else None
         raise ValueError(f"{what} must be integers (class indices); got {y.dtype} values such "
                          f"as {first!r}: map class names to 0, 1, … first")
+    elif y.dtype.kind == "u":  # uint64 beyond 2⁶³ − 1 would wrap around in int64
+        bad = numpy.flatnonzero(y > numpy.iinfo(numpy.int64).max)
+        if bad.size:
+            raise ValueError(f"{what} must be class indices below 2⁶³; got {y[bad[0]]} at "
+                             f"index {bad[0]}")
     y = y.astype(numpy.int64)
     negative = numpy.flatnonzero(y < 0)
     if negative.size:
@@ -228,9 +236,9 @@ def load_csv(
 ) -> Dataset:
     """A ``Dataset`` from a ``.csv`` table: numeric features and an integer label column."""
     path = _existing(path, ".csv")
-    with open(path, newline="") as handle:
-        rows = [(line, row) for line, row in enumerate(csv.reader(handle, delimiter=delimiter), 1)
-                if any(cell.strip() for cell in row)]
+    handle = io.StringIO(_utf8_text(path), newline="")
+    rows = [(line, row) for line, row in enumerate(csv.reader(handle, delimiter=delimiter), 1)
+            if any(cell.strip() for cell in row)]
     if not rows:
         raise ValueError(f"{path}: the file is empty")
     if header is None:  # a cell that is not a number; an empty cell is a missing value
@@ -242,6 +250,9 @@ def load_csv(
     width = len(rows[0][1])
     target = _label_column(label, columns, width, path)
     names = columns or [str(i) for i in range(width)]
+    if width < 2:
+        raise ValueError(f"{path}: the only column, {names[target]!r}, is the label column; a "
+                         "table needs at least one feature column besides the labels")
     features, labels = [], []
     for line, row in rows:
         if len(row) != width:
@@ -262,6 +273,9 @@ def _checked(x: Any, y: Any, suffix: str, dtype: Any, copy: bool = True) -> tupl
     if x.ndim < 2:
         raise ValueError(f"x{suffix} must be (N, features…); got shape {x.shape}: "
                          "use x.reshape(-1, 1) for a single feature")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"x{suffix} examples have no features (shape {x.shape}); each "
+                         "example needs at least one value")
     y = check_labels(y, f"y{suffix}")
     if len(x) != len(y):
         raise ValueError(f"x{suffix} and y{suffix} have different lengths: {len(x)} and {len(y)}")
@@ -269,6 +283,20 @@ def _checked(x: Any, y: Any, suffix: str, dtype: Any, copy: bool = True) -> tupl
     if x.dtype == dtype:  # no copy of what already has the dtype
         return x, y
     return (x.astype(dtype) if copy else Rows(x, dtype=dtype)), y
+
+
+def _utf8_text(path: Path) -> str:
+    """The file decoded as UTF-8, less a leading byte-order mark (codec ``utf-8-sig``, as
+    Excel's "CSV UTF-8" and pandas' ``encoding="utf-8-sig"`` write it)."""
+    raw = path.read_bytes()
+    try:  # decoded whole, so an error's position is the byte offset in the file
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ValueError(
+            f"{path}: not UTF-8 text: byte {error.start} (line {line}) is "
+            f"0x{raw[error.start]:02X}; save the file as UTF-8 (in Excel: \"CSV UTF-8\"; in "
+            "pandas: to_csv(..., encoding=\"utf-8\"))") from None
 
 
 def _existing(path: str | os.PathLike, suffix: str) -> Path:

@@ -16,6 +16,79 @@ def test_relative_error_is_relative_above_the_floor_and_scaled_below_it():
     assert rel[2] == pytest.approx(1e-6 / 2e-3)
 
 
+def test_an_identically_zero_gradient_passes_against_the_scale_of_the_whole_check():
+    """Batch normalization removes the mean over the batch, so the Linear's bias before it
+    has ∂L/∂b = 0 exactly; finite differences give ~1e-10 of noise there, which must be
+    measured against the check's gradients (order 1), not the bias's own (order 1e-16)."""
+    with backend.default_dtype(np.float64):
+        rng = np.random.default_rng(3)
+        model = nn.Sequential(nn.Linear(5, 4, rng=1), nn.BatchNorm1d(4))
+        for p in model.parameters():
+            p.data += 0.1 * rng.standard_normal(p.shape)
+        result = gradcheck.check_module(model, rng.standard_normal((6, 5)), eps=1e-5)
+    assert np.abs(model[0].bias.grad).max() < 1e-14
+    assert result.passed(1e-6), result
+
+
+class _WrongInput(nn.Linear):
+    def grad_input(self, g):
+        return super().grad_input(g) * 1.01
+
+
+class _WrongWeightEntry(nn.Linear):
+    def accumulate_grad(self, g):
+        super().accumulate_grad(g)
+        self.weight.grad[0, 0] += 1e-3 * np.abs(self.weight.grad).max()
+
+
+class _FlippedBias(nn.Linear):
+    def accumulate_grad(self, g):
+        super().accumulate_grad(g)
+        self.bias.grad[...] *= -1
+
+
+class _ZeroInput(nn.Linear):
+    def grad_input(self, g):
+        return np.zeros((g.shape[0], self.in_features))
+
+
+class _TransposedWeight(nn.Linear):
+    def accumulate_grad(self, g):
+        super().accumulate_grad(g)
+        self.weight.grad[...] = self.weight.grad.T.copy()
+
+
+class _WrongOnSmallEntries(nn.Linear):
+    def grad_input(self, g):
+        grad = super().grad_input(g)
+        grad[np.abs(grad) < 5e-3 * np.abs(grad).max()] *= 2
+        return grad
+
+
+@pytest.mark.parametrize("wrong", [_WrongInput, _WrongWeightEntry, _FlippedBias, _ZeroInput,
+                                   _TransposedWeight, _WrongOnSmallEntries])
+def test_wrong_gradients_still_fail_with_the_floor_of_the_whole_check(wrong):
+    """The probe of default_rng(0) gives input-gradient entries below 5e-3 of the largest
+    (1.5e-3 at input[2, 1]), which _WrongOnSmallEntries gets wrong."""
+    with backend.default_dtype(np.float64):
+        x = np.random.default_rng(12345).standard_normal((3, 5))
+        right, bad = nn.Linear(5, 5, rng=1), wrong(5, 5, rng=1)
+        for m in (right, bad):
+            m.bias.data += 0.3
+        assert gradcheck.check_module(right, x, rng=np.random.default_rng(0)).passed(1e-6)
+        assert not gradcheck.check_module(bad, x, rng=np.random.default_rng(0)).passed(1e-6)
+
+
+def test_an_input_from_the_probe_seed_does_not_hide_a_transposed_gradient():
+    """With the probe r = x (both default_rng(0) in the output's shape), ∂f/∂W = xᵀx is
+    symmetric and a transposed weight gradient looked right."""
+    with backend.default_dtype(np.float64):
+        x = np.random.default_rng(0).standard_normal((3, 5))
+        result = gradcheck.check_module(_TransposedWeight(5, 5, rng=1), x)
+    assert not result.passed(1e-6)
+    assert result.where.startswith("param:weight[")
+
+
 def test_numerical_gradient_of_a_quadratic_is_exact():
     a = np.array([[2.0, 1.0], [1.0, 3.0]])
     x = np.array([0.3, -0.7])
@@ -32,6 +105,45 @@ def test_every_built_in_component_passes(seed):
     for expected in ("Linear", "Conv2d", "BatchNorm2d", "Dropout", "InceptionModule",
                      "SoftmaxCrossEntropy", "ElasticNet"):
         assert expected in names
+
+
+def test_the_suite_reaches_every_path(monkeypatch):
+    """The paths a case list can silently miss: Conv2d's Winograd sums and its fused
+    conv + ReLU pass (``forward_relu``), ZeroPadShortcut, FractionalMaxPool2d's variants,
+    and one module called at two places of a Sequential and of a Graph."""
+    from ermlab.nn.blocks import ZeroPadShortcut
+    from ermlab.nn.conv import Conv2d
+    from ermlab.nn.fractional_pooling import FractionalMaxPool2d
+
+    reached = set()
+    conv_forward, pool_forward, pad_forward = (
+        Conv2d._forward, FractionalMaxPool2d.forward, ZeroPadShortcut.forward)
+
+    def conv_spy(self, x, relu):
+        path = ("winograd" if self._winograd(x) is not None else
+                "direct" if self._direct(x) is not None else "other")
+        reached.add(path + (" + relu" if relu else ""))
+        return conv_forward(self, x, relu)
+
+    def pool_spy(self, x):
+        reached.add(("fmp", self.kernel_size, self.pseudo_random, self.overlapping))
+        return pool_forward(self, x)
+
+    def pad_spy(self, x):
+        reached.add("zero pad")
+        return pad_forward(self, x)
+
+    monkeypatch.setattr(Conv2d, "_forward", conv_spy)
+    monkeypatch.setattr(FractionalMaxPool2d, "forward", pool_spy)
+    monkeypatch.setattr(ZeroPadShortcut, "forward", pad_spy)
+    results = {name: r for _, name, r in gradcheck_suite.run(seed=0)}
+    assert {"winograd", "winograd + relu", "direct + relu", "zero pad"} <= reached
+    assert {("fmp", 2, True, True), ("fmp", None, False, True),
+            ("fmp", None, True, False)} <= reached
+    shared = {"Sequential (shared Linear)": ["param:0.weight", "param:0.bias"],
+              "Graph (shared encoder)": ["param:ea.0.weight", "param:ea.0.bias"]}
+    for name, params in shared.items():
+        assert [k for k in results[name].errors if k.startswith("param:")] == params
 
 
 def test_a_wrong_backward_is_caught(monkeypatch):

@@ -6,18 +6,24 @@ For every scalar entry θ_i of an input or parameter,
 
 is compared with the gradient that bprop computes, through the relative error
 
-    rel(a, n) = |a − n| / max(|a|, |n|, floor),   floor = max(1e-8, 1e-3 · max_j |a_j|)
+    rel(a, n) = |a − n| / max(|a|, |n|, floor),
+    floor = max(1e-8, 1e-3 · max |g|),  max |g| over every entry, analytic or numeric,
+                                         of every array in the check
 
-per checked array. The floor is there because finite differences cannot
-resolve an entry much smaller than the array's largest gradient: rounding in
-f(θ ± ε) and the O(ε²) truncation leave an absolute error of ~1e-10 on every
-entry, which is a large *relative* error on an entry of 1e-5 (batch
-normalization's input gradient, which sums to zero, has many such entries).
-Entries above 1e-3 of the largest are held to the full relative tolerance.
-For a
-module the scalar is f = Σ r ⊙ module(x) with a fixed random r, so bprop is
-called with ∂f/∂y = r. Run checks in float64: in float32 the differences
-drown in rounding error.
+The floor is there because finite differences cannot resolve an entry much
+smaller than the largest gradient of the check: rounding in f(θ ± ε) and the
+O(ε²) truncation leave an absolute error of ~1e-10 on every entry — the same f and
+ε for every array, so the same noise level — which is a large *relative* error on
+an entry of 1e-5 (batch normalization's input gradient, which sums to zero, has
+many such entries). The level is that of the whole check, not of each array: an
+array whose true gradient is identically zero (the bias of a layer followed by
+batch normalization) is measured against it, not against its own rounding noise.
+Entries above 1e-3 of the largest are held to the full relative tolerance; below
+it, |a − n| is held to tolerance · 1e-3 · max |g|, the noise level itself.
+
+For a module the scalar is f = Σ r ⊙ module(x) with a fixed random r (the probe,
+see ``check_module``), so bprop is called with ∂f/∂y = r. Run checks in float64:
+in float32 the differences drown in rounding error.
 
 Scale: the ~1e-10 above assumes inputs, parameters and outputs of order 1 (the
 layers' default initializations, standard-normal inputs). The rounding error of
@@ -43,6 +49,8 @@ from ermlab.nn.parameter import Parameter
 DEFAULT_EPS = 1e-6
 DEFAULT_FLOOR = 1e-8
 RELATIVE_FLOOR = 1e-3
+#: ``check_module(rng=s)`` draws its probe from SeedSequence(s, spawn_key=PROBE_SPAWN_KEY).
+PROBE_SPAWN_KEY = (0x70726F6265,)  # "probe"
 
 
 @dataclass
@@ -65,13 +73,18 @@ class GradcheckResult:
 
 def relative_error(
     analytic: Any, numeric: Any, floor: float = DEFAULT_FLOOR,
-    relative_floor: float = RELATIVE_FLOOR,
+    relative_floor: float = RELATIVE_FLOOR, largest: float | None = None,
 ) -> numpy.ndarray:
-    """Elementwise |a − n| / max(|a|, |n|, floor, relative_floor · max |a|)."""
+    """Elementwise |a − n| / max(|a|, |n|, floor, relative_floor · largest).
+
+    ``largest`` is the largest |gradient| entry of the whole check (see the module
+    docstring); by default that of ``analytic`` and ``numeric`` alone.
+    """
     a, n = to_numpy(analytic), to_numpy(numeric)
     scale = numpy.maximum(numpy.abs(a), numpy.abs(n))
-    if scale.size:
-        floor = max(floor, relative_floor * float(numpy.abs(a).max()))
+    if largest is None:
+        largest = float(scale.max()) if scale.size else 0.0
+    floor = max(floor, relative_floor * largest)
     return numpy.abs(a - n) / numpy.maximum(scale, floor)
 
 
@@ -97,10 +110,14 @@ def numerical_gradient(
 def compare(
     pairs: Iterable[tuple[str, Any, Any]], floor: float = DEFAULT_FLOOR
 ) -> GradcheckResult:
-    """Summarize (name, analytic, numeric) triples into a ``GradcheckResult``."""
+    """Summarize (name, analytic, numeric) triples into a ``GradcheckResult``, with the
+    floor set by the largest gradient entry of all of them (see the module docstring)."""
+    pairs = [(name, to_numpy(a), to_numpy(n)) for name, a, n in pairs]
+    largest = max((float(numpy.abs(g).max()) for _, a, n in pairs for g in (a, n) if g.size),
+                  default=0.0)
     worst, where, errors = 0.0, "", {}
     for name, analytic, numeric in pairs:
-        rel = relative_error(analytic, numeric, floor)
+        rel = relative_error(analytic, numeric, floor, largest=largest)
         if rel.size == 0:
             continue
         index = numpy.unravel_index(int(numpy.argmax(rel)), rel.shape)
@@ -124,6 +141,13 @@ def _require_float64(arrays: Sequence[Any], what: str) -> None:
             )
 
 
+def _probe_generator(rng: Any) -> numpy.random.Generator:
+    if isinstance(rng, (int, numpy.integer)) and not isinstance(rng, bool):
+        seed = numpy.random.SeedSequence(int(rng), spawn_key=PROBE_SPAWN_KEY)
+        return numpy.random.default_rng(seed)
+    return as_generator(rng)
+
+
 def check_module(
     module: Module,
     *inputs: Any,
@@ -136,12 +160,18 @@ def check_module(
 
     The module must be deterministic from one forward pass to the next (fix the
     masks of stochastic layers first).
+
+    ``rng`` is where the probe r (f = Σ r ⊙ module(x)) comes from. An integer seed s
+    draws it from ``SeedSequence(s, spawn_key=PROBE_SPAWN_KEY)``, a stream of its own:
+    an input drawn from ``default_rng(s)`` in the output's shape is then not also the
+    probe (with r = x, ∂f/∂W = xᵀx of a square ``Linear`` is symmetric and a transposed
+    weight gradient would pass). A Generator is drawn from as it is.
     """
     params = module.parameters()
     _require_float64([*inputs, *(p.data for p in params)], "inputs and parameters")
     module.train()
     output = module.forward(*inputs)
-    probe = as_generator(rng).standard_normal(output.shape)  # on the host, for objective()
+    probe = _probe_generator(rng).standard_normal(output.shape)  # on the host, for objective()
 
     def objective() -> float:
         return float(numpy.sum(probe * to_numpy(module.forward(*inputs))))

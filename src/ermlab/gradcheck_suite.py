@@ -17,6 +17,7 @@ import numpy
 
 from ermlab import gradcheck, losses, nn, regularizers
 from ermlab.backend import default_dtype
+from ermlab.nn.blocks import ZeroPadShortcut
 
 Case = tuple[str, str, Callable[[numpy.random.Generator], gradcheck.GradcheckResult]]
 EPS = 1e-5
@@ -44,7 +45,10 @@ def _module_cases() -> Iterator[Case]:
     yield "module", "Maxout (k=3)", single(lambda rng: nn.Maxout(5, 3, pieces=3, rng=rng), (4, 5))
     yield "module", "Sequential (MLP)", single(
         lambda rng: nn.mlp([5, 6, 4, 3], activation="tanh", rng=rng), (4, 5))
+    yield "module", "Sequential (shared Linear)", single(_shared_sequential, (4, 5))
     yield "module", "Graph (residual)", single(_residual, (4, 6))
+    yield "module", "Graph (shared encoder)", lambda rng: _check(
+        _siamese(rng), rng.standard_normal((3, 4)), rng.standard_normal((3, 4)), rng=rng)
     yield "module", "Concatenate", lambda rng: _check(
         nn.Concatenate(axis=1), rng.standard_normal((3, 2)), rng.standard_normal((3, 4)), rng=rng)
     yield "module", "Add", lambda rng: _check(
@@ -55,11 +59,27 @@ def _module_cases() -> Iterator[Case]:
     yield "module", "Conv2d (dilation, groups)", single(
         lambda rng: nn.Conv2d(4, 2, (3, 2), dilation=2, groups=2, padding=1, rng=rng),
         (2, 4, 6, 5))
+    small = (1, 2, 6, 5)  # the variants below: one sample keeps the suite fast
+    yield "module", "Conv2d (Winograd)", single(
+        lambda rng: nn.Conv2d(2, 3, 3, padding=1, algorithm="winograd", rng=rng), small)
+    yield "module", "Conv2d + ReLU (fused, Winograd)", single(
+        lambda rng: nn.Sequential(
+            nn.Conv2d(2, 3, 3, padding=1, algorithm="winograd", rng=rng), nn.ReLU()), small)
+    yield "module", "Conv2d + ReLU (fused, direct)", single(
+        lambda rng: nn.Sequential(
+            nn.Conv2d(2, 3, 3, stride=2, padding=1, algorithm="direct", rng=rng), nn.ReLU()),
+        small)
     yield "module", "MaxPool2d", single(lambda rng: nn.MaxPool2d(3, stride=2, padding=1), image)
     yield "module", "AvgPool2d", single(lambda rng: nn.AvgPool2d(2, padding=1), image)
     yield "module", "GlobalAvgPool2d", single(lambda rng: nn.GlobalAvgPool2d(), image)
     yield "module", "FractionalMaxPool2d", single(
         lambda rng: nn.FractionalMaxPool2d(1.4, rng=rng), image)
+    yield "module", "FractionalMaxPool2d (kernel_size=2)", single(
+        lambda rng: nn.FractionalMaxPool2d(1.4, kernel_size=2, rng=rng), small)
+    yield "module", "FractionalMaxPool2d (random sequence)", single(
+        lambda rng: nn.FractionalMaxPool2d(1.4, pseudo_random=False, rng=rng), small)
+    yield "module", "FractionalMaxPool2d (disjoint)", single(
+        lambda rng: nn.FractionalMaxPool2d(1.4, overlapping=False, rng=rng), small)
     yield "module", "LocalResponseNorm", single(lambda rng: nn.LocalResponseNorm(3), image)
     yield "module", "BatchNorm1d", single(lambda rng: nn.BatchNorm1d(5), (6, 5))
     yield "module", "BatchNorm2d", single(lambda rng: nn.BatchNorm2d(3), image)
@@ -69,6 +89,8 @@ def _module_cases() -> Iterator[Case]:
     yield "module", "GaussianNoise", single(lambda rng: nn.GaussianNoise(0.5, rng=rng), (4, 5))
     yield "module", "StochasticDepth", single(
         lambda rng: nn.StochasticDepth(nn.Linear(5, 5, rng=rng), 0.8, rng=rng), (4, 5))
+    yield "module", "ZeroPadShortcut", single(
+        lambda rng: ZeroPadShortcut(3, 6, stride=2), (2, 3, 5, 5))
     yield "module", "BasicBlock (projection)", single(
         lambda rng: nn.BasicBlock(3, 4, stride=2, rng=rng), (2, 3, 6, 6))
     yield "module", "Bottleneck", single(lambda rng: nn.Bottleneck(8, 2, rng=rng), (2, 8, 5, 5))
@@ -77,6 +99,17 @@ def _module_cases() -> Iterator[Case]:
         (2, 8, 6, 6))
     yield "module", "InceptionModule", single(
         lambda rng: nn.InceptionModule(3, 2, 2, 3, 1, 2, 2, rng=rng), (2, 3, 5, 5))
+
+
+def _shared_sequential(rng: numpy.random.Generator) -> nn.Sequential:
+    layer = nn.Linear(5, 5, rng=rng)  # W used twice: ∂L/∂W sums both positions
+    return nn.Sequential(layer, nn.Tanh(), layer)
+
+
+def _siamese(rng: numpy.random.Generator) -> nn.Graph:
+    encoder = nn.Sequential(nn.Linear(4, 3, rng=rng), nn.Tanh())  # one encoder, two boxes
+    g = nn.Graph(inputs=["a", "b"]).add("ea", encoder, "a").add("eb", encoder, "b")
+    return g.add("out", nn.Concatenate(), ["ea", "eb"]).set_output("out")
 
 
 def _residual(rng: numpy.random.Generator) -> nn.Graph:

@@ -186,3 +186,25 @@ def test_grouped_convolutions_take_full_width_by_outputs_per_group():
     gx = grouped.backward(g)
     np.testing.assert_allclose(grouped.weight.grad, expected_w, rtol=1e-11, atol=1e-11)
     np.testing.assert_allclose(gx, expected_x, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("algorithm", ["winograd", "direct", "im2col"])
+def test_a_subclass_overriding_grad_input_also_overrides_backward(algorithm):
+    """Conv2d's fused backward does not call grad_input (see its docstring); with
+    ``backward = Module.backward``, as the docstring says, the override takes effect."""
+    class Scaled(nn.Conv2d):
+        def grad_input(self, grad_out):
+            return super().grad_input(grad_out) * 1.001
+
+    class ScaledTwoSteps(Scaled):
+        backward = nn.Module.backward
+
+    x = np.random.default_rng(1).standard_normal((2, 2, 5, 5))
+    results = []
+    for cls in (Scaled, ScaledTwoSteps):
+        with default_dtype(np.float64):
+            conv = cls(2, 3, 3, padding=1, algorithm=algorithm, rng=1)
+        results.append(check_module(conv, x))
+    assert results[0].passed(TOL)  # grad_input never ran
+    assert results[1].max_rel_error == pytest.approx(1e-3, rel=1e-2)
+    assert results[1].where.startswith("input[")

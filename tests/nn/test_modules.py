@@ -257,6 +257,30 @@ def test_load_state_dict_shape_mismatch():
         model.load_state_dict(state)
 
 
+def test_a_failed_load_leaves_the_module_unchanged():
+    """Every key and shape is checked before anything is copied: a mismatch in the last
+    entry must not leave the entries before it overwritten."""
+    model = nn.Sequential(nn.Linear(3, 4, rng=0), nn.Linear(4, 2, rng=1))
+    before = model.state_dict()
+    state = {k: np.full_like(v, 9.0) for k, v in before.items()}
+    state["1.weight"] = np.zeros((2, 5), np.float32)
+    with pytest.raises(ValueError, match=r"'1.weight' has shape \(2, 5\); .* expects \(2, 4\)"):
+        model.load_state_dict(state)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
+def test_a_value_that_is_not_an_array_is_refused_before_any_copy():
+    model = nn.Sequential(nn.Linear(3, 4, rng=0), nn.Linear(4, 2, rng=1))
+    before = model.state_dict()
+    state = {k: np.full_like(v, 9.0) for k, v in before.items()}
+    state["1.bias"] = [0.0, 0.0]
+    with pytest.raises(TypeError, match=r"'1.bias' is a list, not an array.*numpy.asarray"):
+        model.load_state_dict(state)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+
+
 # -- modes -------------------------------------------------------------------------------
 
 

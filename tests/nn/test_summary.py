@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ermlab import nn
 from ermlab.backend import default_dtype
 from ermlab.nn import zoo
 from ermlab.nn.summary import ModelSummary, summary
@@ -93,3 +94,65 @@ def test_errors():
     assert not any("forward" in m.__dict__ for m in model.modules())
     with pytest.raises(KeyError, match="no layer named 'nope'"):
         model.summary((1, 28, 28)).row("nope")
+
+
+def small_input(name):
+    """As in test_zoo: VGG and AlexNet need 32×32, LeNet-5 28×28; the others run on 8×8."""
+    if name == "lenet5":
+        return (1, 28, 28)
+    return (3, 32, 32) if name.startswith(("vgg", "alexnet", "small_vgg")) else (3, 8, 8)
+
+
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_rows_params_add_up_to_the_total_for_every_zoo_model(name):
+    model = zoo.build(name, 10, small_input(name), rng=0)
+    table = model.summary(small_input(name))
+    assert sum(r.params for r in table.rows) == table.total_params == model.num_parameters()
+    assert sum(r.weights for r in table.rows) == table.total_weights
+
+
+def test_dropconnect_is_one_leaf_row_with_its_linear_parameters():
+    """DropConnect computes (M ⊙ W) x + b from its Linear's parameters and never calls the
+    Linear: the row is the DropConnect's, with the Linear's 20·30 + 30 parameters."""
+    model = nn.Sequential(nn.DropConnect(nn.Linear(20, 30, rng=0), 0.5, rng=0), nn.ReLU(),
+                          nn.Linear(30, 10, rng=0))
+    table = model.summary((20,))
+    assert [(r.name, r.type, r.output_shape, r.params, r.weights) for r in table.rows] == [
+        ("0", "DropConnect", (30,), 630, 600), ("1", "ReLU", (30,), 0, 0),
+        ("2", "Linear", (10,), 310, 300),
+    ]
+    assert sum(r.params for r in table.rows) == table.total_params == 940
+    assert table.total_activations == 20 + 30 + 30 + 10
+    assert table.stored_activations == 20 + 30 + 10  # the ReLU runs in place
+
+
+def test_wrappers_that_call_their_children_are_expanded():
+    """StochasticDepth and Maxout run their child's forward: the child's row carries the
+    parameters, the wrapper adds none."""
+    model = nn.Sequential(nn.StochasticDepth(nn.Linear(6, 6, rng=0), 0.5, rng=0),
+                          nn.Maxout(6, 4, pieces=2, rng=0))
+    table = model.summary((6,))
+    assert [(r.name, r.params) for r in table.rows] == [("0.branch", 42), ("1.linear", 56)]
+    assert sum(r.params for r in table.rows) == table.total_params
+
+
+def test_a_forward_set_on_the_instance_is_restored_exactly():
+    """summary hooks every module's forward; a user's own instance-level forward (a logging
+    hook) must be there, and called, afterwards."""
+    lin = nn.Linear(4, 3, rng=0)
+    calls = []
+    original = lin.forward
+
+    def logged(x):
+        calls.append(x.shape)
+        return original(x)
+
+    lin.forward = logged
+    model = nn.Sequential(lin, nn.Tanh())
+    table = model.summary((4,))
+    assert calls == [(1, 4)]  # the hook ran inside summary's pass too
+    assert table.row("0").params == 15
+    assert lin.__dict__["forward"] is logged
+    assert not any("forward" in m.__dict__ for m in (model, model[1]))
+    model(np.zeros((2, 4), np.float32))
+    assert calls == [(1, 4), (2, 4)]

@@ -424,6 +424,12 @@ class Conv2d(Module):
     While ``per_example_recorder`` is set, bprop hands ∂L/∂Y to it instead of
     accumulating into ``grad``; the input gradient is unchanged.
 
+    Unlike the ``Module`` contract, ``backward`` computes ∂L/∂W, ∂L/∂b and ∂L/∂x in one
+    fused pass of its path's kernels and calls neither ``accumulate_grad`` nor
+    ``grad_input`` (except while ``per_example_recorder`` is set): a subclass that
+    overrides either must override ``backward`` too, e.g. as ``Module.backward`` (the
+    two steps, unfused).
+
     Example:
         >>> from ermlab import nn
         >>> conv = nn.Conv2d(1, 6, 5, padding=2)     # LeNet-5's C1 on 28×28 inputs

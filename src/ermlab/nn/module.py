@@ -243,7 +243,11 @@ class Module:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy arrays from ``state`` into the parameters and buffers, in place.
 
-        Raises ``ValueError`` naming missing or unexpected keys and shape mismatches.
+        Every entry is checked before anything is copied: ``ValueError`` names missing or
+        unexpected keys and shape mismatches, ``TypeError`` a value that is not an array
+        (a list, a number), and a failed load leaves the module as it was. Each value is
+        cast to the dtype of the array it is copied into, as ``torch.nn.Module`` does: a
+        float64 state loads into a float32 model as float32.
         """
         params = dict(self.named_parameters())
         buffers = {name: (module, local) for name, module, local in self._buffer_owners()}
@@ -254,15 +258,24 @@ class Module:
                 f"state_dict does not match {type(self).__name__}: "
                 f"missing keys {missing}, unexpected keys {unexpected}"
             )
+        targets = {
+            name: params[name].data if name in params else getattr(*buffers[name])
+            for name in state
+        }
         for name, value in state.items():
-            target = params[name].data if name in params else getattr(*buffers[name])
-            if tuple(value.shape) != tuple(target.shape):
+            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                raise TypeError(
+                    f"state_dict entry {name!r} is a {type(value).__name__}, not an array; "
+                    "pass arrays, e.g. numpy.asarray(value), as state_dict() returns them"
+                )
+            if tuple(value.shape) != tuple(targets[name].shape):
                 raise ValueError(
                     f"state_dict entry {name!r} has shape {tuple(value.shape)}; "
-                    f"the model expects {tuple(target.shape)}"
+                    f"the model expects {tuple(targets[name].shape)}"
                 )
-            xp = array_module(target)
-            target[...] = xp.asarray(value, dtype=target.dtype)
+        for name, value in state.items():
+            target = targets[name]
+            target[...] = array_module(target).asarray(value, dtype=target.dtype)
 
     def _buffer_owners(self) -> Iterator[tuple[str, Module, str]]:
         for module_name, module in self.named_modules():

@@ -1,10 +1,18 @@
 """``summary(model, input_shape)``: per-layer output shapes, parameter counts and activation memory.
 
 One forward pass on zeros of shape (batch_size, *input_shape), in evaluation mode,
-records the output of every leaf module (a module without submodules) in the order
-the layers run — like the seeds' VGG-16 table, where each line reads
+records the output of every leaf module in the order the layers run — like the seeds'
+VGG-16 table, where each line reads
 
     CONV3-64: [224x224x64]  memory: 224*224*64 = 3.2M   weights: (3*3*3)*64 = 1,728
+
+A leaf is a module call during which none of the module's submodules ran: a module
+without submodules, or a wrapper that computes its output from its children's
+parameters itself (``DropConnect`` uses its ``Linear``'s weight and bias and never calls
+it). Its row holds its own parameters and those of its submodules not yet counted, so
+the rows' parameters add up to ``total_params`` (each shared parameter counted once).
+A module with parameters of its own gets a row too, after those of the submodules it
+ran.
 
 Columns: the dotted name and type of the layer, its output shape per example
 (without the batch axis), its parameters (weights and biases), its *weights* alone
@@ -128,15 +136,6 @@ def _bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _leaves(model: Module) -> list[tuple[str, Module]]:
-    """Modules without submodules, or with parameters of their own, by dotted name."""
-    return [
-        (name or type(module).__name__, module)
-        for name, module in model.named_modules()
-        if not module._modules or module._parameters
-    ]
-
-
 def summary(model: Module, input_shape: Sequence[int], batch_size: int = 1,
             dtype: Any = None) -> ModelSummary:
     """Run ``model`` on zeros of shape (batch_size, *input_shape) in evaluation mode and
@@ -161,38 +160,49 @@ def summary(model: Module, input_shape: Sequence[int], batch_size: int = 1,
     result.total_params = sum(p.size for p in params)
     result.total_weights = sum(p.size for p in params if p.regularize)
     counted: set[int] = set()
+    names = {id(module): name or type(module).__name__ for name, module in model.named_modules()}
+    running: list[list[bool]] = []  # per hooked call on the stack: did a submodule run in it?
 
-    def record(name: str, module: Module, output: Any) -> None:
-        own = [p for p in module._parameters.values() if p is not None and id(p) not in counted]
+    def record(module: Module, output: Any) -> None:
+        own = [p for p in module.parameters() if id(p) not in counted]
         counted.update(id(p) for p in own)
         out_shape = tuple(getattr(output, "shape", ()))[1:]
         values = math.prod(out_shape)
         result.rows.append(LayerSummary(
-            name, type(module).__name__, out_shape, sum(p.size for p in own),
+            names[id(module)], type(module).__name__, out_shape, sum(p.size for p in own),
             sum(p.size for p in own if p.regularize), values,
             values * getattr(output, "itemsize", dtype.itemsize), isinstance(module, IN_PLACE),
         ))
 
-    def hooked(name: str, module: Module):
-        forward = module.forward
-
+    def hooked(module: Module, forward: Any):
         def forward_and_record(*inputs: Any) -> Any:
-            output = forward(*inputs)
-            record(name, module, output)
+            if running:
+                running[-1][0] = True
+            running.append([False])
+            try:
+                output = forward(*inputs)
+            finally:
+                submodule_ran = running.pop()[0]
+            if not submodule_ran or module._parameters:
+                record(module, output)
             return output
 
         return forward_and_record
 
     modes = {id(m): m.training for m in model.modules()}
-    leaves = _leaves(model)
+    missing = object()
+    hooks = {id(m): (m, m.__dict__.get("forward", missing)) for m in model.modules()}
     try:
         model.eval()
-        for name, module in leaves:
-            object.__setattr__(module, "forward", hooked(name, module))
+        for module, _ in hooks.values():
+            object.__setattr__(module, "forward", hooked(module, module.forward))
         model.forward(xp.zeros((result.batch_size, *shape), dtype=dtype))
     finally:
-        for _, module in leaves:
-            module.__dict__.pop("forward", None)
+        for module, before in hooks.values():  # exactly what was there: a user's hook stays
+            if before is missing:
+                module.__dict__.pop("forward", None)
+            else:
+                object.__setattr__(module, "forward", before)
         for module in model.modules():
             object.__setattr__(module, "training", modes[id(module)])
     return result

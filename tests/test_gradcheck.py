@@ -193,3 +193,16 @@ def test_inputs_given_as_one_tuple_get_a_clear_error():
     with pytest.raises(TypeError, match=r"separate arguments: check_module\(graph, x1, x2\)"):
         gradcheck.check_module(graph, pair)
     assert gradcheck.check_module(graph, *pair).max_rel_error < 1e-7
+
+
+def test_the_suite_checks_every_loss():
+    """`ermlab gradcheck` claims every component: each concrete loss of ermlab.losses."""
+    import inspect
+
+    from ermlab import gradcheck_suite, losses
+
+    concrete = {name for name, cls in vars(losses).items()
+                if inspect.isclass(cls) and issubclass(cls, losses.Loss)
+                and cls is not losses.Loss and not name.startswith("_")}
+    checked = {name for kind, name, _ in gradcheck_suite.cases() if kind == "loss"}
+    assert concrete and concrete <= checked, concrete - checked

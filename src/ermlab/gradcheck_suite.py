@@ -135,6 +135,7 @@ def _loss_cases() -> Iterator[Case]:
 
     yield "loss", "SoftmaxCrossEntropy", classification(losses.SoftmaxCrossEntropy)
     yield "loss", "MulticlassHinge", classification(losses.MulticlassHinge)
+    yield "loss", "OneVsAllHinge", classification(losses.OneVsAllHinge)
     yield "loss", "NegativeLogLikelihood", probabilities
     yield "loss", "MeanSquaredError", lambda rng: gradcheck.check_loss(
         losses.MeanSquaredError(), rng.standard_normal((5, 3)), rng.standard_normal((5, 3)))

@@ -511,12 +511,13 @@ def _check_validation(data: Any, x: Any, loss: Any) -> tuple[Any, Any]:
 
 def _check_finite(x: Any, name: str, block: int = 1 << 18) -> None:
     """A ValueError naming the first row of ``x`` with a NaN or infinite value: read in blocks
-    of about ``block`` values (no copy of ``x``; a memory map is read once)."""
+    of about ``block`` values (no copy of ``x``; a memory map is read once; a CuPy array in
+    one pass, one synchronization)."""
     if getattr(x, "dtype", None) is None or numpy.dtype(x.dtype).kind not in "fc":
         return
     xp = array_module(x)
     width = max(1, math.prod(x.shape[1:]))
-    rows = max(1, block // width)
+    rows = max(1, block // width) if xp is numpy else len(x)  # a GPU array: one pass
     for start in range(0, len(x), rows):
         part = x[start:start + rows]
         if not bool(xp.isfinite(part).all()):

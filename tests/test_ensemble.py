@@ -129,3 +129,67 @@ def test_snapshot_ensemble_refuses_a_last_below_one():
             snapshot.ensemble(model(0), last=last)
     assert len(snapshot.ensemble(model(0), last=1)) == 1
     assert len(snapshot.ensemble(model(0), last=5)) == 3
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_weights_must_be_finite(bad):
+    """A NaN or infinite weight would make every averaged probability NaN."""
+    with pytest.raises(ValueError, match=r"2 nonnegative numbers, finite and not all 0"):
+        Ensemble([model(0), model(1)], weights=[bad, 1])
+
+
+def _snapshot_run(cycle_epochs=2):
+    g = np.random.default_rng(0)
+    x = g.standard_normal((40, 4))
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1)
+    net = model(0)
+    snapshot, recorder = SnapshotEnsemble(cycle_epochs), Recorder()
+    trainer = Trainer(net, SoftmaxCrossEntropy(), SGD(net.parameters(), lr=0.2),
+                      callbacks=[snapshot, recorder], rng=0)
+    return trainer, snapshot, recorder, x, y
+
+
+def _paper_rates(lr0, cycle_updates, updates):
+    """Huang et al. (2017): α(t) = (α₀/2)(cos(π mod(t − 1, C) / C) + 1), t = 1, 2, …"""
+    return [lr0 / 2 * (math.cos(math.pi * ((t - 1) % cycle_updates) / cycle_updates) + 1)
+            for t in range(1, updates + 1)]
+
+
+def _snapshot_epochs(snapshot, states):
+    """The epochs whose end-of-epoch weights (``states``, epoch 1 first) each snapshot holds."""
+    return [next(e + 1 for e, state in enumerate(states)
+                 if all(np.array_equal(state[k], s[k]) for k in s)) for s in snapshot.snapshots]
+
+
+def test_snapshot_schedule_continues_across_fit_calls():
+    """fit(3) + fit(3) is fit(6): the second call continues the cosine cycle, no restart."""
+    trainer, snapshot, recorder, x, y = _snapshot_run()
+    trainer.fit(x, y, epochs=3, batch_size=10)
+    trainer.fit(x, y, epochs=3, batch_size=10)
+    np.testing.assert_allclose(recorder.lrs, _paper_rates(0.2, 2 * 4, 6 * 4), rtol=1e-12)
+    assert _snapshot_epochs(snapshot, recorder.states) == [2, 4, 6]
+
+
+def test_snapshot_schedule_continues_after_a_resume(tmp_path):
+    """fit(3), save, resume in a fresh trainer, fit(3): the same rates as fit(6)."""
+    trainer, _, first, x, y = _snapshot_run()
+    trainer.fit(x, y, epochs=3, batch_size=10)
+    trainer.save(tmp_path / "ck.safetensors")
+    resumed, snapshot, second, _, _ = _snapshot_run()
+    resumed.fit(x, y, epochs=3, batch_size=10, resume_from=tmp_path / "ck.safetensors")
+    np.testing.assert_allclose(first.lrs + second.lrs, _paper_rates(0.2, 2 * 4, 6 * 4),
+                               rtol=1e-12)
+    assert len(snapshot.snapshots) == 3
+    assert _snapshot_epochs(snapshot, first.states + second.states) == [2, 4, 6]
+
+
+def test_snapshot_load_state_dict_sets_the_scheduled_rate():
+    """Loading a state part-way through a cycle sets the rate of the next update, α(T_cur + 1)."""
+    trainer, snapshot, _, x, y = _snapshot_run()
+    trainer.fit(x, y, epochs=1, batch_size=10)  # 4 updates: the rate is now α(5)
+    state = snapshot.state_dict()
+    fresh_trainer, fresh, _, _, _ = _snapshot_run()
+    fresh.on_train_begin(fresh_trainer, {"steps_per_epoch": 4, "initial_epoch": 0})
+    fresh.load_state_dict(state)
+    assert fresh_trainer.optimizer.param_groups[0]["lr"] == pytest.approx(
+        _paper_rates(0.2, 8, 5)[4], rel=1e-12)

@@ -33,7 +33,7 @@ import numpy
 
 from ermlab.backend import array_module, to_numpy
 from ermlab.nn.module import Module
-from ermlab.optim.schedules import CosineAnnealingWarmRestarts
+from ermlab.optim.schedules import CosineAnnealingWarmRestarts, _set_lrs
 from ermlab.training.callbacks.base import Callback
 
 
@@ -49,7 +49,7 @@ class Ensemble:
 
     Args:
         models: Modules mapping a batch x to scores (N, classes).
-        weights: nonnegative weights w_m (normalized to sum to 1); default
+        weights: finite nonnegative weights w_m (normalized to sum to 1); default
             equal weights.
         to_probabilities: maps a member's output to probabilities (default
             ``softmax``; ``None`` when the members already output
@@ -77,10 +77,11 @@ class Ensemble:
         if weights is None:
             weights = [1.0] * len(self.models)
         weights = numpy.asarray(weights, dtype=numpy.float64)
-        if weights.shape != (len(self.models),) or (weights < 0).any() or weights.sum() <= 0:
+        if (weights.shape != (len(self.models),) or not numpy.isfinite(weights).all()
+                or (weights < 0).any() or weights.sum() <= 0):
             raise ValueError(
-                f"Ensemble weights must be {len(self.models)} nonnegative numbers, not all 0; "
-                f"got {weights.tolist()}"
+                f"Ensemble weights must be {len(self.models)} nonnegative numbers, finite and "
+                f"not all 0; got {weights.tolist()}"
             )
         self.weights = weights / weights.sum()
         self.to_probabilities = to_probabilities
@@ -135,8 +136,11 @@ class SnapshotEnsemble(Callback):
 
     After every update t the learning rate of every param group becomes
     α(t + 1) = (α₀/2)(cos(π mod(t, C) / C) + 1), with C = ``cycle_epochs`` ×
-    updates per epoch and α₀ the group's rate when training begins (the
-    paper's schedule, via ``CosineAnnealingWarmRestarts``). At the end of
+    updates per epoch and α₀ the group's rate when training first begins (the
+    paper's schedule, via ``CosineAnnealingWarmRestarts``). The schedule counts
+    the trainer's epochs: a second ``fit`` call, or a run resumed from a
+    checkpoint, continues it at update ``initial_epoch`` × updates per epoch, as
+    one uninterrupted ``fit`` would. At the end of
     epochs ``cycle_epochs``, 2 ``cycle_epochs``, … the model's ``state_dict``
     is appended to ``snapshots``; ``ensemble(model, last=m)`` averages the
     last m of them (the paper's M snapshots, or fewer).
@@ -160,6 +164,19 @@ class SnapshotEnsemble(Callback):
                              "Trainer passes it as logs['steps_per_epoch'] to on_train_begin")
         self.scheduler = CosineAnnealingWarmRestarts(trainer.optimizer,
                                                      T_0=self.cycle_epochs * int(steps))
+        self._move_to(int(logs.get("initial_epoch") or 0) * int(steps))
+
+    def _move_to(self, updates: int) -> None:
+        """Put the schedule where it is after ``updates`` updates, so that the next update
+        uses α(updates + 1): a second ``fit``, or a resumed one, continues the cycle."""
+        scheduler = self.scheduler
+        scheduler.last_epoch, scheduler.T_i = updates, scheduler.T_0
+        scheduler.T_cur = updates % scheduler.T_0
+        self._apply_rate()
+
+    def _apply_rate(self) -> None:
+        """Every param group's rate ← the schedule's current value."""
+        _set_lrs(self.scheduler, self.scheduler.get_lr())
 
     def on_batch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
         self.scheduler.step()
@@ -191,3 +208,4 @@ class SnapshotEnsemble(Callback):
         self.snapshots = [dict(s) for s in state["snapshots"]]
         if self.scheduler is not None and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
+            self._apply_rate()  # the first update after a resume uses the scheduled rate

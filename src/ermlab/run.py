@@ -456,6 +456,25 @@ class Inputs:
         return cls(list(class_names), tuple(int(d) for d in x_train.shape[1:]),
                    numpy.dtype(x_train.dtype).str, moments.minimum, moments.maximum)
 
+    def check_matches(self, shape: tuple[int, ...], class_names: list[str], what: str) -> None:
+        """Raise a one-line ValueError when data ``what`` no longer match what the run was
+        trained on: another example shape, or other class names (e.g. a data file that was
+        rewritten since). Checked before anything compares values or labels."""
+        shape, names = tuple(int(d) for d in shape), [str(c) for c in class_names]
+        saved = [str(c) for c in self.class_names]
+        changes = []
+        if shape != tuple(self.shape):
+            changes.append(f"its examples have shape {shape}, the run's had {tuple(self.shape)}")
+        if len(names) != len(saved):
+            changes.append(f"it has {len(names)} classes, the run had {len(saved)}")
+        elif names != saved:
+            i = next(i for i, (new, old) in enumerate(zip(names, saved)) if new != old)
+            changes.append(f"its class {i} is named {names[i]!r}, the run's was {saved[i]!r}")
+        if changes:
+            raise ValueError(f"{what} no longer matches the data the run was trained on: "
+                             f"{' and '.join(changes)}; use the data file the run was trained "
+                             "on, or train a new run on this one")
+
     def warn_if_far(self, x: Any, what: str, moments: Any = None) -> None:
         """Warn on stderr when values of ``x`` lie far outside the training range.
 
@@ -551,8 +570,9 @@ def prepare_data(config: dict[str, Any], preprocessor_state: dict | None = None,
 
     With ``preprocessor_state`` (from ``preprocessing.safetensors``) the saved
     statistics are used instead of being fitted again. Non-finite inputs are an
-    error; with ``trained_on`` (a saved run's ``Inputs``), test inputs far
-    outside that training range get a warning.
+    error; with ``trained_on`` (a saved run's ``Inputs``), data of another
+    example shape or other class names are an error (``Inputs.check_matches``)
+    and test inputs far outside that training range get a warning.
 
     Nothing is copied whole: ``.npz``/``.npy`` files are memory-mapped, the
     splits are ``Rows`` (index arrays into the loaded arrays), one pass over
@@ -577,6 +597,8 @@ def prepare_data(config: dict[str, Any], preprocessor_state: dict | None = None,
     x_train, x_val = Rows(dataset.x_train, split.train), Rows(dataset.x_train, split.validation)
     x_test = Rows(dataset.x_test)
     image_shape = tuple(dataset.x_train.shape[1:])
+    if trained_on is not None:  # before anything reads values or labels
+        trained_on.check_matches(image_shape, dataset.class_names, name)
     preprocessor = _preprocessor(config, image_shape)
     fit = preprocessor_state is None
     moments = Moments.of(x_train, mean=fit and preprocessor.needs is not None,

@@ -108,6 +108,29 @@ def test_from_run_directory(trained_run, tmp_path):
         landscape.from_run(tmp_path)
 
 
+def test_from_run_directory_of_a_features_run(tmp_path):
+    """With --features the model takes feature vectors: θ₀ has the model's shapes, not the
+    images'; it is the model training started from."""
+    from ermlab import run as rundir
+
+    rng = numpy.random.default_rng(0)
+    y = numpy.arange(60) % 2
+    x = rng.uniform(0, 1, (60, 1, 16, 16)).astype(numpy.float32)  # 256 pixels, 324 features
+    x[y == 0, :, ::3] = 1.0  # horizontal stripes in class 0
+    numpy.savez(tmp_path / "images.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:],
+                y_test=y[40:])
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "images.npz"), "--features", "hog:4:2",
+                 "--model", "mlp", "--hidden", "4", "--epochs", "2", "--output", str(run),
+                 "-q"]) == 0
+    scene = landscape.from_run(run, examples=20)
+    config = rundir.load_config(run)
+    untrained = rundir.build_trainer(config, rundir.prepare_data(config), []).model
+    for w0, p in zip(scene.theta0, untrained.parameters(), strict=True):
+        numpy.testing.assert_array_equal(w0, p.data)
+    assert numpy.isfinite(scene.interpolation([0.0, 1.0])[1]).all()
+
+
 def test_landscape_command_on_a_run_directory(trained_run, tmp_path, capsys):
     assert main(["lab", "landscape", str(trained_run), "--examples", "50", "--points", "3",
                  "--grid", "2", "--output", str(tmp_path), "--no-progress"]) == 0

@@ -118,3 +118,28 @@ def test_truncate_refuses_steps_that_are_not_whole_epochs():
     with pytest.raises(ValueError, match="5 minibatch_train_losses steps in 2 epochs are not "
                                          "whole epochs"):
         results.truncate(record, 1, "run.json")
+
+
+def test_saved_files_honour_the_umask(tmp_path):
+    """As ``open()`` would create them (0o666 minus the umask), not mkstemp's 0o600."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = results.save(make_record(seed=0), tmp_path / "a")
+        os.umask(0o002)
+        shared = results.save(make_record(seed=1), tmp_path / "a")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o664
+    assert results.load(path)["random_seed"] == 0
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, shared.name])
+
+
+def test_unique_keeps_one_copy_of_each_run_the_longest():
+    copies = [make_record(seed=0, epochs=2), make_record(seed=1, epochs=2),
+              make_record(seed=0, epochs=3), make_record(seed=1, epochs=1)]
+    kept = results.unique(copies)
+    assert sorted((r["random_seed"], r["num_epochs"]) for r in kept) == [(0, 3), (1, 2)]

@@ -46,33 +46,78 @@ def add_commands(commands) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from ermlab import run as runs
 
-    restored = runs.restore(args.run_dir, args.checkpoint)
+    if args.attack is None and args.attack_examples is not None:
+        raise ValueError("--attack-examples only limits an --attack; add --attack SPEC (e.g. "
+                         "--attack fgsm:eps=0.1) or leave out --attack-examples")
+    restored = _restore(args)
     config, trainer = restored.config, restored.trainer
-    attack = _attack(args, restored.inputs)
+    attack = _attack(args, restored)
     data = runs.prepare_data(config, runs.load_preprocessor_state(Path(args.run_dir)),
                              trained_on=restored.inputs)
     x, y = {"test": (data.x_test, data.y_test), "validation": (data.x_val, data.y_val),
             "train": (data.x_train, data.y_train)}[args.split]
     results = trainer.evaluate(x, y)
     print(f"{Path(str(config['dataset'])).name} {args.split} split, {len(y)} examples, "
-          f"{args.checkpoint} checkpoint (epoch {restored.epoch}): "
+          f"{_loaded(args, restored)}: "
           + ", ".join(f"{key} {value:.4f}" for key, value in results.items()))
     if attack is not None:
         _report_attack(attack, args, restored, data, x, y)
     matrix = trainer.confusion_matrix(x, y)
-    names = [name[:9] for name in data.class_names]
+    names = matrix_labels(data.class_names)
+    w = len(names[0]) if names else 9
     print("confusion matrix (rows: true class, columns: predicted):")
-    print(" " * 10 + " ".join(f"{name:>9}" for name in names) + "   recall")
-    for name, row in zip(names, matrix):
-        recall = row[names.index(name)] / max(row.sum(), 1)
-        print(f"{name:>9} " + " ".join(f"{count:9d}" for count in row) + f"   {recall:.3f}")
+    print(" " * (w + 1) + " ".join(f"{name:>{w}}" for name in names) + "   recall")
+    for i, (name, row) in enumerate(zip(names, matrix)):
+        recall = row[i] / max(row.sum(), 1)
+        print(f"{name:>{w}} " + " ".join(f"{count:{w}d}" for count in row) + f"   {recall:.3f}")
     return 0
 
 
-def _attack(args: argparse.Namespace, inputs):
+def _restore(args: argparse.Namespace):
+    """``run.restore`` of the chosen checkpoint; a damaged one names the other to try."""
+    from ermlab import run as runs
+    from ermlab.training.checkpoint import CheckpointError
+
+    try:
+        return runs.restore(args.run_dir, args.checkpoint)
+    except CheckpointError as error:
+        if "truncated or corrupt" not in str(error):
+            raise
+        other = "last" if args.checkpoint == "best" else "best"
+        raise ValueError(f"{error}; or use --checkpoint {other} to load the run's {other} "
+                         "weights") from None
+
+
+def _loaded(args: argparse.Namespace, restored) -> str:
+    """Which checkpoint was loaded: ``best`` falls back to ``last`` when the run has none."""
+    from ermlab import run as runs
+
+    if args.checkpoint == "best" and restored.checkpoint.name != runs.BEST:
+        return f"last checkpoint (epoch {restored.epoch}; the run has no {runs.BEST})"
+    return f"{args.checkpoint} checkpoint (epoch {restored.epoch})"
+
+
+def matrix_labels(class_names: list[str], widest: int = 16) -> list[str]:
+    """Row and column labels of the confusion matrix, all of one width (9 to ``widest``
+    characters): the class names, cut to fit, or, when two cut names would read the same,
+    each prefixed with its class number."""
+    names = [str(name) for name in class_names]
+    width = max(9, min(widest, max(map(len, names), default=0)))
+    short = [name[:width] for name in names]
+    if len(set(short)) != len(short):
+        short = [f"{i} {name}"[:width] for i, name in enumerate(names)]
+    return [f"{name:>{width}}" for name in short]
+
+
+def _attack(args: argparse.Namespace, restored):
     """The ``--attack`` spec parsed with the raw data's range as bounds (None without it)."""
     if args.attack is None:
         return None
+    if restored.config.get("features"):
+        raise ValueError("--attack attacks the images through the preprocessing, but this run "
+                         f"was trained with --features {restored.config['features']}: its model "
+                         "sees feature vectors computed once; leave out --attack")
+    inputs = restored.inputs
     if args.attack_examples is not None and args.attack_examples < 1:
         raise ValueError(f"--attack-examples must be ≥ 1; got {args.attack_examples}")
     from ermlab import robustness
@@ -182,7 +227,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.output and Path(args.output).is_dir():
         raise ValueError(f"--output {args.output} is a directory; name a file, e.g. "
                          f"{Path(args.output) / 'predictions.csv'}")
-    restored = runs.restore(args.run_dir, args.checkpoint)
+    restored = _restore(args)
     inputs = restored.inputs
     x = read_inputs(args.data)
     shape = inputs.shape

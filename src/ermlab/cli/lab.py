@@ -1,15 +1,20 @@
-"""``ermlab lab ...``: the optimizer lab (``ermlab.lab``).
+"""ermlab lab ...: the optimizer lab (ermlab.lab): benchmark problems, tuning, reports.
 
-    ermlab lab run        tune every optimizer on every problem, rerun the best over seeds
-    ermlab lab problems   the problems and optimizers the lab knows, with their settings
-    ermlab lab summary    the metrics of a results folder (final/best test metrics, seeds)
-    ermlab lab merge      unite results folders (a run in several keeps its longest copy)
+    ermlab lab run           tune every optimizer on every problem, rerun the best over seeds
+    ermlab lab problems      the problems and optimizers the lab knows, with their settings
+    ermlab lab summary       the metrics of a results folder (final/best test metrics, seeds)
+    ermlab lab merge         unite results folders (a run in several keeps its longest copy)
+    ermlab lab report        one self-contained HTML report of a study
+    ermlab lab landscape     loss landscapes of a trained run directory or a lab problem
+    ermlab lab trajectories  optimizer paths over a 2-D test function (PNG, GIF)
+    ermlab lab boundary      decision boundaries: hidden units × L2 on a 2-D data set
+    ermlab lab table         the optimizers' comparison table (Markdown or HTML)
 
 summary and merge also read DeepOBS's result files (their published baselines).
-
-Each lab subcommand lives in a function ``add_<name>(subcommands)``; the report and
-picture subcommands come from ``ermlab.cli.lab_report`` (``add_commands(subcommands)``).
 """
+
+# Each lab subcommand lives in a function ``add_<name>(subcommands)``; the report and
+# picture subcommands come from ``ermlab.cli.lab_report`` (``add_commands(subcommands)``).
 
 from __future__ import annotations
 
@@ -126,8 +131,16 @@ def summary(args: argparse.Namespace) -> int:
                                     "folder); give the folder of DeepOBS's result files or of "
                                     "`ermlab lab run --out`")
     records = results.load_all(args.results, epochs=results.study_epochs(args.results))
+    if not records:
+        raise ValueError(f"{args.results} holds no run files; run `ermlab lab run --out "
+                         f"{args.results}` first, or give the folder it wrote")
     for folder in args.baselines:
-        records += results.load_all(folder)
+        baselines = results.load_all(folder)
+        if not baselines:
+            raise ValueError(f"--baselines folder {folder} holds no run files; give the folder "
+                             "of DeepOBS's result files or of `ermlab lab run --out`")
+        records += baselines
+    records = results.unique(records)  # a run in several folders counts once, as in merge
     for line in metrics.summary_lines(records, target=args.target):
         print(line)
     return 0
@@ -136,6 +149,10 @@ def summary(args: argparse.Namespace) -> int:
 def merge(args: argparse.Namespace) -> int:
     from ermlab.lab import results
 
+    for source in args.sources:  # before creating anything: a mistyped source is named
+        results.run_files(source)
+    results.make_folder(args.into, "the --into folder", "give --into a folder path (it is "
+                        "created if needed)")
     counts = results.merge(args.sources, args.into)
     print(f"{counts['copied']} runs copied into {args.into}, {counts['kept']} already there "
           "with as many epochs")

@@ -178,7 +178,7 @@ def landscape(args: argparse.Namespace) -> int:
               f"{args.optimizer}")
     progress = not args.no_progress
     label = f"{args.split} loss"
-    output.mkdir(parents=True, exist_ok=True)
+    _make_folder(output)
 
     def interpolation():
         alphas, values = scene.interpolation(numpy.linspace(-0.5, 1.5, args.points), progress)
@@ -218,7 +218,7 @@ def trajectories(args: argparse.Namespace) -> int:
                                              args.steps, noise=args.noise, seed=args.seed))
     print(f"{seconds:8.2f} s  {len(found)} trajectories of {args.steps} steps on {args.function}")
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
+    _make_folder(output)
     stem = args.function + (f"_noise{args.noise:g}" if args.noise else "")
     _write(lambda: tr.figure(args.function, found), output / f"{stem}.png")
     if args.gif:
@@ -238,7 +238,7 @@ def boundary(args: argparse.Namespace) -> int:
     strengths = _numbers(args.l2, float, "--l2")
     x, y = lab_boundary.dataset(args.dataset, args.n, seed=args.seed)
     output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
+    _make_folder(output)
     _write(lambda: lab_boundary.figure(
         lab_boundary.grid(x, y, hidden, strengths, epochs=args.epochs, seed=args.seed,
                           progress=not args.no_progress), x, y,
@@ -270,6 +270,13 @@ def _write(make, path: Path) -> None:
     start = time.perf_counter()
     _mpl.save_png(make(), path)
     print(f"{time.perf_counter() - start:8.2f} s  wrote {path}", flush=True)
+
+
+def _make_folder(output: Path) -> None:
+    from ermlab.lab import results
+
+    results.make_folder(output, "the --output folder", "give --output a folder path (it is "
+                        "created if needed)")
 
 
 def _is_problem(name: str) -> bool:

@@ -311,7 +311,8 @@ def run(args: argparse.Namespace) -> int:
         config = plan.config
         _check_cluster(config)
         state = runs.load_preprocessor_state(directory) if plan.checkpoint else None
-        data = runs.prepare_data(config, state)
+        inputs = runs.load_inputs(directory) if plan.checkpoint else None
+        data = runs.prepare_data(config, state, trained_on=inputs)
     else:
         config = runs.resolve(_config_from_args(args))
         _check_cluster(config)

@@ -149,6 +149,12 @@ def load_split(dataset: str, data_path: str | None, train_size: int | None,
     from ermlab.features.images import as_images
 
     loaded = data.load(dataset, **({"path": data_path} if data_path else {}))
+    if numpy.ndim(loaded.x_train) == 2:
+        raise ValueError(f"compare: {dataset}: got rows of shape {loaded.x_train.shape[1:]} "
+                         "(table data, not images); every compare method (mean image, image "
+                         "features, LeNet-5) needs images (N, H, W) or (N, C, H, W): reshape "
+                         f"the rows to images first, or use `ermlab train --dataset {dataset}` "
+                         "for table data")
     if numpy.ndim(loaded.x_train) != 4:
         as_images(loaded.x_train[:1], f"compare: {dataset}")  # one line: not images
     x, y = _subsample(loaded.x_train, loaded.y_train, train_size, seed, "train_size")

@@ -188,7 +188,8 @@ def from_run(directory: str | Path, examples: int = 1000, split: str = "train",
                                 "give a folder `ermlab train` wrote")
     restored = run.restore(directory)
     config = restored.config
-    data = run.prepare_data(config, run.load_preprocessor_state(directory))
+    data = run.prepare_data(config, run.load_preprocessor_state(directory),
+                            trained_on=restored.inputs)
     x, y = {"train": (data.x_train, data.y_train), "validation": (data.x_val, data.y_val),
             "test": (data.x_test, data.y_test)}[split]
     chosen = numpy.arange(len(x))  # (read into memory: the splits may be lazy ``Rows``)
@@ -196,7 +197,8 @@ def from_run(directory: str | Path, examples: int = 1000, split: str = "train",
         chosen = numpy.sort(numpy.random.default_rng(seed).choice(len(x), examples, replace=False))
     x, y = numpy.asarray(x[chosen]), numpy.asarray(y[chosen])
     model = restored.trainer.model
-    initial = run.build_model(config, data.image_shape, len(data.class_names),
+    input_shape = run._model_input_shape(config, restored.preprocessor, restored.inputs.shape)
+    initial = run.build_model(config, input_shape, len(data.class_names),
                               numpy.random.default_rng(config["seed"]))
     theta0 = [p.data.copy() for p in initial.parameters()]
     return scene(model, restored.trainer.loss, x, y, theta0)

@@ -120,6 +120,7 @@ def build(results_dir: str | Path, output: str | Path | None = None,
         raise ValueError(f"steps must be an integer ≥ 1; got {steps!r}")
     if output.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"the report is an HTML file: name it *.html; got {output}")
+    results.make_folder(output.parent, "the report's folder", "choose another --output")
     report = Report(f"Optimizer lab: {results_dir.resolve().name}")
     jobs = _jobs(report, records, results_dir, trajectories and steps, animation, boundary,
                  seeds_landscape, landscapes, target)

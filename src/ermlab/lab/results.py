@@ -58,7 +58,6 @@ import math
 import numbers
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -126,21 +125,14 @@ def validate(record: Mapping[str, Any], origin: str = "run record") -> dict[str,
 
 
 def save(record: Mapping[str, Any], root: str | os.PathLike) -> Path:
-    """Write ``record`` to its place under ``root`` atomically; returns the path."""
+    """Write ``record`` to its place under ``root`` atomically, with the permissions
+    ``open()`` would give it (0o666 minus the umask); returns the path."""
+    from ermlab.training.checkpoint import atomic_write_bytes
+
     record = validate(record)
     path = record_path(root, record)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(plain(record), indent=1, allow_nan=False)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
     return path
 
 
@@ -240,6 +232,32 @@ def load_all(root: str | os.PathLike, problem: str | None = None,
         if optimizer is None or record["optimizer_name"] == optimizer:
             records.append(record)
     return records
+
+
+def unique(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One record per run (problem, optimizer, setting, seed), as ``merge`` keeps them: of
+    copies of the same run, the one with the most epochs, the first among equals."""
+    kept: dict[Path, dict[str, Any]] = {}
+    for record in records:
+        key = record_path("", record)
+        if key not in kept or record["num_epochs"] > kept[key]["num_epochs"]:
+            kept[key] = dict(record)
+    return list(kept.values())
+
+
+def make_folder(folder: str | os.PathLike, what: str, fix: str) -> Path:
+    """Create ``folder`` and its parents; a path that cannot be a folder is a one-line
+    ValueError naming it: "cannot create WHAT FOLDER: REASON; FIX"."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                       None)
+        reason = (f"{blocker} is a file, not a folder" if blocker is not None
+                  else error.strerror or str(error))
+        raise ValueError(f"cannot create {what} {folder}: {reason}; {fix}") from None
+    return folder
 
 
 def study_epochs(root: str | os.PathLike) -> dict[str, int] | None:

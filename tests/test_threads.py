@@ -549,3 +549,72 @@ def test_a_worker_is_not_pinned_where_the_caller_may_use_one_cpu_only(monkeypatc
     monkeypatch.setattr(threads.os, "sched_setaffinity", lambda *args: calls.append(args))
     worker.steer(3)
     assert calls == [] and worker.cpu is None
+
+
+
+INTERRUPTED = r"""
+import os, signal, sys, threading, time
+from ermlab import threads
+awake = sys.argv[1] == "awake"
+
+
+def region():
+    return threads.run_lanes([lambda: 0, lambda: 1, lambda: 2], blas=False, awake=awake)
+
+
+threading.Timer(20, lambda: (print("hang", flush=True), os._exit(3))).start()
+region()  # the pool's workers exist
+if sys.argv[2] == "between":  # Ctrl-C between a post's counting and its setting
+    post = threads._Worker.post
+
+    def cut(self, call, awake=True):
+        threads._Worker.post = post
+        self.generation += 1
+        raise KeyboardInterrupt
+
+    threads._Worker.post = cut
+    try:
+        region()
+    except KeyboardInterrupt:
+        print("interrupted", end=" ", flush=True)
+else:  # Ctrl-C every ms, landing in the library's code (this script would not catch it
+    def inside_ermlab(signum, frame):  # elsewhere)
+        if "ermlab" in frame.f_code.co_filename:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, inside_ermlab)
+    stop = threading.Event()
+    threading.Thread(target=lambda: [os.kill(os.getpid(), signal.SIGINT)
+                                     for _ in iter(lambda: stop.wait(0.001), True)],
+                     daemon=True).start()
+    start = time.time()
+    while time.time() - start < 1:
+        try:
+            while True:
+                region()
+        except KeyboardInterrupt:
+            pass
+    stop.set()
+    time.sleep(0.05)
+    print("interrupted", end=" ", flush=True)
+print(region(), flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("wait, where", [("awake", "between"), ("asleep", "between"),
+                                         ("awake", "anywhere")])
+def test_regions_cut_by_interrupts_leave_the_pool_working(wait, where, tmp_path):
+    """A KeyboardInterrupt anywhere in a region (between a post's counting and its setting,
+    in the caller's lane, while it waits for a worker) is raised once every worker is back:
+    the next region runs (it hung: a worker waited for a post number gone past)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    env = {**os.environ, "ERMLAB_NUM_THREADS": "3"}
+    done = subprocess.run([sys.executable, str(script), wait, where], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert done.stdout.strip() == "interrupted [0, 1, 2]"

@@ -195,31 +195,60 @@ def run_lanes(calls: Sequence[Callable[..., Any]], blas: bool = True,
     pool = _workers(len(calls) - 1)
     if not pool.lock.acquire(blocking=False):
         return [first_call()] + [call() for call in calls[1:]]
+    used, staged = pool.workers[:len(calls) - 1], None
     try:
         with BlasOneThread() if blas else contextlib.nullcontext():
-            used = pool.workers[:len(calls) - 1]
-            here = _cpu()
-            for worker in used:
-                if here is not None and worker.cpu == here:
-                    worker.steer(here)
-            staged = None
-            if handoff and awake and not used[0].posted.sleeping and _spinner() is not None:
-                staged = used[0].stage(calls[1])
-            for worker, call in zip(used, calls[1:], strict=True):
-                if staged is None or worker is not used[0]:
-                    worker.post(call, awake)
             try:
+                here = _cpu()
+                for worker in used:
+                    if here is not None and worker.cpu == here:
+                        worker.steer(here)
+                if handoff and awake and not used[0].posted.sleeping and _spinner() is not None:
+                    staged = used[0].stage(calls[1])
+                for worker, call in zip(used, calls[1:], strict=True):
+                    if staged is None or worker is not used[0]:
+                        worker.post(call, awake)
                 first = calls[0](staged) if staged is not None else first_call()
             finally:
-                if staged is not None:
-                    staged.settle()
-                outcomes = [worker.finish(awake) for worker in used]
+                outcomes = _end_region(used, staged, awake)
     finally:
         pool.lock.release()
     for _, error in outcomes:
         if error is not None:
             raise error
     return [first] + [result for result, _ in outcomes]
+
+
+def _end_region(used: Sequence[_Worker], staged: Handoff | None,
+                awake: bool) -> list[tuple[Any, BaseException | None]]:
+    """The workers' outcomes, once every one of them is back from this region's post.
+
+    A KeyboardInterrupt (Ctrl-C: Python raises it in the calling thread, between two
+    bytecodes, anywhere in the region) is held until then and raised after: the workers
+    wait for their posts by number, so a region left with a post unmade, or unawaited,
+    would leave a worker waiting for a number the next region has gone past — every later
+    region would hang. Posts that an interrupt cut short are made here (``complete_post``).
+    """
+    outcomes, deferred, pending = [], None, list(used)
+    while True:
+        try:
+            if staged is not None:
+                staged.settle()
+                staged = None
+            while pending:
+                pending[0].complete_post()
+                outcomes.append(pending[0].finish(awake))
+                pending.pop(0)
+            break
+        except BaseException as error:  # noqa: BLE001 - raised once the workers are back
+            deferred = error if deferred is None else deferred
+    if deferred is not None:
+        raise deferred
+    return outcomes
+
+
+def _nothing() -> None:
+    """The call of a post that an interrupt cut short before its call was set."""
 
 
 def run_ranges(ranges: Sequence[tuple[int, int]], work: Callable[..., Any], *args: Any,
@@ -412,6 +441,14 @@ class _Worker:
         self.call, self.awake = call, True
         self.posted.counter[1] = 0  # a stop asked by ``rest`` is over: spin for this post
         return Handoff(self, self.generation)
+
+    def complete_post(self) -> None:
+        """Make the post of this worker's current number if it was not made (an interrupt
+        between ``post``'s counting and its setting, or before a ``Handoff`` posted)."""
+        if self.posted.counter[0] != self.generation:
+            if self.call is None:  # None would stop the worker
+                self.call = _nothing
+            self.posted.set(self.generation)
 
     def finish(self, awake: bool = True) -> tuple[Any, BaseException | None]:
         self.done.wait(self.generation, awake)

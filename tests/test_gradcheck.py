@@ -206,3 +206,16 @@ def test_the_suite_checks_every_loss():
                 and cls is not losses.Loss and not name.startswith("_")}
     checked = {name for kind, name, _ in gradcheck_suite.cases() if kind == "loss"}
     assert concrete and concrete <= checked, concrete - checked
+
+
+def test_kinks_fail_by_design_and_the_docstring_says_so():
+    """At a kink (ReLU at 0) the centred difference averages the one-sided slopes (½) while
+    bprop returns one (0): the check fails, and the module's docstring tells the reader that
+    such a failure is expected, not a bug."""
+    with backend.default_dtype(np.float64):
+        result = gradcheck.check_module(nn.ReLU(), np.array([[0.0, 1.0, -1.0]]))
+    assert not result.passed()
+    doc = " ".join(gradcheck.__doc__.split())
+    assert "kink" in doc.lower()
+    for case in ("ReLU", "LeakyReLU", "ELU", "hinge"):
+        assert case in doc.split("Kinks:")[1]

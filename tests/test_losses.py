@@ -452,3 +452,36 @@ def test_softmax_cross_entropy_kernels_keep_the_boundary_checks(monkeypatch):
     grad = loss.backward()
     assert loss.forward(scores, labels) == value  # the kernels
     assert loss.backward().tobytes() == grad.tobytes()
+
+
+# -- sample weights whose sum overflows the dtype ----------------------------------------------
+
+
+@pytest.mark.parametrize("weight", [[2e38, 2e38, 1e38, 0.0], [3e38, 3e38, 3e38, 3e38]])
+def test_cross_entropy_weights_summing_past_float32_max(weight):
+    """Σ w = ∞ in float32 made every w/Σw zero: loss 0 and a zero gradient, silently."""
+    rng = np.random.default_rng(11)
+    scores = rng.standard_normal((4, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 1])
+    w = np.array(weight)  # float64 here: the reference
+    loss = SoftmaxCrossEntropy()
+    value = loss.forward(scores, labels, sample_weight=np.array(weight, np.float32))
+    s = scores.astype(np.float64)
+    p = np.exp(s - s.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    share = w / w.sum()
+    assert value == pytest.approx(np.sum(share * -np.log(p[np.arange(4), labels])), rel=1e-6)
+    expected = (p - np.eye(3)[labels]) * share[:, None]
+    np.testing.assert_allclose(loss.backward(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_mean_squared_error_weights_summing_past_float32_max():
+    scores = np.array([[1.0], [2.0], [-1.0]], np.float32)
+    target = np.zeros((3, 1), np.float32)
+    w = np.array([3e38, 3e38, 1e38])  # float64 here: the reference
+    loss = MeanSquaredError()
+    value = loss.forward(scores, target, sample_weight=w.astype(np.float32))
+    share = w / w.sum()
+    d = scores.astype(np.float64)
+    assert value == pytest.approx(np.sum(share * d[:, 0] ** 2), rel=1e-6)
+    np.testing.assert_allclose(loss.backward(), 2 * d * share[:, None], rtol=1e-6)

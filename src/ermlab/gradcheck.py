@@ -32,6 +32,12 @@ relative for a correct ``Linear`` on inputs of scale 10 (3–6e-6 measured, 64 �
 batch 16) and ~1e-4 for weights of scale 100: check such modules with a larger ε
 (``eps=1e-4``: 3.5e-8 there; exact for layers affine in the checked array, whose
 O(ε²) term is 0) or a looser tolerance, rather than reading a failure as a bug.
+
+Kinks: the centred difference assumes f is differentiable on [θ − ε, θ + ε]. Where an
+entry lies within ε of a kink — ReLU or LeakyReLU at 0, ELU with α ≠ 1 at 0, a hinge
+loss at a tie (a margin of exactly 0) — it averages the two one-sided slopes, while
+bprop returns one of them (the subgradient the layer documents), so the check fails
+there by design, not because bprop is wrong: keep inputs away from kinks (|x| ≫ ε).
 """
 
 from __future__ import annotations

@@ -482,7 +482,9 @@ def _check_targets(xp: Any, y: Any, scores: Any, loss: Loss) -> Any:
 
 
 def _sample_scale(xp: Any, sample_weight: Any, n: int, dtype: Any) -> Any:
-    """w_i / Σ_j w_j as an (N,) array, or the scalar 1/N without weights."""
+    """w_i / Σ_j w_j as an (N,) array, or the scalar 1/N without weights: w / max w first,
+    so that weights whose sum overflows the dtype (float32 [2e38, 2e38]) are not all
+    divided by ∞ into zeros."""
     if sample_weight is None:
         return 1.0 / n
     weight = xp.asarray(sample_weight, dtype=dtype)
@@ -497,12 +499,13 @@ def _sample_scale(xp: Any, sample_weight: Any, n: int, dtype: Any) -> Any:
         raise ValueError(
             f"sample_weight must be finite and non-negative; got {value} at index {where}"
         )
-    total = weight.sum()
-    if not bool(total > 0):
+    peak = weight.max()
+    if not bool(peak > 0):
         raise ValueError(
             "sample_weight sums to 0; give at least one sample a positive weight"
         )
-    return weight / total
+    weight = weight / peak  # Σ of values ≤ 1: finite where Σ w overflows the dtype
+    return weight / weight.sum()
 
 
 def _first(bad: Any, array: Any) -> tuple[str, str]:

@@ -208,3 +208,46 @@ def test_a_subclass_overriding_grad_input_also_overrides_backward(algorithm):
     assert results[0].passed(TOL)  # grad_input never ran
     assert results[1].max_rel_error == pytest.approx(1e-3, rel=1e-2)
     assert results[1].where.startswith("input[")
+
+
+# -- ∂L/∂y of the wrong shape ------------------------------------------------------------------
+
+GRAD_SHAPE_LAYERS = {
+    "im2col": dict(kernel_size=3, padding=1, algorithm="im2col"),
+    "im2col-stride2": dict(kernel_size=3, padding=1, stride=2, algorithm="im2col"),
+    "winograd": dict(kernel_size=3, padding=1, algorithm="winograd"),
+    "direct": dict(kernel_size=3, padding=1, algorithm="direct"),
+    "depthwise": dict(kernel_size=3, padding=1, groups=6, algorithm="direct"),
+    "pointwise": dict(kernel_size=1),
+}
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "forward_relu"])
+@pytest.mark.parametrize("method", ["backward", "accumulate_grad", "grad_input"])
+@pytest.mark.parametrize("layer", list(GRAD_SHAPE_LAYERS))
+def test_grad_out_of_the_wrong_shape_raises_naming_both_shapes(layer, method, relu):
+    """The direct, Winograd and depthwise kernels index ∂L/∂y by the forward's shape,
+    unchecked: a wrong batch or size read out of bounds (garbage, NaN) or passed silently;
+    im2col failed deep inside with a lane's slice in the message."""
+    x = np.random.default_rng(0).standard_normal((7, 6, 11, 11)).astype(np.float32)
+    conv = nn.Conv2d(6, 12, rng=3, **GRAD_SHAPE_LAYERS[layer])
+    y = conv.forward_relu(x) if relu else None
+    if y is None:
+        y = conv.forward(x)
+    n, c, h, w = y.shape
+    for shape in [(n - 1, c, h, w), (n + 1, c, h, w), (n, c - 1, h, w), (n, c, h - 1, w),
+                  (n, c, h, w + 1), (c, h, w)]:
+        bad = np.ones(shape, np.float32)
+        with pytest.raises(ValueError, match=rf"grad_out has shape \({shape[0]}, .*expected "
+                                             rf"\({n}, {c}, {h}, {w}\)"):
+            getattr(conv, method)(bad)
+    conv.zero_grad()
+    assert np.isfinite(conv.backward(np.ones_like(y))).all()  # nothing left half done
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "direct", "winograd"])
+def test_grad_out_of_another_dtype_is_named(algorithm):
+    conv = nn.Conv2d(3, 4, 3, padding=1, algorithm=algorithm, rng=0)
+    y = conv.forward(np.ones((2, 3, 6, 6), np.float32))
+    with pytest.raises(ValueError, match=r"grad_out has dtype float64; the layer's is float32"):
+        conv.backward(np.ones(y.shape))

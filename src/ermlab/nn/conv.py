@@ -1006,8 +1006,30 @@ class Conv2d(Module):
 
     # -- bprop --------------------------------------------------------------------
 
+    def _check_grad_out(self, grad_out: Any) -> None:
+        """Raise ``ValueError`` naming both shapes unless ∂L/∂y has the shape of the last
+        forward's output (the kernels index it by that shape, unchecked), and naming the
+        dtypes unless it has the layer's (the compiled kernels are typed by it). O(1)."""
+        n, _, h, w = self._cached("_x_shape")
+        _, _, oh, ow, _ = self._layout((n, 0, h, w))
+        expected = (n, self.out_channels, oh, ow)
+        shape = tuple(getattr(grad_out, "shape", ()))
+        if shape != expected:
+            raise ValueError(
+                f"{type(self).__name__}.backward: grad_out has shape {shape}; expected "
+                f"{expected}, the shape of the output of the last forward (∂L/∂y, one value "
+                "per output)"
+            )
+        if grad_out.dtype != self.weight.data.dtype:
+            raise ValueError(
+                f"{type(self).__name__}.backward: grad_out has dtype {grad_out.dtype}; the "
+                f"layer's is {self.weight.data.dtype}. Pass ∂L/∂y in the layer's dtype "
+                f"(grad_out.astype(numpy.{self.weight.data.dtype}))"
+            )
+
     def backward(self, grad_out: Any, input_grad: bool = True) -> Any:
         """∂L/∂W, ∂L/∂b and (unless ``input_grad=False``) ∂L/∂x in one pass over the batch."""
+        self._check_grad_out(grad_out)
         if self.per_example_recorder is not None:
             # ∂L/∂y of this layer's own output: after forward_relu, the ReLU's bprop first
             # (grad_input masks again, which changes nothing: G·1·1 = G·1)
@@ -1034,6 +1056,7 @@ class Conv2d(Module):
         return transposed.forward(grad_out) if transposed is not None else grad
 
     def accumulate_grad(self, grad_out: Any) -> None:
+        self._check_grad_out(grad_out)
         if self.per_example_recorder is not None:
             self.per_example_recorder.record(
                 self, self._rectified(array_module(grad_out), grad_out, in_lanes=False)[0])
@@ -1109,6 +1132,7 @@ class Conv2d(Module):
         return g, x
 
     def grad_input(self, grad_out: Any) -> Any:
+        self._check_grad_out(grad_out)
         if self._is_pointwise():
             return self._grad_input_pointwise(self._pointwise_grad_columns(grad_out))
         depthwise = self._depthwise(self._cached("_x"))

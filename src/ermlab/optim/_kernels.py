@@ -204,11 +204,21 @@ def adadelta(theta, grad, square_avg, acc_delta, weight_decay, coupled, rho, one
         theta[i] = th + delta * neg_lr
 
 
+@njit(inline="always", **_JIT)
+def _centered(v, a):
+    """v̂ = v − a·a (``adaptive._centered_``): two roundings, but +∞ − |a| where v = +∞, as
+    a fused multiply-add gives it (finite a: +∞, not ∞ − ∞ = NaN)."""
+    if v == math.inf:
+        return v - abs(a)
+    return v - a * a
+
+
 @njit(**_JIT)
 def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha,
             one_minus_alpha, w, w_minus_one, small, eps, eps_inside_sqrt, momentum, neg_lr,
             signal=None, value=0):
-    """RMSprop: v ← αv + ((1 − α)g)g; centered: ḡ ← lerp(ḡ, g, 1 − α), v̂ = v − ḡḡ;
+    """RMSprop: v ← αv + ((1 − α)g)g; centered: ḡ ← lerp(ḡ, g, 1 − α), v̂ = v − ḡḡ
+    (``_centered``), and v̂ taken as 0 where the root's argument is negative;
     d = g/(√v̂ + ε) or g/√(v̂ + ε); μ > 0: b ← μb + d, θ ← θ + b·(−γ); else θ + d·(−γ).
     ``grad_avg`` is None unless centered, ``buf`` None unless μ > 0."""
     publish(signal, value)
@@ -220,10 +230,15 @@ def rmsprop(theta, grad, square_avg, grad_avg, buf, weight_decay, coupled, alpha
         if grad_avg is not None:
             ga = _lerp(grad_avg[i], g, w, w_minus_one, small)
             grad_avg[i] = ga
-            sa = sa - ga * ga
+            sa = _centered(sa, ga)
         if eps_inside_sqrt:
-            d = g / math.sqrt(sa + eps)
+            root = sa + eps
+            if root < 0:  # v̂ < −ε (centered only): v̂ taken as 0
+                root = eps
+            d = g / math.sqrt(root)
         else:
+            if sa < 0:  # v̂ < 0 (centered only): taken as 0
+                sa = eps - eps
             d = g / (math.sqrt(sa) + eps)
         if buf is not None:
             d = buf[i] * momentum + d

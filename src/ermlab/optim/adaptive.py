@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy
+
 from ermlab.backend import array_module
 from ermlab.nn.parameter import Parameter
 from ermlab.optim.inplace import (
@@ -38,6 +40,42 @@ def _coupled_grad(block: Block, weight_decay: float) -> Any:
     g = xp.multiply(block.data, weight_decay, out=block.scratch(0))
     g += block.grad
     return g
+
+
+def _centered_root_(v: Any, grad_avg: Any, eps: float, inside: bool, out: Any) -> Any:
+    """√v̂ (``inside``: √(v̂ + ε)) into ``out``, v̂ = v − ḡ·ḡ, as ``_kernels.rmsprop``.
+
+    v − ḡ·ḡ is rounded twice, as torch's ``addcmul(ḡ, ḡ, value=-1)`` where its CPU kernel
+    rounds the product and the sum apart (builds that fuse them, torch 2.13's AVX-512 one,
+    differ in the last bit). Two cases where torch's root would be NaN or the two roundings
+    part from a fused multiply-add are taken apart, in a second pass that only a step
+    meeting them makes (NumPy's invalid-operation flag says when; CuPy always takes it):
+    where v = +∞ (the average overflowed) v̂ = v − |ḡ| = +∞ for finite ḡ, what an FMA gives,
+    not ∞ − ∞ = NaN; and where the root's argument is negative, v̂ is taken as 0. That
+    happens where v was flushed (a subnormal v zeroed, ḡ² still subnormal, not zero:
+    torch's v̂ there is a subnormal that ε hides, so the step is torch's), or where
+    rounding makes v − ḡ² < 0 (a near-constant gradient; torch's θ turns NaN there).
+    """
+    xp = array_module(v)
+    if xp is numpy:
+        with numpy.errstate(invalid="raise"):
+            try:
+                xp.multiply(grad_avg, grad_avg, out=out)
+                xp.subtract(v, out, out=out)
+                if inside:
+                    out += eps
+                return xp.sqrt(out, out=out)
+            except FloatingPointError:
+                pass
+    with numpy.errstate(invalid="ignore"):
+        xp.multiply(grad_avg, grad_avg, out=out)
+        xp.subtract(v, out, out=out)
+        overflowed = xp.isposinf(v)
+        out[...] = xp.where(overflowed, v - xp.abs(grad_avg), out)
+        if inside:
+            out += eps
+        xp.copyto(out, eps if inside else 0, where=out < 0)
+        return xp.sqrt(out, out=out)
 
 
 class Adagrad(InPlaceOptimizer):
@@ -242,6 +280,15 @@ class RMSprop(InPlaceOptimizer):
         flush_every, flush_below: subnormal flush of ḡ, b, and of v where ε hides it
             (``optim.inplace``).
 
+    Centered, at the ends of the float range (``_centered_root_``): where v = +∞ (the
+    average overflowed) v̂ = +∞, as torch's fused multiply-add gives (the step is 0), not
+    ∞ − ∞ = NaN; where the root's argument is negative, v̂ is taken as 0. The flush zeroes
+    a subnormal v while ḡ² may still be a nonzero subnormal, so v − ḡ² < 0 there; torch's
+    v̂ is then a subnormal that ε hides, and √0 + ε gives its step. Otherwise only rounding
+    makes v − ḡ² < 0 (a near-constant gradient), where torch's θ turns NaN. Where torch's
+    root is finite the two agree, as before (ḡ is not flushed along with v: flushing ḡ,
+    a normal number up to ~1e-19 in float32, would move later steps).
+
     Example:
         >>> opt = RMSprop(model.parameters(), lr=1e-3, centered=True)
     """
@@ -317,15 +364,14 @@ class RMSprop(InPlaceOptimizer):
         square_avg *= alpha
         add_scaled_square_(square_avg, g, 1 - alpha, avg)
         if group["centered"]:
-            grad_avg = block.state["grad_avg"]
-            lerp_(grad_avg, g, 1 - alpha, avg)
-            xp.multiply(grad_avg, grad_avg, out=avg)
-            xp.subtract(square_avg, avg, out=avg)  # = torch's addcmul(ḡ, ḡ, value=-1), exactly
-        v_hat = avg if group["centered"] else square_avg
-        if group["eps_inside_sqrt"]:
-            xp.sqrt(xp.add(v_hat, eps, out=avg), out=avg)
+            lerp_(block.state["grad_avg"], g, 1 - alpha, avg)
+            _centered_root_(square_avg, block.state["grad_avg"], eps,
+                            group["eps_inside_sqrt"], avg)
+        elif group["eps_inside_sqrt"]:
+            xp.sqrt(xp.add(square_avg, eps, out=avg), out=avg)
         else:
-            xp.sqrt(v_hat, out=avg)
+            xp.sqrt(square_avg, out=avg)
+        if not group["eps_inside_sqrt"]:
             avg += eps
         xp.divide(g, avg, out=avg)
         if group["momentum"] > 0:

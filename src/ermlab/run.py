@@ -92,7 +92,8 @@ What ``--resume`` may change (``RESUMABLE``): the epoch budget and early
 stopping (``epochs``, ``patience``, ``min_delta``; ``epochs`` not where the
 schedule plans the learning rate over them — ``cosine``, and ``step`` or
 ``multistep`` without explicit sizes), ``batch_size``, the
-regularization (``l1``, ``l2``, ``max_norm``), ``augment``, and the
+regularization (``l1``, ``l2``, ``max_norm``), ``augment`` (on or off: the
+``auto`` preprocessing is pinned to the kind fitted, ``_kept_preprocess``), and the
 optimizer's hyperparameters (``lr``, ``momentum``, ``betas``, ...; applied
 over the restored optimizer state; ``lr`` only when no closed-form schedule
 sets it). Everything that defines the model, the data or the optimizer's
@@ -1067,8 +1068,28 @@ def plan_resume(directory: str | Path, overrides: dict[str, Any]) -> Resume:
     if "lr" in changed and closed_form:
         raise ValueError(f"--resume cannot change lr: schedule {saved['schedule']!r} sets the "
                          "learning rate every epoch")
+    if config is not saved and bool(config["augment"]) != bool(saved["augment"]):
+        config["preprocess"] = _kept_preprocess(directory, saved)
     asked = any(key in overrides for key in STOPPING)
     return Resume(config, saved, checkpoint, asked, notes)
+
+
+def _kept_preprocess(directory: Path, saved: dict[str, Any]) -> str:
+    """The preprocessing of a run resumed with augmentation turned on or off: "auto" picks
+    ``channel_mean`` for augmented images and ``mean_image`` otherwise, so it is pinned to
+    the kind the run was fitted with (its saved statistics are of that kind)."""
+    if saved["preprocess"] != "auto" or saved.get("features"):
+        return saved["preprocess"]
+    inputs = load_inputs(directory) if (directory / PREPROCESSING).is_file() else None
+    if inputs is None:
+        if not (directory / PREPROCESSING).is_file():  # nothing fitted yet: a new choice
+            return saved["preprocess"]
+        raise ValueError("--resume cannot turn augmentation on or off for this run (written by "
+                         "an older ermlab, its preprocessing kind is not recorded); start a "
+                         "new run instead")
+    if len(inputs.shape) != 3:
+        return saved["preprocess"]
+    return "channel_mean" if saved["augment"] else "mean_image"
 
 
 def continue_training(trainer: Any, plan: Resume) -> str | None:

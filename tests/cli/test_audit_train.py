@@ -202,3 +202,38 @@ def test_lab_summary_names_a_missing_baselines_folder(tmp_path, capsys):
                           tmp_path / "missing"], capsys)
     assert f"--baselines folder {tmp_path / 'missing'} does not exist" in err
     assert "ermlab lab run` first" not in err
+
+
+@pytest.mark.parametrize("first, then, kind", [([], ["--augment", "flip"], "mean_image"),
+                                               (["--augment", "flip"], ["--augment", ""],
+                                                "channel_mean")])
+def test_resume_turning_augmentation_on_or_off_keeps_the_fitted_preprocessing(
+        first, then, kind, tmp_path):
+    """--preprocess auto fits a per-pixel mean without augmentation, a per-channel one with
+    it; a resume that turns augmentation on or off keeps the kind its statistics are of (it
+    failed in the first batch, and left config.json naming the other kind)."""
+    data, run = images(tmp_path / "images.npz"), tmp_path / "run"
+    assert run_cli("train", "--dataset", data, "--model", "lenet5", "--epochs", 1,
+                   "--patience", "none", "-o", run, "-q", *first) == 0
+    assert run_cli("train", "--resume", run, "--epochs", 2, "-q", *then) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["preprocess"] == kind and config["augment"] == ("flip" if not first else "")
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert run_cli("evaluate", run) == 0
+
+
+def test_channels_last_images_are_named_with_the_transpose(tmp_path, capsys):
+    x = np.random.default_rng(0).uniform(0, 1, (40, 12, 12, 1)).astype(np.float32)
+    np.savez(tmp_path / "nhwc.npz", x=x, y=np.arange(40) % 2)
+    err = one_line_error(["train", "--dataset", tmp_path / "nhwc.npz", "--model", "lenet5",
+                          "-q"], capsys)
+    assert "looks channels last" in err and "x.transpose(0, 3, 1, 2)" in err
+
+
+def test_one_channel_images_without_their_channel_axis_are_named_with_the_fix(tmp_path,
+                                                                               capsys):
+    x = np.random.default_rng(0).uniform(0, 1, (40, 12, 12)).astype(np.float32)
+    np.savez(tmp_path / "nhw.npz", x=x, y=np.arange(40) % 2)
+    err = one_line_error(["train", "--dataset", tmp_path / "nhw.npz", "--model", "lenet5",
+                          "-q"], capsys)
+    assert "add a channel axis to one-channel images (x[:, None]" in err

@@ -222,9 +222,10 @@ def check_data(config: dict[str, Any], data: Any) -> None:
     import numpy
 
     if len(data.image_shape) != 3 and config["model"] not in ("mlp", "linear"):
+        fix = ("add a channel axis to one-channel images (x[:, None]: (N, 1, H, W)) or use "
+               "--model mlp" if len(data.image_shape) == 2 else "use --model mlp")
         raise ValueError(f"--model {config['model']} needs image data (N, C, H, W); "
-                         f"{config['dataset']} has rows of shape {data.image_shape}: use "
-                         "--model mlp")
+                         f"{config['dataset']} has rows of shape {data.image_shape}: {fix}")
     low, high = float(data.inputs.minimum.min()), float(data.inputs.maximum.max())
     if len(data.image_shape) == 3 and config["preprocess"] == "auto" and (low < 0 or high > 1):
         warnings.warn(f"{config['dataset']} images range over [{low:g}, {high:g}]; the "

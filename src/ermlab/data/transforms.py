@@ -580,7 +580,9 @@ def parse(spec: str | Sequence[str], layout: str = "NCHW", data: Any = None) -> 
     """Build a ``Compose`` from a command-line spec such as ``"crop:4,flip,rotate:10"``.
 
     Items are separated by commas, arguments by colons; every argument has a
-    default. Crop's padding is a whole number of pixels, and ``scale`` crops
+    default. Padding and the fill of warps are 0 in the units the batches are in:
+    under ``ermlab train``'s preprocessing (the mean subtracted) that is the mean
+    colour, not black. Crop's padding is a whole number of pixels, and ``scale`` crops
     windows of the image's size, so its LO is ≥ 1. A list of items
     (``["crop:4", "flip"]``, as a TOML file or ``--set augment=[...]`` writes
     it) is the same as the items joined by commas.

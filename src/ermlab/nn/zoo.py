@@ -61,6 +61,12 @@ def check_input_shape(model: str, input_shape: Sequence[int], min_size: int) -> 
             f"{model} needs input_shape (channels, height, width); got {tuple(input_shape)}"
         )
     if min(shape[1:]) < min_size:
+        if shape[2] in (1, 3) and shape[0] >= min_size and shape[1] >= min_size:
+            raise ValueError(
+                f"{model} takes images channels first, (C, H, W); got {shape}, which looks "
+                f"channels last, (H, W, C) = {shape}: transpose the images with "
+                "x.transpose(0, 3, 1, 2)"
+            )
         raise ValueError(
             f"{model} needs images of at least {min_size}×{min_size}; got {shape[1]}×{shape[2]} "
             "(resize the images or pick a smaller model)"

@@ -495,7 +495,8 @@ class Inputs:
             x, lambda chunk: (chunk < low) | (chunk > high))
         if not count:
             return
-        row, feature = first[0], first[1:] if len(first) > 2 else first[1]
+        row = int(first[0])
+        feature = tuple(int(i) for i in first[1:]) if len(first) > 2 else int(first[1])
         warn(f"{what}: {count} values in {rows} "
              f"examples lie far outside the training range (first: example {row}, feature "
              f"{feature} = {value:g}; trained on [{self.minimum[first[1:]]:g}, "

@@ -237,3 +237,16 @@ def test_one_channel_images_without_their_channel_axis_are_named_with_the_fix(tm
     err = one_line_error(["train", "--dataset", tmp_path / "nhw.npz", "--model", "lenet5",
                           "-q"], capsys)
     assert "add a channel axis to one-channel images (x[:, None]" in err
+
+
+def test_the_far_input_warning_names_an_image_feature_plainly(tmp_path, capsys):
+    data, run = images(tmp_path / "images.npz"), tmp_path / "run"
+    assert run_cli("train", "--dataset", data, "--model", "lenet5", "--epochs", 1,
+                   "--patience", "none", "-o", run, "-q") == 0
+    x = np.load(data)["x_test"] * 255
+    np.save(tmp_path / "far.npy", x)
+    capsys.readouterr()
+    assert run_cli("predict", run, tmp_path / "far.npy", "-o", tmp_path / "p.csv") == 0
+    err = capsys.readouterr().err
+    assert "far outside the training range" in err and "feature (0, " in err
+    assert "np.int64" not in err

@@ -343,3 +343,9 @@ def test_bad_inputs():
         T.RandomScaleCrop(scale=(0.5, 1.0))(images(), 0)
     with pytest.raises(ValueError, match="fitted on 3 channels"):
         T.PCAColor.fit(images())(images(shape=(2, 1, 4, 4)), 0)
+
+
+def test_brightness_refuses_integer_pixels_it_would_leave_unchanged():
+    x = np.full((2, 1, 3, 3), 100, np.uint8)
+    with pytest.raises(ValueError, match=r"needs floating-point images; got uint8"):
+        T.RandomBrightness(0.2)(x, 0)

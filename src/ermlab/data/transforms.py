@@ -364,6 +364,9 @@ class RandomBrightness(Transform):
 
     def apply(self, x: Any, generator: numpy.random.Generator) -> Any:
         xp = array_module(x)
+        if numpy.dtype(x.dtype).kind != "f":  # the offset rounded to an integer dtype: 0
+            raise ValueError(f"RandomBrightness needs floating-point images; got {x.dtype}. "
+                             "Convert them: x.astype(numpy.float32) / 255")
         b = generator.uniform(-self.delta, self.delta, size=x.shape[0])
         return x + xp.asarray(b, dtype=x.dtype)[:, None, None, None]
 

@@ -180,7 +180,7 @@ def test_a_failing_worker_is_reported_and_cleaned_up():
     x = numpy.ones((30, 4), numpy.float32)
     y = numpy.zeros(30, numpy.int64)
     y[-1] = 5  # passes the parent's check of the first examples; fails in a worker
-    with pytest.raises(RuntimeError, match=r"Hogwild worker [01] failed: ValueError: .*label"):
+    with pytest.raises(RuntimeError, match=r"Hogwild worker [01] failed: LabelError: .*label"):
         Hogwild(2, epochs=1).fit_model(mlp([4, 3], rng=0), losses.SoftmaxCrossEntropy(), x, y)
 
 

@@ -46,6 +46,15 @@ def table_run(tmp_path_factory):
     return home / "run", data
 
 
+def copy_run(run, copy, leave_out=None):
+    """A copy of the run folder's files (all but ``leave_out``), to damage or change."""
+    copy.mkdir()
+    for file in run.iterdir():
+        if file.is_file() and file.name != leave_out:
+            (copy / file.name).write_bytes(file.read_bytes())
+    return copy
+
+
 def confusion_rows(out):
     """(label, counts, printed recall) of every row of the printed confusion matrix."""
     lines = out.splitlines()
@@ -79,12 +88,7 @@ def test_recall_is_the_diagonal_when_class_names_share_their_first_characters(ta
 ])
 def test_a_data_file_changed_since_training_is_named_before_any_evaluation(
         table_run, tmp_path, capsys, change, message):
-    run, _ = table_run
-    copy = tmp_path / "run"
-    copy.mkdir()
-    for file in run.iterdir():
-        if file.is_file():
-            (copy / file.name).write_bytes(file.read_bytes())
+    copy = copy_run(table_run[0], tmp_path / "run")
     config = json.loads((copy / "config.json").read_text())
     config["dataset"] = str(table(tmp_path / "changed.npz", **change))
     (copy / "config.json").write_text(json.dumps(config))
@@ -97,12 +101,7 @@ def test_a_data_file_changed_since_training_is_named_before_any_evaluation(
 
 
 def test_best_missing_says_the_last_checkpoint_was_evaluated(table_run, tmp_path, capsys):
-    run, _ = table_run
-    copy = tmp_path / "run"
-    copy.mkdir()
-    for file in run.iterdir():
-        if file.is_file() and file.name != "best.safetensors":
-            (copy / file.name).write_bytes(file.read_bytes())
+    copy = copy_run(table_run[0], tmp_path / "run", leave_out="best.safetensors")
     assert run_cli("evaluate", copy) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "last checkpoint (epoch 2; the run has no best.safetensors)" in first
@@ -110,12 +109,7 @@ def test_best_missing_says_the_last_checkpoint_was_evaluated(table_run, tmp_path
 
 
 def test_a_damaged_checkpoint_names_the_other_one_to_try(table_run, tmp_path, capsys):
-    run, _ = table_run
-    copy = tmp_path / "run"
-    copy.mkdir()
-    for file in run.iterdir():
-        if file.is_file():
-            (copy / file.name).write_bytes(file.read_bytes())
+    copy = copy_run(table_run[0], tmp_path / "run")
     (copy / "best.safetensors").write_bytes(b"")
     err, _ = one_line_error(capsys, "evaluate", copy)
     assert "truncated or corrupt" in err and "--checkpoint last" in err

@@ -121,8 +121,16 @@ def validate(config: Mapping[str, Any], also_known: Sequence[str] = ()) -> dict[
     unknown = sorted(set(full) - set(DEFAULTS) - set(options))
     if unknown:
         _foreign_options(full["optimizer"], unknown)
+        import difflib
+
+        known = sorted({*DEFAULTS, *also_known, *options})
+        guesses = {key: difflib.get_close_matches(key.replace("-", "_"), known, n=1)
+                   for key in unknown}
+        meant = "; ".join(f"{key!r}: did you mean {guess[0]!r}?"
+                          for key, guess in guesses.items() if guess)
         raise ValueError(
-            f"unknown config key(s) {unknown}; known: {sorted({*DEFAULTS, *also_known})} and "
+            f"unknown config key(s) {unknown}{' (' + meant + ')' if meant else ''}; known: "
+            f"{sorted({*DEFAULTS, *also_known})} and "
             f"the options of optimizer {full['optimizer']!r}: {sorted(set(options) - {'lr'})}"
         )
     for key in set(full) & set(options) - {"lr"}:
@@ -313,8 +321,9 @@ def build(
 
 
 def _hidden(value: Any) -> tuple[int, ...]:
-    if isinstance(value, str):
-        parts = [part for part in value.split(",") if part.strip()]
+    if isinstance(value, str):  # "" is no hidden layer; an empty part ("16,,8") is refused
+        parts = [part for part in value.split(",")] if value.strip() else []
+        parts = [None if not part.strip() else part for part in parts]
     elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
         parts = [value]
     elif isinstance(value, Sequence):

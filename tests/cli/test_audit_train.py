@@ -250,3 +250,60 @@ def test_the_far_input_warning_names_an_image_feature_plainly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "far outside the training range" in err and "feature (0, " in err
     assert "np.int64" not in err
+
+
+# -- configuration files and --set (the config audit) ----------------------------------------
+
+
+def test_a_toml_file_and_set_take_none_and_full_as_the_flags_do(tmp_path):
+    (tmp_path / "c.toml").write_text('patience = "none"\nbatch_size = "full"\n')
+    for extra in ([], ["--set", "patience=none", "--set", "batch_size=Full"]):
+        run = tmp_path / f"run{len(extra)}"
+        assert run_cli("train", *MOONS, "--config", tmp_path / "c.toml", *extra, "--epochs", 1,
+                       "-o", run) == 0
+        config = json.loads((run / "config.json").read_text())
+        assert config["patience"] is None and config["batch_size"] is None
+
+
+def test_a_runs_config_json_is_a_config_file_that_repeats_the_run(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_cli("train", *MOONS, "--epochs", 2, "--batch-size", "full", "-o", first) == 0
+    assert run_cli("train", "--config", first / "config.json", "-q", "-o", second) == 0
+    assert (json.loads((first / "config.json").read_text())
+            == json.loads((second / "config.json").read_text()))
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in (first, second)]
+    assert metrics[0]["test_loss"] == metrics[1]["test_loss"]
+
+
+@pytest.mark.parametrize("text, named", [
+    ("[training]\nepochs = 1\n[model]\nepochs = 3\n",
+     "epochs is set twice (epochs in [training] and epochs in [model])"),
+    ("epochs = 1\n[model]\nepochs = 3\n", "epochs is set twice"),
+    ("lr = { value = 0.5 }\n", "lr is a table"),
+    ("[a.b]\nlr = 0.5\n", "b in [a] is a table"),
+])
+def test_toml_sections_that_would_hide_a_value_are_refused(text, named, tmp_path, capsys):
+    (tmp_path / "c.toml").write_text(text)
+    err = one_line_error(["train", *MOONS, "--config", tmp_path / "c.toml"], capsys)
+    assert named in err
+
+
+@pytest.mark.parametrize("value, expected", [("'tanh'", "tanh"), ('"tanh"', "tanh"),
+                                             ("+0.01", 0.01), ("1_000e-6", 0.001),
+                                             ("null", None), ("[0.9, 0.99]", [0.9, 0.99]),
+                                             ("tanh", "tanh"), ("32,16", "32,16")])
+def test_set_reads_toml_values_as_a_config_file_does(value, expected):
+    from ermlab.cli.train import _value
+
+    assert _value(value) == expected
+
+
+def test_a_misspelled_key_is_named_with_the_key_meant(tmp_path, capsys):
+    err = one_line_error(["train", *MOONS, "--set", "batch-size=8"], capsys)
+    assert "'batch-size': did you mean 'batch_size'?" in err
+
+
+@pytest.mark.parametrize("hidden", [" , ", "16,,8", "16,"])
+def test_hidden_sizes_with_an_empty_part_are_refused(hidden, capsys):
+    err = one_line_error(["train", *MOONS, "--hidden", hidden], capsys)
+    assert "config 'hidden' lists positive layer widths" in err

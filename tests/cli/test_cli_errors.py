@@ -141,7 +141,7 @@ SETS = [
 
 TOML = [
     ('epochs = "ten"', "'epochs' must be an integer ≥ 1"),
-    ("hidden = {a = 1}", "unknown config key(s) ['a']"),  # a table is a [section]
+    ("hidden = {a = 1}", "hidden is a table; a config key takes a number"),
     ("this is = not toml [", "is not valid TOML"),
     ("[train]\nseed = -5", "'seed' must be an integer in [0, 2³²)"),
     ('[model]\nhidden = "wide"', "positive layer widths"),

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ermlab.config import CLASSIFICATION_LOSSES
+from ermlab.config import CLASSIFICATION_LOSSES, DEFAULTS
 from ermlab.training.callbacks import Callback
 from ermlab.training.callbacks.progress_bar import epoch_summary
 
@@ -79,9 +79,9 @@ def add_commands(commands) -> None:
     private.add_argument("--accountant", choices=("rdp", "pld"), default=None,
                          help=_HELP["accountant"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other config key, e.g. --set betas=[0.9,0.99] (JSON values); "
-                             "over --config, under a key's own flag (--set epochs=5 --epochs 9 "
-                             "trains 9)")
+                        help="any other config key, e.g. --set betas=[0.9,0.99] (TOML values, "
+                             "or null); over --config, under a key's own flag (--set epochs=5 "
+                             "--epochs 9 trains 9)")
     parser.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/…)")
     parser.add_argument("--resume", metavar="RUN", help="continue the run in directory RUN")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the result")
@@ -159,32 +159,69 @@ _HELP = {
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given: ``--config``, overridden by ``--set``, overridden by flags."""
-    config = _read_toml(args.config) if args.config else {}
+    config = _read_config_file(args.config) if args.config else {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set takes KEY=VALUE; got {item!r}")
-        try:
-            config[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            config[key.strip()] = value
+        config[key.strip()] = _value(value)
+    for key, word in WORDS.items():  # as the flags take them: in a file or --set too
+        if isinstance(config.get(key), str) and config[key].strip().lower() == word:
+            config[key] = None
     flags = [*FLAGS, "batch_norm", "verify", "distributed", *STRATEGY_FLAGS, "dp",
              *PRIVACY_FLAGS, "accountant"]
     config.update({flag: getattr(args, flag) for flag in flags if getattr(args, flag) is not None})
     if args.batch_size is not None:
-        config["batch_size"] = None if args.batch_size == "full" else _integer(
-            "--batch-size", args.batch_size)
+        config["batch_size"] = _integer_or_word("--batch-size", args.batch_size, "full")
     if args.patience is not None:
-        config["patience"] = None if args.patience == "none" else _integer(
-            "--patience", args.patience)
+        config["patience"] = _integer_or_word("--patience", args.patience, "none")
     return config
 
 
-def _integer(flag: str, text: str) -> int:
+# config keys whose None is written as a word: on the command line, in a file, in --set
+WORDS = {"batch_size": "full", "patience": "none"}
+
+
+def _integer_or_word(flag: str, text: str, word: str) -> int | None:
+    if text.strip().lower() == word:
+        return None
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"{flag} takes an integer; got {text!r}") from None
+        raise ValueError(f"{flag} takes an integer or {word}; got {text!r}") from None
+
+
+def _value(text: str) -> Any:
+    """A --set value: a TOML value (as in a --config file: 0.01, 1e-3, "tanh", 'tanh',
+    [0.9, 0.99], true, inf), JSON's null (None), or else the text itself."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return json.loads(text)  # null, and JSON's NaN and Infinity
+    except json.JSONDecodeError:
+        return text
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    """``--config``: a TOML file, or a run's ``config.json`` (JSON), as a flat dict."""
+    if str(path).endswith(".json"):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config file {path} not found (or not a file)")
+        try:
+            document = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        if not isinstance(document, dict):
+            raise ValueError(f"{path} holds a JSON {type(document).__name__}, not an object "
+                             "of config keys")
+        return document
+    return _read_toml(path)
 
 
 def read_toml_document(path: str) -> dict[str, Any]:
@@ -202,12 +239,24 @@ def read_toml_document(path: str) -> dict[str, Any]:
 
 
 def _read_toml(path: str) -> dict[str, Any]:
-    flat = {}
-    for key, value in read_toml_document(path).items():  # [sections] are flattened
-        if isinstance(value, dict):
-            flat.update(value)
-        else:
-            flat[key] = value
+    """The keys of a TOML config file, its ``[sections]`` flattened (they only group keys):
+    a key set twice (in two sections, or in one and at the top), or a table where a value
+    goes, is an error naming it."""
+    flat: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for key, value in read_toml_document(path).items():
+        section = key if isinstance(value, dict) else None
+        for name, item in (value.items() if section else [(key, value)]):
+            place = f"{name} in [{section}]" if section else name
+            if isinstance(item, dict) or (section and section in DEFAULTS):
+                table = place if isinstance(item, dict) else section
+                raise ValueError(f"{path}: {table} is a table; a config key takes a number, "
+                                 "a string, a boolean or a list (sections group keys, one "
+                                 "level deep)")
+            if name in flat:
+                raise ValueError(f"{path}: {name} is set twice ({where[name]} and {place}); "
+                                 "keep one")
+            flat[name], where[name] = item, place
     return flat
 
 

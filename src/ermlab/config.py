@@ -136,6 +136,8 @@ def validate(config: Mapping[str, Any], also_known: Sequence[str] = ()) -> dict[
     for key in set(full) & set(options) - {"lr"}:
         _option(full["optimizer"], key, full[key], options[key].annotation)
     full["hidden"] = _hidden(full["hidden"])
+    if isinstance(full["activation"], str):  # as the optimizer and loss names: any case
+        full["activation"] = full["activation"].strip().lower()
     full["loss"] = str(full["loss"]).strip().lower().replace("-", "_")
     if full["loss"] not in CLASSIFICATION_LOSSES + REGRESSION_LOSSES:
         raise ValueError(

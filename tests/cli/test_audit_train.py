@@ -307,3 +307,9 @@ def test_a_misspelled_key_is_named_with_the_key_meant(tmp_path, capsys):
 def test_hidden_sizes_with_an_empty_part_are_refused(hidden, capsys):
     err = one_line_error(["train", *MOONS, "--hidden", hidden], capsys)
     assert "config 'hidden' lists positive layer widths" in err
+
+
+def test_the_activation_name_is_read_in_any_case_as_the_optimizer_name_is(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", *MOONS, "--activation", "Tanh", "--epochs", 1, "-o", run) == 0
+    assert json.loads((run / "config.json").read_text())["activation"] == "tanh"

@@ -33,7 +33,7 @@ import numpy
 
 from ermlab.backend import array_module, to_numpy
 from ermlab.nn.module import Module
-from ermlab.optim.schedules import CosineAnnealingWarmRestarts, _set_lrs
+from ermlab.optim.schedules import CosineAnnealingWarmRestarts
 from ermlab.training.callbacks.base import Callback
 
 
@@ -172,11 +172,7 @@ class SnapshotEnsemble(Callback):
         scheduler = self.scheduler
         scheduler.last_epoch, scheduler.T_i = updates, scheduler.T_0
         scheduler.T_cur = updates % scheduler.T_0
-        self._apply_rate()
-
-    def _apply_rate(self) -> None:
-        """Every param group's rate ← the schedule's current value."""
-        _set_lrs(self.scheduler, self.scheduler.get_lr())
+        scheduler.apply_lr()
 
     def on_batch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
         self.scheduler.step()
@@ -208,4 +204,4 @@ class SnapshotEnsemble(Callback):
         self.snapshots = [dict(s) for s in state["snapshots"]]
         if self.scheduler is not None and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
-            self._apply_rate()  # the first update after a resume uses the scheduled rate
+            self.scheduler.apply_lr()  # the first update after a resume: the scheduled rate

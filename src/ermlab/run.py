@@ -667,7 +667,7 @@ def _preprocessor(config: dict[str, Any], image_shape: tuple[int, ...]) -> Any:
     return preprocessing.Pipeline(steps)
 
 
-def _model_input_shape(config: dict[str, Any], preprocessor: Any,
+def model_input_shape(config: dict[str, Any], preprocessor: Any,
                        shape: tuple[int, ...]) -> tuple[int, ...]:
     """What the model sees: the feature vector's shape (D,) with ``features``, else ``shape``."""
     if config.get("features"):
@@ -694,7 +694,7 @@ def build_trainer(config: dict[str, Any], data: Data, callbacks: list[Any]) -> A
     rng = numpy.random.default_rng(config["seed"])
     training = training_part(config)
     n_classes = len(data.class_names)
-    input_shape = _model_input_shape(config, data.preprocessor, data.image_shape)
+    input_shape = model_input_shape(config, data.preprocessor, data.image_shape)
     batch = config["batch_size"] or len(data.x_train)  # full batch: every training example
     model = build_model({**config, "batch_size": batch}, input_shape, n_classes, rng)
     if not _is_mlp(config):  # the MLP's estimate came before its parameters were drawn
@@ -930,7 +930,7 @@ def restore(directory: str | Path, which: str = "best") -> Restored:
         inputs = prepare_data(config, preprocessor_state).inputs
     preprocessor = _preprocessor(config, inputs.shape).load_state_dict(preprocessor_state)
     rng = numpy.random.default_rng(config["seed"])
-    model = build_model(config, _model_input_shape(config, preprocessor, inputs.shape),
+    model = build_model(config, model_input_shape(config, preprocessor, inputs.shape),
                         len(inputs.class_names), rng)
     n_classes = len(inputs.class_names)
     trainer = Trainer(model, training_config.build_loss(training_part(config)), None, rng=rng,

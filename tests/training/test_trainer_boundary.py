@@ -56,7 +56,7 @@ def test_the_finite_check_reads_inputs_in_blocks_and_finds_a_row_past_the_first(
     x = np.zeros((1000, 7), np.float32)
     x[613, 6] = np.nan
     with pytest.raises(ValueError, match=r"row 613\)"):
-        _check_finite(x, "x", block=70)  # blocks of 10 rows
+        _check_finite(x, "x", chunk_bytes=280)  # blocks of 10 rows
     _check_finite(np.zeros((5, 3), np.int64), "x")  # integers are finite
 
 

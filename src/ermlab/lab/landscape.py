@@ -197,7 +197,7 @@ def from_run(directory: str | Path, examples: int = 1000, split: str = "train",
         chosen = numpy.sort(numpy.random.default_rng(seed).choice(len(x), examples, replace=False))
     x, y = numpy.asarray(x[chosen]), numpy.asarray(y[chosen])
     model = restored.trainer.model
-    input_shape = run._model_input_shape(config, restored.preprocessor, restored.inputs.shape)
+    input_shape = run.model_input_shape(config, restored.preprocessor, restored.inputs.shape)
     initial = run.build_model(config, input_shape, len(data.class_names),
                               numpy.random.default_rng(config["seed"]))
     theta0 = [p.data.copy() for p in initial.parameters()]

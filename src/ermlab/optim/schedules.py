@@ -92,6 +92,12 @@ class LRScheduler:
             values = closed_form() if closed_form is not None else self.get_lr()
         _set_lrs(self, values)
 
+    def apply_lr(self) -> None:
+        """Every param group's rate ← ``get_lr()``: the schedule's rate where it stands, after
+        its position was set by hand or by ``load_state_dict`` (which, as torch's, leaves the
+        optimizer's rates alone)."""
+        _set_lrs(self, self.get_lr())
+
     def get_lr(self) -> list[float]:
         """The rates for t = ``last_epoch`` (chainable form)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement get_lr")
@@ -399,7 +405,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_cur -= self.T_i
                 self.T_i *= self.T_mult
         self.last_epoch += 1
-        _set_lrs(self, self.get_lr())
+        self.apply_lr()
 
     def get_lr(self) -> list[float]:
         cos = 1 + math.cos(math.pi * self.T_cur / self.T_i)

@@ -477,12 +477,13 @@ def _class_indices(loss: Any, y: Any) -> Any:
     return y.astype(xp.int64) if whole else y
 
 
-def _check_arrays(**arrays: Any) -> None:
-    """Refuse lists and other non-arrays, with what to do (the Trainer converts nothing)."""
+def _check_arrays(owner: str = "", **arrays: Any) -> None:
+    """Refuse lists and other non-arrays, with what to do (the Trainer converts nothing);
+    ``owner`` prefixes the names ("validation_data's ")."""
     for name, array in arrays.items():
         if not (hasattr(array, "shape") and hasattr(array, "dtype")):
-            dtype = ", dtype=numpy.float32" if name == "x" else ""
-            raise TypeError(f"{name} must be an array (NumPy or CuPy); got "
+            dtype = ", dtype=numpy.float32" if name.startswith("x") else ""
+            raise TypeError(f"{owner}{name} must be an array (NumPy or CuPy); got "
                             f"{type(array).__name__}. Convert it: numpy.asarray({name}{dtype})")
 
 
@@ -494,10 +495,7 @@ def _check_validation(data: Any, x: Any, loss: Any) -> tuple[Any, Any]:
                         f"{type(data).__name__}"
                         + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
     x_val, y_val = data
-    for name, array in (("validation_data's x_val", x_val), ("validation_data's y_val", y_val)):
-        if not (hasattr(array, "shape") and hasattr(array, "dtype")):
-            raise TypeError(f"{name} must be an array (NumPy or CuPy); got "
-                            f"{type(array).__name__}")
+    _check_arrays("validation_data's ", x_val=x_val, y_val=y_val)
     if len(x_val) != len(y_val):
         raise ValueError(f"validation_data's x_val and y_val have different lengths: "
                          f"{len(x_val)} and {len(y_val)}")
@@ -509,17 +507,19 @@ def _check_validation(data: Any, x: Any, loss: Any) -> tuple[Any, Any]:
     return x_val, _class_indices(loss, y_val)
 
 
-def _check_finite(x: Any, name: str, block: int = 1 << 18) -> None:
-    """A ValueError naming the first row of ``x`` with a NaN or infinite value: read in blocks
-    of about ``block`` values (no copy of ``x``; a memory map is read once; a CuPy array in
-    one pass, one synchronization)."""
+def _check_finite(x: Any, name: str, chunk_bytes: int | None = None) -> None:
+    """A ValueError naming the first row of ``x`` with a NaN or infinite value: read in the
+    blocks of ``ermlab.data.rows.block_ranges`` (no copy of ``x``; a memory map is read
+    once; a CuPy array in one pass, one synchronization)."""
+    from ermlab.data.rows import block_ranges
+
     if getattr(x, "dtype", None) is None or numpy.dtype(x.dtype).kind not in "fc":
         return
     xp = array_module(x)
-    width = max(1, math.prod(x.shape[1:]))
-    rows = max(1, block // width) if xp is numpy else len(x)  # a GPU array: one pass
-    for start in range(0, len(x), rows):
-        part = x[start:start + rows]
+    if xp is not numpy:  # a GPU array: one pass
+        chunk_bytes = max(1, x.nbytes)
+    for start, stop in block_ranges(x, chunk_bytes):
+        part = x[start:stop]
         if not bool(xp.isfinite(part).all()):
             bad = ~xp.isfinite(part.reshape(len(part), -1)).all(axis=1)
             row = start + int(to_numpy(bad).argmax())
